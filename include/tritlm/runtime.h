@@ -1,0 +1,47 @@
+/* Token-by-token decoding on the device: the forward pass of a Llama-style
+ * model over a caller-provided arena. No allocation, no I/O. */
+#ifndef TRITLM_RUNTIME_H
+#define TRITLM_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tritlm/model.h"
+#include "tritlm/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tlm_runtime {
+    const tlm_model *model;
+    uint32_t ctx;          /* positions the KV cache holds */
+    float *x, *xb, *xb2;   /* dim */
+    float *q;              /* dim */
+    float *hb, *hb2;       /* hidden_dim */
+    float *att;            /* ctx (one head at a time) */
+    float *rope;           /* head_size: (cos, sin) pairs for the current position */
+    float *logits;         /* vocab_size */
+    float *key_cache;      /* n_layers * ctx * kv_dim */
+    float *value_cache;    /* n_layers * ctx * kv_dim */
+    void *sample_scratch;  /* tlm_sampler_scratch_bytes(vocab_size) */
+} tlm_runtime;
+
+/* Bytes of arena the runtime needs for model m at context length ctx
+ * (including alignment slack, so any arena address works). 0 if ctx is 0
+ * or larger than the model's seq_len, or the size overflows. */
+size_t tlm_runtime_arena_size(const tlm_model *m, uint32_t ctx);
+
+/* Carves the runtime's buffers from `arena`. */
+tlm_status tlm_runtime_init(tlm_runtime *rt, const tlm_model *m, uint32_t ctx,
+                            void *arena, size_t arena_bytes, tlm_error *err);
+
+/* Runs the model on `token` at position `pos` (0-based, < ctx), appending
+ * to the KV cache, and points *logits at vocab_size logits (valid until the
+ * next call). Positions must be fed in order 0, 1, 2, ... */
+tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, float **logits);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,47 @@
+/* Byte-fallback BPE tokenizer with llama2.c's semantics, reading the
+ * vocabulary stored inside the model image. */
+#ifndef TRITLM_TOKENIZER_H
+#define TRITLM_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tritlm/model.h"
+#include "tritlm/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TLM_ENCODE_BOS 0x1u
+#define TLM_ENCODE_EOS 0x2u
+
+/* Room `encode` may need for `text_bytes` bytes of text: every byte can
+ * become one token, plus BOS, the dummy prefix and EOS. */
+#define TLM_ENCODE_MAX_IDS(text_bytes) ((size_t)(text_bytes) + 3u)
+
+/* Encodes text[0..n) (any bytes; a NUL byte ends the text as in C) into ids:
+ * optional BOS, the SentencePiece-style dummy prefix " " when the text is
+ * not empty, code points found in the vocabulary or else their bytes as
+ * <0xNN> tokens, then merges of adjacent pairs by highest score (leftmost
+ * first on ties), optional EOS. `scratch` holds `cap` int32 values.
+ * Returns TLM_ERR_ARG if cap < TLM_ENCODE_MAX_IDS(n), TLM_ERR_VOCAB if the
+ * vocabulary lacks the byte tokens. */
+tlm_status tlm_encode(const tlm_model *m, const char *text, size_t n, unsigned flags,
+                      uint32_t *ids, size_t cap, int32_t *scratch, size_t *n_ids);
+
+/* Looks up the token whose string is exactly s[0..n); -1 if none. */
+int32_t tlm_token_lookup(const tlm_model *m, const void *s, size_t n);
+
+/* The bytes token `tok` stands for when it follows `prev`: byte tokens
+ * <0xNN> give their byte, and the leading space of a piece right after BOS
+ * is dropped. Sets *piece and returns its length (0 for an unknown id). */
+size_t tlm_decode_piece(const tlm_model *m, uint32_t prev, uint32_t tok, const uint8_t **piece);
+
+/* The raw vocabulary string of token `tok` and its length. */
+size_t tlm_token_str(const tlm_model *m, uint32_t tok, const uint8_t **s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,98 @@
+/* tritlm eval: story-level next-token evaluation. */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "../host/eval.h"
+#include "../host/fileio.h"
+#include "../host/model_file.h"
+#include "cli.h"
+
+static const char help[] =
+    "usage: tritlm eval -m MODEL --text FILE [--ctx N] [--threads N] [--token-by-token] [--json]\n"
+    "\n"
+    "Splits FILE into stories on <|endoftext|> lines, encodes each with BOS, truncates\n"
+    "it to N tokens and scores the prediction of every token after the first. Prints\n"
+    "mean cross-entropy (nats), perplexity and top-1 accuracy.\n"
+    "\n"
+    "  -m, --model FILE     model image (.tlm)\n"
+    "      --text FILE      stories to evaluate\n"
+    "      --ctx N          truncation length (default: the model's seq_len)\n"
+    "      --threads N      worker threads (default: all cores)\n"
+    "      --token-by-token decode one position at a time with the device runtime\n"
+    "                       (slower; a cross-check of the sequence path)\n"
+    "      --json           one JSON object on stdout\n"
+    "  -h, --help           this text\n";
+
+int cmd_eval(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"text", required_argument, 0, 'x'},
+        {"ctx", required_argument, 0, 'c'},   {"threads", required_argument, 0, 'T'},
+        {"token-by-token", no_argument, 0, 'k'}, {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    const char *model_path = NULL, *text_path = NULL;
+    tlm_eval_opts eo = {0};
+    uint32_t u;
+    int json = 0, c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 'x': text_path = optarg; break;
+        case 'c':
+            if (!cli_parse_u32(optarg, 2, 1u << 20, &eo.ctx)) return cli_usage_error("eval", "--ctx expects an integer >= 2, got '%s'", optarg);
+            break;
+        case 'T':
+            if (!cli_parse_u32(optarg, 1, 1024, &u)) return cli_usage_error("eval", "--threads expects 1..1024, got '%s'", optarg);
+            eo.threads = (int)u;
+            break;
+        case 'k': eo.token_by_token = 1; break;
+        case 'j': json = 1; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_bad_option("eval", argv, c);
+        }
+    }
+    if (optind != argc) return cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
+    if (!model_path) return cli_usage_error("eval", "missing -m MODEL");
+    if (!text_path) return cli_usage_error("eval", "missing --text FILE");
+    eo.progress = isatty(2);
+
+    tlm_model_file mf;
+    tlm_error err;
+    if (tlm_model_file_open(&mf, model_path, &err)) return cli_fail("eval", &err);
+    uint8_t *text;
+    size_t len;
+    if (tlm_read_file(text_path, &text, &len, &err)) {
+        tlm_model_file_close(&mf);
+        return cli_fail("eval", &err);
+    }
+    tlm_eval_result r;
+    tlm_status st = tlm_eval_text(&mf.model, (const char *)text, len, &eo, &r, &err);
+    free(text);
+    tlm_model_file_close(&mf);
+    if (st) return cli_fail("eval", &err);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "loss", r.loss);
+        cJSON_AddNumberToObject(o, "perplexity", r.perplexity);
+        cJSON_AddNumberToObject(o, "top1", r.top1);
+        cJSON_AddNumberToObject(o, "tokens", (double)r.tokens);
+        cJSON_AddNumberToObject(o, "stories", (double)r.stories);
+        cJSON_AddNumberToObject(o, "truncated", (double)r.truncated);
+        cJSON_AddNumberToObject(o, "seconds", r.seconds);
+        cJSON_AddNumberToObject(o, "tokens_per_s", r.tokens_per_s);
+        char *s = cJSON_PrintUnformatted(o);
+        puts(s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        printf("loss %.5f  perplexity %.4f  top1 %.5f  tokens %llu  stories %llu  truncated %llu\n", r.loss, r.perplexity,
+               r.top1, (unsigned long long)r.tokens, (unsigned long long)r.stories, (unsigned long long)r.truncated);
+        fprintf(stderr, "%.2f s, %.0f tok/s\n", r.seconds, r.tokens_per_s);
+    }
+    return 0;
+}

@@ -1,0 +1,52 @@
+/* tritlm: one executable, one subcommand per job. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+#ifndef TLM_VERSION
+#define TLM_VERSION "0.1.0"
+#endif
+
+typedef struct {
+    const char *name;
+    int (*run)(int, char **);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"import", cmd_import, "convert a llama2.c checkpoint + tokenizer into a tritlm model image"},
+    {"export", cmd_export, "write a model back out as a llama2.c checkpoint + tokenizer"},
+    {"generate", cmd_generate, "generate text from a prompt"},
+    {"eval", cmd_eval, "next-token loss, perplexity and top-1 accuracy on a text file of stories"},
+    {"info", cmd_info, "hyperparameters, tensor table, sizes and arena bytes of a model image"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: tritlm COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'tritlm COMMAND --help' describes each command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return TLM_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("tritlm %s\n", TLM_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "tritlm: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return TLM_EXIT_USAGE;
+}

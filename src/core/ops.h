@@ -1,0 +1,29 @@
+/* Vector operations of the Llama layer math, shared by the device decoder
+ * (one position at a time) and the host's sequence code (row by row). */
+#ifndef TLM_CORE_OPS_H
+#define TLM_CORE_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* out = weight * x / sqrt(mean(x^2) + eps); out may alias x. */
+void tlm_rmsnorm(float *out, const float *x, const float *weight, uint32_t n, float eps);
+
+/* In-place softmax over x[0..n). */
+void tlm_softmax(float *x, uint32_t n);
+
+/* Fills rope[2*j], rope[2*j+1] with cos, sin of pos * theta^(-2j/head_size),
+ * j < head_size/2, computed in float as llama2.c's run.c does. */
+void tlm_rope_table(float *rope, uint32_t pos, uint32_t head_size, float theta);
+
+/* Rotates consecutive pairs of each head of v (n values, heads of
+ * head_size) by the angles in rope. */
+void tlm_rope_apply(float *v, uint32_t n, uint32_t head_size, const float *rope);
+
+/* h[i] = silu(h[i]) * g[i] */
+void tlm_swiglu(float *h, const float *g, uint32_t n);
+
+/* Sequential dot product (summation in index order). */
+float tlm_dot_f32(const float *a, const float *b, uint32_t n);
+
+#endif

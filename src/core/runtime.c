@@ -1,0 +1,173 @@
+/* Decoder forward pass for one position over a caller-provided arena. */
+#include <math.h>
+#include <string.h>
+
+#include "ops.h"
+#include "tritlm/runtime.h"
+#include "tritlm/sampler.h"
+
+#define ARENA_ALIGN 64u
+
+typedef struct {
+    size_t off;
+    int overflow;
+} layout;
+
+/* Reserves `count` elements of `elem` bytes, aligned; returns the offset. */
+static size_t reserve(layout *l, size_t count, size_t elem)
+{
+    size_t start = (l->off + ARENA_ALIGN - 1u) & ~(size_t)(ARENA_ALIGN - 1u);
+    if (start < l->off || (elem && count > (SIZE_MAX - start) / elem)) {
+        l->overflow = 1;
+        return 0;
+    }
+    l->off = start + count * elem;
+    return start;
+}
+
+typedef struct {
+    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, scratch, total;
+} arena_plan;
+
+static int plan_arena(const tlm_model *m, uint32_t ctx, arena_plan *p)
+{
+    const tlm_hparams *hp = &m->hp;
+    if (ctx == 0 || ctx > hp->seq_len) return 0;
+    layout l = {0, 0};
+    size_t kv = (size_t)hp->n_layers * ctx;
+    size_t kv_dim = tlm_hparams_kv_dim(hp);
+    if (kv_dim && kv > SIZE_MAX / kv_dim) return 0;
+    p->x = reserve(&l, hp->dim, 4);
+    p->xb = reserve(&l, hp->dim, 4);
+    p->xb2 = reserve(&l, hp->dim, 4);
+    p->q = reserve(&l, hp->dim, 4);
+    p->hb = reserve(&l, hp->hidden_dim, 4);
+    p->hb2 = reserve(&l, hp->hidden_dim, 4);
+    p->att = reserve(&l, ctx, 4);
+    p->rope = reserve(&l, hp->dim / hp->n_heads, 4);
+    p->logits = reserve(&l, hp->vocab_size, 4);
+    p->kc = reserve(&l, kv * kv_dim, 4);
+    p->vc = reserve(&l, kv * kv_dim, 4);
+    p->scratch = reserve(&l, tlm_sampler_scratch_bytes(hp->vocab_size), 1);
+    if (l.overflow || l.off > SIZE_MAX - ARENA_ALIGN) return 0;
+    p->total = l.off + ARENA_ALIGN; /* slack to align any arena address */
+    return 1;
+}
+
+size_t tlm_runtime_arena_size(const tlm_model *m, uint32_t ctx)
+{
+    arena_plan p;
+    if (!m || !plan_arena(m, ctx, &p)) return 0;
+    return p.total;
+}
+
+tlm_status tlm_runtime_init(tlm_runtime *rt, const tlm_model *m, uint32_t ctx, void *arena, size_t arena_bytes,
+                            tlm_error *err)
+{
+    tlm_error_clear(err);
+    if (!rt || !m) return tlm_fail(err, TLM_ERR_ARG, "no runtime or no model");
+    arena_plan p;
+    if (!plan_arena(m, ctx, &p))
+        return tlm_fail(err, TLM_ERR_ARG, "context length %u must be between 1 and the model's seq_len %u", ctx,
+                        m->hp.seq_len);
+    if (!arena || arena_bytes < p.total)
+        return tlm_fail(err, TLM_ERR_ARENA, "arena of %llu bytes; this model at context %u needs %llu",
+                        (unsigned long long)arena_bytes, ctx, (unsigned long long)p.total);
+    uintptr_t a = (uintptr_t)arena;
+    uint8_t *base = (uint8_t *)arena + ((ARENA_ALIGN - (a % ARENA_ALIGN)) % ARENA_ALIGN);
+    memset(rt, 0, sizeof *rt);
+    rt->model = m;
+    rt->ctx = ctx;
+    rt->x = (float *)(void *)(base + p.x);
+    rt->xb = (float *)(void *)(base + p.xb);
+    rt->xb2 = (float *)(void *)(base + p.xb2);
+    rt->q = (float *)(void *)(base + p.q);
+    rt->hb = (float *)(void *)(base + p.hb);
+    rt->hb2 = (float *)(void *)(base + p.hb2);
+    rt->att = (float *)(void *)(base + p.att);
+    rt->rope = (float *)(void *)(base + p.rope);
+    rt->logits = (float *)(void *)(base + p.logits);
+    rt->key_cache = (float *)(void *)(base + p.kc);
+    rt->value_cache = (float *)(void *)(base + p.vc);
+    rt->sample_scratch = base + p.scratch;
+    return TLM_OK;
+}
+
+static void matvec(float *out, const float *x, const tlm_model *m, tlm_role role, uint32_t layer)
+{
+    tlm_tensor t;
+    tlm_model_tensor(m, role, layer, &t);
+    tlm_wtype_get(t.wtype)->matvec_f32(out, x, &t);
+}
+
+static const float *norm_weights(const tlm_model *m, tlm_role role, uint32_t layer)
+{
+    tlm_tensor t;
+    tlm_model_tensor(m, role, layer, &t);
+    return (const float *)(const void *)t.data;
+}
+
+/* Causal attention of one position over the cached keys and values. */
+static void attention(tlm_runtime *rt, uint32_t layer, uint32_t pos)
+{
+    const tlm_hparams *hp = &rt->model->hp;
+    const uint32_t hs = hp->dim / hp->n_heads, kv_dim = tlm_hparams_kv_dim(hp);
+    const uint32_t group = hp->n_heads / hp->n_kv_heads;
+    const float inv_sqrt = 1.0f / sqrtf((float)hs);
+    const float *kc = rt->key_cache + (size_t)layer * rt->ctx * kv_dim;
+    const float *vc = rt->value_cache + (size_t)layer * rt->ctx * kv_dim;
+    for (uint32_t h = 0; h < hp->n_heads; h++) {
+        const float *q = rt->q + (size_t)h * hs;
+        const uint32_t kvo = (h / group) * hs;
+        for (uint32_t t = 0; t <= pos; t++)
+            rt->att[t] = tlm_dot_f32(q, kc + (size_t)t * kv_dim + kvo, hs) * inv_sqrt;
+        tlm_softmax(rt->att, pos + 1u);
+        float *o = rt->xb + (size_t)h * hs;
+        memset(o, 0, hs * sizeof *o);
+        for (uint32_t t = 0; t <= pos; t++) {
+            const float *v = vc + (size_t)t * kv_dim + kvo;
+            const float a = rt->att[t];
+            for (uint32_t i = 0; i < hs; i++) o[i] += a * v[i];
+        }
+    }
+}
+
+tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, float **logits)
+{
+    if (!rt || !rt->model || !logits) return TLM_ERR_ARG;
+    const tlm_model *m = rt->model;
+    const tlm_hparams *hp = &m->hp;
+    if (token >= hp->vocab_size || pos >= rt->ctx) return TLM_ERR_ARG;
+    const uint32_t dim = hp->dim, hidden = hp->hidden_dim, kv_dim = tlm_hparams_kv_dim(hp);
+    const uint32_t hs = dim / hp->n_heads;
+
+    tlm_tensor emb;
+    tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &emb);
+    tlm_wtype_get(emb.wtype)->row_to_f32(rt->x, &emb, token);
+    tlm_rope_table(rt->rope, pos, hs, hp->rope_theta);
+
+    for (uint32_t l = 0; l < hp->n_layers; l++) {
+        float *k = rt->key_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
+        float *v = rt->value_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
+        tlm_rmsnorm(rt->xb, rt->x, norm_weights(m, TLM_ROLE_ATTN_NORM, l), dim, hp->norm_eps);
+        matvec(rt->q, rt->xb, m, TLM_ROLE_WQ, l);
+        matvec(k, rt->xb, m, TLM_ROLE_WK, l);
+        matvec(v, rt->xb, m, TLM_ROLE_WV, l);
+        tlm_rope_apply(rt->q, dim, hs, rt->rope);
+        tlm_rope_apply(k, kv_dim, hs, rt->rope);
+        attention(rt, l, pos);
+        matvec(rt->xb2, rt->xb, m, TLM_ROLE_WO, l);
+        for (uint32_t i = 0; i < dim; i++) rt->x[i] += rt->xb2[i];
+
+        tlm_rmsnorm(rt->xb, rt->x, norm_weights(m, TLM_ROLE_FFN_NORM, l), dim, hp->norm_eps);
+        matvec(rt->hb, rt->xb, m, TLM_ROLE_W1, l);
+        matvec(rt->hb2, rt->xb, m, TLM_ROLE_W3, l);
+        tlm_swiglu(rt->hb, rt->hb2, hidden);
+        matvec(rt->xb, rt->hb, m, TLM_ROLE_W2, l);
+        for (uint32_t i = 0; i < dim; i++) rt->x[i] += rt->xb[i];
+    }
+    tlm_rmsnorm(rt->x, rt->x, norm_weights(m, TLM_ROLE_FINAL_NORM, 0), dim, hp->norm_eps);
+    matvec(rt->logits, rt->x, m, TLM_ROLE_CLASSIFIER, 0);
+    *logits = rt->logits;
+    return TLM_OK;
+}

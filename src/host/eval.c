@@ -1,0 +1,190 @@
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "eval.h"
+#include "progress.h"
+#include "seq.h"
+#include "stories.h"
+#include "tritlm/runtime.h"
+#include "tritlm/tokenizer.h"
+
+typedef struct {
+    double loss;       /* summed over the story's predictions */
+    uint32_t correct, predicted, positions;
+    int truncated;
+    tlm_status status;
+} story_result;
+
+typedef struct {
+    const tlm_model *m;
+    const tlm_stories *stories;
+    uint32_t ctx;
+    int token_by_token;
+    size_t max_story;
+    story_result *res;
+    atomic_size_t next;
+    atomic_size_t done;
+    atomic_ullong positions;
+} job;
+
+/* Loss and hit for predicting `target` from one row of logits. */
+static void score(const float *logits, uint32_t V, uint32_t target, story_result *r)
+{
+    float mx = logits[0];
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < V; i++)
+        if (logits[i] > mx) {
+            mx = logits[i];
+            best = i;
+        }
+    double sum = 0;
+    for (uint32_t i = 0; i < V; i++) sum += exp((double)logits[i] - mx);
+    r->loss += log(sum) + mx - logits[target];
+    r->correct += best == target;
+    r->predicted++;
+}
+
+static void *worker(void *arg)
+{
+    job *j = arg;
+    const tlm_model *m = j->m;
+    const uint32_t V = m->hp.vocab_size;
+    size_t cap = TLM_ENCODE_MAX_IDS(j->max_story);
+    uint32_t *ids = malloc(cap * sizeof *ids);
+    int32_t *scratch = malloc(cap * sizeof *scratch);
+    tlm_seq_ws ws;
+    int have_ws = 0;
+    void *arena = NULL;
+    tlm_runtime rt;
+    tlm_status st = (!ids || !scratch) ? TLM_ERR_NOMEM : TLM_OK;
+    if (!st && j->token_by_token) {
+        size_t ab = tlm_runtime_arena_size(m, j->ctx);
+        arena = malloc(ab);
+        st = arena ? tlm_runtime_init(&rt, m, j->ctx, arena, ab, NULL) : TLM_ERR_NOMEM;
+    } else if (!st) {
+        st = tlm_seq_ws_init(&ws, m, j->ctx, NULL);
+        have_ws = st == TLM_OK;
+    }
+    for (;;) {
+        size_t s = atomic_fetch_add(&j->next, 1);
+        if (s >= j->stories->n) break;
+        story_result *r = &j->res[s];
+        memset(r, 0, sizeof *r);
+        if (st) {
+            r->status = st;
+            atomic_fetch_add(&j->done, 1);
+            continue;
+        }
+        size_t n = 0;
+        r->status = tlm_encode(m, j->stories->items[s].text, j->stories->items[s].len, TLM_ENCODE_BOS, ids, cap, scratch, &n);
+        if (r->status) {
+            atomic_fetch_add(&j->done, 1);
+            continue;
+        }
+        if (n > j->ctx) {
+            n = j->ctx;
+            r->truncated = 1;
+        }
+        uint32_t T = (uint32_t)n;
+        r->positions = T;
+        if (j->token_by_token) {
+            for (uint32_t t = 0; t + 1 < T; t++) {
+                float *logits;
+                tlm_runtime_forward(&rt, ids[t], t, &logits);
+                score(logits, V, ids[t + 1], r);
+            }
+        } else if (T > 1) {
+            tlm_seq_forward(m, ids, T - 1, &ws);
+            for (uint32_t t = 0; t + 1 < T; t++) score(ws.logits + (size_t)t * V, V, ids[t + 1], r);
+        }
+        atomic_fetch_add(&j->positions, T);
+        atomic_fetch_add(&j->done, 1);
+    }
+    if (have_ws) tlm_seq_ws_free(&ws);
+    free(arena);
+    free(ids);
+    free(scratch);
+    return NULL;
+}
+
+tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const tlm_eval_opts *opts,
+                         tlm_eval_result *res, tlm_error *err)
+{
+    uint32_t ctx = opts->ctx ? opts->ctx : m->hp.seq_len;
+    if (ctx < 2 || ctx > m->hp.seq_len)
+        return tlm_fail(err, TLM_ERR_ARG, "--ctx %u must be between 2 and the model's seq_len %u", ctx, m->hp.seq_len);
+    tlm_stories stories;
+    tlm_status st = tlm_stories_split(text, len, &stories, err);
+    if (st) return st;
+    if (stories.n == 0) {
+        tlm_stories_free(&stories);
+        return tlm_fail(err, TLM_ERR_FORMAT, "the text holds no story (stories are separated by %s lines)", TLM_STORY_SEPARATOR);
+    }
+    int threads = opts->threads > 0 ? opts->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1) threads = 1;
+    if ((size_t)threads > stories.n) threads = (int)stories.n;
+
+    job j = {.m = m, .stories = &stories, .ctx = ctx, .token_by_token = opts->token_by_token};
+    for (size_t i = 0; i < stories.n; i++)
+        if (stories.items[i].len > j.max_story) j.max_story = stories.items[i].len;
+    j.res = calloc(stories.n, sizeof *j.res);
+    pthread_t *tid = calloc((size_t)threads, sizeof *tid);
+    if (!j.res || !tid) {
+        free(j.res);
+        free(tid);
+        tlm_stories_free(&stories);
+        return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    }
+    atomic_init(&j.next, 0);
+    atomic_init(&j.done, 0);
+    atomic_init(&j.positions, 0);
+    tlm_progress prog;
+    tlm_progress_start(&prog, "eval stories", "tok", opts->progress);
+    double t0 = tlm_now();
+    int started = 0;
+    for (; started < threads; started++)
+        if (pthread_create(&tid[started], NULL, worker, &j) != 0) break;
+    if (started == 0) worker(&j);
+    while (started && atomic_load(&j.done) < stories.n) {
+        tlm_progress_update(&prog, atomic_load(&j.done), stories.n, atomic_load(&j.positions));
+        usleep(50000);
+    }
+    for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+    double secs = tlm_now() - t0;
+    tlm_progress_update(&prog, stories.n, stories.n, atomic_load(&j.positions));
+    tlm_progress_end(&prog);
+
+    /* Reduce in story order: the figures do not depend on thread count. */
+    memset(res, 0, sizeof *res);
+    double loss = 0;
+    uint64_t correct = 0, positions = 0;
+    for (size_t i = 0; i < stories.n; i++) {
+        if (j.res[i].status) {
+            st = tlm_fail(err, j.res[i].status, "story %llu could not be evaluated: %s", (unsigned long long)i,
+                          tlm_status_str(j.res[i].status));
+            break;
+        }
+        loss += j.res[i].loss;
+        correct += j.res[i].correct;
+        res->tokens += j.res[i].predicted;
+        res->truncated += (uint64_t)j.res[i].truncated;
+        positions += j.res[i].positions;
+    }
+    if (!st) {
+        res->stories = stories.n;
+        res->loss = res->tokens ? loss / (double)res->tokens : 0;
+        res->perplexity = exp(res->loss);
+        res->top1 = res->tokens ? (double)correct / (double)res->tokens : 0;
+        res->seconds = secs;
+        res->tokens_per_s = secs > 0 ? (double)positions / secs : 0;
+    }
+    free(j.res);
+    free(tid);
+    tlm_stories_free(&stories);
+    return st;
+}

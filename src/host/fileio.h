@@ -1,0 +1,28 @@
+/* Host file helpers: whole-file reads, read-only maps, atomic writes. */
+#ifndef TLM_HOST_FILEIO_H
+#define TLM_HOST_FILEIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tritlm/status.h"
+
+/* Reads a whole file into a malloc'd buffer (NUL-terminated for text
+ * convenience; the terminator is not counted in *bytes). */
+tlm_status tlm_read_file(const char *path, uint8_t **data, size_t *bytes, tlm_error *err);
+
+typedef struct tlm_mapped {
+    void *addr;
+    size_t bytes;
+} tlm_mapped;
+
+/* Maps a file read-only (page-aligned, so usable as a model image). */
+tlm_status tlm_map_file(const char *path, tlm_mapped *map, tlm_error *err);
+void tlm_unmap_file(tlm_mapped *map);
+
+/* Writes `n` bytes to `path` atomically: a temporary file in the same
+ * directory, fsync, rename over the target, fsync of the directory. A
+ * crash leaves either the old file or the new one, never a mix. */
+tlm_status tlm_write_file_atomic(const char *path, const void *data, size_t n, tlm_error *err);
+
+#endif

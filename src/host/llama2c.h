@@ -1,0 +1,24 @@
+/* llama2.c interoperability: version-0 (legacy) fp32 checkpoints and the
+ * tokenizer.bin format. */
+#ifndef TLM_HOST_LLAMA2C_H
+#define TLM_HOST_LLAMA2C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image_build.h"
+#include "tritlm/model.h"
+
+/* Parses a llama2.c tokenizer file for a vocabulary of n tokens. */
+tlm_status tlm_llama2c_read_tokenizer(const char *path, uint32_t n, tlm_vocab *v, tlm_error *err);
+
+/* Imports checkpoint + tokenizer into a model image (malloc'd). */
+tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8_t **image, size_t *bytes,
+                              tlm_error *err);
+
+/* Exports a model to a llama2.c checkpoint (weights converted to fp32 if
+ * stored otherwise) and, if tok_path is not NULL, its tokenizer. Files are
+ * written atomically. */
+tlm_status tlm_llama2c_export(const tlm_model *m, const char *ckpt_path, const char *tok_path, tlm_error *err);
+
+#endif
