@@ -11,6 +11,7 @@
 #include "seq.h"
 #include "stories.h"
 #include "tritlm/runtime.h"
+#include "tritlm/sampler.h"
 #include "tritlm/tokenizer.h"
 
 typedef struct {
@@ -32,19 +33,15 @@ typedef struct {
     atomic_ullong positions;
 } job;
 
-/* Loss and hit for predicting `target` from one row of logits. */
-static void score(const float *logits, uint32_t V, uint32_t target, story_result *r)
+/* Loss and hit for predicting `target` from one row of logits (the row is
+ * overwritten with exponentials). */
+static void score(float *logits, uint32_t V, uint32_t target, story_result *r)
 {
-    float mx = logits[0];
-    uint32_t best = 0;
-    for (uint32_t i = 1; i < V; i++)
-        if (logits[i] > mx) {
-            mx = logits[i];
-            best = i;
-        }
-    double sum = 0;
-    for (uint32_t i = 0; i < V; i++) sum += exp((double)logits[i] - mx);
-    r->loss += log(sum) + mx - logits[target];
+    const float target_logit = logits[target];
+    const uint32_t best = tlm_argmax(logits, V);
+    const float mx = logits[best];
+    const double sum = tlm_seq_exp_sum(logits, V, mx);
+    r->loss += log(sum) + (double)mx - (double)target_logit;
     r->correct += best == target;
     r->predicted++;
 }

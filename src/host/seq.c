@@ -118,7 +118,7 @@ static void matmul_role(float *out, const float *X, uint32_t T, const tlm_model 
 }
 
 /* Reductions and maps over positions, eight lanes at a time. */
-static float lane_max(const float *x, uint32_t n)
+float tlm_seq_max(const float *x, uint32_t n)
 {
     float m = x[0];
     uint32_t s = 0;
@@ -132,12 +132,12 @@ static float lane_max(const float *x, uint32_t n)
 }
 
 /* x[s] = exp(x[s] - mx); returns the sum. */
-static float lane_exp_sum(float *x, uint32_t n, float mx)
+float tlm_seq_exp_sum(float *x, uint32_t n, float mx)
 {
     tlm_v8 acc = v8_set1(0.0f), vm = v8_set1(mx);
     uint32_t s = 0;
     for (; s + 8 <= n; s += 8) {
-        tlm_v8 e = v8_exp_nonpos(v8_load(x + s) - vm);
+        tlm_v8 e = v8_exp(v8_load(x + s) - vm);
         v8_store(x + s, e);
         acc += e;
     }
@@ -145,7 +145,7 @@ static float lane_exp_sum(float *x, uint32_t n, float mx)
     if (s < n) {
         float tail[8] = {0};
         for (uint32_t k = 0; k < n - s; k++) tail[k] = x[s + k] - mx;
-        tlm_v8 e = v8_exp_nonpos(v8_load(tail));
+        tlm_v8 e = v8_exp(v8_load(tail));
         for (uint32_t k = 0; k < n - s; k++) {
             x[s + k] = e[k];
             tot += e[k];
@@ -201,13 +201,24 @@ static void seq_attention(const tlm_hparams *hp, uint32_t T, tlm_seq_ws *ws)
                 for (uint32_t c = 0; c < hs; c++) acc += q[c] * kt[(size_t)c * T + s];
                 att[s] = acc * scale;
             }
-            const float inv = 1.0f / lane_exp_sum(att, n, lane_max(att, n));
+            const float inv = 1.0f / tlm_seq_exp_sum(att, n, tlm_seq_max(att, n));
             float *o = ws->xb + (size_t)t * dim + (size_t)h * hs;
             for (uint32_t c = 0; c < hs; c++) {
                 const float *vr = ws->vt + (size_t)(kvo + c) * T;
                 o[c] = lane_dot(att, vr, n) * inv;
             }
         }
+}
+
+/* h = silu(h) * g, vectorized (the core's tlm_swiglu is the scalar form). */
+static void seq_swiglu(float *h, const float *g, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        tlm_v8 v = v8_load(h + i);
+        v8_store(h + i, v / (1.0f + v8_exp(-v)) * v8_load(g + i));
+    }
+    for (; i < n; i++) h[i] = h[i] / (1.0f + expf(-h[i])) * g[i];
 }
 
 void tlm_seq_forward(const tlm_model *m, const uint32_t *tokens, uint32_t T, tlm_seq_ws *ws)
@@ -240,7 +251,7 @@ void tlm_seq_forward(const tlm_model *m, const uint32_t *tokens, uint32_t T, tlm
         for (uint32_t t = 0; t < T; t++) tlm_rmsnorm(ws->xb + (size_t)t * dim, ws->x + (size_t)t * dim, fn, dim, hp->norm_eps);
         matmul_role(ws->hb, ws->xb, T, m, TLM_ROLE_W1, l, ws->wbuf);
         matmul_role(ws->hb2, ws->xb, T, m, TLM_ROLE_W3, l, ws->wbuf);
-        tlm_swiglu(ws->hb, ws->hb2, T * hidden);
+        seq_swiglu(ws->hb, ws->hb2, (size_t)T * hidden);
         matmul_role(ws->xb, ws->hb, T, m, TLM_ROLE_W2, l, ws->wbuf);
         for (size_t i = 0; i < (size_t)T * dim; i++) ws->x[i] += ws->xb[i];
     }

@@ -38,13 +38,15 @@ static inline tlm_v8 v8_max(tlm_v8 a, tlm_v8 b)
     return out;
 }
 
-/* e^x for x <= 0, about 2e-7 relative error (1e-38 floor below -87):
- * x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, 2^n in the exponent. */
-static inline tlm_v8 v8_exp_nonpos(tlm_v8 x)
+/* e^x to about 2e-7 relative error for x in [-87, 88] (clamped outside):
+ * x = n ln2 + r with n the nearest integer, |r| <= ln2/2, a degree-6
+ * polynomial for e^r, and 2^n placed in the exponent bits. */
+static inline tlm_v8 v8_exp(tlm_v8 x)
 {
     x = v8_max(x, v8_set1(-87.0f));
-    tlm_v8 y = x * 1.44269504f - 0.5f;
-    tlm_v8i n = __builtin_convertvector(y, tlm_v8i); /* truncation: nearest for y <= -0.5 */
+    x = -v8_max(-x, v8_set1(-88.0f));
+    /* +128.5 makes the value positive, so truncation rounds to nearest */
+    tlm_v8i n = __builtin_convertvector(x * 1.44269504f + 128.5f, tlm_v8i) - 128;
     tlm_v8 nf = __builtin_convertvector(n, tlm_v8);
     tlm_v8 r = (x - nf * 0.693145752f) - nf * 1.42860677e-6f;
     tlm_v8 p = v8_set1(1.0f / 720.0f);

@@ -1,0 +1,187 @@
+/* The tritlm executable as a user runs it: conformance with llama2.c's
+ * greedy output, --help everywhere, clear errors and exit codes, JSON. */
+#define _GNU_SOURCE
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <cmocka.h>
+
+#include "../src/host/fileio.h"
+#include "testutil.h"
+
+static char *out_text, *err_text;
+static const char *model;
+
+/* Runs `tritlm ARGS`, capturing stdout and stderr; returns the exit code. */
+static int run(const char *fmt, ...)
+{
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s' </dev/null", tu_cli(), args, tu_tmp("stdout"), tu_tmp("stderr"));
+    int st = system(cmd);
+    free(out_text);
+    free(err_text);
+    size_t n;
+    if (tlm_read_file(tu_tmp("stdout"), (uint8_t **)&out_text, &n, NULL)) out_text = strdup("");
+    if (tlm_read_file(tu_tmp("stderr"), (uint8_t **)&err_text, &n, NULL)) err_text = strdup("");
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static void test_conformance_greedy_200(void **state)
+{
+    (void)state;
+    assert_int_equal(run("generate -m '%s' -n 200 -t 0", model), 0);
+    uint8_t *want;
+    size_t n;
+    assert_int_equal(tlm_read_file(tu_data("llama2c/stories260K_greedy_200steps_expected.txt"), &want, &n, NULL), TLM_OK);
+    assert_int_equal(strlen(out_text), n);
+    assert_memory_equal(out_text, want, n);
+    assert_non_null(strstr(err_text, "tok/s"));
+    free(want);
+}
+
+static void test_prompt_and_seed(void **state)
+{
+    (void)state;
+    assert_int_equal(run("generate -m '%s' -p 'Once upon a time, Tom' -n 40 -t 0", model), 0);
+    assert_ptr_equal(strstr(out_text, "Once upon a time, Tom"), out_text);
+    assert_int_equal(run("generate -m '%s' -n 60 -t 1.0 --top-p 0.9 --seed 5", model), 0);
+    char *first = strdup(out_text);
+    assert_int_equal(run("generate -m '%s' -n 60 -t 1.0 --top-p 0.9 --seed 5", model), 0);
+    assert_string_equal(first, out_text);
+    assert_int_equal(run("generate -m '%s' -n 60 -t 1.0 --top-p 0.9 --seed 6", model), 0);
+    assert_string_not_equal(first, out_text);
+    free(first);
+}
+
+static void test_help_everywhere(void **state)
+{
+    (void)state;
+    const char *cmds[] = {"import", "export", "generate", "eval", "info"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        assert_int_equal(run("%s --help", cmds[i]), 0);
+        assert_non_null(strstr(out_text, "usage: tritlm"));
+    }
+    assert_int_equal(run("--help"), 0);
+    assert_int_equal(run(""), 2);
+    assert_int_equal(run("frobnicate"), 2);
+    assert_non_null(strstr(err_text, "unknown command"));
+}
+
+static void test_usage_errors(void **state)
+{
+    (void)state;
+    assert_int_equal(run("generate -m '%s' --bogus", model), 2);
+    assert_non_null(strstr(err_text, "--bogus"));
+    assert_int_equal(run("generate -m '%s' -n abc", model), 2);
+    assert_non_null(strstr(err_text, "-n expects"));
+    assert_int_equal(run("generate -m '%s' -t -1", model), 2);
+    assert_int_equal(run("generate -m '%s' --top-p 1.5", model), 2);
+    assert_int_equal(run("generate"), 2);
+    assert_non_null(strstr(err_text, "missing -m"));
+    assert_int_equal(run("eval -m '%s'", model), 2);
+    assert_int_equal(run("eval -m '%s' --text x --ctx 1", model), 2);
+    assert_int_equal(run("import llama2c a b"), 2);
+    assert_int_equal(run("import gguf a b -o c"), 2);
+    assert_int_equal(run("info"), 2);
+    assert_int_equal(run("generate -m"), 2);
+    assert_non_null(strstr(err_text, "needs a value"));
+}
+
+static void test_bad_files(void **state)
+{
+    (void)state;
+    assert_int_equal(run("generate -m /nonexistent/model.tlm"), 1);
+    assert_non_null(strstr(err_text, "cannot open"));
+    uint8_t *m;
+    size_t n;
+    assert_int_equal(tlm_read_file(model, &m, &n, NULL), TLM_OK);
+    assert_int_equal(tlm_write_file_atomic(tu_tmp("cut.tlm"), m, n / 3, NULL), TLM_OK);
+    assert_int_equal(run("info '%s'", tu_tmp("cut.tlm")), 1);
+    assert_non_null(strstr(err_text, "truncated"));
+    m[n / 2] ^= 1;
+    assert_int_equal(tlm_write_file_atomic(tu_tmp("flip.tlm"), m, n, NULL), TLM_OK);
+    assert_int_equal(run("generate -m '%s' -n 5", tu_tmp("flip.tlm")), 1);
+    assert_non_null(strstr(err_text, "checksum"));
+    assert_int_equal(run("eval -m '%s' --text /nonexistent.txt", model), 1);
+    /* a failed import leaves an existing output untouched */
+    assert_int_equal(tlm_write_file_atomic(tu_tmp("keep.tlm"), "old", 3, NULL), TLM_OK);
+    assert_int_equal(run("import llama2c '%s' '%s' -o '%s'", tu_tmp("cut.tlm"), tu_data("llama2c/tok512.bin"), tu_tmp("keep.tlm")), 1);
+    uint8_t *k;
+    assert_int_equal(tlm_read_file(tu_tmp("keep.tlm"), &k, &n, NULL), TLM_OK);
+    assert_int_equal(n, 3);
+    assert_memory_equal(k, "old", 3);
+    free(k);
+    free(m);
+}
+
+static void test_json_outputs(void **state)
+{
+    (void)state;
+    assert_int_equal(run("info '%s' --json --ctx 128", model), 0);
+    cJSON *o = cJSON_Parse(out_text);
+    assert_non_null(o);
+    assert_int_equal((int)cJSON_GetObjectItem(o, "arena_bytes")->valuedouble > 0, 1);
+    assert_int_equal((int)cJSON_GetObjectItem(cJSON_GetObjectItem(o, "hparams"), "dim")->valuedouble, 64);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(o, "tensors")), 2 + 45 + 2);
+    uint8_t *m;
+    size_t n;
+    assert_int_equal(tlm_read_file(model, &m, &n, NULL), TLM_OK);
+    assert_true(cJSON_GetObjectItem(o, "image_bytes")->valuedouble == (double)n);
+    free(m);
+    cJSON_Delete(o);
+
+    assert_int_equal(run("eval -m '%s' --text '%s' --ctx 64 --json", model, tu_data("tinystories/dev.txt")), 0);
+    o = cJSON_Parse(out_text);
+    assert_non_null(o);
+    const char *keys[] = {"loss", "perplexity", "top1", "tokens", "stories", "truncated"};
+    for (size_t i = 0; i < 6; i++) assert_non_null(cJSON_GetObjectItem(o, keys[i]));
+    double loss = cJSON_GetObjectItem(o, "loss")->valuedouble;
+    assert_true(fabs(exp(loss) - cJSON_GetObjectItem(o, "perplexity")->valuedouble) < 1e-6 * exp(loss));
+    assert_true(cJSON_GetObjectItem(o, "stories")->valuedouble == 300);
+    cJSON_Delete(o);
+}
+
+static void test_export_import_cycle(void **state)
+{
+    (void)state;
+    assert_int_equal(run("export llama2c '%s' -o '%s' --tokenizer-out '%s'", model, tu_tmp("x.bin"), tu_tmp("x_tok.bin")), 0);
+    assert_int_equal(run("import llama2c '%s' '%s' -o '%s'", tu_tmp("x.bin"), tu_tmp("x_tok.bin"), tu_tmp("x.tlm")), 0);
+    uint8_t *a, *b;
+    size_t na, nb;
+    assert_int_equal(tlm_read_file(model, &a, &na, NULL), TLM_OK);
+    assert_int_equal(tlm_read_file(tu_tmp("x.tlm"), &b, &nb, NULL), TLM_OK);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na);
+    free(a);
+    free(b);
+}
+
+int main(void)
+{
+    model = strdup(tu_tmp("stories260K.tlm"));
+    if (run("import llama2c '%s' '%s' -o '%s'", tu_data("llama2c/stories260K.bin"), tu_data("llama2c/tok512.bin"), model) != 0) {
+        fprintf(stderr, "import failed: %s\n", err_text);
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conformance_greedy_200), cmocka_unit_test(test_prompt_and_seed),
+        cmocka_unit_test(test_help_everywhere),        cmocka_unit_test(test_usage_errors),
+        cmocka_unit_test(test_bad_files),              cmocka_unit_test(test_json_outputs),
+        cmocka_unit_test(test_export_import_cycle),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    free(out_text);
+    free(err_text);
+    return rc;
+}

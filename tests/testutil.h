@@ -1,0 +1,44 @@
+/* Helpers shared by the test suites. */
+#ifndef TLM_TESTUTIL_H
+#define TLM_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tritlm/model.h"
+
+/* Exit status ctest reads as "skipped". */
+#define TLM_TEST_SKIP 77
+
+/* Path of a file in the shared data folder (TLM_DATA_DIR, else the
+ * build-time default). If it is missing: exits 77 (skipped) with the
+ * reason, or fails when CI or TLM_REQUIRE_DATA is set. */
+const char *tu_data(const char *relpath);
+
+/* Path of the tritlm executable under test. */
+const char *tu_cli(void);
+
+/* A fresh temporary directory for this test process, and a path in it. */
+const char *tu_tmpdir(void);
+char *tu_tmp(const char *name); /* static buffer rotation: copy if kept */
+
+/* Builds a small random model (seeded) with a byte-fallback vocabulary of
+ * 259 + n_merges tokens. *image is malloc'd, aligned to TLM_ALIGN. */
+typedef struct tu_tiny {
+    uint32_t dim, hidden, layers, heads, kv_heads, seq_len, n_merges;
+    int shared;
+} tu_tiny;
+void tu_build_tiny(const tu_tiny *cfg, uint64_t seed, uint8_t **image, size_t *bytes);
+
+/* Imports stories260K from the shared data (skips if absent). */
+void tu_import_stories260k(uint8_t **image, size_t *bytes);
+
+/* Copies `bytes` to a buffer of exactly that size, aligned to TLM_ALIGN
+ * (so that sanitizers catch any read past the end). */
+uint8_t *tu_exact_copy(const uint8_t *src, size_t bytes);
+
+/* Deterministic test generator (splitmix64). */
+uint64_t tu_rand(uint64_t *state);
+double tu_uniform(uint64_t *state);
+
+#endif
