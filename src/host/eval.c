@@ -9,6 +9,7 @@
 #include "eval.h"
 #include "progress.h"
 #include "seq.h"
+#include "simd.h"
 #include "stories.h"
 #include "tritlm/runtime.h"
 #include "tritlm/sampler.h"
@@ -40,7 +41,7 @@ static void score(float *logits, uint32_t V, uint32_t target, story_result *r)
     const float target_logit = logits[target];
     const uint32_t best = tlm_argmax(logits, V);
     const float mx = logits[best];
-    const double sum = tlm_seq_exp_sum(logits, V, mx);
+    const double sum = tlm_vexp_sum(logits, V, mx);
     r->loss += log(sum) + (double)mx - (double)target_logit;
     r->correct += best == target;
     r->predicted++;

@@ -22,11 +22,6 @@ void tlm_seq_ws_free(tlm_seq_ws *ws);
 #define TLM_SEQ_WBUF_ROWS 64u
 void tlm_seq_matmul(float *out, const float *X, uint32_t T, const tlm_tensor *W, float *wbuf);
 
-/* Vectorized helpers: the largest of x[0..n), and x[i] = exp(x[i] - mx)
- * returning the sum (for softmax and log-sum-exp). */
-float tlm_seq_max(const float *x, uint32_t n);
-float tlm_seq_exp_sum(float *x, uint32_t n, float mx);
-
 /* Runs tokens[0..T) (T <= max_T and <= seq_len) and leaves the logits of
  * every position in ws->logits (T x vocab_size). */
 void tlm_seq_forward(const tlm_model *m, const uint32_t *tokens, uint32_t T, tlm_seq_ws *ws);

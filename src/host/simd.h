@@ -62,4 +62,58 @@ static inline tlm_v8 v8_exp(tlm_v8 x)
     return p * scale;
 }
 
+/* The largest of x[0..n), n >= 1. */
+static inline float tlm_vmax(const float *x, uint32_t n)
+{
+    float m = x[0];
+    uint32_t s = 0;
+    if (n >= 8) {
+        tlm_v8 v = v8_load(x);
+        for (s = 8; s + 8 <= n; s += 8) v = v8_max(v, v8_load(x + s));
+        for (int k = 0; k < 8; k++) m = v[k] > m ? v[k] : m;
+    }
+    for (; s < n; s++) m = x[s] > m ? x[s] : m;
+    return m;
+}
+
+/* x[s] = exp(x[s] - mx) for s < n; returns their sum. */
+static inline float tlm_vexp_sum(float *x, uint32_t n, float mx)
+{
+    tlm_v8 acc = v8_set1(0.0f), vm = v8_set1(mx);
+    uint32_t s = 0;
+    for (; s + 8 <= n; s += 8) {
+        tlm_v8 e = v8_exp(v8_load(x + s) - vm);
+        v8_store(x + s, e);
+        acc += e;
+    }
+    float tot = v8_hsum(acc);
+    if (s < n) {
+        float tail[8] = {0};
+        for (uint32_t k = 0; k < n - s; k++) tail[k] = x[s + k] - mx;
+        tlm_v8 e = v8_exp(v8_load(tail));
+        for (uint32_t k = 0; k < n - s; k++) {
+            x[s + k] = e[k];
+            tot += e[k];
+        }
+    }
+    return tot;
+}
+
+/* Dot product with four independent vector sums. */
+static inline float tlm_dotv(const float *a, const float *b, uint32_t n)
+{
+    tlm_v8 a0 = v8_set1(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    uint32_t s = 0;
+    for (; s + 32 <= n; s += 32) {
+        a0 += v8_load(a + s) * v8_load(b + s);
+        a1 += v8_load(a + s + 8) * v8_load(b + s + 8);
+        a2 += v8_load(a + s + 16) * v8_load(b + s + 16);
+        a3 += v8_load(a + s + 24) * v8_load(b + s + 24);
+    }
+    for (; s + 8 <= n; s += 8) a0 += v8_load(a + s) * v8_load(b + s);
+    float tot = v8_hsum((a0 + a1) + (a2 + a3));
+    for (; s < n; s++) tot += a[s] * b[s];
+    return tot;
+}
+
 #endif

@@ -1,0 +1,20 @@
+#include <math.h>
+
+#include "../simd.h"
+#include "layers.h"
+
+double tlm_xent_fwd_bwd(float *logits, const uint32_t *targets, uint32_t T, uint32_t V, float scale)
+{
+    double loss = 0;
+    for (uint32_t t = 0; t < T; t++) {
+        float *l = logits + (size_t)t * V;
+        const float mx = tlm_vmax(l, V);
+        const float target = l[targets[t]];
+        const float sum = tlm_vexp_sum(l, V, mx);
+        loss += log((double)sum) + (double)mx - (double)target;
+        const float k = scale / sum;
+        for (uint32_t i = 0; i < V; i++) l[i] *= k;
+        l[targets[t]] -= scale;
+    }
+    return loss;
+}
