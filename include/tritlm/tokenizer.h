@@ -20,11 +20,15 @@ extern "C" {
  * become one token, plus BOS, the dummy prefix and EOS. */
 #define TLM_ENCODE_MAX_IDS(text_bytes) ((size_t)(text_bytes) + 3u)
 
+/* int32 values of scratch `encode` needs for an id array of `cap`. */
+#define TLM_ENCODE_SCRATCH(cap) ((size_t)(cap) * 13u)
+
 /* Encodes text[0..n) (any bytes; a NUL byte ends the text as in C) into ids:
  * optional BOS, the SentencePiece-style dummy prefix " " when the text is
  * not empty, code points found in the vocabulary or else their bytes as
  * <0xNN> tokens, then merges of adjacent pairs by highest score (leftmost
- * first on ties), optional EOS. `scratch` holds `cap` int32 values.
+ * first on ties, O(n log n)), optional EOS. `scratch` holds
+ * TLM_ENCODE_SCRATCH(cap) int32 values.
  * Returns TLM_ERR_ARG if cap < TLM_ENCODE_MAX_IDS(n), TLM_ERR_VOCAB if the
  * vocabulary lacks the byte tokens. */
 tlm_status tlm_encode(const tlm_model *m, const char *text, size_t n, unsigned flags,

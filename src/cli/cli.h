@@ -15,6 +15,8 @@ int cmd_export(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_tokenizer(int argc, char **argv);
 
 /* Prints "tritlm CMD: message" to stderr; returns TLM_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...);

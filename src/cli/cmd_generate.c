@@ -85,7 +85,7 @@ int cmd_generate(int argc, char **argv)
     int rc = TLM_EXIT_FAIL;
     size_t plen = strlen(prompt), cap = TLM_ENCODE_MAX_IDS(plen);
     uint32_t *ids = malloc(cap * sizeof *ids);
-    int32_t *scratch = malloc(cap * sizeof *scratch);
+    int32_t *scratch = malloc(TLM_ENCODE_SCRATCH(cap) * sizeof *scratch);
     size_t arena_bytes = tlm_runtime_arena_size(m, steps);
     void *arena = malloc(arena_bytes);
     tlm_runtime rt;

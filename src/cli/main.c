@@ -18,6 +18,8 @@ static const command commands[] = {
     {"import", cmd_import, "convert a llama2.c checkpoint + tokenizer into a tritlm model image"},
     {"export", cmd_export, "write a model back out as a llama2.c checkpoint + tokenizer"},
     {"generate", cmd_generate, "generate text from a prompt"},
+    {"tokenizer", cmd_tokenizer, "train a byte-fallback BPE tokenizer (llama2.c format) on text"},
+    {"train", cmd_train, "train a model on text, fine-tune one, or resume a run"},
     {"eval", cmd_eval, "next-token loss, perplexity and top-1 accuracy on a text file of stories"},
     {"info", cmd_info, "hyperparameters, tensor table, sizes and arena bytes of a model image"},
 };

@@ -72,6 +72,72 @@ static int32_t pair_merge(const tlm_model *m, uint32_t x, uint32_t y)
     return lookup2(m, a, na, b, nb);
 }
 
+/* Merge candidates wait in a binary max-heap ordered by score, then by
+ * leftmost position (the order llama2.c's rescanning loop picks them). An
+ * entry is (position, stamp, merge id); it is stale once the pair starting
+ * at that position has changed, which bumps the position's stamp. At most
+ * 3n entries are ever queued (n initial pairs, two per merge). */
+typedef struct {
+    const tlm_model *m;
+    uint32_t *ids;
+    int32_t *next, *prev, *cand, *stamp, *heap; /* heap: (pos, stamp, merge id) triples */
+    size_t heap_n;
+} merge_state;
+
+/* Entries keep the merge id they were queued with, so that their order
+ * never changes while they wait (stale ones are skipped when popped). */
+static int heap_before(const merge_state *st, size_t x, size_t y)
+{
+    const int32_t *ex = st->heap + 3 * x, *ey = st->heap + 3 * y;
+    const float sx = st->m->vocab_scores[ex[2]], sy = st->m->vocab_scores[ey[2]];
+    return sx > sy || (sx == sy && ex[0] < ey[0]);
+}
+
+static void heap_swap(merge_state *st, size_t x, size_t y)
+{
+    for (int f = 0; f < 3; f++) {
+        int32_t a = st->heap[3 * x + f];
+        st->heap[3 * x + f] = st->heap[3 * y + f];
+        st->heap[3 * y + f] = a;
+    }
+}
+
+static void heap_push(merge_state *st, int32_t pos)
+{
+    size_t i = st->heap_n++;
+    st->heap[3 * i] = pos;
+    st->heap[3 * i + 1] = st->stamp[pos];
+    st->heap[3 * i + 2] = st->cand[pos];
+    while (i > 0 && heap_before(st, i, (i - 1) / 2)) {
+        heap_swap(st, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heap_pop(merge_state *st)
+{
+    st->heap_n--;
+    heap_swap(st, 0, st->heap_n);
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, best = i;
+        if (l < st->heap_n && heap_before(st, l, best)) best = l;
+        if (r < st->heap_n && heap_before(st, r, best)) best = r;
+        if (best == i) return;
+        heap_swap(st, i, best);
+        i = best;
+    }
+}
+
+/* Recomputes the candidate of the pair starting at pos and queues it. */
+static void refresh(merge_state *st, int32_t pos)
+{
+    st->stamp[pos]++;
+    const int32_t nx = st->next[pos];
+    st->cand[pos] = nx >= 0 ? pair_merge(st->m, st->ids[pos], st->ids[nx]) : -1;
+    if (st->cand[pos] >= 0) heap_push(st, pos);
+}
+
 tlm_status tlm_encode(const tlm_model *m, const char *text, size_t n, unsigned flags, uint32_t *ids, size_t cap,
                       int32_t *scratch, size_t *n_ids)
 {
@@ -79,7 +145,7 @@ tlm_status tlm_encode(const tlm_model *m, const char *text, size_t n, unsigned f
     const uint8_t *t = (const uint8_t *)text;
     size_t len = 0;
     while (len < n && t[len]) len++;
-    if (cap < TLM_ENCODE_MAX_IDS(len)) return TLM_ERR_ARG;
+    if (cap < TLM_ENCODE_MAX_IDS(len) || cap > 0x7FFFFFFFu / 16u) return TLM_ERR_ARG;
 
     size_t k = 0;
     if (flags & TLM_ENCODE_BOS) ids[k++] = m->bos_id;
@@ -92,7 +158,7 @@ tlm_status tlm_encode(const tlm_model *m, const char *text, size_t n, unsigned f
     /* Split into code points (a lead byte and up to three continuation
      * bytes); a code point missing from the vocabulary becomes byte tokens. */
     for (size_t i = 0; i < len;) {
-        size_t j = i + 1u;
+        size_t j = i + 1;
         while (j < len && (t[j] & 0xC0u) == 0x80u && j - i < 4u) j++;
         int32_t id = tlm_token_lookup(m, t + i, j - i);
         if (id >= 0) {
@@ -106,30 +172,35 @@ tlm_status tlm_encode(const tlm_model *m, const char *text, size_t n, unsigned f
         }
         i = j;
     }
-    /* Merge the best-scoring adjacent pair until none merges. scratch[i]
-     * holds the merge of (ids[i], ids[i+1]). */
-    for (size_t i = 0; i + 1u < k; i++) scratch[i] = pair_merge(m, ids[i], ids[i + 1]);
-    while (k > 1) {
-        size_t best = k;
-        float best_score = 0.0f;
-        for (size_t i = 0; i + 1u < k; i++) {
-            if (scratch[i] < 0) continue;
-            float s = m->vocab_scores[scratch[i]];
-            if (best == k || s > best_score) {
-                best = i;
-                best_score = s;
-            }
-        }
-        if (best == k) break;
-        ids[best] = (uint32_t)scratch[best];
-        memmove(ids + best + 1, ids + best + 2, (k - best - 2u) * sizeof *ids);
-        memmove(scratch + best + 1, scratch + best + 2, (k - best - 2u) * sizeof *scratch);
-        k--;
-        if (best > 0) scratch[best - 1] = pair_merge(m, ids[best - 1], ids[best]);
-        if (best + 1u < k) scratch[best] = pair_merge(m, ids[best], ids[best + 1]);
+    /* Merge the best-scoring adjacent pair (leftmost on ties) until none
+     * merges, over a doubly linked list of positions. */
+    merge_state st = {m, ids, scratch, scratch + cap, scratch + 2 * cap, scratch + 3 * cap, scratch + 4 * cap, 0};
+    /* scratch: next, prev, cand, stamp (cap each), heap (3 * cap triples) */
+    for (size_t i = 0; i < k; i++) {
+        st.next[i] = i + 1 < k ? (int32_t)(i + 1) : -1;
+        st.prev[i] = (int32_t)i - 1;
+        st.stamp[i] = 0;
     }
-    if (flags & TLM_ENCODE_EOS) ids[k++] = m->eos_id;
-    *n_ids = k;
+    for (size_t i = 0; i < k; i++) refresh(&st, (int32_t)i);
+    while (st.heap_n) {
+        const int32_t pos = st.heap[0], stamp = st.heap[1];
+        if (stamp != st.stamp[pos]) {
+            heap_pop(&st);
+            continue;
+        }
+        heap_pop(&st);
+        const int32_t right = st.next[pos];
+        ids[pos] = (uint32_t)st.cand[pos];
+        st.next[pos] = st.next[right];
+        if (st.next[right] >= 0) st.prev[st.next[right]] = pos;
+        st.stamp[right]++; /* its queued entries are stale */
+        refresh(&st, pos);
+        if (st.prev[pos] >= 0) refresh(&st, st.prev[pos]);
+    }
+    size_t out = 0;
+    for (int32_t i = k ? 0 : -1; i >= 0; i = st.next[i]) ids[out++] = ids[i];
+    if (flags & TLM_ENCODE_EOS) ids[out++] = m->eos_id;
+    *n_ids = out;
     return TLM_OK;
 }
 

@@ -54,7 +54,7 @@ static void *worker(void *arg)
     const uint32_t V = m->hp.vocab_size;
     size_t cap = TLM_ENCODE_MAX_IDS(j->max_story);
     uint32_t *ids = malloc(cap * sizeof *ids);
-    int32_t *scratch = malloc(cap * sizeof *scratch);
+    int32_t *scratch = malloc(TLM_ENCODE_SCRATCH(cap) * sizeof *scratch);
     tlm_seq_ws ws;
     int have_ws = 0;
     void *arena = NULL;

@@ -1,0 +1,169 @@
+/* tritlm train: train a model from text, continue one, or resume a run. */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "../host/train/trainer.h"
+#include "cli.h"
+
+static const char help[] =
+    "usage: tritlm train --data FILE [--val FILE] (--tokenizer TOK.bin | --init MODEL.tlm | --resume CKPT)\n"
+    "                    (--steps N | --minutes M) -o MODEL.tlm [options]\n"
+    "\n"
+    "Trains a Llama-style model on stories separated by <|endoftext|> lines: random\n"
+    "windows of --ctx tokens (BOS at story starts), AdamW, cosine schedule with warm-up,\n"
+    "gradient clipping, fp32 weights, all cores. Deterministic for a seed and a thread\n"
+    "count. Beside MODEL.tlm it writes MODEL.tlm.train.csv, .val.csv, .png (gnuplot)\n"
+    "and a checkpoint MODEL.tlm.ckpt (atomically) that --resume continues exactly.\n"
+    "\n"
+    "model (fresh models only; --init and --resume take the model's own):\n"
+    "      --tokenizer FILE   llama2.c tokenizer (see 'tritlm tokenizer train')\n"
+    "      --dim N            width (default 64)\n"
+    "      --hidden N         feed-forward width (default 172)\n"
+    "      --layers N         (default 5)\n"
+    "      --heads N          (default 8)\n"
+    "      --kv-heads N       (default 4)\n"
+    "      --separate-classifier  do not share the classifier with the embedding\n"
+    "training:\n"
+    "      --init FILE        start from this model (fine-tuning)\n"
+    "      --resume FILE      continue from a checkpoint\n"
+    "      --ctx N            window length; a fresh model's seq_len (default 256)\n"
+    "      --batch N          windows per step (default 16)\n"
+    "      --steps N          steps to run\n"
+    "      --minutes M        time budget; the step count is fixed after timing 5 steps\n"
+    "      --lr X             peak learning rate (default 1e-3)\n"
+    "      --min-lr-frac X    final learning rate as a fraction of the peak (default 0.1)\n"
+    "      --warmup N         warm-up steps (default min(100, steps/10))\n"
+    "      --weight-decay X   decoupled, matrices only (default 0.1)\n"
+    "      --clip X           gradient norm limit, 0 for none (default 1.0)\n"
+    "      --seed N           initialization and data order (default 1337)\n"
+    "      --threads N        (default: all cores)\n"
+    "      --eval-every N     validation every N steps (default 200)\n"
+    "      --ckpt-every N     checkpoint every N steps (default 200)\n"
+    "  -o, --output FILE      trained model image\n"
+    "      --json             print a JSON summary on stdout\n"
+    "  -h, --help             this text\n";
+
+enum { O_DATA = 256, O_VAL, O_TOK, O_INIT, O_RESUME, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV, O_SEP, O_CTX,
+       O_BATCH, O_STEPS, O_MIN, O_LR, O_MINLR, O_WARM, O_WD, O_CLIP, O_SEED, O_THREADS, O_EVAL, O_CKPT, O_JSON,
+       O_STOP };
+
+int cmd_train(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"data", required_argument, 0, O_DATA}, {"val", required_argument, 0, O_VAL},
+        {"tokenizer", required_argument, 0, O_TOK}, {"init", required_argument, 0, O_INIT},
+        {"resume", required_argument, 0, O_RESUME}, {"dim", required_argument, 0, O_DIM},
+        {"hidden", required_argument, 0, O_HIDDEN}, {"layers", required_argument, 0, O_LAYERS},
+        {"heads", required_argument, 0, O_HEADS}, {"kv-heads", required_argument, 0, O_KV},
+        {"separate-classifier", no_argument, 0, O_SEP}, {"ctx", required_argument, 0, O_CTX},
+        {"batch", required_argument, 0, O_BATCH}, {"steps", required_argument, 0, O_STEPS},
+        {"minutes", required_argument, 0, O_MIN}, {"lr", required_argument, 0, O_LR},
+        {"min-lr-frac", required_argument, 0, O_MINLR}, {"warmup", required_argument, 0, O_WARM},
+        {"weight-decay", required_argument, 0, O_WD}, {"clip", required_argument, 0, O_CLIP},
+        {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
+        {"eval-every", required_argument, 0, O_EVAL}, {"ckpt-every", required_argument, 0, O_CKPT},
+        {"output", required_argument, 0, 'o'}, {"json", no_argument, 0, O_JSON},
+        {"stop-after", required_argument, 0, O_STOP}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    tlm_train_opts o;
+    tlm_train_defaults(&o);
+    int json = 0, dims_given = 0, c;
+    uint32_t u;
+    float f;
+    optind = 1;
+    opterr = 0;
+#define U32(name, lo, hi, dst)                                                                     \
+    do {                                                                                           \
+        if (!cli_parse_u32(optarg, lo, hi, &u))                                                    \
+            return cli_usage_error("train", "%s expects an integer in [%u, %u], got '%s'", name, \
+                                   (unsigned)(lo), (unsigned)(hi), optarg);                        \
+        dst = u;                                                                                   \
+    } while (0)
+#define F32(name, lo, hi, dst)                                                                           \
+    do {                                                                                                 \
+        if (!cli_parse_float(optarg, lo, hi, &f))                                                        \
+            return cli_usage_error("train", "%s expects a number in [%g, %g], got '%s'", name, (double)(lo), \
+                                   (double)(hi), optarg);                                                \
+        dst = f;                                                                                         \
+    } while (0)
+    while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_DATA: o.data = optarg; break;
+        case O_VAL: o.val = optarg; break;
+        case O_TOK: o.tokenizer = optarg; break;
+        case O_INIT: o.init = optarg; break;
+        case O_RESUME: o.resume = optarg; break;
+        case O_DIM: U32("--dim", 2, 65536, o.hp.dim); dims_given = 1; break;
+        case O_HIDDEN: U32("--hidden", 1, 1u << 20, o.hp.hidden_dim); dims_given = 1; break;
+        case O_LAYERS: U32("--layers", 1, 1024, o.hp.n_layers); dims_given = 1; break;
+        case O_HEADS: U32("--heads", 1, 65536, o.hp.n_heads); dims_given = 1; break;
+        case O_KV: U32("--kv-heads", 1, 65536, o.hp.n_kv_heads); dims_given = 1; break;
+        case O_SEP: o.hp.shared_classifier = 0; dims_given = 1; break;
+        case O_CTX: U32("--ctx", 2, 1u << 20, o.ctx); break;
+        case O_BATCH: U32("--batch", 1, 1u << 16, o.batch); break;
+        case O_STEPS: U32("--steps", 1, 0xFFFFFFFFu, o.steps); break;
+        case O_MIN: F32("--minutes", 0.01f, 1e6f, o.minutes); break;
+        case O_LR: F32("--lr", 1e-9f, 1.0f, o.lr); break;
+        case O_MINLR: F32("--min-lr-frac", 0.0f, 1.0f, o.min_lr_frac); break;
+        case O_WARM: U32("--warmup", 0, 0xFFFFFFFFu, o.warmup); break;
+        case O_WD: F32("--weight-decay", 0.0f, 10.0f, o.weight_decay); break;
+        case O_CLIP: F32("--clip", 0.0f, 1e9f, o.clip); break;
+        case O_SEED: U32("--seed", 0, 0xFFFFFFFFu, o.seed); break;
+        case O_THREADS: U32("--threads", 1, 1024, o.threads); break;
+        case O_EVAL: U32("--eval-every", 0, 0xFFFFFFFFu, o.eval_every); break;
+        case O_CKPT: U32("--ckpt-every", 0, 0xFFFFFFFFu, o.ckpt_every); break;
+        case O_STOP: U32("--stop-after", 1, 0xFFFFFFFFu, o.stop_after); break;
+        case O_JSON: json = 1; break;
+        case 'o': o.out = optarg; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_bad_option("train", argv, c);
+        }
+    }
+#undef U32
+#undef F32
+    if (optind != argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
+    if (!o.data) return cli_usage_error("train", "missing --data FILE");
+    if (!o.out) return cli_usage_error("train", "missing -o MODEL.tlm");
+    if ((o.init != NULL) + (o.resume != NULL) + (o.tokenizer != NULL) != 1)
+        return cli_usage_error("train", "give exactly one of --tokenizer (fresh model), --init (continue a model), --resume (checkpoint)");
+    if (dims_given && !o.tokenizer)
+        return cli_usage_error("train", "model dimensions come from --init or --resume; --dim and friends are for fresh models");
+    if (!o.resume && !o.steps && !(o.minutes > 0)) return cli_usage_error("train", "give --steps N or --minutes M");
+    if (o.steps && o.minutes > 0) return cli_usage_error("train", "give --steps or --minutes, not both");
+    if (o.hp.n_heads > o.hp.dim || o.hp.dim % o.hp.n_heads)
+        return cli_usage_error("train", "--heads %u must divide --dim %u", o.hp.n_heads, o.hp.dim);
+    if (o.hp.n_kv_heads > o.hp.n_heads || o.hp.n_heads % o.hp.n_kv_heads)
+        return cli_usage_error("train", "--kv-heads %u must divide --heads %u", o.hp.n_kv_heads, o.hp.n_heads);
+    if ((o.hp.dim / o.hp.n_heads) % 2u) return cli_usage_error("train", "head size --dim/--heads must be even");
+    o.progress = isatty(2);
+
+    tlm_train_report r;
+    tlm_error err;
+    if (tlm_train(&o, &r, &err)) return cli_fail("train", &err);
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", o.out);
+        cJSON_AddNumberToObject(j, "params", (double)r.params);
+        cJSON_AddNumberToObject(j, "steps", (double)r.steps);
+        cJSON_AddNumberToObject(j, "tokens", (double)r.tokens);
+        cJSON_AddNumberToObject(j, "train_loss", r.train_loss);
+        if (o.val) {
+            cJSON_AddNumberToObject(j, "val_loss", r.val_loss);
+            cJSON_AddNumberToObject(j, "val_top1", r.val_top1);
+        }
+        cJSON_AddNumberToObject(j, "seconds", r.seconds);
+        cJSON_AddNumberToObject(j, "tokens_per_s", r.tokens_per_s);
+        char *s = cJSON_PrintUnformatted(j);
+        puts(s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        fprintf(stderr, "train: %llu steps, %llu tokens in %.1f s (%.0f tok/s); last train loss %.4f", (unsigned long long)r.steps,
+                (unsigned long long)r.tokens, r.seconds, r.tokens_per_s, r.train_loss);
+        if (o.val) fprintf(stderr, ", validation loss %.4f top-1 %.4f", r.val_loss, r.val_top1);
+        fprintf(stderr, "\nwrote %s\n", o.out);
+    }
+    return 0;
+}

@@ -1,0 +1,70 @@
+#include <math.h>
+#include <stdlib.h>
+
+#include "adamw.h"
+
+tlm_status tlm_adamw_init(tlm_adamw *o, size_t n, tlm_error *err)
+{
+    o->beta1 = 0.9f;
+    o->beta2 = 0.95f;
+    o->eps = 1e-8f;
+    o->weight_decay = 0.1f;
+    o->t = 0;
+    o->m = calloc(n, sizeof(float));
+    o->v = calloc(n, sizeof(float));
+    if (!o->m || !o->v) {
+        tlm_adamw_free(o);
+        return tlm_fail(err, TLM_ERR_NOMEM, "out of memory for optimizer state");
+    }
+    return TLM_OK;
+}
+
+void tlm_adamw_free(tlm_adamw *o)
+{
+    free(o->m);
+    free(o->v);
+    o->m = o->v = NULL;
+}
+
+void tlm_adamw_step(tlm_adamw *o, tlm_params *p, const tlm_params *grad, float lr)
+{
+    o->t++;
+    const double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
+    const float step = (float)(lr / bc1), inv_bc2 = (float)(1.0 / bc2);
+    const uint32_t n = tlm_params_count(p);
+    for (uint32_t i = 0; i < n; i++) {
+        tlm_param_tensor t, g;
+        tlm_params_tensor(p, i, &t);
+        tlm_params_tensor(grad, i, &g);
+        const size_t off = (size_t)(t.data - p->data), count = (size_t)t.rows * t.cols;
+        float *m = o->m + off, *v = o->v + off;
+        const float decay = t.decay ? 1.0f - lr * o->weight_decay : 1.0f;
+        for (size_t j = 0; j < count; j++) {
+            const float gj = g.data[j];
+            m[j] = o->beta1 * m[j] + (1.0f - o->beta1) * gj;
+            v[j] = o->beta2 * v[j] + (1.0f - o->beta2) * gj * gj;
+            t.data[j] = t.data[j] * decay - step * m[j] / (sqrtf(v[j] * inv_bc2) + o->eps);
+        }
+    }
+}
+
+float tlm_lr_at(uint64_t step, uint64_t total, uint64_t warmup, float lr, float min_frac)
+{
+    if (step < warmup) return lr * (float)(step + 1) / (float)warmup;
+    if (step >= total) return lr * min_frac;
+    const double progress = (double)(step - warmup) / (double)(total > warmup ? total - warmup : 1);
+    const double cosine = 0.5 * (1.0 + cos(3.14159265358979323846 * progress));
+    return (float)(lr * (min_frac + (1.0 - min_frac) * cosine));
+}
+
+double tlm_clip_grad(tlm_params *grad, double max_norm)
+{
+    double ss = 0;
+    for (size_t i = 0; i < grad->n; i++) ss += (double)grad->data[i] * grad->data[i];
+    const double norm = sqrt(ss);
+    if (max_norm > 0 && norm > max_norm) {
+        const float k = (float)(max_norm / norm);
+        for (size_t i = 0; i < grad->n; i++) grad->data[i] *= k;
+    }
+    return norm;
+}

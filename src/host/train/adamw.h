@@ -1,0 +1,31 @@
+/* AdamW with decoupled weight decay (Loshchilov & Hutter), the cosine
+ * learning-rate schedule with linear warm-up, and global-norm clipping. */
+#ifndef TLM_TRAIN_ADAMW_H
+#define TLM_TRAIN_ADAMW_H
+
+#include <stdint.h>
+
+#include "params.h"
+
+typedef struct tlm_adamw {
+    float beta1, beta2, eps, weight_decay;
+    float *m, *v;   /* moments, as many floats as the parameters */
+    uint64_t t;     /* steps taken */
+} tlm_adamw;
+
+tlm_status tlm_adamw_init(tlm_adamw *o, size_t n, tlm_error *err);
+void tlm_adamw_free(tlm_adamw *o);
+
+/* One step with learning rate lr; weight decay only on tensors whose
+ * `decay` flag is set (matrices and embeddings, not norms). */
+void tlm_adamw_step(tlm_adamw *o, tlm_params *p, const tlm_params *grad, float lr);
+
+/* Learning rate at step (0-based): linear warm-up over `warmup` steps to
+ * lr, then cosine decay to lr * min_frac at `total`. */
+float tlm_lr_at(uint64_t step, uint64_t total, uint64_t warmup, float lr, float min_frac);
+
+/* Scales grad so that its global L2 norm is at most max_norm (if > 0);
+ * returns the norm before clipping. */
+double tlm_clip_grad(tlm_params *grad, double max_norm);
+
+#endif

@@ -1,0 +1,142 @@
+#define _POSIX_C_SOURCE 200809L
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../core/le.h"
+#include "../fileio.h"
+#include "checkpoint.h"
+
+#define CKPT_MAGIC "TLMCKPT1"
+#define CKPT_HEADER 256u
+
+enum {
+    C_THREADS = 8, C_BATCH = 12, C_CTX = 16, C_WARMUP = 20, C_STEP = 24, C_TOTAL = 32, C_SEED = 40, C_RNG = 48,
+    C_LR = 56, C_MINLR = 60, C_WD = 64, C_CLIP = 68, C_B1 = 72, C_B2 = 76, C_ELAPSED = 80, C_TOKENS = 88,
+    C_ADAM_T = 96, C_IMAGE_BYTES = 104, C_NPARAMS = 112, C_CRC = 120
+};
+
+tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,
+                         uint32_t bos, uint32_t eos, const tlm_adamw *opt, tlm_error *err)
+{
+    uint8_t *img;
+    size_t img_bytes;
+    tlm_status st = tlm_params_to_image(p, v, bos, eos, &img, &img_bytes, err);
+    if (st) return st;
+    const size_t total = CKPT_HEADER + img_bytes + 2u * p->n * sizeof(float);
+    uint8_t *buf = calloc(1, total);
+    if (!buf) {
+        free(img);
+        return tlm_fail(err, TLM_ERR_NOMEM, "out of memory writing a checkpoint");
+    }
+    memcpy(buf, CKPT_MAGIC, 8);
+    tlm_wr32(buf + C_THREADS, meta->threads);
+    tlm_wr32(buf + C_BATCH, meta->batch);
+    tlm_wr32(buf + C_CTX, meta->ctx);
+    tlm_wr32(buf + C_WARMUP, meta->warmup);
+    tlm_wr64(buf + C_STEP, meta->step);
+    tlm_wr64(buf + C_TOTAL, meta->total_steps);
+    tlm_wr64(buf + C_SEED, meta->seed);
+    tlm_wr64(buf + C_RNG, meta->rng_state);
+    tlm_wrf32(buf + C_LR, meta->lr);
+    tlm_wrf32(buf + C_MINLR, meta->min_lr_frac);
+    tlm_wrf32(buf + C_WD, meta->weight_decay);
+    tlm_wrf32(buf + C_CLIP, meta->clip);
+    tlm_wrf32(buf + C_B1, meta->beta1);
+    tlm_wrf32(buf + C_B2, meta->beta2);
+    memcpy(buf + C_ELAPSED, &meta->elapsed, 8);
+    tlm_wr64(buf + C_TOKENS, meta->tokens_seen);
+    tlm_wr64(buf + C_ADAM_T, opt->t);
+    tlm_wr64(buf + C_IMAGE_BYTES, img_bytes);
+    tlm_wr64(buf + C_NPARAMS, p->n);
+    memcpy(buf + CKPT_HEADER, img, img_bytes);
+    memcpy(buf + CKPT_HEADER + img_bytes, opt->m, p->n * sizeof(float));
+    memcpy(buf + CKPT_HEADER + img_bytes + p->n * sizeof(float), opt->v, p->n * sizeof(float));
+    tlm_wr32(buf + C_CRC, tlm_crc32(0, buf + CKPT_HEADER, total - CKPT_HEADER));
+    st = tlm_write_file_atomic(path, buf, total, err);
+    free(buf);
+    free(img);
+    return st;
+}
+
+tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, tlm_vocab *v, uint32_t *bos,
+                         uint32_t *eos, tlm_adamw *opt, tlm_error *err)
+{
+    uint8_t *buf;
+    size_t n;
+    tlm_status st = tlm_read_file(path, &buf, &n, err);
+    if (st) return st;
+    uint8_t *img = NULL;
+    if (n < CKPT_HEADER || memcmp(buf, CKPT_MAGIC, 8) != 0) {
+        st = tlm_fail(err, TLM_ERR_MAGIC, "%s is not a tritlm training checkpoint", path);
+        goto out;
+    }
+    const uint64_t img_bytes = tlm_rd64(buf + C_IMAGE_BYTES), np = tlm_rd64(buf + C_NPARAMS);
+    if (img_bytes > n || np > n / 8u || CKPT_HEADER + img_bytes + 8u * np != n) {
+        st = tlm_fail(err, TLM_ERR_TRUNCATED, "%s: checkpoint size does not match its header (truncated?)", path);
+        goto out;
+    }
+    if (tlm_crc32(0, buf + CKPT_HEADER, n - CKPT_HEADER) != tlm_rd32(buf + C_CRC)) {
+        st = tlm_fail(err, TLM_ERR_CHECKSUM, "%s: checkpoint checksum mismatch: the file is damaged", path);
+        goto out;
+    }
+    if (posix_memalign((void **)&img, TLM_ALIGN, img_bytes ? img_bytes : 1)) {
+        st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    memcpy(img, buf + CKPT_HEADER, img_bytes);
+    tlm_model m;
+    st = tlm_model_open(&m, img, img_bytes, err);
+    if (st) goto out;
+    st = tlm_params_from_model(p, &m, err);
+    if (st) goto out;
+    if (p->n != np) {
+        tlm_params_free(p);
+        st = tlm_fail(err, TLM_ERR_FORMAT, "%s: optimizer state does not match the model", path);
+        goto out;
+    }
+    st = tlm_vocab_from_model(&m, v, err);
+    if (st) {
+        tlm_params_free(p);
+        goto out;
+    }
+    *bos = m.bos_id;
+    *eos = m.eos_id;
+    st = tlm_adamw_init(opt, np, err);
+    if (st) {
+        tlm_params_free(p);
+        tlm_vocab_free(v);
+        goto out;
+    }
+    memcpy(opt->m, buf + CKPT_HEADER + img_bytes, np * 4u);
+    memcpy(opt->v, buf + CKPT_HEADER + img_bytes + np * 4u, np * 4u);
+    opt->t = tlm_rd64(buf + C_ADAM_T);
+    meta->threads = tlm_rd32(buf + C_THREADS);
+    meta->batch = tlm_rd32(buf + C_BATCH);
+    meta->ctx = tlm_rd32(buf + C_CTX);
+    meta->warmup = tlm_rd32(buf + C_WARMUP);
+    meta->step = tlm_rd64(buf + C_STEP);
+    meta->total_steps = tlm_rd64(buf + C_TOTAL);
+    meta->seed = tlm_rd64(buf + C_SEED);
+    meta->rng_state = tlm_rd64(buf + C_RNG);
+    meta->lr = tlm_rdf32(buf + C_LR);
+    meta->min_lr_frac = tlm_rdf32(buf + C_MINLR);
+    meta->weight_decay = tlm_rdf32(buf + C_WD);
+    meta->clip = tlm_rdf32(buf + C_CLIP);
+    meta->beta1 = tlm_rdf32(buf + C_B1);
+    meta->beta2 = tlm_rdf32(buf + C_B2);
+    memcpy(&meta->elapsed, buf + C_ELAPSED, 8);
+    meta->tokens_seen = tlm_rd64(buf + C_TOKENS);
+    opt->beta1 = meta->beta1;
+    opt->beta2 = meta->beta2;
+    opt->weight_decay = meta->weight_decay;
+    if (!meta->batch || !meta->ctx || meta->ctx > p->hp.seq_len || meta->step > meta->total_steps) {
+        tlm_params_free(p);
+        tlm_vocab_free(v);
+        tlm_adamw_free(opt);
+        st = tlm_fail(err, TLM_ERR_FORMAT, "%s: inconsistent training state in the checkpoint", path);
+    }
+out:
+    free(img);
+    free(buf);
+    return st;
+}

@@ -1,0 +1,31 @@
+/* Training checkpoints: everything needed to continue a run to the same
+ * result as an uninterrupted one. Written atomically.
+ *
+ * Layout (little-endian): 256-byte header (magic "TLMCKPT1", fields below,
+ * CRC-32 of the rest of the file), then at offset 256 the fp32 model image
+ * (parameters, hyperparameters and tokenizer), then the AdamW moments m
+ * and v (n_params f32 each). */
+#ifndef TLM_TRAIN_CHECKPOINT_H
+#define TLM_TRAIN_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "adamw.h"
+#include "params.h"
+
+typedef struct tlm_ckpt_meta {
+    uint32_t threads, batch, ctx, warmup;
+    uint64_t step, total_steps, seed, rng_state;
+    float lr, min_lr_frac, weight_decay, clip, beta1, beta2;
+    double elapsed;          /* training seconds before this checkpoint */
+    uint64_t tokens_seen;
+} tlm_ckpt_meta;
+
+tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,
+                         uint32_t bos, uint32_t eos, const tlm_adamw *opt, tlm_error *err);
+
+/* Loads a checkpoint: params, optimizer (allocated here), vocabulary. */
+tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, tlm_vocab *v, uint32_t *bos,
+                         uint32_t *eos, tlm_adamw *opt, tlm_error *err);
+
+#endif

@@ -1,0 +1,142 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "../nn/layers.h"
+#include "model_grad.h"
+
+typedef struct {
+    float *x_in, *xn1, *inv1, *q, *k, *v, *att, *x_mid, *xn2, *inv2, *a, *b, *hh;
+} layer_acts;
+
+struct tlm_train_ws {
+    uint32_t max_T;
+    layer_acts *acts;
+    float *x_fin, *xnf, *invf, *logits;
+    float *dx, *dxn, *dq, *dk, *dv, *datt, *dh, *da, *db, *tmp;
+    float *wt, *dyt, *attn_scratch;
+    float *block; /* one allocation holding all of the above */
+};
+
+tlm_status tlm_train_ws_new(tlm_train_ws **out, const tlm_hparams *hp, uint32_t max_T, tlm_error *err)
+{
+    const size_t T = max_T, D = hp->dim, H = hp->hidden_dim, V = hp->vocab_size, L = hp->n_layers;
+    const size_t KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads;
+    const size_t widest = H > D ? H : D, wide_out = V > widest ? V : widest;
+    const size_t per_layer = T * (D * 6 + KV * 2 + H * 3 + 2);
+    const size_t total = L * per_layer + T * (D * 2 + 1 + V) + T * (D * 4 + KV * 2 + H * 3 + widest) +
+                         wide_out * D /* wt */ + wide_out * T /* dyt */ +
+                         tlm_attention_scratch_floats(max_T, hp->n_kv_heads, (uint32_t)hs);
+    tlm_train_ws *ws = calloc(1, sizeof *ws);
+    if (!ws) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    ws->max_T = max_T;
+    ws->acts = calloc(L, sizeof *ws->acts);
+    ws->block = malloc(total * sizeof(float));
+    if (!ws->acts || !ws->block) {
+        tlm_train_ws_free(ws);
+        return tlm_fail(err, TLM_ERR_NOMEM, "cannot allocate %llu MB of training activations",
+                        (unsigned long long)(total * 4 >> 20));
+    }
+    float *at = ws->block;
+#define TAKE(ptr, n) do { (ptr) = at; at += (n); } while (0)
+    for (size_t l = 0; l < L; l++) {
+        layer_acts *a = &ws->acts[l];
+        TAKE(a->x_in, T * D); TAKE(a->xn1, T * D); TAKE(a->inv1, T); TAKE(a->q, T * D);
+        TAKE(a->k, T * KV); TAKE(a->v, T * KV); TAKE(a->att, T * D); TAKE(a->x_mid, T * D);
+        TAKE(a->xn2, T * D); TAKE(a->inv2, T); TAKE(a->a, T * H); TAKE(a->b, T * H); TAKE(a->hh, T * H);
+    }
+    TAKE(ws->x_fin, T * D); TAKE(ws->xnf, T * D); TAKE(ws->invf, T); TAKE(ws->logits, T * V);
+    TAKE(ws->dx, T * D); TAKE(ws->dxn, T * D); TAKE(ws->dq, T * D); TAKE(ws->datt, T * D);
+    TAKE(ws->dk, T * KV); TAKE(ws->dv, T * KV); TAKE(ws->dh, T * H); TAKE(ws->da, T * H); TAKE(ws->db, T * H);
+    TAKE(ws->tmp, T * widest);
+    TAKE(ws->wt, wide_out * D); TAKE(ws->dyt, wide_out * T);
+    ws->attn_scratch = at;
+#undef TAKE
+    *out = ws;
+    return TLM_OK;
+}
+
+void tlm_train_ws_free(tlm_train_ws *ws)
+{
+    if (!ws) return;
+    free(ws->acts);
+    free(ws->block);
+    free(ws);
+}
+
+static void add(float *y, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+double tlm_model_fwd_bwd(const tlm_params *p, tlm_params *g, const uint32_t *in, const uint32_t *targets,
+                         uint32_t T, float scale, tlm_train_ws *ws)
+{
+    const tlm_hparams *hp = &p->hp;
+    const uint32_t D = hp->dim, H = hp->hidden_dim, V = hp->vocab_size, L = hp->n_layers;
+    const uint32_t KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads, nh = hp->n_heads, nkv = hp->n_kv_heads;
+    const size_t TD = (size_t)T * D, TH = (size_t)T * H, TK = (size_t)T * KV;
+
+    /* ---- forward ---- */
+    tlm_embed_fwd(ws->acts[0].x_in, p->tok_embed, in, T, D);
+    for (uint32_t l = 0; l < L; l++) {
+        layer_acts *a = &ws->acts[l];
+        const tlm_layer_params *w = &p->layers[l];
+        tlm_rmsnorm_fwd(a->xn1, a->inv1, a->x_in, w->attn_norm, T, D, hp->norm_eps);
+        tlm_linear_fwd(a->q, a->xn1, w->wq, T, D, D, ws->wt);
+        tlm_linear_fwd(a->k, a->xn1, w->wk, T, D, KV, ws->wt);
+        tlm_linear_fwd(a->v, a->xn1, w->wv, T, D, KV, ws->wt);
+        tlm_rope_fwd(a->q, T, D, hs, hp->rope_theta);
+        tlm_rope_fwd(a->k, T, KV, hs, hp->rope_theta);
+        tlm_attention_fwd(a->att, a->q, a->k, a->v, T, nh, nkv, hs, ws->attn_scratch);
+        tlm_linear_fwd(a->x_mid, a->att, w->wo, T, D, D, ws->wt);
+        add(a->x_mid, a->x_in, TD);
+        tlm_rmsnorm_fwd(a->xn2, a->inv2, a->x_mid, w->ffn_norm, T, D, hp->norm_eps);
+        tlm_linear_fwd(a->a, a->xn2, w->w1, T, D, H, ws->wt);
+        tlm_linear_fwd(a->b, a->xn2, w->w3, T, D, H, ws->wt);
+        tlm_swiglu_fwd(a->hh, a->a, a->b, TH);
+        float *next = l + 1 < L ? ws->acts[l + 1].x_in : ws->x_fin;
+        tlm_linear_fwd(next, a->hh, w->w2, T, H, D, ws->wt);
+        add(next, a->x_mid, TD);
+    }
+    tlm_rmsnorm_fwd(ws->xnf, ws->invf, ws->x_fin, p->final_norm, T, D, hp->norm_eps);
+    tlm_linear_fwd(ws->logits, ws->xnf, p->classifier, T, D, V, ws->wt);
+    const double loss = tlm_xent_fwd_bwd(ws->logits, targets, T, V, scale); /* logits now hold dlogits */
+    if (!g) return loss;
+
+    /* ---- backward ---- */
+    memset(ws->dxn, 0, TD * sizeof(float));
+    tlm_linear_bwd(ws->dxn, g->classifier, ws->logits, ws->xnf, p->classifier, T, D, V, ws->dyt);
+    memset(ws->dx, 0, TD * sizeof(float));
+    tlm_rmsnorm_bwd(ws->dx, g->final_norm, ws->dxn, ws->x_fin, ws->invf, p->final_norm, T, D);
+    for (uint32_t l = L; l-- > 0;) {
+        layer_acts *a = &ws->acts[l];
+        const tlm_layer_params *w = &p->layers[l];
+        tlm_layer_params *gw = &g->layers[l];
+        /* feed-forward: next = x_mid + W2 (silu(W1 xn2) * W3 xn2) */
+        memset(ws->dh, 0, TH * sizeof(float));
+        tlm_linear_bwd(ws->dh, gw->w2, ws->dx, a->hh, w->w2, T, H, D, ws->dyt);
+        memset(ws->da, 0, TH * sizeof(float));
+        memset(ws->db, 0, TH * sizeof(float));
+        tlm_swiglu_bwd(ws->da, ws->db, ws->dh, a->a, a->b, TH);
+        memset(ws->dxn, 0, TD * sizeof(float));
+        tlm_linear_bwd(ws->dxn, gw->w1, ws->da, a->xn2, w->w1, T, D, H, ws->dyt);
+        tlm_linear_bwd(ws->dxn, gw->w3, ws->db, a->xn2, w->w3, T, D, H, ws->dyt);
+        tlm_rmsnorm_bwd(ws->dx, gw->ffn_norm, ws->dxn, a->x_mid, a->inv2, w->ffn_norm, T, D); /* dx: d x_mid */
+        /* attention: x_mid = x_in + Wo attn(rope(Wq xn1), rope(Wk xn1), Wv xn1) */
+        memset(ws->datt, 0, TD * sizeof(float));
+        tlm_linear_bwd(ws->datt, gw->wo, ws->dx, a->att, w->wo, T, D, D, ws->dyt);
+        memset(ws->dq, 0, TD * sizeof(float));
+        memset(ws->dk, 0, TK * sizeof(float));
+        memset(ws->dv, 0, TK * sizeof(float));
+        tlm_attention_bwd(ws->dq, ws->dk, ws->dv, ws->datt, a->q, a->k, a->v, T, nh, nkv, hs, ws->attn_scratch);
+        tlm_rope_bwd(ws->dq, T, D, hs, hp->rope_theta);
+        tlm_rope_bwd(ws->dk, T, KV, hs, hp->rope_theta);
+        memset(ws->dxn, 0, TD * sizeof(float));
+        tlm_linear_bwd(ws->dxn, gw->wq, ws->dq, a->xn1, w->wq, T, D, D, ws->dyt);
+        tlm_linear_bwd(ws->dxn, gw->wk, ws->dk, a->xn1, w->wk, T, D, KV, ws->dyt);
+        tlm_linear_bwd(ws->dxn, gw->wv, ws->dv, a->xn1, w->wv, T, D, KV, ws->dyt);
+        tlm_rmsnorm_bwd(ws->dx, gw->attn_norm, ws->dxn, a->x_in, a->inv1, w->attn_norm, T, D); /* dx: d x_in */
+    }
+    tlm_embed_bwd(g->tok_embed, ws->dx, in, T, D);
+    return loss;
+}

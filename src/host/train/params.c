@@ -1,0 +1,163 @@
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../image_build.h"
+#include "params.h"
+#include "rng.h"
+
+static const uint16_t layer_roles[TLM_LAYER_ROLES] = {
+    TLM_ROLE_ATTN_NORM, TLM_ROLE_WQ, TLM_ROLE_WK, TLM_ROLE_WV, TLM_ROLE_WO,
+    TLM_ROLE_FFN_NORM, TLM_ROLE_W1, TLM_ROLE_W2, TLM_ROLE_W3,
+};
+
+static void shape(const tlm_hparams *hp, uint16_t role, uint32_t *rows, uint32_t *cols)
+{
+    const uint32_t kv = tlm_hparams_kv_dim(hp);
+    switch (role) {
+    case TLM_ROLE_ATTN_NORM: case TLM_ROLE_FFN_NORM: case TLM_ROLE_FINAL_NORM: *rows = 1; *cols = hp->dim; break;
+    case TLM_ROLE_WQ: case TLM_ROLE_WO: *rows = hp->dim; *cols = hp->dim; break;
+    case TLM_ROLE_WK: case TLM_ROLE_WV: *rows = kv; *cols = hp->dim; break;
+    case TLM_ROLE_W1: case TLM_ROLE_W3: *rows = hp->hidden_dim; *cols = hp->dim; break;
+    case TLM_ROLE_W2: *rows = hp->dim; *cols = hp->hidden_dim; break;
+    default: *rows = hp->vocab_size; *cols = hp->dim; break;
+    }
+}
+
+uint32_t tlm_params_count(const tlm_params *p)
+{
+    return 2u + TLM_LAYER_ROLES * p->hp.n_layers + (p->hp.shared_classifier ? 0u : 1u);
+}
+
+void tlm_params_tensor(const tlm_params *p, uint32_t i, tlm_param_tensor *t)
+{
+    const uint32_t L = p->hp.n_layers;
+    memset(t, 0, sizeof *t);
+    if (i == 0) {
+        t->role = TLM_ROLE_TOK_EMBED;
+        t->data = p->tok_embed;
+    } else if (i <= TLM_LAYER_ROLES * L) {
+        const uint32_t l = (i - 1u) / TLM_LAYER_ROLES, k = (i - 1u) % TLM_LAYER_ROLES;
+        float *const *slots = &p->layers[l].attn_norm;
+        t->role = layer_roles[k];
+        t->layer = (uint16_t)l;
+        t->data = slots[k];
+    } else if (i == 1u + TLM_LAYER_ROLES * L) {
+        t->role = TLM_ROLE_FINAL_NORM;
+        t->data = p->final_norm;
+    } else {
+        t->role = TLM_ROLE_CLASSIFIER;
+        t->data = p->classifier;
+    }
+    shape(&p->hp, t->role, &t->rows, &t->cols);
+    t->decay = t->rows > 1;
+}
+
+tlm_status tlm_params_alloc(tlm_params *p, const tlm_hparams *hp, tlm_error *err)
+{
+    memset(p, 0, sizeof *p);
+    const tlm_hparams h = *hp;
+    if (!h.dim || !h.hidden_dim || !h.n_layers || !h.n_heads || !h.n_kv_heads || !h.vocab_size || !h.seq_len)
+        return tlm_fail(err, TLM_ERR_HPARAM, "model dimensions must all be positive");
+    if (h.dim > 65536u || h.hidden_dim > (1u << 20) || h.n_layers > 1024u || h.vocab_size > (1u << 22) || h.seq_len > (1u << 20))
+        return tlm_fail(err, TLM_ERR_HPARAM, "a model dimension is beyond tritlm's limits");
+    if (h.dim % h.n_heads) return tlm_fail(err, TLM_ERR_HPARAM, "--heads %u does not divide --dim %u", h.n_heads, h.dim);
+    if ((h.dim / h.n_heads) % 2u) return tlm_fail(err, TLM_ERR_HPARAM, "head size dim/heads = %u must be even", h.dim / h.n_heads);
+    if (h.n_kv_heads > h.n_heads || h.n_heads % h.n_kv_heads)
+        return tlm_fail(err, TLM_ERR_HPARAM, "--kv-heads %u must divide --heads %u", h.n_kv_heads, h.n_heads);
+    p->hp = h;
+    size_t total = 0;
+    const uint32_t n = tlm_params_count(p);
+    for (uint32_t i = 0; i < n; i++) {
+        tlm_param_tensor t;
+        uint16_t role = i == 0 ? TLM_ROLE_TOK_EMBED
+                        : i <= TLM_LAYER_ROLES * h.n_layers ? layer_roles[(i - 1u) % TLM_LAYER_ROLES]
+                        : i == 1u + TLM_LAYER_ROLES * h.n_layers ? TLM_ROLE_FINAL_NORM : TLM_ROLE_CLASSIFIER;
+        shape(&h, role, &t.rows, &t.cols);
+        total += (size_t)t.rows * t.cols;
+    }
+    p->n = total;
+    p->data = calloc(total, sizeof(float));
+    p->layers = calloc(h.n_layers, sizeof *p->layers);
+    if (!p->data || !p->layers) {
+        tlm_params_free(p);
+        return tlm_fail(err, TLM_ERR_NOMEM, "cannot allocate %llu parameters", (unsigned long long)total);
+    }
+    float *at = p->data;
+    uint32_t r, c;
+    shape(&h, TLM_ROLE_TOK_EMBED, &r, &c);
+    p->tok_embed = at;
+    at += (size_t)r * c;
+    for (uint32_t l = 0; l < h.n_layers; l++) {
+        float **slots = &p->layers[l].attn_norm;
+        for (int k = 0; k < TLM_LAYER_ROLES; k++) {
+            shape(&h, layer_roles[k], &r, &c);
+            slots[k] = at;
+            at += (size_t)r * c;
+        }
+    }
+    p->final_norm = at;
+    at += h.dim;
+    p->classifier = h.shared_classifier ? p->tok_embed : at;
+    return TLM_OK;
+}
+
+void tlm_params_free(tlm_params *p)
+{
+    free(p->data);
+    free(p->layers);
+    memset(p, 0, sizeof *p);
+}
+
+void tlm_params_init(tlm_params *p, uint64_t seed)
+{
+    tlm_rng rng;
+    tlm_rng_seed(&rng, seed);
+    const float out_scale = 1.0f / sqrtf(2.0f * (float)p->hp.n_layers);
+    const uint32_t n = tlm_params_count(p);
+    for (uint32_t i = 0; i < n; i++) {
+        tlm_param_tensor t;
+        tlm_params_tensor(p, i, &t);
+        const size_t count = (size_t)t.rows * t.cols;
+        if (t.rows == 1) {
+            for (size_t j = 0; j < count; j++) t.data[j] = 1.0f;
+            continue;
+        }
+        float std = 0.02f;
+        if (t.role == TLM_ROLE_WO || t.role == TLM_ROLE_W2) std *= out_scale;
+        for (size_t j = 0; j < count; j++) t.data[j] = std * (float)tlm_rng_normal(&rng);
+    }
+}
+
+tlm_status tlm_params_from_model(tlm_params *p, const tlm_model *m, tlm_error *err)
+{
+    tlm_status st = tlm_params_alloc(p, &m->hp, err);
+    if (st) return st;
+    const uint32_t n = tlm_params_count(p);
+    for (uint32_t i = 0; i < n; i++) {
+        tlm_param_tensor t;
+        tlm_params_tensor(p, i, &t);
+        tlm_tensor src;
+        tlm_model_tensor(m, (tlm_role)t.role, t.layer, &src);
+        const tlm_wtype_traits *tr = tlm_wtype_get(src.wtype);
+        for (uint32_t r = 0; r < t.rows; r++) tr->row_to_f32(t.data + (size_t)r * t.cols, &src, r);
+    }
+    return TLM_OK;
+}
+
+tlm_status tlm_params_to_image(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t eos, uint8_t **image,
+                               size_t *bytes, tlm_error *err)
+{
+    const uint32_t n = tlm_params_count(p);
+    tlm_tensor_in *ts = calloc(n, sizeof *ts);
+    if (!ts) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    for (uint32_t i = 0; i < n; i++) {
+        tlm_param_tensor t;
+        tlm_params_tensor(p, i, &t);
+        ts[i] = (tlm_tensor_in){.role = t.role, .layer = t.layer, .wtype = TLM_WTYPE_F32, .rows = t.rows,
+                                .cols = t.cols, .data = t.data};
+    }
+    tlm_status st = tlm_image_build(&p->hp, bos, eos, ts, n, v, image, bytes, err);
+    free(ts);
+    return st;
+}

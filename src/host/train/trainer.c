@@ -1,0 +1,430 @@
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../eval.h"
+#include "../fileio.h"
+#include "../image_build.h"
+#include "../llama2c.h"
+#include "../model_file.h"
+#include "../progress.h"
+#include "adamw.h"
+#include "checkpoint.h"
+#include "corpus.h"
+#include "model_grad.h"
+#include "rng.h"
+#include "trainer.h"
+
+void tlm_train_defaults(tlm_train_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->hp = (tlm_hparams){.dim = 64, .hidden_dim = 172, .n_layers = 5, .n_heads = 8, .n_kv_heads = 4,
+                          .rope_theta = 10000.0f, .norm_eps = 1e-5f, .shared_classifier = 1};
+    o->batch = 16;
+    o->ctx = 256;
+    o->lr = 1e-3f;
+    o->min_lr_frac = 0.1f;
+    o->weight_decay = 0.1f;
+    o->clip = 1.0f;
+    o->seed = 1337;
+    o->eval_every = 200;
+    o->ckpt_every = 200;
+}
+
+/* ---- one step's gradients on all threads ---- */
+typedef struct {
+    const tlm_params *p;
+    tlm_params *g;
+    tlm_train_ws *ws;
+    const uint32_t *tokens;
+    const uint64_t *starts;
+    uint32_t batch, T, stride, first;
+    float scale;
+    double loss;
+} grad_job;
+
+static void *grad_worker(void *arg)
+{
+    grad_job *j = arg;
+    memset(j->g->data, 0, j->g->n * sizeof(float));
+    j->loss = 0;
+    for (uint32_t b = j->first; b < j->batch; b += j->stride) {
+        const uint32_t *w = j->tokens + j->starts[b];
+        j->loss += tlm_model_fwd_bwd(j->p, j->g, w, w + 1, j->T, j->scale, j->ws);
+    }
+    return NULL;
+}
+
+typedef struct {
+    tlm_params p;
+    tlm_params *grads;
+    tlm_train_ws **ws;
+    grad_job *jobs;
+    pthread_t *tids;
+    int threads;
+} trainer_state;
+
+/* Gradients of the batch, reduced in thread order (deterministic for a
+ * given thread count); returns the mean loss. */
+static double batch_gradients(trainer_state *s, const tlm_corpus *c, const uint64_t *starts, uint32_t batch,
+                              uint32_t T)
+{
+    for (int k = 0; k < s->threads; k++)
+        s->jobs[k] = (grad_job){.p = &s->p, .g = &s->grads[k], .ws = s->ws[k], .tokens = c->tokens, .starts = starts,
+                                .batch = batch, .T = T, .stride = (uint32_t)s->threads, .first = (uint32_t)k,
+                                .scale = 1.0f / ((float)batch * (float)T)};
+    int started = 0;
+    for (int k = 1; k < s->threads; k++)
+        if (pthread_create(&s->tids[k], NULL, grad_worker, &s->jobs[k]) == 0) started = k;
+        else break;
+    grad_worker(&s->jobs[0]);
+    for (int k = 1; k <= started; k++) pthread_join(s->tids[k], NULL);
+    for (int k = started + 1; k < s->threads; k++) grad_worker(&s->jobs[k]); /* threads that failed to start */
+    double loss = s->jobs[0].loss;
+    for (int k = 1; k < s->threads; k++) {
+        for (size_t i = 0; i < s->p.n; i++) s->grads[0].data[i] += s->grads[k].data[i];
+        loss += s->jobs[k].loss;
+    }
+    return loss / ((double)batch * T);
+}
+
+/* Keeps the rows of a CSV log whose first field is below `step` (resume). */
+static void truncate_log(const char *path, uint64_t step)
+{
+    uint8_t *text;
+    size_t n;
+    if (tlm_read_file(path, &text, &n, NULL)) return;
+    char *out = malloc(n + 1);
+    size_t k = 0;
+    char *save = NULL;
+    int header = 1;
+    for (char *line = strtok_r((char *)text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (header || strtoull(line, NULL, 10) < step) k += (size_t)sprintf(out + k, "%s\n", line);
+        header = 0;
+    }
+    tlm_write_file_atomic(path, out, k, NULL);
+    free(out);
+    free(text);
+}
+
+static FILE *open_log(const char *path, const char *header, int resume, uint64_t step)
+{
+    if (resume) {
+        truncate_log(path, step);
+        FILE *f = fopen(path, "a");
+        if (f) return f;
+    }
+    FILE *f = fopen(path, "w");
+    if (f) fprintf(f, "%s\n", header);
+    return f;
+}
+
+static void plot(const char *out, int quiet)
+{
+    char gp[4096];
+    snprintf(gp, sizeof gp,
+             "set terminal pngcairo size 1000,560 font 'sans,10'\n"
+             "set output '%s.png'\n"
+             "set datafile separator ','\n"
+             "set title 'tritlm train: %s'\n"
+             "set xlabel 'step'\nset ylabel 'cross-entropy (nats)'\nset grid\nset key top right\n"
+             "plot '%s.train.csv' using 1:3 with lines lc rgb '#9ecae1' title 'train (batch)', "
+             "'' using 1:3 smooth bezier lw 2 lc rgb '#08519c' title 'train (smoothed)', "
+             "'%s.val.csv' using 1:2 with linespoints pt 7 lw 2 lc rgb '#d94801' title 'validation'\n",
+             out, out, out, out);
+    char path[4096];
+    snprintf(path, sizeof path, "%s.plot.gp", out);
+    if (tlm_write_file_atomic(path, gp, strlen(gp), NULL)) return;
+    char cmd[8300];
+    snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>/dev/null", path);
+    if (system(cmd) != 0) {
+        if (!quiet) fprintf(stderr, "train: gnuplot failed or is not installed (apt-get install gnuplot-nox); the logs are in %s.*.csv\n", out);
+    } else if (!quiet) {
+        fprintf(stderr, "train: loss curve in %s.png\n", out);
+    }
+}
+
+static tlm_status validate(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t eos, const char *text,
+                           size_t len, int threads, tlm_eval_result *r, tlm_error *err)
+{
+    uint8_t *img;
+    size_t bytes;
+    tlm_status st = tlm_params_to_image(p, v, bos, eos, &img, &bytes, err);
+    if (st) return st;
+    tlm_model m;
+    st = tlm_model_open(&m, img, bytes, err);
+    tlm_eval_opts eo = {.threads = threads};
+    if (!st) st = tlm_eval_text(&m, text, len, &eo, r, err);
+    free(img);
+    return st;
+}
+
+static tlm_status save_model(const char *path, const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t eos,
+                             tlm_error *err)
+{
+    uint8_t *img;
+    size_t bytes;
+    tlm_status st = tlm_params_to_image(p, v, bos, eos, &img, &bytes, err);
+    if (st) return st;
+    st = tlm_write_file_atomic(path, img, bytes, err);
+    free(img);
+    return st;
+}
+
+tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *err)
+{
+    trainer_state s;
+    memset(&s, 0, sizeof s);
+    memset(rep, 0, sizeof *rep);
+    tlm_vocab vocab = {0};
+    tlm_adamw opt = {0};
+    tlm_corpus corpus = {0};
+    tlm_ckpt_meta meta = {0};
+    uint8_t *tok_img = NULL, *val_text = NULL;
+    size_t val_len = 0;
+    uint64_t *starts = NULL;
+    FILE *train_log = NULL, *val_log = NULL;
+    uint32_t bos = 1, eos = 2;
+    tlm_status st = TLM_OK;
+    char path[4096];
+    const int resume = o->resume != NULL;
+
+    if (!o->out) return tlm_fail(err, TLM_ERR_ARG, "missing -o MODEL.tlm");
+    if (!o->data) return tlm_fail(err, TLM_ERR_ARG, "missing --data FILE");
+
+    /* ---- model, tokenizer and optimizer: from a checkpoint, a model, or fresh ---- */
+    if (resume) {
+        st = tlm_ckpt_load(o->resume, &meta, &s.p, &vocab, &bos, &eos, &opt, err);
+        if (st) goto out;
+    } else {
+        if (o->init) {
+            tlm_model_file mf;
+            st = tlm_model_file_open(&mf, o->init, err);
+            if (st) goto out;
+            st = tlm_params_from_model(&s.p, &mf.model, err);
+            if (!st) st = tlm_vocab_from_model(&mf.model, &vocab, err);
+            bos = mf.model.bos_id;
+            eos = mf.model.eos_id;
+            tlm_model_file_close(&mf);
+            if (st) goto out;
+        } else {
+            if (!o->tokenizer) {
+                st = tlm_fail(err, TLM_ERR_ARG, "a fresh model needs --tokenizer TOK.bin (or --init MODEL.tlm to continue one)");
+                goto out;
+            }
+            /* the tokenizer file does not say its size: read tokens until the end */
+            uint8_t *tb;
+            size_t tn;
+            st = tlm_read_file(o->tokenizer, &tb, &tn, err);
+            if (st) goto out;
+            uint32_t count = 0;
+            for (size_t off = 4; off + 8 <= tn; count++) {
+                uint32_t len = (uint32_t)tb[off + 4] | (uint32_t)tb[off + 5] << 8 | (uint32_t)tb[off + 6] << 16 | (uint32_t)tb[off + 7] << 24;
+                if (len > tn - off - 8) break;
+                off += 8u + len;
+            }
+            free(tb);
+            st = tlm_llama2c_read_tokenizer(o->tokenizer, count, &vocab, err);
+            if (st) goto out;
+            tlm_hparams hp = o->hp;
+            hp.vocab_size = vocab.n;
+            hp.seq_len = o->ctx;
+            st = tlm_params_alloc(&s.p, &hp, err);
+            if (st) goto out;
+            tlm_params_init(&s.p, o->seed);
+        }
+        st = tlm_adamw_init(&opt, s.p.n, err);
+        if (st) goto out;
+        opt.weight_decay = o->weight_decay;
+        meta = (tlm_ckpt_meta){.batch = o->batch, .ctx = o->ctx, .warmup = o->warmup, .total_steps = o->steps,
+                               .seed = o->seed, .lr = o->lr, .min_lr_frac = o->min_lr_frac,
+                               .weight_decay = o->weight_decay, .clip = o->clip, .beta1 = opt.beta1, .beta2 = opt.beta2};
+        tlm_rng r;
+        tlm_rng_seed(&r, o->seed * 0x9E3779B97F4A7C15ull + 1u);
+        meta.rng_state = r.state;
+        if (meta.ctx > s.p.hp.seq_len) {
+            st = tlm_fail(err, TLM_ERR_ARG, "--ctx %u exceeds the model's seq_len %u", meta.ctx, s.p.hp.seq_len);
+            goto out;
+        }
+        if (!meta.total_steps && !(o->minutes > 0)) {
+            st = tlm_fail(err, TLM_ERR_ARG, "give --steps N or --minutes M");
+            goto out;
+        }
+    }
+    s.threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (s.threads < 1) s.threads = 1;
+    if (resume && meta.threads && (int)meta.threads != s.threads && !o->quiet)
+        fprintf(stderr, "train: warning: the checkpoint ran on %u threads, this run uses %d: the result will differ from an uninterrupted run\n",
+                meta.threads, s.threads);
+    meta.threads = (uint32_t)s.threads;
+    const uint32_t T = meta.ctx, B = meta.batch;
+
+    /* ---- data ---- */
+    {
+        uint8_t *img;
+        size_t bytes;
+        st = tlm_params_to_image(&s.p, &vocab, bos, eos, &img, &bytes, err);
+        if (st) goto out;
+        tok_img = img;
+        tlm_model tm;
+        st = tlm_model_open(&tm, tok_img, bytes, err);
+        if (!st) st = tlm_corpus_load(&corpus, &tm, o->data, err);
+        if (st) goto out;
+        if (corpus.n < (size_t)T + 2) {
+            st = tlm_fail(err, TLM_ERR_ARG, "%s has %llu tokens, fewer than --ctx %u + 2", o->data, (unsigned long long)corpus.n, T);
+            goto out;
+        }
+        if (o->val) {
+            st = tlm_read_file(o->val, &val_text, &val_len, err);
+            if (st) goto out;
+        }
+    }
+
+    /* ---- per-thread buffers ---- */
+    s.grads = calloc((size_t)s.threads, sizeof *s.grads);
+    s.ws = calloc((size_t)s.threads, sizeof *s.ws);
+    s.jobs = calloc((size_t)s.threads, sizeof *s.jobs);
+    s.tids = calloc((size_t)s.threads, sizeof *s.tids);
+    starts = calloc(B, sizeof *starts);
+    if (!s.grads || !s.ws || !s.jobs || !s.tids || !starts) {
+        st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (int k = 0; k < s.threads && !st; k++) {
+        st = tlm_params_alloc(&s.grads[k], &s.p.hp, err);
+        if (!st) st = tlm_train_ws_new(&s.ws[k], &s.p.hp, T, err);
+    }
+    if (st) goto out;
+
+    snprintf(path, sizeof path, "%s.train.csv", o->out);
+    train_log = open_log(path, "step,lr,loss,grad_norm,tokens_per_s,elapsed_s", resume, meta.step);
+    snprintf(path, sizeof path, "%s.val.csv", o->out);
+    val_log = open_log(path, "step,val_loss,val_top1,val_tokens", resume, meta.step);
+    if (!train_log || !val_log) {
+        st = tlm_fail(err, TLM_ERR_IO, "cannot write the logs beside %s", o->out);
+        goto out;
+    }
+    rep->params = s.p.n;
+    if (!o->quiet)
+        fprintf(stderr, "train: %llu parameters, %llu training tokens in %llu stories, batch %u x %u, %d threads%s\n",
+                (unsigned long long)s.p.n, (unsigned long long)corpus.n, (unsigned long long)corpus.stories, B, T,
+                s.threads, resume ? ", resumed" : "");
+
+    /* ---- loop ---- */
+    const double t_start = tlm_now() - meta.elapsed;
+    double eval_secs = 0, last_line = 0, recent[20] = {0};
+    int n_recent = 0;
+    tlm_rng rng = {meta.rng_state};
+    if (!resume && val_text && o->eval_every) {
+        tlm_eval_result r;
+        double t0 = tlm_now();
+        st = validate(&s.p, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
+        if (st) goto out;
+        eval_secs = tlm_now() - t0;
+        fprintf(val_log, "0,%.6f,%.6f,%llu\n", r.loss, r.top1, (unsigned long long)r.tokens);
+        fflush(val_log);
+        rep->val_loss = r.loss;
+        rep->val_top1 = r.top1;
+    }
+    const uint64_t calib_steps = 5, first_step = meta.step;
+    const double t_loop = tlm_now();
+    while (!meta.total_steps || meta.step < meta.total_steps) {
+        uint64_t total = meta.total_steps ? meta.total_steps : (uint64_t)1 << 40;
+        uint64_t warm = meta.warmup ? meta.warmup : (meta.total_steps ? (total / 10 < 100 ? total / 10 : 100) : 100);
+        if (warm == 0) warm = 1;
+        const float lr = tlm_lr_at(meta.step, total, warm, meta.lr, meta.min_lr_frac);
+        for (uint32_t b = 0; b < B; b++) starts[b] = tlm_rng_below(&rng, corpus.n - T - 1);
+        const double t0 = tlm_now();
+        const double loss = batch_gradients(&s, &corpus, starts, B, T);
+        const double gnorm = tlm_clip_grad(&s.grads[0], meta.clip);
+        tlm_adamw_step(&opt, &s.p, &s.grads[0], lr);
+        meta.step++;
+        meta.tokens_seen += (uint64_t)B * T;
+        const double now = tlm_now(), step_secs = now - t0;
+        recent[n_recent++ % 20] = loss;
+        fprintf(train_log, "%llu,%.6g,%.6f,%.4f,%.0f,%.2f\n", (unsigned long long)meta.step, lr, loss, gnorm,
+                B * T / step_secs, now - t_start);
+        if (!isfinite(loss)) {
+            st = tlm_fail(err, TLM_ERR_ARG, "loss became %f at step %llu: lower --lr", loss, (unsigned long long)meta.step);
+            goto out;
+        }
+        if (!meta.total_steps && meta.step == first_step + calib_steps) {
+            /* time budget: steps that fit, counting periodic validation */
+            const double per_step = (now - t_loop) / (double)(meta.step - first_step);
+            const double per_eval = o->eval_every ? eval_secs / o->eval_every : 0;
+            const double budget = o->minutes * 60.0 - (now - t_start) - eval_secs;
+            uint64_t more = budget > 0 ? (uint64_t)(budget / (per_step + per_eval)) : 0;
+            meta.total_steps = meta.step + more;
+            if (!o->quiet)
+                fprintf(stderr, "train: %.2f s per step; %llu steps fit in %.1f minutes\n", per_step,
+                        (unsigned long long)meta.total_steps, o->minutes);
+        }
+        const int last = meta.total_steps && meta.step >= meta.total_steps;
+        if (val_text && o->eval_every && (meta.step % o->eval_every == 0 || last)) {
+            tlm_eval_result r;
+            double e0 = tlm_now();
+            st = validate(&s.p, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
+            if (st) goto out;
+            eval_secs = tlm_now() - e0;
+            fprintf(val_log, "%llu,%.6f,%.6f,%llu\n", (unsigned long long)meta.step, r.loss, r.top1, (unsigned long long)r.tokens);
+            fflush(val_log);
+            rep->val_loss = r.loss;
+            rep->val_top1 = r.top1;
+            if (!o->quiet) fprintf(stderr, "%sstep %llu: validation loss %.4f, top-1 %.4f\n", o->progress ? "\n" : "",
+                                   (unsigned long long)meta.step, r.loss, r.top1);
+        }
+        const int stop = o->stop_after && meta.step >= o->stop_after;
+        if ((o->ckpt_every && meta.step % o->ckpt_every == 0) || last || stop) {
+            fflush(train_log);
+            meta.elapsed = tlm_now() - t_start;
+            meta.rng_state = rng.state;
+            snprintf(path, sizeof path, "%s.ckpt", o->out);
+            st = tlm_ckpt_save(path, &meta, &s.p, &vocab, bos, eos, &opt, err);
+            if (!st) st = save_model(o->out, &s.p, &vocab, bos, eos, err);
+            if (st) goto out;
+        }
+        if (!o->quiet && (o->progress ? now - last_line > 0.5 : now - last_line > 30.0)) {
+            last_line = now;
+            const double el = now - t_start;
+            const double left = meta.total_steps ? el / meta.step * (double)(meta.total_steps - meta.step) : 0;
+            fprintf(stderr, "%sstep %llu/%llu  loss %.4f  lr %.2e  %.0f tok/s  %.0fs elapsed  %.0fs left%s",
+                    o->progress ? "\r" : "", (unsigned long long)meta.step, (unsigned long long)meta.total_steps, loss,
+                    lr, B * T / step_secs, el, left, o->progress ? "   " : "\n");
+        }
+        if (stop) break;
+    }
+    if (!o->quiet && o->progress) fprintf(stderr, "\n");
+    rep->steps = meta.step;
+    rep->tokens = meta.tokens_seen;
+    rep->seconds = tlm_now() - t_start;
+    rep->tokens_per_s = rep->seconds > 0 ? (double)meta.tokens_seen / rep->seconds : 0;
+    {
+        int k = n_recent < 20 ? n_recent : 20;
+        for (int i = 0; i < k; i++) rep->train_loss += recent[i] / k;
+    }
+    fclose(train_log);
+    fclose(val_log);
+    train_log = val_log = NULL;
+    if (!o->stop_after || meta.step < o->stop_after) plot(o->out, o->quiet);
+out:
+    if (train_log) fclose(train_log);
+    if (val_log) fclose(val_log);
+    for (int k = 0; k < s.threads && s.grads; k++) tlm_params_free(&s.grads[k]);
+    for (int k = 0; k < s.threads && s.ws; k++) tlm_train_ws_free(s.ws[k]);
+    free(s.grads);
+    free(s.ws);
+    free(s.jobs);
+    free(s.tids);
+    free(starts);
+    free(tok_img);
+    free(val_text);
+    tlm_corpus_free(&corpus);
+    tlm_adamw_free(&opt);
+    tlm_vocab_free(&vocab);
+    tlm_params_free(&s.p);
+    return st;
+}

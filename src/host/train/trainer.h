@@ -1,0 +1,38 @@
+/* The training loop behind `tritlm train`: data windows, multithreaded
+ * gradients, AdamW, schedule, validation, logs, plots and checkpoints. */
+#ifndef TLM_TRAIN_TRAINER_H
+#define TLM_TRAIN_TRAINER_H
+
+#include <stdint.h>
+
+#include "tritlm/model.h"
+
+typedef struct tlm_train_opts {
+    const char *data, *val, *tokenizer, *init, *out, *resume;
+    tlm_hparams hp;        /* dimensions of a fresh model (vocab from the tokenizer, seq_len = ctx) */
+    uint32_t batch, ctx;   /* sequences per step, window length */
+    uint32_t warmup;       /* 0: min(100, steps / 10) */
+    uint64_t steps;        /* exact number of steps, or 0 with minutes */
+    double minutes;        /* time budget; the step count is chosen after timing the first steps */
+    float lr, min_lr_frac, weight_decay, clip;
+    uint64_t seed;
+    int threads;           /* 0: all cores */
+    uint32_t eval_every, ckpt_every;
+    int progress;          /* 1: live line on a terminal, 0: a line every 30 s */
+    int quiet;
+    uint64_t stop_after;   /* stop (with a checkpoint) after this step; tests use it to interrupt */
+} tlm_train_opts;
+
+typedef struct tlm_train_report {
+    uint64_t steps, tokens, params;
+    double train_loss;     /* mean over the last 20 steps */
+    double val_loss, val_top1;
+    double seconds, tokens_per_s;
+} tlm_train_report;
+
+/* Fills defaults (lr 1e-3, batch 16, ctx 256, ...). */
+void tlm_train_defaults(tlm_train_opts *o);
+
+tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *err);
+
+#endif

@@ -1,0 +1,392 @@
+/* Training end to end on small data: a tiny model memorizes a tiny corpus,
+ * runs are deterministic, a resumed run ends bit-identical to an
+ * uninterrupted one, a checkpoint write killed midway leaves the previous
+ * checkpoint loadable, and the tokenizer trainer is deterministic and
+ * lossless. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "../src/host/bpe_train.h"
+#include "../src/host/fileio.h"
+#include "../src/host/llama2c.h"
+#include "../src/host/stories.h"
+#include "../src/host/train/checkpoint.h"
+#include "../src/host/train/trainer.h"
+#include "testutil.h"
+#include "tritlm/tokenizer.h"
+
+static const char corpus_text[] =
+    "Tom had a red ball. He liked to play with it in the sun.\n<|endoftext|>\n"
+    "Sue saw a big dog. The dog was happy and ran to her.\n<|endoftext|>\n"
+    "One day, a cat sat on a mat. It was warm and the cat slept.\n<|endoftext|>\n";
+
+static char *corpus_path, *tok_path;
+
+static void write_text(const char *path, const char *s)
+{
+    assert_int_equal(tlm_write_file_atomic(path, s, strlen(s), NULL), TLM_OK);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    corpus_path = strdup(tu_tmp("corpus.txt"));
+    tok_path = strdup(tu_tmp("tok.bin"));
+    write_text(corpus_path, corpus_text);
+    const char *texts[1] = {corpus_text};
+    size_t lens[1] = {strlen(corpus_text)};
+    tlm_bpe_opts bo = {.vocab_size = 300, .char_coverage = 1.0};
+    tlm_vocab v;
+    if (tlm_bpe_train(texts, lens, 1, &bo, &v, NULL)) return -1;
+    uint8_t *bin;
+    size_t n;
+    if (tlm_vocab_to_llama2c(&v, &bin, &n, NULL) || tlm_write_file_atomic(tok_path, bin, n, NULL)) return -1;
+    free(bin);
+    tlm_vocab_free(&v);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    free(corpus_path);
+    free(tok_path);
+    return 0;
+}
+
+static tlm_train_opts tiny_opts(const char *out)
+{
+    tlm_train_opts o;
+    tlm_train_defaults(&o);
+    o.hp.dim = 32;
+    o.hp.hidden_dim = 48;
+    o.hp.n_layers = 2;
+    o.hp.n_heads = 4;
+    o.hp.n_kv_heads = 2;
+    o.data = corpus_path;
+    o.tokenizer = tok_path;
+    o.out = out;
+    o.ctx = 24;
+    o.batch = 4;
+    o.steps = 40;
+    o.lr = 1e-2f;
+    o.warmup = 5;
+    o.threads = 2;
+    o.eval_every = 0;
+    o.ckpt_every = 0;
+    o.quiet = 1;
+    return o;
+}
+
+static uint8_t *slurp(const char *path, size_t *n)
+{
+    uint8_t *b;
+    assert_int_equal(tlm_read_file(path, &b, n, NULL), TLM_OK);
+    return b;
+}
+
+static void test_overfits_tiny_corpus(void **state)
+{
+    (void)state;
+    tlm_train_opts o = tiny_opts(tu_tmp("overfit.tlm"));
+    o.steps = 300;
+    o.weight_decay = 0.0f;
+    o.val = corpus_path;
+    o.eval_every = 300;
+    tlm_train_report r;
+    tlm_error err;
+    assert_int_equal(tlm_train(&o, &r, &err), TLM_OK);
+    print_message("tiny corpus after %llu steps: train loss %.4f, eval loss %.4f, top-1 %.3f\n", (unsigned long long)r.steps,
+                  r.train_loss, r.val_loss, r.val_top1);
+    assert_true(r.train_loss < 0.15);
+    assert_true(r.val_loss < 0.3);
+    assert_true(r.val_top1 > 0.9);
+}
+
+static void test_deterministic_and_resume(void **state)
+{
+    (void)state;
+    tlm_train_opts a = tiny_opts(strdup(tu_tmp("a.tlm")));
+    tlm_train_opts b = tiny_opts(strdup(tu_tmp("b.tlm")));
+    tlm_train_opts c = tiny_opts(strdup(tu_tmp("c.tlm")));
+    tlm_train_report r;
+    assert_int_equal(tlm_train(&a, &r, NULL), TLM_OK);
+    assert_int_equal(tlm_train(&b, &r, NULL), TLM_OK);
+    size_t na, nb, nc;
+    uint8_t *ma = slurp(a.out, &na), *mb = slurp(b.out, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ma, mb, na);
+    /* interrupted at step 17, then resumed to 40 */
+    c.stop_after = 17;
+    assert_int_equal(tlm_train(&c, &r, NULL), TLM_OK);
+    assert_int_equal(r.steps, 17);
+    tlm_train_opts d = tiny_opts(c.out);
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s.ckpt", c.out);
+    d.resume = ck;
+    d.tokenizer = NULL;
+    assert_int_equal(tlm_train(&d, &r, NULL), TLM_OK);
+    assert_int_equal(r.steps, 40);
+    uint8_t *mc = slurp(c.out, &nc);
+    assert_int_equal(na, nc);
+    assert_memory_equal(ma, mc, na);
+    /* a different seed gives a different model */
+    tlm_train_opts e = tiny_opts(strdup(tu_tmp("e.tlm")));
+    e.seed = 7;
+    assert_int_equal(tlm_train(&e, &r, NULL), TLM_OK);
+    size_t ne;
+    uint8_t *me = slurp(e.out, &ne);
+    assert_true(ne != na || memcmp(ma, me, na) != 0);
+    free(ma); free(mb); free(mc); free(me);
+    free((char *)a.out); free((char *)b.out); free((char *)c.out); free((char *)e.out);
+}
+
+static void test_killed_checkpoint_write(void **state)
+{
+    (void)state;
+    /* a checkpoint of a larger model, so that a write takes a while */
+    tlm_hparams hp = {.dim = 128, .hidden_dim = 384, .n_layers = 4, .n_heads = 4, .n_kv_heads = 4, .vocab_size = 300,
+                      .seq_len = 64, .rope_theta = 10000.0f, .norm_eps = 1e-5f, .shared_classifier = 1};
+    tlm_params p;
+    assert_int_equal(tlm_params_alloc(&p, &hp, NULL), TLM_OK);
+    tlm_params_init(&p, 3);
+    tlm_adamw opt;
+    assert_int_equal(tlm_adamw_init(&opt, p.n, NULL), TLM_OK);
+    tlm_vocab v;
+    assert_int_equal(tlm_llama2c_read_tokenizer(tok_path, 300, &v, NULL), TLM_OK);
+    tlm_ckpt_meta meta = {.threads = 1, .batch = 2, .ctx = 16, .total_steps = 10, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f};
+    const char *path = strdup(tu_tmp("kill.ckpt"));
+    assert_int_equal(tlm_ckpt_save(path, &meta, &p, &v, 1, 2, &opt, NULL), TLM_OK);
+    uint64_t rng = 5;
+    int killed_midway = 0;
+    for (int round = 0; round < 12; round++) {
+        pid_t child = fork();
+        if (child == 0) {
+            for (uint64_t s = 1;; s++) {
+                meta.step = s % 10;
+                tlm_ckpt_save(path, &meta, &p, &v, 1, 2, &opt, NULL);
+            }
+        }
+        struct timespec ts = {0, (long)(1000000 + tu_rand(&rng) % 20000000)};
+        nanosleep(&ts, NULL);
+        kill(child, SIGKILL);
+        int status;
+        waitpid(child, &status, 0);
+        killed_midway += WIFSIGNALED(status);
+        tlm_ckpt_meta m2;
+        tlm_params p2;
+        tlm_vocab v2;
+        tlm_adamw o2;
+        uint32_t bos, eos;
+        tlm_error err;
+        tlm_status st = tlm_ckpt_load(path, &m2, &p2, &v2, &bos, &eos, &o2, &err);
+        if (st) fail_msg("round %d: checkpoint not loadable after a kill: %s", round, err.msg);
+        assert_int_equal(p2.n, p.n);
+        tlm_params_free(&p2);
+        tlm_vocab_free(&v2);
+        tlm_adamw_free(&o2);
+    }
+    assert_int_equal(killed_midway, 12);
+    /* leftover temporary files are the only trace of the kills */
+    tlm_params_free(&p);
+    tlm_adamw_free(&opt);
+    tlm_vocab_free(&v);
+    free((char *)path);
+}
+
+static void test_damaged_checkpoint(void **state)
+{
+    (void)state;
+    tlm_train_opts c = tiny_opts(strdup(tu_tmp("dmg.tlm")));
+    c.stop_after = 3;
+    tlm_train_report r;
+    assert_int_equal(tlm_train(&c, &r, NULL), TLM_OK);
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s.ckpt", c.out);
+    size_t n;
+    uint8_t *b = slurp(ck, &n);
+    tlm_ckpt_meta m;
+    tlm_params p;
+    tlm_vocab v;
+    tlm_adamw o;
+    uint32_t bos, eos;
+    tlm_error err;
+    assert_int_equal(tlm_write_file_atomic(tu_tmp("cut.ckpt"), b, n - 10, NULL), TLM_OK);
+    assert_int_equal(tlm_ckpt_load(tu_tmp("cut.ckpt"), &m, &p, &v, &bos, &eos, &o, &err), TLM_ERR_TRUNCATED);
+    b[n / 2] ^= 4;
+    assert_int_equal(tlm_write_file_atomic(tu_tmp("flip.ckpt"), b, n, NULL), TLM_OK);
+    assert_int_equal(tlm_ckpt_load(tu_tmp("flip.ckpt"), &m, &p, &v, &bos, &eos, &o, &err), TLM_ERR_CHECKSUM);
+    assert_int_equal(tlm_ckpt_load(corpus_path, &m, &p, &v, &bos, &eos, &o, &err), TLM_ERR_MAGIC);
+    free(b);
+    free((char *)c.out);
+}
+
+/* ---- tokenizer training on real text ---- */
+static void test_tokenizer_training(void **state)
+{
+    (void)state;
+    uint8_t *text;
+    size_t len;
+    assert_int_equal(tlm_read_file(tu_data("tinystories/dev.txt"), &text, &len, NULL), TLM_OK);
+    const char *texts[1] = {(const char *)text};
+    tlm_bpe_opts bo = {.vocab_size = 512, .char_coverage = 0.9995};
+    tlm_vocab v1, v2;
+    assert_int_equal(tlm_bpe_train(texts, &len, 1, &bo, &v1, NULL), TLM_OK);
+    assert_int_equal(tlm_bpe_train(texts, &len, 1, &bo, &v2, NULL), TLM_OK);
+    assert_int_equal(v1.n, 512);
+    uint8_t *b1, *b2;
+    size_t n1, n2;
+    assert_int_equal(tlm_vocab_to_llama2c(&v1, &b1, &n1, NULL), TLM_OK);
+    assert_int_equal(tlm_vocab_to_llama2c(&v2, &b2, &n2, NULL), TLM_OK);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(b1, b2, n1); /* deterministic */
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        assert_int_equal(v1.lens[3 + b], 6);
+        assert_memory_equal(v1.strs[3 + b], name, 6);
+    }
+    /* a model image carrying the vocabulary, to encode with */
+    tlm_hparams hp = {.dim = 8, .hidden_dim = 8, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .vocab_size = 512,
+                      .seq_len = 8, .rope_theta = 10000.0f, .norm_eps = 1e-5f, .shared_classifier = 1};
+    tlm_params p;
+    assert_int_equal(tlm_params_alloc(&p, &hp, NULL), TLM_OK);
+    uint8_t *img;
+    size_t ib;
+    assert_int_equal(tlm_params_to_image(&p, &v1, 1, 2, &img, &ib, NULL), TLM_OK);
+    tlm_model m;
+    assert_int_equal(tlm_model_open(&m, img, ib, NULL), TLM_OK);
+    /* lossless on the text (with its mis-encoded bytes) and on unseen characters */
+    static const char extra[] = "Zoë's caf\xC3\xA9 \xE2\x82\xAC 42 \xF0\x9F\x98\x80 \x80\xFF end";
+    const char *samples[2] = {(const char *)text, extra};
+    size_t sl[2] = {len, sizeof extra - 1};
+    size_t tokens = 0;
+    for (int k = 0; k < 2; k++) {
+        size_t cap = TLM_ENCODE_MAX_IDS(sl[k]), n = 0;
+        uint32_t *ids = malloc(cap * 4);
+        int32_t *scr = malloc(TLM_ENCODE_SCRATCH(cap) * 4);
+        assert_int_equal(tlm_encode(&m, samples[k], sl[k], TLM_ENCODE_BOS, ids, cap, scr, &n), TLM_OK);
+        uint8_t *back = malloc(sl[k] + 1);
+        size_t o = 0;
+        for (size_t i = 1; i < n; i++) {
+            const uint8_t *pc;
+            size_t pl = tlm_decode_piece(&m, ids[i - 1], ids[i], &pc);
+            memcpy(back + o, pc, pl);
+            o += pl;
+        }
+        assert_int_equal(o, sl[k]);
+        assert_memory_equal(back, samples[k], sl[k]);
+        if (k == 0) tokens = n;
+        free(ids); free(scr); free(back);
+    }
+    print_message("dev.txt: %zu bytes -> %zu tokens with a trained 512-token vocabulary\n", len, tokens);
+    assert_true(tokens * 2 < len); /* merges compress: fewer than one token per two bytes */
+    free(img); free(b1); free(b2); free(text);
+    tlm_params_free(&p);
+    tlm_vocab_free(&v1);
+    tlm_vocab_free(&v2);
+}
+
+/* ---- the command line ---- */
+static int run(const char *fmt, ...)
+{
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s' </dev/null", tu_cli(), args, tu_tmp("out"), tu_tmp("err"));
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static int err_has(const char *s)
+{
+    size_t n;
+    uint8_t *e = slurp(tu_tmp("err"), &n);
+    int found = strstr((char *)e, s) != NULL;
+    free(e);
+    return found;
+}
+
+static void test_cli_train_and_export(void **state)
+{
+    (void)state;
+    char *model = strdup(tu_tmp("cli.tlm"));
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --dim 32 --hidden 48 --layers 2 --heads 4 --kv-heads 2 "
+                         "--ctx 24 --batch 4 --steps 30 --lr 1e-2 --eval-every 0 -o '%s' --json", corpus_path, tok_path, model), 0);
+    /* exported to llama2.c and imported again: the same greedy text */
+    assert_int_equal(run("generate -m '%s' -n 24 -t 0", model), 0);
+    size_t n1, n2;
+    uint8_t *g1 = slurp(tu_tmp("out"), &n1);
+    assert_int_equal(run("export llama2c '%s' -o '%s' --tokenizer-out '%s'", model, tu_tmp("x.bin"), tu_tmp("x_tok.bin")), 0);
+    assert_int_equal(run("import llama2c '%s' '%s' -o '%s'", tu_tmp("x.bin"), tu_tmp("x_tok.bin"), tu_tmp("x.tlm")), 0);
+    assert_int_equal(run("generate -m '%s' -n 24 -t 0", tu_tmp("x.tlm")), 0);
+    uint8_t *g2 = slurp(tu_tmp("out"), &n2);
+    assert_true(n1 > 1);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(g1, g2, n1);
+    free(g1);
+    free(g2);
+    /* fine-tuning the trained model */
+    assert_int_equal(run("train --data '%s' --init '%s' --ctx 24 --batch 4 --steps 5 --lr 1e-4 --eval-every 0 -o '%s'",
+                         corpus_path, model, tu_tmp("ft.tlm")), 0);
+    /* logs and plot */
+    char p[700];
+    snprintf(p, sizeof p, "%s.train.csv", model);
+    size_t n;
+    uint8_t *csv = slurp(p, &n);
+    assert_non_null(strstr((char *)csv, "step,lr,loss"));
+    free(csv);
+    free(model);
+}
+
+static void test_cli_bad_arguments(void **state)
+{
+    (void)state;
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --dim 0 --steps 3 -o x.tlm", corpus_path, tok_path), 2);
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --dim 30 --heads 4 --steps 3 -o x.tlm", corpus_path, tok_path), 2);
+    assert_true(err_has("must divide"));
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --heads 8 --kv-heads 3 --steps 3 -o x.tlm", corpus_path, tok_path), 2);
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' -o x.tlm", corpus_path, tok_path), 2);
+    assert_true(err_has("--steps"));
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --steps 3 --minutes 1 -o x.tlm", corpus_path, tok_path), 2);
+    assert_int_equal(run("train --data /nonexistent.txt --tokenizer '%s' --steps 3 -o '%s'", tok_path, tu_tmp("x.tlm")), 1);
+    assert_true(err_has("cannot open"));
+    assert_int_equal(run("train --data '%s' --tokenizer /nonexistent.bin --steps 3 -o '%s'", corpus_path, tu_tmp("x.tlm")), 1);
+    write_text(tu_tmp("corrupt.tlm"), "TRLM this is not a model");
+    assert_int_equal(run("train --data '%s' --init '%s' --steps 3 -o '%s'", corpus_path, tu_tmp("corrupt.tlm"), tu_tmp("x.tlm")), 1);
+    assert_true(err_has("corrupt.tlm"));
+    assert_int_equal(run("train --data '%s' --init '%s' --dim 64 --steps 3 -o x.tlm", corpus_path, tu_tmp("corrupt.tlm")), 2);
+    assert_int_equal(run("train --data '%s' --resume '%s' -o '%s'", corpus_path, corpus_path, tu_tmp("x.tlm")), 1);
+    assert_true(err_has("not a tritlm training checkpoint"));
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --ctx 500 --steps 3 -o '%s'", corpus_path, tok_path, tu_tmp("x.tlm")), 1);
+    assert_true(err_has("fewer than --ctx"));
+    assert_int_equal(run("tokenizer train --vocab 100 '%s'", corpus_path), 2);
+    assert_int_equal(run("tokenizer train --vocab 300 -o '%s' /nonexistent.txt", tu_tmp("t.bin")), 1);
+    assert_int_equal(run("train --help"), 0);
+    assert_int_equal(run("tokenizer train --help"), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_overfits_tiny_corpus),  cmocka_unit_test(test_deterministic_and_resume),
+        cmocka_unit_test(test_killed_checkpoint_write), cmocka_unit_test(test_damaged_checkpoint),
+        cmocka_unit_test(test_cli_train_and_export), cmocka_unit_test(test_cli_bad_arguments),
+        cmocka_unit_test(test_tokenizer_training),
+    };
+    if (getenv("TLM_TEST_FILTER")) cmocka_set_test_filter(getenv("TLM_TEST_FILTER"));
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
