@@ -16,26 +16,10 @@
 #include "../src/host/fileio.h"
 #include "testutil.h"
 
-static char *out_text, *err_text;
+static char *out_text, *err_text; /* owned by tu_run */
 static const char *model;
 
-/* Runs `tritlm ARGS`, capturing stdout and stderr; returns the exit code. */
-static int run(const char *fmt, ...)
-{
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s' </dev/null", tu_cli(), args, tu_tmp("stdout"), tu_tmp("stderr"));
-    int st = system(cmd);
-    free(out_text);
-    free(err_text);
-    size_t n;
-    if (tlm_read_file(tu_tmp("stdout"), (uint8_t **)&out_text, &n, NULL)) out_text = strdup("");
-    if (tlm_read_file(tu_tmp("stderr"), (uint8_t **)&err_text, &n, NULL)) err_text = strdup("");
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
+#define run(...) tu_run(&out_text, &err_text, __VA_ARGS__)
 
 static void test_conformance_greedy_200(void **state)
 {
@@ -73,7 +57,7 @@ static void test_help_everywhere(void **state)
         assert_non_null(strstr(out_text, "usage: tritlm"));
     }
     assert_int_equal(run("--help"), 0);
-    assert_int_equal(run(""), 2);
+    assert_int_equal(run("%s", ""), 2);
     assert_int_equal(run("frobnicate"), 2);
     assert_non_null(strstr(err_text, "unknown command"));
 }
@@ -180,8 +164,5 @@ int main(void)
         cmocka_unit_test(test_bad_files),              cmocka_unit_test(test_json_outputs),
         cmocka_unit_test(test_export_import_cycle),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    free(out_text);
-    free(err_text);
-    return rc;
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

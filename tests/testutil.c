@@ -1,9 +1,12 @@
 #define _GNU_SOURCE
+#include <stdarg.h>
 #include <stdio.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "../src/host/fileio.h"
 #include "../src/host/image_build.h"
 #include "../src/host/llama2c.h"
 #include "testutil.h"
@@ -194,4 +197,27 @@ void tu_import_stories260k(uint8_t **image, size_t *bytes)
         fprintf(stderr, "import failed: %s\n", err.msg);
         exit(1);
     }
+}
+
+int tu_run(char **out, char **err, const char *fmt, ...)
+{
+    static char *last_out, *last_err;
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    char o_path[512], e_path[512];
+    snprintf(o_path, sizeof o_path, "%s/run.out", tu_tmpdir());
+    snprintf(e_path, sizeof e_path, "%s/run.err", tu_tmpdir());
+    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s' </dev/null", tu_cli(), args, o_path, e_path);
+    int st = system(cmd);
+    free(last_out);
+    free(last_err);
+    size_t n;
+    if (tlm_read_file(o_path, (uint8_t **)&last_out, &n, NULL)) last_out = strdup("");
+    if (tlm_read_file(e_path, (uint8_t **)&last_err, &n, NULL)) last_err = strdup("");
+    if (out) *out = last_out;
+    if (err) *err = last_err;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }

@@ -37,6 +37,11 @@ void tu_import_stories260k(uint8_t **image, size_t *bytes);
  * (so that sanitizers catch any read past the end). */
 uint8_t *tu_exact_copy(const uint8_t *src, size_t bytes);
 
+/* Runs `tritlm ARGS` (args built printf-style) with stdout and stderr
+ * captured; returns the exit status and points *out / *err (if not NULL)
+ * at NUL-terminated copies valid until the next call. */
+int tu_run(char **out, char **err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Deterministic test generator (splitmix64). */
 uint64_t tu_rand(uint64_t *state);
 double tu_uniform(uint64_t *state);

@@ -58,6 +58,11 @@ void tlm_model_tensor_at(const tlm_model *m, uint32_t i, tlm_tensor *out);
  * token embedding when shared. */
 int tlm_model_tensor(const tlm_model *m, tlm_role role, uint32_t layer, tlm_tensor *out);
 
+/* Shape (rows x cols) a tensor of this role has in a model with these
+ * hyperparameters; returns 0 for unknown roles. Per-layer roles are
+ * consecutive: TLM_ROLE_ATTN_NORM + k for k < TLM_LAYER_ROLES. */
+int tlm_role_shape(const tlm_hparams *hp, uint32_t role, uint32_t *rows, uint32_t *cols);
+
 /* Name of a role ("wq", "tok_embed", ...). */
 const char *tlm_role_name(uint32_t role);
 

@@ -49,8 +49,7 @@ static void canonical_entry(const tlm_hparams *hp, uint32_t i, uint32_t *role, u
     }
 }
 
-/* Expected shape of a role; returns 0 for roles not allowed here. */
-static int role_shape(const tlm_hparams *hp, uint32_t role, uint32_t *rows, uint32_t *cols)
+int tlm_role_shape(const tlm_hparams *hp, uint32_t role, uint32_t *rows, uint32_t *cols)
 {
     uint32_t kv_dim = tlm_hparams_kv_dim(hp);
     switch (role) {
@@ -133,7 +132,7 @@ static tlm_status check_tensor(const tlm_hparams *hp, uint64_t total, uint32_t i
         return tlm_fail(err, TLM_ERR_TENSOR, "tensor %u: role %u is not an auxiliary tensor", i, role);
     }
     uint32_t want_rows = 0, want_cols = 0;
-    role_shape(hp, role, &want_rows, &want_cols);
+    tlm_role_shape(hp, role, &want_rows, &want_cols);
     if (rows != want_rows || cols != want_cols)
         return tlm_fail(err, TLM_ERR_TENSOR, "tensor %u (%s): shape %u x %u, expected %u x %u", i,
                         tlm_role_name(role), rows, cols, want_rows, want_cols);

@@ -29,6 +29,17 @@ tlm_status tlm_llama2c_read_tokenizer(const char *path, uint32_t n, tlm_vocab *v
         free(buf);
         return tlm_fail(err, TLM_ERR_FORMAT, "%s: max_token_length %d is not plausible: not a llama2.c tokenizer?", path, maxlen);
     }
+    if (n == 0) { /* as many tokens as the file holds */
+        for (size_t off = 4; off + 8 <= bytes; n++) {
+            uint32_t len = tlm_rd32(buf + off + 4);
+            if (len > bytes - off - 8) break;
+            off += 8u + len;
+        }
+        if (n == 0) {
+            free(buf);
+            return tlm_fail(err, TLM_ERR_FORMAT, "%s holds no tokens", path);
+        }
+    }
     v->n = n;
     v->max_token_length = (uint32_t)maxlen;
     v->scores = calloc(n ? n : 1, sizeof *v->scores);
@@ -82,30 +93,14 @@ fail:
     return st;
 }
 
-/* Role order of the per-layer arrays in the checkpoint. */
-static const uint16_t layer_roles[TLM_LAYER_ROLES] = {
-    TLM_ROLE_ATTN_NORM, TLM_ROLE_WQ, TLM_ROLE_WK, TLM_ROLE_WV, TLM_ROLE_WO,
-    TLM_ROLE_FFN_NORM, TLM_ROLE_W1, TLM_ROLE_W2, TLM_ROLE_W3,
-};
-
-static void role_dims(const tlm_hparams *hp, uint16_t role, uint32_t *rows, uint32_t *cols)
-{
-    uint32_t kv_dim = hp->dim / hp->n_heads * hp->n_kv_heads;
-    switch (role) {
-    case TLM_ROLE_ATTN_NORM: case TLM_ROLE_FFN_NORM: case TLM_ROLE_FINAL_NORM: *rows = 1; *cols = hp->dim; break;
-    case TLM_ROLE_WQ: case TLM_ROLE_WO: *rows = hp->dim; *cols = hp->dim; break;
-    case TLM_ROLE_WK: case TLM_ROLE_WV: *rows = kv_dim; *cols = hp->dim; break;
-    case TLM_ROLE_W1: case TLM_ROLE_W3: *rows = hp->hidden_dim; *cols = hp->dim; break;
-    case TLM_ROLE_W2: *rows = hp->dim; *cols = hp->hidden_dim; break;
-    case TLM_ROLE_ROPE_REAL: case TLM_ROLE_ROPE_IMAG: *rows = hp->seq_len; *cols = hp->dim / hp->n_heads / 2u; break;
-    default: *rows = hp->vocab_size; *cols = hp->dim; break;
-    }
-}
+/* The checkpoint stores the per-layer arrays in role order, which is the
+ * canonical order: TLM_ROLE_ATTN_NORM + k for k < TLM_LAYER_ROLES. */
+static uint16_t layer_role(int k) { return (uint16_t)(TLM_ROLE_ATTN_NORM + k); }
 
 static uint64_t role_floats(const tlm_hparams *hp, uint16_t role)
 {
-    uint32_t r, c;
-    role_dims(hp, role, &r, &c);
+    uint32_t r = 0, c = 0;
+    tlm_role_shape(hp, role, &r, &c);
     return (uint64_t)r * c;
 }
 
@@ -113,7 +108,7 @@ static uint64_t role_floats(const tlm_hparams *hp, uint16_t role)
 static uint64_t checkpoint_floats(const tlm_hparams *hp)
 {
     uint64_t n = role_floats(hp, TLM_ROLE_TOK_EMBED);
-    for (int k = 0; k < TLM_LAYER_ROLES; k++) n += role_floats(hp, layer_roles[k]) * hp->n_layers;
+    for (int k = 0; k < TLM_LAYER_ROLES; k++) n += role_floats(hp, layer_role(k)) * hp->n_layers;
     n += role_floats(hp, TLM_ROLE_FINAL_NORM) + 2u * role_floats(hp, TLM_ROLE_ROPE_REAL);
     if (!hp->shared_classifier) n += role_floats(hp, TLM_ROLE_CLASSIFIER);
     return n;
@@ -188,13 +183,13 @@ tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8
         t_->role = (role_);                                                        \
         t_->layer = (uint16_t)(layer_);                                            \
         t_->wtype = TLM_WTYPE_F32;                                                 \
-        role_dims(&hp, (role_), &t_->rows, &t_->cols);                             \
+        tlm_role_shape(&hp, (role_), &t_->rows, &t_->cols);                        \
         t_->data = p;                                                              \
         p += (uint64_t)t_->rows * t_->cols * 4u;                                   \
     } while (0)
     TAKE(0, TLM_ROLE_TOK_EMBED, 0);
     for (int r = 0; r < TLM_LAYER_ROLES; r++)
-        for (uint32_t l = 0; l < hp.n_layers; l++) TAKE(1u + l * TLM_LAYER_ROLES + (uint32_t)r, layer_roles[r], l);
+        for (uint32_t l = 0; l < hp.n_layers; l++) TAKE(1u + l * TLM_LAYER_ROLES + (uint32_t)r, layer_role(r), l);
     k = 1u + TLM_LAYER_ROLES * hp.n_layers;
     TAKE(k, TLM_ROLE_FINAL_NORM, 0);
     k++;
@@ -240,7 +235,7 @@ tlm_status tlm_llama2c_export(const tlm_model *m, const char *ckpt_path, const c
     p = put_tensor(p, &t);
     for (int r = 0; r < TLM_LAYER_ROLES; r++)
         for (uint32_t l = 0; l < hp->n_layers; l++) {
-            tlm_model_tensor(m, layer_roles[r], l, &t);
+            tlm_model_tensor(m, layer_role(r), l, &t);
             p = put_tensor(p, &t);
         }
     tlm_model_tensor(m, TLM_ROLE_FINAL_NORM, 0, &t);

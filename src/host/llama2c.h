@@ -9,7 +9,8 @@
 #include "image_build.h"
 #include "tritlm/model.h"
 
-/* Parses a llama2.c tokenizer file for a vocabulary of n tokens. */
+/* Parses a llama2.c tokenizer file for a vocabulary of n tokens (the
+ * format does not store the count; n = 0 reads every token in the file). */
 tlm_status tlm_llama2c_read_tokenizer(const char *path, uint32_t n, tlm_vocab *v, tlm_error *err);
 
 /* Imports checkpoint + tokenizer into a model image (malloc'd). */

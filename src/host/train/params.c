@@ -6,22 +6,11 @@
 #include "params.h"
 #include "rng.h"
 
-static const uint16_t layer_roles[TLM_LAYER_ROLES] = {
-    TLM_ROLE_ATTN_NORM, TLM_ROLE_WQ, TLM_ROLE_WK, TLM_ROLE_WV, TLM_ROLE_WO,
-    TLM_ROLE_FFN_NORM, TLM_ROLE_W1, TLM_ROLE_W2, TLM_ROLE_W3,
-};
+static uint16_t layer_role(uint32_t k) { return (uint16_t)(TLM_ROLE_ATTN_NORM + k); }
 
 static void shape(const tlm_hparams *hp, uint16_t role, uint32_t *rows, uint32_t *cols)
 {
-    const uint32_t kv = tlm_hparams_kv_dim(hp);
-    switch (role) {
-    case TLM_ROLE_ATTN_NORM: case TLM_ROLE_FFN_NORM: case TLM_ROLE_FINAL_NORM: *rows = 1; *cols = hp->dim; break;
-    case TLM_ROLE_WQ: case TLM_ROLE_WO: *rows = hp->dim; *cols = hp->dim; break;
-    case TLM_ROLE_WK: case TLM_ROLE_WV: *rows = kv; *cols = hp->dim; break;
-    case TLM_ROLE_W1: case TLM_ROLE_W3: *rows = hp->hidden_dim; *cols = hp->dim; break;
-    case TLM_ROLE_W2: *rows = hp->dim; *cols = hp->hidden_dim; break;
-    default: *rows = hp->vocab_size; *cols = hp->dim; break;
-    }
+    tlm_role_shape(hp, role, rows, cols);
 }
 
 uint32_t tlm_params_count(const tlm_params *p)
@@ -39,7 +28,7 @@ void tlm_params_tensor(const tlm_params *p, uint32_t i, tlm_param_tensor *t)
     } else if (i <= TLM_LAYER_ROLES * L) {
         const uint32_t l = (i - 1u) / TLM_LAYER_ROLES, k = (i - 1u) % TLM_LAYER_ROLES;
         float *const *slots = &p->layers[l].attn_norm;
-        t->role = layer_roles[k];
+        t->role = layer_role(k);
         t->layer = (uint16_t)l;
         t->data = slots[k];
     } else if (i == 1u + TLM_LAYER_ROLES * L) {
@@ -71,7 +60,7 @@ tlm_status tlm_params_alloc(tlm_params *p, const tlm_hparams *hp, tlm_error *err
     for (uint32_t i = 0; i < n; i++) {
         tlm_param_tensor t;
         uint16_t role = i == 0 ? TLM_ROLE_TOK_EMBED
-                        : i <= TLM_LAYER_ROLES * h.n_layers ? layer_roles[(i - 1u) % TLM_LAYER_ROLES]
+                        : i <= TLM_LAYER_ROLES * h.n_layers ? layer_role((i - 1u) % TLM_LAYER_ROLES)
                         : i == 1u + TLM_LAYER_ROLES * h.n_layers ? TLM_ROLE_FINAL_NORM : TLM_ROLE_CLASSIFIER;
         shape(&h, role, &t.rows, &t.cols);
         total += (size_t)t.rows * t.cols;
@@ -91,7 +80,7 @@ tlm_status tlm_params_alloc(tlm_params *p, const tlm_hparams *hp, tlm_error *err
     for (uint32_t l = 0; l < h.n_layers; l++) {
         float **slots = &p->layers[l].attn_norm;
         for (int k = 0; k < TLM_LAYER_ROLES; k++) {
-            shape(&h, layer_roles[k], &r, &c);
+            shape(&h, layer_role(k), &r, &c);
             slots[k] = at;
             at += (size_t)r * c;
         }

@@ -216,19 +216,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
                 st = tlm_fail(err, TLM_ERR_ARG, "a fresh model needs --tokenizer TOK.bin (or --init MODEL.tlm to continue one)");
                 goto out;
             }
-            /* the tokenizer file does not say its size: read tokens until the end */
-            uint8_t *tb;
-            size_t tn;
-            st = tlm_read_file(o->tokenizer, &tb, &tn, err);
-            if (st) goto out;
-            uint32_t count = 0;
-            for (size_t off = 4; off + 8 <= tn; count++) {
-                uint32_t len = (uint32_t)tb[off + 4] | (uint32_t)tb[off + 5] << 8 | (uint32_t)tb[off + 6] << 16 | (uint32_t)tb[off + 7] << 24;
-                if (len > tn - off - 8) break;
-                off += 8u + len;
-            }
-            free(tb);
-            st = tlm_llama2c_read_tokenizer(o->tokenizer, count, &vocab, err);
+            st = tlm_llama2c_read_tokenizer(o->tokenizer, 0, &vocab, err);
             if (st) goto out;
             tlm_hparams hp = o->hp;
             hp.vocab_size = vocab.n;
@@ -330,7 +318,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         rep->val_loss = r.loss;
         rep->val_top1 = r.top1;
     }
-    const uint64_t calib_steps = 5, first_step = meta.step;
+    const uint64_t first_step = meta.step;
     const double t_loop = tlm_now();
     while (!meta.total_steps || meta.step < meta.total_steps) {
         uint64_t total = meta.total_steps ? meta.total_steps : (uint64_t)1 << 40;
@@ -352,16 +340,27 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             st = tlm_fail(err, TLM_ERR_ARG, "loss became %f at step %llu: lower --lr", loss, (unsigned long long)meta.step);
             goto out;
         }
-        if (!meta.total_steps && meta.step == first_step + calib_steps) {
-            /* time budget: steps that fit, counting periodic validation */
-            const double per_step = (now - t_loop) / (double)(meta.step - first_step);
+        const uint64_t done = meta.step - first_step;
+        if (o->minutes > 0 && !resume && (done == 5 || done == 50 || done == 200 || done == 1000)) {
+            /* time budget: the steps that fit, counting periodic validation
+             * and the final one; re-estimated a few times early on because
+             * step times on a shared machine vary */
+            const double per_step = (now - t_loop) / (double)done;
             const double per_eval = o->eval_every ? eval_secs / o->eval_every : 0;
             const double budget = o->minutes * 60.0 - (now - t_start) - eval_secs;
             uint64_t more = budget > 0 ? (uint64_t)(budget / (per_step + per_eval)) : 0;
             meta.total_steps = meta.step + more;
             if (!o->quiet)
-                fprintf(stderr, "train: %.2f s per step; %llu steps fit in %.1f minutes\n", per_step,
-                        (unsigned long long)meta.total_steps, o->minutes);
+                fprintf(stderr, "%strain: %.3f s per step; %llu steps fit in %.1f minutes\n", o->progress ? "\n" : "",
+                        per_step, (unsigned long long)meta.total_steps, o->minutes);
+        }
+        /* never run past the budget: stop early (with the final validation
+         * and checkpoint) when the next step would not fit */
+        if (o->minutes > 0 && meta.total_steps > meta.step &&
+            (now - t_start) + step_secs + eval_secs > o->minutes * 60.0) {
+            if (!o->quiet) fprintf(stderr, "%strain: time budget reached at step %llu of %llu\n", o->progress ? "\n" : "",
+                                   (unsigned long long)meta.step, (unsigned long long)meta.total_steps);
+            meta.total_steps = meta.step;
         }
         const int last = meta.total_steps && meta.step >= meta.total_steps;
         if (val_text && o->eval_every && (meta.step % o->eval_every == 0 || last)) {
