@@ -11,7 +11,8 @@
 
 #include "fileio.h"
 
-tlm_status tlm_read_file(const char *path, uint8_t **data, size_t *bytes, tlm_error *err)
+/* Opens a regular file for reading and tells its size. */
+static tlm_status open_regular(const char *path, int *fd_out, size_t *size, tlm_error *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return tlm_fail(err, TLM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
@@ -20,7 +21,17 @@ tlm_status tlm_read_file(const char *path, uint8_t **data, size_t *bytes, tlm_er
         close(fd);
         return tlm_fail(err, TLM_ERR_IO, "%s is not a regular file", path);
     }
-    size_t n = (size_t)st.st_size;
+    *fd_out = fd;
+    *size = (size_t)st.st_size;
+    return TLM_OK;
+}
+
+tlm_status tlm_read_file(const char *path, uint8_t **data, size_t *bytes, tlm_error *err)
+{
+    int fd;
+    size_t n;
+    tlm_status status = open_regular(path, &fd, &n, err);
+    if (status) return status;
     uint8_t *buf = malloc(n + 1);
     if (!buf) {
         close(fd);
@@ -48,22 +59,19 @@ tlm_status tlm_map_file(const char *path, tlm_mapped *map, tlm_error *err)
 {
     map->addr = NULL;
     map->bytes = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return tlm_fail(err, TLM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return tlm_fail(err, TLM_ERR_IO, "%s is not a regular file", path);
-    }
-    if (st.st_size == 0) {
+    int fd;
+    size_t n;
+    tlm_status status = open_regular(path, &fd, &n, err);
+    if (status) return status;
+    if (n == 0) {
         close(fd);
         return tlm_fail(err, TLM_ERR_TRUNCATED, "%s is empty", path);
     }
-    void *a = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *a = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (a == MAP_FAILED) return tlm_fail(err, TLM_ERR_IO, "cannot map %s: %s", path, strerror(errno));
     map->addr = a;
-    map->bytes = (size_t)st.st_size;
+    map->bytes = n;
     return TLM_OK;
 }
 
