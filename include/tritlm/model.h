@@ -63,6 +63,14 @@ int tlm_model_tensor(const tlm_model *m, tlm_role role, uint32_t layer, tlm_tens
  * consecutive: TLM_ROLE_ATTN_NORM + k for k < TLM_LAYER_ROLES. */
 int tlm_role_shape(const tlm_hparams *hp, uint32_t role, uint32_t *rows, uint32_t *cols);
 
+/* The k-th per-layer role (k < TLM_LAYER_ROLES), in canonical order. */
+static inline tlm_role tlm_layer_role(uint32_t k) { return (tlm_role)(TLM_ROLE_ATTN_NORM + k); }
+
+/* Checks hyperparameters against the rules every image obeys (nonzero,
+ * within limits, heads dividing dim, even head size, kv heads dividing
+ * heads, finite positive theta, eps in (0, 1)). */
+tlm_status tlm_hparams_check(const tlm_hparams *hp, tlm_error *err);
+
 /* Name of a role ("wq", "tok_embed", ...). */
 const char *tlm_role_name(uint32_t role);
 

@@ -7,6 +7,7 @@
 
 #include "../host/bpe_train.h"
 #include "../host/fileio.h"
+#include "../host/llama2c.h"
 #include "cli.h"
 
 static const char help[] =

@@ -90,7 +90,7 @@ static int all_zero(const uint8_t *p, size_t n)
     return 1;
 }
 
-static tlm_status check_hparams(const tlm_hparams *hp, tlm_error *err)
+tlm_status tlm_hparams_check(const tlm_hparams *hp, tlm_error *err)
 {
     if (!hp->dim || !hp->hidden_dim || !hp->n_layers || !hp->n_heads || !hp->n_kv_heads ||
         !hp->vocab_size || !hp->seq_len)
@@ -285,7 +285,7 @@ tlm_status tlm_model_open(tlm_model *model, const void *image, size_t bytes, tlm
     m.hp.rope_theta = tlm_rdf32(p + TLM_H_ROPE_THETA);
     m.hp.norm_eps = tlm_rdf32(p + TLM_H_NORM_EPS);
     m.hp.shared_classifier = (flags & TLM_FLAG_SHARED_CLASSIFIER) != 0;
-    tlm_status st = check_hparams(&m.hp, err);
+    tlm_status st = tlm_hparams_check(&m.hp, err);
     if (st) return st;
 
     m.max_token_length = tlm_rd32(p + TLM_H_MAX_TOKEN_LEN);

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/le.h"
 #include "bpe_train.h"
 #include "stories.h"
 
@@ -384,23 +383,4 @@ out:
     strset_free(&chars);
     strset_free(&segs);
     return st;
-}
-
-tlm_status tlm_vocab_to_llama2c(const tlm_vocab *v, uint8_t **out, size_t *bytes, tlm_error *err)
-{
-    size_t n = 4;
-    for (uint32_t i = 0; i < v->n; i++) n += 8u + v->lens[i];
-    uint8_t *b = malloc(n);
-    if (!b) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
-    tlm_wr32(b, v->max_token_length);
-    uint8_t *p = b + 4;
-    for (uint32_t i = 0; i < v->n; i++) {
-        tlm_wrf32(p, v->scores[i]);
-        tlm_wr32(p + 4, v->lens[i]);
-        memcpy(p + 8, v->strs[i], v->lens[i]);
-        p += 8u + v->lens[i];
-    }
-    *out = b;
-    *bytes = n;
-    return TLM_OK;
 }

@@ -20,7 +20,4 @@ typedef struct tlm_bpe_opts {
 tlm_status tlm_bpe_train(const char *const *texts, const size_t *lens, size_t n_texts, const tlm_bpe_opts *o,
                          tlm_vocab *out, tlm_error *err);
 
-/* The vocabulary in llama2.c's tokenizer.bin layout (malloc'd). */
-tlm_status tlm_vocab_to_llama2c(const tlm_vocab *v, uint8_t **out, size_t *bytes, tlm_error *err);
-
 #endif

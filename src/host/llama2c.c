@@ -93,10 +93,8 @@ fail:
     return st;
 }
 
-/* The checkpoint stores the per-layer arrays in role order, which is the
- * canonical order: TLM_ROLE_ATTN_NORM + k for k < TLM_LAYER_ROLES. */
-static uint16_t layer_role(int k) { return (uint16_t)(TLM_ROLE_ATTN_NORM + k); }
-
+/* The checkpoint stores the per-layer arrays in canonical role order,
+ * tlm_layer_role(0..TLM_LAYER_ROLES-1). */
 static uint64_t role_floats(const tlm_hparams *hp, uint16_t role)
 {
     uint32_t r = 0, c = 0;
@@ -108,7 +106,7 @@ static uint64_t role_floats(const tlm_hparams *hp, uint16_t role)
 static uint64_t checkpoint_floats(const tlm_hparams *hp)
 {
     uint64_t n = role_floats(hp, TLM_ROLE_TOK_EMBED);
-    for (int k = 0; k < TLM_LAYER_ROLES; k++) n += role_floats(hp, layer_role(k)) * hp->n_layers;
+    for (int k = 0; k < TLM_LAYER_ROLES; k++) n += role_floats(hp, tlm_layer_role((uint32_t)k)) * hp->n_layers;
     n += role_floats(hp, TLM_ROLE_FINAL_NORM) + 2u * role_floats(hp, TLM_ROLE_ROPE_REAL);
     if (!hp->shared_classifier) n += role_floats(hp, TLM_ROLE_CLASSIFIER);
     return n;
@@ -148,16 +146,14 @@ tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8
     hp.shared_classifier = h[5] > 0;
     hp.vocab_size = (uint32_t)(h[5] > 0 ? h[5] : -h[5]);
     hp.seq_len = (uint32_t)h[6];
-    if (hp.dim > 65536u || hp.hidden_dim > (1u << 20) || hp.n_layers > 1024u || hp.vocab_size > (1u << 22) ||
-        hp.seq_len > (1u << 20)) {
-        st = tlm_fail(err, TLM_ERR_FORMAT, "%s: dimensions beyond tritlm's limits: not a llama2.c version-0 checkpoint?", ckpt_path);
-        goto out;
-    }
     hp.rope_theta = 10000.0f;
     hp.norm_eps = 1e-5f;
-    if (hp.dim % hp.n_heads || hp.n_heads % hp.n_kv_heads || (hp.dim / hp.n_heads) % 2u || hp.n_kv_heads > hp.n_heads) {
-        st = tlm_fail(err, TLM_ERR_FORMAT, "%s: inconsistent heads (dim %u, heads %u, kv heads %u)", ckpt_path, hp.dim, hp.n_heads, hp.n_kv_heads);
-        goto out;
+    {
+        tlm_error why;
+        if (tlm_hparams_check(&hp, &why)) {
+            st = tlm_fail(err, TLM_ERR_FORMAT, "%s: not a usable llama2.c version-0 checkpoint: %s", ckpt_path, why.msg);
+            goto out;
+        }
     }
     uint64_t want = checkpoint_floats(&hp) * 4u + L2C_HEADER_BYTES;
     if (n != want) {
@@ -189,7 +185,7 @@ tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8
     } while (0)
     TAKE(0, TLM_ROLE_TOK_EMBED, 0);
     for (int r = 0; r < TLM_LAYER_ROLES; r++)
-        for (uint32_t l = 0; l < hp.n_layers; l++) TAKE(1u + l * TLM_LAYER_ROLES + (uint32_t)r, layer_role(r), l);
+        for (uint32_t l = 0; l < hp.n_layers; l++) TAKE(1u + l * TLM_LAYER_ROLES + (uint32_t)r, tlm_layer_role((uint32_t)r), l);
     k = 1u + TLM_LAYER_ROLES * hp.n_layers;
     TAKE(k, TLM_ROLE_FINAL_NORM, 0);
     k++;
@@ -235,7 +231,7 @@ tlm_status tlm_llama2c_export(const tlm_model *m, const char *ckpt_path, const c
     p = put_tensor(p, &t);
     for (int r = 0; r < TLM_LAYER_ROLES; r++)
         for (uint32_t l = 0; l < hp->n_layers; l++) {
-            tlm_model_tensor(m, layer_role(r), l, &t);
+            tlm_model_tensor(m, tlm_layer_role((uint32_t)r), l, &t);
             p = put_tensor(p, &t);
         }
     tlm_model_tensor(m, TLM_ROLE_FINAL_NORM, 0, &t);
@@ -263,20 +259,34 @@ tlm_status tlm_llama2c_export(const tlm_model *m, const char *ckpt_path, const c
     free(buf);
     if (st || !tok_path) return st;
 
-    size_t tb = 4;
-    for (uint32_t i = 0; i < hp->vocab_size; i++) tb += 8u + (m->vocab_off[i + 1] - m->vocab_off[i] - 1u);
-    uint8_t *tok = malloc(tb);
-    if (!tok) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
-    tlm_wr32(tok, m->max_token_length);
-    uint8_t *q = tok + 4;
-    for (uint32_t i = 0; i < hp->vocab_size; i++) {
-        uint32_t len = m->vocab_off[i + 1] - m->vocab_off[i] - 1u;
-        tlm_wrf32(q, m->vocab_scores[i]);
-        tlm_wr32(q + 4, len);
-        memcpy(q + 8, m->vocab_pool + m->vocab_off[i], len);
-        q += 8u + len;
-    }
+    tlm_vocab v;
+    uint8_t *tok;
+    size_t tb;
+    st = tlm_vocab_from_model(m, &v, err);
+    if (st) return st;
+    st = tlm_vocab_to_llama2c(&v, &tok, &tb, err);
+    tlm_vocab_free(&v);
+    if (st) return st;
     st = tlm_write_file_atomic(tok_path, tok, tb, err);
     free(tok);
     return st;
+}
+
+tlm_status tlm_vocab_to_llama2c(const tlm_vocab *v, uint8_t **out, size_t *bytes, tlm_error *err)
+{
+    size_t n = 4;
+    for (uint32_t i = 0; i < v->n; i++) n += 8u + v->lens[i];
+    uint8_t *b = malloc(n);
+    if (!b) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    tlm_wr32(b, v->max_token_length);
+    uint8_t *p = b + 4;
+    for (uint32_t i = 0; i < v->n; i++) {
+        tlm_wrf32(p, v->scores[i]);
+        tlm_wr32(p + 4, v->lens[i]);
+        memcpy(p + 8, v->strs[i], v->lens[i]);
+        p += 8u + v->lens[i];
+    }
+    *out = b;
+    *bytes = n;
+    return TLM_OK;
 }

@@ -13,6 +13,9 @@
  * format does not store the count; n = 0 reads every token in the file). */
 tlm_status tlm_llama2c_read_tokenizer(const char *path, uint32_t n, tlm_vocab *v, tlm_error *err);
 
+/* A vocabulary in the llama2.c tokenizer.bin layout (malloc'd). */
+tlm_status tlm_vocab_to_llama2c(const tlm_vocab *v, uint8_t **out, size_t *bytes, tlm_error *err);
+
 /* Imports checkpoint + tokenizer into a model image (malloc'd). */
 tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8_t **image, size_t *bytes,
                               tlm_error *err);

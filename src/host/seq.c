@@ -71,17 +71,6 @@ static void matmul_role(float *out, const float *X, uint32_t T, const tlm_model 
     tlm_seq_matmul(out, X, T, &t, wbuf);
 }
 
-/* h = silu(h) * g, vectorized (the core's tlm_swiglu is the scalar form). */
-static void seq_swiglu(float *h, const float *g, size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        tlm_v8 v = v8_load(h + i);
-        v8_store(h + i, v / (1.0f + v8_exp(-v)) * v8_load(g + i));
-    }
-    for (; i < n; i++) h[i] = h[i] / (1.0f + expf(-h[i])) * g[i];
-}
-
 void tlm_seq_forward(const tlm_model *m, const uint32_t *tokens, uint32_t T, tlm_seq_ws *ws)
 {
     const tlm_hparams *hp = &m->hp;
@@ -108,7 +97,7 @@ void tlm_seq_forward(const tlm_model *m, const uint32_t *tokens, uint32_t T, tlm
         for (uint32_t t = 0; t < T; t++) tlm_rmsnorm(ws->xb + (size_t)t * dim, ws->x + (size_t)t * dim, fn, dim, hp->norm_eps);
         matmul_role(ws->hb, ws->xb, T, m, TLM_ROLE_W1, l, ws->wbuf);
         matmul_role(ws->hb2, ws->xb, T, m, TLM_ROLE_W3, l, ws->wbuf);
-        seq_swiglu(ws->hb, ws->hb2, (size_t)T * hidden);
+        tlm_swiglu_fwd(ws->hb, ws->hb, ws->hb2, (size_t)T * hidden);
         matmul_role(ws->xb, ws->hb, T, m, TLM_ROLE_W2, l, ws->wbuf);
         for (size_t i = 0; i < (size_t)T * dim; i++) ws->x[i] += ws->xb[i];
     }

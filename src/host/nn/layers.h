@@ -31,7 +31,7 @@ void tlm_attention_fwd(float *O, const float *Q, const float *K, const float *V,
 void tlm_attention_bwd(float *dQ, float *dK, float *dV, const float *dO, const float *Q, const float *K,
                        const float *V, uint32_t T, uint32_t n_heads, uint32_t n_kv, uint32_t hs, float *scratch);
 
-/* ---- swiglu.c: Hh = silu(A) * B ---- */
+/* ---- swiglu.c: Hh = silu(A) * B (Hh may be A) ---- */
 void tlm_swiglu_fwd(float *Hh, const float *A, const float *B, size_t n);
 void tlm_swiglu_bwd(float *dA, float *dB, const float *dHh, const float *A, const float *B, size_t n);
 

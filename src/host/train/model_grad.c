@@ -12,7 +12,7 @@ struct tlm_train_ws {
     uint32_t max_T;
     layer_acts *acts;
     float *x_fin, *xnf, *invf, *logits;
-    float *dx, *dxn, *dq, *dk, *dv, *datt, *dh, *da, *db, *tmp;
+    float *dx, *dxn, *dq, *dk, *dv, *datt, *dh, *da, *db;
     float *wt, *dyt, *attn_scratch;
     float *block; /* one allocation holding all of the above */
 };
@@ -23,7 +23,7 @@ tlm_status tlm_train_ws_new(tlm_train_ws **out, const tlm_hparams *hp, uint32_t 
     const size_t KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads;
     const size_t widest = H > D ? H : D, wide_out = V > widest ? V : widest;
     const size_t per_layer = T * (D * 6 + KV * 2 + H * 3 + 2);
-    const size_t total = L * per_layer + T * (D * 2 + 1 + V) + T * (D * 4 + KV * 2 + H * 3 + widest) +
+    const size_t total = L * per_layer + T * (D * 2 + 1 + V) + T * (D * 4 + KV * 2 + H * 3) +
                          wide_out * D /* wt */ + wide_out * T /* dyt */ +
                          tlm_attention_scratch_floats(max_T, hp->n_kv_heads, (uint32_t)hs);
     tlm_train_ws *ws = calloc(1, sizeof *ws);
@@ -47,7 +47,6 @@ tlm_status tlm_train_ws_new(tlm_train_ws **out, const tlm_hparams *hp, uint32_t 
     TAKE(ws->x_fin, T * D); TAKE(ws->xnf, T * D); TAKE(ws->invf, T); TAKE(ws->logits, T * V);
     TAKE(ws->dx, T * D); TAKE(ws->dxn, T * D); TAKE(ws->dq, T * D); TAKE(ws->datt, T * D);
     TAKE(ws->dk, T * KV); TAKE(ws->dv, T * KV); TAKE(ws->dh, T * H); TAKE(ws->da, T * H); TAKE(ws->db, T * H);
-    TAKE(ws->tmp, T * widest);
     TAKE(ws->wt, wide_out * D); TAKE(ws->dyt, wide_out * T);
     ws->attn_scratch = at;
 #undef TAKE

@@ -6,13 +6,6 @@
 #include "params.h"
 #include "rng.h"
 
-static uint16_t layer_role(uint32_t k) { return (uint16_t)(TLM_ROLE_ATTN_NORM + k); }
-
-static void shape(const tlm_hparams *hp, uint16_t role, uint32_t *rows, uint32_t *cols)
-{
-    tlm_role_shape(hp, role, rows, cols);
-}
-
 uint32_t tlm_params_count(const tlm_params *p)
 {
     return 2u + TLM_LAYER_ROLES * p->hp.n_layers + (p->hp.shared_classifier ? 0u : 1u);
@@ -28,7 +21,7 @@ void tlm_params_tensor(const tlm_params *p, uint32_t i, tlm_param_tensor *t)
     } else if (i <= TLM_LAYER_ROLES * L) {
         const uint32_t l = (i - 1u) / TLM_LAYER_ROLES, k = (i - 1u) % TLM_LAYER_ROLES;
         float *const *slots = &p->layers[l].attn_norm;
-        t->role = layer_role(k);
+        t->role = tlm_layer_role(k);
         t->layer = (uint16_t)l;
         t->data = slots[k];
     } else if (i == 1u + TLM_LAYER_ROLES * L) {
@@ -38,7 +31,7 @@ void tlm_params_tensor(const tlm_params *p, uint32_t i, tlm_param_tensor *t)
         t->role = TLM_ROLE_CLASSIFIER;
         t->data = p->classifier;
     }
-    shape(&p->hp, t->role, &t->rows, &t->cols);
+    tlm_role_shape(&p->hp, t->role, &t->rows, &t->cols);
     t->decay = t->rows > 1;
 }
 
@@ -46,23 +39,17 @@ tlm_status tlm_params_alloc(tlm_params *p, const tlm_hparams *hp, tlm_error *err
 {
     memset(p, 0, sizeof *p);
     const tlm_hparams h = *hp;
-    if (!h.dim || !h.hidden_dim || !h.n_layers || !h.n_heads || !h.n_kv_heads || !h.vocab_size || !h.seq_len)
-        return tlm_fail(err, TLM_ERR_HPARAM, "model dimensions must all be positive");
-    if (h.dim > 65536u || h.hidden_dim > (1u << 20) || h.n_layers > 1024u || h.vocab_size > (1u << 22) || h.seq_len > (1u << 20))
-        return tlm_fail(err, TLM_ERR_HPARAM, "a model dimension is beyond tritlm's limits");
-    if (h.dim % h.n_heads) return tlm_fail(err, TLM_ERR_HPARAM, "--heads %u does not divide --dim %u", h.n_heads, h.dim);
-    if ((h.dim / h.n_heads) % 2u) return tlm_fail(err, TLM_ERR_HPARAM, "head size dim/heads = %u must be even", h.dim / h.n_heads);
-    if (h.n_kv_heads > h.n_heads || h.n_heads % h.n_kv_heads)
-        return tlm_fail(err, TLM_ERR_HPARAM, "--kv-heads %u must divide --heads %u", h.n_kv_heads, h.n_heads);
+    tlm_status st = tlm_hparams_check(&h, err);
+    if (st) return st;
     p->hp = h;
     size_t total = 0;
     const uint32_t n = tlm_params_count(p);
     for (uint32_t i = 0; i < n; i++) {
         tlm_param_tensor t;
         uint16_t role = i == 0 ? TLM_ROLE_TOK_EMBED
-                        : i <= TLM_LAYER_ROLES * h.n_layers ? layer_role((i - 1u) % TLM_LAYER_ROLES)
+                        : i <= TLM_LAYER_ROLES * h.n_layers ? tlm_layer_role((i - 1u) % TLM_LAYER_ROLES)
                         : i == 1u + TLM_LAYER_ROLES * h.n_layers ? TLM_ROLE_FINAL_NORM : TLM_ROLE_CLASSIFIER;
-        shape(&h, role, &t.rows, &t.cols);
+        tlm_role_shape(&h, role, &t.rows, &t.cols);
         total += (size_t)t.rows * t.cols;
     }
     p->n = total;
@@ -74,13 +61,13 @@ tlm_status tlm_params_alloc(tlm_params *p, const tlm_hparams *hp, tlm_error *err
     }
     float *at = p->data;
     uint32_t r, c;
-    shape(&h, TLM_ROLE_TOK_EMBED, &r, &c);
+    tlm_role_shape(&h, TLM_ROLE_TOK_EMBED, &r, &c);
     p->tok_embed = at;
     at += (size_t)r * c;
     for (uint32_t l = 0; l < h.n_layers; l++) {
         float **slots = &p->layers[l].attn_norm;
         for (int k = 0; k < TLM_LAYER_ROLES; k++) {
-            shape(&h, layer_role(k), &r, &c);
+            tlm_role_shape(&h, tlm_layer_role(k), &r, &c);
             slots[k] = at;
             at += (size_t)r * c;
         }
