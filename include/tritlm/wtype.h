@@ -1,5 +1,6 @@
 /* Weight types: how a tensor's values are stored, and the kernels that read
- * them. One row of the table per type (src/core/wtype.c). */
+ * them. One row of the table per type (src/core/wtype.c); docs/FORMAT.md
+ * gives each bit layout. */
 #ifndef TRITLM_WTYPE_H
 #define TRITLM_WTYPE_H
 
@@ -12,31 +13,84 @@ extern "C" {
 
 typedef enum tlm_wtype {
     TLM_WTYPE_F32 = 0, /* IEEE-754 binary32, little-endian, row-major */
+    TLM_WTYPE_I8 = 1,  /* int8 in [-127, 127], one byte per weight, times its scale */
+    TLM_WTYPE_T2 = 2,  /* ternary, 2 bits per weight, 4 per byte */
+    TLM_WTYPE_T3 = 3,  /* ternary, base 3, 5 weights per byte (1.6 bits) */
+    TLM_WTYPE_TS = 4,  /* sparse ternary: nonzero bitmap + one sign bit per nonzero */
     TLM_WTYPE_COUNT
 } tlm_wtype;
 
 struct tlm_tensor;
 
+/* A vector of activations quantized to int8 with one scale (absmax / 127):
+ * x[i] ~= q[i] * scale. `planar` holds the same values regrouped for the
+ * base-3 kernels: plane j (j < 5) at planar + j * plane, entry k being
+ * q[5k + j] (0 past the end). Built by tlm_act_q8_quantize. */
+typedef struct tlm_act_q8 {
+    const int8_t *q;
+    const int8_t *planar;
+    float scale;
+    uint32_t n, plane;
+} tlm_act_q8;
+
+/* Bytes of buffer tlm_act_q8_quantize needs for n activations (q padded to
+ * 32 bytes, five planes padded to 32, slack for 32-byte vector loads). */
+#define TLM_ACT_Q8_ROUND32(n) ((((size_t)(n)) + 31u) & ~(size_t)31u)
+#define TLM_ACT_Q8_BYTES(n) (TLM_ACT_Q8_ROUND32(n) + 5u * TLM_ACT_Q8_ROUND32(((size_t)(n) + 4u) / 5u) + 64u)
+
+/* Quantizes x[0..n) per vector (absmax) into buf (TLM_ACT_Q8_BYTES(n)
+ * bytes) and fills a. Values round half away from zero; an all-zero vector
+ * gets scale 0. */
+void tlm_act_q8_quantize(tlm_act_q8 *a, const float *x, uint32_t n, int8_t *buf);
+
+/* The scale and int8 values alone (the training code fakes quantization
+ * with exactly this arithmetic). Returns the scale. */
+float tlm_q8_quantize_row(int8_t *q, const float *x, uint32_t n);
+
 /* Float-activation matrix-vector product: out[r] = sum_c W[r][c] * x[c]
  * for r in [0, rows). */
 typedef void (*tlm_matvec_f32_fn)(float *out, const float *x, const struct tlm_tensor *w);
+/* Integer product for quantized types: each scale group's int8 x weight
+ * sum is accumulated exactly in 32 bits, then
+ * out[r] = (sum over groups g in order of (float)acc_g * scale_g) * a->scale. */
+typedef void (*tlm_matvec_q8_fn)(float *out, const tlm_act_q8 *a, const struct tlm_tensor *w);
 
 typedef struct tlm_wtype_traits {
     const char *name;
-    uint32_t block_weights; /* weights per storage block within a row */
-    uint32_t block_bytes;   /* bytes per block; a row is ceil(cols/block) blocks */
+    uint32_t block_weights; /* weights per storage block within a row (TS: 8, bitmap only) */
+    uint32_t block_bytes;   /* bytes per block (TS adds its sign bytes, see row_bytes) */
     uint32_t scale_kinds;   /* bit mask of tlm_scale_kind values the type accepts */
-    tlm_matvec_f32_fn matvec_f32;
+    uint32_t max_cols;      /* widest row the 32-bit accumulators allow */
+    tlm_matvec_f32_fn matvec_f32;   /* f32 only */
+    tlm_matvec_q8_fn matvec_q8_ref; /* quantized types: portable reference */
     /* Reads row r into out[0..cols) as float (scales applied). */
     void (*row_to_f32)(float *out, const struct tlm_tensor *w, uint32_t r);
+    /* Checks the packed data of a tensor whose sizes are already known to
+     * be right; returns the first bad row, or UINT32_MAX if all are valid. */
+    uint32_t (*check_rows)(const struct tlm_tensor *w);
 } tlm_wtype_traits;
 
 /* Traits of type t, or NULL if t is not a known type. */
 const tlm_wtype_traits *tlm_wtype_get(uint32_t t);
 
-/* Bytes of one row of `cols` weights of type t; 0 if t is unknown or the
- * size would not fit in 64 bits. */
-uint64_t tlm_wtype_row_bytes(uint32_t t, uint32_t cols);
+/* Bytes of one row of `cols` weights of type t with type parameter `param`
+ * (TS: the most nonzeros a row may have); 0 if t is unknown. */
+uint64_t tlm_wtype_row_bytes(uint32_t t, uint32_t cols, uint32_t param);
+
+/* The fastest integer kernel this CPU runs for type t (the AVX2 variant on
+ * x86-64 when the CPU has it, otherwise the reference); NULL for f32. */
+tlm_matvec_q8_fn tlm_wtype_matvec_q8(uint32_t t);
+
+/* The SIMD variant alone (NULL when not built or not supported here), so
+ * that tests can hold it against the reference. */
+tlm_matvec_q8_fn tlm_wtype_matvec_q8_simd(uint32_t t);
+
+/* Lets the integer kernels use SIMD variants (default) or only the
+ * portable reference (benchmarks compare the two). */
+void tlm_wtype_set_simd(int enabled);
+
+/* Bits per weight of a tensor's data and scales together. */
+double tlm_tensor_bits_per_weight(const struct tlm_tensor *w);
 
 #ifdef __cplusplus
 }

@@ -4,7 +4,11 @@
 
 #include <stdint.h>
 
+#include <getopt.h>
+
 #include "tritlm/status.h"
+
+struct tlm_train_opts;
 
 /* Exit codes: 0 ok, 1 failure while working, 2 bad usage. */
 #define TLM_EXIT_FAIL 1
@@ -17,6 +21,15 @@ int cmd_info(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+
+/* The training-loop options (--data, --val, --steps, --lr, ...) that
+ * 'train' and 'quantize --qat' share: a getopt_long table (terminated) and
+ * its handler, which returns 0 when it took the option, -1 when c is not
+ * one of them, or TLM_EXIT_USAGE after reporting a bad value. */
+extern const struct option cli_train_loop_options[];
+#define CLI_TRAIN_LOOP_OPTION_COUNT 18
+int cli_train_loop_option(const char *cmd, int c, const char *arg, struct tlm_train_opts *o);
 
 /* Prints "tritlm CMD: message" to stderr; returns TLM_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...);

@@ -48,6 +48,8 @@ int cmd_info(int argc, char **argv)
     }
     size_t arena = tlm_runtime_arena_size(m, ctx);
     uint64_t by_type[TLM_WTYPE_COUNT] = {0}, weights_by_type[TLM_WTYPE_COUNT] = {0};
+    double total_w = 0, total_bits = 0;
+    static const char *const scale_names[] = {"-", "tensor", "row", "group"};
 
     cJSON *root = cJSON_CreateObject(), *tensors = cJSON_CreateArray();
     if (!json) {
@@ -56,7 +58,7 @@ int cmd_info(int argc, char **argv)
                hp->n_layers, hp->n_heads, hp->n_kv_heads, hp->vocab_size, hp->seq_len);
         printf("rope_theta %g  norm_eps %g  classifier %s\n", hp->rope_theta, hp->norm_eps,
                hp->shared_classifier ? "shared with the embedding" : "separate");
-        printf("\n  #  %-11s %5s %-5s %11s %12s %8s\n", "role", "layer", "type", "shape", "bytes", "bits/w");
+        printf("\n  #  %-11s %5s %-5s %-6s %11s %12s %8s\n", "role", "layer", "type", "scale", "shape", "bytes", "bits/w");
     }
     for (uint32_t i = 0; i < m->n_tensors; i++) {
         tlm_tensor t;
@@ -65,12 +67,16 @@ int cmd_info(int argc, char **argv)
         uint64_t nw = (uint64_t)t.rows * t.cols;
         by_type[t.wtype] += t.data_bytes;
         weights_by_type[t.wtype] += nw;
-        double bpw = nw ? 8.0 * (double)t.data_bytes / (double)nw : 0;
+        const double bpw = tlm_tensor_bits_per_weight(&t); /* data and scales */
+        total_w += nw;
+        total_bits += bpw * (double)nw;
         if (json) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "role", tlm_role_name(t.role));
             cJSON_AddNumberToObject(o, "layer", t.layer);
             cJSON_AddStringToObject(o, "type", tname);
+            cJSON_AddStringToObject(o, "scale", scale_names[t.scale_kind]);
+            if (t.group) cJSON_AddNumberToObject(o, "group", t.group);
             cJSON_AddNumberToObject(o, "rows", t.rows);
             cJSON_AddNumberToObject(o, "cols", t.cols);
             cJSON_AddNumberToObject(o, "bytes", (double)t.data_bytes);
@@ -79,7 +85,8 @@ int cmd_info(int argc, char **argv)
         } else {
             char shape[32];
             snprintf(shape, sizeof shape, "%ux%u", t.rows, t.cols);
-            printf("%3u  %-11s %5u %-5s %11s %12llu %8.3f\n", i, tlm_role_name(t.role), t.layer, tname, shape,
+            printf("%3u  %-11s %5u %-5s %-6s %11s %12llu %8.3f\n", i, tlm_role_name(t.role), t.layer, tname,
+                   scale_names[t.scale_kind], shape,
                    (unsigned long long)t.data_bytes, bpw);
         }
     }
@@ -97,6 +104,9 @@ int cmd_info(int argc, char **argv)
         cJSON_AddBoolToObject(h, "shared_classifier", hp->shared_classifier);
         cJSON_AddNumberToObject(root, "format_version", TLM_FORMAT_VERSION);
         cJSON_AddNumberToObject(root, "image_bytes", (double)m->image_bytes);
+        cJSON_AddNumberToObject(root, "weights", total_w);
+        cJSON_AddNumberToObject(root, "bits_per_weight", total_w > 0 ? total_bits / total_w : 0);
+        cJSON_AddNumberToObject(root, "image_bits_per_weight", total_w > 0 ? 8.0 * (double)m->image_bytes / total_w : 0);
         cJSON_AddItemToObject(root, "tensors", tensors);
         cJSON *bt = cJSON_AddObjectToObject(root, "bytes_by_type");
         for (uint32_t w = 0; w < TLM_WTYPE_COUNT; w++)
@@ -113,7 +123,10 @@ int cmd_info(int argc, char **argv)
             if (weights_by_type[w])
                 printf("  %s %llu (%llu weights)", tlm_wtype_get(w)->name, (unsigned long long)by_type[w],
                        (unsigned long long)weights_by_type[w]);
-        printf("\narena at ctx %u: %zu bytes\n", ctx, arena);
+        printf("\nweights %.0f, %.3f bits per weight in tensors (scales included), %.3f over the whole image of %zu bytes\n",
+               total_w, total_w > 0 ? total_bits / total_w : 0, total_w > 0 ? 8.0 * (double)m->image_bytes / total_w : 0,
+               m->image_bytes);
+        printf("arena at ctx %u: %zu bytes\n", ctx, arena);
     }
     cJSON_Delete(root);
     tlm_model_file_close(&mf);

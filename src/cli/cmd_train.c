@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "../host/train/trainer.h"
@@ -48,30 +49,78 @@ static const char help[] =
 
 enum { O_DATA = 256, O_VAL, O_TOK, O_INIT, O_RESUME, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV, O_SEP, O_CTX,
        O_BATCH, O_STEPS, O_MIN, O_LR, O_MINLR, O_WARM, O_WD, O_CLIP, O_SEED, O_THREADS, O_EVAL, O_CKPT, O_JSON,
-       O_STOP };
+       O_STOP, O_TRAIN_END };
+
+/* Options of the training loop, shared with 'tritlm quantize --qat'. */
+const struct option cli_train_loop_options[] = {
+    {"data", required_argument, 0, O_DATA}, {"val", required_argument, 0, O_VAL},
+    {"resume", required_argument, 0, O_RESUME}, {"ctx", required_argument, 0, O_CTX},
+    {"batch", required_argument, 0, O_BATCH}, {"steps", required_argument, 0, O_STEPS},
+    {"minutes", required_argument, 0, O_MIN}, {"lr", required_argument, 0, O_LR},
+    {"min-lr-frac", required_argument, 0, O_MINLR}, {"warmup", required_argument, 0, O_WARM},
+    {"weight-decay", required_argument, 0, O_WD}, {"clip", required_argument, 0, O_CLIP},
+    {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
+    {"eval-every", required_argument, 0, O_EVAL}, {"ckpt-every", required_argument, 0, O_CKPT},
+    {"stop-after", required_argument, 0, O_STOP}, {0, 0, 0, 0}};
+
+int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opts *o)
+{
+    uint32_t u;
+    float f;
+#define U32(name, lo, hi, dst)                                                                 \
+    do {                                                                                       \
+        if (!cli_parse_u32(arg, lo, hi, &u))                                                   \
+            return cli_usage_error(cmd, "%s expects an integer in [%u, %u], got '%s'", name,   \
+                                   (unsigned)(lo), (unsigned)(hi), arg);                       \
+        dst = u;                                                                               \
+    } while (0)
+#define F32(name, lo, hi, dst)                                                                         \
+    do {                                                                                               \
+        if (!cli_parse_float(arg, lo, hi, &f))                                                         \
+            return cli_usage_error(cmd, "%s expects a number in [%g, %g], got '%s'", name, (double)(lo), \
+                                   (double)(hi), arg);                                                 \
+        dst = f;                                                                                       \
+    } while (0)
+    switch (c) {
+    case O_DATA: o->data = arg; break;
+    case O_VAL: o->val = arg; break;
+    case O_RESUME: o->resume = arg; break;
+    case O_CTX: U32("--ctx", 2, 1u << 20, o->ctx); break;
+    case O_BATCH: U32("--batch", 1, 1u << 16, o->batch); break;
+    case O_STEPS: U32("--steps", 1, 0xFFFFFFFFu, o->steps); break;
+    case O_MIN: F32("--minutes", 0.01f, 1e6f, o->minutes); break;
+    case O_LR: F32("--lr", 1e-9f, 1.0f, o->lr); break;
+    case O_MINLR: F32("--min-lr-frac", 0.0f, 1.0f, o->min_lr_frac); break;
+    case O_WARM: U32("--warmup", 0, 0xFFFFFFFFu, o->warmup); break;
+    case O_WD: F32("--weight-decay", 0.0f, 10.0f, o->weight_decay); break;
+    case O_CLIP: F32("--clip", 0.0f, 1e9f, o->clip); break;
+    case O_SEED: U32("--seed", 0, 0xFFFFFFFFu, o->seed); break;
+    case O_THREADS: U32("--threads", 1, 1024, o->threads); break;
+    case O_EVAL: U32("--eval-every", 0, 0xFFFFFFFFu, o->eval_every); break;
+    case O_CKPT: U32("--ckpt-every", 0, 0xFFFFFFFFu, o->ckpt_every); break;
+    case O_STOP: U32("--stop-after", 1, 0xFFFFFFFFu, o->stop_after); break;
+    default: return -1;
+    }
+#undef U32
+#undef F32
+    return 0;
+}
 
 int cmd_train(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"data", required_argument, 0, O_DATA}, {"val", required_argument, 0, O_VAL},
+    static const struct option own[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"init", required_argument, 0, O_INIT},
-        {"resume", required_argument, 0, O_RESUME}, {"dim", required_argument, 0, O_DIM},
-        {"hidden", required_argument, 0, O_HIDDEN}, {"layers", required_argument, 0, O_LAYERS},
-        {"heads", required_argument, 0, O_HEADS}, {"kv-heads", required_argument, 0, O_KV},
-        {"separate-classifier", no_argument, 0, O_SEP}, {"ctx", required_argument, 0, O_CTX},
-        {"batch", required_argument, 0, O_BATCH}, {"steps", required_argument, 0, O_STEPS},
-        {"minutes", required_argument, 0, O_MIN}, {"lr", required_argument, 0, O_LR},
-        {"min-lr-frac", required_argument, 0, O_MINLR}, {"warmup", required_argument, 0, O_WARM},
-        {"weight-decay", required_argument, 0, O_WD}, {"clip", required_argument, 0, O_CLIP},
-        {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
-        {"eval-every", required_argument, 0, O_EVAL}, {"ckpt-every", required_argument, 0, O_CKPT},
-        {"output", required_argument, 0, 'o'}, {"json", no_argument, 0, O_JSON},
-        {"stop-after", required_argument, 0, O_STOP}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"dim", required_argument, 0, O_DIM}, {"hidden", required_argument, 0, O_HIDDEN},
+        {"layers", required_argument, 0, O_LAYERS}, {"heads", required_argument, 0, O_HEADS},
+        {"kv-heads", required_argument, 0, O_KV}, {"separate-classifier", no_argument, 0, O_SEP},
+        {"output", required_argument, 0, 'o'}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}};
+    struct option opts[sizeof own / sizeof own[0] + sizeof cli_train_loop_options / sizeof cli_train_loop_options[0]];
+    memcpy(opts, own, sizeof own);
+    memcpy(opts + sizeof own / sizeof own[0], cli_train_loop_options, sizeof cli_train_loop_options);
     tlm_train_opts o;
     tlm_train_defaults(&o);
     int json = 0, dims_given = 0, c;
     uint32_t u;
-    float f;
     optind = 1;
     opterr = 0;
 #define U32(name, lo, hi, dst)                                                                     \
@@ -80,49 +129,29 @@ int cmd_train(int argc, char **argv)
             return cli_usage_error("train", "%s expects an integer in [%u, %u], got '%s'", name, \
                                    (unsigned)(lo), (unsigned)(hi), optarg);                        \
         dst = u;                                                                                   \
-    } while (0)
-#define F32(name, lo, hi, dst)                                                                           \
-    do {                                                                                                 \
-        if (!cli_parse_float(optarg, lo, hi, &f))                                                        \
-            return cli_usage_error("train", "%s expects a number in [%g, %g], got '%s'", name, (double)(lo), \
-                                   (double)(hi), optarg);                                                \
-        dst = f;                                                                                         \
+        dims_given = 1;                                                                            \
     } while (0)
     while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
         switch (c) {
-        case O_DATA: o.data = optarg; break;
-        case O_VAL: o.val = optarg; break;
         case O_TOK: o.tokenizer = optarg; break;
         case O_INIT: o.init = optarg; break;
-        case O_RESUME: o.resume = optarg; break;
-        case O_DIM: U32("--dim", 2, 65536, o.hp.dim); dims_given = 1; break;
-        case O_HIDDEN: U32("--hidden", 1, 1u << 20, o.hp.hidden_dim); dims_given = 1; break;
-        case O_LAYERS: U32("--layers", 1, 1024, o.hp.n_layers); dims_given = 1; break;
-        case O_HEADS: U32("--heads", 1, 65536, o.hp.n_heads); dims_given = 1; break;
-        case O_KV: U32("--kv-heads", 1, 65536, o.hp.n_kv_heads); dims_given = 1; break;
+        case O_DIM: U32("--dim", 2, 65536, o.hp.dim); break;
+        case O_HIDDEN: U32("--hidden", 1, 1u << 20, o.hp.hidden_dim); break;
+        case O_LAYERS: U32("--layers", 1, 1024, o.hp.n_layers); break;
+        case O_HEADS: U32("--heads", 1, 65536, o.hp.n_heads); break;
+        case O_KV: U32("--kv-heads", 1, 65536, o.hp.n_kv_heads); break;
         case O_SEP: o.hp.shared_classifier = 0; dims_given = 1; break;
-        case O_CTX: U32("--ctx", 2, 1u << 20, o.ctx); break;
-        case O_BATCH: U32("--batch", 1, 1u << 16, o.batch); break;
-        case O_STEPS: U32("--steps", 1, 0xFFFFFFFFu, o.steps); break;
-        case O_MIN: F32("--minutes", 0.01f, 1e6f, o.minutes); break;
-        case O_LR: F32("--lr", 1e-9f, 1.0f, o.lr); break;
-        case O_MINLR: F32("--min-lr-frac", 0.0f, 1.0f, o.min_lr_frac); break;
-        case O_WARM: U32("--warmup", 0, 0xFFFFFFFFu, o.warmup); break;
-        case O_WD: F32("--weight-decay", 0.0f, 10.0f, o.weight_decay); break;
-        case O_CLIP: F32("--clip", 0.0f, 1e9f, o.clip); break;
-        case O_SEED: U32("--seed", 0, 0xFFFFFFFFu, o.seed); break;
-        case O_THREADS: U32("--threads", 1, 1024, o.threads); break;
-        case O_EVAL: U32("--eval-every", 0, 0xFFFFFFFFu, o.eval_every); break;
-        case O_CKPT: U32("--ckpt-every", 0, 0xFFFFFFFFu, o.ckpt_every); break;
-        case O_STOP: U32("--stop-after", 1, 0xFFFFFFFFu, o.stop_after); break;
         case O_JSON: json = 1; break;
         case 'o': o.out = optarg; break;
         case 'h': fputs(help, stdout); return 0;
-        default: return cli_bad_option("train", argv, c);
+        default: {
+            int r = cli_train_loop_option("train", c, optarg, &o);
+            if (r > 0) return r;
+            if (r < 0) return cli_bad_option("train", argv, c);
+        }
         }
     }
 #undef U32
-#undef F32
     if (optind != argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
     if (!o.data) return cli_usage_error("train", "missing --data FILE");
     if (!o.out) return cli_usage_error("train", "missing -o MODEL.tlm");
@@ -167,3 +196,6 @@ int cmd_train(int argc, char **argv)
     }
     return 0;
 }
+
+_Static_assert(sizeof cli_train_loop_options / sizeof cli_train_loop_options[0] == CLI_TRAIN_LOOP_OPTION_COUNT,
+               "cli.h's option count is stale");

@@ -1,4 +1,5 @@
-/* Matrix-vector kernels, one family per weight type (see wtype.c). */
+/* Matrix-vector kernels, one family per weight type (see wtype.c), and the
+ * group walk every integer kernel shares so that all variants round alike. */
 #ifndef TLM_CORE_KERNELS_H
 #define TLM_CORE_KERNELS_H
 
@@ -7,5 +8,60 @@
 /* f32 weights, f32 activations: rows summed in column order. */
 void tlm_matvec_f32_f32(float *out, const float *x, const tlm_tensor *w);
 void tlm_row_f32_f32(float *out, const tlm_tensor *w, uint32_t r);
+
+/* Quantized types: reference kernels (kernels_q8.c). */
+void tlm_matvec_q8_i8(float *out, const tlm_act_q8 *a, const tlm_tensor *w);
+void tlm_matvec_q8_t2(float *out, const tlm_act_q8 *a, const tlm_tensor *w);
+void tlm_matvec_q8_t3(float *out, const tlm_act_q8 *a, const tlm_tensor *w);
+void tlm_matvec_q8_ts(float *out, const tlm_act_q8 *a, const tlm_tensor *w);
+void tlm_row_f32_i8(float *out, const tlm_tensor *w, uint32_t r);
+void tlm_row_f32_t2(float *out, const tlm_tensor *w, uint32_t r);
+void tlm_row_f32_t3(float *out, const tlm_tensor *w, uint32_t r);
+void tlm_row_f32_ts(float *out, const tlm_tensor *w, uint32_t r);
+uint32_t tlm_check_rows_i8(const tlm_tensor *w);
+uint32_t tlm_check_rows_t2(const tlm_tensor *w);
+uint32_t tlm_check_rows_t3(const tlm_tensor *w);
+uint32_t tlm_check_rows_ts(const tlm_tensor *w);
+
+/* x86-64 AVX2 variants (kernels_x86.c); NULL elsewhere. */
+tlm_matvec_q8_fn tlm_matvec_q8_avx2(uint32_t wtype);
+
+/* Integer dot product of row `row` (packed) with activations over columns
+ * [c0, c1); `cursor` carries per-row state between consecutive groups (the
+ * TS sign-bit position), starting at 0 for each row. */
+typedef int32_t (*tlm_q8_dot_fn)(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor *w, uint32_t c0,
+                                 uint32_t c1, uint32_t *cursor);
+
+static inline uint64_t tlm_row_bytes_of(const tlm_tensor *w)
+{
+    return tlm_wtype_row_bytes(w->wtype, w->cols, w->param);
+}
+
+/* The shared walk: groups in column order, exact integer sums, then
+ * float scaling in a fixed order. */
+static inline void tlm_q8_drive(float *out, const tlm_act_q8 *a, const tlm_tensor *w, tlm_q8_dot_fn dot)
+{
+    const uint32_t cols = w->cols;
+    const uint32_t glen = w->scale_kind == TLM_SCALE_GROUP ? w->group : cols;
+    const uint32_t ng = (cols + glen - 1u) / glen;
+    const uint64_t rb = tlm_row_bytes_of(w);
+    for (uint32_t r = 0; r < w->rows; r++) {
+        const uint8_t *row = w->data + (size_t)(rb * r);
+        uint32_t cursor = 0;
+        float s;
+        if (w->scale_kind == TLM_SCALE_GROUP) {
+            const float *sc = w->scales + (size_t)r * ng;
+            s = 0.0f;
+            for (uint32_t g = 0; g < ng; g++) {
+                const uint32_t c0 = g * glen, c1 = cols - c0 < glen ? cols : c0 + glen;
+                s += (float)dot(row, a, w, c0, c1, &cursor) * sc[g];
+            }
+        } else {
+            const float sc = w->scale_kind == TLM_SCALE_ROW ? w->scales[r] : w->scales[0];
+            s = (float)dot(row, a, w, 0, cols, &cursor) * sc;
+        }
+        out[r] = s * a->scale;
+    }
+}
 
 #endif

@@ -145,12 +145,18 @@ static tlm_status check_tensor(const tlm_hparams *hp, uint64_t total, uint32_t i
                         tlm_role_name(role), skind, tr->name);
     if ((skind == TLM_SCALE_GROUP) ? (group == 0 || group > cols) : (group != 0))
         return tlm_fail(err, TLM_ERR_TENSOR, "tensor %u (%s): bad group size %u", i, tlm_role_name(role), group);
-    if (param != 0 || !all_zero(e + TLM_T_RESERVED, 8))
+    if (!all_zero(e + TLM_T_RESERVED, 8))
         return tlm_fail(err, TLM_ERR_TENSOR, "tensor %u (%s): reserved fields not zero", i, tlm_role_name(role));
+    if (wtype == TLM_WTYPE_TS ? param > cols : param != 0)
+        return tlm_fail(err, TLM_ERR_TENSOR, "tensor %u (%s): type parameter %u not valid for type %s", i,
+                        tlm_role_name(role), param, tr->name);
+    if (cols > tr->max_cols)
+        return tlm_fail(err, TLM_ERR_TENSOR, "tensor %u (%s): %u columns, type %s allows at most %u", i,
+                        tlm_role_name(role), cols, tr->name, tr->max_cols);
 
     /* Data block: exact size, aligned, inside the image. rows * row_bytes
      * cannot overflow 64 bits (both < 2^32 * 4). */
-    uint64_t row_bytes = tlm_wtype_row_bytes(wtype, cols);
+    uint64_t row_bytes = tlm_wtype_row_bytes(wtype, cols, param);
     uint64_t want_bytes = row_bytes * rows;
     if (dbytes != want_bytes)
         return tlm_fail(err, TLM_ERR_TENSOR, "tensor %u (%s): %llu data bytes, expected %llu", i, tlm_role_name(role),
@@ -177,6 +183,30 @@ static tlm_status check_tensor(const tlm_hparams *hp, uint64_t total, uint32_t i
             return tlm_fail(err, TLM_ERR_RANGE, "tensor %u (%s): scale offset not aligned", i, tlm_role_name(role));
         if (!in_bounds(soff, sbytes, total))
             return tlm_fail(err, TLM_ERR_RANGE, "tensor %u (%s): scales past the image end", i, tlm_role_name(role));
+    }
+    return TLM_OK;
+}
+
+/* Packed contents: scales finite, every row decodable (no reserved codes,
+ * zero padding). Runs after all entries passed check_tensor. */
+static tlm_status check_contents(const tlm_model *m, uint32_t i, tlm_error *err)
+{
+    tlm_tensor t;
+    tlm_model_tensor_at(m, i, &t);
+    const tlm_wtype_traits *tr = tlm_wtype_get(t.wtype);
+    const uint8_t *e = m->table + (size_t)i * TLM_TENSOR_ENTRY_BYTES;
+    const uint64_t n_scales = tlm_rd64(e + TLM_T_SCALE_BYTES) / 4u;
+    for (uint64_t k = 0; k < n_scales; k++) {
+        const float s = tlm_rdf32((const uint8_t *)(const void *)(t.scales + k));
+        if (!isfinite(s))
+            return tlm_fail(err, TLM_ERR_TENSOR, "tensor %u (%s): scale %llu is not finite", i, tlm_role_name(t.role),
+                            (unsigned long long)k);
+    }
+    if (tr->check_rows) {
+        const uint32_t bad = tr->check_rows(&t);
+        if (bad != UINT32_MAX)
+            return tlm_fail(err, TLM_ERR_TENSOR, "tensor %u (%s): row %u holds invalid %s data", i,
+                            tlm_role_name(t.role), bad, tr->name);
     }
     return TLM_OK;
 }
@@ -322,6 +352,11 @@ tlm_status tlm_model_open(tlm_model *model, const void *image, size_t bytes, tlm
             if (aux_seen & bit) return tlm_fail(err, TLM_ERR_TENSOR, "tensor %u: auxiliary role repeated", i);
             aux_seen |= bit;
         }
+    }
+
+    for (uint32_t i = 0; i < m.n_tensors; i++) {
+        st = check_contents(&m, i, err);
+        if (st) return st;
     }
 
     st = check_vocab(&m, total, tlm_rd64(p + TLM_H_VOCAB_OFFSET), tlm_rd64(p + TLM_H_VOCAB_BYTES), err);

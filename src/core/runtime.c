@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "ops.h"
 #include "tritlm/runtime.h"
 #include "tritlm/sampler.h"
@@ -26,7 +27,7 @@ static size_t reserve(layout *l, size_t count, size_t elem)
 }
 
 typedef struct {
-    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, scratch, total;
+    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, scratch, actq, total;
 } arena_plan;
 
 static int plan_arena(const tlm_model *m, uint32_t ctx, arena_plan *p)
@@ -49,6 +50,7 @@ static int plan_arena(const tlm_model *m, uint32_t ctx, arena_plan *p)
     p->kc = reserve(&l, kv * kv_dim, 4);
     p->vc = reserve(&l, kv * kv_dim, 4);
     p->scratch = reserve(&l, tlm_sampler_scratch_bytes(hp->vocab_size), 1);
+    p->actq = reserve(&l, TLM_ACT_Q8_BYTES(hp->hidden_dim > hp->dim ? hp->hidden_dim : hp->dim), 1);
     if (l.overflow || l.off > SIZE_MAX - ARENA_ALIGN) return 0;
     p->total = l.off + ARENA_ALIGN; /* slack to align any arena address */
     return 1;
@@ -90,14 +92,23 @@ tlm_status tlm_runtime_init(tlm_runtime *rt, const tlm_model *m, uint32_t ctx, v
     rt->key_cache = (float *)(void *)(base + p.kc);
     rt->value_cache = (float *)(void *)(base + p.vc);
     rt->sample_scratch = base + p.scratch;
+    rt->act_q8 = (int8_t *)(void *)(base + p.actq);
     return TLM_OK;
 }
 
-static void matvec(float *out, const float *x, const tlm_model *m, tlm_role role, uint32_t layer)
+/* f32 tensors take float activations; quantized ones take the input
+ * quantized to int8 per vector (absmax) and run an integer kernel. */
+static void matvec(tlm_runtime *rt, float *out, const float *x, tlm_role role, uint32_t layer)
 {
     tlm_tensor t;
-    tlm_model_tensor(m, role, layer, &t);
-    tlm_wtype_get(t.wtype)->matvec_f32(out, x, &t);
+    tlm_model_tensor(rt->model, role, layer, &t);
+    if (t.wtype == TLM_WTYPE_F32) {
+        tlm_matvec_f32_f32(out, x, &t);
+        return;
+    }
+    tlm_act_q8 a;
+    tlm_act_q8_quantize(&a, x, t.cols, rt->act_q8);
+    tlm_wtype_matvec_q8(t.wtype)(out, &a, &t);
 }
 
 static const float *norm_weights(const tlm_model *m, tlm_role role, uint32_t layer)
@@ -150,24 +161,24 @@ tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, fl
         float *k = rt->key_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
         float *v = rt->value_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
         tlm_rmsnorm(rt->xb, rt->x, norm_weights(m, TLM_ROLE_ATTN_NORM, l), dim, hp->norm_eps);
-        matvec(rt->q, rt->xb, m, TLM_ROLE_WQ, l);
-        matvec(k, rt->xb, m, TLM_ROLE_WK, l);
-        matvec(v, rt->xb, m, TLM_ROLE_WV, l);
+        matvec(rt, rt->q, rt->xb, TLM_ROLE_WQ, l);
+        matvec(rt, k, rt->xb, TLM_ROLE_WK, l);
+        matvec(rt, v, rt->xb, TLM_ROLE_WV, l);
         tlm_rope_apply(rt->q, dim, hs, rt->rope);
         tlm_rope_apply(k, kv_dim, hs, rt->rope);
         attention(rt, l, pos);
-        matvec(rt->xb2, rt->xb, m, TLM_ROLE_WO, l);
+        matvec(rt, rt->xb2, rt->xb, TLM_ROLE_WO, l);
         for (uint32_t i = 0; i < dim; i++) rt->x[i] += rt->xb2[i];
 
         tlm_rmsnorm(rt->xb, rt->x, norm_weights(m, TLM_ROLE_FFN_NORM, l), dim, hp->norm_eps);
-        matvec(rt->hb, rt->xb, m, TLM_ROLE_W1, l);
-        matvec(rt->hb2, rt->xb, m, TLM_ROLE_W3, l);
+        matvec(rt, rt->hb, rt->xb, TLM_ROLE_W1, l);
+        matvec(rt, rt->hb2, rt->xb, TLM_ROLE_W3, l);
         tlm_swiglu(rt->hb, rt->hb2, hidden);
-        matvec(rt->xb, rt->hb, m, TLM_ROLE_W2, l);
+        matvec(rt, rt->xb, rt->hb, TLM_ROLE_W2, l);
         for (uint32_t i = 0; i < dim; i++) rt->x[i] += rt->xb[i];
     }
     tlm_rmsnorm(rt->x, rt->x, norm_weights(m, TLM_ROLE_FINAL_NORM, 0), dim, hp->norm_eps);
-    matvec(rt->logits, rt->x, m, TLM_ROLE_CLASSIFIER, 0);
+    matvec(rt, rt->logits, rt->x, TLM_ROLE_CLASSIFIER, 0);
     *logits = rt->logits;
     return TLM_OK;
 }

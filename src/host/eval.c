@@ -26,7 +26,7 @@ typedef struct {
     const tlm_model *m;
     const tlm_stories *stories;
     uint32_t ctx;
-    int token_by_token;
+    int token_by_token, float_acts;
     size_t max_story;
     story_result *res;
     atomic_size_t next;
@@ -67,6 +67,7 @@ static void *worker(void *arg)
     } else if (!st) {
         st = tlm_seq_ws_init(&ws, m, j->ctx, NULL);
         have_ws = st == TLM_OK;
+        ws.float_acts = j->float_acts;
     }
     for (;;) {
         size_t s = atomic_fetch_add(&j->next, 1);
@@ -127,7 +128,8 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
     if (threads < 1) threads = 1;
     if ((size_t)threads > stories.n) threads = (int)stories.n;
 
-    job j = {.m = m, .stories = &stories, .ctx = ctx, .token_by_token = opts->token_by_token};
+    job j = {.m = m, .stories = &stories, .ctx = ctx, .token_by_token = opts->token_by_token,
+             .float_acts = opts->float_acts};
     for (size_t i = 0; i < stories.n; i++)
         if (stories.items[i].len > j.max_story) j.max_story = stories.items[i].len;
     j.res = calloc(stories.n, sizeof *j.res);

@@ -12,6 +12,7 @@ typedef struct tlm_eval_opts {
     int threads;         /* worker threads; <= 0: all online cores */
     int token_by_token;  /* use the device decoder one position at a time */
     int progress;        /* report progress on stderr */
+    int float_acts;      /* quantized tensors get float activations (dequantize-then-fp32 reference) */
 } tlm_eval_opts;
 
 typedef struct tlm_eval_result {

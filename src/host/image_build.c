@@ -96,7 +96,7 @@ tlm_status tlm_image_build(const tlm_hparams *hp, uint32_t bos_id, uint32_t eos_
     }
     for (uint32_t i = 0; i < n_tensors; i++) {
         const tlm_tensor_in *t = &tensors[i];
-        uint64_t db = tlm_wtype_row_bytes(t->wtype, t->cols) * t->rows;
+        uint64_t db = tlm_wtype_row_bytes(t->wtype, t->cols, t->param) * t->rows;
         doff[i] = align_up(off, TLM_ALIGN);
         off = doff[i] + db;
         uint64_t ns = tlm_scale_count(t->scale_kind, t->rows, t->cols, t->group);
@@ -142,7 +142,7 @@ tlm_status tlm_image_build(const tlm_hparams *hp, uint32_t bos_id, uint32_t eos_
     for (uint32_t i = 0; i < n_tensors; i++) {
         const tlm_tensor_in *t = &tensors[i];
         uint8_t *e = img + table_off + (uint64_t)i * TLM_TENSOR_ENTRY_BYTES;
-        uint64_t db = tlm_wtype_row_bytes(t->wtype, t->cols) * t->rows;
+        uint64_t db = tlm_wtype_row_bytes(t->wtype, t->cols, t->param) * t->rows;
         uint64_t ns = tlm_scale_count(t->scale_kind, t->rows, t->cols, t->group);
         tlm_wr16(e + TLM_T_ROLE, t->role);
         tlm_wr16(e + TLM_T_LAYER, t->layer);

@@ -43,5 +43,9 @@ void tlm_embed_bwd(float *dE, const float *dX, const uint32_t *tokens, uint32_t 
  * Returns the summed loss (nats) over T rows and writes
  * dlogits = scale * (softmax - onehot). Logits are overwritten by dlogits. */
 double tlm_xent_fwd_bwd(float *logits, const uint32_t *targets, uint32_t T, uint32_t V, float scale);
+/* The same against a mixture: gradient of (1 - alpha) * cross-entropy +
+ * alpha * KL(teacher || softmax(logits)); returns the cross-entropy. */
+double tlm_xent_distill_fwd_bwd(float *logits, const uint32_t *targets, const float *teacher, float alpha, uint32_t T,
+                                uint32_t V, float scale);
 
 #endif

@@ -12,7 +12,10 @@
 enum {
     C_THREADS = 8, C_BATCH = 12, C_CTX = 16, C_WARMUP = 20, C_STEP = 24, C_TOTAL = 32, C_SEED = 40, C_RNG = 48,
     C_LR = 56, C_MINLR = 60, C_WD = 64, C_CLIP = 68, C_B1 = 72, C_B2 = 76, C_ELAPSED = 80, C_TOKENS = 88,
-    C_ADAM_T = 96, C_IMAGE_BYTES = 104, C_NPARAMS = 112, C_CRC = 120
+    C_ADAM_T = 96, C_IMAGE_BYTES = 104, C_NPARAMS = 112, C_CRC = 120,
+    /* quantization-aware runs */
+    C_QAT = 128, C_QMETHOD = 132, C_QSPARSITY = 136, C_QTHRESH = 140, C_QSCALE = 144, C_QPACK = 146,
+    C_QEMBED = 148, C_QGROUP = 152, C_DISTILL = 156
 };
 
 tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,
@@ -48,6 +51,17 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
     tlm_wr64(buf + C_ADAM_T, opt->t);
     tlm_wr64(buf + C_IMAGE_BYTES, img_bytes);
     tlm_wr64(buf + C_NPARAMS, p->n);
+    tlm_wr32(buf + C_QAT, meta->qat);
+    if (meta->qat) {
+        tlm_wr32(buf + C_QMETHOD, (uint32_t)meta->qcfg.method);
+        tlm_wrf32(buf + C_QSPARSITY, meta->qcfg.sparsity);
+        tlm_wrf32(buf + C_QTHRESH, meta->qcfg.threshold);
+        tlm_wr16(buf + C_QSCALE, meta->qcfg.scale_kind);
+        tlm_wr16(buf + C_QPACK, meta->qcfg.pack);
+        tlm_wr16(buf + C_QEMBED, meta->qcfg.embed);
+        tlm_wr32(buf + C_QGROUP, meta->qcfg.group);
+        tlm_wrf32(buf + C_DISTILL, meta->distill);
+    }
     memcpy(buf + CKPT_HEADER, img, img_bytes);
     memcpy(buf + CKPT_HEADER + img_bytes, opt->m, p->n * sizeof(float));
     memcpy(buf + CKPT_HEADER + img_bytes + p->n * sizeof(float), opt->v, p->n * sizeof(float));
@@ -126,10 +140,24 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
     meta->beta2 = tlm_rdf32(buf + C_B2);
     memcpy(&meta->elapsed, buf + C_ELAPSED, 8);
     meta->tokens_seen = tlm_rd64(buf + C_TOKENS);
+    meta->qat = tlm_rd32(buf + C_QAT);
+    tlm_quant_defaults(&meta->qcfg);
+    meta->distill = 0.0f;
+    if (meta->qat) {
+        meta->qcfg.method = (tlm_qmethod)tlm_rd32(buf + C_QMETHOD);
+        meta->qcfg.sparsity = tlm_rdf32(buf + C_QSPARSITY);
+        meta->qcfg.threshold = tlm_rdf32(buf + C_QTHRESH);
+        meta->qcfg.scale_kind = tlm_rd16(buf + C_QSCALE);
+        meta->qcfg.pack = tlm_rd16(buf + C_QPACK);
+        meta->qcfg.embed = tlm_rd16(buf + C_QEMBED);
+        meta->qcfg.group = tlm_rd32(buf + C_QGROUP);
+        meta->distill = tlm_rdf32(buf + C_DISTILL);
+    }
     opt->beta1 = meta->beta1;
     opt->beta2 = meta->beta2;
     opt->weight_decay = meta->weight_decay;
-    if (!meta->batch || !meta->ctx || meta->ctx > p->hp.seq_len || meta->step > meta->total_steps) {
+    if (!meta->batch || !meta->ctx || meta->ctx > p->hp.seq_len || meta->step > meta->total_steps || meta->qat > 1 ||
+        (meta->qat && tlm_quant_check(&meta->qcfg, &p->hp, NULL)) || !(meta->distill >= 0.0f && meta->distill <= 1.0f)) {
         tlm_params_free(p);
         tlm_vocab_free(v);
         tlm_adamw_free(opt);

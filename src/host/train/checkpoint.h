@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "../quant.h"
 #include "adamw.h"
 #include "params.h"
 
@@ -19,6 +20,9 @@ typedef struct tlm_ckpt_meta {
     float lr, min_lr_frac, weight_decay, clip, beta1, beta2;
     double elapsed;          /* training seconds before this checkpoint */
     uint64_t tokens_seen;
+    uint32_t qat;            /* 1: quantization-aware run with qcfg */
+    tlm_quant_cfg qcfg;
+    float distill;           /* weight of the distillation term (0: none) */
 } tlm_ckpt_meta;
 
 tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,

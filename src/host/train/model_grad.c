@@ -10,6 +10,9 @@ typedef struct {
 
 struct tlm_train_ws {
     uint32_t max_T;
+    int act_q8;            /* fake int8 activations into the block matrices */
+    int act_q8_classifier; /* ... and into the classifier */
+    int8_t *qrow;          /* one row of quantized activations */
     layer_acts *acts;
     float *x_fin, *xnf, *invf, *logits;
     float *dx, *dxn, *dq, *dk, *dv, *datt, *dh, *da, *db;
@@ -31,7 +34,8 @@ tlm_status tlm_train_ws_new(tlm_train_ws **out, const tlm_hparams *hp, uint32_t 
     ws->max_T = max_T;
     ws->acts = calloc(L, sizeof *ws->acts);
     ws->block = malloc(total * sizeof(float));
-    if (!ws->acts || !ws->block) {
+    ws->qrow = malloc(wide_out + 64u);
+    if (!ws->acts || !ws->block || !ws->qrow) {
         tlm_train_ws_free(ws);
         return tlm_fail(err, TLM_ERR_NOMEM, "cannot allocate %llu MB of training activations",
                         (unsigned long long)(total * 4 >> 20));
@@ -54,9 +58,30 @@ tlm_status tlm_train_ws_new(tlm_train_ws **out, const tlm_hparams *hp, uint32_t 
     return TLM_OK;
 }
 
+void tlm_train_ws_set_act_q8(tlm_train_ws *ws, int blocks, int classifier)
+{
+    ws->act_q8 = blocks;
+    ws->act_q8_classifier = classifier;
+}
+
+const float *tlm_train_ws_logits(const tlm_train_ws *ws) { return ws->logits; }
+
+/* Replaces each row of X (T x n) by its int8 quantize-dequantize image, the
+ * exact values the integer kernels see; the straight-through estimator
+ * passes gradients through unchanged. */
+static void fake_q8(float *X, uint32_t T, uint32_t n, int8_t *q)
+{
+    for (uint32_t t = 0; t < T; t++) {
+        float *x = X + (size_t)t * n;
+        const float s = tlm_q8_quantize_row(q, x, n);
+        for (uint32_t i = 0; i < n; i++) x[i] = (float)q[i] * s;
+    }
+}
+
 void tlm_train_ws_free(tlm_train_ws *ws)
 {
     if (!ws) return;
+    free(ws->qrow);
     free(ws->acts);
     free(ws->block);
     free(ws);
@@ -67,13 +92,13 @@ static void add(float *y, const float *x, size_t n)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-double tlm_model_fwd_bwd(const tlm_params *p, tlm_params *g, const uint32_t *in, const uint32_t *targets,
-                         uint32_t T, float scale, tlm_train_ws *ws)
+static void forward(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_train_ws *ws)
 {
     const tlm_hparams *hp = &p->hp;
     const uint32_t D = hp->dim, H = hp->hidden_dim, V = hp->vocab_size, L = hp->n_layers;
     const uint32_t KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads, nh = hp->n_heads, nkv = hp->n_kv_heads;
-    const size_t TD = (size_t)T * D, TH = (size_t)T * H, TK = (size_t)T * KV;
+    const size_t TD = (size_t)T * D, TH = (size_t)T * H;
+    const int q8 = ws->act_q8;
 
     /* ---- forward ---- */
     tlm_embed_fwd(ws->acts[0].x_in, p->tok_embed, in, T, D);
@@ -81,25 +106,50 @@ double tlm_model_fwd_bwd(const tlm_params *p, tlm_params *g, const uint32_t *in,
         layer_acts *a = &ws->acts[l];
         const tlm_layer_params *w = &p->layers[l];
         tlm_rmsnorm_fwd(a->xn1, a->inv1, a->x_in, w->attn_norm, T, D, hp->norm_eps);
+        if (q8) fake_q8(a->xn1, T, D, ws->qrow);
         tlm_linear_fwd(a->q, a->xn1, w->wq, T, D, D, ws->wt);
         tlm_linear_fwd(a->k, a->xn1, w->wk, T, D, KV, ws->wt);
         tlm_linear_fwd(a->v, a->xn1, w->wv, T, D, KV, ws->wt);
         tlm_rope_fwd(a->q, T, D, hs, hp->rope_theta);
         tlm_rope_fwd(a->k, T, KV, hs, hp->rope_theta);
         tlm_attention_fwd(a->att, a->q, a->k, a->v, T, nh, nkv, hs, ws->attn_scratch);
+        if (q8) fake_q8(a->att, T, D, ws->qrow);
         tlm_linear_fwd(a->x_mid, a->att, w->wo, T, D, D, ws->wt);
         add(a->x_mid, a->x_in, TD);
         tlm_rmsnorm_fwd(a->xn2, a->inv2, a->x_mid, w->ffn_norm, T, D, hp->norm_eps);
+        if (q8) fake_q8(a->xn2, T, D, ws->qrow);
         tlm_linear_fwd(a->a, a->xn2, w->w1, T, D, H, ws->wt);
         tlm_linear_fwd(a->b, a->xn2, w->w3, T, D, H, ws->wt);
         tlm_swiglu_fwd(a->hh, a->a, a->b, TH);
+        if (q8) fake_q8(a->hh, T, H, ws->qrow);
         float *next = l + 1 < L ? ws->acts[l + 1].x_in : ws->x_fin;
         tlm_linear_fwd(next, a->hh, w->w2, T, H, D, ws->wt);
         add(next, a->x_mid, TD);
     }
     tlm_rmsnorm_fwd(ws->xnf, ws->invf, ws->x_fin, p->final_norm, T, D, hp->norm_eps);
+    if (ws->act_q8_classifier) fake_q8(ws->xnf, T, D, ws->qrow);
     tlm_linear_fwd(ws->logits, ws->xnf, p->classifier, T, D, V, ws->wt);
-    const double loss = tlm_xent_fwd_bwd(ws->logits, targets, T, V, scale); /* logits now hold dlogits */
+}
+
+void tlm_model_logits(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_train_ws *ws) { forward(p, in, T, ws); }
+
+double tlm_model_fwd_bwd(const tlm_params *p, tlm_params *grad, const uint32_t *in, const uint32_t *targets,
+                         uint32_t T, float scale, tlm_train_ws *ws)
+{
+    return tlm_model_fwd_bwd_distill(p, grad, in, targets, T, scale, NULL, 0.0f, ws);
+}
+
+double tlm_model_fwd_bwd_distill(const tlm_params *p, tlm_params *g, const uint32_t *in, const uint32_t *targets,
+                                 uint32_t T, float scale, const float *teacher_probs, float alpha, tlm_train_ws *ws)
+{
+    const tlm_hparams *hp = &p->hp;
+    const uint32_t D = hp->dim, H = hp->hidden_dim, V = hp->vocab_size, L = hp->n_layers;
+    const uint32_t KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads, nh = hp->n_heads, nkv = hp->n_kv_heads;
+    const size_t TD = (size_t)T * D, TH = (size_t)T * H, TK = (size_t)T * KV;
+    forward(p, in, T, ws);
+    /* logits now hold dlogits */
+    const double loss = teacher_probs ? tlm_xent_distill_fwd_bwd(ws->logits, targets, teacher_probs, alpha, T, V, scale)
+                                      : tlm_xent_fwd_bwd(ws->logits, targets, T, V, scale);
     if (!g) return loss;
 
     /* ---- backward ---- */

@@ -19,4 +19,19 @@ void tlm_train_ws_free(tlm_train_ws *ws);
 double tlm_model_fwd_bwd(const tlm_params *p, tlm_params *grad, const uint32_t *in, const uint32_t *targets,
                          uint32_t T, float scale, tlm_train_ws *ws);
 
+/* The same with distillation: the gradient is that of
+ * (1 - alpha) * cross-entropy + alpha * KL(teacher || model), teacher_probs
+ * holding T x vocab probabilities; the returned loss is the cross-entropy. */
+double tlm_model_fwd_bwd_distill(const tlm_params *p, tlm_params *grad, const uint32_t *in, const uint32_t *targets,
+                                 uint32_t T, float scale, const float *teacher_probs, float alpha, tlm_train_ws *ws);
+
+/* Forward only; the T x vocab logits are then at tlm_train_ws_logits(ws). */
+void tlm_model_logits(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_train_ws *ws);
+const float *tlm_train_ws_logits(const tlm_train_ws *ws);
+
+/* Quantization-aware training: the inputs of the block matrices (and of
+ * the classifier) are quantized to int8 per position in the forward pass,
+ * as the integer kernels do; gradients pass straight through. */
+void tlm_train_ws_set_act_q8(tlm_train_ws *ws, int blocks, int classifier);
+
 #endif

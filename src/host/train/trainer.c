@@ -40,6 +40,9 @@ typedef struct {
     const tlm_params *p;
     tlm_params *g;
     tlm_train_ws *ws;
+    const tlm_params *teacher;
+    tlm_train_ws *tws;
+    float *tprobs, alpha;
     const uint32_t *tokens;
     const uint64_t *starts;
     uint32_t batch, T, stride, first;
@@ -54,13 +57,35 @@ static void *grad_worker(void *arg)
     j->loss = 0;
     for (uint32_t b = j->first; b < j->batch; b += j->stride) {
         const uint32_t *w = j->tokens + j->starts[b];
-        j->loss += tlm_model_fwd_bwd(j->p, j->g, w, w + 1, j->T, j->scale, j->ws);
+        if (j->teacher) {
+            const uint32_t V = j->p->hp.vocab_size;
+            tlm_model_logits(j->teacher, w, j->T, j->tws);
+            const float *lg = tlm_train_ws_logits(j->tws);
+            for (uint32_t t = 0; t < j->T; t++) {
+                const float *l = lg + (size_t)t * V;
+                float *pr = j->tprobs + (size_t)t * V;
+                float mx = l[0], sum = 0;
+                for (uint32_t i = 1; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+                for (uint32_t i = 0; i < V; i++) sum += pr[i] = expf(l[i] - mx);
+                for (uint32_t i = 0; i < V; i++) pr[i] /= sum;
+            }
+            j->loss += tlm_model_fwd_bwd_distill(j->p, j->g, w, w + 1, j->T, j->scale, j->tprobs, j->alpha, j->ws);
+        } else {
+            j->loss += tlm_model_fwd_bwd(j->p, j->g, w, w + 1, j->T, j->scale, j->ws);
+        }
     }
     return NULL;
 }
 
 typedef struct {
     tlm_params p;
+    tlm_params pq;        /* QAT: the quantized weights the forward pass uses */
+    tlm_params teacher;   /* distillation teacher */
+    int qat, distill;
+    tlm_quant_cfg qcfg;
+    float alpha;
+    tlm_train_ws **tws;
+    float **tprobs;
     tlm_params *grads;
     tlm_train_ws **ws;
     grad_job *jobs;
@@ -74,7 +99,10 @@ static double batch_gradients(trainer_state *s, const tlm_corpus *c, const uint6
                               uint32_t T)
 {
     for (int k = 0; k < s->threads; k++)
-        s->jobs[k] = (grad_job){.p = &s->p, .g = &s->grads[k], .ws = s->ws[k], .tokens = c->tokens, .starts = starts,
+        s->jobs[k] = (grad_job){.p = s->qat ? &s->pq : &s->p, .g = &s->grads[k], .ws = s->ws[k],
+                                .teacher = s->distill ? &s->teacher : NULL, .tws = s->distill ? s->tws[k] : NULL,
+                                .tprobs = s->distill ? s->tprobs[k] : NULL, .alpha = s->alpha,
+                                .tokens = c->tokens, .starts = starts,
                                 .batch = batch, .T = T, .stride = (uint32_t)s->threads, .first = (uint32_t)k,
                                 .scale = 1.0f / ((float)batch * (float)T)};
     int started = 0;
@@ -148,12 +176,19 @@ static void plot(const char *out, int quiet)
     }
 }
 
-static tlm_status validate(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t eos, const char *text,
-                           size_t len, int threads, tlm_eval_result *r, tlm_error *err)
+/* The image training produces: fp32, or the quantized model of a QAT run. */
+static tlm_status make_image(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos,
+                             uint32_t eos, uint8_t **img, size_t *bytes, tlm_error *err)
+{
+    return q ? tlm_quant_image(p, q, v, bos, eos, img, bytes, err) : tlm_params_to_image(p, v, bos, eos, img, bytes, err);
+}
+
+static tlm_status validate(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos, uint32_t eos,
+                           const char *text, size_t len, int threads, tlm_eval_result *r, tlm_error *err)
 {
     uint8_t *img;
     size_t bytes;
-    tlm_status st = tlm_params_to_image(p, v, bos, eos, &img, &bytes, err);
+    tlm_status st = make_image(p, q, v, bos, eos, &img, &bytes, err);
     if (st) return st;
     tlm_model m;
     st = tlm_model_open(&m, img, bytes, err);
@@ -163,12 +198,12 @@ static tlm_status validate(const tlm_params *p, const tlm_vocab *v, uint32_t bos
     return st;
 }
 
-static tlm_status save_model(const char *path, const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t eos,
-                             tlm_error *err)
+static tlm_status save_model(const char *path, const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v,
+                             uint32_t bos, uint32_t eos, tlm_error *err)
 {
     uint8_t *img;
     size_t bytes;
-    tlm_status st = tlm_params_to_image(p, v, bos, eos, &img, &bytes, err);
+    tlm_status st = make_image(p, q, v, bos, eos, &img, &bytes, err);
     if (st) return st;
     st = tlm_write_file_atomic(path, img, bytes, err);
     free(img);
@@ -250,6 +285,43 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
                 meta.threads, s.threads);
     meta.threads = (uint32_t)s.threads;
     const uint32_t T = meta.ctx, B = meta.batch;
+    if (!resume && o->qat) {
+        st = tlm_quant_check(o->qat, &s.p.hp, err);
+        if (st) goto out;
+        meta.qat = 1;
+        meta.qcfg = *o->qat;
+        meta.distill = o->teacher ? o->distill : 0.0f;
+    }
+    s.qat = meta.qat != 0;
+    s.qcfg = meta.qcfg;
+    s.alpha = meta.distill;
+    if (meta.distill > 0.0f && !o->teacher) {
+        st = tlm_fail(err, TLM_ERR_ARG, "this run distills from a teacher: give --teacher MODEL.tlm again");
+        goto out;
+    }
+    if (s.qat) {
+        st = tlm_params_alloc(&s.pq, &s.p.hp, err);
+        if (st) goto out;
+    }
+    if (o->teacher && meta.distill > 0.0f) {
+        tlm_model_file mf;
+        st = tlm_model_file_open(&mf, o->teacher, err);
+        if (st) goto out;
+        if (mf.model.hp.vocab_size != s.p.hp.vocab_size) {
+            tlm_model_file_close(&mf);
+            st = tlm_fail(err, TLM_ERR_ARG, "teacher %s has %u tokens, the model %u", o->teacher, mf.model.hp.vocab_size,
+                          s.p.hp.vocab_size);
+            goto out;
+        }
+        st = tlm_params_from_model(&s.teacher, &mf.model, err);
+        tlm_model_file_close(&mf);
+        if (st) goto out;
+        if (s.teacher.hp.seq_len < T) {
+            st = tlm_fail(err, TLM_ERR_ARG, "teacher's seq_len %u is shorter than --ctx %u", s.teacher.hp.seq_len, T);
+            goto out;
+        }
+        s.distill = 1;
+    }
 
     /* ---- data ---- */
     {
@@ -285,8 +357,24 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     for (int k = 0; k < s.threads && !st; k++) {
         st = tlm_params_alloc(&s.grads[k], &s.p.hp, err);
         if (!st) st = tlm_train_ws_new(&s.ws[k], &s.p.hp, T, err);
+        if (!st && s.qat)
+            tlm_train_ws_set_act_q8(s.ws[k], 1, tlm_quant_role_is_quantized(&s.qcfg, TLM_ROLE_CLASSIFIER));
     }
     if (st) goto out;
+    if (s.distill) {
+        s.tws = calloc((size_t)s.threads, sizeof *s.tws);
+        s.tprobs = calloc((size_t)s.threads, sizeof *s.tprobs);
+        if (!s.tws || !s.tprobs) {
+            st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        for (int k = 0; k < s.threads && !st; k++) {
+            st = tlm_train_ws_new(&s.tws[k], &s.teacher.hp, T, err);
+            s.tprobs[k] = malloc((size_t)T * s.p.hp.vocab_size * sizeof(float));
+            if (!st && !s.tprobs[k]) st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+        }
+        if (st) goto out;
+    }
 
     snprintf(path, sizeof path, "%s.train.csv", o->out);
     train_log = open_log(path, "step,lr,loss,grad_norm,tokens_per_s,elapsed_s", resume, meta.step);
@@ -310,7 +398,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     if (!resume && val_text && o->eval_every) {
         tlm_eval_result r;
         double t0 = tlm_now();
-        st = validate(&s.p, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
+        st = validate(&s.p, s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
         if (st) goto out;
         eval_secs = tlm_now() - t0;
         fprintf(val_log, "0,%.6f,%.6f,%llu\n", r.loss, r.top1, (unsigned long long)r.tokens);
@@ -327,6 +415,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         const float lr = tlm_lr_at(meta.step, total, warm, meta.lr, meta.min_lr_frac);
         for (uint32_t b = 0; b < B; b++) starts[b] = tlm_rng_below(&rng, corpus.n - T - 1);
         const double t0 = tlm_now();
+        if (s.qat) tlm_quant_fake(&s.p, &s.pq, &s.qcfg); /* straight-through: gradients land on s.p */
         const double loss = batch_gradients(&s, &corpus, starts, B, T);
         const double gnorm = tlm_clip_grad(&s.grads[0], meta.clip);
         tlm_adamw_step(&opt, &s.p, &s.grads[0], lr);
@@ -366,7 +455,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (val_text && o->eval_every && (meta.step % o->eval_every == 0 || last)) {
             tlm_eval_result r;
             double e0 = tlm_now();
-            st = validate(&s.p, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
+            st = validate(&s.p, s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
             if (st) goto out;
             eval_secs = tlm_now() - e0;
             fprintf(val_log, "%llu,%.6f,%.6f,%llu\n", (unsigned long long)meta.step, r.loss, r.top1, (unsigned long long)r.tokens);
@@ -383,7 +472,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             meta.rng_state = rng.state;
             snprintf(path, sizeof path, "%s.ckpt", o->out);
             st = tlm_ckpt_save(path, &meta, &s.p, &vocab, bos, eos, &opt, err);
-            if (!st) st = save_model(o->out, &s.p, &vocab, bos, eos, err);
+            if (!st) st = save_model(o->out, &s.p, s.qat ? &s.qcfg : NULL, &vocab, bos, eos, err);
             if (st) goto out;
         }
         if (!o->quiet && (o->progress ? now - last_line > 0.5 : now - last_line > 30.0)) {
@@ -414,6 +503,12 @@ out:
     if (val_log) fclose(val_log);
     for (int k = 0; k < s.threads && s.grads; k++) tlm_params_free(&s.grads[k]);
     for (int k = 0; k < s.threads && s.ws; k++) tlm_train_ws_free(s.ws[k]);
+    for (int k = 0; k < s.threads && s.tws; k++) tlm_train_ws_free(s.tws[k]);
+    for (int k = 0; k < s.threads && s.tprobs; k++) free(s.tprobs[k]);
+    free(s.tws);
+    free(s.tprobs);
+    tlm_params_free(&s.pq);
+    tlm_params_free(&s.teacher);
     free(s.grads);
     free(s.ws);
     free(s.jobs);

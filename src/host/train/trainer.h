@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "../quant.h"
 #include "tritlm/model.h"
 
 typedef struct tlm_train_opts {
@@ -21,6 +22,13 @@ typedef struct tlm_train_opts {
     int progress;          /* 1: live line on a terminal, 0: a line every 30 s */
     int quiet;
     uint64_t stop_after;   /* stop (with a checkpoint) after this step; tests use it to interrupt */
+    /* Quantization-aware training: latent fp32 weights, quantized forward
+     * (weights by qat, activations int8), straight-through backward; the
+     * output image is the quantized model. A resumed run takes the
+     * checkpoint's settings. */
+    const tlm_quant_cfg *qat;
+    const char *teacher;   /* distill from this model's logits (same vocabulary) */
+    float distill;         /* weight of KL(teacher || model) in the loss, in (0, 1] */
 } tlm_train_opts;
 
 typedef struct tlm_train_report {

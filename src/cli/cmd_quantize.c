@@ -1,0 +1,232 @@
+/* tritlm quantize: a model to sparse ternary (or int8) weights, after
+ * training (post-training quantization) or with quantization-aware
+ * training on text. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../host/fileio.h"
+#include "../host/model_file.h"
+#include "../host/quant.h"
+#include "../host/train/trainer.h"
+#include "cli.h"
+
+static const char help[] =
+    "usage: tritlm quantize -m MODEL.tlm -o OUT.tlm [--method absmean|threshold] [--sparsity S]\n"
+    "                       [--scale tensor|row|group] [--group G] [--pack t2|t3|ts|auto]\n"
+    "                       [--embed ternary|int8|fp32]\n"
+    "                       [--qat --data FILE [--val FILE] (--steps N | --minutes M) [--distill [--distill-weight A]]]\n"
+    "\n"
+    "Quantizes the attention and feed-forward matrices to ternary weights {-a, 0, +a}\n"
+    "(activations run as int8 per token), the embedding/classifier as chosen. Without\n"
+    "--qat this is post-training quantization; with --qat the model is trained further\n"
+    "on text with the quantizer in the forward pass (latent fp32 weights, straight-\n"
+    "through gradients), optionally distilling from MODEL's own logits.\n"
+    "\n"
+    "quantizer:\n"
+    "      --method M         absmean (BitNet: scale mean|w|, zero below half of it; default)\n"
+    "                         or threshold (TWN: zero below --threshold x mean|w|, scale fitted)\n"
+    "      --threshold X      threshold factor (default 0.7)\n"
+    "      --sparsity S       exact fraction of zeros in every row, in [0, 1) (default: the method's own)\n"
+    "      --scale K          tensor, row (default) or group\n"
+    "      --group G          weights per scale group (implies --scale group)\n"
+    "      --pack P           t2 (2 bits), t3 (5 per byte, 1.6 bits), ts (bitmap + signs), or auto:\n"
+    "                         the smaller of t3 and ts for each tensor (default)\n"
+    "      --embed E          embedding and classifier: int8 (default), ternary or fp32\n"
+    "quantization-aware training (the options of 'tritlm train' apply: --val, --lr, --batch,\n"
+    "--ctx, --seed, --threads, --warmup, --eval-every, --ckpt-every, --resume CKPT, ...):\n"
+    "      --qat              train with the quantizer in the loop\n"
+    "      --distill          add KL(MODEL || student) to the loss\n"
+    "      --distill-weight A weight of the KL term in (0, 1] (default 0.5)\n"
+    "  -m, --model FILE       the model to quantize (fp32, or any type: it is expanded first)\n"
+    "  -o, --output FILE      the quantized image (written atomically)\n"
+    "      --json             print a JSON summary on stdout\n"
+    "  -h, --help             this text\n";
+
+enum { Q_METHOD = 1000, Q_THRESH, Q_SPARSITY, Q_SCALE, Q_GROUP, Q_PACK, Q_EMBED, Q_QAT, Q_DISTILL, Q_DWEIGHT, Q_JSON };
+
+static int parse_wtype(const char *s, uint16_t *out, int embed)
+{
+    if (!strcmp(s, "t2")) *out = TLM_WTYPE_T2;
+    else if (!strcmp(s, "t3")) *out = TLM_WTYPE_T3;
+    else if (!strcmp(s, "ts")) *out = TLM_WTYPE_TS;
+    else if (!strcmp(s, "auto") || (embed && !strcmp(s, "ternary"))) *out = TLM_PACK_AUTO;
+    else if (embed && !strcmp(s, "int8")) *out = TLM_WTYPE_I8;
+    else if (embed && (!strcmp(s, "fp32") || !strcmp(s, "f32"))) *out = TLM_WTYPE_F32;
+    else return 0;
+    return 1;
+}
+
+int cmd_quantize(int argc, char **argv)
+{
+    static const struct option own[] = {
+        {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
+        {"method", required_argument, 0, Q_METHOD}, {"threshold", required_argument, 0, Q_THRESH},
+        {"sparsity", required_argument, 0, Q_SPARSITY}, {"scale", required_argument, 0, Q_SCALE},
+        {"group", required_argument, 0, Q_GROUP}, {"pack", required_argument, 0, Q_PACK},
+        {"embed", required_argument, 0, Q_EMBED}, {"qat", no_argument, 0, Q_QAT},
+        {"distill", no_argument, 0, Q_DISTILL}, {"distill-weight", required_argument, 0, Q_DWEIGHT},
+        {"json", no_argument, 0, Q_JSON}, {"help", no_argument, 0, 'h'}};
+    struct option opts[sizeof own / sizeof own[0] + CLI_TRAIN_LOOP_OPTION_COUNT];
+    memcpy(opts, own, sizeof own);
+    memcpy(opts + sizeof own / sizeof own[0], cli_train_loop_options,
+           CLI_TRAIN_LOOP_OPTION_COUNT * sizeof cli_train_loop_options[0]);
+
+    tlm_quant_cfg q;
+    tlm_quant_defaults(&q);
+    tlm_train_opts o;
+    tlm_train_defaults(&o);
+    o.eval_every = 500;
+    o.ckpt_every = 500;
+    const char *model = NULL, *out = NULL;
+    int qat = 0, distill = 0, json = 0, c, scale_given = 0;
+    float dweight = 0.5f;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'o': out = optarg; break;
+        case Q_METHOD:
+            if (!strcmp(optarg, "absmean")) q.method = TLM_QM_ABSMEAN;
+            else if (!strcmp(optarg, "threshold")) q.method = TLM_QM_THRESHOLD;
+            else return cli_usage_error("quantize", "--method expects absmean or threshold, got '%s'", optarg);
+            break;
+        case Q_THRESH:
+            if (!cli_parse_float(optarg, 0.01f, 9.99f, &q.threshold))
+                return cli_usage_error("quantize", "--threshold expects a number in [0.01, 9.99], got '%s'", optarg);
+            break;
+        case Q_SPARSITY:
+            if (!cli_parse_float(optarg, 0.0f, 0.999f, &q.sparsity))
+                return cli_usage_error("quantize", "--sparsity expects a fraction in [0, 0.999], got '%s'", optarg);
+            break;
+        case Q_SCALE:
+            scale_given = 1;
+            if (!strcmp(optarg, "tensor")) q.scale_kind = TLM_SCALE_TENSOR;
+            else if (!strcmp(optarg, "row")) q.scale_kind = TLM_SCALE_ROW;
+            else if (!strcmp(optarg, "group")) q.scale_kind = TLM_SCALE_GROUP;
+            else return cli_usage_error("quantize", "--scale expects tensor, row or group, got '%s'", optarg);
+            break;
+        case Q_GROUP:
+            if (!cli_parse_u32(optarg, 1, 1u << 20, &q.group))
+                return cli_usage_error("quantize", "--group expects a positive integer, got '%s'", optarg);
+            break;
+        case Q_PACK:
+            if (!parse_wtype(optarg, &q.pack, 0))
+                return cli_usage_error("quantize", "--pack expects t2, t3, ts or auto, got '%s'", optarg);
+            break;
+        case Q_EMBED:
+            if (!parse_wtype(optarg, &q.embed, 1) || q.embed == TLM_WTYPE_T2 || q.embed == TLM_WTYPE_T3 ||
+                q.embed == TLM_WTYPE_TS)
+                return cli_usage_error("quantize", "--embed expects ternary, int8 or fp32, got '%s'", optarg);
+            break;
+        case Q_QAT: qat = 1; break;
+        case Q_DISTILL: distill = 1; break;
+        case Q_DWEIGHT:
+            if (!cli_parse_float(optarg, 0.001f, 1.0f, &dweight))
+                return cli_usage_error("quantize", "--distill-weight expects a number in (0, 1], got '%s'", optarg);
+            break;
+        case Q_JSON: json = 1; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: {
+            int r = cli_train_loop_option("quantize", c, optarg, &o);
+            if (r > 0) return r;
+            if (r < 0) return cli_bad_option("quantize", argv, c);
+        }
+        }
+    }
+    if (optind != argc) return cli_usage_error("quantize", "unexpected argument '%s'", argv[optind]);
+    if (!model) return cli_usage_error("quantize", "missing -m MODEL.tlm");
+    if (!out) return cli_usage_error("quantize", "missing -o OUT.tlm");
+    if (q.group) {
+        if (scale_given && q.scale_kind != TLM_SCALE_GROUP)
+            return cli_usage_error("quantize", "--group goes with --scale group");
+        q.scale_kind = TLM_SCALE_GROUP;
+    } else if (q.scale_kind == TLM_SCALE_GROUP) {
+        return cli_usage_error("quantize", "--scale group needs --group G");
+    }
+    if (!qat && (o.data || o.val || o.steps || o.minutes > 0 || o.resume || distill))
+        return cli_usage_error("quantize", "--data, --steps, --minutes, --resume and --distill belong to --qat");
+    if (qat) {
+        if (!o.data) return cli_usage_error("quantize", "--qat needs --data FILE");
+        if (!o.resume && !o.steps && !(o.minutes > 0)) return cli_usage_error("quantize", "--qat needs --steps N or --minutes M");
+        if (o.steps && o.minutes > 0) return cli_usage_error("quantize", "give --steps or --minutes, not both");
+    }
+
+    tlm_error err;
+    tlm_model_file mf;
+    if (tlm_model_file_open(&mf, model, &err)) return cli_fail("quantize", &err);
+    tlm_status st = tlm_quant_check(&q, &mf.model.hp, &err);
+    const size_t in_bytes = mf.model.image_bytes;
+    if (st) {
+        tlm_model_file_close(&mf);
+        return cli_usage_error("quantize", "%s", err.msg);
+    }
+    tlm_train_report rep;
+    memset(&rep, 0, sizeof rep);
+    if (qat) {
+        tlm_model_file_close(&mf);
+        o.init = o.resume ? NULL : model;
+        o.out = out;
+        o.qat = &q;
+        o.teacher = distill ? model : NULL;
+        o.distill = distill ? dweight : 0.0f;
+        o.progress = isatty(2);
+        if (!o.ctx || o.ctx == 256) { /* default: the model's own context, up to 256 */
+            tlm_model_file tmp;
+            if (!o.resume && !tlm_model_file_open(&tmp, model, NULL)) {
+                o.ctx = tmp.model.hp.seq_len < 256 ? tmp.model.hp.seq_len : 256;
+                tlm_model_file_close(&tmp);
+            }
+        }
+        st = tlm_train(&o, &rep, &err);
+    } else {
+        tlm_params p;
+        tlm_vocab v = {0};
+        st = tlm_params_from_model(&p, &mf.model, &err);
+        if (!st) st = tlm_vocab_from_model(&mf.model, &v, &err);
+        uint8_t *img = NULL;
+        size_t bytes = 0;
+        if (!st) st = tlm_quant_image(&p, &q, &v, mf.model.bos_id, mf.model.eos_id, &img, &bytes, &err);
+        if (!st) st = tlm_write_file_atomic(out, img, bytes, &err);
+        free(img);
+        tlm_vocab_free(&v);
+        tlm_params_free(&p);
+        tlm_model_file_close(&mf);
+    }
+    if (st) return cli_fail("quantize", &err);
+
+    tlm_model_file res;
+    if (tlm_model_file_open(&res, out, &err)) return cli_fail("quantize", &err);
+    const size_t out_bytes = res.model.image_bytes;
+    tlm_model_file_close(&res);
+    const double ratio = (double)in_bytes / (double)out_bytes;
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", out);
+        cJSON_AddNumberToObject(j, "input_bytes", (double)in_bytes);
+        cJSON_AddNumberToObject(j, "output_bytes", (double)out_bytes);
+        cJSON_AddNumberToObject(j, "ratio", ratio);
+        if (qat) {
+            cJSON_AddNumberToObject(j, "steps", (double)rep.steps);
+            cJSON_AddNumberToObject(j, "tokens", (double)rep.tokens);
+            cJSON_AddNumberToObject(j, "train_loss", rep.train_loss);
+            if (o.val) {
+                cJSON_AddNumberToObject(j, "val_loss", rep.val_loss);
+                cJSON_AddNumberToObject(j, "val_top1", rep.val_top1);
+            }
+            cJSON_AddNumberToObject(j, "seconds", rep.seconds);
+        }
+        char *s = cJSON_PrintUnformatted(j);
+        puts(s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        fprintf(stderr, "quantize: %s: %zu bytes -> %s: %zu bytes (%.2fx smaller)", model, in_bytes, out, out_bytes, ratio);
+        if (qat && o.val) fprintf(stderr, "; validation loss %.4f top-1 %.4f", rep.val_loss, rep.val_top1);
+        fputc('\n', stderr);
+    }
+    return 0;
+}

@@ -1,0 +1,358 @@
+/* Ternary and int8 quantizers and the packers of the quantized weight
+ * types (layouts in docs/FORMAT.md; the core decodes them). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+
+void tlm_quant_defaults(tlm_quant_cfg *c)
+{
+    memset(c, 0, sizeof *c);
+    c->method = TLM_QM_ABSMEAN;
+    c->sparsity = -1.0f;
+    c->threshold = 0.7f;
+    c->scale_kind = TLM_SCALE_ROW;
+    c->group = 0;
+    c->pack = TLM_PACK_AUTO;
+    c->embed = TLM_WTYPE_I8;
+}
+
+static int is_ternary(uint32_t t) { return t == TLM_WTYPE_T2 || t == TLM_WTYPE_T3 || t == TLM_WTYPE_TS; }
+
+tlm_status tlm_quant_check(const tlm_quant_cfg *c, const tlm_hparams *hp, tlm_error *err)
+{
+    if (c->method != TLM_QM_ABSMEAN && c->method != TLM_QM_THRESHOLD)
+        return tlm_fail(err, TLM_ERR_ARG, "unknown quantization method");
+    if (!(c->sparsity < 1.0f) || (c->sparsity >= 0.0f && c->sparsity != c->sparsity))
+        return tlm_fail(err, TLM_ERR_ARG, "sparsity must be in [0, 1)");
+    if (!(c->threshold > 0.0f) || !(c->threshold < 10.0f))
+        return tlm_fail(err, TLM_ERR_ARG, "threshold factor must be in (0, 10)");
+    if (c->scale_kind != TLM_SCALE_TENSOR && c->scale_kind != TLM_SCALE_ROW && c->scale_kind != TLM_SCALE_GROUP)
+        return tlm_fail(err, TLM_ERR_ARG, "scale kind must be tensor, row or group");
+    if (c->scale_kind == TLM_SCALE_GROUP) {
+        if (c->group == 0) return tlm_fail(err, TLM_ERR_ARG, "group scales need a group size");
+        if (hp && (c->group > hp->dim || c->group > hp->hidden_dim))
+            return tlm_fail(err, TLM_ERR_ARG, "group size %u is wider than the model's rows (dim %u, hidden %u)", c->group,
+                            hp->dim, hp->hidden_dim);
+    }
+    if (c->pack != TLM_PACK_AUTO && !is_ternary(c->pack)) return tlm_fail(err, TLM_ERR_ARG, "packing must be t2, t3, ts or auto");
+    if (c->embed != TLM_WTYPE_F32 && c->embed != TLM_WTYPE_I8 && c->embed != TLM_PACK_AUTO && !is_ternary(c->embed))
+        return tlm_fail(err, TLM_ERR_ARG, "embedding type must be fp32, int8 or ternary");
+    return TLM_OK;
+}
+
+int tlm_quant_role_is_quantized(const tlm_quant_cfg *c, uint32_t role)
+{
+    switch (role) {
+    case TLM_ROLE_WQ: case TLM_ROLE_WK: case TLM_ROLE_WV: case TLM_ROLE_WO:
+    case TLM_ROLE_W1: case TLM_ROLE_W2: case TLM_ROLE_W3: return 1;
+    case TLM_ROLE_TOK_EMBED: case TLM_ROLE_CLASSIFIER: return c->embed != TLM_WTYPE_F32;
+    default: return 0;
+    }
+}
+
+/* The k-th largest of v[0..n) (k < n), reordering v. */
+static float kth_largest(float *v, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const float pivot = v[lo + (hi - lo) / 2];
+        size_t i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] > pivot) i++;
+            while (v[j] < pivot) j--;
+            if (i <= j) {
+                float t = v[i];
+                v[i] = v[j];
+                v[j] = t;
+                i++;
+                if (j == 0) break;
+                j--;
+            }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else return v[k];
+    }
+    return v[k];
+}
+
+void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, int8_t *trits,
+                   float *scales, float *deq)
+{
+    const uint32_t glen = c->scale_kind == TLM_SCALE_GROUP ? c->group : cols;
+    const uint32_t ng = (cols + glen - 1u) / glen;
+    const size_t n = (size_t)rows * cols;
+    int8_t *t = trits ? trits : malloc(n ? n : 1);
+    float *mag = malloc(((size_t)cols + 1u) * sizeof *mag);
+    float *gmean = malloc(((size_t)ng + 1u) * sizeof *gmean);
+    if (!t || !mag || !gmean) abort(); /* small, bounded allocations */
+
+    /* Mean |w| of the unit a weight's scale belongs to. */
+    double tensor_mean = 0;
+    if (c->scale_kind == TLM_SCALE_TENSOR) {
+        for (size_t i = 0; i < n; i++) tensor_mean += fabs((double)w[i]);
+        tensor_mean /= (double)(n ? n : 1);
+    }
+    /* Pass 1: the support (which weights are nonzero) and signs. */
+    for (uint32_t r = 0; r < rows; r++) {
+        const float *wr = w + (size_t)r * cols;
+        int8_t *tr = t + (size_t)r * cols;
+        for (uint32_t g = 0; g < ng; g++) {
+            const uint32_t c0 = g * glen, c1 = cols - c0 < glen ? cols : c0 + glen;
+            double m = 0;
+            if (c->scale_kind == TLM_SCALE_TENSOR) {
+                m = tensor_mean;
+            } else {
+                for (uint32_t j = c0; j < c1; j++) m += fabs((double)wr[j]);
+                m /= (double)(c1 - c0);
+            }
+            gmean[g] = (float)m;
+        }
+        if (c->sparsity >= 0.0f) {
+            /* exact: keep the cols - round(s * cols) largest |w| / mean|w| of its unit */
+            const uint32_t zeros = (uint32_t)lrint((double)c->sparsity * cols);
+            const uint32_t keep = cols - (zeros > cols ? cols : zeros);
+            for (uint32_t j = 0; j < cols; j++) {
+                const float gm = gmean[j / glen];
+                mag[j] = gm > 0.0f ? fabsf(wr[j]) / gm : 0.0f;
+            }
+            memset(tr, 0, cols);
+            if (keep == 0) continue;
+            float *tmp = malloc((size_t)cols * sizeof *tmp);
+            if (!tmp) abort();
+            memcpy(tmp, mag, (size_t)cols * sizeof *tmp);
+            const float thr = kth_largest(tmp, cols, keep - 1u);
+            free(tmp);
+            uint32_t kept = 0;
+            for (uint32_t j = 0; j < cols; j++)
+                if (mag[j] > thr) {
+                    tr[j] = wr[j] < 0.0f ? -1 : 1;
+                    kept++;
+                }
+            for (uint32_t j = 0; j < cols && kept < keep; j++)
+                if (mag[j] == thr) {
+                    tr[j] = wr[j] < 0.0f ? -1 : 1;
+                    kept++;
+                }
+        } else {
+            for (uint32_t j = 0; j < cols; j++) {
+                const float gm = gmean[j / glen];
+                const float delta = c->method == TLM_QM_ABSMEAN ? 0.5f * gm : c->threshold * gm;
+                const float a = fabsf(wr[j]);
+                tr[j] = (a > delta && a > 0.0f) ? (wr[j] < 0.0f ? -1 : 1) : 0;
+            }
+        }
+    }
+    /* Pass 2: scales. absmean: mean |w| of the unit; threshold: mean |w|
+     * over the unit's nonzeros (the least-squares scale for that support). */
+    double tsum = 0, tcount = 0;
+    if (c->scale_kind == TLM_SCALE_TENSOR && c->method == TLM_QM_THRESHOLD) {
+        for (size_t i = 0; i < n; i++)
+            if (t[i]) {
+                tsum += fabs((double)w[i]);
+                tcount += 1;
+            }
+    }
+    for (uint32_t r = 0; r < rows; r++) {
+        const float *wr = w + (size_t)r * cols;
+        const int8_t *tr = t + (size_t)r * cols;
+        for (uint32_t g = 0; g < ng; g++) {
+            const uint32_t c0 = g * glen, c1 = cols - c0 < glen ? cols : c0 + glen;
+            double s;
+            if (c->method == TLM_QM_THRESHOLD) {
+                double sum = 0, cnt = 0;
+                if (c->scale_kind == TLM_SCALE_TENSOR) {
+                    sum = tsum;
+                    cnt = tcount;
+                } else {
+                    for (uint32_t j = c0; j < c1; j++)
+                        if (tr[j]) {
+                            sum += fabs((double)wr[j]);
+                            cnt += 1;
+                        }
+                }
+                s = cnt > 0 ? sum / cnt : 0.0;
+            } else if (c->scale_kind == TLM_SCALE_TENSOR) {
+                s = tensor_mean;
+            } else {
+                s = 0;
+                for (uint32_t j = c0; j < c1; j++) s += fabs((double)wr[j]);
+                s /= (double)(c1 - c0);
+            }
+            const float sf = (float)s;
+            if (scales) {
+                if (c->scale_kind == TLM_SCALE_TENSOR) scales[0] = sf;
+                else if (c->scale_kind == TLM_SCALE_ROW) scales[r] = sf;
+                else scales[(size_t)r * ng + g] = sf;
+            }
+            if (deq)
+                for (uint32_t j = c0; j < c1; j++) deq[(size_t)r * cols + j] = (float)tr[j] * sf;
+        }
+    }
+    free(gmean);
+    free(mag);
+    if (!trits) free(t);
+}
+
+void tlm_int8_rows(const float *w, uint32_t rows, uint32_t cols, int8_t *q, float *scales, float *deq)
+{
+    int8_t *tmp = q ? NULL : malloc(cols ? cols : 1);
+    if (!q && !tmp) abort();
+    for (uint32_t r = 0; r < rows; r++) {
+        int8_t *qr = q ? q + (size_t)r * cols : tmp;
+        const float s = tlm_q8_quantize_row(qr, w + (size_t)r * cols, cols);
+        if (scales) scales[r] = s;
+        if (deq)
+            for (uint32_t j = 0; j < cols; j++) deq[(size_t)r * cols + j] = (float)qr[j] * s;
+    }
+    free(tmp);
+}
+
+void tlm_quant_fake(const tlm_params *src, tlm_params *dst, const tlm_quant_cfg *c)
+{
+    const uint32_t n = tlm_params_count(src);
+    for (uint32_t i = 0; i < n; i++) {
+        tlm_param_tensor s, d;
+        tlm_params_tensor(src, i, &s);
+        tlm_params_tensor(dst, i, &d);
+        const size_t count = (size_t)s.rows * s.cols;
+        if (!tlm_quant_role_is_quantized(c, s.role)) {
+            memcpy(d.data, s.data, count * sizeof(float));
+        } else if ((s.role == TLM_ROLE_TOK_EMBED || s.role == TLM_ROLE_CLASSIFIER) && c->embed == TLM_WTYPE_I8) {
+            tlm_int8_rows(s.data, s.rows, s.cols, NULL, NULL, d.data);
+        } else {
+            tlm_ternarize(s.data, s.rows, s.cols, c, NULL, NULL, d.data);
+        }
+    }
+}
+
+/* ---- packing ---- */
+
+static uint32_t code_of(int8_t t) { return t > 0 ? 1u : (t < 0 ? 2u : 0u); }
+
+void tlm_pack_t2(uint8_t *out, const int8_t *t, uint32_t cols)
+{
+    memset(out, 0, (cols + 3u) / 4u);
+    for (uint32_t j = 0; j < cols; j++) out[j >> 2] |= (uint8_t)(code_of(t[j]) << ((j & 3u) * 2u));
+}
+
+void tlm_pack_t3(uint8_t *out, const int8_t *t, uint32_t cols)
+{
+    static const uint32_t pow3[5] = {1, 3, 9, 27, 81};
+    memset(out, 0, (cols + 4u) / 5u);
+    for (uint32_t j = 0; j < cols; j++) out[j / 5u] = (uint8_t)(out[j / 5u] + code_of(t[j]) * pow3[j % 5u]);
+}
+
+void tlm_pack_ts(uint8_t *out, const int8_t *t, uint32_t cols, uint32_t k_max)
+{
+    const uint32_t mb = (cols + 7u) / 8u;
+    memset(out, 0, mb + (k_max + 7u) / 8u);
+    uint8_t *signs = out + mb;
+    uint32_t k = 0;
+    for (uint32_t j = 0; j < cols; j++) {
+        if (!t[j]) continue;
+        out[j >> 3] |= (uint8_t)(1u << (j & 7u));
+        if (t[j] < 0) signs[k >> 3] |= (uint8_t)(1u << (k & 7u));
+        k++;
+    }
+}
+
+static uint32_t max_row_nnz(const int8_t *t, uint32_t rows, uint32_t cols)
+{
+    uint32_t best = 0;
+    for (uint32_t r = 0; r < rows; r++) {
+        uint32_t k = 0;
+        for (uint32_t j = 0; j < cols; j++) k += t[(size_t)r * cols + j] != 0;
+        if (k > best) best = k;
+    }
+    return best;
+}
+
+tlm_status tlm_quant_image(const tlm_params *src, const tlm_quant_cfg *c, const tlm_vocab *v, uint32_t bos,
+                           uint32_t eos, uint8_t **image, size_t *bytes, tlm_error *err)
+{
+    tlm_status st = tlm_quant_check(c, &src->hp, err);
+    if (st) return st;
+    const uint32_t n = tlm_params_count(src);
+    tlm_tensor_in *ts = calloc(n, sizeof *ts);
+    void **owned = calloc((size_t)n * 2u, sizeof *owned);
+    if (!ts || !owned) {
+        free(ts);
+        free(owned);
+        return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    }
+    for (uint32_t i = 0; i < n && !st; i++) {
+        tlm_param_tensor s;
+        tlm_params_tensor(src, i, &s);
+        tlm_tensor_in *o = &ts[i];
+        *o = (tlm_tensor_in){.role = s.role, .layer = s.layer, .wtype = TLM_WTYPE_F32, .rows = s.rows,
+                             .cols = s.cols, .data = s.data};
+        if (!tlm_quant_role_is_quantized(c, s.role)) continue;
+        const size_t count = (size_t)s.rows * s.cols;
+        const int embed_role = s.role == TLM_ROLE_TOK_EMBED || s.role == TLM_ROLE_CLASSIFIER;
+        if (embed_role && c->embed == TLM_WTYPE_I8) {
+            int8_t *q = malloc(count);
+            float *sc = malloc((size_t)s.rows * sizeof *sc);
+            owned[2 * i] = q;
+            owned[2 * i + 1] = sc;
+            if (!q || !sc) {
+                st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+                break;
+            }
+            tlm_int8_rows(s.data, s.rows, s.cols, q, sc, NULL);
+            o->wtype = TLM_WTYPE_I8;
+            o->scale_kind = TLM_SCALE_ROW;
+            o->data = q;
+            o->scales = sc;
+            continue;
+        }
+        const uint64_t ns = tlm_scale_count(c->scale_kind, s.rows, s.cols, c->group);
+        int8_t *t = malloc(count);
+        float *sc = malloc((size_t)ns * sizeof *sc);
+        if (!t || !sc) {
+            free(t);
+            free(sc);
+            st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+            break;
+        }
+        tlm_ternarize(s.data, s.rows, s.cols, c, t, sc, NULL);
+        const uint32_t kmax = max_row_nnz(t, s.rows, s.cols);
+        uint16_t type = embed_role ? c->embed : c->pack;
+        if (type == TLM_PACK_AUTO)
+            type = tlm_wtype_row_bytes(TLM_WTYPE_TS, s.cols, kmax) < tlm_wtype_row_bytes(TLM_WTYPE_T3, s.cols, 0)
+                       ? TLM_WTYPE_TS
+                       : TLM_WTYPE_T3;
+        const uint32_t param = type == TLM_WTYPE_TS ? kmax : 0u;
+        const uint64_t rb = tlm_wtype_row_bytes(type, s.cols, param);
+        uint8_t *packed = malloc((size_t)(rb * s.rows) + 1u);
+        if (!packed) {
+            free(t);
+            free(sc);
+            st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+            break;
+        }
+        for (uint32_t r = 0; r < s.rows; r++) {
+            uint8_t *dst = packed + (size_t)(rb * r);
+            const int8_t *tr = t + (size_t)r * s.cols;
+            if (type == TLM_WTYPE_T2) tlm_pack_t2(dst, tr, s.cols);
+            else if (type == TLM_WTYPE_T3) tlm_pack_t3(dst, tr, s.cols);
+            else tlm_pack_ts(dst, tr, s.cols, kmax);
+        }
+        free(t);
+        owned[2 * i] = packed;
+        owned[2 * i + 1] = sc;
+        o->wtype = type;
+        o->scale_kind = c->scale_kind;
+        o->group = c->scale_kind == TLM_SCALE_GROUP ? c->group : 0u;
+        o->param = param;
+        o->data = packed;
+        o->scales = sc;
+    }
+    if (!st) st = tlm_image_build(&src->hp, bos, eos, ts, n, v, image, bytes, err);
+    for (uint32_t i = 0; i < 2u * n; i++) free(owned[i]);
+    free(owned);
+    free(ts);
+    return st;
+}

@@ -1,0 +1,61 @@
+/* Post-training quantization and the quantizer that quantization-aware
+ * training runs in its forward pass: ternary (absmean or threshold, with an
+ * optional exact sparsity per row) and int8, scales per tensor, row or
+ * group, packed into the image's weight types. */
+#ifndef TLM_HOST_QUANT_H
+#define TLM_HOST_QUANT_H
+
+#include <stdint.h>
+
+#include "image_build.h"
+#include "train/params.h"
+#include "tritlm/model.h"
+
+typedef enum tlm_qmethod { TLM_QM_ABSMEAN = 0, TLM_QM_THRESHOLD = 1 } tlm_qmethod;
+
+/* How tensors are packed: a fixed ternary type, or per tensor the smallest
+ * of t3 and ts. */
+#define TLM_PACK_AUTO 0xFFFFu
+
+typedef struct tlm_quant_cfg {
+    tlm_qmethod method;
+    float sparsity;       /* < 0: the method's own; else the fraction of zeros in every row */
+    float threshold;      /* threshold method: zero when |w| <= threshold * mean|w| (default 0.7) */
+    uint16_t scale_kind;  /* TLM_SCALE_TENSOR, _ROW or _GROUP for ternary tensors */
+    uint32_t group;       /* weights per scale group (TLM_SCALE_GROUP) */
+    uint16_t pack;        /* TLM_WTYPE_T2, _T3, _TS or TLM_PACK_AUTO */
+    uint16_t embed;       /* embedding and classifier: TLM_WTYPE_F32, _I8, a ternary type, or TLM_PACK_AUTO */
+} tlm_quant_cfg;
+
+void tlm_quant_defaults(tlm_quant_cfg *c);
+
+/* Checks a configuration against a model's shapes. */
+tlm_status tlm_quant_check(const tlm_quant_cfg *c, const tlm_hparams *hp, tlm_error *err);
+
+/* Ternarizes a rows x cols matrix. trits (rows*cols, values -1/0/+1) and
+ * scales (as many as the scale kind implies) may be NULL; deq, if not NULL,
+ * receives trit * scale (what the integer kernels compute with). */
+void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, int8_t *trits,
+                   float *scales, float *deq);
+
+/* Symmetric int8 per row: q = round(w / s), s = max|w| / 127. */
+void tlm_int8_rows(const float *w, uint32_t rows, uint32_t cols, int8_t *q, float *scales, float *deq);
+
+/* Is tensor role quantized under c (embedding/classifier follow c->embed)? */
+int tlm_quant_role_is_quantized(const tlm_quant_cfg *c, uint32_t role);
+
+/* dst = the quantize-dequantize image of src (norms copied). dst must have
+ * src's shapes. Used by quantization-aware training every step. */
+void tlm_quant_fake(const tlm_params *src, tlm_params *dst, const tlm_quant_cfg *c);
+
+/* Packs src into a quantized model image. */
+tlm_status tlm_quant_image(const tlm_params *src, const tlm_quant_cfg *c, const tlm_vocab *v, uint32_t bos,
+                           uint32_t eos, uint8_t **image, size_t *bytes, tlm_error *err);
+
+/* Packing of one row (exposed for tests). Each writes row_bytes bytes. */
+void tlm_pack_t2(uint8_t *out, const int8_t *t, uint32_t cols);
+void tlm_pack_t3(uint8_t *out, const int8_t *t, uint32_t cols);
+/* k_max: the tensor's TS parameter (most nonzeros of any row). */
+void tlm_pack_ts(uint8_t *out, const int8_t *t, uint32_t cols, uint32_t k_max);
+
+#endif

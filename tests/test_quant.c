@@ -1,0 +1,640 @@
+/* Quantized weight types, kernels, quantizers and quantized models,
+ * against oracles written here: unpacking by the layouts of
+ * docs/FORMAT.md, exact integer sums in 64 bits, sort-based sparsity. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../src/host/eval.h"
+#include "../src/host/fileio.h"
+#include "../src/host/image_build.h"
+#include "../src/host/quant.h"
+#include "../src/host/train/params.h"
+#include "testutil.h"
+#include "tritlm/runtime.h"
+
+static const uint32_t odd_cols[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 31, 32, 33, 40, 64, 77, 80, 81, 130, 161, 333};
+
+static int8_t random_trit(uint64_t *s, double zero_frac)
+{
+    double u = tu_uniform(s);
+    if (u < zero_frac) return 0;
+    return (tu_rand(s) & 1u) ? 1 : -1;
+}
+
+/* Oracle decoders, written from the format description. */
+static int8_t oracle_t2(const uint8_t *row, uint32_t c)
+{
+    unsigned code = (row[c / 4] >> (2 * (c % 4))) & 3u;
+    return code == 1 ? 1 : code == 2 ? -1 : 0;
+}
+static int8_t oracle_t3(const uint8_t *row, uint32_t c)
+{
+    unsigned v = row[c / 5];
+    for (uint32_t i = 0; i < c % 5; i++) v /= 3;
+    v %= 3;
+    return v == 1 ? 1 : v == 2 ? -1 : 0;
+}
+
+typedef struct {
+    uint16_t type;
+    uint32_t rows, cols, param;
+    uint64_t row_bytes;
+    int8_t *trits;
+    uint8_t *packed;
+} packed_matrix;
+
+static void pack_matrix(packed_matrix *pm, uint16_t type, uint32_t rows, uint32_t cols, double zero_frac, uint64_t *s)
+{
+    pm->type = type;
+    pm->rows = rows;
+    pm->cols = cols;
+    pm->trits = malloc((size_t)rows * cols);
+    uint32_t kmax = 0;
+    for (uint32_t r = 0; r < rows; r++) {
+        uint32_t k = 0;
+        for (uint32_t c = 0; c < cols; c++) {
+            int8_t t = type == TLM_WTYPE_I8 ? (int8_t)((int)(tu_rand(s) % 255u) - 127) : random_trit(s, zero_frac);
+            pm->trits[(size_t)r * cols + c] = t;
+            k += t != 0;
+        }
+        if (k > kmax) kmax = k;
+    }
+    pm->param = type == TLM_WTYPE_TS ? kmax : 0;
+    pm->row_bytes = tlm_wtype_row_bytes(type, cols, pm->param);
+    pm->packed = malloc((size_t)(pm->row_bytes * rows) + 1);
+    for (uint32_t r = 0; r < rows; r++) {
+        uint8_t *dst = pm->packed + pm->row_bytes * r;
+        const int8_t *t = pm->trits + (size_t)r * cols;
+        if (type == TLM_WTYPE_T2) tlm_pack_t2(dst, t, cols);
+        else if (type == TLM_WTYPE_T3) tlm_pack_t3(dst, t, cols);
+        else if (type == TLM_WTYPE_TS) tlm_pack_ts(dst, t, cols, pm->param);
+        else memcpy(dst, t, cols);
+    }
+}
+
+static void free_matrix(packed_matrix *pm)
+{
+    free(pm->trits);
+    free(pm->packed);
+}
+
+static tlm_tensor view(const packed_matrix *pm, uint16_t skind, uint32_t group, const float *scales)
+{
+    tlm_tensor t;
+    memset(&t, 0, sizeof t);
+    t.data = pm->packed;
+    t.data_bytes = pm->row_bytes * pm->rows;
+    t.rows = pm->rows;
+    t.cols = pm->cols;
+    t.param = pm->param;
+    t.wtype = pm->type;
+    t.scale_kind = skind;
+    t.group = skind == TLM_SCALE_GROUP ? group : 0;
+    t.scales = scales;
+    return t;
+}
+
+static float *random_scales(uint32_t n, uint64_t *s)
+{
+    float *sc = malloc((n ? n : 1) * sizeof *sc);
+    for (uint32_t i = 0; i < n; i++) sc[i] = (float)(0.01 + tu_uniform(s));
+    return sc;
+}
+
+/* Pack then unpack: the layout oracle and the core's row decoder agree
+ * with the original values, and validation accepts the data. */
+static void test_pack_roundtrip(void **state)
+{
+    (void)state;
+    uint64_t s = 11;
+    const uint16_t types[] = {TLM_WTYPE_I8, TLM_WTYPE_T2, TLM_WTYPE_T3, TLM_WTYPE_TS};
+    for (size_t ti = 0; ti < 4; ti++) {
+        for (size_t ci = 0; ci < sizeof odd_cols / sizeof odd_cols[0]; ci++) {
+            const uint32_t cols = odd_cols[ci], rows = 1 + (uint32_t)(tu_rand(&s) % 9u);
+            packed_matrix pm;
+            pack_matrix(&pm, types[ti], rows, cols, 0.3 + 0.6 * tu_uniform(&s), &s);
+            const uint32_t group = 1 + (uint32_t)(tu_rand(&s) % cols);
+            const uint32_t ng = (cols + group - 1) / group;
+            float *sc = random_scales(rows * ng, &s);
+            tlm_tensor t = view(&pm, TLM_SCALE_GROUP, group, sc);
+            const tlm_wtype_traits *tr = tlm_wtype_get(types[ti]);
+            assert_int_equal(tr->check_rows(&t), UINT32_MAX);
+            float *row = malloc(cols * sizeof *row);
+            for (uint32_t r = 0; r < rows; r++) {
+                const uint8_t *pr = pm.packed + pm.row_bytes * r;
+                tr->row_to_f32(row, &t, r);
+                uint32_t k = 0;
+                for (uint32_t c = 0; c < cols; c++) {
+                    const int8_t want = pm.trits[(size_t)r * cols + c];
+                    if (types[ti] == TLM_WTYPE_T2) assert_int_equal(oracle_t2(pr, c), want);
+                    if (types[ti] == TLM_WTYPE_T3) assert_int_equal(oracle_t3(pr, c), want);
+                    if (types[ti] == TLM_WTYPE_TS) {
+                        const uint32_t mb = (cols + 7) / 8;
+                        const int nz = (pr[c / 8] >> (c % 8)) & 1;
+                        assert_int_equal(nz, want != 0);
+                        if (nz) {
+                            const int neg = (pr[mb + k / 8] >> (k % 8)) & 1;
+                            assert_int_equal(neg ? -1 : 1, want);
+                            k++;
+                        }
+                    }
+                    assert_true(row[c] == (float)want * sc[(size_t)r * ng + c / group]);
+                }
+            }
+            free(row);
+            free(sc);
+            free_matrix(&pm);
+        }
+    }
+}
+
+/* The sizes the format promises: 2 bits, 1.6 bits, bitmap + nonzeros. */
+static void test_row_bytes(void **state)
+{
+    (void)state;
+    assert_int_equal(tlm_wtype_row_bytes(TLM_WTYPE_T2, 13, 0), 4);
+    assert_int_equal(tlm_wtype_row_bytes(TLM_WTYPE_T3, 13, 0), 3);
+    assert_int_equal(tlm_wtype_row_bytes(TLM_WTYPE_T3, 15, 0), 3);
+    assert_int_equal(tlm_wtype_row_bytes(TLM_WTYPE_TS, 64, 20), 8 + 3);
+    assert_int_equal(tlm_wtype_row_bytes(TLM_WTYPE_I8, 7, 0), 7);
+    assert_int_equal(tlm_wtype_row_bytes(TLM_WTYPE_T3, 1000, 0) * 8, 1600);
+}
+
+static void oracle_matvec(float *out, const packed_matrix *pm, const tlm_tensor *t, const tlm_act_q8 *a)
+{
+    const uint32_t cols = pm->cols;
+    const uint32_t glen = t->scale_kind == TLM_SCALE_GROUP ? t->group : cols;
+    const uint32_t ng = (cols + glen - 1) / glen;
+    for (uint32_t r = 0; r < pm->rows; r++) {
+        float sum = 0.0f;
+        for (uint32_t g = 0; g < ng; g++) {
+            int64_t acc = 0;
+            for (uint32_t c = g * glen; c < cols && c < (g + 1) * glen; c++)
+                acc += (int64_t)pm->trits[(size_t)r * cols + c] * a->q[c];
+            assert_true(acc >= INT32_MIN && acc <= INT32_MAX);
+            float sc = t->scale_kind == TLM_SCALE_GROUP ? t->scales[(size_t)r * ng + g]
+                       : t->scale_kind == TLM_SCALE_ROW ? t->scales[r] : t->scales[0];
+            if (t->scale_kind == TLM_SCALE_GROUP) sum += (float)acc * sc;
+            else sum = (float)acc * sc;
+        }
+        out[r] = sum * a->scale;
+    }
+}
+
+/* Reference kernels against exact sums; SIMD variants bit for bit against
+ * the reference; every type, scale kind, odd shapes and groups. */
+static void test_kernels(void **state)
+{
+    (void)state;
+    uint64_t s = 12345;
+    const uint16_t types[] = {TLM_WTYPE_I8, TLM_WTYPE_T2, TLM_WTYPE_T3, TLM_WTYPE_TS};
+    const uint16_t kinds[] = {TLM_SCALE_TENSOR, TLM_SCALE_ROW, TLM_SCALE_GROUP};
+    int simd_seen = 0;
+    for (int iter = 0; iter < 400; iter++) {
+        const uint16_t type = types[iter % 4], kind = kinds[(iter / 4) % 3];
+        const uint32_t cols = iter < 200 ? odd_cols[tu_rand(&s) % (sizeof odd_cols / sizeof odd_cols[0])]
+                                         : 1 + (uint32_t)(tu_rand(&s) % 700u);
+        const uint32_t rows = 1 + (uint32_t)(tu_rand(&s) % 17u);
+        packed_matrix pm;
+        pack_matrix(&pm, type, rows, cols, tu_uniform(&s), &s);
+        const uint32_t group = kind == TLM_SCALE_GROUP ? 1 + (uint32_t)(tu_rand(&s) % cols) : 0;
+        const uint32_t ns = kind == TLM_SCALE_TENSOR ? 1 : kind == TLM_SCALE_ROW ? rows : rows * ((cols + group - 1) / group);
+        float *sc = random_scales(ns, &s);
+        tlm_tensor t = view(&pm, kind, group, sc);
+        float *x = malloc(cols * sizeof *x);
+        for (uint32_t c = 0; c < cols; c++) x[c] = (float)(tu_uniform(&s) * 8.0 - 4.0);
+        if (iter % 7 == 0) x[tu_rand(&s) % cols] = 50.0f; /* an outlier */
+        int8_t *buf = malloc(TLM_ACT_Q8_BYTES(cols));
+        tlm_act_q8 a;
+        tlm_act_q8_quantize(&a, x, cols, buf);
+        float *want = malloc(rows * sizeof *want), *got = malloc(rows * sizeof *got);
+        oracle_matvec(want, &pm, &t, &a);
+        tlm_wtype_get(type)->matvec_q8_ref(got, &a, &t);
+        assert_memory_equal(want, got, rows * sizeof *got);
+        tlm_matvec_q8_fn simd = tlm_wtype_matvec_q8_simd(type);
+        if (simd) {
+            simd_seen = 1;
+            memset(got, 0xA5, rows * sizeof *got);
+            simd(got, &a, &t);
+            assert_memory_equal(want, got, rows * sizeof *got);
+        }
+        free(want);
+        free(got);
+        free(buf);
+        free(x);
+        free(sc);
+        free_matrix(&pm);
+    }
+    if (!simd_seen) print_message("note: no SIMD kernels on this CPU; reference only\n");
+}
+
+/* Activation quantization: int8 within +-127, error at most half a step,
+ * the largest magnitude maps to 127, the planes hold q[5k + j]. */
+static void test_act_quant(void **state)
+{
+    (void)state;
+    uint64_t s = 5;
+    for (int iter = 0; iter < 50; iter++) {
+        const uint32_t n = 1 + (uint32_t)(tu_rand(&s) % 300u);
+        float *x = malloc(n * sizeof *x);
+        for (uint32_t i = 0; i < n; i++) x[i] = (float)((tu_uniform(&s) - 0.5) * 10.0);
+        int8_t *buf = malloc(TLM_ACT_Q8_BYTES(n));
+        tlm_act_q8 a;
+        tlm_act_q8_quantize(&a, x, n, buf);
+        float amax = 0;
+        for (uint32_t i = 0; i < n; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+        assert_true(fabsf(a.scale - amax / 127.0f) <= 1e-6f * amax);
+        int hit = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            assert_true(a.q[i] >= -127 && a.q[i] <= 127);
+            assert_true(fabsf(x[i] - a.q[i] * a.scale) <= 0.5f * a.scale * 1.0001f);
+            hit |= a.q[i] == 127 || a.q[i] == -127;
+            assert_int_equal(a.planar[(size_t)(i % 5) * a.plane + i / 5], a.q[i]);
+        }
+        assert_true(hit);
+        free(buf);
+        free(x);
+    }
+    float zero[3] = {0, 0, 0};
+    int8_t buf[TLM_ACT_Q8_BYTES(3)];
+    tlm_act_q8 a;
+    tlm_act_q8_quantize(&a, zero, 3, buf);
+    assert_true(a.scale == 0.0f && a.q[0] == 0 && a.q[2] == 0);
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+/* Quantizers against definitions: absmean scale = mean|w| and zero below
+ * half of it; threshold scale = mean |w| of the kept weights; an exact
+ * sparsity keeps the largest |w| of every row (oracle: sorting). */
+static void test_quantizers(void **state)
+{
+    (void)state;
+    uint64_t s = 99;
+    const uint32_t rows = 7, cols = 45;
+    float *w = malloc(rows * cols * sizeof *w), *deq = malloc(rows * cols * sizeof *deq);
+    int8_t *t = malloc(rows * cols);
+    float sc[64];
+    for (uint32_t i = 0; i < rows * cols; i++) w[i] = (float)((tu_uniform(&s) - 0.5) * (1 + i % 3));
+    tlm_quant_cfg c;
+    tlm_quant_defaults(&c);
+    tlm_ternarize(w, rows, cols, &c, t, sc, deq);
+    for (uint32_t r = 0; r < rows; r++) {
+        double m = 0;
+        for (uint32_t j = 0; j < cols; j++) m += fabs(w[r * cols + j]);
+        m /= cols;
+        assert_true(fabs(sc[r] - m) < 1e-6);
+        for (uint32_t j = 0; j < cols; j++) {
+            const float v = w[r * cols + j];
+            const int want = fabs(v) > 0.5 * m ? (v < 0 ? -1 : 1) : 0;
+            if (fabs(fabs(v) - 0.5 * m) > 1e-6) assert_int_equal(t[r * cols + j], want);
+            assert_true(deq[r * cols + j] == (float)t[r * cols + j] * sc[r]);
+        }
+    }
+    c.method = TLM_QM_THRESHOLD;
+    c.scale_kind = TLM_SCALE_TENSOR;
+    tlm_ternarize(w, rows, cols, &c, t, sc, NULL);
+    double m = 0, kept = 0, kc = 0;
+    for (uint32_t i = 0; i < rows * cols; i++) m += fabs(w[i]);
+    m /= rows * cols;
+    for (uint32_t i = 0; i < rows * cols; i++) {
+        if (fabs(w[i]) > 0.7 * m) {
+            assert_int_equal(t[i], w[i] < 0 ? -1 : 1);
+            kept += fabs(w[i]);
+            kc++;
+        } else {
+            assert_int_equal(t[i], 0);
+        }
+    }
+    assert_true(fabs(sc[0] - kept / kc) < 1e-6);
+    /* exact sparsity, row and group scales */
+    const float targets[] = {0.0f, 0.25f, 0.5f, 0.8f, 0.95f};
+    for (size_t k = 0; k < 5; k++) {
+        c.sparsity = targets[k];
+        c.scale_kind = TLM_SCALE_ROW;
+        tlm_ternarize(w, rows, cols, &c, t, sc, NULL);
+        const uint32_t keep = cols - (uint32_t)lrint(targets[k] * cols);
+        for (uint32_t r = 0; r < rows; r++) {
+            float mags[64];
+            uint32_t nz = 0;
+            for (uint32_t j = 0; j < cols; j++) {
+                mags[j] = fabsf(w[r * cols + j]);
+                nz += t[r * cols + j] != 0;
+            }
+            assert_int_equal(nz, keep);
+            qsort(mags, cols, sizeof mags[0], cmp_desc);
+            for (uint32_t j = 0; j < cols; j++)
+                if (t[r * cols + j]) assert_true(fabsf(w[r * cols + j]) >= mags[keep - 1]);
+                else if (keep < cols) assert_true(fabsf(w[r * cols + j]) <= mags[keep]);
+        }
+    }
+    free(w);
+    free(deq);
+    free(t);
+}
+
+/* Builds a quantized image of a tiny random model. */
+static void quantized_tiny(const tlm_quant_cfg *c, uint8_t **img, size_t *bytes)
+{
+    tu_tiny cfg = {.dim = 40, .hidden = 70, .layers = 2, .heads = 4, .kv_heads = 2, .seq_len = 32, .n_merges = 20, .shared = 0};
+    uint8_t *fp;
+    size_t fb;
+    tu_build_tiny(&cfg, 7, &fp, &fb);
+    tlm_model m;
+    assert_int_equal(tlm_model_open(&m, fp, fb, NULL), TLM_OK);
+    tlm_params p;
+    tlm_vocab v;
+    assert_int_equal(tlm_params_from_model(&p, &m, NULL), TLM_OK);
+    assert_int_equal(tlm_vocab_from_model(&m, &v, NULL), TLM_OK);
+    tlm_error err;
+    tlm_status st = tlm_quant_image(&p, c, &v, m.bos_id, m.eos_id, img, bytes, &err);
+    if (st) fail_msg("%s", err.msg);
+    tlm_params_free(&p);
+    tlm_vocab_free(&v);
+    free(fp);
+}
+
+static int find_tensor(const tlm_model *m, uint16_t wtype, tlm_tensor *t, uint32_t *index)
+{
+    for (uint32_t i = 0; i < m->n_tensors; i++) {
+        tlm_model_tensor_at(m, i, t);
+        if (t->wtype == wtype) {
+            *index = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Packed data that no quantizer writes is refused by validation. */
+static void test_corrupt_packed(void **state)
+{
+    (void)state;
+    const uint16_t packs[] = {TLM_WTYPE_T2, TLM_WTYPE_T3, TLM_WTYPE_TS};
+    for (size_t k = 0; k < 3; k++) {
+        tlm_quant_cfg c;
+        tlm_quant_defaults(&c);
+        c.pack = packs[k];
+        c.sparsity = 0.5f;
+        uint8_t *img;
+        size_t bytes;
+        quantized_tiny(&c, &img, &bytes);
+        tlm_model m;
+        tlm_error err;
+        assert_int_equal(tlm_model_open(&m, img, bytes, &err), TLM_OK);
+        for (int damage = 0; damage < 3; damage++) {
+            uint8_t *copy = tu_exact_copy(img, bytes);
+            tlm_model mm;
+            assert_int_equal(tlm_model_open(&mm, copy, bytes, NULL), TLM_OK);
+            tlm_tensor t;
+            uint32_t idx;
+            assert_true(find_tensor(&mm, packs[k], &t, &idx));
+            uint8_t *d = copy + (t.data - copy);
+            const uint64_t rb = tlm_wtype_row_bytes(t.wtype, t.cols, t.param);
+            if (damage == 2) {
+                float nan = NAN;
+                memcpy(copy + ((const uint8_t *)t.scales - copy), &nan, 4);
+            } else if (packs[k] == TLM_WTYPE_T2) {
+                d[damage ? rb - 1 : 0] |= damage ? 0xC0 : 0x03; /* code 3; padding (cols 40: no pad -> code 3 too) */
+            } else if (packs[k] == TLM_WTYPE_T3) {
+                d[damage ? rb - 1 : 0] = damage ? 250 : 243;
+            } else {
+                /* one more nonzero than the type parameter allows / a stray sign bit */
+                if (damage == 0) memset(d, 0xFF, (t.cols + 7) / 8);
+                else d[rb - 1] |= 0x80;
+            }
+            tlm_image_reseal(copy, bytes);
+            tlm_status st = tlm_model_open(&mm, copy, bytes, &err);
+            if (damage == 1 && packs[k] == TLM_WTYPE_TS && st == TLM_OK) {
+                /* the last sign byte may legitimately use bit 7 when a row is full */
+            } else {
+                assert_int_equal(st, TLM_ERR_TENSOR);
+                assert_non_null(strstr(err.msg, damage == 2 ? "not finite" : "invalid"));
+            }
+            free(copy);
+        }
+        free(img);
+    }
+    /* int8 -128 */
+    tlm_quant_cfg c;
+    tlm_quant_defaults(&c);
+    uint8_t *img;
+    size_t bytes;
+    quantized_tiny(&c, &img, &bytes);
+    tlm_model m;
+    assert_int_equal(tlm_model_open(&m, img, bytes, NULL), TLM_OK);
+    tlm_tensor t;
+    uint32_t idx;
+    assert_true(find_tensor(&m, TLM_WTYPE_I8, &t, &idx));
+    img[t.data - img + 3] = 0x80;
+    tlm_image_reseal(img, bytes);
+    tlm_error err;
+    assert_int_equal(tlm_model_open(&m, img, bytes, &err), TLM_ERR_TENSOR);
+    free(img);
+}
+
+/* Double-precision reference forward of a quantized model: weights
+ * dequantized, every quantized product's input rounded to int8 as the
+ * integer path does; the runtime's logits must match closely. */
+static void test_runtime_quantized(void **state)
+{
+    (void)state;
+    const uint16_t packs[] = {TLM_WTYPE_T2, TLM_WTYPE_T3, TLM_WTYPE_TS};
+    const uint16_t embeds[] = {TLM_WTYPE_I8, TLM_PACK_AUTO, TLM_WTYPE_F32};
+    for (size_t k = 0; k < 3; k++) {
+        tlm_quant_cfg c;
+        tlm_quant_defaults(&c);
+        c.pack = packs[k];
+        c.embed = embeds[k];
+        if (k == 1) {
+            c.scale_kind = TLM_SCALE_GROUP;
+            c.group = 16;
+        }
+        uint8_t *img;
+        size_t bytes;
+        quantized_tiny(&c, &img, &bytes);
+        tlm_model m;
+        assert_int_equal(tlm_model_open(&m, img, bytes, NULL), TLM_OK);
+        /* The sequence path with fake-quantized activations computes the
+         * same function with float sums: compare per position. */
+        const uint32_t T = 20;
+        uint32_t tokens[20];
+        uint64_t s = 3 + k;
+        for (uint32_t i = 0; i < T; i++) tokens[i] = (uint32_t)(tu_rand(&s) % m.hp.vocab_size);
+        size_t ab = tlm_runtime_arena_size(&m, T);
+        void *arena = malloc(ab);
+        tlm_runtime rt;
+        assert_int_equal(tlm_runtime_init(&rt, &m, T, arena, ab, NULL), TLM_OK);
+        tlm_params p;
+        assert_int_equal(tlm_params_from_model(&p, &m, NULL), TLM_OK);
+        /* oracle: double forward over dequantized weights */
+        const uint32_t D = m.hp.dim, H = m.hp.hidden_dim, V = m.hp.vocab_size, KV = tlm_hparams_kv_dim(&m.hp);
+        const uint32_t hs = D / m.hp.n_heads;
+        double *kc = calloc((size_t)m.hp.n_layers * T * KV, sizeof(double));
+        double *vc = calloc((size_t)m.hp.n_layers * T * KV, sizeof(double));
+        double x[64], xb[64], q[64], att[64], hb[128], hb2[128], logits[600];
+        for (uint32_t pos = 0; pos < T; pos++) {
+            float *lg;
+            assert_int_equal(tlm_runtime_forward(&rt, tokens[pos], pos, &lg), TLM_OK);
+            for (uint32_t i = 0; i < D; i++) x[i] = p.tok_embed[(size_t)tokens[pos] * D + i];
+            /* quantized matvec in double: input rounded to int8 like the kernels */
+#define QMV(out, in, W, R, C, quant)                                                       \
+    do {                                                                                   \
+        double in_q[128];                                                                  \
+        float tmpf[128];                                                                   \
+        int8_t qq[128];                                                                    \
+        for (uint32_t i_ = 0; i_ < (C); i_++) tmpf[i_] = (float)(in)[i_];                 \
+        if (quant) {                                                                       \
+            float sc_ = tlm_q8_quantize_row(qq, tmpf, (C));                               \
+            for (uint32_t i_ = 0; i_ < (C); i_++) in_q[i_] = (double)qq[i_] * sc_;         \
+        } else                                                                             \
+            for (uint32_t i_ = 0; i_ < (C); i_++) in_q[i_] = tmpf[i_];                     \
+        for (uint32_t r_ = 0; r_ < (R); r_++) {                                            \
+            double acc_ = 0;                                                               \
+            for (uint32_t i_ = 0; i_ < (C); i_++) acc_ += (double)(W)[(size_t)r_ * (C) + i_] * in_q[i_]; \
+            (out)[r_] = acc_;                                                              \
+        }                                                                                  \
+    } while (0)
+            for (uint32_t l = 0; l < m.hp.n_layers; l++) {
+                const tlm_layer_params *w = &p.layers[l];
+                double ss = 0;
+                for (uint32_t i = 0; i < D; i++) ss += x[i] * x[i];
+                double inv = 1.0 / sqrt(ss / D + m.hp.norm_eps);
+                for (uint32_t i = 0; i < D; i++) xb[i] = x[i] * inv * w->attn_norm[i];
+                double *kr = kc + ((size_t)l * T + pos) * KV, *vr = vc + ((size_t)l * T + pos) * KV;
+                QMV(q, xb, w->wq, D, D, 1);
+                QMV(kr, xb, w->wk, KV, D, 1);
+                QMV(vr, xb, w->wv, KV, D, 1);
+                for (uint32_t i = 0; i < D; i += 2) {
+                    double f = 1.0 / pow(m.hp.rope_theta, (double)(i % hs) / hs), a = pos * f;
+                    double c0 = cos(a), s0 = sin(a), q0 = q[i], q1 = q[i + 1];
+                    q[i] = q0 * c0 - q1 * s0;
+                    q[i + 1] = q0 * s0 + q1 * c0;
+                    if (i < KV) {
+                        double k0 = kr[i], k1 = kr[i + 1];
+                        kr[i] = k0 * c0 - k1 * s0;
+                        kr[i + 1] = k0 * s0 + k1 * c0;
+                    }
+                }
+                const uint32_t grp = m.hp.n_heads / m.hp.n_kv_heads;
+                for (uint32_t h = 0; h < m.hp.n_heads; h++) {
+                    double sc[32], mx = -1e300, sum = 0;
+                    for (uint32_t t2 = 0; t2 <= pos; t2++) {
+                        double d = 0;
+                        for (uint32_t i = 0; i < hs; i++) d += q[h * hs + i] * kc[((size_t)l * T + t2) * KV + (h / grp) * hs + i];
+                        sc[t2] = d / sqrt((double)hs);
+                        mx = sc[t2] > mx ? sc[t2] : mx;
+                    }
+                    for (uint32_t t2 = 0; t2 <= pos; t2++) sum += sc[t2] = exp(sc[t2] - mx);
+                    for (uint32_t i = 0; i < hs; i++) {
+                        double o = 0;
+                        for (uint32_t t2 = 0; t2 <= pos; t2++) o += sc[t2] / sum * vc[((size_t)l * T + t2) * KV + (h / grp) * hs + i];
+                        att[h * hs + i] = o;
+                    }
+                }
+                double tmp[64];
+                QMV(tmp, att, w->wo, D, D, 1);
+                for (uint32_t i = 0; i < D; i++) x[i] += tmp[i];
+                ss = 0;
+                for (uint32_t i = 0; i < D; i++) ss += x[i] * x[i];
+                inv = 1.0 / sqrt(ss / D + m.hp.norm_eps);
+                for (uint32_t i = 0; i < D; i++) xb[i] = x[i] * inv * w->ffn_norm[i];
+                QMV(hb, xb, w->w1, H, D, 1);
+                QMV(hb2, xb, w->w3, H, D, 1);
+                for (uint32_t i = 0; i < H; i++) hb[i] = hb[i] / (1.0 + exp(-hb[i])) * hb2[i];
+                QMV(tmp, hb, w->w2, D, H, 1);
+                for (uint32_t i = 0; i < D; i++) x[i] += tmp[i];
+            }
+            double ss = 0;
+            for (uint32_t i = 0; i < D; i++) ss += x[i] * x[i];
+            double inv = 1.0 / sqrt(ss / D + m.hp.norm_eps);
+            for (uint32_t i = 0; i < D; i++) xb[i] = x[i] * inv * p.final_norm[i];
+            QMV(logits, xb, p.classifier, V, D, c.embed != TLM_WTYPE_F32);
+            double worst = 0, mag = 0;
+            for (uint32_t i = 0; i < V; i++) {
+                worst = fmax(worst, fabs(logits[i] - lg[i]));
+                mag = fmax(mag, fabs(logits[i]));
+            }
+            /* int8 rounding can flip when float and double land on either
+             * side of a half step; such flips are rare and small */
+            assert_true(worst <= 2e-3 * (mag + 1e-3));
+        }
+#undef QMV
+        free(kc);
+        free(vc);
+        free(arena);
+        tlm_params_free(&p);
+        free(img);
+    }
+}
+
+/* stories260K quantized: the integer decoder (token by token) scores the
+ * dev stories like the sequence path, and like dequantize-then-fp32
+ * within the effect of int8 activations. */
+static void test_eval_quantized_stories(void **state)
+{
+    (void)state;
+    uint8_t *fp;
+    size_t fb;
+    tu_import_stories260k(&fp, &fb);
+    tlm_model m;
+    assert_int_equal(tlm_model_open(&m, fp, fb, NULL), TLM_OK);
+    tlm_params p;
+    tlm_vocab v;
+    assert_int_equal(tlm_params_from_model(&p, &m, NULL), TLM_OK);
+    assert_int_equal(tlm_vocab_from_model(&m, &v, NULL), TLM_OK);
+    tlm_quant_cfg c;
+    tlm_quant_defaults(&c);
+    c.embed = TLM_WTYPE_I8;
+    c.pack = TLM_WTYPE_T2;
+    uint8_t *img;
+    size_t bytes;
+    assert_int_equal(tlm_quant_image(&p, &c, &v, m.bos_id, m.eos_id, &img, &bytes, NULL), TLM_OK);
+    tlm_model qm;
+    assert_int_equal(tlm_model_open(&qm, img, bytes, NULL), TLM_OK);
+    uint8_t *text;
+    size_t len;
+    assert_int_equal(tlm_read_file(tu_data("tinystories/dev.txt"), &text, &len, NULL), TLM_OK);
+    size_t cut = len < 40000 ? len : 40000; /* ~50 stories */
+    tlm_eval_opts seq = {.threads = 2}, tbt = {.threads = 2, .token_by_token = 1}, flt = {.threads = 2, .float_acts = 1};
+    tlm_eval_result rs, rt, rf;
+    assert_int_equal(tlm_eval_text(&qm, (const char *)text, cut, &seq, &rs, NULL), TLM_OK);
+    assert_int_equal(tlm_eval_text(&qm, (const char *)text, cut, &tbt, &rt, NULL), TLM_OK);
+    assert_int_equal(tlm_eval_text(&qm, (const char *)text, cut, &flt, &rf, NULL), TLM_OK);
+    print_message("quantized stories260K: seq %.5f, integer %.5f, dequantized fp32 %.5f\n", rs.loss, rt.loss, rf.loss);
+    assert_int_equal(rs.tokens, rt.tokens);
+    assert_true(fabs(rs.loss - rt.loss) <= 1e-3 * rs.loss);
+    assert_true(fabs(rs.top1 - rt.top1) <= 2e-3);
+    assert_true(fabs(rf.loss - rt.loss) <= 0.05 * rf.loss);
+    free(text);
+    free(img);
+    tlm_params_free(&p);
+    tlm_vocab_free(&v);
+    free(fp);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_row_bytes),
+        cmocka_unit_test(test_pack_roundtrip),
+        cmocka_unit_test(test_kernels),
+        cmocka_unit_test(test_act_quant),
+        cmocka_unit_test(test_quantizers),
+        cmocka_unit_test(test_corrupt_packed),
+        cmocka_unit_test(test_runtime_quantized),
+        cmocka_unit_test(test_eval_quantized_stories),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
