@@ -232,6 +232,49 @@ static void test_xent(void **state)
     free(k.L); free(k.tmp); free(g);
 }
 
+/* ---- distillation: (1 - a) CE + a KL(teacher || softmax) ---- */
+typedef struct { float *L; const float *P; const uint32_t *tgt; uint32_t T, V; double a; } kd_ctx;
+static double kd_loss(void *c)
+{
+    kd_ctx *k = c;
+    double J = 0;
+    for (uint32_t t = 0; t < k->T; t++) {
+        const float *l = k->L + (size_t)t * k->V, *p = k->P + (size_t)t * k->V;
+        double mx = l[0], s = 0;
+        for (uint32_t i = 1; i < k->V; i++) mx = fmax(mx, l[i]);
+        for (uint32_t i = 0; i < k->V; i++) s += exp(l[i] - mx);
+        const double lse = mx + log(s);
+        J += (1 - k->a) * (lse - l[k->tgt[t]]);
+        for (uint32_t i = 0; i < k->V; i++) J += k->a * p[i] * (log(p[i]) - (l[i] - lse));
+    }
+    return J;
+}
+static void test_distill(void **state)
+{
+    (void)state;
+    static const uint32_t tgt[3] = {1, 7, 7};
+    float *P = randv(30, 1);
+    for (int t = 0; t < 3; t++) {
+        double s = 0;
+        for (int i = 0; i < 10; i++) s += P[t * 10 + i] = (float)exp(2 * P[t * 10 + i]);
+        for (int i = 0; i < 10; i++) P[t * 10 + i] = (float)(P[t * 10 + i] / s);
+    }
+    kd_ctx k = {.P = P, .tgt = tgt, .T = 3, .V = 10, .a = 0.3};
+    k.L = randv(30, 3);
+    float *g = malloc(30 * sizeof(float));
+    memcpy(g, k.L, 30 * sizeof(float));
+    const double ce = tlm_xent_distill_fwd_bwd(g, tgt, P, 0.3f, 3, 10, 1.0f);
+    double want = 0;
+    for (int t = 0; t < 3; t++) {
+        double s = 0;
+        for (int i = 0; i < 10; i++) s += exp(k.L[t * 10 + i]);
+        want += log(s) - k.L[t * 10 + tgt[t]];
+    }
+    assert_true(fabs(ce - want) < 1e-5 * want); /* the reported loss is the cross-entropy */
+    check("distillation dlogits", kd_loss, &k, k.L, g, 30, 0, 1e-2f, 2e-3, 1e-2);
+    free(k.L); free(P); free(g);
+}
+
 /* ---- whole model ---- */
 typedef struct { tlm_params *p; tlm_train_ws *ws; const uint32_t *in, *tgt; uint32_t T; } model_ctx;
 static double model_loss(void *c)
@@ -290,7 +333,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear),    cmocka_unit_test(test_rmsnorm), cmocka_unit_test(test_rope),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_embed),
-        cmocka_unit_test(test_xent),      cmocka_unit_test(test_whole_model),
+        cmocka_unit_test(test_xent),      cmocka_unit_test(test_distill),      cmocka_unit_test(test_whole_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

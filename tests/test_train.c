@@ -18,6 +18,9 @@
 #include <cmocka.h>
 
 #include "../src/host/bpe_train.h"
+#include "../src/host/eval.h"
+#include "../src/host/model_file.h"
+#include "../src/host/quant.h"
 #include "../src/host/fileio.h"
 #include "../src/host/llama2c.h"
 #include "../src/host/stories.h"
@@ -150,6 +153,99 @@ static void test_deterministic_and_resume(void **state)
     assert_true(ne != na || memcmp(ma, me, na) != 0);
     free(ma); free(mb); free(mc); free(me);
     free((char *)a.out); free((char *)b.out); free((char *)c.out); free((char *)e.out);
+}
+
+/* Quantization-aware training: the ternary model learns the tiny corpus
+ * far beyond what post-training quantization of the fp32 model keeps, the
+ * output holds ternary types, and an interrupted QAT run with distillation
+ * resumes to the bit-identical model. */
+static void test_qat(void **state)
+{
+    (void)state;
+    tlm_train_opts f = tiny_opts(strdup(tu_tmp("qfp.tlm")));
+    f.steps = 300;
+    f.weight_decay = 0.0f;
+    tlm_train_report r;
+    assert_int_equal(tlm_train(&f, &r, NULL), TLM_OK);
+
+    tlm_quant_cfg q;
+    tlm_quant_defaults(&q);
+    tlm_train_opts a = tiny_opts(strdup(tu_tmp("qa.tlm")));
+    a.tokenizer = NULL;
+    a.init = f.out;
+    a.qat = &q;
+    a.steps = 200;
+    a.weight_decay = 0.0f;
+    a.val = corpus_path;
+    a.eval_every = 200;
+    assert_int_equal(tlm_train(&a, &r, NULL), TLM_OK);
+    const double qat_loss = r.val_loss;
+    /* PTQ of the fp32 model, same quantizer */
+    tlm_model_file mf;
+    assert_int_equal(tlm_model_file_open(&mf, f.out, NULL), TLM_OK);
+    tlm_params p;
+    tlm_vocab v;
+    assert_int_equal(tlm_params_from_model(&p, &mf.model, NULL), TLM_OK);
+    assert_int_equal(tlm_vocab_from_model(&mf.model, &v, NULL), TLM_OK);
+    uint8_t *img;
+    size_t bytes;
+    assert_int_equal(tlm_quant_image(&p, &q, &v, mf.model.bos_id, mf.model.eos_id, &img, &bytes, NULL), TLM_OK);
+    tlm_model pm;
+    assert_int_equal(tlm_model_open(&pm, img, bytes, NULL), TLM_OK);
+    tlm_eval_opts eo = {.threads = 2};
+    tlm_eval_result er;
+    assert_int_equal(tlm_eval_text(&pm, corpus_text, strlen(corpus_text), &eo, &er, NULL), TLM_OK);
+    print_message("tiny corpus: QAT loss %.4f, PTQ loss %.4f\n", qat_loss, er.loss);
+    assert_true(qat_loss < 0.5 * er.loss);
+    assert_true(qat_loss < 1.0);
+    free(img);
+    tlm_params_free(&p);
+    tlm_vocab_free(&v);
+    tlm_model_file_close(&mf);
+    tlm_model_file qf;
+    assert_int_equal(tlm_model_file_open(&qf, a.out, NULL), TLM_OK);
+    tlm_tensor t;
+    assert_int_equal(tlm_model_tensor(&qf.model, TLM_ROLE_W2, 1, &t), 0);
+    assert_true(t.wtype == TLM_WTYPE_T3 || t.wtype == TLM_WTYPE_TS);
+    tlm_model_file_close(&qf);
+
+    /* distilled QAT: uninterrupted vs interrupted at 9 and resumed */
+    tlm_train_opts b = a, c = a;
+    b.out = strdup(tu_tmp("qb.tlm"));
+    c.out = strdup(tu_tmp("qc.tlm"));
+    b.steps = c.steps = 25;
+    b.val = c.val = NULL;
+    b.eval_every = c.eval_every = 0;
+    b.teacher = c.teacher = f.out;
+    b.distill = c.distill = 0.5f;
+    q.sparsity = 0.6f;
+    q.pack = TLM_WTYPE_TS;
+    assert_int_equal(tlm_train(&b, &r, NULL), TLM_OK);
+    c.stop_after = 9;
+    assert_int_equal(tlm_train(&c, &r, NULL), TLM_OK);
+    tlm_train_opts d = tiny_opts(c.out);
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s.ckpt", c.out);
+    d.resume = ck;
+    d.tokenizer = NULL;
+    d.teacher = f.out; /* the checkpoint knows it is a distilled QAT run, not the teacher's path */
+    tlm_quant_cfg other;
+    tlm_quant_defaults(&other);
+    d.qat = &other; /* ignored on resume: the checkpoint's settings win */
+    assert_int_equal(tlm_train(&d, &r, NULL), TLM_OK);
+    assert_int_equal(r.steps, 25);
+    size_t nb, nc;
+    uint8_t *mb = slurp(b.out, &nb), *mc = slurp(c.out, &nc);
+    assert_int_equal(nb, nc);
+    assert_memory_equal(mb, mc, nb);
+    /* resuming a distilled run without its teacher is refused */
+    d.teacher = NULL;
+    tlm_error err;
+    assert_int_equal(tlm_train(&d, &r, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "--teacher"));
+    free(mb);
+    free(mc);
+    free((char *)f.out); free((char *)a.out); free((char *)b.out); free((char *)c.out);
 }
 
 static void test_killed_checkpoint_write(void **state)
@@ -363,6 +459,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_overfits_tiny_corpus),  cmocka_unit_test(test_deterministic_and_resume),
+        cmocka_unit_test(test_qat),
         cmocka_unit_test(test_killed_checkpoint_write), cmocka_unit_test(test_damaged_checkpoint),
         cmocka_unit_test(test_cli_train_and_export), cmocka_unit_test(test_cli_bad_arguments),
         cmocka_unit_test(test_tokenizer_training),

@@ -9,6 +9,7 @@
 #include "tritlm/status.h"
 
 struct tlm_train_opts;
+struct tlm_quant_cfg;
 
 /* Exit codes: 0 ok, 1 failure while working, 2 bad usage. */
 #define TLM_EXIT_FAIL 1
@@ -43,5 +44,13 @@ int cli_parse_float(const char *s, float lo, float hi, float *out);
 
 /* Reports an unknown option or a missing argument in getopt's style. */
 int cli_bad_option(const char *cmd, char **argv, int optopt_char);
+
+/* The quantizer options (--method, --sparsity, --scale, --group, --pack,
+ * --embed, --threshold) of 'quantize' and 'train --qat', alike. */
+extern const struct option cli_quant_options[];
+#define CLI_QUANT_OPTION_COUNT 8
+int cli_quant_option(const char *cmd, int c, const char *arg, struct tlm_quant_cfg *q, int *scale_given);
+/* Settles --group against --scale; returns TLM_EXIT_USAGE after reporting. */
+int cli_quant_finish(const char *cmd, struct tlm_quant_cfg *q, int scale_given);
 
 #endif

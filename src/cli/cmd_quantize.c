@@ -33,7 +33,8 @@ static const char help[] =
     "      --scale K          tensor, row (default) or group\n"
     "      --group G          weights per scale group (implies --scale group)\n"
     "      --pack P           t2 (2 bits), t3 (5 per byte, 1.6 bits), ts (bitmap + signs), or auto:\n"
-    "                         the smaller of t3 and ts for each tensor (default)\n"
+    "                         the smaller of t3 and ts for each tensor (default); int8 makes the\n"
+    "                         matrices int8 per row instead of ternary\n"
     "      --embed E          embedding and classifier: int8 (default), ternary or fp32\n"
     "quantization-aware training (the options of 'tritlm train' apply: --val, --lr, --batch,\n"
     "--ctx, --seed, --threads, --warmup, --eval-every, --ckpt-every, --resume CKPT, ...):\n"
@@ -59,20 +60,79 @@ static int parse_wtype(const char *s, uint16_t *out, int embed)
     return 1;
 }
 
+const struct option cli_quant_options[] = {
+    {"method", required_argument, 0, Q_METHOD}, {"threshold", required_argument, 0, Q_THRESH},
+    {"sparsity", required_argument, 0, Q_SPARSITY}, {"scale", required_argument, 0, Q_SCALE},
+    {"group", required_argument, 0, Q_GROUP}, {"pack", required_argument, 0, Q_PACK},
+    {"embed", required_argument, 0, Q_EMBED}, {0, 0, 0, 0}};
+
+_Static_assert(sizeof cli_quant_options / sizeof cli_quant_options[0] == CLI_QUANT_OPTION_COUNT,
+               "cli.h's option count is stale");
+
+int cli_quant_option(const char *cmd, int c, const char *arg, tlm_quant_cfg *q, int *scale_given)
+{
+    switch (c) {
+    case Q_METHOD:
+        if (!strcmp(arg, "absmean")) q->method = TLM_QM_ABSMEAN;
+        else if (!strcmp(arg, "threshold")) q->method = TLM_QM_THRESHOLD;
+        else return cli_usage_error(cmd, "--method expects absmean or threshold, got '%s'", arg);
+        break;
+    case Q_THRESH:
+        if (!cli_parse_float(arg, 0.01f, 9.99f, &q->threshold))
+            return cli_usage_error(cmd, "--threshold expects a number in [0.01, 9.99], got '%s'", arg);
+        break;
+    case Q_SPARSITY:
+        if (!cli_parse_float(arg, 0.0f, 0.999f, &q->sparsity))
+            return cli_usage_error(cmd, "--sparsity expects a fraction in [0, 0.999], got '%s'", arg);
+        break;
+    case Q_SCALE:
+        *scale_given = 1;
+        if (!strcmp(arg, "tensor")) q->scale_kind = TLM_SCALE_TENSOR;
+        else if (!strcmp(arg, "row")) q->scale_kind = TLM_SCALE_ROW;
+        else if (!strcmp(arg, "group")) q->scale_kind = TLM_SCALE_GROUP;
+        else return cli_usage_error(cmd, "--scale expects tensor, row or group, got '%s'", arg);
+        break;
+    case Q_GROUP:
+        if (!cli_parse_u32(arg, 1, 1u << 20, &q->group))
+            return cli_usage_error(cmd, "--group expects a positive integer, got '%s'", arg);
+        break;
+    case Q_PACK:
+        if (!strcmp(arg, "i8") || !strcmp(arg, "int8")) q->pack = TLM_WTYPE_I8;
+        else if (!parse_wtype(arg, &q->pack, 0))
+            return cli_usage_error(cmd, "--pack expects t2, t3, ts, auto or int8, got '%s'", arg);
+        break;
+    case Q_EMBED:
+        if (!parse_wtype(arg, &q->embed, 1) || q->embed == TLM_WTYPE_T2 || q->embed == TLM_WTYPE_T3 ||
+            q->embed == TLM_WTYPE_TS)
+            return cli_usage_error(cmd, "--embed expects ternary, int8 or fp32, got '%s'", arg);
+        break;
+    default: return -1;
+    }
+    return 0;
+}
+
+int cli_quant_finish(const char *cmd, tlm_quant_cfg *q, int scale_given)
+{
+    if (q->group) {
+        if (scale_given && q->scale_kind != TLM_SCALE_GROUP) return cli_usage_error(cmd, "--group goes with --scale group");
+        q->scale_kind = TLM_SCALE_GROUP;
+    } else if (q->scale_kind == TLM_SCALE_GROUP) {
+        return cli_usage_error(cmd, "--scale group needs --group G");
+    }
+    return 0;
+}
+
 int cmd_quantize(int argc, char **argv)
 {
     static const struct option own[] = {
-        {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
-        {"method", required_argument, 0, Q_METHOD}, {"threshold", required_argument, 0, Q_THRESH},
-        {"sparsity", required_argument, 0, Q_SPARSITY}, {"scale", required_argument, 0, Q_SCALE},
-        {"group", required_argument, 0, Q_GROUP}, {"pack", required_argument, 0, Q_PACK},
-        {"embed", required_argument, 0, Q_EMBED}, {"qat", no_argument, 0, Q_QAT},
+        {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'}, {"qat", no_argument, 0, Q_QAT},
         {"distill", no_argument, 0, Q_DISTILL}, {"distill-weight", required_argument, 0, Q_DWEIGHT},
         {"json", no_argument, 0, Q_JSON}, {"help", no_argument, 0, 'h'}};
-    struct option opts[sizeof own / sizeof own[0] + CLI_TRAIN_LOOP_OPTION_COUNT];
+    enum { N_OWN = sizeof own / sizeof own[0], N_Q = CLI_QUANT_OPTION_COUNT - 1 };
+    struct option opts[N_OWN + N_Q + CLI_TRAIN_LOOP_OPTION_COUNT];
     memcpy(opts, own, sizeof own);
-    memcpy(opts + sizeof own / sizeof own[0], cli_train_loop_options,
-           CLI_TRAIN_LOOP_OPTION_COUNT * sizeof cli_train_loop_options[0]);
+    memcpy(opts + N_OWN, cli_quant_options, N_Q * sizeof cli_quant_options[0]);
+    memcpy(opts + N_OWN + N_Q, cli_train_loop_options, CLI_TRAIN_LOOP_OPTION_COUNT * sizeof cli_train_loop_options[0]);
 
     tlm_quant_cfg q;
     tlm_quant_defaults(&q);
@@ -89,39 +149,6 @@ int cmd_quantize(int argc, char **argv)
         switch (c) {
         case 'm': model = optarg; break;
         case 'o': out = optarg; break;
-        case Q_METHOD:
-            if (!strcmp(optarg, "absmean")) q.method = TLM_QM_ABSMEAN;
-            else if (!strcmp(optarg, "threshold")) q.method = TLM_QM_THRESHOLD;
-            else return cli_usage_error("quantize", "--method expects absmean or threshold, got '%s'", optarg);
-            break;
-        case Q_THRESH:
-            if (!cli_parse_float(optarg, 0.01f, 9.99f, &q.threshold))
-                return cli_usage_error("quantize", "--threshold expects a number in [0.01, 9.99], got '%s'", optarg);
-            break;
-        case Q_SPARSITY:
-            if (!cli_parse_float(optarg, 0.0f, 0.999f, &q.sparsity))
-                return cli_usage_error("quantize", "--sparsity expects a fraction in [0, 0.999], got '%s'", optarg);
-            break;
-        case Q_SCALE:
-            scale_given = 1;
-            if (!strcmp(optarg, "tensor")) q.scale_kind = TLM_SCALE_TENSOR;
-            else if (!strcmp(optarg, "row")) q.scale_kind = TLM_SCALE_ROW;
-            else if (!strcmp(optarg, "group")) q.scale_kind = TLM_SCALE_GROUP;
-            else return cli_usage_error("quantize", "--scale expects tensor, row or group, got '%s'", optarg);
-            break;
-        case Q_GROUP:
-            if (!cli_parse_u32(optarg, 1, 1u << 20, &q.group))
-                return cli_usage_error("quantize", "--group expects a positive integer, got '%s'", optarg);
-            break;
-        case Q_PACK:
-            if (!parse_wtype(optarg, &q.pack, 0))
-                return cli_usage_error("quantize", "--pack expects t2, t3, ts or auto, got '%s'", optarg);
-            break;
-        case Q_EMBED:
-            if (!parse_wtype(optarg, &q.embed, 1) || q.embed == TLM_WTYPE_T2 || q.embed == TLM_WTYPE_T3 ||
-                q.embed == TLM_WTYPE_TS)
-                return cli_usage_error("quantize", "--embed expects ternary, int8 or fp32, got '%s'", optarg);
-            break;
         case Q_QAT: qat = 1; break;
         case Q_DISTILL: distill = 1; break;
         case Q_DWEIGHT:
@@ -131,7 +158,8 @@ int cmd_quantize(int argc, char **argv)
         case Q_JSON: json = 1; break;
         case 'h': fputs(help, stdout); return 0;
         default: {
-            int r = cli_train_loop_option("quantize", c, optarg, &o);
+            int r = cli_quant_option("quantize", c, optarg, &q, &scale_given);
+            if (r < 0) r = cli_train_loop_option("quantize", c, optarg, &o);
             if (r > 0) return r;
             if (r < 0) return cli_bad_option("quantize", argv, c);
         }
@@ -140,13 +168,7 @@ int cmd_quantize(int argc, char **argv)
     if (optind != argc) return cli_usage_error("quantize", "unexpected argument '%s'", argv[optind]);
     if (!model) return cli_usage_error("quantize", "missing -m MODEL.tlm");
     if (!out) return cli_usage_error("quantize", "missing -o OUT.tlm");
-    if (q.group) {
-        if (scale_given && q.scale_kind != TLM_SCALE_GROUP)
-            return cli_usage_error("quantize", "--group goes with --scale group");
-        q.scale_kind = TLM_SCALE_GROUP;
-    } else if (q.scale_kind == TLM_SCALE_GROUP) {
-        return cli_usage_error("quantize", "--scale group needs --group G");
-    }
+    if (cli_quant_finish("quantize", &q, scale_given)) return TLM_EXIT_USAGE;
     if (!qat && (o.data || o.val || o.steps || o.minutes > 0 || o.resume || distill))
         return cli_usage_error("quantize", "--data, --steps, --minutes, --resume and --distill belong to --qat");
     if (qat) {

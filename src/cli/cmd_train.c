@@ -44,12 +44,17 @@ static const char help[] =
     "      --eval-every N     validation every N steps (default 200)\n"
     "      --ckpt-every N     checkpoint every N steps (default 200)\n"
     "  -o, --output FILE      trained model image\n"
+    "quantization-aware training (see 'tritlm quantize --help' for the quantizer options):\n"
+    "      --qat              ternary forward pass, straight-through gradients; -o gets the\n"
+    "                         quantized model, the checkpoint keeps the latent fp32 weights\n"
+    "      --teacher FILE     distill from this model's logits (same vocabulary; --qat or not)\n"
+    "      --distill-weight A weight of KL(teacher || model) in (0, 1] (default 0.5)\n"
     "      --json             print a JSON summary on stdout\n"
     "  -h, --help             this text\n";
 
 enum { O_DATA = 256, O_VAL, O_TOK, O_INIT, O_RESUME, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV, O_SEP, O_CTX,
        O_BATCH, O_STEPS, O_MIN, O_LR, O_MINLR, O_WARM, O_WD, O_CLIP, O_SEED, O_THREADS, O_EVAL, O_CKPT, O_JSON,
-       O_STOP, O_TRAIN_END };
+       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT };
 
 /* Options of the training loop, shared with 'tritlm quantize --qat'. */
 const struct option cli_train_loop_options[] = {
@@ -113,13 +118,20 @@ int cmd_train(int argc, char **argv)
         {"dim", required_argument, 0, O_DIM}, {"hidden", required_argument, 0, O_HIDDEN},
         {"layers", required_argument, 0, O_LAYERS}, {"heads", required_argument, 0, O_HEADS},
         {"kv-heads", required_argument, 0, O_KV}, {"separate-classifier", no_argument, 0, O_SEP},
+        {"qat", no_argument, 0, O_QAT}, {"teacher", required_argument, 0, O_TEACHER},
+        {"distill-weight", required_argument, 0, O_DWEIGHT},
         {"output", required_argument, 0, 'o'}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}};
-    struct option opts[sizeof own / sizeof own[0] + sizeof cli_train_loop_options / sizeof cli_train_loop_options[0]];
+    enum { N_OWN = sizeof own / sizeof own[0], N_Q = CLI_QUANT_OPTION_COUNT - 1 };
+    struct option opts[N_OWN + N_Q + CLI_TRAIN_LOOP_OPTION_COUNT];
     memcpy(opts, own, sizeof own);
-    memcpy(opts + sizeof own / sizeof own[0], cli_train_loop_options, sizeof cli_train_loop_options);
+    memcpy(opts + N_OWN, cli_quant_options, N_Q * sizeof cli_quant_options[0]);
+    memcpy(opts + N_OWN + N_Q, cli_train_loop_options, sizeof cli_train_loop_options);
     tlm_train_opts o;
     tlm_train_defaults(&o);
-    int json = 0, dims_given = 0, c;
+    tlm_quant_cfg q;
+    tlm_quant_defaults(&q);
+    int json = 0, dims_given = 0, c, qat = 0, quant_given = 0, scale_given = 0;
+    float dweight = 0.5f;
     uint32_t u;
     optind = 1;
     opterr = 0;
@@ -142,10 +154,18 @@ int cmd_train(int argc, char **argv)
         case O_KV: U32("--kv-heads", 1, 65536, o.hp.n_kv_heads); break;
         case O_SEP: o.hp.shared_classifier = 0; dims_given = 1; break;
         case O_JSON: json = 1; break;
+        case O_QAT: qat = 1; break;
+        case O_TEACHER: o.teacher = optarg; break;
+        case O_DWEIGHT:
+            if (!cli_parse_float(optarg, 0.001f, 1.0f, &dweight))
+                return cli_usage_error("train", "--distill-weight expects a number in (0, 1], got '%s'", optarg);
+            break;
         case 'o': o.out = optarg; break;
         case 'h': fputs(help, stdout); return 0;
         default: {
-            int r = cli_train_loop_option("train", c, optarg, &o);
+            int r = cli_quant_option("train", c, optarg, &q, &scale_given);
+            if (r == 0) quant_given = 1;
+            if (r < 0) r = cli_train_loop_option("train", c, optarg, &o);
             if (r > 0) return r;
             if (r < 0) return cli_bad_option("train", argv, c);
         }
@@ -166,6 +186,10 @@ int cmd_train(int argc, char **argv)
     if (o.hp.n_kv_heads > o.hp.n_heads || o.hp.n_heads % o.hp.n_kv_heads)
         return cli_usage_error("train", "--kv-heads %u must divide --heads %u", o.hp.n_kv_heads, o.hp.n_heads);
     if ((o.hp.dim / o.hp.n_heads) % 2u) return cli_usage_error("train", "head size --dim/--heads must be even");
+    if (quant_given && !qat) return cli_usage_error("train", "quantizer options (--method, --pack, ...) go with --qat");
+    if (cli_quant_finish("train", &q, scale_given)) return TLM_EXIT_USAGE;
+    if (qat) o.qat = &q;
+    if (o.teacher) o.distill = dweight;
     o.progress = isatty(2);
 
     tlm_train_report r;

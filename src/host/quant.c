@@ -36,7 +36,8 @@ tlm_status tlm_quant_check(const tlm_quant_cfg *c, const tlm_hparams *hp, tlm_er
             return tlm_fail(err, TLM_ERR_ARG, "group size %u is wider than the model's rows (dim %u, hidden %u)", c->group,
                             hp->dim, hp->hidden_dim);
     }
-    if (c->pack != TLM_PACK_AUTO && !is_ternary(c->pack)) return tlm_fail(err, TLM_ERR_ARG, "packing must be t2, t3, ts or auto");
+    if (c->pack != TLM_PACK_AUTO && c->pack != TLM_WTYPE_I8 && !is_ternary(c->pack))
+        return tlm_fail(err, TLM_ERR_ARG, "packing must be t2, t3, ts, auto or i8");
     if (c->embed != TLM_WTYPE_F32 && c->embed != TLM_WTYPE_I8 && c->embed != TLM_PACK_AUTO && !is_ternary(c->embed))
         return tlm_fail(err, TLM_ERR_ARG, "embedding type must be fp32, int8 or ternary");
     return TLM_OK;
@@ -220,7 +221,8 @@ void tlm_quant_fake(const tlm_params *src, tlm_params *dst, const tlm_quant_cfg 
         const size_t count = (size_t)s.rows * s.cols;
         if (!tlm_quant_role_is_quantized(c, s.role)) {
             memcpy(d.data, s.data, count * sizeof(float));
-        } else if ((s.role == TLM_ROLE_TOK_EMBED || s.role == TLM_ROLE_CLASSIFIER) && c->embed == TLM_WTYPE_I8) {
+        } else if ((s.role == TLM_ROLE_TOK_EMBED || s.role == TLM_ROLE_CLASSIFIER) ? c->embed == TLM_WTYPE_I8
+                                                                                       : c->pack == TLM_WTYPE_I8) {
             tlm_int8_rows(s.data, s.rows, s.cols, NULL, NULL, d.data);
         } else {
             tlm_ternarize(s.data, s.rows, s.cols, c, NULL, NULL, d.data);
@@ -292,7 +294,7 @@ tlm_status tlm_quant_image(const tlm_params *src, const tlm_quant_cfg *c, const 
         if (!tlm_quant_role_is_quantized(c, s.role)) continue;
         const size_t count = (size_t)s.rows * s.cols;
         const int embed_role = s.role == TLM_ROLE_TOK_EMBED || s.role == TLM_ROLE_CLASSIFIER;
-        if (embed_role && c->embed == TLM_WTYPE_I8) {
+        if (embed_role ? c->embed == TLM_WTYPE_I8 : c->pack == TLM_WTYPE_I8) {
             int8_t *q = malloc(count);
             float *sc = malloc((size_t)s.rows * sizeof *sc);
             owned[2 * i] = q;

@@ -23,7 +23,7 @@ typedef struct tlm_quant_cfg {
     float threshold;      /* threshold method: zero when |w| <= threshold * mean|w| (default 0.7) */
     uint16_t scale_kind;  /* TLM_SCALE_TENSOR, _ROW or _GROUP for ternary tensors */
     uint32_t group;       /* weights per scale group (TLM_SCALE_GROUP) */
-    uint16_t pack;        /* TLM_WTYPE_T2, _T3, _TS or TLM_PACK_AUTO */
+    uint16_t pack;        /* TLM_WTYPE_T2, _T3, _TS, TLM_PACK_AUTO, or TLM_WTYPE_I8 (int8 per row, not ternary) */
     uint16_t embed;       /* embedding and classifier: TLM_WTYPE_F32, _I8, a ternary type, or TLM_PACK_AUTO */
 } tlm_quant_cfg;
 

@@ -290,8 +290,8 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (st) goto out;
         meta.qat = 1;
         meta.qcfg = *o->qat;
-        meta.distill = o->teacher ? o->distill : 0.0f;
     }
+    if (!resume) meta.distill = o->teacher ? o->distill : 0.0f;
     s.qat = meta.qat != 0;
     s.qcfg = meta.qcfg;
     s.alpha = meta.distill;
