@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "ternary_lut.h"
 
 /* ---- activations ---- */
 
@@ -80,8 +81,15 @@ static int32_t dot_t2(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor 
 {
     (void)w;
     (void)cursor;
+    const int8_t *x = a->q;
     int32_t acc = 0;
-    for (uint32_t c = c0; c < c1; c++) acc += t2_at(row, c) * a->q[c];
+    uint32_t c = c0;
+    for (; c < c1 && (c & 3u); c++) acc += t2_at(row, c) * x[c];
+    for (; c + 4u <= c1; c += 4u) { /* whole bytes through the table */
+        const int8_t *d = tlm_t2_lut[row[c >> 2]];
+        acc += d[0] * x[c] + d[1] * x[c + 1] + d[2] * x[c + 2] + d[3] * x[c + 3];
+    }
+    for (; c < c1; c++) acc += t2_at(row, c) * x[c];
     return acc;
 }
 
@@ -90,8 +98,15 @@ static int32_t dot_t3(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor 
 {
     (void)w;
     (void)cursor;
+    const int8_t *x = a->q;
     int32_t acc = 0;
-    for (uint32_t c = c0; c < c1; c++) acc += t3_at(row, c) * a->q[c];
+    uint32_t c = c0;
+    for (; c < c1 && c % 5u; c++) acc += t3_at(row, c) * x[c];
+    for (; c + 5u <= c1; c += 5u) {
+        const int8_t *d = tlm_t3_lut[row[c / 5u]]; /* validated: < 243 */
+        acc += d[0] * x[c] + d[1] * x[c + 1] + d[2] * x[c + 2] + d[3] * x[c + 3] + d[4] * x[c + 4];
+    }
+    for (; c < c1; c++) acc += t3_at(row, c) * x[c];
     return acc;
 }
 
@@ -101,13 +116,22 @@ static int32_t dot_ts(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor 
                       uint32_t *cursor)
 {
     const uint8_t *signs = row + (w->cols + 7u) / 8u;
-    uint32_t k = *cursor;
+    const int8_t *x = a->q;
+    uint32_t k = *cursor, c = c0;
     int32_t acc = 0;
-    for (uint32_t c = c0; c < c1; c++) {
-        if (!((row[c >> 3] >> (c & 7u)) & 1u)) continue;
-        const int32_t x = a->q[c];
-        acc += ((signs[k >> 3] >> (k & 7u)) & 1u) ? -x : x;
-        k++;
+    while (c < c1) {
+        uint32_t bits = row[c >> 3] >> (c & 7u); /* the rest of this bitmap byte */
+        const uint32_t span = 8u - (c & 7u) < c1 - c ? 8u - (c & 7u) : c1 - c;
+        bits &= (1u << span) - 1u;
+        while (bits) { /* only the nonzeros */
+            uint32_t j = 0;
+            while (!((bits >> j) & 1u)) j++;
+            bits &= bits - 1u;
+            const int32_t v = x[c + j];
+            acc += ((signs[k >> 3] >> (k & 7u)) & 1u) ? -v : v;
+            k++;
+        }
+        c += span;
     }
     *cursor = k;
     return acc;
