@@ -210,7 +210,8 @@ int tu_run(char **out, char **err, const char *fmt, ...)
     char o_path[512], e_path[512];
     snprintf(o_path, sizeof o_path, "%s/run.out", tu_tmpdir());
     snprintf(e_path, sizeof e_path, "%s/run.err", tu_tmpdir());
-    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s' </dev/null", tu_cli(), args, o_path, e_path);
+    /* stdin from /dev/null unless ARGS redirect it (the later redirection wins) */
+    snprintf(cmd, sizeof cmd, "'%s' </dev/null %s >'%s' 2>'%s'", tu_cli(), args, o_path, e_path);
     int st = system(cmd);
     free(last_out);
     free(last_err);

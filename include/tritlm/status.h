@@ -28,6 +28,8 @@ typedef enum tlm_status {
     TLM_ERR_IO,          /* host only: file system error */
     TLM_ERR_NOMEM,       /* host only: allocation failed */
     TLM_ERR_FORMAT,      /* host only: malformed foreign file (llama2.c, text) */
+    TLM_ERR_BUDGET,      /* privatization refused: it would exceed the privacy budget */
+    TLM_ERR_RNG,         /* the random source failed; nothing was released */
     TLM_STATUS_COUNT
 } tlm_status;
 

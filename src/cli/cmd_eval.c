@@ -1,6 +1,7 @@
 /* tritlm eval: story-level next-token evaluation. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -8,10 +9,12 @@
 #include "../host/eval.h"
 #include "../host/fileio.h"
 #include "../host/model_file.h"
+#include "../host/privacy.h"
 #include "cli.h"
 
 static const char help[] =
-    "usage: tritlm eval -m MODEL --text FILE [--ctx N] [--threads N] [--token-by-token] [--json]\n"
+    "usage: tritlm eval -m MODEL --text FILE [--ctx N] [--threads N] [--token-by-token]\n"
+    "                   [--privatize dx|rr --epsilon E [--seed S]] [--json]\n"
     "\n"
     "Splits FILE into stories on <|endoftext|> lines, encodes each with BOS, truncates\n"
     "it to N tokens and scores the prediction of every token after the first. Prints\n"
@@ -23,6 +26,10 @@ static const char help[] =
     "      --threads N      worker threads (default: all cores)\n"
     "      --token-by-token decode one position at a time with the device runtime\n"
     "                       (slower; a cross-check of the sequence path)\n"
+    "      --privatize M    the model reads each story privatized by mechanism M (see\n"
+    "                       'tritlm privatize') and is scored on the original next tokens\n"
+    "      --epsilon E      per token, with --privatize\n"
+    "      --seed S         seeded noise (ChaCha20 per story) for reproducible figures\n"
     "      --json           one JSON object on stdout\n"
     "  -h, --help           this text\n";
 
@@ -32,11 +39,15 @@ int cmd_eval(int argc, char **argv)
         {"model", required_argument, 0, 'm'}, {"text", required_argument, 0, 'x'},
         {"ctx", required_argument, 0, 'c'},   {"threads", required_argument, 0, 'T'},
         {"token-by-token", no_argument, 0, 'k'}, {"json", no_argument, 0, 'j'},
+        {"privatize", required_argument, 0, 'P'}, {"epsilon", required_argument, 0, 'E'},
+        {"seed", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *model_path = NULL, *text_path = NULL;
     tlm_eval_opts eo = {0};
     uint32_t u;
     int json = 0, c;
+    tlm_mech mech = TLM_MECH_NONE;
+    float eps = 0.0f;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
@@ -52,6 +63,17 @@ int cmd_eval(int argc, char **argv)
             break;
         case 'k': eo.token_by_token = 1; break;
         case 'j': json = 1; break;
+        case 'P':
+            mech = tlm_mech_parse(optarg);
+            if (!mech) return cli_usage_error("eval", "--privatize expects dx or rr, got '%s'", optarg);
+            break;
+        case 'E':
+            if (!tlm_epsilon_parse(optarg, &eps)) return cli_usage_error("eval", "--epsilon expects a positive number or inf, got '%s'", optarg);
+            break;
+        case 'S':
+            if (!cli_parse_u64(optarg, &eo.priv_seed)) return cli_usage_error("eval", "--seed expects an integer, got '%s'", optarg);
+            eo.priv_seeded = 1;
+            break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_bad_option("eval", argv, c);
         }
@@ -59,6 +81,7 @@ int cmd_eval(int argc, char **argv)
     if (optind != argc) return cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
     if (!model_path) return cli_usage_error("eval", "missing -m MODEL");
     if (!text_path) return cli_usage_error("eval", "missing --text FILE");
+    if ((mech != TLM_MECH_NONE) != (eps > 0.0f)) return cli_usage_error("eval", "--privatize and --epsilon go together");
     eo.progress = isatty(2);
 
     tlm_model_file mf;
@@ -71,7 +94,13 @@ int cmd_eval(int argc, char **argv)
         return cli_fail("eval", &err);
     }
     tlm_eval_result r;
-    tlm_status st = tlm_eval_text(&mf.model, (const char *)text, len, &eo, &r, &err);
+    tlm_privatizer priv;
+    tlm_status st = TLM_OK;
+    if (mech) {
+        st = tlm_privatizer_init(&priv, &mf.model, mech, eps, &err);
+        eo.priv = &priv;
+    }
+    if (!st) st = tlm_eval_text(&mf.model, (const char *)text, len, &eo, &r, &err);
     free(text);
     tlm_model_file_close(&mf);
     if (st) return cli_fail("eval", &err);
@@ -85,6 +114,13 @@ int cmd_eval(int argc, char **argv)
         cJSON_AddNumberToObject(o, "truncated", (double)r.truncated);
         cJSON_AddNumberToObject(o, "seconds", r.seconds);
         cJSON_AddNumberToObject(o, "tokens_per_s", r.tokens_per_s);
+        if (mech) {
+            cJSON_AddStringToObject(o, "mechanism", tlm_mech_name(mech));
+            cJSON_AddNumberToObject(o, "epsilon", isinf(eps) ? -1 : eps);
+            cJSON_AddNumberToObject(o, "epsilon_per_token", isinf(priv.epsilon_token) ? -1 : priv.epsilon_token);
+            cJSON_AddNumberToObject(o, "privatized", (double)r.privatized);
+            cJSON_AddNumberToObject(o, "unchanged", (double)r.unchanged);
+        }
         char *s = cJSON_PrintUnformatted(o);
         puts(s);
         free(s);

@@ -7,6 +7,8 @@
 
 #include "../host/model_file.h"
 #include "../host/progress.h"
+#include "../host/csprng.h"
+#include "../host/privacy.h"
 #include "cli.h"
 #include "tritlm/runtime.h"
 #include "tritlm/sampler.h"
@@ -14,6 +16,7 @@
 
 static const char help[] =
     "usage: tritlm generate -m MODEL [-p PROMPT] [-n STEPS] [-t TEMP] [--top-p P] [--seed S]\n"
+    "                       [--privatize dx|rr --epsilon E]\n"
     "\n"
     "Generates text and prints it alone on stdout, followed by one newline; speed goes\n"
     "to stderr. Generation stops after STEPS positions or when the model emits BOS.\n"
@@ -26,6 +29,10 @@ static const char help[] =
     "      --top-p P      nucleus sampling threshold in (0,1]; 1 samples the whole\n"
     "                     distribution (default 0.9)\n"
     "      --seed S       sampler seed (default: time)\n"
+    "      --privatize M  privatize the prompt's tokens with mechanism M before the model\n"
+    "                     sees them (the echoed prompt is the privatized one); noise from\n"
+    "                     the system's CSPRNG\n"
+    "      --epsilon E    per prompt token, with --privatize\n"
     "  -h, --help         this text\n";
 
 /* Writes a decoded piece; lone control bytes other than whitespace are
@@ -42,12 +49,15 @@ int cmd_generate(int argc, char **argv)
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"steps", required_argument, 0, 'n'}, {"temp", required_argument, 0, 't'},
         {"top-p", required_argument, 0, 'P'}, {"seed", required_argument, 0, 'S'},
+        {"privatize", required_argument, 0, 'R'}, {"epsilon", required_argument, 0, 'E'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *model_path = NULL, *prompt = "";
     uint32_t steps = 256;
     float temp = 1.0f, top_p = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
     int c;
+    tlm_mech mech = TLM_MECH_NONE;
+    float eps = 0.0f;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:p:n:t:h", opts, NULL)) != -1) {
@@ -69,12 +79,21 @@ int cmd_generate(int argc, char **argv)
         case 'S':
             if (!cli_parse_u64(optarg, &seed)) return cli_usage_error("generate", "--seed expects an integer, got '%s'", optarg);
             break;
+        case 'R':
+            mech = tlm_mech_parse(optarg);
+            if (!mech) return cli_usage_error("generate", "--privatize expects dx or rr, got '%s'", optarg);
+            break;
+        case 'E':
+            if (!tlm_epsilon_parse(optarg, &eps))
+                return cli_usage_error("generate", "--epsilon expects a positive number or inf, got '%s'", optarg);
+            break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_bad_option("generate", argv, c);
         }
     }
     if (optind != argc) return cli_usage_error("generate", "unexpected argument '%s'", argv[optind]);
     if (!model_path) return cli_usage_error("generate", "missing -m MODEL");
+    if ((mech != TLM_MECH_NONE) != (eps > 0.0f)) return cli_usage_error("generate", "--privatize and --epsilon go together");
 
     tlm_model_file mf;
     tlm_error err;
@@ -103,6 +122,21 @@ int cmd_generate(int argc, char **argv)
         tlm_fail(&err, st, "cannot encode the prompt with this model's vocabulary");
         rc = cli_fail("generate", &err);
         goto out;
+    }
+    if (mech) {
+        tlm_privatizer priv;
+        tlm_rand rnd;
+        float *ps = malloc(TLM_PRIV_SCRATCH_FLOATS(m->hp.dim) * sizeof *ps);
+        tlm_rand_init(&rnd, tlm_host_entropy, NULL);
+        st = ps ? tlm_privatizer_init(&priv, m, mech, eps, &err) : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
+        double spent = 0;
+        if (!st) st = tlm_privatize_ids(&priv, &rnd, NULL, ids, n_prompt, ids, ps, &spent, &err);
+        free(ps);
+        if (st) {
+            rc = cli_fail("generate", &err);
+            goto out;
+        }
+        fprintf(stderr, "prompt privatized (%s, epsilon %g per token, %g spent)\n", tlm_mech_name(mech), (double)eps, spent);
     }
     tlm_sampler sampler;
     tlm_sampler_init(&sampler, temp, top_p, seed);

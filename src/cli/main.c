@@ -22,6 +22,7 @@ static const command commands[] = {
     {"train", cmd_train, "train a model on text, fine-tune one, or resume a run"},
     {"eval", cmd_eval, "next-token loss, perplexity and top-1 accuracy on a text file of stories"},
     {"quantize", cmd_quantize, "ternary or int8 weights: post-training or quantization-aware training"},
+    {"privatize", cmd_privatize, "differentially private text: d_chi noise on embeddings or randomized response"},
     {"info", cmd_info, "hyperparameters, tensor table, sizes and arena bytes of a model image"},
 };
 

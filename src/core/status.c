@@ -21,6 +21,8 @@ static const char *const status_names[TLM_STATUS_COUNT] = {
     [TLM_ERR_IO] = "i/o error",
     [TLM_ERR_NOMEM] = "out of memory",
     [TLM_ERR_FORMAT] = "malformed input",
+    [TLM_ERR_BUDGET] = "privacy budget exhausted",
+    [TLM_ERR_RNG] = "random source failed",
 };
 
 const char *tlm_status_str(tlm_status s)

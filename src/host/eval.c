@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "csprng.h"
 #include "eval.h"
 #include "progress.h"
 #include "seq.h"
@@ -18,6 +19,7 @@
 typedef struct {
     double loss;       /* summed over the story's predictions */
     uint32_t correct, predicted, positions;
+    uint32_t privatized, unchanged;
     int truncated;
     tlm_status status;
 } story_result;
@@ -27,6 +29,9 @@ typedef struct {
     const tlm_stories *stories;
     uint32_t ctx;
     int token_by_token, float_acts;
+    const tlm_privatizer *priv;
+    int priv_seeded;
+    uint64_t priv_seed;
     size_t max_story;
     story_result *res;
     atomic_size_t next;
@@ -55,11 +60,13 @@ static void *worker(void *arg)
     size_t cap = TLM_ENCODE_MAX_IDS(j->max_story);
     uint32_t *ids = malloc(cap * sizeof *ids);
     int32_t *scratch = malloc(TLM_ENCODE_SCRATCH(cap) * sizeof *scratch);
+    uint32_t *pin = j->priv ? malloc(cap * sizeof *pin) : NULL;
+    float *pscratch = j->priv ? malloc(TLM_PRIV_SCRATCH_FLOATS(m->hp.dim) * sizeof *pscratch) : NULL;
     tlm_seq_ws ws;
     int have_ws = 0;
     void *arena = NULL;
     tlm_runtime rt;
-    tlm_status st = (!ids || !scratch) ? TLM_ERR_NOMEM : TLM_OK;
+    tlm_status st = (!ids || !scratch || (j->priv && (!pin || !pscratch))) ? TLM_ERR_NOMEM : TLM_OK;
     if (!st && j->token_by_token) {
         size_t ab = tlm_runtime_arena_size(m, j->ctx);
         arena = malloc(ab);
@@ -91,14 +98,36 @@ static void *worker(void *arg)
         }
         uint32_t T = (uint32_t)n;
         r->positions = T;
+        const uint32_t *in = ids;
+        if (j->priv && T > 1) {
+            tlm_chacha cc;
+            tlm_rand rnd;
+            if (j->priv_seeded) {
+                tlm_chacha_seed(&cc, j->priv_seed * 0x9E3779B97F4A7C15ull + s);
+                tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
+            } else {
+                tlm_rand_init(&rnd, tlm_host_entropy, NULL);
+            }
+            r->status = tlm_privatize_ids(j->priv, &rnd, NULL, ids, T - 1, pin, pscratch, NULL, NULL);
+            if (r->status) {
+                atomic_fetch_add(&j->done, 1);
+                continue;
+            }
+            for (uint32_t t = 0; t + 1 < T; t++)
+                if (tlm_priv_in_domain(j->priv, ids[t])) {
+                    r->privatized++;
+                    r->unchanged += pin[t] == ids[t];
+                }
+            in = pin;
+        }
         if (j->token_by_token) {
             for (uint32_t t = 0; t + 1 < T; t++) {
                 float *logits;
-                tlm_runtime_forward(&rt, ids[t], t, &logits);
+                tlm_runtime_forward(&rt, in[t], t, &logits);
                 score(logits, V, ids[t + 1], r);
             }
         } else if (T > 1) {
-            tlm_seq_forward(m, ids, T - 1, &ws);
+            tlm_seq_forward(m, in, T - 1, &ws);
             for (uint32_t t = 0; t + 1 < T; t++) score(ws.logits + (size_t)t * V, V, ids[t + 1], r);
         }
         atomic_fetch_add(&j->positions, T);
@@ -108,6 +137,8 @@ static void *worker(void *arg)
     free(arena);
     free(ids);
     free(scratch);
+    free(pin);
+    free(pscratch);
     return NULL;
 }
 
@@ -129,7 +160,8 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
     if ((size_t)threads > stories.n) threads = (int)stories.n;
 
     job j = {.m = m, .stories = &stories, .ctx = ctx, .token_by_token = opts->token_by_token,
-             .float_acts = opts->float_acts};
+             .float_acts = opts->float_acts, .priv = opts->priv, .priv_seeded = opts->priv_seeded,
+             .priv_seed = opts->priv_seed};
     for (size_t i = 0; i < stories.n; i++)
         if (stories.items[i].len > j.max_story) j.max_story = stories.items[i].len;
     j.res = calloc(stories.n, sizeof *j.res);
@@ -174,6 +206,8 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
         res->tokens += j.res[i].predicted;
         res->truncated += (uint64_t)j.res[i].truncated;
         positions += j.res[i].positions;
+        res->privatized += j.res[i].privatized;
+        res->unchanged += j.res[i].unchanged;
     }
     if (!st) {
         res->stories = stories.n;
