@@ -28,6 +28,7 @@ typedef struct tlm_rand {
     void *ctx;
     uint8_t buf[64];
     uint32_t avail;  /* unread bytes at the end of buf */
+    uint32_t bits, nbits; /* a reservoir of single random bits */
     int failed;      /* the source failed once: every result since is void */
 } tlm_rand;
 
@@ -44,6 +45,10 @@ typedef struct tlm_chacha {
     uint64_t counter;
 } tlm_chacha;
 void tlm_chacha_seed(tlm_chacha *c, uint64_t seed);
+/* A ChaCha20 stream under a full 256-bit key: with a key from a true
+ * entropy source this is a CSPRNG (as arc4random is), far cheaper per byte
+ * than a system call. */
+void tlm_chacha_key(tlm_chacha *c, const uint8_t key[32]);
 int tlm_chacha_fill(void *chacha, uint8_t *buf, size_t n); /* a tlm_entropy_fn */
 
 /* ---- exact samplers (Canonne, Kamath, Steinke 2020) ---- */

@@ -127,7 +127,8 @@ int cmd_generate(int argc, char **argv)
         tlm_privatizer priv;
         tlm_rand rnd;
         float *ps = malloc(TLM_PRIV_SCRATCH_FLOATS(m->hp.dim) * sizeof *ps);
-        tlm_rand_init(&rnd, tlm_host_entropy, NULL);
+        tlm_chacha cc;
+        tlm_host_rand(&rnd, &cc);
         st = ps ? tlm_privatizer_init(&priv, m, mech, eps, &err) : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
         double spent = 0;
         if (!st) st = tlm_privatize_ids(&priv, &rnd, NULL, ids, n_prompt, ids, ps, &spent, &err);

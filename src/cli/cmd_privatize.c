@@ -174,7 +174,7 @@ int cmd_privatize(int argc, char **argv)
         tlm_chacha_seed(&cc, seed);
         tlm_rand_init(&r, tlm_chacha_fill, &cc);
     } else {
-        tlm_rand_init(&r, tlm_host_entropy, NULL);
+        tlm_host_rand(&r, &cc);
     }
     if (tlm_privatize_text(&p, &r, have_budget ? &b : NULL, text, len, redact, &out, &err)) {
         rc = cli_fail("privatize", &err);

@@ -86,6 +86,14 @@ void tlm_chacha_seed(tlm_chacha *c, uint64_t seed)
     c->counter = 0;
 }
 
+void tlm_chacha_key(tlm_chacha *c, const uint8_t key[32])
+{
+    for (int i = 0; i < 8; i++)
+        c->key[i] = (uint32_t)key[4 * i] | (uint32_t)key[4 * i + 1] << 8 | (uint32_t)key[4 * i + 2] << 16 |
+                    (uint32_t)key[4 * i + 3] << 24;
+    c->counter = 0;
+}
+
 int tlm_chacha_fill(void *chacha, uint8_t *buf, size_t n)
 {
     tlm_chacha *c = chacha;
@@ -122,10 +130,39 @@ int tlm_chacha_fill(void *chacha, uint8_t *buf, size_t n)
 
 /* ---- samplers ---- */
 
+static uint32_t rand_bit(tlm_rand *r)
+{
+    if (!r->nbits) {
+        r->bits = tlm_rand_u32(r);
+        r->nbits = 32;
+    }
+    const uint32_t b = r->bits & 1u;
+    r->bits >>= 1;
+    r->nbits--;
+    return b;
+}
+
+/* Compares a uniform random binary fraction, one bit at a time, with the
+ * binary expansion of num/den: exact, two random bits on average, no
+ * division. */
 int tlm_bern_frac(tlm_rand *r, uint64_t num, uint64_t den)
 {
     if (num >= den) return 1;
-    return tlm_rand_below(r, den) < num;
+    if (num == 0) return 0;
+    if (den > (UINT64_MAX >> 1)) return tlm_rand_below(r, den) < num; /* x * 2 would overflow */
+    uint64_t x = num;
+    for (;;) {
+        x <<= 1;
+        uint32_t p = 0;
+        if (x >= den) {
+            p = 1;
+            x -= den;
+        }
+        const uint32_t b = rand_bit(r);
+        if (b != p) return b < p; /* the random fraction fell below num/den: success */
+        if (x == 0) return 0;     /* num/den's expansion ended: the random one is not below it */
+        if (r->failed) return 0;
+    }
 }
 
 /* exp(-g) for g = num/den in [0, 1]: K counts successes of Bernoulli(g/k)
@@ -292,18 +329,32 @@ static uint32_t dx_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id, floa
     tlm_dx_noise(r, dim, p->epsilon, z);
     tr->row_to_f32(row, &e, id);
     for (uint32_t i = 0; i < dim; i++) z[i] += row[i];
-    /* nearest ordinary token: argmin |e_j|^2 - 2 e_j.z */
+    /* nearest ordinary token: argmin |e_j|^2 - 2 e_j.z, eight partial sums
+     * so that the compiler can keep them in vector registers */
     uint32_t best = id;
     float best_d = INFINITY;
     for (uint32_t j = 0; j < V; j++) {
         if (is_special(m, j)) continue;
-        tr->row_to_f32(row, &e, j);
-        float dot = 0.0f, nn = 0.0f;
-        for (uint32_t i = 0; i < dim; i++) {
-            dot += row[i] * z[i];
-            nn += row[i] * row[i];
+        const float *ej = row;
+        if (e.wtype == TLM_WTYPE_F32) ej = (const float *)(const void *)(e.data + (size_t)j * dim * 4u);
+        else tr->row_to_f32(row, &e, j);
+        float dot[8] = {0}, nn[8] = {0};
+        uint32_t i = 0;
+        for (; i + 8u <= dim; i += 8u)
+            for (uint32_t l = 0; l < 8u; l++) {
+                dot[l] += ej[i + l] * z[i + l];
+                nn[l] += ej[i + l] * ej[i + l];
+            }
+        for (; i < dim; i++) {
+            dot[0] += ej[i] * z[i];
+            nn[0] += ej[i] * ej[i];
         }
-        const float d = nn - 2.0f * dot;
+        float ds = 0.0f, ns = 0.0f;
+        for (uint32_t l = 0; l < 8u; l++) {
+            ds += dot[l];
+            ns += nn[l];
+        }
+        const float d = ns - 2.0f * ds;
         if (d < best_d) {
             best_d = d;
             best = j;

@@ -106,7 +106,7 @@ static void *worker(void *arg)
                 tlm_chacha_seed(&cc, j->priv_seed * 0x9E3779B97F4A7C15ull + s);
                 tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
             } else {
-                tlm_rand_init(&rnd, tlm_host_entropy, NULL);
+                tlm_host_rand(&rnd, &cc);
             }
             r->status = tlm_privatize_ids(j->priv, &rnd, NULL, ids, T - 1, pin, pscratch, NULL, NULL);
             if (r->status) {
