@@ -185,7 +185,9 @@ int main(int argc, char **argv)
                     double best = -1;
                     guess[y] = y;
                     for (uint32_t j = 0; j < V; j++) {
-                        const double post = prior[j] * cnt[(size_t)j * V + y];
+                        /* add-0.1 smoothing: unseen pairs keep a little mass, so the
+                         * attacker never does worse than guessing from the prior */
+                        const double post = prior[j] * (cnt[(size_t)j * V + y] + 0.1);
                         if (post > best) {
                             best = post;
                             guess[y] = j;
@@ -206,7 +208,8 @@ int main(int argc, char **argv)
     if (out) fclose(out);
     printf("\n(rr: 'exact' is the MAP attacker's success computed from the mechanism's exact\n"
            "probabilities; z is the measured deviation in standard errors. dx: the attacker's\n"
-           "likelihoods are estimated from %d samples per token; N_w is the probability that a\n"
+           "likelihoods are estimated from %d samples per token (add-0.1 smoothing); N_w is the\n"
+           "probability that a\n"
            "token is released unchanged, S_w the distinct outputs among %d samples, both\n"
            "weighted by the dev frequencies.)\n", S, S);
     (void)sink;
