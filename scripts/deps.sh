@@ -2,7 +2,7 @@
 # Makes sure the Debian packages tritlm needs are installed. As root it
 # installs what is missing with apt-get; otherwise it prints the command.
 set -eu
-PKGS="cmake make gcc libc6-dev libcmocka-dev libcjson-dev gcc-arm-none-eabi libnewlib-arm-none-eabi gnuplot-nox"
+PKGS="cmake make gcc libc6-dev libcmocka-dev libcjson-dev gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gnuplot-nox"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,0 +1,83 @@
+#!/bin/sh
+# Builds a model image into firmware for TARGET and, with --run, runs it in
+# QEMU and prints a KEY VALUE summary (see fw_main.c for the firmware's own
+# lines; INSNS_PER_TOKEN comes from the instruction-counting plugin).
+# usage: firmware/build.sh TARGET MODEL.tlm OUTDIR [--ctx N] [--ram-kb K] [-p PROMPT] [-n STEPS] [--run]
+# env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
+#      TLM_FW_ARENA (arena bytes, instead of asking tritlm info)
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+target=$1 model=$2 out=$3
+shift 3
+ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8
+while [ $# -gt 0 ]; do
+    case $1 in
+    --ctx) ctx=$2; shift 2 ;;
+    --ram-kb) ram_kb=$2; shift 2 ;;
+    -p) prompt=$2; shift 2 ;;
+    -n) steps=$2; shift 2 ;;
+    --run) run=1; shift ;;
+    *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+tlm=${TLM_BIN:-tritlm}
+mkdir -p "$out"
+model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
+if [ -n "${TLM_FW_ARENA:-}" ]; then
+    arena=$TLM_FW_ARENA # tests: build an image the host would refuse, to see the firmware refuse it
+else
+    info=$("$tlm" info "$model" --ctx "$ctx" --json) || { echo "build.sh: cannot read $model" >&2; exit 2; }
+    arena=$(echo "$info" | sed -n 's/.*"arena_bytes":\([0-9]*\).*/\1/p')
+fi
+plen=$(printf '%s' "$prompt" | wc -c)
+prompt_c=$(printf '%s' "$prompt" | sed 's/\\/\\\\/g; s/"/\\"/g')
+defs="-DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena -DTLM_FW_PROMPT_CAP=$((plen + 3))"
+case $target in
+cortex-m7)
+    CC=arm-none-eabi-gcc
+    CF="-mcpu=cortex-m7 -mfpu=fpv5-d16 -mfloat-abi=hard -mthumb -O2 -ffunction-sections -fdata-sections"
+    sed "s/@RAM_KB@/$ram_kb/; s/@STACK_KB@/$stack_kb/" "$here/cortex-m7/link.ld.in" >"$out/link.ld"
+    port=$here/cortex-m7
+    LDF="-nostartfiles --specs=nano.specs -T $out/link.ld -Wl,--gc-sections"
+    LIBS="-lm -lc -lgcc"
+    ;;
+*) echo "build.sh: unknown target $target (cortex-m7)" >&2; exit 2 ;;
+esac
+command -v "$CC" >/dev/null || { echo "build.sh: $CC not installed" >&2; exit 2; }
+"$CC" $CF -std=c11 -Wall -Wextra -Werror -I"$root/include" -I"$port" $defs "-DTLM_FW_PROMPT=\"$prompt_c\"" \
+    -DTLM_FW_MODEL_PATH="\"$model\"" \
+    "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/model.S" "$port/startup.c" \
+    $LDF $LIBS -o "$out/fw.elf" 2>"$out/link.err" || {
+    missing=$(sed -n "s/.*region .RAM' overflowed by \([0-9]*\) bytes.*/\1/p" "$out/link.err" | head -1)
+    if [ -n "$missing" ]; then
+        echo "build.sh: the model does not fit: RAM budget ${ram_kb} KB, arena $arena bytes at context $ctx; $missing bytes missing" >&2
+        exit 3
+    fi
+    cat "$out/link.err" >&2
+    exit 2
+}
+echo "ELF $out/fw.elf"
+[ "$run" = 1 ] || exit 0
+case $target in
+cortex-m7)
+    set -- qemu-system-arm -M mps2-an500 -display none -chardev stdio,id=sh0 \
+        -semihosting-config enable=on,target=native,chardev=sh0 -kernel "$out/fw.elf"
+    ;;
+esac
+if [ -n "${TLM_PLUGIN:-}" ]; then
+    set -- "$@" -plugin "$TLM_PLUGIN,start=tlm_fw_token_begin,stop=tlm_fw_token_end"
+fi
+status=0
+"$@" >"$out/run.out" 2>"$out/run.err" </dev/null || status=$?
+cat "$out/run.out"
+echo "EXIT $status"
+counts=$(grep '^insncount:' "$out/run.err" || true)
+if [ -n "$counts" ]; then
+    region=$(echo "$counts" | sed -n 's/.*region=\([0-9]*\).*/\1/p')
+    calls=$(echo "$counts" | sed -n 's/.*region_calls=\([0-9]*\).*/\1/p')
+    echo "INSNS_REGION $region"
+    echo "INSNS_CALLS $calls"
+    [ "$calls" -gt 0 ] && echo "INSNS_PER_TOKEN $((region / calls))"
+fi
+exit 0
