@@ -1,32 +1,32 @@
 #!/bin/sh
-# The main job on the default model: import stories260K (llama2.c's tiny
-# TinyStories model) into a tritlm image, show what it holds, generate text,
-# and evaluate it on the TinyStories dev stories.
+# The main job on the default model: the sparse ternary TinyStories model that
+# ships in models/ (trained by tritlm, see models/README.md): what it holds,
+# text from it, and its accuracy next to its fp32 parent, on the TinyStories
+# dev stories when ../shared/data is present, else on the stories in
+# models/sample_stories.txt. With llama2.c's stories260K in the data folder it
+# also imports and runs that.
 set -eu
 build=${1:-build}
-data=${TLM_DATA_DIR:-$(dirname "$0")/../../shared/data}
-ckpt=$data/llama2c/stories260K.bin
-tok=$data/llama2c/tok512.bin
-dev=$data/tinystories/dev.txt
-if [ ! -r "$ckpt" ] || [ ! -r "$tok" ]; then
-    cat >&2 <<MSG
-The demo needs llama2.c's stories260K model, which is not shipped with tritlm:
-  $ckpt
-  $tok
-Download stories260K.bin and tok512.bin from the karpathy/tinyllamas release
-(stories260K folder), put them in a folder DIR/llama2c/, and run
-  TLM_DATA_DIR=DIR make demo
-MSG
-    exit 1
-fi
-out=$build/demo
-mkdir -p "$out"
+here=$(cd "$(dirname "$0")/.." && pwd)
+data=${TLM_DATA_DIR:-$here/../shared/data}
 tlm=$build/tritlm
+ternary=$here/models/tinystories-d128-ternary.tlm
+fp32=$here/models/tinystories-d128-fp32.tlm
+dev=$data/tinystories/dev.txt
+[ -r "$dev" ] || dev=$here/models/sample_stories.txt
 set -x
-"$tlm" import llama2c "$ckpt" "$tok" -o "$out/stories260K.tlm"
-"$tlm" info "$out/stories260K.tlm" --ctx 256 | tail -3
-"$tlm" generate -m "$out/stories260K.tlm" -n 200 -t 0
-"$tlm" generate -m "$out/stories260K.tlm" -p "Once upon a time, a little robot" -n 160 -t 0.8 --top-p 0.9 --seed 42
-if [ -r "$dev" ]; then
-    "$tlm" eval -m "$out/stories260K.tlm" --text "$dev"
+"$tlm" info "$ternary" --ctx 256 | tail -4
+"$tlm" generate -m "$ternary" -n 200 -t 0
+"$tlm" generate -m "$ternary" -p "Once upon a time, a little robot" -n 160 -t 0.8 --top-p 0.9 --seed 42
+"$tlm" eval -m "$ternary" --text "$dev"
+"$tlm" eval -m "$fp32" --text "$dev"
+echo "Tom is 7 and his mum's number is 555-201-3344." | \
+    "$tlm" privatize -m "$ternary" --mechanism rr --epsilon 12 --redact
+set +x
+ckpt=$data/llama2c/stories260K.bin tok=$data/llama2c/tok512.bin
+if [ -r "$ckpt" ] && [ -r "$tok" ]; then
+    set -x
+    mkdir -p "$build/demo"
+    "$tlm" import llama2c "$ckpt" "$tok" -o "$build/demo/stories260K.tlm"
+    "$tlm" generate -m "$build/demo/stories260K.tlm" -n 120 -t 0
 fi

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,7 @@
 
 #include "../src/host/eval.h"
 #include "../src/host/fileio.h"
+#include "../src/host/model_file.h"
 #include "../src/host/image_build.h"
 #include "../src/host/quant.h"
 #include "../src/host/train/params.h"
@@ -624,6 +626,42 @@ static void test_eval_quantized_stories(void **state)
     free(fp);
 }
 
+/* The model pair shipped in models/: both images valid, the ternary one
+ * at least 12x smaller with only ternary matrices, and on the dev stories
+ * its loss close to its fp32 parent's (the parent is the reference). */
+static void test_shipped_models(void **state)
+{
+    (void)state;
+    char fp_path[1024], tq_path[1024];
+    snprintf(fp_path, sizeof fp_path, "%s/models/tinystories-d128-fp32.tlm", TLM_SOURCE_DIR);
+    snprintf(tq_path, sizeof tq_path, "%s/models/tinystories-d128-ternary.tlm", TLM_SOURCE_DIR);
+    tlm_model_file fp, tq;
+    tlm_error err;
+    if (tlm_model_file_open(&fp, fp_path, &err)) fail_msg("%s", err.msg);
+    if (tlm_model_file_open(&tq, tq_path, &err)) fail_msg("%s", err.msg);
+    assert_true((double)fp.model.image_bytes / (double)tq.model.image_bytes >= 12.0);
+    for (uint32_t i = 0; i < tq.model.n_tensors; i++) {
+        tlm_tensor t;
+        tlm_model_tensor_at(&tq.model, i, &t);
+        if (t.rows > 1 && t.role != TLM_ROLE_TOK_EMBED && t.role != TLM_ROLE_CLASSIFIER)
+            assert_true(t.wtype == TLM_WTYPE_T2 || t.wtype == TLM_WTYPE_T3 || t.wtype == TLM_WTYPE_TS);
+    }
+    uint8_t *text;
+    size_t len;
+    assert_int_equal(tlm_read_file(tu_data("tinystories/dev.txt"), &text, &len, NULL), TLM_OK);
+    tlm_eval_opts eo = {.threads = 2};
+    tlm_eval_result rf, rq;
+    assert_int_equal(tlm_eval_text(&fp.model, (const char *)text, len, &eo, &rf, NULL), TLM_OK);
+    assert_int_equal(tlm_eval_text(&tq.model, (const char *)text, len, &eo, &rq, NULL), TLM_OK);
+    print_message("shipped models on dev: fp32 loss %.4f top-1 %.4f; ternary loss %.4f top-1 %.4f (%.1f%%)\n", rf.loss,
+                  rf.top1, rq.loss, rq.top1, 100 * rq.top1 / rf.top1);
+    assert_true(rq.loss <= 1.06 * rf.loss);
+    assert_true(rq.top1 >= 0.93 * rf.top1);
+    free(text);
+    tlm_model_file_close(&fp);
+    tlm_model_file_close(&tq);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -635,6 +673,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_packed),
         cmocka_unit_test(test_runtime_quantized),
         cmocka_unit_test(test_eval_quantized_stories),
+        cmocka_unit_test(test_shipped_models),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
