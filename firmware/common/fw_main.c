@@ -57,6 +57,58 @@ static void put_u32(uint32_t v)
     put_str(b + k);
 }
 
+/* Bit-exactness of this target's SIMD kernels against the portable
+ * reference, on random packed data of awkward shapes (done before the
+ * decode, outside the counted region). Returns the number of cases
+ * checked, or -1 on a mismatch. */
+static uint8_t st_data[16 * 200];
+static float st_scales[16 * 200];
+static float st_x[200], st_a[16], st_b[16];
+static int8_t st_act[TLM_ACT_Q8_BYTES(200)];
+
+static int kernel_selftest(void)
+{
+    uint32_t s = 12345u, cases = 0;
+#define NEXT() (s = s * 1664525u + 1013904223u, s >> 8)
+    for (uint32_t type = TLM_WTYPE_I8; type < TLM_WTYPE_COUNT; type++) {
+        tlm_matvec_q8_fn simd = tlm_wtype_matvec_q8_simd(type);
+        if (!simd) continue;
+        for (int iter = 0; iter < 40; iter++) {
+            tlm_tensor t;
+            memset(&t, 0, sizeof t);
+            t.wtype = (uint16_t)type;
+            t.rows = 1u + NEXT() % 16u;
+            t.cols = 1u + NEXT() % 200u;
+            const uint32_t kinds[3] = {TLM_SCALE_TENSOR, TLM_SCALE_ROW, TLM_SCALE_GROUP};
+            t.scale_kind = (uint16_t)kinds[iter % 3];
+            t.group = t.scale_kind == TLM_SCALE_GROUP ? 1u + NEXT() % t.cols : 0u;
+            if (type == TLM_WTYPE_TS) t.param = t.cols;
+            const uint32_t rb = (uint32_t)tlm_wtype_row_bytes(type, t.cols, t.param);
+            for (uint32_t r = 0; r < t.rows; r++)
+                for (uint32_t b = 0; b < rb; b++) {
+                    uint32_t v = NEXT() & 0xFFu;
+                    if (type == TLM_WTYPE_I8 && v == 0x80u) v = 0x7Fu;
+                    if (type == TLM_WTYPE_T2) v &= ~((v & (v >> 1)) & 0x55u); /* no code 3 */
+                    if (type == TLM_WTYPE_T3) v %= 243u;
+                    st_data[r * rb + b] = (uint8_t)v;
+                }
+            for (uint32_t i = 0; i < 16u * 200u; i++) st_scales[i] = (float)(NEXT() % 1000u) * 0.001f + 0.01f;
+            for (uint32_t i = 0; i < t.cols; i++) st_x[i] = (float)((int32_t)(NEXT() % 2001u) - 1000) * 0.01f;
+            t.data = st_data;
+            t.scales = st_scales;
+            if (type != TLM_WTYPE_I8 && type != TLM_WTYPE_T2) continue; /* only whole-byte-valid types here */
+            tlm_act_q8 a;
+            tlm_act_q8_quantize(&a, st_x, t.cols, st_act);
+            tlm_wtype_get(type)->matvec_q8_ref(st_a, &a, &t);
+            simd(st_b, &a, &t);
+            if (memcmp(st_a, st_b, t.rows * sizeof(float)) != 0) return -1;
+            cases++;
+        }
+    }
+#undef NEXT
+    return (int)cases;
+}
+
 static uint32_t argmax(const float *x, uint32_t n)
 {
     uint32_t best = 0;
@@ -67,6 +119,16 @@ static uint32_t argmax(const float *x, uint32_t n)
 
 int main(void)
 {
+    const int checked = kernel_selftest();
+    if (checked < 0) {
+        put_str("ERROR SIMD kernel differs from the reference\n");
+        flush();
+        return 5;
+    }
+    put_str("KERNELS ");
+    put_u32((uint32_t)checked);
+    put_str(" cases bit-exact\n");
+    flush();
     tlm_model m;
     tlm_error err;
     if (tlm_model_open(&m, tlm_fw_model, (size_t)(tlm_fw_model_end - tlm_fw_model), &err)) {

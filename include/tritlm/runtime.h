@@ -26,6 +26,8 @@ typedef struct tlm_runtime {
     float *value_cache;    /* n_layers * ctx * kv_dim */
     void *sample_scratch;  /* tlm_sampler_scratch_bytes(vocab_size) */
     int8_t *act_q8;        /* TLM_ACT_Q8_BYTES(max(dim, hidden_dim)): quantized activations */
+    tlm_act_q8 act;        /* the vector act_q8 holds ... */
+    const float *act_src;  /* ... quantized from this buffer (NULL: none) */
 } tlm_runtime;
 
 /* Bytes of arena the runtime needs for model m at context length ctx

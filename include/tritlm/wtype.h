@@ -29,14 +29,19 @@ struct tlm_tensor;
 typedef struct tlm_act_q8 {
     const int8_t *q;
     const int8_t *planar;
+    /* q widened to int16 in the order SMLAD pairs want: for each group of 4,
+     * q[4g], q[4g+2], q[4g+1], q[4g+3] (0 past the end) */
+    const int16_t *q16;
     float scale;
     uint32_t n, plane;
 } tlm_act_q8;
 
 /* Bytes of buffer tlm_act_q8_quantize needs for n activations (q padded to
- * 32 bytes, five planes padded to 32, slack for 32-byte vector loads). */
+ * 32 bytes, five planes padded to 32, the int16 copy, slack for 32-byte
+ * vector loads). */
 #define TLM_ACT_Q8_ROUND32(n) ((((size_t)(n)) + 31u) & ~(size_t)31u)
-#define TLM_ACT_Q8_BYTES(n) (TLM_ACT_Q8_ROUND32(n) + 5u * TLM_ACT_Q8_ROUND32(((size_t)(n) + 4u) / 5u) + 64u)
+#define TLM_ACT_Q8_BYTES(n) \
+    (TLM_ACT_Q8_ROUND32(n) + 5u * TLM_ACT_Q8_ROUND32(((size_t)(n) + 4u) / 5u) + 2u * TLM_ACT_Q8_ROUND32(n) + 96u)
 
 /* Quantizes x[0..n) per vector (absmax) into buf (TLM_ACT_Q8_BYTES(n)
  * bytes) and fills a. Values round half away from zero; an all-zero vector

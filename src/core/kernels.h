@@ -25,6 +25,8 @@ uint32_t tlm_check_rows_ts(const tlm_tensor *w);
 
 /* x86-64 AVX2 variants (kernels_x86.c); NULL elsewhere. */
 tlm_matvec_q8_fn tlm_matvec_q8_avx2(uint32_t wtype);
+/* Arm DSP-extension variants (kernels_arm.c); NULL elsewhere. */
+tlm_matvec_q8_fn tlm_matvec_q8_dsp(uint32_t wtype);
 
 /* Integer dot product of row `row` (packed) with activations over columns
  * [c0, c1); `cursor` carries per-row state between consecutive groups (the

@@ -40,9 +40,24 @@ void tlm_act_q8_quantize(tlm_act_q8 *a, const float *x, uint32_t n, int8_t *buf)
     a->scale = tlm_q8_quantize_row(q, x, n);
     memset(q + n, 0, qn - n + 32u);
     memset(pl, 0, 5u * plane + 32u);
-    for (uint32_t i = 0; i < n; i++) pl[(size_t)(i % 5u) * plane + i / 5u] = q[i];
+    for (uint32_t j = 0; j < 5u; j++) { /* plane j: q[j], q[j + 5], ... (no division per element) */
+        int8_t *pj = pl + (size_t)j * plane;
+        for (uint32_t i = j, k = 0; i < n; i += 5u, k++) pj[k] = q[i];
+    }
+    int16_t *q16 = (int16_t *)(void *)(pl + 5u * plane + 32u); /* even offset: all sizes are multiples of 32 */
+    memset(q16, 0, qn * sizeof *q16);
+    uint32_t i = 0;
+    for (; i + 4u <= n; i += 4u) {
+        q16[i] = q[i];
+        q16[i + 1u] = q[i + 2u];
+        q16[i + 2u] = q[i + 1u];
+        q16[i + 3u] = q[i + 3u];
+    }
+    static const uint8_t order[4] = {0, 2, 1, 3};
+    for (; i < n; i++) q16[(i & ~3u) + order[i & 3u]] = q[i];
     a->q = q;
     a->planar = pl;
+    a->q16 = q16;
     a->n = n;
     a->plane = (uint32_t)plane;
 }

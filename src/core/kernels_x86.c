@@ -7,10 +7,6 @@
 
 #include "kernels.h"
 
-static int simd_allowed = 1;
-
-void tlm_wtype_set_simd(int enabled) { simd_allowed = enabled != 0; }
-
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
@@ -208,7 +204,7 @@ static int cpu_ok(void)
 
 tlm_matvec_q8_fn tlm_matvec_q8_avx2(uint32_t wtype)
 {
-    if (!simd_allowed || !cpu_ok()) return NULL;
+    if (!cpu_ok()) return NULL;
     switch (wtype) {
     case TLM_WTYPE_I8: return mv_i8;
     case TLM_WTYPE_T2: return mv_t2;

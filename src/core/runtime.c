@@ -97,7 +97,9 @@ tlm_status tlm_runtime_init(tlm_runtime *rt, const tlm_model *m, uint32_t ctx, v
 }
 
 /* f32 tensors take float activations; quantized ones take the input
- * quantized to int8 per vector (absmax) and run an integer kernel. */
+ * quantized to int8 per vector (absmax) and run an integer kernel. The
+ * quantized input is kept while the same vector feeds several products
+ * (q, k, v; gate and up): rt->act_src says which vector it holds. */
 static void matvec(tlm_runtime *rt, float *out, const float *x, tlm_role role, uint32_t layer)
 {
     tlm_tensor t;
@@ -106,9 +108,11 @@ static void matvec(tlm_runtime *rt, float *out, const float *x, tlm_role role, u
         tlm_matvec_f32_f32(out, x, &t);
         return;
     }
-    tlm_act_q8 a;
-    tlm_act_q8_quantize(&a, x, t.cols, rt->act_q8);
-    tlm_wtype_matvec_q8(t.wtype)(out, &a, &t);
+    if (rt->act_src != x || rt->act.n != t.cols) {
+        tlm_act_q8_quantize(&rt->act, x, t.cols, rt->act_q8);
+        rt->act_src = x;
+    }
+    tlm_wtype_matvec_q8(t.wtype)(out, &rt->act, &t);
 }
 
 static const float *norm_weights(const tlm_model *m, tlm_role role, uint32_t layer)
@@ -161,23 +165,28 @@ tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, fl
         float *k = rt->key_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
         float *v = rt->value_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
         tlm_rmsnorm(rt->xb, rt->x, norm_weights(m, TLM_ROLE_ATTN_NORM, l), dim, hp->norm_eps);
+        rt->act_src = NULL;
         matvec(rt, rt->q, rt->xb, TLM_ROLE_WQ, l);
         matvec(rt, k, rt->xb, TLM_ROLE_WK, l);
         matvec(rt, v, rt->xb, TLM_ROLE_WV, l);
         tlm_rope_apply(rt->q, dim, hs, rt->rope);
         tlm_rope_apply(k, kv_dim, hs, rt->rope);
         attention(rt, l, pos);
+        rt->act_src = NULL;
         matvec(rt, rt->xb2, rt->xb, TLM_ROLE_WO, l);
         for (uint32_t i = 0; i < dim; i++) rt->x[i] += rt->xb2[i];
 
         tlm_rmsnorm(rt->xb, rt->x, norm_weights(m, TLM_ROLE_FFN_NORM, l), dim, hp->norm_eps);
+        rt->act_src = NULL;
         matvec(rt, rt->hb, rt->xb, TLM_ROLE_W1, l);
         matvec(rt, rt->hb2, rt->xb, TLM_ROLE_W3, l);
         tlm_swiglu(rt->hb, rt->hb2, hidden);
+        rt->act_src = NULL;
         matvec(rt, rt->xb, rt->hb, TLM_ROLE_W2, l);
         for (uint32_t i = 0; i < dim; i++) rt->x[i] += rt->xb[i];
     }
     tlm_rmsnorm(rt->x, rt->x, norm_weights(m, TLM_ROLE_FINAL_NORM, 0), dim, hp->norm_eps);
+    rt->act_src = NULL;
     matvec(rt, rt->logits, rt->x, TLM_ROLE_CLASSIFIER, 0);
     *logits = rt->logits;
     return TLM_OK;

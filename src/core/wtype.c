@@ -48,17 +48,23 @@ uint64_t tlm_wtype_row_bytes(uint32_t t, uint32_t cols, uint32_t param)
     return bytes;
 }
 
+/* The one switch benchmarks flip to time the reference kernels. */
+static int simd_allowed = 1;
+
+void tlm_wtype_set_simd(int enabled) { simd_allowed = enabled != 0; }
+
 tlm_matvec_q8_fn tlm_wtype_matvec_q8_simd(uint32_t t)
 {
-    if (!tlm_wtype_get(t) || t == TLM_WTYPE_F32) return NULL;
-    return tlm_matvec_q8_avx2(t);
+    if (!simd_allowed || !tlm_wtype_get(t) || t == TLM_WTYPE_F32) return NULL;
+    tlm_matvec_q8_fn f = tlm_matvec_q8_avx2(t);
+    return f ? f : tlm_matvec_q8_dsp(t);
 }
 
 tlm_matvec_q8_fn tlm_wtype_matvec_q8(uint32_t t)
 {
     const tlm_wtype_traits *tr = tlm_wtype_get(t);
     if (!tr || !tr->matvec_q8_ref) return NULL;
-    tlm_matvec_q8_fn f = tlm_matvec_q8_avx2(t);
+    tlm_matvec_q8_fn f = tlm_wtype_matvec_q8_simd(t);
     return f ? f : tr->matvec_q8_ref;
 }
 
