@@ -3,6 +3,7 @@
 # QEMU and prints a KEY VALUE summary (see fw_main.c for the firmware's own
 # lines; INSNS_PER_TOKEN comes from the instruction-counting plugin).
 # usage: firmware/build.sh TARGET MODEL.tlm OUTDIR [--ctx N] [--ram-kb K] [-p PROMPT] [-n STEPS] [--run]
+#        [--privatize 1|2 --epsilon E --seed S [--count priv]]   (privatize the prompt: 1 dx, 2 rr)
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
 #      TLM_FW_ARENA (arena bytes, instead of asking tritlm info)
 set -eu
@@ -10,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
-ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8
+ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" priv_eps=8 priv_seed=1 count=token
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -18,6 +19,10 @@ while [ $# -gt 0 ]; do
     -p) prompt=$2; shift 2 ;;
     -n) steps=$2; shift 2 ;;
     --run) run=1; shift ;;
+    --privatize) priv="-DTLM_FW_PRIV_MECH=$2"; shift 2 ;; # 1 dx, 2 rr (tlm_mech)
+    --epsilon) priv_eps=$2; shift 2 ;;
+    --seed) priv_seed=$2; shift 2 ;;
+    --count) count=$2; shift 2 ;; # token (default) or priv: which markers the plugin counts between
     *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -32,7 +37,8 @@ else
 fi
 plen=$(printf '%s' "$prompt" | wc -c)
 prompt_c=$(printf '%s' "$prompt" | sed 's/\\/\\\\/g; s/"/\\"/g')
-defs="-DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena -DTLM_FW_PROMPT_CAP=$((plen + 3))"
+[ -n "$priv" ] && priv="$priv -DTLM_FW_PRIV_EPS=((float)$priv_eps) -DTLM_FW_PRIV_SEED=${priv_seed}u"
+defs="$priv -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena -DTLM_FW_PROMPT_CAP=$((plen + 3))"
 case $target in
 cortex-m7)
     CC=arm-none-eabi-gcc
@@ -66,7 +72,7 @@ cortex-m7)
     ;;
 esac
 if [ -n "${TLM_PLUGIN:-}" ]; then
-    set -- "$@" -plugin "$TLM_PLUGIN,start=tlm_fw_token_begin,stop=tlm_fw_token_end"
+    set -- "$@" -plugin "$TLM_PLUGIN,start=tlm_fw_${count}_begin,stop=tlm_fw_${count}_end"
 fi
 status=0
 "$@" >"$out/run.out" 2>"$out/run.err" </dev/null || status=$?

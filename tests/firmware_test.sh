@@ -38,6 +38,20 @@ for m in s t ts; do
         echo "ok $m: $(echo "$out" | grep -E '^(STATIC|STACK|FLASH)' | tr '\n' ' ')"
     fi
 done
+# the same seed gives the same privatized ids on the host and on the Cortex-M7
+msg="Tom had a red ball. He liked to play with it."
+for mech in rr:2 dx:1; do
+    name=${mech%%:*} id=${mech#*:}
+    want=$(printf '%s' "$msg" | "$tlm" privatize -m "$tmp/s.tlm" --mechanism $name --epsilon 6 --seed 11 --json 2>/dev/null |
+        LC_ALL=C sed 's/.*"output_ids":\[\([^]]*\)\].*/\1/' | tr ',' ' ')
+    got=$(TLM_BIN=$tlm "$src/firmware/build.sh" cortex-m7 "$tmp/s.tlm" "$tmp/fw_priv" -p "$msg" --ctx 32 -n 2 \
+        --privatize $id --epsilon 6 --seed 11 --run | sed -n 's/^PRIV //p')
+    if [ -z "$want" ] || [ "$got" != "$want" ]; then
+        echo "FAIL privatize $name: host '$want', firmware '$got'"; fail=1
+    else
+        echo "ok privatize $name: same ids on host and firmware"
+    fi
+done
 # too large for 64 KB of RAM: a link-time failure that names the shortfall
 if TLM_BIN=$tlm "$src/firmware/build.sh" cortex-m7 "$tmp/s.tlm" "$tmp/fw_big" --ctx 256 --ram-kb 64 2>"$tmp/big.err" >/dev/null; then
     echo "FAIL: an oversized model linked"; fail=1

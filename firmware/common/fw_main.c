@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "fw_port.h"
+#include "tritlm/dp.h"
 #include "tritlm/runtime.h"
 #include "tritlm/tokenizer.h"
 
@@ -24,6 +25,8 @@ static uint32_t out_ids[TLM_FW_STEPS];
 
 __attribute__((noinline)) void tlm_fw_token_begin(void) { __asm__ volatile("" ::: "memory"); }
 __attribute__((noinline)) void tlm_fw_token_end(void) { __asm__ volatile("" ::: "memory"); }
+__attribute__((noinline)) void tlm_fw_priv_begin(void) { __asm__ volatile("" ::: "memory"); }
+__attribute__((noinline)) void tlm_fw_priv_end(void) { __asm__ volatile("" ::: "memory"); }
 
 static char line[160];
 static size_t line_n;
@@ -153,6 +156,37 @@ int main(void)
         flush();
         return 4;
     }
+#ifdef TLM_FW_PRIV_MECH
+    /* privatize the prompt's tokens with seeded noise (TLM_FW_PRIV_SEED) and
+     * print the ids: the host's `tritlm privatize --seed` must print the same */
+    {
+        static uint32_t priv_out[TLM_FW_PROMPT_CAP];
+        static float priv_scratch[TLM_PRIV_SCRATCH_FLOATS(4096)];
+        tlm_privatizer p;
+        tlm_chacha cc;
+        tlm_rand rnd;
+        if (m.hp.dim > 4096 || tlm_privatizer_init(&p, &m, (tlm_mech)TLM_FW_PRIV_MECH, TLM_FW_PRIV_EPS, &err)) {
+            put_str("ERROR privatizer\n");
+            flush();
+            return 6;
+        }
+        tlm_chacha_seed(&cc, TLM_FW_PRIV_SEED);
+        tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
+        for (size_t i = 0; i < n_prompt; i++) {
+            tlm_fw_priv_begin();
+            priv_out[i] = tlm_privatize_token(&p, &rnd, ids[i], priv_scratch);
+            tlm_fw_priv_end();
+        }
+        put_str("PRIV");
+        for (size_t i = 0; i < n_prompt; i++) {
+            put_str(" ");
+            put_u32(priv_out[i]);
+            if (line_n > 120) flush();
+        }
+        put_str("\n");
+        flush();
+    }
+#endif
     put_str("TEXT ");
     uint32_t token = ids[0], pos = 0, steps = TLM_FW_STEPS < TLM_FW_CTX ? TLM_FW_STEPS : TLM_FW_CTX;
     while (pos < steps) {
