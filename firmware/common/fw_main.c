@@ -173,9 +173,10 @@ int main(void)
         tlm_chacha_seed(&cc, TLM_FW_PRIV_SEED);
         tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
         for (size_t i = 0; i < n_prompt; i++) {
-            tlm_fw_priv_begin();
+            const int counted = tlm_priv_in_domain(&p, ids[i]); /* BOS passes through uncounted */
+            if (counted) tlm_fw_priv_begin();
             priv_out[i] = tlm_privatize_token(&p, &rnd, ids[i], priv_scratch);
-            tlm_fw_priv_end();
+            if (counted) tlm_fw_priv_end();
         }
         put_str("PRIV");
         for (size_t i = 0; i < n_prompt; i++) {
