@@ -166,6 +166,26 @@ static void test_dgauss(void **state)
     }
 }
 
+/* The table-driven sigma-16 Gaussian of the d_chi direction against the
+ * exact pmf (bins |x| <= 40, tails merged). */
+static void test_dgauss16(void **state)
+{
+    (void)state;
+    reseed(35);
+    double z = 0;
+    for (int x = -400; x <= 400; x++) z += exp(-x * (double)x / 512.0);
+    enum { K = 40, B = 2 * K + 2 };
+    uint64_t c[B] = {0};
+    double p[B], in = 0;
+    for (int x = -K; x <= K; x++) in += p[x + K] = exp(-x * (double)x / 512.0) / z;
+    p[B - 1] = 1 - in;
+    for (int i = 0; i < N; i++) {
+        const int32_t x = tlm_dgauss16(&R);
+        c[(x >= -K && x <= K) ? x + K : B - 1]++;
+    }
+    chi2_check("discrete Gaussian sigma 16 (table)", c, p, B);
+}
+
 /* Exp(1) on the 2^-32 grid: CDF against 1 - exp(-x) at many points
  * (Kolmogorov-Smirnov statistic, 1e-6 level: 2.69 / sqrt(N)). */
 static void test_exponential(void **state)
@@ -478,7 +498,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rand_below_uniform), cmocka_unit_test(test_bern_exp),
         cmocka_unit_test(test_dlaplace),           cmocka_unit_test(test_dgauss),
-        cmocka_unit_test(test_exponential),        cmocka_unit_test(test_dx_noise),
+        cmocka_unit_test(test_exponential),        cmocka_unit_test(test_dgauss16),        cmocka_unit_test(test_dx_noise),
         cmocka_unit_test(test_rr),                 cmocka_unit_test(test_dx_mechanism),
         cmocka_unit_test(test_budget_and_failure), cmocka_unit_test(test_chacha_stream),
         cmocka_unit_test(test_redact),             cmocka_unit_test(test_cli),

@@ -63,6 +63,9 @@ int64_t tlm_dlaplace(tlm_rand *r, uint64_t s, uint64_t t);
  * sigma2 = num / den, num <= 2^22, 1 <= den <= 2^10, sigma2 in [1/1024, 4096].
  * The Laplace proposals beyond 64 t (probability below 1e-27) are redrawn. */
 int64_t tlm_dgauss(tlm_rand *r, uint64_t num, uint64_t den);
+/* The discrete Gaussian of sigma 16 from a generated 64-bit cumulative
+ * table (|x| <= 224): every probability within 2^-64 of exact. One draw. */
+int32_t tlm_dgauss16(tlm_rand *r);
 /* Exp(1) on the grid 2^-32, as a Q32.32 fixed-point number: exact for that
  * discretization (integer part geometric, fraction by rejection). */
 uint64_t tlm_exp_q32(tlm_rand *r);
