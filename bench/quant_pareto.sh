@@ -18,12 +18,13 @@ base_top1=$(echo "$base" | num top1)
 base_loss=$(echo "$base" | num loss)
 base_bytes=$("$tlm" info "$model" --json | num image_bytes)
 echo "kind,method,sparsity,pack,embed,bits_per_weight,image_bytes,size_ratio,loss,top1,top1_retention,loss_increase" >"$out.csv"
-echo "fp32,-,-,f32,f32,32,$base_bytes,1,$base_loss,$base_top1,1,0" >>"$out.csv"
+base_bpw=$("$tlm" info "$model" --json | num image_bits_per_weight)
+echo "fp32,-,-,f32,f32,$base_bpw,$base_bytes,1,$base_loss,$base_top1,1,0" >>"$out.csv"
 
 row() { # kind method sparsity pack embed model
     info=$("$tlm" info "$6" --json)
     ev=$("$tlm" eval -m "$6" --text "$dev" --json)
-    bpw=$(echo "$info" | num bits_per_weight)
+    bpw=$(echo "$info" | num image_bits_per_weight) # the whole image: tokenizer, norms, scales included
     bytes=$(echo "$info" | num image_bytes)
     top1=$(echo "$ev" | num top1)
     loss=$(echo "$ev" | num loss)
@@ -62,7 +63,7 @@ set terminal pngcairo size 900,600
 set output "$out.png"
 set datafile separator ","
 set title "Top-1 retention vs bits per weight ($(basename "$model"))"
-set xlabel "bits per weight (all tensors, scales included)"
+set xlabel "bits per weight (whole image: tokenizer, norms and scales included)"
 set ylabel "top-1 / fp32 top-1"
 set key bottom right
 set grid

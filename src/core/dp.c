@@ -335,6 +335,9 @@ void tlm_dx_noise(tlm_rand *r, uint32_t dim, float epsilon, float *z)
     for (uint32_t i = 0; i < dim; i++) z[i] = (float)(f * (double)z[i]);
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize"))) /* its shuffles cost more than the sums */
+#endif
 static uint32_t dx_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id, float *scratch)
 {
     const tlm_model *m = p->model;
@@ -346,33 +349,33 @@ static uint32_t dx_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id, floa
     tlm_dx_noise(r, dim, p->epsilon, z);
     tr->row_to_f32(row, &e, id);
     for (uint32_t i = 0; i < dim; i++) z[i] += row[i];
-    /* nearest ordinary token: argmin |e_j|^2 - 2 e_j.z, eight partial sums
-     * so that the compiler can keep them in vector registers */
+    /* nearest ordinary token: argmin |e_j|^2 - 2 e_j.z, with four partial
+     * sums per quantity so that the loop pipelines (and vectorizes) */
     uint32_t best = id;
     float best_d = INFINITY;
+    const float *rows = e.wtype == TLM_WTYPE_F32 ? (const float *)(const void *)e.data : NULL;
     for (uint32_t j = 0; j < V; j++) {
-        if (is_special(m, j)) continue;
         const float *ej = row;
-        if (e.wtype == TLM_WTYPE_F32) ej = (const float *)(const void *)(e.data + (size_t)j * dim * 4u);
+        if (rows) ej = rows + (size_t)j * dim;
         else tr->row_to_f32(row, &e, j);
-        float dot[8] = {0}, nn[8] = {0};
+        float d0 = 0, d1 = 0, d2 = 0, d3 = 0, n0 = 0, n1 = 0, n2 = 0, n3 = 0;
         uint32_t i = 0;
-        for (; i + 8u <= dim; i += 8u)
-            for (uint32_t l = 0; l < 8u; l++) {
-                dot[l] += ej[i + l] * z[i + l];
-                nn[l] += ej[i + l] * ej[i + l];
-            }
+        for (; i + 4u <= dim; i += 4u) {
+            d0 += ej[i] * z[i];
+            d1 += ej[i + 1] * z[i + 1];
+            d2 += ej[i + 2] * z[i + 2];
+            d3 += ej[i + 3] * z[i + 3];
+            n0 += ej[i] * ej[i];
+            n1 += ej[i + 1] * ej[i + 1];
+            n2 += ej[i + 2] * ej[i + 2];
+            n3 += ej[i + 3] * ej[i + 3];
+        }
         for (; i < dim; i++) {
-            dot[0] += ej[i] * z[i];
-            nn[0] += ej[i] * ej[i];
+            d0 += ej[i] * z[i];
+            n0 += ej[i] * ej[i];
         }
-        float ds = 0.0f, ns = 0.0f;
-        for (uint32_t l = 0; l < 8u; l++) {
-            ds += dot[l];
-            ns += nn[l];
-        }
-        const float d = ns - 2.0f * ds;
-        if (d < best_d) {
+        const float d = ((n0 + n1) + (n2 + n3)) - 2.0f * ((d0 + d1) + (d2 + d3));
+        if (d < best_d && !is_special(m, j)) {
             best_d = d;
             best = j;
         }
