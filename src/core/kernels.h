@@ -34,6 +34,21 @@ tlm_matvec_q8_fn tlm_matvec_q8_dsp(uint32_t wtype);
 typedef int32_t (*tlm_q8_dot_fn)(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor *w, uint32_t c0,
                                  uint32_t c1, uint32_t *cursor);
 
+/* One weight of a packed ternary row, by the layouts of docs/FORMAT.md
+ * (codes 0, 1, 2 are 0, +1, -1). */
+static inline int32_t tlm_t2_at(const uint8_t *row, uint32_t c)
+{
+    const uint32_t code = (row[c >> 2] >> ((c & 3u) * 2u)) & 3u;
+    return (int32_t)(code & 1u) - (int32_t)(code >> 1);
+}
+
+static inline int32_t tlm_t3_at(const uint8_t *row, uint32_t c)
+{
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    const uint32_t trit = (uint32_t)(row[c / 5u] / pow3[c % 5u]) % 3u;
+    return (int32_t)trit - 3 * (int32_t)(trit >> 1);
+}
+
 static inline uint64_t tlm_row_bytes_of(const tlm_tensor *w)
 {
     return tlm_wtype_row_bytes(w->wtype, w->cols, w->param);

@@ -20,12 +20,6 @@ static inline uint32_t load32(const void *p)
     return v;
 }
 
-static inline int32_t t2_at(const uint8_t *row, uint32_t c)
-{
-    const uint32_t code = (row[c >> 2] >> ((c & 3u) * 2u)) & 3u;
-    return (int32_t)(code & 1u) - (int32_t)(code >> 1);
-}
-
 static int32_t dot_i8(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor *w, uint32_t c0, uint32_t c1,
                       uint32_t *cursor)
 {
@@ -52,7 +46,7 @@ static int32_t dot_t2(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor 
     (void)cursor;
     int32_t acc = 0;
     uint32_t c = c0;
-    for (; c < c1 && (c & 3u); c++) acc += t2_at(row, c) * a->q[c];
+    for (; c < c1 && (c & 3u); c++) acc += tlm_t2_at(row, c) * a->q[c];
     const int16_t *x = a->q16;
     for (; c + 16u <= c1; c += 16u) { /* four code bytes per load */
         const uint32_t codes = load32(row + (c >> 2));
@@ -72,7 +66,7 @@ static int32_t dot_t2(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor 
         acc = __smlad((int16x2_t)p[0], (int16x2_t)load32(x + c), acc);
         acc = __smlad((int16x2_t)p[1], (int16x2_t)load32(x + c + 2), acc);
     }
-    for (; c < c1; c++) acc += t2_at(row, c) * a->q[c];
+    for (; c < c1; c++) acc += tlm_t2_at(row, c) * a->q[c];
     return acc;
 }
 

@@ -64,19 +64,7 @@ void tlm_act_q8_quantize(tlm_act_q8 *a, const float *x, uint32_t n, int8_t *buf)
 
 /* ---- decoding one weight ---- */
 
-static inline int32_t t2_at(const uint8_t *row, uint32_t c)
-{
-    const uint32_t code = (row[c >> 2] >> ((c & 3u) * 2u)) & 3u;
-    return (int32_t)(code & 1u) - (int32_t)(code >> 1);
-}
-
 static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
-
-static inline int32_t t3_at(const uint8_t *row, uint32_t c)
-{
-    const uint32_t trit = (uint32_t)(row[c / 5u] / pow3[c % 5u]) % 3u;
-    return (int32_t)trit - 3 * (int32_t)(trit >> 1); /* 0, +1, -1 */
-}
 
 /* ---- dot products over [c0, c1) ---- */
 
@@ -99,12 +87,12 @@ static int32_t dot_t2(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor 
     const int8_t *x = a->q;
     int32_t acc = 0;
     uint32_t c = c0;
-    for (; c < c1 && (c & 3u); c++) acc += t2_at(row, c) * x[c];
+    for (; c < c1 && (c & 3u); c++) acc += tlm_t2_at(row, c) * x[c];
     for (; c + 4u <= c1; c += 4u) { /* whole bytes through the table */
         const int8_t *d = tlm_t2_lut[row[c >> 2]];
         acc += d[0] * x[c] + d[1] * x[c + 1] + d[2] * x[c + 2] + d[3] * x[c + 3];
     }
-    for (; c < c1; c++) acc += t2_at(row, c) * x[c];
+    for (; c < c1; c++) acc += tlm_t2_at(row, c) * x[c];
     return acc;
 }
 
@@ -116,12 +104,12 @@ static int32_t dot_t3(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor 
     const int8_t *x = a->q;
     int32_t acc = 0;
     uint32_t c = c0;
-    for (; c < c1 && c % 5u; c++) acc += t3_at(row, c) * x[c];
+    for (; c < c1 && c % 5u; c++) acc += tlm_t3_at(row, c) * x[c];
     for (; c + 5u <= c1; c += 5u) {
         const int8_t *d = tlm_t3_lut[row[c / 5u]]; /* validated: < 243 */
         acc += d[0] * x[c] + d[1] * x[c + 1] + d[2] * x[c + 2] + d[3] * x[c + 3] + d[4] * x[c + 4];
     }
-    for (; c < c1; c++) acc += t3_at(row, c) * x[c];
+    for (; c < c1; c++) acc += tlm_t3_at(row, c) * x[c];
     return acc;
 }
 
@@ -180,13 +168,13 @@ void tlm_row_f32_i8(float *out, const tlm_tensor *w, uint32_t r)
 void tlm_row_f32_t2(float *out, const tlm_tensor *w, uint32_t r)
 {
     const uint8_t *row = row_ptr(w, r);
-    for (uint32_t c = 0; c < w->cols; c++) out[c] = (float)t2_at(row, c) * scale_for(w, r, c);
+    for (uint32_t c = 0; c < w->cols; c++) out[c] = (float)tlm_t2_at(row, c) * scale_for(w, r, c);
 }
 
 void tlm_row_f32_t3(float *out, const tlm_tensor *w, uint32_t r)
 {
     const uint8_t *row = row_ptr(w, r);
-    for (uint32_t c = 0; c < w->cols; c++) out[c] = (float)t3_at(row, c) * scale_for(w, r, c);
+    for (uint32_t c = 0; c < w->cols; c++) out[c] = (float)tlm_t3_at(row, c) * scale_for(w, r, c);
 }
 
 void tlm_row_f32_ts(float *out, const tlm_tensor *w, uint32_t r)

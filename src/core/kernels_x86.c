@@ -48,12 +48,6 @@ static AVX2 int32_t dot_i8(const uint8_t *row, const tlm_act_q8 *a, const tlm_te
     return s;
 }
 
-static inline int32_t t2_at(const uint8_t *row, uint32_t c)
-{
-    const uint32_t code = (row[c >> 2] >> ((c & 3u) * 2u)) & 3u;
-    return (int32_t)(code & 1u) - (int32_t)(code >> 1);
-}
-
 static AVX2 int32_t dot_t2(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor *w, uint32_t c0, uint32_t c1,
                            uint32_t *cursor)
 {
@@ -61,7 +55,7 @@ static AVX2 int32_t dot_t2(const uint8_t *row, const tlm_act_q8 *a, const tlm_te
     (void)cursor;
     int32_t s = 0;
     uint32_t c = c0;
-    for (; c < c1 && (c & 3u); c++) s += t2_at(row, c) * a->q[c];
+    for (; c < c1 && (c & 3u); c++) s += tlm_t2_at(row, c) * a->q[c];
     const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
                                             4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
     const __m256i field = _mm256_set1_epi32((int)0xC0300C03u);
@@ -78,16 +72,8 @@ static AVX2 int32_t dot_t2(const uint8_t *row, const tlm_act_q8 *a, const tlm_te
         acc = add_bytes(acc, _mm256_sub_epi8(pos, neg));
     }
     s += hsum_i32(acc);
-    for (; c < c1; c++) s += t2_at(row, c) * a->q[c];
+    for (; c < c1; c++) s += tlm_t2_at(row, c) * a->q[c];
     return s;
-}
-
-static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
-
-static inline int32_t t3_at(const uint8_t *row, uint32_t c)
-{
-    const uint32_t trit = (uint32_t)(row[c / 5u] / pow3[c % 5u]) % 3u;
-    return (int32_t)trit - 3 * (int32_t)(trit >> 1);
 }
 
 static AVX2 int32_t dot_t3(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor *w, uint32_t c0, uint32_t c1,
@@ -97,7 +83,7 @@ static AVX2 int32_t dot_t3(const uint8_t *row, const tlm_act_q8 *a, const tlm_te
     (void)cursor;
     int32_t s = 0;
     uint32_t c = c0;
-    for (; c < c1 && c % 5u; c++) s += t3_at(row, c) * a->q[c];
+    for (; c < c1 && c % 5u; c++) s += tlm_t3_at(row, c) * a->q[c];
     const __m256i third = _mm256_set1_epi16(21846); /* floor(b * 21846 / 65536) = b / 3 for b < 243 */
     const __m256i ones16 = _mm256_set1_epi16(1);
     __m256i acc = _mm256_setzero_si256();
@@ -127,7 +113,7 @@ static AVX2 int32_t dot_t3(const uint8_t *row, const tlm_act_q8 *a, const tlm_te
     }
     if (k_end * 5u > c) c = k_end * 5u;
     s += hsum_i32(acc);
-    for (; c < c1; c++) s += t3_at(row, c) * a->q[c];
+    for (; c < c1; c++) s += tlm_t3_at(row, c) * a->q[c];
     return s;
 }
 
