@@ -23,9 +23,11 @@ typedef enum tlm_wtype {
 struct tlm_tensor;
 
 /* A vector of activations quantized to int8 with one scale (absmax / 127):
- * x[i] ~= q[i] * scale. `planar` holds the same values regrouped for the
- * base-3 kernels: plane j (j < 5) at planar + j * plane, entry k being
- * q[5k + j] (0 past the end). Built by tlm_act_q8_quantize. */
+ * x[i] ~= q[i] * scale. Two regroupings serve particular kernels and are
+ * built only where such a kernel exists (NULL elsewhere): `planar` (x86-64,
+ * the AVX2 base-3 kernel) holds plane j (j < 5) at planar + j * plane,
+ * entry k being q[5k + j] (0 past the end); `q16` (Arm DSP) is below.
+ * Built by tlm_act_q8_quantize. */
 typedef struct tlm_act_q8 {
     const int8_t *q;
     const int8_t *planar;

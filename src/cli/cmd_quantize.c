@@ -182,6 +182,7 @@ int cmd_quantize(int argc, char **argv)
     if (tlm_model_file_open(&mf, model, &err)) return cli_fail("quantize", &err);
     tlm_status st = tlm_quant_check(&q, &mf.model.hp, &err);
     const size_t in_bytes = mf.model.image_bytes;
+    const uint32_t seq_len = mf.model.hp.seq_len;
     if (st) {
         tlm_model_file_close(&mf);
         return cli_usage_error("quantize", "%s", err.msg);
@@ -196,13 +197,7 @@ int cmd_quantize(int argc, char **argv)
         o.teacher = distill ? model : NULL;
         o.distill = distill ? dweight : 0.0f;
         o.progress = isatty(2);
-        if (!o.ctx || o.ctx == 256) { /* default: the model's own context, up to 256 */
-            tlm_model_file tmp;
-            if (!o.resume && !tlm_model_file_open(&tmp, model, NULL)) {
-                o.ctx = tmp.model.hp.seq_len < 256 ? tmp.model.hp.seq_len : 256;
-                tlm_model_file_close(&tmp);
-            }
-        }
+        if (!o.resume && o.ctx == 256 && seq_len < 256) o.ctx = seq_len; /* default: the model's own context, up to 256 */
         st = tlm_train(&o, &rep, &err);
     } else {
         tlm_params p;

@@ -42,10 +42,11 @@ static inline int32_t tlm_t2_at(const uint8_t *row, uint32_t c)
     return (int32_t)(code & 1u) - (int32_t)(code >> 1);
 }
 
+static const uint8_t tlm_pow3[5] = {1, 3, 9, 27, 81};
+
 static inline int32_t tlm_t3_at(const uint8_t *row, uint32_t c)
 {
-    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
-    const uint32_t trit = (uint32_t)(row[c / 5u] / pow3[c % 5u]) % 3u;
+    const uint32_t trit = (uint32_t)(row[c / 5u] / tlm_pow3[c % 5u]) % 3u;
     return (int32_t)trit - 3 * (int32_t)(trit >> 1);
 }
 

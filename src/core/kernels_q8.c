@@ -39,11 +39,18 @@ void tlm_act_q8_quantize(tlm_act_q8 *a, const float *x, uint32_t n, int8_t *buf)
     int8_t *q = buf, *pl = buf + qn;
     a->scale = tlm_q8_quantize_row(q, x, n);
     memset(q + n, 0, qn - n + 32u);
+    a->planar = NULL;
+    a->q16 = NULL;
+    (void)pl; /* targets with neither regrouping */
+#if defined(__x86_64__) /* read by the AVX2 t3 kernel only */
     memset(pl, 0, 5u * plane + 32u);
     for (uint32_t j = 0; j < 5u; j++) { /* plane j: q[j], q[j + 5], ... (no division per element) */
         int8_t *pj = pl + (size_t)j * plane;
         for (uint32_t i = j, k = 0; i < n; i += 5u, k++) pj[k] = q[i];
     }
+    a->planar = pl;
+#endif
+#if defined(__ARM_FEATURE_DSP) /* read by the SMLAD kernels only */
     int16_t *q16 = (int16_t *)(void *)(pl + 5u * plane + 32u); /* even offset: all sizes are multiples of 32 */
     memset(q16, 0, qn * sizeof *q16);
     uint32_t i = 0;
@@ -55,16 +62,12 @@ void tlm_act_q8_quantize(tlm_act_q8 *a, const float *x, uint32_t n, int8_t *buf)
     }
     static const uint8_t order[4] = {0, 2, 1, 3};
     for (; i < n; i++) q16[(i & ~3u) + order[i & 3u]] = q[i];
-    a->q = q;
-    a->planar = pl;
     a->q16 = q16;
+#endif
+    a->q = q;
     a->n = n;
     a->plane = (uint32_t)plane;
 }
-
-/* ---- decoding one weight ---- */
-
-static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
 
 /* ---- dot products over [c0, c1) ---- */
 
@@ -225,7 +228,7 @@ uint32_t tlm_check_rows_t3(const tlm_tensor *w)
         const uint8_t *row = row_ptr(w, r);
         for (uint32_t b = 0; b < nb; b++)
             if (row[b] >= 243u) return r;
-        if (w->cols % 5u && row[nb - 1u] >= pow3[w->cols % 5u]) return r; /* padding trits */
+        if (w->cols % 5u && row[nb - 1u] >= tlm_pow3[w->cols % 5u]) return r; /* padding trits */
     }
     return UINT32_MAX;
 }

@@ -86,9 +86,10 @@ void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant
     const uint32_t ng = (cols + glen - 1u) / glen;
     const size_t n = (size_t)rows * cols;
     int8_t *t = trits ? trits : malloc(n ? n : 1);
-    float *mag = malloc(((size_t)cols + 1u) * sizeof *mag);
-    float *gmean = malloc(((size_t)ng + 1u) * sizeof *gmean);
-    if (!t || !mag || !gmean) abort(); /* small, bounded allocations */
+    float *mag = malloc(((size_t)cols + 1u) * sizeof *mag), *tmp = malloc(((size_t)cols + 1u) * sizeof *tmp);
+    /* mean |w| of every scale unit, kept for the scales of pass 2 */
+    float *gmeans = malloc(((size_t)rows * ng + 1u) * sizeof *gmeans);
+    if (!t || !mag || !tmp || !gmeans) abort(); /* bounded allocations */
 
     /* Mean |w| of the unit a weight's scale belongs to. */
     double tensor_mean = 0;
@@ -100,6 +101,7 @@ void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant
     for (uint32_t r = 0; r < rows; r++) {
         const float *wr = w + (size_t)r * cols;
         int8_t *tr = t + (size_t)r * cols;
+        float *gmean = gmeans + (size_t)r * ng;
         for (uint32_t g = 0; g < ng; g++) {
             const uint32_t c0 = g * glen, c1 = cols - c0 < glen ? cols : c0 + glen;
             double m = 0;
@@ -121,11 +123,8 @@ void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant
             }
             memset(tr, 0, cols);
             if (keep == 0) continue;
-            float *tmp = malloc((size_t)cols * sizeof *tmp);
-            if (!tmp) abort();
             memcpy(tmp, mag, (size_t)cols * sizeof *tmp);
             const float thr = kth_largest(tmp, cols, keep - 1u);
-            free(tmp);
             uint32_t kept = 0;
             for (uint32_t j = 0; j < cols; j++)
                 if (mag[j] > thr) {
@@ -175,12 +174,8 @@ void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant
                         }
                 }
                 s = cnt > 0 ? sum / cnt : 0.0;
-            } else if (c->scale_kind == TLM_SCALE_TENSOR) {
-                s = tensor_mean;
             } else {
-                s = 0;
-                for (uint32_t j = c0; j < c1; j++) s += fabs((double)wr[j]);
-                s /= (double)(c1 - c0);
+                s = gmeans[(size_t)r * ng + g]; /* absmean: the unit's mean |w| from pass 1 */
             }
             const float sf = (float)s;
             if (scales) {
@@ -192,7 +187,8 @@ void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant
                 for (uint32_t j = c0; j < c1; j++) deq[(size_t)r * cols + j] = (float)tr[j] * sf;
         }
     }
-    free(gmean);
+    free(gmeans);
+    free(tmp);
     free(mag);
     if (!trits) free(t);
 }

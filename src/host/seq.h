@@ -26,7 +26,8 @@ void tlm_seq_ws_free(tlm_seq_ws *ws);
 void tlm_seq_matmul(float *out, const float *X, uint32_t T, const tlm_tensor *W, float *wbuf);
 
 /* X's rows rounded as the integer path rounds them: each row quantized to
- * int8 (absmax) and scaled back. qrow holds n bytes. */
+ * int8 (absmax) and scaled back (the training forward of QAT uses it with
+ * out == X; gradients pass straight through). qrow holds n bytes. */
 void tlm_seq_fake_q8(float *out, const float *X, uint32_t T, uint32_t n, int8_t *qrow);
 
 /* Runs tokens[0..T) (T <= max_T and <= seq_len) and leaves the logits of

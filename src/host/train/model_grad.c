@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "../nn/layers.h"
+#include "../seq.h"
 #include "model_grad.h"
 
 typedef struct {
@@ -66,18 +67,6 @@ void tlm_train_ws_set_act_q8(tlm_train_ws *ws, int blocks, int classifier)
 
 const float *tlm_train_ws_logits(const tlm_train_ws *ws) { return ws->logits; }
 
-/* Replaces each row of X (T x n) by its int8 quantize-dequantize image, the
- * exact values the integer kernels see; the straight-through estimator
- * passes gradients through unchanged. */
-static void fake_q8(float *X, uint32_t T, uint32_t n, int8_t *q)
-{
-    for (uint32_t t = 0; t < T; t++) {
-        float *x = X + (size_t)t * n;
-        const float s = tlm_q8_quantize_row(q, x, n);
-        for (uint32_t i = 0; i < n; i++) x[i] = (float)q[i] * s;
-    }
-}
-
 void tlm_train_ws_free(tlm_train_ws *ws)
 {
     if (!ws) return;
@@ -106,28 +95,28 @@ static void forward(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_tra
         layer_acts *a = &ws->acts[l];
         const tlm_layer_params *w = &p->layers[l];
         tlm_rmsnorm_fwd(a->xn1, a->inv1, a->x_in, w->attn_norm, T, D, hp->norm_eps);
-        if (q8) fake_q8(a->xn1, T, D, ws->qrow);
+        if (q8) tlm_seq_fake_q8(a->xn1, a->xn1, T, D, ws->qrow);
         tlm_linear_fwd(a->q, a->xn1, w->wq, T, D, D, ws->wt);
         tlm_linear_fwd(a->k, a->xn1, w->wk, T, D, KV, ws->wt);
         tlm_linear_fwd(a->v, a->xn1, w->wv, T, D, KV, ws->wt);
         tlm_rope_fwd(a->q, T, D, hs, hp->rope_theta);
         tlm_rope_fwd(a->k, T, KV, hs, hp->rope_theta);
         tlm_attention_fwd(a->att, a->q, a->k, a->v, T, nh, nkv, hs, ws->attn_scratch);
-        if (q8) fake_q8(a->att, T, D, ws->qrow);
+        if (q8) tlm_seq_fake_q8(a->att, a->att, T, D, ws->qrow);
         tlm_linear_fwd(a->x_mid, a->att, w->wo, T, D, D, ws->wt);
         add(a->x_mid, a->x_in, TD);
         tlm_rmsnorm_fwd(a->xn2, a->inv2, a->x_mid, w->ffn_norm, T, D, hp->norm_eps);
-        if (q8) fake_q8(a->xn2, T, D, ws->qrow);
+        if (q8) tlm_seq_fake_q8(a->xn2, a->xn2, T, D, ws->qrow);
         tlm_linear_fwd(a->a, a->xn2, w->w1, T, D, H, ws->wt);
         tlm_linear_fwd(a->b, a->xn2, w->w3, T, D, H, ws->wt);
         tlm_swiglu_fwd(a->hh, a->a, a->b, TH);
-        if (q8) fake_q8(a->hh, T, H, ws->qrow);
+        if (q8) tlm_seq_fake_q8(a->hh, a->hh, T, H, ws->qrow);
         float *next = l + 1 < L ? ws->acts[l + 1].x_in : ws->x_fin;
         tlm_linear_fwd(next, a->hh, w->w2, T, H, D, ws->wt);
         add(next, a->x_mid, TD);
     }
     tlm_rmsnorm_fwd(ws->xnf, ws->invf, ws->x_fin, p->final_norm, T, D, hp->norm_eps);
-    if (ws->act_q8_classifier) fake_q8(ws->xnf, T, D, ws->qrow);
+    if (ws->act_q8_classifier) tlm_seq_fake_q8(ws->xnf, ws->xnf, T, D, ws->qrow);
     tlm_linear_fwd(ws->logits, ws->xnf, p->classifier, T, D, V, ws->wt);
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../core/ops.h"
 #include "../eval.h"
 #include "../fileio.h"
 #include "../image_build.h"
@@ -60,15 +61,8 @@ static void *grad_worker(void *arg)
         if (j->teacher) {
             const uint32_t V = j->p->hp.vocab_size;
             tlm_model_logits(j->teacher, w, j->T, j->tws);
-            const float *lg = tlm_train_ws_logits(j->tws);
-            for (uint32_t t = 0; t < j->T; t++) {
-                const float *l = lg + (size_t)t * V;
-                float *pr = j->tprobs + (size_t)t * V;
-                float mx = l[0], sum = 0;
-                for (uint32_t i = 1; i < V; i++) mx = l[i] > mx ? l[i] : mx;
-                for (uint32_t i = 0; i < V; i++) sum += pr[i] = expf(l[i] - mx);
-                for (uint32_t i = 0; i < V; i++) pr[i] /= sum;
-            }
+            memcpy(j->tprobs, tlm_train_ws_logits(j->tws), (size_t)j->T * V * sizeof(float));
+            for (uint32_t t = 0; t < j->T; t++) tlm_softmax(j->tprobs + (size_t)t * V, V);
             j->loss += tlm_model_fwd_bwd_distill(j->p, j->g, w, w + 1, j->T, j->scale, j->tprobs, j->alpha, j->ws);
         } else {
             j->loss += tlm_model_fwd_bwd(j->p, j->g, w, w + 1, j->T, j->scale, j->ws);
