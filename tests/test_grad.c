@@ -283,7 +283,7 @@ static double model_loss(void *c)
     return tlm_model_fwd_bwd(k->p, NULL, k->in, k->tgt, k->T, 1.0f, k->ws);
 }
 
-static void check_model(int shared)
+static void check_model(int shared, float dropout)
 {
     tlm_hparams hp = {.dim = 16, .hidden_dim = 24, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .vocab_size = 23,
                       .seq_len = 16, .rope_theta = 10000.0f, .norm_eps = 1e-5f, .shared_classifier = shared};
@@ -305,7 +305,11 @@ static void check_model(int shared)
         in[t] = (uint32_t)(tu_rand(&rng) % 23);
         tgt[t] = (uint32_t)(tu_rand(&rng) % 23);
     }
-    tlm_model_fwd_bwd(&p, &g, in, tgt, 10, 1.0f, ws);
+    double plain = 0.0;
+    if (dropout > 0.0f) plain = tlm_model_fwd_bwd(&p, NULL, in, tgt, 10, 1.0f, ws);
+    tlm_train_ws_set_dropout(ws, dropout, 77);
+    const double loss = tlm_model_fwd_bwd(&p, &g, in, tgt, 10, 1.0f, ws);
+    if (dropout > 0.0f) assert_true(fabs(loss - plain) > 1e-3 * plain); /* the mask did something */
     model_ctx k = {&p, ws, in, tgt, 10};
     const uint32_t n = tlm_params_count(&p);
     for (uint32_t i = 0; i < n; i++) {
@@ -313,7 +317,8 @@ static void check_model(int shared)
         tlm_params_tensor(&p, i, &t);
         tlm_params_tensor(&g, i, &gt);
         char name[64];
-        snprintf(name, sizeof name, "model %s %s l%u", shared ? "shared" : "separate", tlm_role_name(t.role), t.layer);
+        snprintf(name, sizeof name, "model %s%s %s l%u", shared ? "shared" : "separate", dropout > 0.0f ? " dropout" : "",
+                 tlm_role_name(t.role), t.layer);
         check(name, model_loss, &k, t.data, gt.data, (size_t)t.rows * t.cols, 12, 1e-2f, 5e-3, 2e-2);
     }
     tlm_train_ws_free(ws);
@@ -324,8 +329,17 @@ static void check_model(int shared)
 static void test_whole_model(void **state)
 {
     (void)state;
-    check_model(0);
-    check_model(1);
+    check_model(0, 0.0f);
+    check_model(1, 0.0f);
+}
+
+/* With dropout the loss is a fixed function of the weights for a fixed
+ * mask seed, so its gradient must match finite differences too. */
+static void test_whole_model_dropout(void **state)
+{
+    (void)state;
+    check_model(0, 0.3f);
+    check_model(1, 0.5f);
 }
 
 int main(void)
@@ -334,6 +348,7 @@ int main(void)
         cmocka_unit_test(test_linear),    cmocka_unit_test(test_rmsnorm), cmocka_unit_test(test_rope),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_embed),
         cmocka_unit_test(test_xent),      cmocka_unit_test(test_distill),      cmocka_unit_test(test_whole_model),
+        cmocka_unit_test(test_whole_model_dropout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

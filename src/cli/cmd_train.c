@@ -39,6 +39,8 @@ static const char help[] =
     "      --warmup N         warm-up steps (default min(100, steps/10))\n"
     "      --weight-decay X   decoupled, matrices only (default 0.1)\n"
     "      --clip X           gradient norm limit, 0 for none (default 1.0)\n"
+    "      --dropout P        drop each attention/feed-forward output with probability P\n"
+    "                         before the residual sum (default 0)\n"
     "      --seed N           initialization and data order (default 1337)\n"
     "      --threads N        (default: all cores)\n"
     "      --eval-every N     validation every N steps (default 200)\n"
@@ -54,7 +56,7 @@ static const char help[] =
 
 enum { O_DATA = 256, O_VAL, O_TOK, O_INIT, O_RESUME, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV, O_SEP, O_CTX,
        O_BATCH, O_STEPS, O_MIN, O_LR, O_MINLR, O_WARM, O_WD, O_CLIP, O_SEED, O_THREADS, O_EVAL, O_CKPT, O_JSON,
-       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT };
+       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP };
 
 /* Options of the training loop, shared with 'tritlm quantize --qat'. */
 const struct option cli_train_loop_options[] = {
@@ -66,7 +68,7 @@ const struct option cli_train_loop_options[] = {
     {"weight-decay", required_argument, 0, O_WD}, {"clip", required_argument, 0, O_CLIP},
     {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
     {"eval-every", required_argument, 0, O_EVAL}, {"ckpt-every", required_argument, 0, O_CKPT},
-    {"stop-after", required_argument, 0, O_STOP}, {0, 0, 0, 0}};
+    {"stop-after", required_argument, 0, O_STOP}, {"dropout", required_argument, 0, O_DROP}, {0, 0, 0, 0}};
 
 int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opts *o)
 {
@@ -99,6 +101,7 @@ int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opt
     case O_WARM: U32("--warmup", 0, 0xFFFFFFFFu, o->warmup); break;
     case O_WD: F32("--weight-decay", 0.0f, 10.0f, o->weight_decay); break;
     case O_CLIP: F32("--clip", 0.0f, 1e9f, o->clip); break;
+    case O_DROP: F32("--dropout", 0.0f, 0.9f, o->dropout); break;
     case O_SEED: U32("--seed", 0, 0xFFFFFFFFu, o->seed); break;
     case O_THREADS: U32("--threads", 1, 1024, o->threads); break;
     case O_EVAL: U32("--eval-every", 0, 0xFFFFFFFFu, o->eval_every); break;

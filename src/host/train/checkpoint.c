@@ -15,7 +15,8 @@ enum {
     C_ADAM_T = 96, C_IMAGE_BYTES = 104, C_NPARAMS = 112, C_CRC = 120,
     /* quantization-aware runs */
     C_QAT = 128, C_QMETHOD = 132, C_QSPARSITY = 136, C_QTHRESH = 140, C_QSCALE = 144, C_QPACK = 146,
-    C_QEMBED = 148, C_QGROUP = 152, C_DISTILL = 156
+    C_QEMBED = 148, C_QGROUP = 152, C_DISTILL = 156,
+    C_DROPOUT = 160
 };
 
 tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,
@@ -51,6 +52,7 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
     tlm_wr64(buf + C_ADAM_T, opt->t);
     tlm_wr64(buf + C_IMAGE_BYTES, img_bytes);
     tlm_wr64(buf + C_NPARAMS, p->n);
+    tlm_wrf32(buf + C_DROPOUT, meta->dropout);
     tlm_wr32(buf + C_QAT, meta->qat);
     if (meta->qat) {
         tlm_wr32(buf + C_QMETHOD, (uint32_t)meta->qcfg.method);
@@ -143,6 +145,7 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
     meta->qat = tlm_rd32(buf + C_QAT);
     tlm_quant_defaults(&meta->qcfg);
     meta->distill = 0.0f;
+    meta->dropout = tlm_rdf32(buf + C_DROPOUT);
     if (meta->qat) {
         meta->qcfg.method = (tlm_qmethod)tlm_rd32(buf + C_QMETHOD);
         meta->qcfg.sparsity = tlm_rdf32(buf + C_QSPARSITY);
@@ -157,7 +160,8 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
     opt->beta2 = meta->beta2;
     opt->weight_decay = meta->weight_decay;
     if (!meta->batch || !meta->ctx || meta->ctx > p->hp.seq_len || meta->step > meta->total_steps || meta->qat > 1 ||
-        (meta->qat && tlm_quant_check(&meta->qcfg, &p->hp, NULL)) || !(meta->distill >= 0.0f && meta->distill <= 1.0f)) {
+        (meta->qat && tlm_quant_check(&meta->qcfg, &p->hp, NULL)) || !(meta->distill >= 0.0f && meta->distill <= 1.0f) ||
+        !(meta->dropout >= 0.0f && meta->dropout <= 0.9f)) {
         tlm_params_free(p);
         tlm_vocab_free(v);
         tlm_adamw_free(opt);

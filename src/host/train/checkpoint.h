@@ -23,6 +23,7 @@ typedef struct tlm_ckpt_meta {
     uint32_t qat;            /* 1: quantization-aware run with qcfg */
     tlm_quant_cfg qcfg;
     float distill;           /* weight of the distillation term (0: none) */
+    float dropout;           /* residual-branch dropout rate (0: none) */
 } tlm_ckpt_meta;
 
 tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,

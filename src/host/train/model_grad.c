@@ -13,6 +13,8 @@ struct tlm_train_ws {
     uint32_t max_T;
     int act_q8;            /* fake int8 activations into the block matrices */
     int act_q8_classifier; /* ... and into the classifier */
+    float dropout;         /* residual-branch dropout rate for the next fwd_bwd (0: none) */
+    uint64_t drop_seed;
     int8_t *qrow;          /* one row of quantized activations */
     layer_acts *acts;
     float *x_fin, *xnf, *invf, *logits;
@@ -65,6 +67,32 @@ void tlm_train_ws_set_act_q8(tlm_train_ws *ws, int blocks, int classifier)
     ws->act_q8_classifier = classifier;
 }
 
+void tlm_train_ws_set_dropout(tlm_train_ws *ws, float rate, uint64_t seed)
+{
+    ws->dropout = rate;
+    ws->drop_seed = seed;
+}
+
+/* Dropout mask of branch `branch` (2 per layer) element i: a hash of
+ * (seed, branch, i), so backward recomputes it instead of storing it and
+ * the result does not depend on which thread ran the sequence. Returns the
+ * multiplier: 0 or 1 / (1 - rate). */
+static float drop_mult(uint64_t seed, uint32_t branch, size_t i, uint32_t cut, float keep_scale)
+{
+    uint64_t z = seed + ((uint64_t)branch << 40) + (uint64_t)i * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (uint32_t)(z >> 40) < cut ? 0.0f : keep_scale;
+}
+
+static void dropout_apply(const tlm_train_ws *ws, uint32_t branch, float *y, const float *x, size_t n)
+{
+    const uint32_t cut = (uint32_t)((double)ws->dropout * 16777216.0);
+    const float keep = 1.0f / (1.0f - ws->dropout);
+    for (size_t i = 0; i < n; i++) y[i] = x[i] * drop_mult(ws->drop_seed, branch, i, cut, keep);
+}
+
 const float *tlm_train_ws_logits(const tlm_train_ws *ws) { return ws->logits; }
 
 void tlm_train_ws_free(tlm_train_ws *ws)
@@ -81,7 +109,7 @@ static void add(float *y, const float *x, size_t n)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-static void forward(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_train_ws *ws)
+static void forward(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_train_ws *ws, int drop)
 {
     const tlm_hparams *hp = &p->hp;
     const uint32_t D = hp->dim, H = hp->hidden_dim, V = hp->vocab_size, L = hp->n_layers;
@@ -104,6 +132,7 @@ static void forward(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_tra
         tlm_attention_fwd(a->att, a->q, a->k, a->v, T, nh, nkv, hs, ws->attn_scratch);
         if (q8) tlm_seq_fake_q8(a->att, a->att, T, D, ws->qrow);
         tlm_linear_fwd(a->x_mid, a->att, w->wo, T, D, D, ws->wt);
+        if (drop) dropout_apply(ws, 2 * l, a->x_mid, a->x_mid, TD);
         add(a->x_mid, a->x_in, TD);
         tlm_rmsnorm_fwd(a->xn2, a->inv2, a->x_mid, w->ffn_norm, T, D, hp->norm_eps);
         if (q8) tlm_seq_fake_q8(a->xn2, a->xn2, T, D, ws->qrow);
@@ -113,6 +142,7 @@ static void forward(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_tra
         if (q8) tlm_seq_fake_q8(a->hh, a->hh, T, H, ws->qrow);
         float *next = l + 1 < L ? ws->acts[l + 1].x_in : ws->x_fin;
         tlm_linear_fwd(next, a->hh, w->w2, T, H, D, ws->wt);
+        if (drop) dropout_apply(ws, 2 * l + 1, next, next, TD);
         add(next, a->x_mid, TD);
     }
     tlm_rmsnorm_fwd(ws->xnf, ws->invf, ws->x_fin, p->final_norm, T, D, hp->norm_eps);
@@ -120,7 +150,7 @@ static void forward(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_tra
     tlm_linear_fwd(ws->logits, ws->xnf, p->classifier, T, D, V, ws->wt);
 }
 
-void tlm_model_logits(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_train_ws *ws) { forward(p, in, T, ws); }
+void tlm_model_logits(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_train_ws *ws) { forward(p, in, T, ws, 0); }
 
 double tlm_model_fwd_bwd(const tlm_params *p, tlm_params *grad, const uint32_t *in, const uint32_t *targets,
                          uint32_t T, float scale, tlm_train_ws *ws)
@@ -135,7 +165,8 @@ double tlm_model_fwd_bwd_distill(const tlm_params *p, tlm_params *g, const uint3
     const uint32_t D = hp->dim, H = hp->hidden_dim, V = hp->vocab_size, L = hp->n_layers;
     const uint32_t KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads, nh = hp->n_heads, nkv = hp->n_kv_heads;
     const size_t TD = (size_t)T * D, TH = (size_t)T * H, TK = (size_t)T * KV;
-    forward(p, in, T, ws);
+    const int drop = ws->dropout > 0.0f;
+    forward(p, in, T, ws, drop);
     /* logits now hold dlogits */
     const double loss = teacher_probs ? tlm_xent_distill_fwd_bwd(ws->logits, targets, teacher_probs, alpha, T, V, scale)
                                       : tlm_xent_fwd_bwd(ws->logits, targets, T, V, scale);
@@ -152,7 +183,12 @@ double tlm_model_fwd_bwd_distill(const tlm_params *p, tlm_params *g, const uint3
         tlm_layer_params *gw = &g->layers[l];
         /* feed-forward: next = x_mid + W2 (silu(W1 xn2) * W3 xn2) */
         memset(ws->dh, 0, TH * sizeof(float));
-        tlm_linear_bwd(ws->dh, gw->w2, ws->dx, a->hh, w->w2, T, H, D, ws->dyt);
+        const float *dbranch = ws->dx;
+        if (drop) { /* the branch saw the mask; the residual path did not */
+            dropout_apply(ws, 2 * l + 1, ws->dq, ws->dx, TD);
+            dbranch = ws->dq;
+        }
+        tlm_linear_bwd(ws->dh, gw->w2, dbranch, a->hh, w->w2, T, H, D, ws->dyt);
         memset(ws->da, 0, TH * sizeof(float));
         memset(ws->db, 0, TH * sizeof(float));
         tlm_swiglu_bwd(ws->da, ws->db, ws->dh, a->a, a->b, TH);
@@ -162,7 +198,12 @@ double tlm_model_fwd_bwd_distill(const tlm_params *p, tlm_params *g, const uint3
         tlm_rmsnorm_bwd(ws->dx, gw->ffn_norm, ws->dxn, a->x_mid, a->inv2, w->ffn_norm, T, D); /* dx: d x_mid */
         /* attention: x_mid = x_in + Wo attn(rope(Wq xn1), rope(Wk xn1), Wv xn1) */
         memset(ws->datt, 0, TD * sizeof(float));
-        tlm_linear_bwd(ws->datt, gw->wo, ws->dx, a->att, w->wo, T, D, D, ws->dyt);
+        dbranch = ws->dx;
+        if (drop) {
+            dropout_apply(ws, 2 * l, ws->dq, ws->dx, TD);
+            dbranch = ws->dq;
+        }
+        tlm_linear_bwd(ws->datt, gw->wo, dbranch, a->att, w->wo, T, D, D, ws->dyt);
         memset(ws->dq, 0, TD * sizeof(float));
         memset(ws->dk, 0, TK * sizeof(float));
         memset(ws->dv, 0, TK * sizeof(float));

@@ -32,6 +32,12 @@ const float *tlm_train_ws_logits(const tlm_train_ws *ws);
 /* Quantization-aware training: the inputs of the block matrices (and of
  * the classifier) are quantized to int8 per position in the forward pass,
  * as the integer kernels do; gradients pass straight through. */
+/* Dropout on the output of every attention and feed-forward branch before
+ * it joins the residual stream, at this rate, for the next
+ * tlm_model_fwd_bwd* calls (tlm_model_logits never drops). The mask is a
+ * function of seed alone; rate 0 turns it off. */
+void tlm_train_ws_set_dropout(tlm_train_ws *ws, float rate, uint64_t seed);
+
 void tlm_train_ws_set_act_q8(tlm_train_ws *ws, int blocks, int classifier);
 
 #endif

@@ -48,6 +48,8 @@ typedef struct {
     const uint64_t *starts;
     uint32_t batch, T, stride, first;
     float scale;
+    float dropout;
+    uint64_t drop_seed;   /* this step's; each window mixes in its index */
     double loss;
 } grad_job;
 
@@ -58,6 +60,7 @@ static void *grad_worker(void *arg)
     j->loss = 0;
     for (uint32_t b = j->first; b < j->batch; b += j->stride) {
         const uint32_t *w = j->tokens + j->starts[b];
+        tlm_train_ws_set_dropout(j->ws, j->dropout, j->drop_seed + (uint64_t)b * 0xD1B54A32D192ED03ull);
         if (j->teacher) {
             const uint32_t V = j->p->hp.vocab_size;
             tlm_model_logits(j->teacher, w, j->T, j->tws);
@@ -90,7 +93,7 @@ typedef struct {
 /* Gradients of the batch, reduced in thread order (deterministic for a
  * given thread count); returns the mean loss. */
 static double batch_gradients(trainer_state *s, const tlm_corpus *c, const uint64_t *starts, uint32_t batch,
-                              uint32_t T)
+                              uint32_t T, float dropout, uint64_t drop_seed)
 {
     for (int k = 0; k < s->threads; k++)
         s->jobs[k] = (grad_job){.p = s->qat ? &s->pq : &s->p, .g = &s->grads[k], .ws = s->ws[k],
@@ -98,7 +101,8 @@ static double batch_gradients(trainer_state *s, const tlm_corpus *c, const uint6
                                 .tprobs = s->distill ? s->tprobs[k] : NULL, .alpha = s->alpha,
                                 .tokens = c->tokens, .starts = starts,
                                 .batch = batch, .T = T, .stride = (uint32_t)s->threads, .first = (uint32_t)k,
-                                .scale = 1.0f / ((float)batch * (float)T)};
+                                .scale = 1.0f / ((float)batch * (float)T), .dropout = dropout,
+                                .drop_seed = drop_seed};
     int started = 0;
     for (int k = 1; k < s->threads; k++)
         if (pthread_create(&s->tids[k], NULL, grad_worker, &s->jobs[k]) == 0) started = k;
@@ -259,7 +263,8 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         opt.weight_decay = o->weight_decay;
         meta = (tlm_ckpt_meta){.batch = o->batch, .ctx = o->ctx, .warmup = o->warmup, .total_steps = o->steps,
                                .seed = o->seed, .lr = o->lr, .min_lr_frac = o->min_lr_frac,
-                               .weight_decay = o->weight_decay, .clip = o->clip, .beta1 = opt.beta1, .beta2 = opt.beta2};
+                               .weight_decay = o->weight_decay, .clip = o->clip, .beta1 = opt.beta1, .beta2 = opt.beta2,
+                               .dropout = o->dropout};
         tlm_rng r;
         tlm_rng_seed(&r, o->seed * 0x9E3779B97F4A7C15ull + 1u);
         meta.rng_state = r.state;
@@ -410,7 +415,8 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         for (uint32_t b = 0; b < B; b++) starts[b] = tlm_rng_below(&rng, corpus.n - T - 1);
         const double t0 = tlm_now();
         if (s.qat) tlm_quant_fake(&s.p, &s.pq, &s.qcfg); /* straight-through: gradients land on s.p */
-        const double loss = batch_gradients(&s, &corpus, starts, B, T);
+        const double loss = batch_gradients(&s, &corpus, starts, B, T, meta.dropout,
+                                            (meta.seed ^ 0xA0761D6478BD642Full) * 0x9E3779B97F4A7C15ull + meta.step * 0xE7037ED1A0B428DBull);
         const double gnorm = tlm_clip_grad(&s.grads[0], meta.clip);
         tlm_adamw_step(&opt, &s.p, &s.grads[0], lr);
         meta.step++;

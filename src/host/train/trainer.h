@@ -16,6 +16,7 @@ typedef struct tlm_train_opts {
     uint64_t steps;        /* exact number of steps, or 0 with minutes */
     double minutes;        /* time budget; the step count is chosen after timing the first steps */
     float lr, min_lr_frac, weight_decay, clip;
+    float dropout;         /* residual-branch dropout rate in [0, 0.9] (default 0) */
     uint64_t seed;
     int threads;           /* 0: all cores */
     uint32_t eval_every, ckpt_every;
