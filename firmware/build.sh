@@ -4,14 +4,16 @@
 # lines; INSNS_PER_TOKEN comes from the instruction-counting plugin).
 # usage: firmware/build.sh TARGET MODEL.tlm OUTDIR [--ctx N] [--ram-kb K] [-p PROMPT] [-n STEPS] [--run]
 #        [--privatize 1|2 --epsilon E --seed S [--count priv]]   (privatize the prompt: 1 dx, 2 rr)
+#        [--fault-test ADDR]   (tests: read unmapped memory before anything else)
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
-#      TLM_FW_ARENA (arena bytes, instead of asking tritlm info)
+#      TLM_FW_ARENA (arena bytes, instead of asking tritlm info),
+#      TLM_FW_CACHE (lx106: where the libgcc routines built from GCC's source are kept; default OUTDIR)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
-ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" priv_eps=8 priv_seed=1 count=token
+ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" priv_eps=8 priv_seed=1 count=token
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -22,7 +24,8 @@ while [ $# -gt 0 ]; do
     --privatize) priv="-DTLM_FW_PRIV_MECH=$2"; shift 2 ;; # 1 dx, 2 rr (tlm_mech)
     --epsilon) priv_eps=$2; shift 2 ;;
     --seed) priv_seed=$2; shift 2 ;;
-    --count) count=$2; shift 2 ;; # token (default) or priv: which markers the plugin counts between
+    --count) count=$2; shift 2 ;;
+    --fault-test) fault="-DTLM_FW_FAULT_TEST=$2"; shift 2 ;; # tests: load from this unmapped address first # token (default) or priv: which markers the plugin counts between
     *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -38,22 +41,51 @@ fi
 plen=$(printf '%s' "$prompt" | wc -c)
 prompt_c=$(printf '%s' "$prompt" | sed 's/\\/\\\\/g; s/"/\\"/g')
 [ -n "$priv" ] && priv="$priv -DTLM_FW_PRIV_EPS=((float)$priv_eps) -DTLM_FW_PRIV_SEED=${priv_seed}u"
-defs="$priv -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena -DTLM_FW_PROMPT_CAP=$((plen + 3))"
+defs="$priv $fault -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena -DTLM_FW_PROMPT_CAP=$((plen + 3))"
+port=$here/$target
 case $target in
 cortex-m7)
     CC=arm-none-eabi-gcc
     CF="-mcpu=cortex-m7 -mfpu=fpv5-d16 -mfloat-abi=hard -mthumb -O2 -ffunction-sections -fdata-sections"
-    sed "s/@RAM_KB@/$ram_kb/; s/@STACK_KB@/$stack_kb/" "$here/cortex-m7/link.ld.in" >"$out/link.ld"
-    port=$here/cortex-m7
     LDF="-nostartfiles --specs=nano.specs -T $out/link.ld -Wl,--gc-sections"
     LIBS="-lm -lc -lgcc"
+    SRCS="$port/startup.c"
+    max_ram=4096
     ;;
-*) echo "build.sh: unknown target $target (cortex-m7)" >&2; exit 2 ;;
+esp32c3)
+    CC=riscv64-unknown-elf-gcc
+    CF="-march=rv32imc -mabi=ilp32 -O2 -ffunction-sections -fdata-sections --specs=picolibc.specs"
+    LDF="-nostartfiles -T $out/link.ld -Wl,--gc-sections"
+    LIBS="-lc -lgcc"
+    SRCS="$port/start.S $port/startup.c"
+    max_ram=400 # the chip's SRAM
+    ;;
+lx106)
+    CC=xtensa-lx106-elf-gcc
+    CF="-O2 -ffunction-sections -fdata-sections -mtext-section-literals --specs=/usr/lib/xtensa-lx106-elf/picolibc.specs"
+    cache=${TLM_FW_CACHE:-$out}
+    LDF="-nostartfiles -T $out/link.ld -Wl,--gc-sections -L$cache"
+    # Debian's lx106 libgcc lacks division and most soft-float routines (the
+    # ESP8266 has them in ROM): built from GCC's own source by libgcc-extra.sh
+    LIBS="-lc -lgcc-lx106-extra -lgcc -lgcc-lx106-extra"
+    SRCS="$port/start.S $port/startup.c $port/int64.c"
+    max_ram=512 # dataram1 + dataram0 of the sim machine
+    ;;
+*) echo "build.sh: unknown target $target (cortex-m7, esp32c3, lx106)" >&2; exit 2 ;;
 esac
+if [ "$ram_kb" -gt "$max_ram" ]; then
+    echo "build.sh: --ram-kb $ram_kb exceeds the $target's $max_ram KB" >&2
+    exit 2
+fi
+sed "s/@RAM_KB@/$ram_kb/; s/@STACK_KB@/$stack_kb/" "$port/link.ld.in" >"$out/link.ld"
+if [ "$target" = lx106 ] && [ ! -f "$cache/libgcc-lx106-extra.a" ]; then
+    mkdir -p "$cache"
+    "$here/lx106/libgcc-extra.sh" "$cache" || exit 2
+fi
 command -v "$CC" >/dev/null || { echo "build.sh: $CC not installed" >&2; exit 2; }
-"$CC" $CF -std=c11 -Wall -Wextra -Werror -I"$root/include" -I"$port" $defs "-DTLM_FW_PROMPT=\"$prompt_c\"" \
+"$CC" $CF -std=c11 -Wall -Wextra -Werror -I"$root/include" -I"$here/common" -I"$port" $defs "-DTLM_FW_PROMPT=\"$prompt_c\"" \
     -DTLM_FW_MODEL_PATH="\"$model\"" \
-    "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/model.S" "$port/startup.c" \
+    "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/model.S" $SRCS \
     $LDF $LIBS -o "$out/fw.elf" 2>"$out/link.err" || {
     missing=$(sed -n "s/.*region .RAM' overflowed by \([0-9]*\) bytes.*/\1/p" "$out/link.err" | head -1)
     if [ -n "$missing" ]; then
@@ -69,6 +101,13 @@ case $target in
 cortex-m7)
     set -- qemu-system-arm -M mps2-an500 -display none -chardev stdio,id=sh0 \
         -semihosting-config enable=on,target=native,chardev=sh0 -kernel "$out/fw.elf"
+    ;;
+esp32c3)
+    set -- qemu-system-riscv32 -M virt -bios none -display none -serial stdio -monitor none -kernel "$out/fw.elf"
+    ;;
+lx106)
+    set -- qemu-system-xtensa -M sim -cpu lx106 -semihosting -display none -monitor none -serial none \
+        -kernel "$out/fw.elf"
     ;;
 esac
 if [ -n "${TLM_PLUGIN:-}" ]; then

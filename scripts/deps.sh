@@ -2,7 +2,10 @@
 # Makes sure the Debian packages tritlm needs are installed. As root it
 # installs what is missing with apt-get; otherwise it prints the command.
 set -eu
-PKGS="cmake make gcc libc6-dev libcmocka-dev libcjson-dev gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gnuplot-nox"
+PKGS="cmake make gcc libc6-dev libcmocka-dev libcjson-dev gnuplot-nox
+  gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+  gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf gcc-xtensa-lx106 picolibc-xtensa-lx106-elf gcc-12-source
+  qemu-system-misc"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

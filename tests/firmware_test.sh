@@ -1,17 +1,23 @@
 #!/bin/sh
 # Firmware in QEMU against the host: stories260K (fp32) and its ternary
-# post-training quantization, built into Cortex-M7 firmware, must print the
+# post-training quantization, built into firmware for TARGET, must print the
 # same greedy text as `tritlm generate` (the integer path is bit-exact, so
 # the text is identical); a model too large for the RAM budget must fail to
 # link with a message that says how much is missing; a damaged image must
-# make the firmware exit non-zero.
-# usage: firmware_test.sh SOURCE_DIR BUILD_DIR
+# make the firmware exit non-zero, and so must a memory fault.
+# usage: firmware_test.sh SOURCE_DIR BUILD_DIR TARGET (cortex-m7, esp32c3, lx106)
 set -eu
-src=$1 build=$2
+src=$1 build=$2 target=$3
 tlm=$build/tritlm
 data=${TLM_DATA_DIR:-$src/../shared/data}
 required() { case "${CI:-}${TLM_REQUIRE_DATA:-}" in ""|0|false) return 1 ;; *) return 0 ;; esac; }
-for tool in arm-none-eabi-gcc qemu-system-arm; do
+case $target in
+cortex-m7) tools="arm-none-eabi-gcc qemu-system-arm" ;;
+esp32c3) tools="riscv64-unknown-elf-gcc qemu-system-riscv32" ;;
+lx106) tools="xtensa-lx106-elf-gcc qemu-system-xtensa" ;;
+*) echo "FAIL: unknown target $target"; exit 1 ;;
+esac
+for tool in $tools; do
     if ! command -v $tool >/dev/null 2>&1; then
         if required; then echo "FAIL: $tool not installed"; exit 1; fi
         echo "SKIP: $tool not installed"; exit 77
@@ -23,13 +29,14 @@ if [ ! -r "$data/llama2c/stories260K.bin" ]; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+export TLM_FW_CACHE=$tmp
 "$tlm" import llama2c "$data/llama2c/stories260K.bin" "$data/llama2c/tok512.bin" -o "$tmp/s.tlm" 2>/dev/null
 "$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/t.tlm" --pack t2 2>/dev/null
 "$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/ts.tlm" --pack ts --sparsity 0.5 --scale group --group 16 2>/dev/null
 fail=0
 for m in s t ts; do
     want=$("$tlm" generate -m "$tmp/$m.tlm" -p "Once upon a time" -n 40 -t 0 2>/dev/null)
-    out=$(TLM_BIN=$tlm "$src/firmware/build.sh" cortex-m7 "$tmp/$m.tlm" "$tmp/fw_$m" --ctx 64 -n 40 --run)
+    out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/$m.tlm" "$tmp/fw_$m" --ctx 64 -n 40 --run)
     got=$(echo "$out" | sed -n 's/^TEXT //p')
     status=$(echo "$out" | sed -n 's/^EXIT //p')
     if [ "$status" != 0 ] || [ "$got" != "$want" ]; then
@@ -38,13 +45,13 @@ for m in s t ts; do
         echo "ok $m: $(echo "$out" | grep -E '^(STATIC|STACK|FLASH)' | tr '\n' ' ')"
     fi
 done
-# the same seed gives the same privatized ids on the host and on the Cortex-M7
+# the same seed gives the same privatized ids on the host and on the target
 msg="Tom had a red ball. He liked to play with it."
 for mech in rr:2 dx:1; do
     name=${mech%%:*} id=${mech#*:}
     want=$(printf '%s' "$msg" | "$tlm" privatize -m "$tmp/s.tlm" --mechanism $name --epsilon 6 --seed 11 --json 2>/dev/null |
         LC_ALL=C sed 's/.*"output_ids":\[\([^]]*\)\].*/\1/' | tr ',' ' ')
-    got=$(TLM_BIN=$tlm "$src/firmware/build.sh" cortex-m7 "$tmp/s.tlm" "$tmp/fw_priv" -p "$msg" --ctx 32 -n 2 \
+    got=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/s.tlm" "$tmp/fw_priv" -p "$msg" --ctx 32 -n 2 \
         --privatize $id --epsilon 6 --seed 11 --run | sed -n 's/^PRIV //p')
     if [ -z "$want" ] || [ "$got" != "$want" ]; then
         echo "FAIL privatize $name: host '$want', firmware '$got'"; fail=1
@@ -53,7 +60,7 @@ for mech in rr:2 dx:1; do
     fi
 done
 # too large for 64 KB of RAM: a link-time failure that names the shortfall
-if TLM_BIN=$tlm "$src/firmware/build.sh" cortex-m7 "$tmp/s.tlm" "$tmp/fw_big" --ctx 256 --ram-kb 64 2>"$tmp/big.err" >/dev/null; then
+if TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/s.tlm" "$tmp/fw_big" --ctx 256 --ram-kb 64 2>"$tmp/big.err" >/dev/null; then
     echo "FAIL: an oversized model linked"; fail=1
 elif ! grep -q "bytes missing" "$tmp/big.err"; then
     echo "FAIL: no shortfall message:"; cat "$tmp/big.err"; fail=1
@@ -64,11 +71,19 @@ fi
 cp "$tmp/t.tlm" "$tmp/bad.tlm"
 printf 'X' | dd of="$tmp/bad.tlm" bs=1 seek=5000 conv=notrunc 2>/dev/null
 arena=$("$tlm" info "$tmp/t.tlm" --ctx 64 --json | sed -n 's/.*"arena_bytes":\([0-9]*\).*/\1/p')
-out=$(TLM_FW_ARENA=$arena TLM_BIN=$tlm "$src/firmware/build.sh" cortex-m7 "$tmp/bad.tlm" "$tmp/fw_bad" --ctx 64 -n 4 --run 2>&1 || true)
+out=$(TLM_FW_ARENA=$arena TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/bad.tlm" "$tmp/fw_bad" --ctx 64 -n 4 --run 2>&1 || true)
 status=$(echo "$out" | sed -n 's/^EXIT //p')
 if [ -z "$status" ] || [ "$status" = 0 ]; then
     echo "FAIL: damaged image gave exit '$status'"; echo "$out"; fail=1
 else
     echo "ok damaged image: exit $status, $(echo "$out" | grep ERROR)"
+fi
+# a load from unmapped memory: the fault handler reports it and exits 99
+out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_fault" --ctx 16 -n 2 --fault-test 0xF0000000u --run 2>&1 || true)
+status=$(echo "$out" | sed -n 's/^EXIT //p')
+if [ "$status" != 99 ] || ! echo "$out" | grep -q '^FAULT$'; then
+    echo "FAIL: a memory fault gave exit '$status'"; echo "$out"; fail=1
+else
+    echo "ok fault: FAULT, exit 99"
 fi
 exit $fail

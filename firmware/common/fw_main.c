@@ -121,6 +121,13 @@ static uint32_t argmax(const float *x, uint32_t n)
 
 int main(void)
 {
+#ifdef TLM_FW_FAULT_TEST
+    /* tests: a load from unmapped memory must end in the fault handler */
+    put_str("FAULT TEST\n");
+    flush();
+    put_u32(*(volatile const uint32_t *)(uintptr_t)TLM_FW_FAULT_TEST);
+    flush();
+#endif
     const int checked = kernel_selftest();
     if (checked < 0) {
         put_str("ERROR SIMD kernel differs from the reference\n");

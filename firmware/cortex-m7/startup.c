@@ -3,6 +3,7 @@
  * through semihosting. Faults print FAULT and exit 99. */
 #include <stdint.h>
 
+#include "fw_port.h"
 #include "semihost.h"
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _sstack, _estack;
@@ -21,6 +22,10 @@ static void fault(void)
 __attribute__((section(".isr_vector"), used)) const void *const tlm_vectors[16] = {
     &_estack, Reset_Handler, fault, fault, fault, fault, fault, 0, 0, 0, 0, fault, fault, 0, fault, fault,
 };
+
+void tlm_fw_puts(const char *s) { sh_puts(s); }
+
+__attribute__((noreturn)) void tlm_fw_exit(int code) { sh_exit(code); }
 
 uint32_t tlm_fw_stack_used(void)
 {
