@@ -2,7 +2,7 @@
 # Builds a model image into firmware for TARGET and, with --run, runs it in
 # QEMU and prints a KEY VALUE summary (see fw_main.c for the firmware's own
 # lines; INSNS_PER_TOKEN comes from the instruction-counting plugin).
-# usage: firmware/build.sh TARGET MODEL.tlm OUTDIR [--ctx N] [--ram-kb K] [-p PROMPT] [-n STEPS] [--run]
+# usage: firmware/build.sh TARGET MODEL.tlm OUTDIR [--ctx N] [--ram-kb K] [--kv-int8] [-p PROMPT] [-n STEPS] [--run]
 #        [--privatize 1|2 --epsilon E --seed S [--count priv]]   (privatize the prompt: 1 dx, 2 rr)
 #        [--fault-test ADDR]   (tests: read unmapped memory before anything else)
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
-ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" priv_eps=8 priv_seed=1 count=token
+ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -25,6 +25,7 @@ while [ $# -gt 0 ]; do
     --epsilon) priv_eps=$2; shift 2 ;;
     --seed) priv_seed=$2; shift 2 ;;
     --count) count=$2; shift 2 ;;
+    --kv-int8) kv8=1; shift ;;
     --fault-test) fault="-DTLM_FW_FAULT_TEST=$2"; shift 2 ;; # tests: load from this unmapped address first # token (default) or priv: which markers the plugin counts between
     *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -36,12 +37,14 @@ if [ -n "${TLM_FW_ARENA:-}" ]; then
     arena=$TLM_FW_ARENA # tests: build an image the host would refuse, to see the firmware refuse it
 else
     info=$("$tlm" info "$model" --ctx "$ctx" --json) || { echo "build.sh: cannot read $model" >&2; exit 2; }
-    arena=$(echo "$info" | sed -n 's/.*"arena_bytes":\([0-9]*\).*/\1/p')
+    key=arena_bytes
+    [ "$kv8" = 1 ] && key=arena_bytes_kv_int8
+    arena=$(echo "$info" | sed -n "s/.*\"$key\":\([0-9]*\).*/\1/p")
 fi
 plen=$(printf '%s' "$prompt" | wc -c)
 prompt_c=$(printf '%s' "$prompt" | sed 's/\\/\\\\/g; s/"/\\"/g')
 [ -n "$priv" ] && priv="$priv -DTLM_FW_PRIV_EPS=((float)$priv_eps) -DTLM_FW_PRIV_SEED=${priv_seed}u"
-defs="$priv $fault -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena -DTLM_FW_PROMPT_CAP=$((plen + 3))"
+defs="$priv $fault -DTLM_FW_RT_FLAGS=${kv8}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena -DTLM_FW_PROMPT_CAP=$((plen + 3))"
 port=$here/$target
 case $target in
 cortex-m7)

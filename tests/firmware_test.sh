@@ -34,15 +34,17 @@ export TLM_FW_CACHE=$tmp
 "$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/t.tlm" --pack t2 2>/dev/null
 "$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/ts.tlm" --pack ts --sparsity 0.5 --scale group --group 16 2>/dev/null
 fail=0
-for m in s t ts; do
-    want=$("$tlm" generate -m "$tmp/$m.tlm" -p "Once upon a time" -n 40 -t 0 2>/dev/null)
-    out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/$m.tlm" "$tmp/fw_$m" --ctx 64 -n 40 --run)
+for case in s t ts s:kv8 t:kv8; do
+    m=${case%%:*} kv=""
+    [ "$case" != "$m" ] && kv=--kv-int8
+    want=$("$tlm" generate -m "$tmp/$m.tlm" -p "Once upon a time" -n 40 -t 0 $kv 2>/dev/null)
+    out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/$m.tlm" "$tmp/fw_$m" --ctx 64 -n 40 $kv --run)
     got=$(echo "$out" | sed -n 's/^TEXT //p')
     status=$(echo "$out" | sed -n 's/^EXIT //p')
     if [ "$status" != 0 ] || [ "$got" != "$want" ]; then
-        echo "FAIL $m: exit $status"; echo " host:     $want"; echo " firmware: $got"; fail=1
+        echo "FAIL $case: exit $status"; echo " host:     $want"; echo " firmware: $got"; fail=1
     else
-        echo "ok $m: $(echo "$out" | grep -E '^(STATIC|STACK|FLASH)' | tr '\n' ' ')"
+        echo "ok $case: $(echo "$out" | grep -E '^(STATIC|STACK|FLASH)' | tr '\n' ' ')"
     fi
 done
 # the same seed gives the same privatized ids on the host and on the target

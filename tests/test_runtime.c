@@ -47,7 +47,23 @@ static void ref_rmsnorm(const tlm_model *m, tlm_role role, uint32_t l, const dou
 
 /* Logits for every position of `tokens`, in double, with full recomputation
  * (no cache): x_t -> layers -> classifier. */
-static void ref_forward(const tlm_model *m, const uint32_t *tokens, uint32_t T, double *logits)
+/* int8 rounding of n values with one absmax scale, half away from zero,
+ * as the int8 KV cache stores keys and values (per position) and query
+ * heads */
+static void ref_round_q8(double *x, uint32_t n)
+{
+    double amax = 0;
+    for (uint32_t i = 0; i < n; i++) amax = fmax(amax, fabs(x[i]));
+    if (amax == 0) return;
+    const double s = amax / 127.0;
+    for (uint32_t i = 0; i < n; i++) {
+        double r = x[i] / s;
+        r = r < 0 ? -floor(-r + 0.5) : floor(r + 0.5);
+        x[i] = fmax(-127, fmin(127, r)) * s;
+    }
+}
+
+static void ref_forward(const tlm_model *m, const uint32_t *tokens, uint32_t T, double *logits, int kv8)
 {
     const tlm_hparams *hp = &m->hp;
     const uint32_t D = hp->dim, H = hp->hidden_dim, hs = D / hp->n_heads, kvd = tlm_hparams_kv_dim(hp);
@@ -79,6 +95,12 @@ static void ref_forward(const tlm_model *m, const uint32_t *tokens, uint32_t T, 
                 }
             }
         }
+        if (kv8)
+            for (uint32_t t = 0; t < T; t++) {
+                ref_round_q8(k + (size_t)t * kvd, kvd);
+                ref_round_q8(v + (size_t)t * kvd, kvd);
+                for (uint32_t h = 0; h < hp->n_heads; h++) ref_round_q8(q + (size_t)t * D + h * hs, hs);
+            }
         for (uint32_t t = 0; t < T; t++)
             for (uint32_t h = 0; h < hp->n_heads; h++) {
                 uint32_t kh = h / (hp->n_heads / hp->n_kv_heads);
@@ -127,18 +149,31 @@ static void check_model_against_reference(const tu_tiny *cfg, uint64_t seed)
     uint64_t rng = seed;
     for (uint32_t t = 0; t < T; t++) tokens[t] = (uint32_t)(tu_rand(&rng) % V);
     double *ref = malloc((size_t)T * V * sizeof *ref);
-    ref_forward(&m, tokens, T, ref);
+    ref_forward(&m, tokens, T, ref, 0);
+    double *ref8 = malloc((size_t)T * V * sizeof *ref8);
+    ref_forward(&m, tokens, T, ref8, 1);
 
     size_t ab = tlm_runtime_arena_size(&m, T);
     void *arena = malloc(ab);
     tlm_runtime rt;
     assert_int_equal(tlm_runtime_init(&rt, &m, T, arena, ab, NULL), TLM_OK);
+    size_t ab8 = tlm_runtime_arena_size_flags(&m, T, TLM_RT_KV_INT8);
+    assert_true(ab8 < ab);
+    void *arena8 = malloc(ab8);
+    tlm_runtime rt8;
+    assert_int_equal(tlm_runtime_init_flags(&rt8, &m, T, TLM_RT_KV_INT8, arena8, ab8, NULL), TLM_OK);
     tlm_seq_ws ws;
     assert_int_equal(tlm_seq_ws_init(&ws, &m, T, NULL), TLM_OK);
     tlm_seq_forward(&m, tokens, T, &ws);
-    double worst_rt = 0, worst_seq = 0;
+    double worst_rt = 0, worst_seq = 0, worst_8 = 0, moved_8 = 0;
     for (uint32_t t = 0; t < T; t++) {
         float *lg;
+        assert_int_equal(tlm_runtime_forward(&rt8, tokens[t], t, &lg), TLM_OK);
+        for (uint32_t i = 0; i < V; i++) {
+            const double r8 = ref8[(size_t)t * V + i], r = ref[(size_t)t * V + i];
+            worst_8 = fmax(worst_8, fabs(lg[i] - r8) / (1 + fabs(r8)));
+            moved_8 = fmax(moved_8, fabs(lg[i] - r) / (1 + fabs(r)));
+        }
         assert_int_equal(tlm_runtime_forward(&rt, tokens[t], t, &lg), TLM_OK);
         for (uint32_t i = 0; i < V; i++) {
             double r = ref[(size_t)t * V + i];
@@ -148,10 +183,16 @@ static void check_model_against_reference(const tu_tiny *cfg, uint64_t seed)
     }
     print_message("dim %u layers %u heads %u/%u %s: worst error decoder %.2e, sequence %.2e\n", cfg->dim, cfg->layers,
                   cfg->heads, cfg->kv_heads, cfg->shared ? "shared" : "separate", worst_rt, worst_seq);
+    print_message("  int8 KV cache: worst error against the int8-rounded reference %.2e (%.2e from the fp32 one)\n",
+                  worst_8, moved_8);
     assert_true(worst_rt < 1e-4);
     assert_true(worst_seq < 1e-4);
+    assert_true(worst_8 < 1e-4);
+    assert_true(moved_8 > 1e-4); /* the int8 path really rounds */
     tlm_seq_ws_free(&ws);
     free(arena);
+    free(arena8);
+    free(ref8);
     free(ref);
     free(img);
 }
@@ -188,6 +229,7 @@ static void test_arena(void **state)
     assert_int_equal(tlm_runtime_init(&rt, &m, 24, arena + 1, big - 1, &err), TLM_ERR_ARENA);
     assert_non_null(strstr(err.msg, "needs"));
     assert_int_equal(tlm_runtime_init(&rt, &m, 24, arena + 1, big, &err), TLM_OK); /* any alignment */
+    assert_int_equal(tlm_runtime_init_flags(&rt, &m, 24, 2u, arena + 1, big, &err), TLM_ERR_ARG); /* unknown flag */
     float *lg;
     assert_int_equal(tlm_runtime_forward(&rt, 0, 24, &lg), TLM_ERR_ARG);
     assert_int_equal(tlm_runtime_forward(&rt, m.hp.vocab_size, 0, &lg), TLM_ERR_ARG);

@@ -6,7 +6,8 @@
  * QEMU plugin between tlm_fw_token_begin and tlm_fw_token_end.
  *
  * Build-time macros (firmware/build.sh): TLM_FW_CTX, TLM_FW_STEPS,
- * TLM_FW_PROMPT, TLM_FW_ARENA_BYTES, TLM_FW_PROMPT_CAP. */
+ * TLM_FW_PROMPT, TLM_FW_ARENA_BYTES, TLM_FW_PROMPT_CAP, TLM_FW_RT_FLAGS (runtime
+ * flags, e.g. TLM_RT_KV_INT8). */
 #include <stdint.h>
 #include <string.h>
 
@@ -148,7 +149,10 @@ int main(void)
         return 2;
     }
     tlm_runtime rt;
-    if (tlm_runtime_init(&rt, &m, TLM_FW_CTX, arena, sizeof arena, &err)) {
+#ifndef TLM_FW_RT_FLAGS
+#define TLM_FW_RT_FLAGS 0u
+#endif
+    if (tlm_runtime_init_flags(&rt, &m, TLM_FW_CTX, TLM_FW_RT_FLAGS, arena, sizeof arena, &err)) {
         put_str("ERROR runtime: ");
         put_str(err.msg);
         put_str("\n");

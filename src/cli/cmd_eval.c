@@ -11,9 +11,10 @@
 #include "../host/model_file.h"
 #include "../host/privacy.h"
 #include "cli.h"
+#include "tritlm/runtime.h"
 
 static const char help[] =
-    "usage: tritlm eval -m MODEL --text FILE [--ctx N] [--threads N] [--token-by-token]\n"
+    "usage: tritlm eval -m MODEL --text FILE [--ctx N] [--threads N] [--token-by-token [--kv-int8]]\n"
     "                   [--privatize dx|rr --epsilon E [--seed S]] [--json]\n"
     "\n"
     "Splits FILE into stories on <|endoftext|> lines, encodes each with BOS, truncates\n"
@@ -26,6 +27,7 @@ static const char help[] =
     "      --threads N      worker threads (default: all cores)\n"
     "      --token-by-token decode one position at a time with the device runtime\n"
     "                       (slower; a cross-check of the sequence path)\n"
+    "      --kv-int8        ... with the KV cache in int8 (implies --token-by-token)\n"
     "      --privatize M    the model reads each story privatized by mechanism M (see\n"
     "                       'tritlm privatize') and is scored on the original next tokens\n"
     "      --epsilon E      per token, with --privatize\n"
@@ -40,7 +42,7 @@ int cmd_eval(int argc, char **argv)
         {"ctx", required_argument, 0, 'c'},   {"threads", required_argument, 0, 'T'},
         {"token-by-token", no_argument, 0, 'k'}, {"json", no_argument, 0, 'j'},
         {"privatize", required_argument, 0, 'P'}, {"epsilon", required_argument, 0, 'E'},
-        {"seed", required_argument, 0, 'S'},
+        {"seed", required_argument, 0, 'S'}, {"kv-int8", no_argument, 0, 'K'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *model_path = NULL, *text_path = NULL;
     tlm_eval_opts eo = {0};
@@ -62,6 +64,10 @@ int cmd_eval(int argc, char **argv)
             eo.threads = (int)u;
             break;
         case 'k': eo.token_by_token = 1; break;
+        case 'K':
+            eo.token_by_token = 1;
+            eo.rt_flags |= TLM_RT_KV_INT8;
+            break;
         case 'j': json = 1; break;
         case 'P':
             mech = tlm_mech_parse(optarg);

@@ -16,7 +16,7 @@
 
 static const char help[] =
     "usage: tritlm generate -m MODEL [-p PROMPT] [-n STEPS] [-t TEMP] [--top-p P] [--seed S]\n"
-    "                       [--privatize dx|rr --epsilon E]\n"
+    "                       [--privatize dx|rr --epsilon E] [--kv-int8]\n"
     "\n"
     "Generates text and prints it alone on stdout, followed by one newline; speed goes\n"
     "to stderr. Generation stops after STEPS positions or when the model emits BOS.\n"
@@ -33,6 +33,7 @@ static const char help[] =
     "                     sees them (the echoed prompt is the privatized one); noise from\n"
     "                     the system's CSPRNG\n"
     "      --epsilon E    per prompt token, with --privatize\n"
+    "      --kv-int8      keep the KV cache in int8 (a quarter of its RAM)\n"
     "  -h, --help         this text\n";
 
 /* Writes a decoded piece; lone control bytes other than whitespace are
@@ -45,11 +46,13 @@ static void put_piece(const uint8_t *p, size_t n)
 
 int cmd_generate(int argc, char **argv)
 {
+    uint32_t rt_flags = 0;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"steps", required_argument, 0, 'n'}, {"temp", required_argument, 0, 't'},
         {"top-p", required_argument, 0, 'P'}, {"seed", required_argument, 0, 'S'},
         {"privatize", required_argument, 0, 'R'}, {"epsilon", required_argument, 0, 'E'},
+        {"kv-int8", no_argument, 0, 'K'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *model_path = NULL, *prompt = "";
     uint32_t steps = 256;
@@ -87,6 +90,7 @@ int cmd_generate(int argc, char **argv)
             if (!tlm_epsilon_parse(optarg, &eps))
                 return cli_usage_error("generate", "--epsilon expects a positive number or inf, got '%s'", optarg);
             break;
+        case 'K': rt_flags |= TLM_RT_KV_INT8; break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_bad_option("generate", argv, c);
         }
@@ -105,7 +109,7 @@ int cmd_generate(int argc, char **argv)
     size_t plen = strlen(prompt), cap = TLM_ENCODE_MAX_IDS(plen);
     uint32_t *ids = malloc(cap * sizeof *ids);
     int32_t *scratch = malloc(TLM_ENCODE_SCRATCH(cap) * sizeof *scratch);
-    size_t arena_bytes = tlm_runtime_arena_size(m, steps);
+    size_t arena_bytes = tlm_runtime_arena_size_flags(m, steps, rt_flags);
     void *arena = malloc(arena_bytes);
     tlm_runtime rt;
     size_t n_prompt = 0;
@@ -113,7 +117,7 @@ int cmd_generate(int argc, char **argv)
         fprintf(stderr, "tritlm generate: out of memory\n");
         goto out;
     }
-    if (tlm_runtime_init(&rt, m, steps, arena, arena_bytes, &err)) {
+    if (tlm_runtime_init_flags(&rt, m, steps, rt_flags, arena, arena_bytes, &err)) {
         rc = cli_fail("generate", &err);
         goto out;
     }

@@ -46,7 +46,7 @@ int cmd_info(int argc, char **argv)
         tlm_model_file_close(&mf);
         return cli_usage_error("info", "--ctx %u exceeds the model's seq_len %u", ctx, hp->seq_len);
     }
-    size_t arena = tlm_runtime_arena_size(m, ctx);
+    size_t arena = tlm_runtime_arena_size(m, ctx), arena8 = tlm_runtime_arena_size_flags(m, ctx, TLM_RT_KV_INT8);
     uint64_t by_type[TLM_WTYPE_COUNT] = {0}, weights_by_type[TLM_WTYPE_COUNT] = {0};
     double total_w = 0, total_bits = 0;
     static const char *const scale_names[] = {"-", "tensor", "row", "group"};
@@ -113,6 +113,7 @@ int cmd_info(int argc, char **argv)
             if (weights_by_type[w]) cJSON_AddNumberToObject(bt, tlm_wtype_get(w)->name, (double)by_type[w]);
         cJSON_AddNumberToObject(root, "ctx", ctx);
         cJSON_AddNumberToObject(root, "arena_bytes", (double)arena);
+        cJSON_AddNumberToObject(root, "arena_bytes_kv_int8", (double)arena8);
         char *s = cJSON_PrintUnformatted(root);
         puts(s);
         free(s);
@@ -126,7 +127,7 @@ int cmd_info(int argc, char **argv)
         printf("\nweights %.0f, %.3f bits per weight in tensors (scales included), %.3f over the whole image of %zu bytes\n",
                total_w, total_w > 0 ? total_bits / total_w : 0, total_w > 0 ? 8.0 * (double)m->image_bytes / total_w : 0,
                m->image_bytes);
-        printf("arena at ctx %u: %zu bytes\n", ctx, arena);
+        printf("arena at ctx %u: %zu bytes (%zu with the KV cache in int8)\n", ctx, arena, arena8);
     }
     cJSON_Delete(root);
     tlm_model_file_close(&mf);

@@ -63,3 +63,10 @@ float tlm_dot_f32(const float *a, const float *b, uint32_t n)
     for (uint32_t i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
+
+int32_t tlm_dot_i8(const int8_t *a, const int8_t *b, uint32_t n)
+{
+    int32_t s = 0; /* |a|, |b| <= 127: exact for n < 2^17 */
+    for (uint32_t i = 0; i < n; i++) s += (int32_t)a[i] * b[i];
+    return s;
+}

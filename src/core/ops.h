@@ -25,5 +25,6 @@ void tlm_swiglu(float *h, const float *g, uint32_t n);
 
 /* Sequential dot product (summation in index order). */
 float tlm_dot_f32(const float *a, const float *b, uint32_t n);
+int32_t tlm_dot_i8(const int8_t *a, const int8_t *b, uint32_t n);
 
 #endif

@@ -27,10 +27,10 @@ static size_t reserve(layout *l, size_t count, size_t elem)
 }
 
 typedef struct {
-    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, scratch, actq, total;
+    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, ks, vs, kbuf, vbuf, qq, scratch, actq, total;
 } arena_plan;
 
-static int plan_arena(const tlm_model *m, uint32_t ctx, arena_plan *p)
+static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_plan *p)
 {
     const tlm_hparams *hp = &m->hp;
     if (ctx == 0 || ctx > hp->seq_len) return 0;
@@ -47,8 +47,19 @@ static int plan_arena(const tlm_model *m, uint32_t ctx, arena_plan *p)
     p->att = reserve(&l, ctx, 4);
     p->rope = reserve(&l, hp->dim / hp->n_heads, 4);
     p->logits = reserve(&l, hp->vocab_size, 4);
-    p->kc = reserve(&l, kv * kv_dim, 4);
-    p->vc = reserve(&l, kv * kv_dim, 4);
+    if (flags & TLM_RT_KV_INT8) {
+        const size_t hs = hp->dim / hp->n_heads;
+        p->kc = reserve(&l, kv * kv_dim, 1);
+        p->vc = reserve(&l, kv * kv_dim, 1);
+        p->ks = reserve(&l, kv, 4);
+        p->vs = reserve(&l, kv, 4);
+        p->kbuf = reserve(&l, kv_dim, 4);
+        p->vbuf = reserve(&l, kv_dim, 4);
+        p->qq = reserve(&l, hs + 4u, 1);
+    } else {
+        p->kc = reserve(&l, kv * kv_dim, 4);
+        p->vc = reserve(&l, kv * kv_dim, 4);
+    }
     p->scratch = reserve(&l, tlm_sampler_scratch_bytes(hp->vocab_size), 1);
     p->actq = reserve(&l, TLM_ACT_Q8_BYTES(hp->hidden_dim > hp->dim ? hp->hidden_dim : hp->dim), 1);
     if (l.overflow || l.off > SIZE_MAX - ARENA_ALIGN) return 0;
@@ -56,20 +67,29 @@ static int plan_arena(const tlm_model *m, uint32_t ctx, arena_plan *p)
     return 1;
 }
 
-size_t tlm_runtime_arena_size(const tlm_model *m, uint32_t ctx)
+size_t tlm_runtime_arena_size_flags(const tlm_model *m, uint32_t ctx, uint32_t flags)
 {
     arena_plan p;
-    if (!m || !plan_arena(m, ctx, &p)) return 0;
+    if (!m || !plan_arena(m, ctx, flags, &p)) return 0;
     return p.total;
 }
+
+size_t tlm_runtime_arena_size(const tlm_model *m, uint32_t ctx) { return tlm_runtime_arena_size_flags(m, ctx, 0); }
 
 tlm_status tlm_runtime_init(tlm_runtime *rt, const tlm_model *m, uint32_t ctx, void *arena, size_t arena_bytes,
                             tlm_error *err)
 {
+    return tlm_runtime_init_flags(rt, m, ctx, 0, arena, arena_bytes, err);
+}
+
+tlm_status tlm_runtime_init_flags(tlm_runtime *rt, const tlm_model *m, uint32_t ctx, uint32_t flags, void *arena,
+                                  size_t arena_bytes, tlm_error *err)
+{
     tlm_error_clear(err);
     if (!rt || !m) return tlm_fail(err, TLM_ERR_ARG, "no runtime or no model");
+    if (flags & ~(uint32_t)TLM_RT_KV_INT8) return tlm_fail(err, TLM_ERR_ARG, "unknown runtime flags 0x%x", flags);
     arena_plan p;
-    if (!plan_arena(m, ctx, &p))
+    if (!plan_arena(m, ctx, flags, &p))
         return tlm_fail(err, TLM_ERR_ARG, "context length %u must be between 1 and the model's seq_len %u", ctx,
                         m->hp.seq_len);
     if (!arena || arena_bytes < p.total)
@@ -89,8 +109,19 @@ tlm_status tlm_runtime_init(tlm_runtime *rt, const tlm_model *m, uint32_t ctx, v
     rt->att = (float *)(void *)(base + p.att);
     rt->rope = (float *)(void *)(base + p.rope);
     rt->logits = (float *)(void *)(base + p.logits);
-    rt->key_cache = (float *)(void *)(base + p.kc);
-    rt->value_cache = (float *)(void *)(base + p.vc);
+    rt->flags = flags;
+    if (flags & TLM_RT_KV_INT8) {
+        rt->key_q8 = (int8_t *)(void *)(base + p.kc);
+        rt->value_q8 = (int8_t *)(void *)(base + p.vc);
+        rt->key_scale = (float *)(void *)(base + p.ks);
+        rt->value_scale = (float *)(void *)(base + p.vs);
+        rt->kbuf = (float *)(void *)(base + p.kbuf);
+        rt->vbuf = (float *)(void *)(base + p.vbuf);
+        rt->q_q8 = (int8_t *)(void *)(base + p.qq);
+    } else {
+        rt->key_cache = (float *)(void *)(base + p.kc);
+        rt->value_cache = (float *)(void *)(base + p.vc);
+    }
     rt->sample_scratch = base + p.scratch;
     rt->act_q8 = (int8_t *)(void *)(base + p.actq);
     return TLM_OK;
@@ -147,6 +178,45 @@ static void attention(tlm_runtime *rt, uint32_t layer, uint32_t pos)
     }
 }
 
+/* The same over the int8 cache: score = (q8 . k8) * q_scale * k_scale /
+ * sqrt(hs) with an exact int32 dot product, then the values weighted by
+ * attention * v_scale. */
+static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
+{
+    const tlm_hparams *hp = &rt->model->hp;
+    const uint32_t hs = hp->dim / hp->n_heads, kv_dim = tlm_hparams_kv_dim(hp);
+    const uint32_t group = hp->n_heads / hp->n_kv_heads;
+    const float inv_sqrt = 1.0f / sqrtf((float)hs);
+    const int8_t *kc = rt->key_q8 + (size_t)layer * rt->ctx * kv_dim;
+    const int8_t *vc = rt->value_q8 + (size_t)layer * rt->ctx * kv_dim;
+    const float *ks = rt->key_scale + (size_t)layer * rt->ctx;
+    const float *vs = rt->value_scale + (size_t)layer * rt->ctx;
+    for (uint32_t h = 0; h < hp->n_heads; h++) {
+        const uint32_t kvh = h / group, kvo = kvh * hs;
+        const float qs = tlm_q8_quantize_row(rt->q_q8, rt->q + (size_t)h * hs, hs) * inv_sqrt;
+        for (uint32_t t = 0; t <= pos; t++)
+            rt->att[t] = (float)tlm_dot_i8(rt->q_q8, kc + (size_t)t * kv_dim + kvo, hs) * (qs * ks[t]);
+        tlm_softmax(rt->att, pos + 1u);
+        float *o = rt->xb + (size_t)h * hs;
+        memset(o, 0, hs * sizeof *o);
+        for (uint32_t t = 0; t <= pos; t++) {
+            const int8_t *v = vc + (size_t)t * kv_dim + kvo;
+            const float a = rt->att[t] * vs[t];
+            for (uint32_t i = 0; i < hs; i++) o[i] += a * (float)v[i];
+        }
+    }
+}
+
+/* Quantizes this position's key and value (kbuf, vbuf) into the cache. */
+static void store_kv_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
+{
+    const tlm_hparams *hp = &rt->model->hp;
+    const uint32_t kv_dim = tlm_hparams_kv_dim(hp);
+    const size_t at = (size_t)layer * rt->ctx + pos;
+    rt->key_scale[at] = tlm_q8_quantize_row(rt->key_q8 + at * kv_dim, rt->kbuf, kv_dim);
+    rt->value_scale[at] = tlm_q8_quantize_row(rt->value_q8 + at * kv_dim, rt->vbuf, kv_dim);
+}
+
 tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, float **logits)
 {
     if (!rt || !rt->model || !logits) return TLM_ERR_ARG;
@@ -162,8 +232,9 @@ tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, fl
     tlm_rope_table(rt->rope, pos, hs, hp->rope_theta);
 
     for (uint32_t l = 0; l < hp->n_layers; l++) {
-        float *k = rt->key_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
-        float *v = rt->value_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
+        const int kv8 = (rt->flags & TLM_RT_KV_INT8) != 0;
+        float *k = kv8 ? rt->kbuf : rt->key_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
+        float *v = kv8 ? rt->vbuf : rt->value_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
         tlm_rmsnorm(rt->xb, rt->x, norm_weights(m, TLM_ROLE_ATTN_NORM, l), dim, hp->norm_eps);
         rt->act_src = NULL;
         matvec(rt, rt->q, rt->xb, TLM_ROLE_WQ, l);
@@ -171,7 +242,12 @@ tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, fl
         matvec(rt, v, rt->xb, TLM_ROLE_WV, l);
         tlm_rope_apply(rt->q, dim, hs, rt->rope);
         tlm_rope_apply(k, kv_dim, hs, rt->rope);
-        attention(rt, l, pos);
+        if (kv8) {
+            store_kv_q8(rt, l, pos);
+            attention_q8(rt, l, pos);
+        } else {
+            attention(rt, l, pos);
+        }
         rt->act_src = NULL;
         matvec(rt, rt->xb2, rt->xb, TLM_ROLE_WO, l);
         for (uint32_t i = 0; i < dim; i++) rt->x[i] += rt->xb2[i];

@@ -29,6 +29,7 @@ typedef struct {
     const tlm_stories *stories;
     uint32_t ctx;
     int token_by_token, float_acts;
+    uint32_t rt_flags;
     const tlm_privatizer *priv;
     int priv_seeded;
     uint64_t priv_seed;
@@ -68,9 +69,9 @@ static void *worker(void *arg)
     tlm_runtime rt;
     tlm_status st = (!ids || !scratch || (j->priv && (!pin || !pscratch))) ? TLM_ERR_NOMEM : TLM_OK;
     if (!st && j->token_by_token) {
-        size_t ab = tlm_runtime_arena_size(m, j->ctx);
+        size_t ab = tlm_runtime_arena_size_flags(m, j->ctx, j->rt_flags);
         arena = malloc(ab);
-        st = arena ? tlm_runtime_init(&rt, m, j->ctx, arena, ab, NULL) : TLM_ERR_NOMEM;
+        st = arena ? tlm_runtime_init_flags(&rt, m, j->ctx, j->rt_flags, arena, ab, NULL) : TLM_ERR_NOMEM;
     } else if (!st) {
         st = tlm_seq_ws_init(&ws, m, j->ctx, NULL);
         have_ws = st == TLM_OK;
@@ -159,7 +160,7 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
     if (threads < 1) threads = 1;
     if ((size_t)threads > stories.n) threads = (int)stories.n;
 
-    job j = {.m = m, .stories = &stories, .ctx = ctx, .token_by_token = opts->token_by_token,
+    job j = {.m = m, .stories = &stories, .ctx = ctx, .token_by_token = opts->token_by_token, .rt_flags = opts->rt_flags,
              .float_acts = opts->float_acts, .priv = opts->priv, .priv_seeded = opts->priv_seeded,
              .priv_seed = opts->priv_seed};
     for (size_t i = 0; i < stories.n; i++)

@@ -12,6 +12,7 @@ typedef struct tlm_eval_opts {
     uint32_t ctx;        /* truncate stories to this many tokens; 0: seq_len */
     int threads;         /* worker threads; <= 0: all online cores */
     int token_by_token;  /* use the device decoder one position at a time */
+    uint32_t rt_flags;   /* the decoder's flags (TLM_RT_KV_INT8), with token_by_token */
     int progress;        /* report progress on stderr */
     int float_acts;      /* quantized tensors get float activations (dequantize-then-fp32 reference) */
     const tlm_privatizer *priv; /* if set: the model reads privatized inputs, predicts the original next tokens */
