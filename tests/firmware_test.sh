@@ -80,6 +80,29 @@ if [ -z "$status" ] || [ "$status" = 0 ]; then
 else
     echo "ok damaged image: exit $status, $(echo "$out" | grep ERROR)"
 fi
+# the one-command path: tritlm firmware --run --json
+want=$("$tlm" generate -m "$tmp/s.tlm" -p "Once upon a time" -n 24 -t 0 --kv-int8 2>/dev/null)
+json=$("$tlm" firmware --target $target -m "$tmp/s.tlm" --ctx 32 -n 24 --kv-int8 -o "$tmp/fw_cli" --run --json) || true
+got=$(echo "$json" | sed -n 's/.*"text":"\([^"]*\)".*/\1/p')
+for key in ram_bytes flash_bytes insns_per_token exit_status; do
+    if ! echo "$json" | grep -q "\"$key\":[0-9]"; then echo "FAIL tritlm firmware: no $key in $json"; fail=1; fi
+done
+if [ "$got" != "$want" ] || ! echo "$json" | grep -q '"exit_status":0'; then
+    echo "FAIL tritlm firmware: '$got' vs host '$want'"; fail=1
+else
+    echo "ok tritlm firmware --json: $(echo "$json" | grep -o '"ram_bytes":[0-9]*')"
+fi
+for bad in "--target z80 -m $tmp/s.tlm" "-m $tmp/s.tlm" "--target $target" "--target $target -m $tmp/s.tlm --json" \
+           "--target $target -m $tmp/s.tlm --ram-kb 0"; do
+    st=0
+    "$tlm" firmware $bad >/dev/null 2>"$tmp/usage.err" || st=$?
+    if [ $st != 2 ] || ! grep -q 'tritlm firmware' "$tmp/usage.err"; then
+        echo "FAIL tritlm firmware $bad: exit $st"; fail=1
+    fi
+done
+st=0
+"$tlm" firmware --target $target -m "$tmp/s.tlm" --ctx 256 --ram-kb 64 -o "$tmp/fw_big2" --run >/dev/null 2>"$tmp/big2.err" || st=$?
+if [ $st != 1 ] || ! grep -q 'bytes missing' "$tmp/big2.err"; then echo "FAIL tritlm firmware oversized: exit $st"; fail=1; fi
 # a load from unmapped memory: the fault handler reports it and exits 99
 out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_fault" --ctx 16 -n 2 --fault-test 0xF0000000u --run 2>&1 || true)
 status=$(echo "$out" | sed -n 's/^EXIT //p')

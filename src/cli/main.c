@@ -23,6 +23,7 @@ static const command commands[] = {
     {"eval", cmd_eval, "next-token loss, perplexity and top-1 accuracy on a text file of stories"},
     {"quantize", cmd_quantize, "ternary or int8 weights: post-training or quantization-aware training"},
     {"privatize", cmd_privatize, "differentially private text: d_chi noise on embeddings or randomized response"},
+    {"firmware", cmd_firmware, "build a model into microcontroller firmware, run it in QEMU, report RAM and speed"},
     {"info", cmd_info, "hyperparameters, tensor table, sizes and arena bytes of a model image"},
 };
 

@@ -1,0 +1,302 @@
+/* tritlm firmware: builds a model image into firmware for a microcontroller
+ * target with firmware/build.sh, runs it in QEMU with the project's
+ * instruction-counting plugin and reports what the firmware printed. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+
+#ifndef TLM_FIRMWARE_DIR
+#define TLM_FIRMWARE_DIR "firmware"
+#endif
+#ifndef TLM_PLUGIN_PATH
+#define TLM_PLUGIN_PATH ""
+#endif
+
+static const char help[] =
+    "usage: tritlm firmware --target cortex-m7|esp32c3|lx106 -m MODEL.tlm [--ctx N] [--ram-kb K]\n"
+    "                       [--kv-int8] [-p PROMPT] [-n STEPS] [-o DIR] [--run] [--json]\n"
+    "\n"
+    "Links MODEL into firmware for the target (the image in flash, read in place; the\n"
+    "runtime's arena a static array sized for N positions; RAM capped at K KB, so a model\n"
+    "that does not fit fails to link and the message says by how much). With --run, runs\n"
+    "it in QEMU: the firmware checks its kernels, decodes greedily from PROMPT for STEPS\n"
+    "positions and reports text, RAM, flash and instructions per token.\n"
+    "\n"
+    "targets: cortex-m7  Arm Cortex-M7, hard float, DSP (QEMU mps2-an500)\n"
+    "         esp32c3    RV32IMC, the ESP32-C3's core (QEMU riscv32 virt, at most 400 KB)\n"
+    "         lx106      Xtensa LX106 (QEMU sim), the stand-in for the ESP32's Xtensa LX6,\n"
+    "                    for which neither Debian nor QEMU has a toolchain or machine\n"
+    "\n"
+    "  -t, --target T     one of the above\n"
+    "  -m, --model FILE   model image (.tlm)\n"
+    "      --ctx N        context length the arena holds (default 256)\n"
+    "      --ram-kb K     RAM budget in KB (default 256)\n"
+    "      --kv-int8      KV cache in int8 (a quarter of its RAM)\n"
+    "  -p, --prompt TEXT  (default \"Once upon a time\")\n"
+    "  -n, --steps N      positions to decode, counting BOS (default 128)\n"
+    "  -o, --out DIR      where the ELF and logs go (default tritlm-fw-TARGET)\n"
+    "      --run          run it in QEMU and report\n"
+    "      --json         one JSON object on stdout (with --run)\n"
+    "  -h, --help         this text\n"
+    "\n"
+    "Instruction counts are QEMU's executed instructions between the firmware's marker\n"
+    "functions, per generated token; est_tokens_per_s divides a typical clock of the\n"
+    "target's chip (Cortex-M7 480 MHz as in STM32H7, ESP32-C3 160 MHz, ESP32 240 MHz for\n"
+    "the Xtensa stand-in) by them, taking one instruction per cycle: an estimate, not a\n"
+    "measurement. Environment: TLM_FIRMWARE_DIR (firmware sources), TLM_PLUGIN (counting\n"
+    "plugin).\n";
+
+typedef struct {
+    const char *name;
+    double mhz; /* typical clock of the chip the target stands for */
+} target_info;
+
+static const target_info targets[] = {{"cortex-m7", 480.0}, {"esp32c3", 160.0}, {"lx106", 240.0}};
+
+/* Value of the line "KEY value" in out, or NULL; the returned pointer runs to
+ * the end of the line (not terminated). */
+static const char *field(const char *out, const char *key, size_t *len)
+{
+    const size_t k = strlen(key);
+    for (const char *p = out; p && *p;) {
+        if (!strncmp(p, key, k) && p[k] == ' ') {
+            const char *v = p + k + 1, *e = strchr(v, '\n');
+            *len = e ? (size_t)(e - v) : strlen(v);
+            return v;
+        }
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    return NULL;
+}
+
+static int field_num(const char *out, const char *key, double *v)
+{
+    size_t n;
+    const char *s = field(out, key, &n);
+    if (!s) return 0;
+    char buf[32];
+    if (n >= sizeof buf) return 0;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    char *end;
+    *v = strtod(buf, &end);
+    return end != buf;
+}
+
+/* Runs argv, returns its exit status (or -1) and its stdout in *out. */
+static int run_capture(char *const argv[], char **out)
+{
+    int fd[2];
+    *out = NULL;
+    if (pipe(fd)) return -1;
+    const pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        close(fd[1]);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(fd[1]);
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (buf && n + 1 >= cap) {
+            char *b = realloc(buf, cap * 2);
+            if (!b) {
+                free(buf);
+                buf = NULL;
+            } else {
+                buf = b;
+                cap *= 2;
+            }
+        }
+        char sink[4096];
+        const ssize_t r = buf ? read(fd[0], buf + n, cap - n - 1) : read(fd[0], sink, sizeof sink);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        if (buf) n += (size_t)r;
+    }
+    close(fd[0]);
+    if (buf) buf[n] = 0;
+    *out = buf;
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int cmd_firmware(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"target", required_argument, 0, 't'}, {"model", required_argument, 0, 'm'},
+        {"ctx", required_argument, 0, 'c'},    {"ram-kb", required_argument, 0, 'r'},
+        {"kv-int8", no_argument, 0, 'K'},      {"prompt", required_argument, 0, 'p'},
+        {"steps", required_argument, 0, 'n'},  {"out", required_argument, 0, 'o'},
+        {"run", no_argument, 0, 'R'},          {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL;
+    uint32_t ctx = 256, ram_kb = 256, steps = 128;
+    int kv8 = 0, run = 0, json = 0, c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":t:m:p:n:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 't': target = optarg; break;
+        case 'm': model = optarg; break;
+        case 'c':
+            if (!cli_parse_u32(optarg, 1, 1u << 20, &ctx)) return cli_usage_error("firmware", "--ctx expects a positive integer, got '%s'", optarg);
+            break;
+        case 'r':
+            if (!cli_parse_u32(optarg, 8, 4096, &ram_kb)) return cli_usage_error("firmware", "--ram-kb expects 8..4096, got '%s'", optarg);
+            break;
+        case 'n':
+            if (!cli_parse_u32(optarg, 1, 1u << 20, &steps)) return cli_usage_error("firmware", "--steps expects a positive integer, got '%s'", optarg);
+            break;
+        case 'K': kv8 = 1; break;
+        case 'p': prompt = optarg; break;
+        case 'o': outdir = optarg; break;
+        case 'R': run = 1; break;
+        case 'j': json = 1; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_bad_option("firmware", argv, c);
+        }
+    }
+    if (optind != argc) return cli_usage_error("firmware", "unexpected argument '%s'", argv[optind]);
+    if (!target) return cli_usage_error("firmware", "missing --target (cortex-m7, esp32c3 or lx106)");
+    if (!model) return cli_usage_error("firmware", "missing -m MODEL.tlm");
+    const target_info *ti = NULL;
+    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++)
+        if (!strcmp(target, targets[i].name)) ti = &targets[i];
+    if (!ti) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, esp32c3 or lx106)", target);
+    if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
+    if (access(model, R_OK)) {
+        fprintf(stderr, "tritlm firmware: cannot read %s: %s\n", model, strerror(errno));
+        return TLM_EXIT_FAIL;
+    }
+
+    char script[4096], self[4096], dir[4096], num[3][16];
+    const char *fwdir = getenv("TLM_FIRMWARE_DIR");
+    snprintf(script, sizeof script, "%s/build.sh", fwdir && *fwdir ? fwdir : TLM_FIRMWARE_DIR);
+    if (access(script, R_OK)) {
+        fprintf(stderr, "tritlm firmware: no firmware sources at %s (set TLM_FIRMWARE_DIR to tritlm's firmware/)\n", script);
+        return TLM_EXIT_FAIL;
+    }
+    const ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[sl > 0 ? sl : 0] = 0;
+    if (sl > 0) setenv("TLM_BIN", self, 1); /* build.sh asks this tritlm for the arena size */
+    const char *plugin = getenv("TLM_PLUGIN");
+    if (!plugin || !*plugin) {
+        if (*TLM_PLUGIN_PATH && !access(TLM_PLUGIN_PATH, R_OK)) setenv("TLM_PLUGIN", TLM_PLUGIN_PATH, 1);
+        else if (run) fprintf(stderr, "tritlm firmware: the instruction-counting plugin is missing; no counts\n");
+    }
+    snprintf(dir, sizeof dir, "%s", outdir ? outdir : "");
+    if (!outdir) snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
+    snprintf(num[0], sizeof num[0], "%u", ctx);
+    snprintf(num[1], sizeof num[1], "%u", ram_kb);
+    snprintf(num[2], sizeof num[2], "%u", steps);
+    char *args[20];
+    int k = 0;
+    args[k++] = "sh";
+    args[k++] = script;
+    args[k++] = (char *)target;
+    args[k++] = (char *)model;
+    args[k++] = dir;
+    args[k++] = "--ctx";
+    args[k++] = num[0];
+    args[k++] = "--ram-kb";
+    args[k++] = num[1];
+    args[k++] = "-p";
+    args[k++] = (char *)prompt;
+    args[k++] = "-n";
+    args[k++] = num[2];
+    if (kv8) args[k++] = "--kv-int8";
+    if (run) args[k++] = "--run";
+    args[k] = NULL;
+
+    char *out = NULL;
+    const int st = run_capture(args, &out);
+    if (st != 0 || !out) {
+        fprintf(stderr, "tritlm firmware: building for %s failed (%s)\n", target,
+                st == 3 ? "the model does not fit the RAM budget" : "see the messages above");
+        free(out);
+        return TLM_EXIT_FAIL;
+    }
+    double exit_status = -1, stat_b = 0, stack_b = 0, arena_b = 0, flash_b = 0, model_b = 0, insns = 0, tokens = 0;
+    const int have_exit = field_num(out, "EXIT", &exit_status);
+    field_num(out, "STATIC", &stat_b);
+    field_num(out, "STACK", &stack_b);
+    field_num(out, "ARENA", &arena_b);
+    field_num(out, "FLASH", &flash_b);
+    field_num(out, "MODEL", &model_b);
+    field_num(out, "TOKENS", &tokens);
+    const int have_insns = field_num(out, "INSNS_PER_TOKEN", &insns) && insns > 0;
+    if (!run) {
+        printf("%s", out);
+        free(out);
+        return 0;
+    }
+    /* the arena is part of .bss, so static + stack is the whole RAM */
+    const double ram = stat_b + stack_b;
+    size_t tl = 0;
+    const char *text = field(out, "TEXT", &tl);
+    if (json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "target", target);
+        cJSON_AddStringToObject(root, "model", model);
+        cJSON_AddNumberToObject(root, "ctx", ctx);
+        cJSON_AddBoolToObject(root, "kv_int8", kv8);
+        char *t = malloc(tl + 1);
+        if (t) {
+            memcpy(t, text ? text : "", tl);
+            t[tl] = 0;
+            cJSON_AddStringToObject(root, "text", t);
+            free(t);
+        }
+        cJSON_AddNumberToObject(root, "tokens", tokens);
+        cJSON_AddNumberToObject(root, "ram_bytes", ram);
+        cJSON_AddNumberToObject(root, "static_bytes", stat_b);
+        cJSON_AddNumberToObject(root, "stack_bytes", stack_b);
+        cJSON_AddNumberToObject(root, "arena_bytes", arena_b);
+        cJSON_AddNumberToObject(root, "flash_bytes", flash_b);
+        cJSON_AddNumberToObject(root, "model_bytes", model_b);
+        if (have_insns) {
+            cJSON_AddNumberToObject(root, "insns_per_token", insns);
+            cJSON_AddNumberToObject(root, "clock_mhz", ti->mhz);
+            cJSON_AddNumberToObject(root, "est_tokens_per_s", ti->mhz * 1e6 / insns);
+        } else {
+            cJSON_AddNullToObject(root, "insns_per_token");
+        }
+        cJSON_AddNumberToObject(root, "exit_status", exit_status);
+        cJSON_AddStringToObject(root, "elf", dir);
+        char *s = cJSON_PrintUnformatted(root);
+        if (s) puts(s);
+        free(s);
+        cJSON_Delete(root);
+    } else {
+        printf("%s", out);
+        printf("RAM %.0f (static incl. arena %.0f + stack %.0f)\n", ram, stat_b, stack_b);
+        if (have_insns)
+            printf("ESTIMATE %.1f tokens/s at %.0f MHz, one instruction per cycle\n", ti->mhz * 1e6 / insns, ti->mhz);
+    }
+    free(out);
+    if (!have_exit || exit_status != 0) {
+        fprintf(stderr, "tritlm firmware: the firmware exited with status %.0f\n", exit_status);
+        return TLM_EXIT_FAIL;
+    }
+    return 0;
+}
