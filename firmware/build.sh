@@ -7,6 +7,7 @@
 #        [--fault-test ADDR]   (tests: read unmapped memory before anything else)
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
 #      TLM_FW_ARENA (arena bytes, instead of asking tritlm info),
+#      TLM_PROFILE=N (the N functions that ran the most instructions, in OUTDIR/run.err),
 #      TLM_FW_CACHE (lx106: where the libgcc routines built from GCC's source are kept; default OUTDIR)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -114,7 +115,7 @@ lx106)
     ;;
 esac
 if [ -n "${TLM_PLUGIN:-}" ]; then
-    set -- "$@" -plugin "$TLM_PLUGIN,start=tlm_fw_${count}_begin,stop=tlm_fw_${count}_end"
+    set -- "$@" -plugin "$TLM_PLUGIN,start=tlm_fw_${count}_begin,stop=tlm_fw_${count}_end${TLM_PROFILE:+,profile=$TLM_PROFILE}"
 fi
 status=0
 "$@" >"$out/run.out" 2>"$out/run.err" </dev/null || status=$?

@@ -65,10 +65,12 @@ static void put_u32(uint32_t v)
  * reference, on random packed data of awkward shapes (done before the
  * decode, outside the counted region). Returns the number of cases
  * checked, or -1 on a mismatch. */
-static uint8_t st_data[16 * 200];
-static float st_scales[16 * 200];
-static float st_x[200], st_a[16], st_b[16];
-static int8_t st_act[TLM_ACT_Q8_BYTES(200)];
+#define ST_ROWS 8u
+#define ST_COLS 160u
+static uint8_t st_data[ST_ROWS * ST_COLS];
+static float st_scales[ST_ROWS * ST_COLS]; /* group scales of width 1 at worst */
+static float st_x[ST_COLS], st_a[ST_ROWS], st_b[ST_ROWS];
+static int8_t st_act[TLM_ACT_Q8_BYTES(ST_COLS)];
 
 static int kernel_selftest(void)
 {
@@ -81,8 +83,8 @@ static int kernel_selftest(void)
             tlm_tensor t;
             memset(&t, 0, sizeof t);
             t.wtype = (uint16_t)type;
-            t.rows = 1u + NEXT() % 16u;
-            t.cols = 1u + NEXT() % 200u;
+            t.rows = 1u + NEXT() % ST_ROWS;
+            t.cols = 1u + NEXT() % ST_COLS;
             const uint32_t kinds[3] = {TLM_SCALE_TENSOR, TLM_SCALE_ROW, TLM_SCALE_GROUP};
             t.scale_kind = (uint16_t)kinds[iter % 3];
             t.group = t.scale_kind == TLM_SCALE_GROUP ? 1u + NEXT() % t.cols : 0u;
@@ -96,7 +98,7 @@ static int kernel_selftest(void)
                     if (type == TLM_WTYPE_T3) v %= 243u;
                     st_data[r * rb + b] = (uint8_t)v;
                 }
-            for (uint32_t i = 0; i < 16u * 200u; i++) st_scales[i] = (float)(NEXT() % 1000u) * 0.001f + 0.01f;
+            for (uint32_t i = 0; i < ST_ROWS * ST_COLS; i++) st_scales[i] = (float)(NEXT() % 1000u) * 0.001f + 0.01f;
             for (uint32_t i = 0; i < t.cols; i++) st_x[i] = (float)((int32_t)(NEXT() % 2001u) - 1000) * 0.01f;
             t.data = st_data;
             t.scales = st_scales;

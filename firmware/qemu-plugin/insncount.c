@@ -2,12 +2,15 @@
  * instruction, and those executed between calls of two marker functions
  * found by symbol name (start=SYM,stop=SYM). Prints on stderr at exit:
  *   insncount: total=N region=M region_calls=K
+ * With profile=N it also prints the N functions that executed the most
+ * instructions over the whole run ("insnprof: COUNT SYMBOL").
  * Single vCPU (microcontroller machines). No QEMU headers needed: the few
  * API functions used are declared here. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef uint64_t qemu_plugin_id_t;
@@ -39,6 +42,29 @@ static uint64_t total, region, region_from, calls;
 static bool inside;
 static const char *start_sym, *stop_sym;
 
+#define PROF_MAX 1024
+static int profile_top;
+static struct prof_entry {
+    const char *sym;
+    uint64_t count;
+} prof[PROF_MAX];
+static size_t n_prof;
+
+static uint64_t *prof_counter(const char *sym)
+{
+    for (size_t i = 0; i < n_prof; i++)
+        if (prof[i].sym == sym || !strcmp(prof[i].sym, sym)) return &prof[i].count;
+    if (n_prof == PROF_MAX) return NULL;
+    prof[n_prof].sym = sym;
+    return &prof[n_prof++].count;
+}
+
+static int by_count(const void *a, const void *b)
+{
+    const uint64_t x = ((const struct prof_entry *)a)->count, y = ((const struct prof_entry *)b)->count;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
 static void on_start(unsigned int cpu, void *u)
 {
     (void)cpu;
@@ -66,6 +92,10 @@ static void on_tb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         qemu_plugin_register_vcpu_insn_exec_inline(insn, INLINE_ADD_U64, &total, 1);
         const char *sym = qemu_plugin_insn_symbol(insn);
         if (!sym) continue;
+        if (profile_top) {
+            uint64_t *c = prof_counter(sym);
+            if (c) qemu_plugin_register_vcpu_insn_exec_inline(insn, INLINE_ADD_U64, c, 1);
+        }
         if (start_sym && !strcmp(sym, start_sym)) qemu_plugin_register_vcpu_insn_exec_cb(insn, on_start, CB_NO_REGS, NULL);
         if (stop_sym && !strcmp(sym, stop_sym)) qemu_plugin_register_vcpu_insn_exec_cb(insn, on_stop, CB_NO_REGS, NULL);
     }
@@ -77,6 +107,10 @@ static void on_exit_cb(qemu_plugin_id_t id, void *u)
     (void)u;
     fprintf(stderr, "insncount: total=%llu region=%llu region_calls=%llu\n", (unsigned long long)total,
             (unsigned long long)region, (unsigned long long)calls);
+    if (!profile_top) return;
+    qsort(prof, n_prof, sizeof prof[0], by_count);
+    for (size_t i = 0; i < n_prof && i < (size_t)profile_top; i++)
+        fprintf(stderr, "insnprof: %llu %s\n", (unsigned long long)prof[i].count, prof[i].sym);
 }
 
 EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char **argv)
@@ -85,6 +119,7 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int
     for (int i = 0; i < argc; i++) {
         if (!strncmp(argv[i], "start=", 6)) start_sym = argv[i] + 6;
         else if (!strncmp(argv[i], "stop=", 5)) stop_sym = argv[i] + 5;
+        else if (!strncmp(argv[i], "profile=", 8)) profile_top = atoi(argv[i] + 8);
     }
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_tb);
     qemu_plugin_register_atexit_cb(id, on_exit_cb, NULL);
