@@ -47,15 +47,18 @@ static void ref_rmsnorm(const tlm_model *m, tlm_role role, uint32_t l, const dou
 
 /* Logits for every position of `tokens`, in double, with full recomputation
  * (no cache): x_t -> layers -> classifier. */
-/* int8 rounding of n values with one absmax scale, half away from zero,
- * as the int8 KV cache stores keys and values (per position) and query
- * heads */
+/* int8 rounding of n values with a power-of-two scale 2^-e, e the largest
+ * integer with max|x| * 2^e < 128, half away from zero: how the int8 KV
+ * cache stores keys and values (per kv head) and query heads */
 static void ref_round_q8(double *x, uint32_t n)
 {
     double amax = 0;
     for (uint32_t i = 0; i < n; i++) amax = fmax(amax, fabs(x[i]));
     if (amax == 0) return;
-    const double s = amax / 127.0;
+    int e = 0;
+    while (amax * ldexp(1.0, e) >= 128.0) e--;
+    while (amax * ldexp(1.0, e + 1) < 128.0) e++;
+    const double s = ldexp(1.0, -e);
     for (uint32_t i = 0; i < n; i++) {
         double r = x[i] / s;
         r = r < 0 ? -floor(-r + 0.5) : floor(r + 0.5);
@@ -97,8 +100,10 @@ static void ref_forward(const tlm_model *m, const uint32_t *tokens, uint32_t T, 
         }
         if (kv8)
             for (uint32_t t = 0; t < T; t++) {
-                ref_round_q8(k + (size_t)t * kvd, kvd);
-                ref_round_q8(v + (size_t)t * kvd, kvd);
+                for (uint32_t h = 0; h < hp->n_kv_heads; h++) {
+                    ref_round_q8(k + (size_t)t * kvd + h * hs, hs);
+                    ref_round_q8(v + (size_t)t * kvd + h * hs, hs);
+                }
                 for (uint32_t h = 0; h < hp->n_heads; h++) ref_round_q8(q + (size_t)t * D + h * hs, hs);
             }
         for (uint32_t t = 0; t < T; t++)
@@ -187,8 +192,11 @@ static void check_model_against_reference(const tu_tiny *cfg, uint64_t seed)
                   worst_8, moved_8);
     assert_true(worst_rt < 1e-4);
     assert_true(worst_seq < 1e-4);
-    assert_true(worst_8 < 1e-4);
-    assert_true(moved_8 > 1e-4); /* the int8 path really rounds */
+    /* a value the float forward puts a hair on the other side of an int8
+     * rounding boundary than the double reference moves a logit by ~1e-3:
+     * allow that, but far below the int8 cache's own effect */
+    assert_true(worst_8 < 3e-3);
+    assert_true(worst_8 < moved_8 / 10);
     tlm_seq_ws_free(&ws);
     free(arena);
     free(arena8);

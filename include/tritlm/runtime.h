@@ -24,10 +24,11 @@ typedef struct tlm_runtime {
     float *logits;         /* vocab_size */
     float *key_cache;      /* n_layers * ctx * kv_dim (NULL with TLM_RT_KV_INT8) */
     float *value_cache;    /* n_layers * ctx * kv_dim (NULL with TLM_RT_KV_INT8) */
-    /* TLM_RT_KV_INT8: keys and values as int8 with one scale per layer and
-     * position (n_layers * ctx scales each) */
+    /* TLM_RT_KV_INT8: keys and values as int8 times a power of two, one
+     * exponent per layer, position and kv head (value = q * 2^-exp) */
     int8_t *key_q8, *value_q8;
-    float *key_scale, *value_scale;
+    int8_t *key_exp, *value_exp;
+    int64_t *att_fx;       /* ctx: fixed-point scores, then softmax numerators */
     float *kbuf, *vbuf;    /* kv_dim: this position's key and value before quantization */
     int8_t *q_q8;          /* head_size: one query head quantized */
     uint32_t flags;
@@ -39,13 +40,16 @@ typedef struct tlm_runtime {
 
 /* Runtime options (flags). */
 enum {
-    /* Keep the KV cache in int8, one absmax scale per layer and position
-     * for keys and one for values (a quarter of the fp32 cache's RAM, plus
-     * 8 bytes per layer and position); attention
-     * scores become exact int32 dot products of the int8 query head and
-     * keys, then scaled. */
+    /* Keep the KV cache in int8 times a power of two per layer, position
+     * and kv head (a quarter of the fp32 cache's RAM, plus 2 bytes per
+     * layer, position and kv head), and run attention on integers: exact int32 scores of the
+     * int8 query head against the keys, a fixed-point softmax (2^-x from
+     * tables, relative error < 1e-4), the values summed in int32 with the
+     * weights normalized to 2^22. Needs a
+     * head size of at most TLM_RT_MAX_HEAD. */
     TLM_RT_KV_INT8 = 1u
 };
+#define TLM_RT_MAX_HEAD 128u
 
 /* Bytes of arena the runtime needs for model m at context length ctx
  * (including alignment slack, so any arena address works). 0 if ctx is 0

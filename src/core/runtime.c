@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "exp2_q15.h"
 #include "kernels.h"
 #include "ops.h"
 #include "tritlm/runtime.h"
@@ -27,7 +28,7 @@ static size_t reserve(layout *l, size_t count, size_t elem)
 }
 
 typedef struct {
-    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, ks, vs, kbuf, vbuf, qq, scratch, actq, total;
+    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, ks, vs, attfx, kbuf, vbuf, qq, scratch, actq, total;
 } arena_plan;
 
 static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_plan *p)
@@ -51,8 +52,9 @@ static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_pl
         const size_t hs = hp->dim / hp->n_heads;
         p->kc = reserve(&l, kv * kv_dim, 1);
         p->vc = reserve(&l, kv * kv_dim, 1);
-        p->ks = reserve(&l, kv, 4);
-        p->vs = reserve(&l, kv, 4);
+        p->ks = reserve(&l, kv * hp->n_kv_heads, 1);
+        p->vs = reserve(&l, kv * hp->n_kv_heads, 1);
+        p->attfx = reserve(&l, ctx, 8);
         p->kbuf = reserve(&l, kv_dim, 4);
         p->vbuf = reserve(&l, kv_dim, 4);
         p->qq = reserve(&l, hs + 4u, 1);
@@ -88,6 +90,9 @@ tlm_status tlm_runtime_init_flags(tlm_runtime *rt, const tlm_model *m, uint32_t 
     tlm_error_clear(err);
     if (!rt || !m) return tlm_fail(err, TLM_ERR_ARG, "no runtime or no model");
     if (flags & ~(uint32_t)TLM_RT_KV_INT8) return tlm_fail(err, TLM_ERR_ARG, "unknown runtime flags 0x%x", flags);
+    if ((flags & TLM_RT_KV_INT8) && m->hp.dim / m->hp.n_heads > TLM_RT_MAX_HEAD)
+        return tlm_fail(err, TLM_ERR_UNSUPPORTED, "the int8 KV cache takes head sizes up to %u, this model has %u",
+                        TLM_RT_MAX_HEAD, m->hp.dim / m->hp.n_heads);
     arena_plan p;
     if (!plan_arena(m, ctx, flags, &p))
         return tlm_fail(err, TLM_ERR_ARG, "context length %u must be between 1 and the model's seq_len %u", ctx,
@@ -113,8 +118,9 @@ tlm_status tlm_runtime_init_flags(tlm_runtime *rt, const tlm_model *m, uint32_t 
     if (flags & TLM_RT_KV_INT8) {
         rt->key_q8 = (int8_t *)(void *)(base + p.kc);
         rt->value_q8 = (int8_t *)(void *)(base + p.vc);
-        rt->key_scale = (float *)(void *)(base + p.ks);
-        rt->value_scale = (float *)(void *)(base + p.vs);
+        rt->key_exp = (int8_t *)(void *)(base + p.ks);
+        rt->value_exp = (int8_t *)(void *)(base + p.vs);
+        rt->att_fx = (int64_t *)(void *)(base + p.attfx);
         rt->kbuf = (float *)(void *)(base + p.kbuf);
         rt->vbuf = (float *)(void *)(base + p.vbuf);
         rt->q_q8 = (int8_t *)(void *)(base + p.qq);
@@ -178,32 +184,132 @@ static void attention(tlm_runtime *rt, uint32_t layer, uint32_t pos)
     }
 }
 
-/* The same over the int8 cache: score = (q8 . k8) * q_scale * k_scale /
- * sqrt(hs) with an exact int32 dot product, then the values weighted by
- * attention * v_scale. */
+/* ---- int8 KV cache: integer attention ----
+ * Keys, values and each query head are stored as int8 times a power of two
+ * (q * 2^-e), so that scores, the softmax and the weighted sum of values
+ * run on integers alone (no float work per position, which matters on
+ * cores without an FPU); only the head's 8 outputs are scaled in float. */
+
+/* 2^e as a float, for e in [-126, 127]. */
+static float pow2f(int32_t e)
+{
+    const uint32_t bits = (uint32_t)(e + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* x -> q * 2^-e with e the largest integer that keeps max|x| * 2^e below
+ * 128 (rounded half away from zero, clamped to +-127); returns e. */
+static int32_t quantize_pow2(int8_t *q, const float *x, uint32_t n)
+{
+    float amax = 0.0f;
+    for (uint32_t i = 0; i < n; i++) {
+        const float v = x[i] < 0.0f ? -x[i] : x[i];
+        if (v > amax) amax = v;
+    }
+    uint32_t bits;
+    memcpy(&bits, &amax, sizeof bits);
+    const int32_t biased = (int32_t)((bits >> 23) & 0xFFu);
+    if (!(amax > 0.0f) || biased == 0xFF) { /* zero, NaN or infinite: nothing to keep */
+        memset(q, 0, n);
+        return 0;
+    }
+    int32_t e = 6 - (biased - 127); /* amax in [2^E, 2^(E+1)): amax * 2^e in [64, 128) */
+    if (e > 100) e = 100;
+    if (e < -100) e = -100;
+    const float mul = e > 63 ? pow2f(e - 63) * pow2f(63) : e < -63 ? pow2f(e + 63) * pow2f(-63) : pow2f(e);
+    for (uint32_t i = 0; i < n; i++) {
+        float v = x[i] * mul;
+        v += v < 0.0f ? -0.5f : 0.5f;
+        int32_t k = (int32_t)v;
+        if (k > 127) k = 127;
+        if (k < -127) k = -127;
+        q[i] = (int8_t)k;
+    }
+    return e;
+}
+
+/* v * 2^-sh, toward zero; left shifts saturate (|logits| that large are
+ * meaningless anyway). */
+static int64_t shift_i64(int64_t v, int32_t sh)
+{
+    const int64_t lim = (int64_t)1 << 60;
+    if (sh >= 0) {
+        if (sh >= 63) return 0;
+        return v >= 0 ? v >> sh : -((-v) >> sh);
+    }
+    const int32_t l = -sh > 16 ? 16 : -sh;
+    if (v > (lim >> l)) return lim;
+    if (v < -(lim >> l)) return -lim;
+    return v * ((int64_t)1 << l);
+}
+
+/* 2^(-d / 65536) in Q30 for d >= 0 (the product of two Q15 tables). */
+static uint32_t exp2neg_q30(int64_t d)
+{
+    if (d >= ((int64_t)31 << 16)) return 0;
+    const uint32_t n = (uint32_t)(d >> 16), f = (uint32_t)d & 0xFFFFu;
+    return ((uint32_t)tlm_exp2_hi[f >> 8] * tlm_exp2_lo[f & 0xFFu]) >> n;
+}
+
 static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
 {
     const tlm_hparams *hp = &rt->model->hp;
     const uint32_t hs = hp->dim / hp->n_heads, kv_dim = tlm_hparams_kv_dim(hp);
     const uint32_t group = hp->n_heads / hp->n_kv_heads;
-    const float inv_sqrt = 1.0f / sqrtf((float)hs);
     const int8_t *kc = rt->key_q8 + (size_t)layer * rt->ctx * kv_dim;
     const int8_t *vc = rt->value_q8 + (size_t)layer * rt->ctx * kv_dim;
-    const float *ks = rt->key_scale + (size_t)layer * rt->ctx;
-    const float *vs = rt->value_scale + (size_t)layer * rt->ctx;
+    const uint32_t nkv = hp->n_kv_heads;
+    const int8_t *ke = rt->key_exp + (size_t)layer * rt->ctx * nkv;
+    const int8_t *ve = rt->value_exp + (size_t)layer * rt->ctx * nkv;
+    int64_t *fx = rt->att_fx;
+    /* log2(e) / sqrt(hs) in Q30: logits become base-2 exponents in Q16 */
+    const int32_t kq = (int32_t)(1.4426950408889634f / sqrtf((float)hs) * 1073741824.0f + 0.5f);
     for (uint32_t h = 0; h < hp->n_heads; h++) {
         const uint32_t kvh = h / group, kvo = kvh * hs;
-        const float qs = tlm_q8_quantize_row(rt->q_q8, rt->q + (size_t)h * hs, hs) * inv_sqrt;
+        int32_t ev_lo = 127;
         for (uint32_t t = 0; t <= pos; t++)
-            rt->att[t] = (float)tlm_dot_i8(rt->q_q8, kc + (size_t)t * kv_dim + kvo, hs) * (qs * ks[t]);
-        tlm_softmax(rt->att, pos + 1u);
-        float *o = rt->xb + (size_t)h * hs;
-        memset(o, 0, hs * sizeof *o);
+            if (ve[(size_t)t * nkv + kvh] < ev_lo) ev_lo = ve[(size_t)t * nkv + kvh];
+        const int32_t eq = quantize_pow2(rt->q_q8, rt->q + (size_t)h * hs, hs);
+        /* score_t * log2(e) * 2^16 = dot * kq * 2^-(14 + eq + ek_t) */
+        int64_t top = INT64_MIN;
         for (uint32_t t = 0; t <= pos; t++) {
-            const int8_t *v = vc + (size_t)t * kv_dim + kvo;
-            const float a = rt->att[t] * vs[t];
-            for (uint32_t i = 0; i < hs; i++) o[i] += a * (float)v[i];
+            const int32_t dot = tlm_dot_i8(rt->q_q8, kc + (size_t)t * kv_dim + kvo, hs);
+            fx[t] = shift_i64((int64_t)dot * kq, 14 + eq + ke[(size_t)t * nkv + kvh]);
+            if (fx[t] > top) top = fx[t];
         }
+        uint64_t sum = 0;
+        for (uint32_t t = 0; t <= pos; t++) {
+            fx[t] = exp2neg_q30(top - fx[t]); /* softmax numerators, Q30; the top one is 2^30 */
+            sum += (uint64_t)fx[t];
+        }
+        /* weights normalized to sum to 2^22, so that the weighted sum of
+         * int8 values stays in int32 accumulators */
+        const uint64_t recip = ((uint64_t)1 << 52) / sum;
+        int32_t acc[TLM_RT_MAX_HEAD];
+        memset(acc, 0, hs * sizeof acc[0]);
+        for (uint32_t t = 0; t <= pos; t++) {
+            const int32_t sh = ve[(size_t)t * nkv + kvh] - ev_lo; /* to the coarsest value exponent */
+            const int32_t w = sh >= 31 ? 0 : (int32_t)(((uint64_t)fx[t] * recip) >> (30 + sh));
+            if (!w) continue;
+            const int8_t *v = vc + (size_t)t * kv_dim + kvo;
+            for (uint32_t i = 0; i < hs; i++) acc[i] += w * v[i];
+        }
+        /* out = acc * 2^-22 * 2^-ev_lo */
+        int32_t oe = -22 - ev_lo;
+        float scale = 1.0f;
+        while (oe > 63) {
+            scale *= pow2f(63);
+            oe -= 63;
+        }
+        while (oe < -63) {
+            scale *= pow2f(-63);
+            oe += 63;
+        }
+        scale *= pow2f(oe);
+        float *o = rt->xb + (size_t)h * hs;
+        for (uint32_t i = 0; i < hs; i++) o[i] = (float)acc[i] * scale;
     }
 }
 
@@ -211,10 +317,13 @@ static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
 static void store_kv_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
 {
     const tlm_hparams *hp = &rt->model->hp;
-    const uint32_t kv_dim = tlm_hparams_kv_dim(hp);
+    const uint32_t kv_dim = tlm_hparams_kv_dim(hp), nkv = hp->n_kv_heads, hs = hp->dim / hp->n_heads;
     const size_t at = (size_t)layer * rt->ctx + pos;
-    rt->key_scale[at] = tlm_q8_quantize_row(rt->key_q8 + at * kv_dim, rt->kbuf, kv_dim);
-    rt->value_scale[at] = tlm_q8_quantize_row(rt->value_q8 + at * kv_dim, rt->vbuf, kv_dim);
+    for (uint32_t h = 0; h < nkv; h++) {
+        rt->key_exp[at * nkv + h] = (int8_t)quantize_pow2(rt->key_q8 + at * kv_dim + h * hs, rt->kbuf + h * hs, hs);
+        rt->value_exp[at * nkv + h] =
+            (int8_t)quantize_pow2(rt->value_q8 + at * kv_dim + h * hs, rt->vbuf + h * hs, hs);
+    }
 }
 
 tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, float **logits)
