@@ -295,7 +295,8 @@ int cmd_firmware(int argc, char **argv)
     }
     free(out);
     if (!have_exit || exit_status != 0) {
-        fprintf(stderr, "tritlm firmware: the firmware exited with status %.0f\n", exit_status);
+        fprintf(stderr, "tritlm firmware: the firmware exited with status %.0f (QEMU's messages: %s/run.err)\n",
+                exit_status, dir);
         return TLM_EXIT_FAIL;
     }
     return 0;
