@@ -28,7 +28,8 @@ typedef struct tlm_runtime {
      * exponent per layer, position and kv head (value = q * 2^-exp) */
     int8_t *key_q8, *value_q8;
     int8_t *key_exp, *value_exp;
-    int64_t *att_fx;       /* ctx: fixed-point scores, then softmax numerators */
+    int64_t *att_fx;       /* ctx: fixed-point scores */
+    uint32_t *att_e;       /* ctx: softmax numerators (Q30) */
     float *kbuf, *vbuf;    /* kv_dim: this position's key and value before quantization */
     int8_t *q_q8;          /* head_size: one query head quantized */
     uint32_t flags;

@@ -28,7 +28,7 @@ static size_t reserve(layout *l, size_t count, size_t elem)
 }
 
 typedef struct {
-    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, ks, vs, attfx, kbuf, vbuf, qq, scratch, actq, total;
+    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, ks, vs, attfx, atte, kbuf, vbuf, qq, scratch, actq, total;
 } arena_plan;
 
 static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_plan *p)
@@ -55,6 +55,7 @@ static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_pl
         p->ks = reserve(&l, kv * hp->n_kv_heads, 1);
         p->vs = reserve(&l, kv * hp->n_kv_heads, 1);
         p->attfx = reserve(&l, ctx, 8);
+        p->atte = reserve(&l, ctx, 4);
         p->kbuf = reserve(&l, kv_dim, 4);
         p->vbuf = reserve(&l, kv_dim, 4);
         p->qq = reserve(&l, hs + 4u, 1);
@@ -121,6 +122,7 @@ tlm_status tlm_runtime_init_flags(tlm_runtime *rt, const tlm_model *m, uint32_t 
         rt->key_exp = (int8_t *)(void *)(base + p.ks);
         rt->value_exp = (int8_t *)(void *)(base + p.vs);
         rt->att_fx = (int64_t *)(void *)(base + p.attfx);
+        rt->att_e = (uint32_t *)(void *)(base + p.atte);
         rt->kbuf = (float *)(void *)(base + p.kbuf);
         rt->vbuf = (float *)(void *)(base + p.vbuf);
         rt->q_q8 = (int8_t *)(void *)(base + p.qq);
@@ -230,14 +232,15 @@ static int32_t quantize_pow2(int8_t *q, const float *x, uint32_t n)
     return e;
 }
 
-/* v * 2^-sh, toward zero; left shifts saturate (|logits| that large are
- * meaningless anyway). */
-static int64_t shift_i64(int64_t v, int32_t sh)
+/* floor(v * 2^-sh) for |v| < 2^60 (a bias keeps the shift unsigned);
+ * left shifts saturate (|logits| that large are meaningless anyway). */
+static inline int64_t shift_i64(int64_t v, int32_t sh)
 {
     const int64_t lim = (int64_t)1 << 60;
     if (sh >= 0) {
-        if (sh >= 63) return 0;
-        return v >= 0 ? v >> sh : -((-v) >> sh);
+        if (sh >= 62) return v < 0 ? -1 : 0;
+        const uint64_t bias = (uint64_t)1 << 61;
+        return (int64_t)(((uint64_t)v + bias) >> sh) - (int64_t)(bias >> sh);
     }
     const int32_t l = -sh > 16 ? 16 : -sh;
     if (v > (lim >> l)) return lim;
@@ -279,10 +282,11 @@ static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
             fx[t] = shift_i64((int64_t)dot * kq, 14 + eq + ke[(size_t)t * nkv + kvh]);
             if (fx[t] > top) top = fx[t];
         }
+        uint32_t *ex = rt->att_e;
         uint64_t sum = 0;
         for (uint32_t t = 0; t <= pos; t++) {
-            fx[t] = exp2neg_q30(top - fx[t]); /* softmax numerators, Q30; the top one is 2^30 */
-            sum += (uint64_t)fx[t];
+            ex[t] = exp2neg_q30(top - fx[t]); /* softmax numerators, Q30; the top one is 2^30 */
+            sum += ex[t];
         }
         /* weights normalized to sum to 2^22, so that the weighted sum of
          * int8 values stays in int32 accumulators */
@@ -291,10 +295,17 @@ static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
         memset(acc, 0, hs * sizeof acc[0]);
         for (uint32_t t = 0; t <= pos; t++) {
             const int32_t sh = ve[(size_t)t * nkv + kvh] - ev_lo; /* to the coarsest value exponent */
-            const int32_t w = sh >= 31 ? 0 : (int32_t)(((uint64_t)fx[t] * recip) >> (30 + sh));
+            const int32_t w = sh >= 31 ? 0 : (int32_t)(((uint64_t)ex[t] * recip) >> (30 + sh));
             if (!w) continue;
             const int8_t *v = vc + (size_t)t * kv_dim + kvo;
-            for (uint32_t i = 0; i < hs; i++) acc[i] += w * v[i];
+            uint32_t i = 0;
+            for (; i + 4u <= hs; i += 4u) {
+                acc[i] += w * v[i];
+                acc[i + 1] += w * v[i + 1];
+                acc[i + 2] += w * v[i + 2];
+                acc[i + 3] += w * v[i + 3];
+            }
+            for (; i < hs; i++) acc[i] += w * v[i];
         }
         /* out = acc * 2^-22 * 2^-ev_lo */
         int32_t oe = -22 - ev_lo;
