@@ -89,7 +89,7 @@ fi
 command -v "$CC" >/dev/null || { echo "build.sh: $CC not installed" >&2; exit 2; }
 "$CC" $CF -std=c11 -Wall -Wextra -Werror -I"$root/include" -I"$here/common" -I"$port" $defs "-DTLM_FW_PROMPT=\"$prompt_c\"" \
     -DTLM_FW_MODEL_PATH="\"$model\"" \
-    "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/model.S" $SRCS \
+    "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/fw_start.c" "$here/common/model.S" $SRCS \
     $LDF $LIBS -o "$out/fw.elf" 2>"$out/link.err" || {
     missing=$(sed -n "s/.*region .RAM' overflowed by \([0-9]*\) bytes.*/\1/p" "$out/link.err" | head -1)
     if [ -n "$missing" ]; then
