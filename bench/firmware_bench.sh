@@ -16,6 +16,7 @@ mkdir -p "$out"
 "$tlm" quantize -m "$model" -o "$out/t3.tlm" --pack t3 2>/dev/null
 csv=$out/firmware_bench.csv
 echo "target,build,ram_kb_budget,ram_bytes,flash_bytes,insns_per_token,ratio_vs_fp32,est_tokens_per_s,clock_mhz" >"$csv"
+get() { echo "$j" | sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p"; } # a number from the JSON in $j
 printf '| target | build | RAM bytes | flash bytes | instructions/token | vs fp32 | est. tok/s |\n|---|---|---|---|---|---|---|\n'
 for t in $targets; do
     case $t in cortex-m7) big=512 ;; esp32c3) big=400 ;; lx106) big=512 ;; esac
@@ -23,7 +24,6 @@ for t in $targets; do
     for b in fp32 t2 t3; do
         if [ $b = fp32 ]; then m=$model ram=$big kv=""; else m=$out/$b.tlm ram=256 kv=--kv-int8; fi
         j=$("$tlm" firmware --target "$t" -m "$m" --ctx 256 -n 128 --ram-kb $ram $kv -o "$out/$t-$b" --run --json)
-        get() { echo "$j" | sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p"; }
         ins=$(get insns_per_token) ramb=$(get ram_bytes) fl=$(get flash_bytes) tps=$(get est_tokens_per_s) mhz=$(get clock_mhz)
         [ -z "$base" ] && base=$ins
         ratio=$(awk -v a="$base" -v b="$ins" 'BEGIN { printf "%.2f", a / b }')

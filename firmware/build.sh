@@ -25,9 +25,9 @@ while [ $# -gt 0 ]; do
     --privatize) priv="-DTLM_FW_PRIV_MECH=$2"; shift 2 ;; # 1 dx, 2 rr (tlm_mech)
     --epsilon) priv_eps=$2; shift 2 ;;
     --seed) priv_seed=$2; shift 2 ;;
-    --count) count=$2; shift 2 ;;
+    --count) count=$2; shift 2 ;; # token (default) or priv: which markers the plugin counts between
     --kv-int8) kv8=1; shift ;;
-    --fault-test) fault="-DTLM_FW_FAULT_TEST=$2"; shift 2 ;; # tests: load from this unmapped address first # token (default) or priv: which markers the plugin counts between
+    --fault-test) fault="-DTLM_FW_FAULT_TEST=$2"; shift 2 ;; # tests: load from this unmapped address first
     *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done

@@ -14,6 +14,7 @@
 #include "fw_port.h"
 #include "tritlm/dp.h"
 #include "tritlm/runtime.h"
+#include "tritlm/sampler.h"
 #include "tritlm/tokenizer.h"
 
 extern const uint8_t tlm_fw_model[];
@@ -114,12 +115,31 @@ static int kernel_selftest(void)
     return (int)cases;
 }
 
-static uint32_t argmax(const float *x, uint32_t n)
+/* "ERROR what[: detail]" on its own line; returns status for main to exit with. */
+static int fail(const char *what, const char *detail, int status)
 {
-    uint32_t best = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
+    put_str("ERROR ");
+    put_str(what);
+    if (detail) {
+        put_str(": ");
+        put_str(detail);
+    }
+    put_str("\n");
+    flush();
+    return status;
+}
+
+/* "LABEL id id ..." on one line (wrapped into several writes). */
+static void put_ids(const char *label, const uint32_t *v, size_t n)
+{
+    put_str(label);
+    for (size_t i = 0; i < n; i++) {
+        put_str(" ");
+        put_u32(v[i]);
+        if (line_n > 120) flush();
+    }
+    put_str("\n");
+    flush();
 }
 
 int main(void)
@@ -132,42 +152,25 @@ int main(void)
     flush();
 #endif
     const int checked = kernel_selftest();
-    if (checked < 0) {
-        put_str("ERROR SIMD kernel differs from the reference\n");
-        flush();
-        return 5;
-    }
+    if (checked < 0) return fail("SIMD kernel differs from the reference", NULL, 5);
     put_str("KERNELS ");
     put_u32((uint32_t)checked);
     put_str(" cases bit-exact\n");
     flush();
     tlm_model m;
     tlm_error err;
-    if (tlm_model_open(&m, tlm_fw_model, (size_t)(tlm_fw_model_end - tlm_fw_model), &err)) {
-        put_str("ERROR model: ");
-        put_str(err.msg);
-        put_str("\n");
-        flush();
-        return 2;
-    }
+    if (tlm_model_open(&m, tlm_fw_model, (size_t)(tlm_fw_model_end - tlm_fw_model), &err))
+        return fail("model", err.msg, 2);
     tlm_runtime rt;
 #ifndef TLM_FW_RT_FLAGS
 #define TLM_FW_RT_FLAGS 0u
 #endif
-    if (tlm_runtime_init_flags(&rt, &m, TLM_FW_CTX, TLM_FW_RT_FLAGS, arena, sizeof arena, &err)) {
-        put_str("ERROR runtime: ");
-        put_str(err.msg);
-        put_str("\n");
-        flush();
-        return 3;
-    }
+    if (tlm_runtime_init_flags(&rt, &m, TLM_FW_CTX, TLM_FW_RT_FLAGS, arena, sizeof arena, &err))
+        return fail("runtime", err.msg, 3);
     static const char prompt[] = TLM_FW_PROMPT;
     size_t n_prompt = 0;
-    if (tlm_encode(&m, prompt, sizeof prompt - 1u, TLM_ENCODE_BOS, ids, TLM_FW_PROMPT_CAP, enc_scratch, &n_prompt)) {
-        put_str("ERROR prompt does not encode\n");
-        flush();
-        return 4;
-    }
+    if (tlm_encode(&m, prompt, sizeof prompt - 1u, TLM_ENCODE_BOS, ids, TLM_FW_PROMPT_CAP, enc_scratch, &n_prompt))
+        return fail("prompt does not encode", NULL, 4);
 #ifdef TLM_FW_PRIV_MECH
     /* privatize the prompt's tokens with seeded noise (TLM_FW_PRIV_SEED) and
      * print the ids: the host's `tritlm privatize --seed` must print the same */
@@ -177,11 +180,8 @@ int main(void)
         tlm_privatizer p;
         tlm_chacha cc;
         tlm_rand rnd;
-        if (m.hp.dim > 4096 || tlm_privatizer_init(&p, &m, (tlm_mech)TLM_FW_PRIV_MECH, TLM_FW_PRIV_EPS, &err)) {
-            put_str("ERROR privatizer\n");
-            flush();
-            return 6;
-        }
+        if (m.hp.dim > 4096 || tlm_privatizer_init(&p, &m, (tlm_mech)TLM_FW_PRIV_MECH, TLM_FW_PRIV_EPS, &err))
+            return fail("privatizer", NULL, 6);
         tlm_chacha_seed(&cc, TLM_FW_PRIV_SEED);
         tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
         for (size_t i = 0; i < n_prompt; i++) {
@@ -190,14 +190,7 @@ int main(void)
             priv_out[i] = tlm_privatize_token(&p, &rnd, ids[i], priv_scratch);
             if (counted) tlm_fw_priv_end();
         }
-        put_str("PRIV");
-        for (size_t i = 0; i < n_prompt; i++) {
-            put_str(" ");
-            put_u32(priv_out[i]);
-            if (line_n > 120) flush();
-        }
-        put_str("\n");
-        flush();
+        put_ids("PRIV", priv_out, n_prompt);
     }
 #endif
     put_str("TEXT ");
@@ -206,7 +199,7 @@ int main(void)
         float *logits;
         tlm_fw_token_begin();
         tlm_runtime_forward(&rt, token, pos, &logits);
-        const uint32_t best = argmax(logits, m.hp.vocab_size);
+        const uint32_t best = tlm_argmax(logits, m.hp.vocab_size);
         tlm_fw_token_end();
         const uint32_t next = pos + 1u < n_prompt ? ids[pos + 1u] : best;
         out_ids[pos++] = next;
@@ -218,14 +211,7 @@ int main(void)
     }
     put_str("\n");
     flush();
-    put_str("IDS");
-    for (uint32_t i = 0; i < pos; i++) {
-        put_str(" ");
-        put_u32(out_ids[i]);
-        if (line_n > 120) flush();
-    }
-    put_str("\n");
-    flush();
+    put_ids("IDS", out_ids, pos);
     put_str("TOKENS ");
     put_u32(pos);
     put_str("\nSTACK ");

@@ -43,11 +43,11 @@ typedef struct tlm_runtime {
 enum {
     /* Keep the KV cache in int8 times a power of two per layer, position
      * and kv head (a quarter of the fp32 cache's RAM, plus 2 bytes per
-     * layer, position and kv head), and run attention on integers: exact int32 scores of the
-     * int8 query head against the keys, a fixed-point softmax (2^-x from
-     * tables, relative error < 1e-4), the values summed in int32 with the
-     * weights normalized to 2^22. Needs a
-     * head size of at most TLM_RT_MAX_HEAD. */
+     * layer, position and kv head), and run attention on integers: exact
+     * int32 scores of the int8 query head against the keys, a fixed-point
+     * softmax (2^-x from tables, relative error < 1e-4), the values summed
+     * in int32 with the weights normalized to 2^22. Needs a head size of at
+     * most TLM_RT_MAX_HEAD. */
     TLM_RT_KV_INT8 = 1u
 };
 #define TLM_RT_MAX_HEAD 128u

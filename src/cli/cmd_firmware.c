@@ -114,22 +114,21 @@ static int run_capture(char *const argv[], char **out)
     close(fd[1]);
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
-    for (;;) {
-        if (buf && n + 1 >= cap) {
+    while (buf) {
+        if (n + 1 >= cap) {
             char *b = realloc(buf, cap * 2);
-            if (!b) {
+            if (!b) { /* out of memory: give up the output; closing the pipe ends the child */
                 free(buf);
                 buf = NULL;
-            } else {
-                buf = b;
-                cap *= 2;
+                break;
             }
+            buf = b;
+            cap *= 2;
         }
-        char sink[4096];
-        const ssize_t r = buf ? read(fd[0], buf + n, cap - n - 1) : read(fd[0], sink, sizeof sink);
+        const ssize_t r = read(fd[0], buf + n, cap - n - 1);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
-        if (buf) n += (size_t)r;
+        n += (size_t)r;
     }
     close(fd[0]);
     if (buf) buf[n] = 0;
@@ -204,8 +203,8 @@ int cmd_firmware(int argc, char **argv)
         if (*TLM_PLUGIN_PATH && !access(TLM_PLUGIN_PATH, R_OK)) setenv("TLM_PLUGIN", TLM_PLUGIN_PATH, 1);
         else if (run) fprintf(stderr, "tritlm firmware: the instruction-counting plugin is missing; no counts\n");
     }
-    snprintf(dir, sizeof dir, "%s", outdir ? outdir : "");
-    if (!outdir) snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
+    if (outdir) snprintf(dir, sizeof dir, "%s", outdir);
+    else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
     snprintf(num[0], sizeof num[0], "%u", ctx);
     snprintf(num[1], sizeof num[1], "%u", ram_kb);
     snprintf(num[2], sizeof num[2], "%u", steps);

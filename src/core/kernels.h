@@ -28,6 +28,31 @@ tlm_matvec_q8_fn tlm_matvec_q8_avx2(uint32_t wtype);
 /* Arm DSP-extension variants (kernels_arm.c); NULL elsewhere. */
 tlm_matvec_q8_fn tlm_matvec_q8_dsp(uint32_t wtype);
 
+/* Largest |x[i]| (0 for an empty or all-zero vector; NaNs are skipped). */
+static inline float tlm_absmax_f32(const float *x, uint32_t n)
+{
+    float amax = 0.0f;
+    for (uint32_t i = 0; i < n; i++) {
+        const float v = x[i] < 0.0f ? -x[i] : x[i];
+        if (v > amax) amax = v;
+    }
+    return amax;
+}
+
+/* q[i] = x[i] * mul rounded half away from zero, clamped to [-127, 127]:
+ * the one int8 rounding of activations and of the int8 KV cache. */
+static inline void tlm_q8_round(int8_t *q, const float *x, uint32_t n, float mul)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        float v = x[i] * mul;
+        v += v < 0.0f ? -0.5f : 0.5f;
+        int32_t k = (int32_t)v; /* truncation after +-0.5: half away from zero */
+        if (k > 127) k = 127;
+        if (k < -127) k = -127;
+        q[i] = (int8_t)k;
+    }
+}
+
 /* Integer dot product of row `row` (packed) with activations over columns
  * [c0, c1); `cursor` carries per-row state between consecutive groups (the
  * TS sign-bit position), starting at 0 for each row. */

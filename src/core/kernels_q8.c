@@ -11,24 +11,12 @@
 
 float tlm_q8_quantize_row(int8_t *q, const float *x, uint32_t n)
 {
-    float amax = 0.0f;
-    for (uint32_t i = 0; i < n; i++) {
-        const float v = x[i] < 0.0f ? -x[i] : x[i];
-        if (v > amax) amax = v;
-    }
+    const float amax = tlm_absmax_f32(x, n);
     if (!(amax > 0.0f) || amax != amax) { /* all zero, or NaN: nothing to keep */
         memset(q, 0, n);
         return 0.0f;
     }
-    const float inv = 127.0f / amax;
-    for (uint32_t i = 0; i < n; i++) {
-        float v = x[i] * inv;
-        v += v < 0.0f ? -0.5f : 0.5f;
-        int32_t k = (int32_t)v; /* truncation after +-0.5: half away from zero */
-        if (k > 127) k = 127;
-        if (k < -127) k = -127;
-        q[i] = (int8_t)k;
-    }
+    tlm_q8_round(q, x, n, 127.0f / amax);
     return amax / 127.0f;
 }
 

@@ -63,4 +63,3 @@ float tlm_dot_f32(const float *a, const float *b, uint32_t n)
     for (uint32_t i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
-

@@ -58,7 +58,7 @@ static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_pl
         p->atte = reserve(&l, ctx, 4);
         p->kbuf = reserve(&l, kv_dim, 4);
         p->vbuf = reserve(&l, kv_dim, 4);
-        p->qq = reserve(&l, hs + 4u, 1);
+        p->qq = reserve(&l, hs, 1);
     } else {
         p->kc = reserve(&l, kv * kv_dim, 4);
         p->vc = reserve(&l, kv * kv_dim, 4);
@@ -190,7 +190,7 @@ static void attention(tlm_runtime *rt, uint32_t layer, uint32_t pos)
  * Keys, values and each query head are stored as int8 times a power of two
  * (q * 2^-e), so that scores, the softmax and the weighted sum of values
  * run on integers alone (no float work per position, which matters on
- * cores without an FPU); only the head's 8 outputs are scaled in float. */
+ * cores without an FPU); only each head's outputs are scaled in float. */
 
 /* 2^e as a float, for e in [-126, 127]. */
 static float pow2f(int32_t e)
@@ -201,15 +201,20 @@ static float pow2f(int32_t e)
     return f;
 }
 
+/* 2^e for exponents beyond one float's range, in steps of 2^+-63. */
+static float pow2f_wide(int32_t e)
+{
+    float f = 1.0f;
+    for (; e > 63; e -= 63) f *= pow2f(63);
+    for (; e < -63; e += 63) f *= pow2f(-63);
+    return f * pow2f(e);
+}
+
 /* x -> q * 2^-e with e the largest integer that keeps max|x| * 2^e below
  * 128 (rounded half away from zero, clamped to +-127); returns e. */
 static int32_t quantize_pow2(int8_t *q, const float *x, uint32_t n)
 {
-    float amax = 0.0f;
-    for (uint32_t i = 0; i < n; i++) {
-        const float v = x[i] < 0.0f ? -x[i] : x[i];
-        if (v > amax) amax = v;
-    }
+    const float amax = tlm_absmax_f32(x, n);
     uint32_t bits;
     memcpy(&bits, &amax, sizeof bits);
     const int32_t biased = (int32_t)((bits >> 23) & 0xFFu);
@@ -220,15 +225,7 @@ static int32_t quantize_pow2(int8_t *q, const float *x, uint32_t n)
     int32_t e = 6 - (biased - 127); /* amax in [2^E, 2^(E+1)): amax * 2^e in [64, 128) */
     if (e > 100) e = 100;
     if (e < -100) e = -100;
-    const float mul = e > 63 ? pow2f(e - 63) * pow2f(63) : e < -63 ? pow2f(e + 63) * pow2f(-63) : pow2f(e);
-    for (uint32_t i = 0; i < n; i++) {
-        float v = x[i] * mul;
-        v += v < 0.0f ? -0.5f : 0.5f;
-        int32_t k = (int32_t)v;
-        if (k > 127) k = 127;
-        if (k < -127) k = -127;
-        q[i] = (int8_t)k;
-    }
+    tlm_q8_round(q, x, n, pow2f_wide(e));
     return e;
 }
 
@@ -269,11 +266,14 @@ static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
     int64_t *fx = rt->att_fx;
     /* log2(e) / sqrt(hs) in Q30: logits become base-2 exponents in Q16 */
     const int32_t kq = (int32_t)(1.4426950408889634f / sqrtf((float)hs) * 1073741824.0f + 0.5f);
+    int32_t ev_lo = 127;
     for (uint32_t h = 0; h < hp->n_heads; h++) {
         const uint32_t kvh = h / group, kvo = kvh * hs;
-        int32_t ev_lo = 127;
-        for (uint32_t t = 0; t <= pos; t++)
-            if (ve[(size_t)t * nkv + kvh] < ev_lo) ev_lo = ve[(size_t)t * nkv + kvh];
+        if (h % group == 0) { /* the coarsest value exponent of this kv head's positions */
+            ev_lo = 127;
+            for (uint32_t t = 0; t <= pos; t++)
+                if (ve[(size_t)t * nkv + kvh] < ev_lo) ev_lo = ve[(size_t)t * nkv + kvh];
+        }
         const int32_t eq = quantize_pow2(rt->q_q8, rt->q + (size_t)h * hs, hs);
         /* score_t * log2(e) * 2^16 = dot * kq * 2^-(14 + eq + ek_t) */
         int64_t top = INT64_MIN;
@@ -307,18 +307,7 @@ static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
             }
             for (; i < hs; i++) acc[i] += w * v[i];
         }
-        /* out = acc * 2^-22 * 2^-ev_lo */
-        int32_t oe = -22 - ev_lo;
-        float scale = 1.0f;
-        while (oe > 63) {
-            scale *= pow2f(63);
-            oe -= 63;
-        }
-        while (oe < -63) {
-            scale *= pow2f(-63);
-            oe += 63;
-        }
-        scale *= pow2f(oe);
+        const float scale = pow2f_wide(-22 - ev_lo); /* out = acc * 2^-22 * 2^-ev_lo */
         float *o = rt->xb + (size_t)h * hs;
         for (uint32_t i = 0; i < hs; i++) o[i] = (float)acc[i] * scale;
     }
@@ -351,8 +340,8 @@ tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, fl
     tlm_wtype_get(emb.wtype)->row_to_f32(rt->x, &emb, token);
     tlm_rope_table(rt->rope, pos, hs, hp->rope_theta);
 
+    const int kv8 = (rt->flags & TLM_RT_KV_INT8) != 0;
     for (uint32_t l = 0; l < hp->n_layers; l++) {
-        const int kv8 = (rt->flags & TLM_RT_KV_INT8) != 0;
         float *k = kv8 ? rt->kbuf : rt->key_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
         float *v = kv8 ? rt->vbuf : rt->value_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
         tlm_rmsnorm(rt->xb, rt->x, norm_weights(m, TLM_ROLE_ATTN_NORM, l), dim, hp->norm_eps);

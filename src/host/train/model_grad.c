@@ -4,6 +4,7 @@
 #include "../nn/layers.h"
 #include "../seq.h"
 #include "model_grad.h"
+#include "rng.h"
 
 typedef struct {
     float *x_in, *xn1, *inv1, *q, *k, *v, *att, *x_mid, *xn2, *inv2, *a, *b, *hh;
@@ -79,10 +80,7 @@ void tlm_train_ws_set_dropout(tlm_train_ws *ws, float rate, uint64_t seed)
  * multiplier: 0 or 1 / (1 - rate). */
 static float drop_mult(uint64_t seed, uint32_t branch, size_t i, uint32_t cut, float keep_scale)
 {
-    uint64_t z = seed + ((uint64_t)branch << 40) + (uint64_t)i * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
+    const uint64_t z = tlm_mix64(seed + ((uint64_t)branch << 40) + (uint64_t)i * 0x9E3779B97F4A7C15ull);
     return (uint32_t)(z >> 40) < cut ? 0.0f : keep_scale;
 }
 
@@ -91,6 +89,16 @@ static void dropout_apply(const tlm_train_ws *ws, uint32_t branch, float *y, con
     const uint32_t cut = (uint32_t)((double)ws->dropout * 16777216.0);
     const float keep = 1.0f / (1.0f - ws->dropout);
     for (size_t i = 0; i < n; i++) y[i] = x[i] * drop_mult(ws->drop_seed, branch, i, cut, keep);
+}
+
+/* The gradient reaching a branch's output: dx itself, or (with dropout)
+ * dx through the branch's mask, written to `tmp`; the residual path keeps
+ * the unmasked dx. */
+static const float *branch_grad(const tlm_train_ws *ws, uint32_t branch, int drop, float *tmp, size_t n)
+{
+    if (!drop) return ws->dx;
+    dropout_apply(ws, branch, tmp, ws->dx, n);
+    return tmp;
 }
 
 const float *tlm_train_ws_logits(const tlm_train_ws *ws) { return ws->logits; }
@@ -183,12 +191,7 @@ double tlm_model_fwd_bwd_distill(const tlm_params *p, tlm_params *g, const uint3
         tlm_layer_params *gw = &g->layers[l];
         /* feed-forward: next = x_mid + W2 (silu(W1 xn2) * W3 xn2) */
         memset(ws->dh, 0, TH * sizeof(float));
-        const float *dbranch = ws->dx;
-        if (drop) { /* the branch saw the mask; the residual path did not */
-            dropout_apply(ws, 2 * l + 1, ws->dq, ws->dx, TD);
-            dbranch = ws->dq;
-        }
-        tlm_linear_bwd(ws->dh, gw->w2, dbranch, a->hh, w->w2, T, H, D, ws->dyt);
+        tlm_linear_bwd(ws->dh, gw->w2, branch_grad(ws, 2 * l + 1, drop, ws->dq, TD), a->hh, w->w2, T, H, D, ws->dyt);
         memset(ws->da, 0, TH * sizeof(float));
         memset(ws->db, 0, TH * sizeof(float));
         tlm_swiglu_bwd(ws->da, ws->db, ws->dh, a->a, a->b, TH);
@@ -198,12 +201,7 @@ double tlm_model_fwd_bwd_distill(const tlm_params *p, tlm_params *g, const uint3
         tlm_rmsnorm_bwd(ws->dx, gw->ffn_norm, ws->dxn, a->x_mid, a->inv2, w->ffn_norm, T, D); /* dx: d x_mid */
         /* attention: x_mid = x_in + Wo attn(rope(Wq xn1), rope(Wk xn1), Wv xn1) */
         memset(ws->datt, 0, TD * sizeof(float));
-        dbranch = ws->dx;
-        if (drop) {
-            dropout_apply(ws, 2 * l, ws->dq, ws->dx, TD);
-            dbranch = ws->dq;
-        }
-        tlm_linear_bwd(ws->datt, gw->wo, dbranch, a->att, w->wo, T, D, D, ws->dyt);
+        tlm_linear_bwd(ws->datt, gw->wo, branch_grad(ws, 2 * l, drop, ws->dq, TD), a->att, w->wo, T, D, D, ws->dyt);
         memset(ws->dq, 0, TD * sizeof(float));
         memset(ws->dk, 0, TK * sizeof(float));
         memset(ws->dv, 0, TK * sizeof(float));

@@ -12,13 +12,15 @@ typedef struct tlm_rng {
 
 static inline void tlm_rng_seed(tlm_rng *r, uint64_t seed) { r->state = seed ^ 0x5DEECE66Dull; }
 
-static inline uint64_t tlm_rng_next(tlm_rng *r)
+/* splitmix64's output function: a bijective 64-bit mix. */
+static inline uint64_t tlm_mix64(uint64_t z)
 {
-    uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+
+static inline uint64_t tlm_rng_next(tlm_rng *r) { return tlm_mix64(r->state += 0x9E3779B97F4A7C15ull); }
 
 /* Uniform in [0, n), n > 0 (multiply-shift; bias below 2^-32 for n < 2^32). */
 static inline uint64_t tlm_rng_below(tlm_rng *r, uint64_t n)
