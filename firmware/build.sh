@@ -3,7 +3,8 @@
 # QEMU and prints a KEY VALUE summary (see fw_main.c for the firmware's own
 # lines; INSNS_PER_TOKEN comes from the instruction-counting plugin).
 # usage: firmware/build.sh TARGET MODEL.tlm OUTDIR [--ctx N] [--ram-kb K] [--kv-int8] [-p PROMPT] [-n STEPS] [--run]
-#        [--privatize 1|2 --epsilon E --seed S [--count priv]]   (privatize the prompt: 1 dx, 2 rr)
+#        [--privatize 1|2 --epsilon E --seed S [--count priv] [--priv-index]]   (privatize the prompt: 1 dx, 2 rr;
+#        --priv-index: d_chi with its search index in static RAM)
 #        [--fault-test ADDR]   (tests: read unmapped memory before anything else)
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
 #      TLM_FW_ARENA (arena bytes, instead of asking tritlm info),
@@ -14,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
-ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token
+ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -26,6 +27,7 @@ while [ $# -gt 0 ]; do
     --epsilon) priv_eps=$2; shift 2 ;;
     --seed) priv_seed=$2; shift 2 ;;
     --count) count=$2; shift 2 ;; # token (default) or priv: which markers the plugin counts between
+    --priv-index) priv_index=1; shift ;; # d_chi: build the search index in a static array
     --kv-int8) kv8=1; shift ;;
     --fault-test) fault="-DTLM_FW_FAULT_TEST=$2"; shift 2 ;; # tests: load from this unmapped address first
     *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
@@ -45,6 +47,11 @@ fi
 plen=$(printf '%s' "$prompt" | wc -c)
 prompt_c=$(printf '%s' "$prompt" | sed 's/\\/\\\\/g; s/"/\\"/g')
 [ -n "$priv" ] && priv="$priv -DTLM_FW_PRIV_EPS=((float)$priv_eps) -DTLM_FW_PRIV_SEED=${priv_seed}u"
+if [ "$priv_index" = 1 ]; then
+    [ -n "${info:-}" ] || info=$("$tlm" info "$model" --ctx "$ctx" --json) || { echo "build.sh: cannot read $model" >&2; exit 2; }
+    ib=$(echo "$info" | sed -n 's/.*"dx_index_bytes":\([0-9]*\).*/\1/p')
+    priv="$priv -DTLM_FW_PRIV_INDEX_BYTES=${ib:-0}u"
+fi
 defs="$priv $fault -DTLM_FW_RT_FLAGS=${kv8}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena -DTLM_FW_PROMPT_CAP=$((plen + 3))"
 port=$here/$target
 case $target in

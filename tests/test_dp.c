@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "../src/core/dgauss_cdt.h"
 #include "../src/host/privacy.h"
 #include "testutil.h"
 #include "tritlm/dp.h"
@@ -186,6 +187,24 @@ static void test_dgauss16(void **state)
     chi2_check("discrete Gaussian sigma 16 (table)", c, p, B);
 }
 
+/* The guide of the sigma-16 table points every bucket of draws at the
+ * first table entry above the bucket's start (found here by a plain scan). */
+static void test_dgauss16_guide(void **state)
+{
+    (void)state;
+    const uint32_t n = 2u * TLM_DGAUSS16_HALF + 1u;
+    for (uint32_t b = 0; b <= (1u << TLM_DGAUSS16_GUIDE_BITS); b++) {
+        uint32_t first = n;
+        if (b < (1u << TLM_DGAUSS16_GUIDE_BITS))
+            for (uint32_t i = 0; i < n; i++)
+                if (tlm_dgauss16_cdt[i] > (uint64_t)b << (64u - TLM_DGAUSS16_GUIDE_BITS)) {
+                    first = i;
+                    break;
+                }
+        assert_int_equal(tlm_dgauss16_guide[b], first);
+    }
+}
+
 /* Exp(1) on the 2^-32 grid: CDF against 1 - exp(-x) at many points
  * (Kolmogorov-Smirnov statistic, 1e-6 level: 2.69 / sqrt(N)). */
 static void test_exponential(void **state)
@@ -219,6 +238,8 @@ static double gamma_p(double a, double x)
     return sum * exp(-x + a * log(x) - lgamma(a));
 }
 
+static tlm_model M; /* the tiny model of the mechanism tests (setup below) */
+
 /* d_chi noise: |z| ~ Gamma(dim, 1/eps) (KS at 10 points), and a uniform
  * direction (each coordinate of z/|z| has mean 0 and E[u_i^2] = 1/dim). */
 static void test_dx_noise(void **state)
@@ -227,6 +248,9 @@ static void test_dx_noise(void **state)
     reseed(50);
     const uint32_t dim = 16;
     const float eps = 2.5f;
+    tlm_privatizer pv;
+    assert_int_equal(tlm_privatizer_init(&pv, &M, TLM_MECH_DX, eps, NULL), TLM_OK);
+    assert_int_equal(M.hp.dim, dim);
     const int n = 40000;
     float z[16];
     double u2[16] = {0}, u1[16] = {0};
@@ -243,7 +267,7 @@ static void test_dx_noise(void **state)
     }
     uint64_t below[9] = {0};
     for (int i = 0; i < n; i++) {
-        tlm_dx_noise(&R, dim, eps, z);
+        tlm_dx_noise(&pv, &R, z);
         double r2 = 0;
         for (uint32_t d = 0; d < dim; d++) r2 += (double)z[d] * z[d];
         const double r = sqrt(r2);
@@ -264,11 +288,67 @@ static void test_dx_noise(void **state)
     }
 }
 
+/* Gamma(a) quantile by bisection on the series above. */
+static double gamma_quantile(double a, double q)
+{
+    double lo = 0, hi = a + 60.0 * sqrt(a) + 60.0;
+    for (int it = 0; it < 200; it++) {
+        const double mid = (lo + hi) / 2;
+        if (gamma_p(a, mid) < q) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* The d_chi radius (table cell, then rejection inside it) against the
+ * Gamma(dim) distribution: 400k draws in 50 equiprobable bins, dims 16 and
+ * 64. Power: a version that redrew the cell after a rejection (radius
+ * variance 2% low) scored chi-square 180 against the critical 112. */
+static void test_dx_radius(void **state)
+{
+    (void)state;
+    static const uint32_t dims[2] = {16, 64};
+    for (int d = 0; d < 2; d++) {
+        tu_tiny cfg = {.dim = dims[d], .hidden = 32, .layers = 1, .heads = 2, .kv_heads = 1, .seq_len = 16, .n_merges = 8, .shared = 1};
+        uint8_t *im;
+        size_t ib;
+        tu_build_tiny(&cfg, 9, &im, &ib);
+        tlm_model mm;
+        assert_int_equal(tlm_model_open(&mm, im, ib, NULL), TLM_OK);
+        const float eps = 3.0f;
+        tlm_privatizer pv;
+        assert_int_equal(tlm_privatizer_init(&pv, &mm, TLM_MECH_DX, eps, NULL), TLM_OK);
+        enum { B = 50 };
+        double cut[B - 1], p[B];
+        for (int k = 0; k < B - 1; k++) cut[k] = gamma_quantile(dims[d], (k + 1.0) / B) / eps;
+        for (int k = 0; k < B; k++) p[k] = 1.0 / B;
+        uint64_t c[B] = {0};
+        float z[64];
+        reseed(55 + (uint64_t)d);
+        for (int i = 0; i < N; i++) {
+            tlm_dx_noise(&pv, &R, z);
+            double r2 = 0;
+            for (uint32_t k = 0; k < dims[d]; k++) r2 += (double)z[k] * z[k];
+            const double r = sqrt(r2);
+            int lo = 0, hi = B - 1; /* bins: the number of cuts below r */
+            while (lo < hi) {
+                const int mid = (lo + hi) / 2;
+                if (cut[mid] < r) lo = mid + 1;
+                else hi = mid;
+            }
+            c[lo]++;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "d_chi radius, dim %u", dims[d]);
+        chi2_check(what, c, p, B);
+        free(im);
+    }
+}
+
 /* ---- mechanisms on a real vocabulary ---- */
 
 static uint8_t *img;
 static size_t img_bytes;
-static tlm_model M;
 
 static int setup(void **state)
 {
@@ -364,6 +444,62 @@ static void test_dx_mechanism(void **state)
     assert_true(same_lo < same_hi / 2);
     /* specials pass through */
     assert_int_equal(tlm_privatize_token(&lo, &R, M.bos_id, scratch), M.bos_id);
+}
+
+/* The search index returns the plain search's token: same seeded noise,
+ * with and without it, over every epsilon from nearly uniform to nearly
+ * noiseless, on the tiny model and on a copy whose embedding has exact and
+ * near duplicates (ties the screening bounds must not break). */
+static void check_index_agrees(const tlm_model *mm, const char *what)
+{
+    static const float epss[] = {0.3f, 1.0f, 3.0f, 10.0f, 30.0f, 100.0f, 1000.0f};
+    float s1[TLM_PRIV_SCRATCH_FLOATS(64)], s2[TLM_PRIV_SCRATCH_FLOATS(64)];
+    long moved = 0, total = 0;
+    for (size_t e = 0; e < sizeof epss / sizeof epss[0]; e++) {
+        tlm_privatizer plain, fast;
+        assert_int_equal(tlm_privatizer_init(&plain, mm, TLM_MECH_DX, epss[e], NULL), TLM_OK);
+        fast = plain;
+        const size_t bytes = tlm_privatizer_index_bytes(&fast);
+        assert_true(bytes > 0);
+        void *mem = aligned_alloc(64, (bytes + 63u) & ~(size_t)63u);
+        tlm_privatizer_set_index(&fast, mem);
+        assert_non_null(fast.dx_index);
+        tlm_chacha c1, c2;
+        tlm_rand r1, r2;
+        tlm_chacha_seed(&c1, 900 + e);
+        tlm_chacha_seed(&c2, 900 + e);
+        tlm_rand_init(&r1, tlm_chacha_fill, &c1);
+        tlm_rand_init(&r2, tlm_chacha_fill, &c2);
+        for (int i = 0; i < 20000; i++) {
+            const uint32_t t = 3u + (uint32_t)i % (mm->hp.vocab_size - 3u);
+            const uint32_t a = tlm_privatize_token(&plain, &r1, t, s1), b = tlm_privatize_token(&fast, &r2, t, s2);
+            assert_int_equal(a, b);
+            moved += a != t;
+            total++;
+        }
+        free(mem);
+    }
+    print_message("%s: index agrees on %ld tokens (%ld moved)\n", what, total, moved);
+}
+
+static void test_dx_index(void **state)
+{
+    (void)state;
+    check_index_agrees(&M, "tiny model");
+    uint8_t *copy = tu_exact_copy(img, img_bytes);
+    tlm_model mm;
+    assert_int_equal(tlm_model_open(&mm, copy, img_bytes, NULL), TLM_OK);
+    tlm_tensor e;
+    tlm_model_tensor(&mm, TLM_ROLE_TOK_EMBED, 0, &e);
+    assert_int_equal(e.wtype, TLM_WTYPE_F32);
+    float *rows = (float *)(uintptr_t)e.data; /* the copy is ours to edit */
+    const uint32_t dim = mm.hp.dim;
+    for (uint32_t j = 10; j < 40 && j < mm.hp.vocab_size; j++) {
+        memcpy(rows + (size_t)j * dim, rows + (size_t)(j % 3u + 5u) * dim, dim * sizeof(float));
+        if (j % 2u) rows[(size_t)j * dim + j % dim] = nextafterf(rows[(size_t)j * dim + j % dim], INFINITY);
+    }
+    check_index_agrees(&mm, "duplicated rows");
+    free(copy);
 }
 
 static void test_budget_and_failure(void **state)
@@ -498,7 +634,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rand_below_uniform), cmocka_unit_test(test_bern_exp),
         cmocka_unit_test(test_dlaplace),           cmocka_unit_test(test_dgauss),
-        cmocka_unit_test(test_exponential),        cmocka_unit_test(test_dgauss16),        cmocka_unit_test(test_dx_noise),
+        cmocka_unit_test(test_exponential),        cmocka_unit_test(test_dgauss16),
+        cmocka_unit_test(test_dgauss16_guide),     cmocka_unit_test(test_dx_noise),
+        cmocka_unit_test(test_dx_radius),          cmocka_unit_test(test_dx_index),
         cmocka_unit_test(test_rr),                 cmocka_unit_test(test_dx_mechanism),
         cmocka_unit_test(test_budget_and_failure), cmocka_unit_test(test_chacha_stream),
         cmocka_unit_test(test_redact),             cmocka_unit_test(test_cli),

@@ -176,12 +176,17 @@ int main(void)
      * print the ids: the host's `tritlm privatize --seed` must print the same */
     {
         static uint32_t priv_out[TLM_FW_PROMPT_CAP];
-        static float priv_scratch[TLM_PRIV_SCRATCH_FLOATS(4096)];
-        tlm_privatizer p;
+        static float priv_scratch[TLM_PRIV_SCRATCH_FLOATS(1024)];
+        static tlm_privatizer p; /* 4 KB with the radius table: not on the stack */
         tlm_chacha cc;
         tlm_rand rnd;
-        if (m.hp.dim > 4096 || tlm_privatizer_init(&p, &m, (tlm_mech)TLM_FW_PRIV_MECH, TLM_FW_PRIV_EPS, &err))
+        if (m.hp.dim > 1024 || tlm_privatizer_init(&p, &m, (tlm_mech)TLM_FW_PRIV_MECH, TLM_FW_PRIV_EPS, &err))
             return fail("privatizer", NULL, 6);
+#if defined(TLM_FW_PRIV_INDEX_BYTES) && TLM_FW_PRIV_INDEX_BYTES > 0
+        static uint8_t priv_index[TLM_FW_PRIV_INDEX_BYTES] __attribute__((aligned(16)));
+        if (tlm_privatizer_index_bytes(&p) > sizeof priv_index) return fail("privacy index", NULL, 6);
+        tlm_privatizer_set_index(&p, priv_index);
+#endif
         tlm_chacha_seed(&cc, TLM_FW_PRIV_SEED);
         tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
         for (size_t i = 0; i < n_prompt; i++) {

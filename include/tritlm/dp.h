@@ -26,7 +26,7 @@ typedef int (*tlm_entropy_fn)(void *ctx, uint8_t *buf, size_t n);
 typedef struct tlm_rand {
     tlm_entropy_fn fill;
     void *ctx;
-    uint8_t buf[64];
+    uint8_t buf[256];
     uint32_t avail;  /* unread bytes at the end of buf */
     uint32_t bits, nbits; /* a reservoir of single random bits */
     int failed;      /* the source failed once: every result since is void */
@@ -72,13 +72,10 @@ uint64_t tlm_exp_q32(tlm_rand *r);
 
 /* ---- mechanisms ---- */
 
-/* d_chi noise in R^dim with density proportional to exp(-epsilon |z|): a
- * uniform direction times a Gamma(dim, 1/epsilon) radius, both from the
- * exact samplers above (direction from discrete Gaussians of sigma 16,
- * radius on a 2^-32 / epsilon grid). */
-void tlm_dx_noise(tlm_rand *r, uint32_t dim, float epsilon, float *z);
-
 typedef enum tlm_mech { TLM_MECH_NONE = 0, TLM_MECH_DX = 1, TLM_MECH_RR = 2 } tlm_mech;
+
+/* Cells of the d_chi radius table (see tlm_dx_noise). */
+#define TLM_DX_CELLS 512u
 
 typedef struct tlm_privatizer {
     const tlm_model *model;
@@ -88,13 +85,37 @@ typedef struct tlm_privatizer {
                                d_chi's epsilon (per unit of embedding distance) */
     uint32_t k;             /* size of the token domain (every id but unk, BOS, EOS) */
     uint64_t rr_keep, rr_other; /* RR odds: keep : each other token = rr_keep : rr_other */
+    /* d_chi radius ~ Gamma(dim, 1) / epsilon: [0, TLM_DX_CELLS * dx_cell)
+     * cut into equal cells; dx_cdt[k] = P(radius falls in cells 0..k) * 2^64
+     * (the last cell's 2^64 implied) */
+    double dx_cell;
+    uint64_t dx_cdt[TLM_DX_CELLS - 1u];
+    const void *dx_index;   /* optional search index (tlm_privatizer_set_index) */
 } tlm_privatizer;
 
-/* Floats of scratch tlm_privatize_token needs (d_chi: the noisy vector and
- * one embedding row). */
-#define TLM_PRIV_SCRATCH_FLOATS(dim) (2u * (size_t)(dim))
+/* Floats of scratch tlm_privatize_token needs (d_chi: the noisy vector, one
+ * embedding row, and with an index the quantized vector). */
+#define TLM_PRIV_SCRATCH_FLOATS(dim) (3u * (size_t)(dim) + 16u)
 
 tlm_status tlm_privatizer_init(tlm_privatizer *p, const tlm_model *m, tlm_mech mech, float epsilon, tlm_error *err);
+
+/* d_chi noise in R^dim with density proportional to exp(-epsilon |z|): a
+ * uniform direction times a Gamma(dim, 1/epsilon) radius. Direction:
+ * discrete Gaussians of sigma 16 (within 2^-64 of exact per value). Radius:
+ * a cell from the 64-bit table above, then a point of the cell's 2^32-point
+ * grid by rejection against the Gamma density, evaluated in double
+ * precision; the radius's distribution is within 1e-13 (total variation)
+ * of the Gamma density on that grid. */
+void tlm_dx_noise(const tlm_privatizer *p, tlm_rand *r, float *z);
+
+/* Optional index that makes d_chi's nearest-token search cheap: an int16
+ * copy of the embedding screens every token with a proven error bound and
+ * only the few tokens that can still win are compared in fp32, so the
+ * result is the same token as the plain search. bytes: what it needs (0
+ * for mechanisms without a search); mem: that many bytes, 16-byte aligned,
+ * alive and unchanged while p is used. */
+size_t tlm_privatizer_index_bytes(const tlm_privatizer *p);
+void tlm_privatizer_set_index(tlm_privatizer *p, void *mem);
 
 /* Is this id in the mechanisms' domain (not unk 0, BOS or EOS)? */
 int tlm_priv_in_domain(const tlm_privatizer *p, uint32_t id);

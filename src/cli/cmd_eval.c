@@ -102,11 +102,14 @@ int cmd_eval(int argc, char **argv)
     tlm_eval_result r;
     tlm_privatizer priv;
     tlm_status st = TLM_OK;
+    void *index = NULL;
     if (mech) {
         st = tlm_privatizer_init(&priv, &mf.model, mech, eps, &err);
+        if (!st) st = tlm_privatizer_index_alloc(&priv, &index, &err);
         eo.priv = &priv;
     }
     if (!st) st = tlm_eval_text(&mf.model, (const char *)text, len, &eo, &r, &err);
+    free(index);
     free(text);
     tlm_model_file_close(&mf);
     if (st) return cli_fail("eval", &err);

@@ -133,10 +133,13 @@ int cmd_generate(int argc, char **argv)
         float *ps = malloc(TLM_PRIV_SCRATCH_FLOATS(m->hp.dim) * sizeof *ps);
         tlm_chacha cc;
         tlm_host_rand(&rnd, &cc);
+        void *index = NULL;
         st = ps ? tlm_privatizer_init(&priv, m, mech, eps, &err) : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
+        if (!st) st = tlm_privatizer_index_alloc(&priv, &index, &err);
         double spent = 0;
         if (!st) st = tlm_privatize_ids(&priv, &rnd, NULL, ids, n_prompt, ids, ps, &spent, &err);
         free(ps);
+        free(index);
         if (st) {
             rc = cli_fail("generate", &err);
             goto out;

@@ -6,6 +6,7 @@
 
 #include "../host/model_file.h"
 #include "cli.h"
+#include "tritlm/dp.h"
 #include "tritlm/runtime.h"
 
 static const char help[] =
@@ -47,6 +48,8 @@ int cmd_info(int argc, char **argv)
         return cli_usage_error("info", "--ctx %u exceeds the model's seq_len %u", ctx, hp->seq_len);
     }
     size_t arena = tlm_runtime_arena_size(m, ctx), arena8 = tlm_runtime_arena_size_flags(m, ctx, TLM_RT_KV_INT8);
+    tlm_privatizer probe; /* the d_chi search index's size (none if the embedding cannot be read) */
+    const size_t dx_index = tlm_privatizer_init(&probe, m, TLM_MECH_DX, 1.0f, NULL) ? 0 : tlm_privatizer_index_bytes(&probe);
     uint64_t by_type[TLM_WTYPE_COUNT] = {0}, weights_by_type[TLM_WTYPE_COUNT] = {0};
     double total_w = 0, total_bits = 0;
     static const char *const scale_names[] = {"-", "tensor", "row", "group"};
@@ -114,6 +117,7 @@ int cmd_info(int argc, char **argv)
         cJSON_AddNumberToObject(root, "ctx", ctx);
         cJSON_AddNumberToObject(root, "arena_bytes", (double)arena);
         cJSON_AddNumberToObject(root, "arena_bytes_kv_int8", (double)arena8);
+        cJSON_AddNumberToObject(root, "dx_index_bytes", (double)dx_index);
         char *s = cJSON_PrintUnformatted(root);
         puts(s);
         free(s);
@@ -127,7 +131,8 @@ int cmd_info(int argc, char **argv)
         printf("\nweights %.0f, %.3f bits per weight in tensors (scales included), %.3f over the whole image of %zu bytes\n",
                total_w, total_w > 0 ? total_bits / total_w : 0, total_w > 0 ? 8.0 * (double)m->image_bytes / total_w : 0,
                m->image_bytes);
-        printf("arena at ctx %u: %zu bytes (%zu with the KV cache in int8)\n", ctx, arena, arena8);
+        printf("arena at ctx %u: %zu bytes (%zu with the KV cache in int8); d_chi search index %zu bytes\n", ctx, arena,
+               arena8, dx_index);
     }
     cJSON_Delete(root);
     tlm_model_file_close(&mf);

@@ -165,7 +165,8 @@ int cmd_privatize(int argc, char **argv)
     tlm_chacha cc;
     tlm_rand r;
     tlm_priv_text out = {0};
-    if (tlm_privatizer_init(&p, &mf.model, mech, eps, &err)) {
+    void *index = NULL;
+    if (tlm_privatizer_init(&p, &mf.model, mech, eps, &err) || tlm_privatizer_index_alloc(&p, &index, &err)) {
         rc = cli_fail("privatize", &err);
         goto done;
     }
@@ -211,6 +212,7 @@ int cmd_privatize(int argc, char **argv)
     rc = 0;
 done:
     tlm_priv_text_free(&out);
+    free(index);
     tlm_model_file_close(&mf);
     free(text);
     return rc;

@@ -5,9 +5,15 @@
  * distributions are exact (up to the stated discretizations). */
 #include <math.h>
 #include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#elif defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
 
 #include "dgauss_cdt.h"
 #include "tritlm/dp.h"
+#include "kernels.h"
 #include "tritlm/wtype.h"
 
 /* ---- random source ---- */
@@ -41,6 +47,12 @@ uint32_t tlm_rand_u32(tlm_rand *r)
 
 uint64_t tlm_rand_u64(tlm_rand *r)
 {
+    if (r->avail >= 8u) { /* the common case: eight buffered bytes, little-endian */
+        const uint8_t *b = r->buf + sizeof r->buf - r->avail;
+        r->avail -= 8u;
+        return (uint64_t)b[0] | (uint64_t)b[1] << 8 | (uint64_t)b[2] << 16 | (uint64_t)b[3] << 24 |
+               (uint64_t)b[4] << 32 | (uint64_t)b[5] << 40 | (uint64_t)b[6] << 48 | (uint64_t)b[7] << 56;
+    }
     const uint64_t lo = tlm_rand_u32(r);
     return lo | (uint64_t)tlm_rand_u32(r) << 32;
 }
@@ -233,6 +245,8 @@ uint64_t tlm_exp_q32(tlm_rand *r)
 
 /* ---- mechanisms ---- */
 
+static void dx_table(tlm_privatizer *p, uint32_t n);
+
 static int is_special(const tlm_model *m, uint32_t id) { return id == 0 || id == m->bos_id || id == m->eos_id; }
 
 tlm_status tlm_privatizer_init(tlm_privatizer *p, const tlm_model *m, tlm_mech mech, float epsilon, tlm_error *err)
@@ -271,6 +285,7 @@ tlm_status tlm_privatizer_init(tlm_privatizer *p, const tlm_model *m, tlm_mech m
     tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &e);
     if (!tlm_wtype_get(e.wtype)->row_to_f32) return tlm_fail(err, TLM_ERR_UNSUPPORTED, "embedding type not readable");
     p->epsilon_token = epsilon;
+    dx_table(p, m->hp.dim);
     return TLM_OK;
 }
 
@@ -300,44 +315,439 @@ static uint32_t rr_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id)
 }
 
 /* One discrete Gaussian of sigma 16 from its cumulative table: one 64-bit
- * draw and a binary search (each probability within 2^-64 of exact). */
+ * draw; the guide narrows the search to the entries of the draw's top 10
+ * bits (at most two in the bulk). Each probability within 2^-64 of exact. */
 int32_t tlm_dgauss16(tlm_rand *r)
 {
     const uint64_t u = tlm_rand_u64(r);
-    uint32_t lo = 0, hi = 2u * TLM_DGAUSS16_HALF; /* the first entry > u */
-    while (lo < hi) {
-        const uint32_t mid = (lo + hi) / 2u;
-        if (tlm_dgauss16_cdt[mid] > u) hi = mid;
-        else lo = mid + 1u;
+    const uint32_t b = (uint32_t)(u >> (64u - TLM_DGAUSS16_GUIDE_BITS));
+    uint32_t lo = tlm_dgauss16_guide[b];
+    const uint32_t hi = tlm_dgauss16_guide[b + 1u]; /* the first entry > u is in [lo, hi] */
+    if (hi - lo <= 2u) { /* the bulk: two steps without branches */
+        for (int k = 0; k < 2; k++) {
+            const uint32_t at = lo < 2u * TLM_DGAUSS16_HALF ? lo : 2u * TLM_DGAUSS16_HALF;
+            lo += (uint32_t)(lo < hi) & (uint32_t)(tlm_dgauss16_cdt[at] <= u);
+        }
+    } else {
+        while (lo < hi && tlm_dgauss16_cdt[lo] <= u) lo++;
     }
     return (int32_t)lo - (int32_t)TLM_DGAUSS16_HALF;
 }
 
-void tlm_dx_noise(tlm_rand *r, uint32_t dim, float epsilon, float *z)
+/* ---- double-precision exp and log for the radius table (the core links
+ * no double libm; both within a few ulp on the ranges used here) ---- */
+
+static double bits_to_double(uint64_t b)
 {
+    double d;
+    memcpy(&d, &b, sizeof d);
+    return d;
+}
+
+static const double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
+
+/* e^x for x <= 709; 0 below -708. */
+static double dp_exp(double x)
+{
+    if (x < -708.0) return 0.0;
+    const double kd = x * 1.44269504088896338700 + (x < 0 ? -0.5 : 0.5);
+    const int64_t k = (int64_t)kd;
+    const double t = (x - (double)k * LN2_HI) - (double)k * LN2_LO; /* |t| <= ln2 / 2 */
+    double e = 1.0;
+    for (int i = 17; i >= 1; i--) e = 1.0 + e * t / (double)i; /* Horner on the Taylor series */
+    return e * bits_to_double((uint64_t)(k + 1023) << 52);
+}
+
+/* ln x for a finite x > 0 (normal). */
+static double dp_log(double x)
+{
+    uint64_t b;
+    memcpy(&b, &x, sizeof b);
+    int64_t e = (int64_t)((b >> 52) & 0x7FFu) - 1023;
+    double m = bits_to_double((b & 0xFFFFFFFFFFFFFull) | 0x3FF0000000000000ull); /* [1, 2) */
+    if (m > 1.41421356237309504880) {
+        m *= 0.5;
+        e++;
+    }
+    const double s = (m - 1.0) / (m + 1.0), s2 = s * s; /* |s| <= 0.1716 */
+    double sum = 0.0;
+    for (int i = 27; i >= 1; i -= 2) sum = 1.0 / (double)i + s2 * sum;
+    return (double)e * LN2_HI + ((double)e * LN2_LO + 2.0 * s * sum);
+}
+
+/* log of the Gamma(n1 + 1, 1) density up to its constant: n1 ln x - x. */
+static double gamma_logf(double n1, double x) { return n1 > 0.0 ? n1 * dp_log(x) - x : -x; }
+
+/* The radius table: cells of equal width over [0, n + 14 sqrt(n) + 45)
+ * (the Gamma(n) tail beyond is below 1e-25 for every n), each cell's mass
+ * by 8-point Gauss-Legendre on the density scaled by its mode. */
+static void dx_table(tlm_privatizer *p, uint32_t n)
+{
+    static const double gx[4] = {0.18343464249564981, 0.52553240991632899, 0.79666647741362684, 0.96028985649753629};
+    static const double gw[4] = {0.36268378337836199, 0.31370664587788738, 0.22238103445337445, 0.10122853629037618};
+    const double n1 = (double)n - 1.0, top = (double)n + 14.0 * (double)sqrtf((float)n) + 45.0;
+    const double w = top / (double)TLM_DX_CELLS, lmode = n1 > 0.0 ? gamma_logf(n1, n1) : 0.0;
+    p->dx_cell = w;
+    /* two passes (the total, then the running sums) instead of an array of
+     * masses: this runs on the device's stack */
+    double total = 0.0, cum = 0.0;
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t k = 0; k < TLM_DX_CELLS; k++) {
+            const double c = ((double)k + 0.5) * w, h = 0.5 * w;
+            double m = 0.0;
+            for (int i = 0; i < 4; i++)
+                m += gw[i] * (dp_exp(gamma_logf(n1, c - h * gx[i]) - lmode) + dp_exp(gamma_logf(n1, c + h * gx[i]) - lmode));
+            if (pass == 0) {
+                total += m;
+            } else if (k + 1u < TLM_DX_CELLS) {
+                cum += m;
+                const double f = cum / total * 18446744073709551616.0;
+                p->dx_cdt[k] = f >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)f;
+            }
+        }
+}
+
+/* Gamma(n, 1) on the grid of 2^32 points per cell: the cell from the
+ * table, the point uniform in it, kept with probability f(x) / max f over
+ * the cell (a Bernoulli of the double-precision ratio, 53 bits). */
+static double dx_radius(const tlm_privatizer *p, tlm_rand *r, uint32_t n)
+{
+    const double n1 = (double)n - 1.0, w = p->dx_cell;
+    const uint64_t u = tlm_rand_u64(r);
+    uint32_t lo = 0, hi = TLM_DX_CELLS - 1u; /* first k with cdt[k] > u; the last cell's is 2^64 */
+    while (lo < hi) {
+        const uint32_t mid = (lo + hi) / 2u;
+        if (p->dx_cdt[mid] > u) hi = mid;
+        else lo = mid + 1u;
+    }
+    /* the point: rejection inside the chosen cell (redrawing the cell after
+     * a rejection would weight cells by their acceptance rates) */
+    const double a = (double)lo * w, b = a + w;
+    const double peak = n1 < a ? a : (n1 > b ? b : n1); /* the log-concave density's maximum on [a, b] */
+    const double lpeak = gamma_logf(n1, peak);
+    for (;;) {
+        const double x = a + ((double)tlm_rand_u32(r) + 0.5) * (w / 4294967296.0);
+        const double accept = dp_exp(gamma_logf(n1, x) - lpeak);
+        if ((double)(tlm_rand_u64(r) >> 11) < accept * 9007199254740992.0 || r->failed) return x;
+    }
+}
+
+void tlm_dx_noise(const tlm_privatizer *p, tlm_rand *r, float *z)
+{
+    const uint32_t dim = p->model->hp.dim;
     /* direction: a discrete Gaussian vector of sigma 16, far above the
      * integer lattice's smoothing parameter, so its direction is uniform to
-     * within far less than 1e-30; drawn from a 64-bit cumulative table
-     * (statistical distance to the exact discrete Gaussian below 1e-16) */
-    double n2 = 0;
+     * within far less than 1e-30 */
+    uint64_t n2 = 0; /* exact: integers below 2^8 squared, at most 4096 of them */
     for (;;) {
         for (uint32_t i = 0; i < dim; i++) {
-            z[i] = (float)tlm_dgauss16(r);
-            n2 += (double)z[i] * z[i];
+            const int32_t g = tlm_dgauss16(r);
+            z[i] = (float)g;
+            n2 += (uint64_t)((int64_t)g * g);
         }
         if (n2 > 0 || r->failed) break;
     }
-    /* radius ~ Gamma(dim, 1/epsilon): a sum of dim exact Exp(1) on the 2^-32 grid */
-    uint64_t g = 0;
-    for (uint32_t i = 0; i < dim; i++) g += tlm_exp_q32(r);
-    const double radius = (double)g / 4294967296.0 / (double)epsilon;
+    const double radius = dx_radius(p, r, dim) / (double)p->epsilon;
     const double f = n2 > 0 ? radius / (double)sqrtf((float)n2) : 0.0;
     for (uint32_t i = 0; i < dim; i++) z[i] = (float)(f * (double)z[i]);
 }
 
+/* fp32 score of token j for the noisy vector z: |e_j|^2 - 2 e_j.z, with
+ * four partial sums per quantity so that the loop pipelines. The search
+ * ranks tokens by exactly this value, with or without the index. */
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize"))) /* its shuffles cost more than the sums */
 #endif
+static float dx_score(const float *ej, const float *z, uint32_t dim)
+{
+    float d0 = 0, d1 = 0, d2 = 0, d3 = 0, n0 = 0, n1 = 0, n2 = 0, n3 = 0;
+    uint32_t i = 0;
+    for (; i + 4u <= dim; i += 4u) {
+        d0 += ej[i] * z[i];
+        d1 += ej[i + 1] * z[i + 1];
+        d2 += ej[i + 2] * z[i + 2];
+        d3 += ej[i + 3] * z[i + 3];
+        n0 += ej[i] * ej[i];
+        n1 += ej[i + 1] * ej[i + 1];
+        n2 += ej[i + 2] * ej[i + 2];
+        n3 += ej[i + 3] * ej[i + 3];
+    }
+    for (; i < dim; i++) {
+        d0 += ej[i] * z[i];
+        n0 += ej[i] * ej[i];
+    }
+    return ((n0 + n1) + (n2 + n3)) - 2.0f * ((d0 + d1) + (d2 + d3));
+}
+
+/* ---- the search index ----
+ * Per token j: q_j = round(e_j / s_j) in int16 with |q| <= Q (Q chosen so
+ * that a row's integer dot product cannot overflow int32), and floats s_j,
+ * |e_j|^2, |e_j - s_j q_j|_2, |e_j|_2 and a mask (+inf for the special
+ * tokens, 0 for the others) (arrays of V each). For a query z
+ * quantized as u = round(z / t), by Cauchy-Schwarz,
+ *   |e_j.z - s_j t (q_j.u)| <= |e_j|_2 |z - t u|_2 + t |u|_2 |e_j - s_j q_j|_2 = B_j,
+ * so the fp32 score lies within a_j +- (2 B_j + r_j), a_j = |e_j|^2 -
+ * 2 s_j t (q_j.u), r_j a generous bound on fp32 rounding. Any token whose
+ * interval starts above the smallest interval end cannot be the fp32
+ * argmin; the rest are scored in fp32 in id order, as the plain search
+ * does, so both return the same token. */
+typedef struct dx_index_layout {
+    uint32_t dimp, q;       /* row stride (dim rounded up to 16), quantization limit */
+    uint32_t vp;            /* rows rounded up to 8 */
+    size_t stats_off, build_off, bytes;
+} dx_index_layout;
+
+static dx_index_layout dx_layout(const tlm_privatizer *p)
+{
+    dx_index_layout l;
+    const uint32_t dim = p->model->hp.dim, V = p->model->hp.vocab_size;
+    l.dimp = (dim + 15u) & ~15u;
+    uint32_t q = (uint32_t)sqrtf((float)(2147483647u / l.dimp)); /* |q_j.u| < 2^31 */
+    while ((uint64_t)q * q * l.dimp > 2147483647ull) q--;
+    while ((uint64_t)(q + 1u) * (q + 1u) * l.dimp <= 2147483647ull) q++;
+    if (q > 32767u) q = 32767u;
+    l.q = q;
+    l.vp = (V + 7u) & ~7u; /* rows padded to whole blocks of 8 */
+    l.stats_off = (size_t)l.vp * l.dimp * sizeof(int16_t);
+    l.build_off = l.stats_off + (size_t)V * 5u * sizeof(float);
+    l.bytes = l.build_off + (size_t)dim * sizeof(float) + (size_t)l.dimp * sizeof(int16_t); /* + room to build it */
+    return l;
+}
+
+size_t tlm_privatizer_index_bytes(const tlm_privatizer *p)
+{
+    if (p->mech != TLM_MECH_DX || isinf(p->epsilon)) return 0;
+    return dx_layout(p).bytes;
+}
+
+static void quantize_i16(int16_t *q, const float *x, uint32_t n, float mul, uint32_t limit)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        float v = x[i] * mul;
+        v += v < 0.0f ? -0.5f : 0.5f;
+        int32_t k = (int32_t)v;
+        if (k > (int32_t)limit) k = (int32_t)limit;
+        if (k < -(int32_t)limit) k = -(int32_t)limit;
+        q[i] = (int16_t)k;
+    }
+}
+
+void tlm_privatizer_set_index(tlm_privatizer *p, void *mem)
+{
+    p->dx_index = NULL;
+    if (!mem || !tlm_privatizer_index_bytes(p)) return;
+    const tlm_model *m = p->model;
+    const uint32_t dim = m->hp.dim, V = m->hp.vocab_size;
+    const dx_index_layout l = dx_layout(p);
+    int16_t *rows = mem;
+    memset(rows, 0, l.stats_off);
+    float *st = (float *)(void *)((uint8_t *)mem + l.stats_off);
+    tlm_tensor e;
+    tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &e);
+    const tlm_wtype_traits *tr = tlm_wtype_get(e.wtype);
+    float *row = (float *)(void *)((uint8_t *)mem + l.build_off); /* one row at a time, in the index's own room */
+    int16_t *qj = (int16_t *)(void *)(row + dim);
+    for (uint32_t j = 0; j < V; j++) {
+        tr->row_to_f32(row, &e, j);
+        memset(qj, 0, l.dimp * sizeof *qj);
+        const float amax = tlm_absmax_f32(row, dim);
+        quantize_i16(qj, row, dim, amax > 0.0f ? (float)l.q / amax : 0.0f, l.q);
+        /* rows in blocks of 8, interleaved by column pairs: block b, pair c,
+         * row r holds columns 2c and 2c + 1 of row 8b + r */
+        int16_t *blk = rows + (size_t)(j / 8u) * 8u * l.dimp;
+        for (uint32_t c = 0; c < l.dimp / 2u; c++) {
+            blk[(c * 8u + j % 8u) * 2u] = qj[2u * c];
+            blk[(c * 8u + j % 8u) * 2u + 1u] = qj[2u * c + 1u];
+        }
+        const float sj = amax > 0.0f ? amax / (float)l.q : 0.0f;
+        double n2 = 0, d2 = 0, q2 = 0;
+        for (uint32_t i = 0; i < dim; i++) {
+            const double d = (double)row[i] - (double)sj * qj[i];
+            n2 += (double)row[i] * row[i];
+            d2 += d * d;
+            q2 += (double)qj[i] * qj[i];
+        }
+        st[j] = sj;
+        st[V + j] = (float)n2;
+        /* |e_j - s_j q_j|_2 and |e_j|_2, rounded up: they only widen bounds */
+        st[2u * V + j] = sqrtf((float)d2) * 1.001f + 1e-6f * sj * sqrtf((float)q2);
+        st[3u * V + j] = sqrtf((float)n2) * 1.001f;
+        st[4u * V + j] = is_special(m, j) ? INFINITY : 0.0f; /* pushes unk, BOS and EOS past every bound */
+    }
+    p->dx_index = mem;
+}
+
+enum { DX_BLOCK = 512 };
+
+/* Lower ends lo_j = a_j - w_j of the fp32 score intervals of tokens j0 ..
+ * j0 + n - 1 into buf (+inf for the specials and for the padding up to
+ * a multiple of 8), and with mins the eight running minima of the upper
+ * ends lo_j + 2 w_j (within rounding of a_j + w_j; r_j's margin covers it).
+ * buf first holds the integer dot products (as floats, rounded as the
+ * interval's centre rounds them anyway): one 2 KB buffer on a device's
+ * stack. The hot loops; the compiler vectorizes the float ones. */
+static void dx_block(float *restrict buf, const int16_t *restrict rows, const float *restrict st, uint32_t V,
+                     uint32_t j0, uint32_t n, uint32_t dimp, const int16_t *restrict u, const float k[4], float *mins)
+{
+#if defined(__AVX2__)
+    for (uint32_t b = 0; b < n; b += 8u) { /* vpmaddwd: eight rows times one column pair per step */
+        const int16_t *blk = rows + (size_t)(j0 + b) * dimp;
+        __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+        uint32_t c = 0;
+        for (; c + 2u <= dimp / 2u; c += 2u) {
+            int32_t p0, p1;
+            memcpy(&p0, u + 2u * c, 4);
+            memcpy(&p1, u + 2u * c + 2u, 4);
+            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(blk + c * 16u)),
+                                                            _mm256_set1_epi32(p0)));
+            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(blk + c * 16u + 16u)),
+                                                            _mm256_set1_epi32(p1)));
+        }
+        _mm256_storeu_ps(buf + b, _mm256_cvtepi32_ps(_mm256_add_epi32(acc0, acc1)));
+    }
+#elif defined(__ARM_FEATURE_DSP)
+    for (uint32_t b = 0; b < n; b += 8u) { /* SMLAD: a row's column pair times the query's per instruction */
+        const int16_t *blk = rows + (size_t)(j0 + b) * dimp;
+        for (uint32_t half = 0; half < 8u; half += 4u) { /* four accumulators stay in registers */
+            int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+            for (uint32_t c = 0; c < dimp / 2u; c++) {
+                int32_t up, q[4];
+                memcpy(&up, u + 2u * c, 4);
+                memcpy(q, blk + c * 16u + half * 2u, 16);
+                a0 = __smlad(q[0], up, a0);
+                a1 = __smlad(q[1], up, a1);
+                a2 = __smlad(q[2], up, a2);
+                a3 = __smlad(q[3], up, a3);
+            }
+            buf[b + half] = (float)a0;
+            buf[b + half + 1u] = (float)a1;
+            buf[b + half + 2u] = (float)a2;
+            buf[b + half + 3u] = (float)a3;
+        }
+    }
+#else
+    for (uint32_t b = 0; b < n; b += 8u) { /* eight rows at a time, a column pair per step */
+        const int16_t *blk = rows + (size_t)(j0 + b) * dimp;
+        int32_t acc[8] = {0};
+        for (uint32_t c = 0; c < dimp / 2u; c++) {
+            const int32_t u0 = u[2u * c], u1 = u[2u * c + 1u];
+            const int16_t *q = blk + c * 16u;
+            for (uint32_t r = 0; r < 8u; r++) acc[r] += (int32_t)q[2u * r] * u0 + (int32_t)q[2u * r + 1u] * u1;
+        }
+        for (uint32_t r = 0; r < 8u; r++) buf[b + r] = (float)acc[r];
+    }
+#endif
+    const float *s = st + j0, *n2 = st + V + j0, *dl2 = st + 2u * V + j0, *l2 = st + 3u * V + j0, *mask = st + 4u * V + j0;
+    const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3];
+    for (uint32_t j = 0; j < n; j++) {
+        const float a = n2[j] - k0 * s[j] * buf[j];
+        const float w = k1 * l2[j] + k2 * dl2[j] + k3 * n2[j] + 1e-30f;
+        buf[j] = (a - w) + mask[j];
+    }
+    for (uint32_t j = n; j % 8u; j++) buf[j] = INFINITY;
+    if (!mins) return;
+    uint32_t j = 0;
+#if defined(__AVX2__)
+    __m256 mv = _mm256_loadu_ps(mins);
+    const __m256 v1 = _mm256_set1_ps(k1), v2 = _mm256_set1_ps(k2), v3 = _mm256_set1_ps(k3), tiny = _mm256_set1_ps(1e-30f);
+    for (; j + 8u <= n; j += 8u) { /* no fused multiply-adds: the same roundings as the scalar code */
+        __m256 w = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(v1, _mm256_loadu_ps(l2 + j)),
+                                                             _mm256_mul_ps(v2, _mm256_loadu_ps(dl2 + j))),
+                                               _mm256_mul_ps(v3, _mm256_loadu_ps(n2 + j))),
+                                 tiny);
+        mv = _mm256_min_ps(mv, _mm256_add_ps(_mm256_loadu_ps(buf + j), _mm256_add_ps(w, w)));
+    }
+    _mm256_storeu_ps(mins, mv);
+#endif
+    for (; j + 8u <= n; j += 8u) /* eight running minima */
+        for (uint32_t c = 0; c < 8u; c++) {
+            const float hi = buf[j + c] + 2.0f * (k1 * l2[j + c] + k2 * dl2[j + c] + k3 * n2[j + c] + 1e-30f);
+            mins[c] = hi < mins[c] ? hi : mins[c];
+        }
+    for (; j < n; j++) {
+        const float hi = buf[j] + 2.0f * (k1 * l2[j] + k2 * dl2[j] + k3 * n2[j] + 1e-30f);
+        mins[0] = hi < mins[0] ? hi : mins[0];
+    }
+}
+
+#if defined(__GNUC__)
+__attribute__((noinline)) /* its block buffers stay off the stack of index-less callers */
+#endif
+static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float *scratch, uint32_t fallback)
+{
+    const tlm_model *m = p->model;
+    const uint32_t dim = m->hp.dim, V = m->hp.vocab_size;
+    const dx_index_layout l = dx_layout(p);
+    const int16_t *rows = p->dx_index;
+    const float *st = (const float *)(const void *)((const uint8_t *)p->dx_index + l.stats_off);
+    int16_t *u = (int16_t *)(void *)scratch; /* dimp int16 fit in dim + 16 floats */
+    memset(u, 0, l.dimp * sizeof *u);
+    const float zmax = tlm_absmax_f32(z, dim);
+    if (!(zmax > 0.0f) || !(zmax < 1e30f)) return UINT32_MAX; /* degenerate query: the plain search */
+    const float t = zmax / (float)l.q;
+    quantize_i16(u, z, dim, (float)l.q / zmax, l.q);
+    int64_t u2 = 0;
+    float z2s[4] = {0, 0, 0, 0}, h2s[4] = {0, 0, 0, 0};
+    for (uint32_t i = 0; i < dim; i++) {
+        const float h = z[i] - t * (float)u[i]; /* the query's own rounding residual */
+        u2 += (int64_t)u[i] * u[i];
+        z2s[i % 4u] += z[i] * z[i];
+        h2s[i % 4u] += h * h;
+    }
+    const float ul2 = sqrtf((float)u2) * 1.001f, zl2 = sqrtf((z2s[0] + z2s[1]) + (z2s[2] + z2s[3])) * 1.001f;
+    /* |z - t u|_2, rounded up past the float error of computing it */
+    const float hl2 = sqrtf((h2s[0] + h2s[1]) + (h2s[2] + h2s[3])) * 1.001f + 1e-6f * t * ul2;
+    /* half-width 2 B_j + r_j = k1 |e_j|_2 + k2 |e_j - s_j q_j|_2 + k3 |e_j|^2
+     * with, by Cauchy-Schwarz on e_j.z - s_j t (q_j.u) = e_j.(z - t u) +
+     * t (e_j - s_j q_j).u, B_j = |e_j|_2 |z - t u|_2 + t |u|_2 |e_j - s_j q_j|_2,
+     * and r_j = rel (|e_j|^2 + 2 |e_j|_2 |z|_2) covering the fp32 rounding of
+     * a score (recursive sums in four chains) and of these bounds */
+    const float rel = (float)dim * 1.2e-7f + 1e-5f;
+    const float k[4] = {2.0f * t, 2.0f * hl2 + 2.0f * rel * zl2, 2.0f * t * ul2, rel};
+    float buf[DX_BLOCK];
+    float mins[8] = {INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
+    for (uint32_t j0 = 0; j0 < V; j0 += DX_BLOCK) /* pass 1: the smallest interval end */
+        dx_block(buf, rows, st, V, j0, V - j0 < DX_BLOCK ? V - j0 : DX_BLOCK, l.dimp, u, k, mins);
+    float best_hi = mins[0];
+    for (uint32_t c = 1; c < 8u; c++) best_hi = mins[c] < best_hi ? mins[c] : best_hi;
+    tlm_tensor e;
+    tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &e);
+    const tlm_wtype_traits *tr = tlm_wtype_get(e.wtype);
+    const float *frows = e.wtype == TLM_WTYPE_F32 ? (const float *)(const void *)e.data : NULL;
+    float *row = scratch + dim + 16u;
+    uint32_t best = fallback;
+    float best_d = INFINITY;
+    /* pass 2, last block first (its intervals are still there): fp32
+     * scores of the tokens that can still win; ties go to the smaller id,
+     * as in the plain search */
+    const uint32_t last = (V - 1u) / DX_BLOCK * DX_BLOCK;
+    for (uint32_t j0 = last;; j0 -= DX_BLOCK) {
+        const uint32_t n = V - j0 < DX_BLOCK ? V - j0 : DX_BLOCK;
+        if (j0 != last) dx_block(buf, rows, st, V, j0, n, l.dimp, u, k, NULL);
+        for (uint32_t j = 0; j < n; j++) {
+            if ((j & 7u) == 0) { /* skip eight at once when none can win */
+                int any = 0;
+                for (uint32_t c = 0; c < 8u; c++) any |= buf[j + c] <= best_hi;
+                if (!any) {
+                    j += 7u;
+                    continue;
+                }
+            }
+            if (!(buf[j] <= best_hi)) continue; /* specials are +inf here */
+            const float *ej = row;
+            if (frows) ej = frows + (size_t)(j0 + j) * dim;
+            else tr->row_to_f32(row, &e, j0 + j);
+            const float d = dx_score(ej, z, dim);
+            if (d < best_d || (d == best_d && j0 + j < best)) {
+                best_d = d;
+                best = j0 + j;
+            }
+        }
+        if (j0 == 0) break;
+    }
+    return best;
+}
+
 static uint32_t dx_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id, float *scratch)
 {
     const tlm_model *m = p->model;
@@ -346,11 +756,14 @@ static uint32_t dx_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id, floa
     tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &e);
     const tlm_wtype_traits *tr = tlm_wtype_get(e.wtype);
     float *z = scratch, *row = scratch + dim;
-    tlm_dx_noise(r, dim, p->epsilon, z);
+    tlm_dx_noise(p, r, z);
     tr->row_to_f32(row, &e, id);
     for (uint32_t i = 0; i < dim; i++) z[i] += row[i];
-    /* nearest ordinary token: argmin |e_j|^2 - 2 e_j.z, with four partial
-     * sums per quantity so that the loop pipelines (and vectorizes) */
+    if (p->dx_index) {
+        const uint32_t j = dx_search_indexed(p, z, scratch + dim, id);
+        if (j != UINT32_MAX) return j;
+    }
+    /* the plain search: every ordinary token's fp32 score */
     uint32_t best = id;
     float best_d = INFINITY;
     const float *rows = e.wtype == TLM_WTYPE_F32 ? (const float *)(const void *)e.data : NULL;
@@ -358,23 +771,7 @@ static uint32_t dx_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id, floa
         const float *ej = row;
         if (rows) ej = rows + (size_t)j * dim;
         else tr->row_to_f32(row, &e, j);
-        float d0 = 0, d1 = 0, d2 = 0, d3 = 0, n0 = 0, n1 = 0, n2 = 0, n3 = 0;
-        uint32_t i = 0;
-        for (; i + 4u <= dim; i += 4u) {
-            d0 += ej[i] * z[i];
-            d1 += ej[i + 1] * z[i + 1];
-            d2 += ej[i + 2] * z[i + 2];
-            d3 += ej[i + 3] * z[i + 3];
-            n0 += ej[i] * ej[i];
-            n1 += ej[i + 1] * ej[i + 1];
-            n2 += ej[i + 2] * ej[i + 2];
-            n3 += ej[i + 3] * ej[i + 3];
-        }
-        for (; i < dim; i++) {
-            d0 += ej[i] * z[i];
-            n0 += ej[i] * ej[i];
-        }
-        const float d = ((n0 + n1) + (n2 + n3)) - 2.0f * ((d0 + d1) + (d2 + d3));
+        const float d = dx_score(ej, z, dim);
         if (d < best_d && !is_special(m, j)) {
             best_d = d;
             best = j;

@@ -10,8 +10,8 @@ int tlm_host_entropy(void *ctx, uint8_t *buf, size_t n);
 
 #include "tritlm/dp.h"
 
-/* The host's random source for privatization: ChaCha20 keyed with 32
- * bytes from getrandom(2). Returns 0, or -1 if the system has no entropy
+/* The host's random source for privatization: ChaCha20 (libsodium's)
+ * keyed with 32 bytes from getrandom(2). Returns 0, or -1 if the system has no entropy
  * to give (then r is a failed source: every privatization refuses). */
 int tlm_host_rand(tlm_rand *r, tlm_chacha *c);
 

@@ -35,6 +35,17 @@ void tlm_priv_text_free(tlm_priv_text *t)
     memset(t, 0, sizeof *t);
 }
 
+tlm_status tlm_privatizer_index_alloc(tlm_privatizer *p, void **mem, tlm_error *err)
+{
+    *mem = NULL;
+    const size_t bytes = tlm_privatizer_index_bytes(p);
+    if (!bytes) return TLM_OK;
+    *mem = aligned_alloc(64, (bytes + 63u) & ~(size_t)63u);
+    if (!*mem) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory for the d_chi search index (%zu bytes)", bytes);
+    tlm_privatizer_set_index(p, *mem);
+    return TLM_OK;
+}
+
 tlm_status tlm_privatize_text(const tlm_privatizer *p, tlm_rand *r, tlm_budget *b, const char *text, size_t len,
                               int redact, tlm_priv_text *out, tlm_error *err)
 {

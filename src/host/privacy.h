@@ -23,6 +23,10 @@ const char *tlm_mech_name(tlm_mech m);
 /* A positive number or "inf"; 0 on failure. */
 int tlm_epsilon_parse(const char *s, float *eps);
 
+/* Builds the core's d_chi search index for p (nothing for other
+ * mechanisms): *mem gets the allocation, to free once p is no longer used. */
+tlm_status tlm_privatizer_index_alloc(tlm_privatizer *p, void **mem, tlm_error *err);
+
 /* Redacts (if asked), encodes with BOS, charges the budget (may be NULL)
  * and privatizes. On failure nothing is returned (out is empty). */
 tlm_status tlm_privatize_text(const tlm_privatizer *p, tlm_rand *r, tlm_budget *b, const char *text, size_t len,
