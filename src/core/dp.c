@@ -590,20 +590,30 @@ static void dx_block(float *restrict buf, const int16_t *restrict rows, const fl
                      uint32_t j0, uint32_t n, uint32_t dimp, const int16_t *restrict u, const float k[4], float *mins)
 {
 #if defined(__AVX2__)
-    for (uint32_t b = 0; b < n; b += 8u) { /* vpmaddwd: eight rows times one column pair per step */
-        const int16_t *blk = rows + (size_t)(j0 + b) * dimp;
+    uint32_t b = 0;
+    for (; b + 16u <= n; b += 16u) { /* vpmaddwd: sixteen rows times one column pair per broadcast */
+        const int16_t *b0 = rows + (size_t)(j0 + b) * dimp, *b1 = b0 + 8u * (size_t)dimp;
         __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-        uint32_t c = 0;
-        for (; c + 2u <= dimp / 2u; c += 2u) {
-            int32_t p0, p1;
-            memcpy(&p0, u + 2u * c, 4);
-            memcpy(&p1, u + 2u * c + 2u, 4);
-            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(blk + c * 16u)),
-                                                            _mm256_set1_epi32(p0)));
-            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(blk + c * 16u + 16u)),
-                                                            _mm256_set1_epi32(p1)));
+        for (uint32_t c = 0; c < dimp / 2u; c++) {
+            int32_t pr;
+            memcpy(&pr, u + 2u * c, 4);
+            const __m256i up = _mm256_set1_epi32(pr);
+            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b0 + c * 16u)), up));
+            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b1 + c * 16u)), up));
         }
-        _mm256_storeu_ps(buf + b, _mm256_cvtepi32_ps(_mm256_add_epi32(acc0, acc1)));
+        _mm256_storeu_ps(buf + b, _mm256_cvtepi32_ps(acc0));
+        _mm256_storeu_ps(buf + b + 8u, _mm256_cvtepi32_ps(acc1));
+    }
+    for (; b < n; b += 8u) { /* a last block of eight */
+        const int16_t *blk = rows + (size_t)(j0 + b) * dimp;
+        __m256i acc = _mm256_setzero_si256();
+        for (uint32_t c = 0; c < dimp / 2u; c++) {
+            int32_t pr;
+            memcpy(&pr, u + 2u * c, 4);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(blk + c * 16u)),
+                                                          _mm256_set1_epi32(pr)));
+        }
+        _mm256_storeu_ps(buf + b, _mm256_cvtepi32_ps(acc));
     }
 #elif defined(__ARM_FEATURE_DSP)
     for (uint32_t b = 0; b < n; b += 8u) { /* SMLAD: a row's column pair times the query's per instruction */
