@@ -243,6 +243,51 @@ static void test_qat(void **state)
     tlm_error err;
     assert_int_equal(tlm_train(&d, &r, &err), TLM_ERR_ARG);
     assert_non_null(strstr(err.msg, "--teacher"));
+
+    /* a next QAT stage: --init with the first stage's checkpoint trains from
+     * its latent fp32 weights, exactly as from those weights written out as
+     * an fp32 image by hand */
+    char ack[600];
+    snprintf(ack, sizeof ack, "%s.ckpt", a.out);
+    tlm_ckpt_meta cm;
+    tlm_params lp;
+    tlm_vocab lv;
+    tlm_adamw lopt = {0};
+    uint32_t lbos, leos;
+    assert_int_equal(tlm_ckpt_load(ack, &cm, &lp, &lv, &lbos, &leos, &lopt, NULL), TLM_OK);
+    uint8_t *limg;
+    size_t lbytes;
+    assert_int_equal(tlm_params_to_image(&lp, &lv, lbos, leos, &limg, &lbytes, NULL), TLM_OK);
+    char *latent = strdup(tu_tmp("latent.tlm"));
+    assert_int_equal(tlm_write_file_atomic(latent, limg, lbytes, NULL), TLM_OK);
+    tlm_quant_cfg q2;
+    tlm_quant_defaults(&q2);
+    tlm_train_opts g = tiny_opts(strdup(tu_tmp("qg.tlm"))), h = tiny_opts(strdup(tu_tmp("qh.tlm")));
+    g.tokenizer = h.tokenizer = NULL;
+    g.qat = h.qat = &q2;
+    g.steps = h.steps = 12;
+    g.init = ack;
+    h.init = latent;
+    assert_int_equal(tlm_train(&g, &r, NULL), TLM_OK);
+    assert_int_equal(tlm_train(&h, &r, NULL), TLM_OK);
+    size_t ng, nh;
+    uint8_t *mg = slurp(g.out, &ng), *mh = slurp(h.out, &nh);
+    assert_int_equal(ng, nh);
+    assert_memory_equal(mg, mh, ng);
+    /* and it did train: the stage's output is not the first stage's */
+    size_t na2;
+    uint8_t *ma2 = slurp(a.out, &na2);
+    assert_true(na2 != ng || memcmp(ma2, mg, ng) != 0);
+    free(ma2);
+    free(mg);
+    free(mh);
+    free(limg);
+    free(latent);
+    free((char *)g.out);
+    free((char *)h.out);
+    tlm_params_free(&lp);
+    tlm_vocab_free(&lv);
+    tlm_adamw_free(&lopt);
     free(mb);
     free(mc);
     free((char *)f.out); free((char *)a.out); free((char *)b.out); free((char *)c.out);
