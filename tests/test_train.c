@@ -4,6 +4,7 @@
  * checkpoint loadable, and the tokenizer trainer is deterministic and
  * lossless. */
 #define _GNU_SOURCE
+#include <math.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -151,6 +152,51 @@ static void test_deterministic_and_resume(void **state)
     size_t ne;
     uint8_t *me = slurp(e.out, &ne);
     assert_true(ne != na || memcmp(ma, me, na) != 0);
+    /* a weight average with a vanishing decay is the weights themselves
+     * (to float rounding: the update is ema += (1 - d) (p - ema)) */
+    tlm_train_opts z = tiny_opts(strdup(tu_tmp("z.tlm")));
+    z.ema = 1e-7f;
+    assert_int_equal(tlm_train(&z, &r, NULL), TLM_OK);
+    {
+        tlm_model_file fa, fz;
+        tlm_params pa, pz;
+        assert_int_equal(tlm_model_file_open(&fa, a.out, NULL), TLM_OK);
+        assert_int_equal(tlm_model_file_open(&fz, z.out, NULL), TLM_OK);
+        assert_int_equal(tlm_params_from_model(&pa, &fa.model, NULL), TLM_OK);
+        assert_int_equal(tlm_params_from_model(&pz, &fz.model, NULL), TLM_OK);
+        assert_int_equal(pa.n, pz.n);
+        double worst = 0;
+        for (size_t i = 0; i < pa.n; i++) {
+            const double d = fabs((double)pa.data[i] - pz.data[i]) / (fabs(pa.data[i]) + 1e-3);
+            worst = d > worst ? d : worst;
+        }
+        print_message("ema with decay 1e-7 vs none: worst relative difference %.2e\n", worst);
+        assert_true(worst < 1e-5);
+        tlm_params_free(&pa);
+        tlm_params_free(&pz);
+        tlm_model_file_close(&fa);
+        tlm_model_file_close(&fz);
+    }
+    uint8_t *mz = NULL;
+    /* a real one saves different weights, and resumes exactly (the
+     * average travels in the checkpoint) */
+    tlm_train_opts g = tiny_opts(strdup(tu_tmp("g.tlm"))), h = tiny_opts(strdup(tu_tmp("h.tlm")));
+    g.ema = h.ema = 0.9f;
+    assert_int_equal(tlm_train(&g, &r, NULL), TLM_OK);
+    h.stop_after = 17;
+    assert_int_equal(tlm_train(&h, &r, NULL), TLM_OK);
+    tlm_train_opts hr = tiny_opts(h.out);
+    char hck[600];
+    snprintf(hck, sizeof hck, "%s.ckpt", h.out);
+    hr.resume = hck;
+    hr.tokenizer = NULL;
+    assert_int_equal(tlm_train(&hr, &r, NULL), TLM_OK);
+    size_t ng, nh;
+    uint8_t *mg = slurp(g.out, &ng), *mh = slurp(h.out, &nh);
+    assert_int_equal(ng, nh);
+    assert_memory_equal(mg, mh, ng);
+    assert_true(ng != na || memcmp(mg, ma, na) != 0);
+    free(mz); free(mg); free(mh); free((char *)z.out); free((char *)g.out); free((char *)h.out);
     free(ma); free(mb); free(mc); free(me);
     free((char *)a.out); free((char *)b.out); free((char *)c.out); free((char *)e.out);
 }

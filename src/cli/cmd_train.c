@@ -43,6 +43,8 @@ static const char help[] =
     "      --clip X           gradient norm limit, 0 for none (default 1.0)\n"
     "      --dropout P        drop each attention/feed-forward output with probability P\n"
     "                         before the residual sum (default 0)\n"
+    "      --ema D            validate and save a running average of the weights, decay D\n"
+    "                         in (0, 1), e.g. 0.999 (default: the weights themselves)\n"
     "      --seed N           initialization and data order (default 1337)\n"
     "      --threads N        (default: all cores)\n"
     "      --eval-every N     validation every N steps (default 200)\n"
@@ -58,7 +60,7 @@ static const char help[] =
 
 enum { O_DATA = 256, O_VAL, O_TOK, O_INIT, O_RESUME, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV, O_SEP, O_CTX,
        O_BATCH, O_STEPS, O_MIN, O_LR, O_MINLR, O_WARM, O_WD, O_CLIP, O_SEED, O_THREADS, O_EVAL, O_CKPT, O_JSON,
-       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP };
+       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP, O_EMA };
 
 /* Options of the training loop, shared with 'tritlm quantize --qat'. */
 const struct option cli_train_loop_options[] = {
@@ -70,7 +72,8 @@ const struct option cli_train_loop_options[] = {
     {"weight-decay", required_argument, 0, O_WD}, {"clip", required_argument, 0, O_CLIP},
     {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
     {"eval-every", required_argument, 0, O_EVAL}, {"ckpt-every", required_argument, 0, O_CKPT},
-    {"stop-after", required_argument, 0, O_STOP}, {"dropout", required_argument, 0, O_DROP}, {0, 0, 0, 0}};
+    {"stop-after", required_argument, 0, O_STOP}, {"dropout", required_argument, 0, O_DROP},
+    {"ema", required_argument, 0, O_EMA}, {0, 0, 0, 0}};
 
 int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opts *o)
 {
@@ -104,6 +107,7 @@ int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opt
     case O_WD: F32("--weight-decay", 0.0f, 10.0f, o->weight_decay); break;
     case O_CLIP: F32("--clip", 0.0f, 1e9f, o->clip); break;
     case O_DROP: F32("--dropout", 0.0f, 0.9f, o->dropout); break;
+    case O_EMA: F32("--ema", 0.0f, 0.99999f, o->ema); break;
     case O_SEED: U32("--seed", 0, 0xFFFFFFFFu, o->seed); break;
     case O_THREADS: U32("--threads", 1, 1024, o->threads); break;
     case O_EVAL: U32("--eval-every", 0, 0xFFFFFFFFu, o->eval_every); break;

@@ -1,5 +1,6 @@
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "adamw.h"
 
@@ -10,6 +11,9 @@ tlm_status tlm_adamw_init(tlm_adamw *o, size_t n, tlm_error *err)
     o->eps = 1e-8f;
     o->weight_decay = 0.1f;
     o->t = 0;
+    o->ema_decay = 0.0f;
+    o->ema = NULL;
+    o->n = n;
     o->m = calloc(n, sizeof(float));
     o->v = calloc(n, sizeof(float));
     if (!o->m || !o->v) {
@@ -23,7 +27,26 @@ void tlm_adamw_free(tlm_adamw *o)
 {
     free(o->m);
     free(o->v);
-    o->m = o->v = NULL;
+    free(o->ema);
+    o->m = o->v = o->ema = NULL;
+}
+
+tlm_status tlm_adamw_ema_init(tlm_adamw *o, const tlm_params *p, float decay, tlm_error *err)
+{
+    free(o->ema);
+    o->ema = malloc(p->n * sizeof(float));
+    if (!o->ema) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory for the weight average");
+    memcpy(o->ema, p->data, p->n * sizeof(float));
+    o->ema_decay = decay;
+    return TLM_OK;
+}
+
+void tlm_adamw_ema_update(tlm_adamw *o, const tlm_params *p)
+{
+    if (!o->ema) return;
+    const double warm = (1.0 + (double)o->t) / (10.0 + (double)o->t);
+    const float d = (float)(warm < o->ema_decay ? warm : o->ema_decay), w = 1.0f - d;
+    for (size_t i = 0; i < p->n; i++) o->ema[i] += w * (p->data[i] - o->ema[i]);
 }
 
 void tlm_adamw_step(tlm_adamw *o, tlm_params *p, const tlm_params *grad, float lr)

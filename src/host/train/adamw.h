@@ -11,6 +11,12 @@ typedef struct tlm_adamw {
     float beta1, beta2, eps, weight_decay;
     float *m, *v;   /* moments, as many floats as the parameters */
     uint64_t t;     /* steps taken */
+    /* optional exponential moving average of the weights (Polyak
+     * averaging): decay 0 means none; ema holds as many floats as the
+     * parameters when on */
+    float ema_decay;
+    float *ema;
+    size_t n;
 } tlm_adamw;
 
 tlm_status tlm_adamw_init(tlm_adamw *o, size_t n, tlm_error *err);
@@ -19,6 +25,12 @@ void tlm_adamw_free(tlm_adamw *o);
 /* One step with learning rate lr; weight decay only on tensors whose
  * `decay` flag is set (matrices and embeddings, not norms). */
 void tlm_adamw_step(tlm_adamw *o, tlm_params *p, const tlm_params *grad, float lr);
+
+/* Turns the weight average on with this decay, starting from p. */
+tlm_status tlm_adamw_ema_init(tlm_adamw *o, const tlm_params *p, float decay, tlm_error *err);
+/* After a step: ema += (1 - d) (p - ema) with d = min(decay, (1 + t) / (10 + t)),
+ * so that early weights do not linger in the average. */
+void tlm_adamw_ema_update(tlm_adamw *o, const tlm_params *p);
 
 /* Learning rate at step (0-based): linear warm-up over `warmup` steps to
  * lr, then cosine decay to lr * min_frac at `total`. */

@@ -16,7 +16,7 @@ enum {
     /* quantization-aware runs */
     C_QAT = 128, C_QMETHOD = 132, C_QSPARSITY = 136, C_QTHRESH = 140, C_QSCALE = 144, C_QPACK = 146,
     C_QEMBED = 148, C_QGROUP = 152, C_DISTILL = 156,
-    C_DROPOUT = 160
+    C_DROPOUT = 160, C_EMA = 164
 };
 
 tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,
@@ -26,7 +26,8 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
     size_t img_bytes;
     tlm_status st = tlm_params_to_image(p, v, bos, eos, &img, &img_bytes, err);
     if (st) return st;
-    const size_t total = CKPT_HEADER + img_bytes + 2u * p->n * sizeof(float);
+    const int has_ema = opt->ema != NULL && opt->ema_decay > 0.0f;
+    const size_t total = CKPT_HEADER + img_bytes + (has_ema ? 3u : 2u) * p->n * sizeof(float);
     uint8_t *buf = calloc(1, total);
     if (!buf) {
         free(img);
@@ -53,6 +54,7 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
     tlm_wr64(buf + C_IMAGE_BYTES, img_bytes);
     tlm_wr64(buf + C_NPARAMS, p->n);
     tlm_wrf32(buf + C_DROPOUT, meta->dropout);
+    tlm_wrf32(buf + C_EMA, has_ema ? opt->ema_decay : 0.0f);
     tlm_wr32(buf + C_QAT, meta->qat);
     if (meta->qat) {
         tlm_wr32(buf + C_QMETHOD, (uint32_t)meta->qcfg.method);
@@ -67,6 +69,7 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
     memcpy(buf + CKPT_HEADER, img, img_bytes);
     memcpy(buf + CKPT_HEADER + img_bytes, opt->m, p->n * sizeof(float));
     memcpy(buf + CKPT_HEADER + img_bytes + p->n * sizeof(float), opt->v, p->n * sizeof(float));
+    if (has_ema) memcpy(buf + CKPT_HEADER + img_bytes + 2u * p->n * sizeof(float), opt->ema, p->n * sizeof(float));
     tlm_wr32(buf + C_CRC, tlm_crc32(0, buf + CKPT_HEADER, total - CKPT_HEADER));
     st = tlm_write_file_atomic(path, buf, total, err);
     free(buf);
@@ -87,7 +90,13 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
         goto out;
     }
     const uint64_t img_bytes = tlm_rd64(buf + C_IMAGE_BYTES), np = tlm_rd64(buf + C_NPARAMS);
-    if (img_bytes > n || np > n / 8u || CKPT_HEADER + img_bytes + 8u * np != n) {
+    const float ema_decay = tlm_rdf32(buf + C_EMA);
+    const int has_ema = ema_decay > 0.0f;
+    if (!(ema_decay >= 0.0f && ema_decay < 1.0f)) {
+        st = tlm_fail(err, TLM_ERR_FORMAT, "%s: inconsistent training state in the checkpoint", path);
+        goto out;
+    }
+    if (img_bytes > n || np > n / 8u || CKPT_HEADER + img_bytes + (has_ema ? 12u : 8u) * np != n) {
         st = tlm_fail(err, TLM_ERR_TRUNCATED, "%s: checkpoint size does not match its header (truncated?)", path);
         goto out;
     }
@@ -125,6 +134,18 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
     }
     memcpy(opt->m, buf + CKPT_HEADER + img_bytes, np * 4u);
     memcpy(opt->v, buf + CKPT_HEADER + img_bytes + np * 4u, np * 4u);
+    if (has_ema) {
+        opt->ema = malloc(np * 4u);
+        if (!opt->ema) {
+            tlm_params_free(p);
+            tlm_vocab_free(v);
+            tlm_adamw_free(opt);
+            st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        memcpy(opt->ema, buf + CKPT_HEADER + img_bytes + 2u * np * 4u, np * 4u);
+        opt->ema_decay = ema_decay;
+    }
     opt->t = tlm_rd64(buf + C_ADAM_T);
     meta->threads = tlm_rd32(buf + C_THREADS);
     meta->batch = tlm_rd32(buf + C_BATCH);

@@ -4,7 +4,8 @@
  * Layout (little-endian): 256-byte header (magic "TLMCKPT1", fields below,
  * CRC-32 of the rest of the file), then at offset 256 the fp32 model image
  * (parameters, hyperparameters and tokenizer), then the AdamW moments m
- * and v (n_params f32 each). */
+ * and v (n_params f32 each), then, when the run averages its weights, the
+ * average (n_params f32). */
 #ifndef TLM_TRAIN_CHECKPOINT_H
 #define TLM_TRAIN_CHECKPOINT_H
 

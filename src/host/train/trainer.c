@@ -76,6 +76,7 @@ static void *grad_worker(void *arg)
 
 typedef struct {
     tlm_params p;
+    tlm_params avg;       /* the weight average, when the run keeps one (validated and saved) */
     tlm_params pq;        /* QAT: the quantized weights the forward pass uses */
     tlm_params teacher;   /* distillation teacher */
     int qat, distill;
@@ -89,6 +90,15 @@ typedef struct {
     pthread_t *tids;
     int threads;
 } trainer_state;
+
+/* The weights to validate and save: the running average if the run keeps
+ * one, else the current weights. */
+static const tlm_params *out_weights(trainer_state *s, const tlm_adamw *opt)
+{
+    if (!opt->ema) return &s->p;
+    memcpy(s->avg.data, opt->ema, s->p.n * sizeof(float));
+    return &s->avg;
+}
 
 /* Gradients of the batch, reduced in thread order (deterministic for a
  * given thread count); returns the mean loss. */
@@ -280,6 +290,10 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         st = tlm_adamw_init(&opt, s.p.n, err);
         if (st) goto out;
         opt.weight_decay = o->weight_decay;
+        if (o->ema > 0.0f) {
+            st = tlm_adamw_ema_init(&opt, &s.p, o->ema, err);
+            if (st) goto out;
+        }
         meta = (tlm_ckpt_meta){.batch = o->batch, .ctx = o->ctx, .warmup = o->warmup, .total_steps = o->steps,
                                .seed = o->seed, .lr = o->lr, .min_lr_frac = o->min_lr_frac,
                                .weight_decay = o->weight_decay, .clip = o->clip, .beta1 = opt.beta1, .beta2 = opt.beta2,
@@ -339,6 +353,11 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             goto out;
         }
         s.distill = 1;
+    }
+
+    if (opt.ema) {
+        st = tlm_params_alloc(&s.avg, &s.p.hp, err);
+        if (st) goto out;
     }
 
     /* ---- data ---- */
@@ -416,7 +435,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     if (!resume && val_text && o->eval_every) {
         tlm_eval_result r;
         double t0 = tlm_now();
-        st = validate(&s.p, s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
+        st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
         if (st) goto out;
         eval_secs = tlm_now() - t0;
         fprintf(val_log, "0,%.6f,%.6f,%llu\n", r.loss, r.top1, (unsigned long long)r.tokens);
@@ -438,6 +457,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
                                             (meta.seed ^ 0xA0761D6478BD642Full) * 0x9E3779B97F4A7C15ull + meta.step * 0xE7037ED1A0B428DBull);
         const double gnorm = tlm_clip_grad(&s.grads[0], meta.clip);
         tlm_adamw_step(&opt, &s.p, &s.grads[0], lr);
+        tlm_adamw_ema_update(&opt, &s.p);
         meta.step++;
         meta.tokens_seen += (uint64_t)B * T;
         const double now = tlm_now(), step_secs = now - t0;
@@ -474,7 +494,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (val_text && o->eval_every && (meta.step % o->eval_every == 0 || last)) {
             tlm_eval_result r;
             double e0 = tlm_now();
-            st = validate(&s.p, s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
+            st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
             if (st) goto out;
             eval_secs = tlm_now() - e0;
             fprintf(val_log, "%llu,%.6f,%.6f,%llu\n", (unsigned long long)meta.step, r.loss, r.top1, (unsigned long long)r.tokens);
@@ -491,7 +511,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             meta.rng_state = rng.state;
             snprintf(path, sizeof path, "%s.ckpt", o->out);
             st = tlm_ckpt_save(path, &meta, &s.p, &vocab, bos, eos, &opt, err);
-            if (!st) st = save_model(o->out, &s.p, s.qat ? &s.qcfg : NULL, &vocab, bos, eos, err);
+            if (!st) st = save_model(o->out, out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, err);
             if (st) goto out;
         }
         if (!o->quiet && (o->progress ? now - last_line > 0.5 : now - last_line > 30.0)) {
@@ -527,6 +547,7 @@ out:
     free(s.tws);
     free(s.tprobs);
     tlm_params_free(&s.pq);
+    tlm_params_free(&s.avg);
     tlm_params_free(&s.teacher);
     free(s.grads);
     free(s.ws);

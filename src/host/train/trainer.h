@@ -17,6 +17,8 @@ typedef struct tlm_train_opts {
     double minutes;        /* time budget; the step count is chosen after timing the first steps */
     float lr, min_lr_frac, weight_decay, clip;
     float dropout;         /* residual-branch dropout rate in [0, 0.9] (default 0) */
+    float ema;             /* decay of a running average of the weights, which is what
+                              is validated and saved (0: none, the default) */
     uint64_t seed;
     int threads;           /* 0: all cores */
     uint32_t eval_every, ckpt_every;
