@@ -655,8 +655,8 @@ static void test_shipped_models(void **state)
     assert_int_equal(tlm_eval_text(&tq.model, (const char *)text, len, &eo, &rq, NULL), TLM_OK);
     print_message("shipped models on dev: fp32 loss %.4f top-1 %.4f; ternary loss %.4f top-1 %.4f (%.1f%%)\n", rf.loss,
                   rf.top1, rq.loss, rq.top1, 100 * rq.top1 / rf.top1);
-    assert_true(rq.loss <= 1.05 * rf.loss);   /* the loss target */
-    assert_true(rq.top1 >= 0.96 * rf.top1);   /* 96.5% measured; the 97% target is not met yet */
+    assert_true(rq.loss <= 1.05 * rf.loss);   /* the targets: loss within +5%, */
+    assert_true(rq.top1 >= 0.97 * rf.top1);   /* top-1 at least 97% of fp32 (98.9% measured) */
     free(text);
     tlm_model_file_close(&fp);
     tlm_model_file_close(&tq);
