@@ -131,30 +131,42 @@ static void test_rope(void **state)
 }
 
 /* ---- attention ---- */
-typedef struct { float *Q, *K, *V, *O, *r, *scratch; uint32_t T, nh, nkv, hs; } att_ctx;
+typedef struct { float *Q, *K, *V, *O, *lse, *r, *scratch; uint32_t T, nh, nkv, hs; } att_ctx;
 static double att_loss(void *c)
 {
     att_ctx *k = c;
-    tlm_attention_fwd(k->O, k->Q, k->K, k->V, k->T, k->nh, k->nkv, k->hs, k->scratch);
+    tlm_attention_fwd(k->O, k->lse, k->Q, k->K, k->V, k->T, k->nh, k->nkv, k->hs, k->scratch);
     return probe(k->O, k->r, (size_t)k->T * k->nh * k->hs);
 }
-static void test_attention(void **state)
+/* hs 4 and 6 take the generic path, hs 8 its own instance; groups of 2
+ * heads per kv head go through the backward pass in pairs, groups of 1 and 3
+ * one by one; T = 9, 11, 13 and 21 end partway through a vector of positions. */
+static void check_attention(uint32_t T, uint32_t nh, uint32_t nkv, uint32_t hs)
 {
-    (void)state;
-    att_ctx k = {.T = 11, .nh = 4, .nkv = 2, .hs = 4};
-    const size_t qn = 11 * 16, kn = 11 * 8;
+    att_ctx k = {.T = T, .nh = nh, .nkv = nkv, .hs = hs};
+    const size_t qn = (size_t)T * nh * hs, kn = (size_t)T * nkv * hs;
     k.Q = randv(qn, 1.5f);
     k.K = randv(kn, 1.5f);
     k.V = randv(kn, 1);
     k.O = zeros(qn);
+    k.lse = zeros((size_t)T * nh);
     k.r = randv(qn, 1);
-    k.scratch = zeros(tlm_attention_scratch_floats(11, 2, 4));
+    k.scratch = zeros(tlm_attention_scratch_floats(T, nkv, hs));
     float *dQ = zeros(qn), *dK = zeros(kn), *dV = zeros(kn);
-    tlm_attention_bwd(dQ, dK, dV, k.r, k.Q, k.K, k.V, k.T, k.nh, k.nkv, k.hs, k.scratch);
+    att_loss(&k); /* the backward pass reads the forward's log-sum-exps */
+    tlm_attention_bwd(dQ, dK, dV, k.r, k.Q, k.K, k.V, k.lse, k.T, k.nh, k.nkv, k.hs, k.scratch);
     check("attention dQ", att_loss, &k, k.Q, dQ, qn, 0, 1e-2f, 2e-3, 1e-2);
     check("attention dK", att_loss, &k, k.K, dK, kn, 0, 1e-2f, 2e-3, 1e-2);
     check("attention dV", att_loss, &k, k.V, dV, kn, 0, 1e-2f, 2e-3, 1e-2);
-    free(k.Q); free(k.K); free(k.V); free(k.O); free(k.r); free(k.scratch); free(dQ); free(dK); free(dV);
+    free(k.Q); free(k.K); free(k.V); free(k.O); free(k.lse); free(k.r); free(k.scratch); free(dQ); free(dK); free(dV);
+}
+static void test_attention(void **state)
+{
+    (void)state;
+    check_attention(11, 4, 2, 4);
+    check_attention(21, 4, 2, 8);
+    check_attention(9, 3, 1, 6);
+    check_attention(13, 2, 2, 8);
 }
 
 /* ---- swiglu ---- */
@@ -319,7 +331,7 @@ static void check_model(int shared, float dropout)
         char name[64];
         snprintf(name, sizeof name, "model %s%s %s l%u", shared ? "shared" : "separate", dropout > 0.0f ? " dropout" : "",
                  tlm_role_name(t.role), t.layer);
-        check(name, model_loss, &k, t.data, gt.data, (size_t)t.rows * t.cols, 12, 1e-2f, 5e-3, 2e-2);
+        check(name, model_loss, &k, t.data, gt.data, (size_t)t.rows * t.cols, 12, 3e-3f, 5e-3, 2e-2);
     }
     tlm_train_ws_free(ws);
     tlm_params_free(&p);

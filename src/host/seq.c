@@ -104,7 +104,7 @@ void tlm_seq_forward(const tlm_model *m, const uint32_t *tokens, uint32_t T, tlm
         matmul_role(ws->v, ws->xb, T, m, TLM_ROLE_WV, l, ws);
         tlm_rope_fwd(ws->q, T, dim, hs, hp->rope_theta);
         tlm_rope_fwd(ws->k, T, kv_dim, hs, hp->rope_theta);
-        tlm_attention_fwd(ws->xb, ws->q, ws->k, ws->v, T, hp->n_heads, hp->n_kv_heads, hs, ws->att);
+        tlm_attention_fwd(ws->xb, NULL, ws->q, ws->k, ws->v, T, hp->n_heads, hp->n_kv_heads, hs, ws->att);
         matmul_role(ws->xb2, ws->xb, T, m, TLM_ROLE_WO, l, ws);
         for (size_t i = 0; i < (size_t)T * dim; i++) ws->x[i] += ws->xb2[i];
 

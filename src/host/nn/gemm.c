@@ -1,39 +1,49 @@
-/* A 4 x 16 register tile (two 8-lane vectors per row) swept over K; edge
- * tiles take a scalar path. Each output element is summed in k order, so
- * results do not depend on tiling or threads. */
+/* A 6 x 16 register tile (two 8-lane vectors per row: 12 accumulators,
+ * the two B vectors loaded once per k and one broadcast) swept over K; the
+ * last rows take the same tile with fewer rows, the last columns a scalar
+ * path. Each output element is summed in k order, so results do not depend
+ * on tiling or threads. */
 #include <string.h>
 
 #include "../simd.h"
 #include "gemm.h"
 
-#define TM 4
+#define TM 6
 #define TN 16
 
-static void tile_full(float *C, size_t ldc, const float *A, const float *B, uint32_t K, uint32_t N, uint32_t i,
-                      uint32_t j, int accumulate)
+/* TR rows (1..TM) by NV vectors (1 or 2) of columns */
+static inline __attribute__((always_inline)) void tile_rows(float *C, size_t ldc, const float *A, const float *B,
+                                                            uint32_t K, uint32_t N, uint32_t i, uint32_t j,
+                                                            int accumulate, const int TR, const int NV)
 {
     tlm_v8 acc[TM][2];
-    for (int r = 0; r < TM; r++) {
-        if (accumulate) {
-            acc[r][0] = v8_load(C + (size_t)(i + r) * ldc + j);
-            acc[r][1] = v8_load(C + (size_t)(i + r) * ldc + j + 8);
-        } else {
-            acc[r][0] = acc[r][1] = v8_set1(0.0f);
-        }
-    }
+    for (int r = 0; r < TR; r++)
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = accumulate ? v8_load(C + (size_t)(i + r) * ldc + j + 8u * (uint32_t)v) : v8_set1(0.0f);
     const float *a = A + (size_t)i * K;
     for (uint32_t k = 0; k < K; k++) {
         const float *b = B + (size_t)k * N + j;
-        const tlm_v8 b0 = v8_load(b), b1 = v8_load(b + 8);
-        for (int r = 0; r < TM; r++) {
+        tlm_v8 bv[2];
+        for (int v = 0; v < NV; v++) bv[v] = v8_load(b + 8 * v);
+        for (int r = 0; r < TR; r++) {
             const tlm_v8 av = v8_set1(a[(size_t)r * K + k]);
-            acc[r][0] += av * b0;
-            acc[r][1] += av * b1;
+            for (int v = 0; v < NV; v++) acc[r][v] += av * bv[v];
         }
     }
-    for (int r = 0; r < TM; r++) {
-        v8_store(C + (size_t)(i + r) * ldc + j, acc[r][0]);
-        v8_store(C + (size_t)(i + r) * ldc + j + 8, acc[r][1]);
+    for (int r = 0; r < TR; r++)
+        for (int v = 0; v < NV; v++) v8_store(C + (size_t)(i + r) * ldc + j + 8u * (uint32_t)v, acc[r][v]);
+}
+
+static void tile_vec(float *C, size_t ldc, const float *A, const float *B, uint32_t K, uint32_t N, uint32_t i,
+                     uint32_t j, uint32_t mi, int accumulate, const int NV)
+{
+    switch (mi) {
+    case 6: tile_rows(C, ldc, A, B, K, N, i, j, accumulate, 6, NV); break;
+    case 5: tile_rows(C, ldc, A, B, K, N, i, j, accumulate, 5, NV); break;
+    case 4: tile_rows(C, ldc, A, B, K, N, i, j, accumulate, 4, NV); break;
+    case 3: tile_rows(C, ldc, A, B, K, N, i, j, accumulate, 3, NV); break;
+    case 2: tile_rows(C, ldc, A, B, K, N, i, j, accumulate, 2, NV); break;
+    default: tile_rows(C, ldc, A, B, K, N, i, j, accumulate, 1, NV); break;
     }
 }
 
@@ -63,11 +73,13 @@ void tlm_gemm_ld(float *C, size_t ldc, const float *A, const float *B, uint32_t 
 {
     for (uint32_t i = 0; i < M; i += TM) {
         const uint32_t mi = M - i < TM ? M - i : TM;
-        for (uint32_t j = 0; j < N; j += TN) {
-            const uint32_t nj = N - j < TN ? N - j : TN;
-            if (mi == TM && nj == TN) tile_full(C, ldc, A, B, K, N, i, j, accumulate);
-            else tile_edge(C, ldc, A, B, K, N, i, j, mi, nj, accumulate);
+        uint32_t j = 0;
+        for (; j + TN <= N; j += TN) tile_vec(C, ldc, A, B, K, N, i, j, mi, accumulate, 2);
+        if (j + 8 <= N) {
+            tile_vec(C, ldc, A, B, K, N, i, j, mi, accumulate, 1);
+            j += 8;
         }
+        if (j < N) tile_edge(C, ldc, A, B, K, N, i, j, mi, N - j, accumulate);
     }
 }
 

@@ -24,12 +24,15 @@ void tlm_rope_bwd(float *dX, uint32_t T, uint32_t width, uint32_t head_size, flo
 
 /* ---- attention.c: causal grouped-query attention ----
  * Q: T x (n_heads*hs), K, V: T x (n_kv*hs), O: T x (n_heads*hs) (written;
- * dQ, dK, dV accumulated). scratch: tlm_attention_scratch_floats(). */
+ * dQ, dK, dV accumulated). lse: T x n_heads log-sum-exps of the scaled
+ * scores, written by the forward pass (may be NULL there) for the backward
+ * pass. scratch: tlm_attention_scratch_floats(). */
 size_t tlm_attention_scratch_floats(uint32_t T, uint32_t n_kv, uint32_t hs);
-void tlm_attention_fwd(float *O, const float *Q, const float *K, const float *V, uint32_t T, uint32_t n_heads,
-                       uint32_t n_kv, uint32_t hs, float *scratch);
+void tlm_attention_fwd(float *O, float *lse, const float *Q, const float *K, const float *V, uint32_t T,
+                       uint32_t n_heads, uint32_t n_kv, uint32_t hs, float *scratch);
 void tlm_attention_bwd(float *dQ, float *dK, float *dV, const float *dO, const float *Q, const float *K,
-                       const float *V, uint32_t T, uint32_t n_heads, uint32_t n_kv, uint32_t hs, float *scratch);
+                       const float *V, const float *lse, uint32_t T, uint32_t n_heads, uint32_t n_kv, uint32_t hs,
+                       float *scratch);
 
 /* ---- swiglu.c: Hh = silu(A) * B (Hh may be A) ---- */
 void tlm_swiglu_fwd(float *Hh, const float *A, const float *B, size_t n);

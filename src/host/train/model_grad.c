@@ -7,7 +7,7 @@
 #include "rng.h"
 
 typedef struct {
-    float *x_in, *xn1, *inv1, *q, *k, *v, *att, *x_mid, *xn2, *inv2, *a, *b, *hh;
+    float *x_in, *xn1, *inv1, *q, *k, *v, *lse, *att, *x_mid, *xn2, *inv2, *a, *b, *hh;
 } layer_acts;
 
 struct tlm_train_ws {
@@ -29,7 +29,7 @@ tlm_status tlm_train_ws_new(tlm_train_ws **out, const tlm_hparams *hp, uint32_t 
     const size_t T = max_T, D = hp->dim, H = hp->hidden_dim, V = hp->vocab_size, L = hp->n_layers;
     const size_t KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads;
     const size_t widest = H > D ? H : D, wide_out = V > widest ? V : widest;
-    const size_t per_layer = T * (D * 6 + KV * 2 + H * 3 + 2);
+    const size_t per_layer = T * (D * 6 + KV * 2 + H * 3 + 2 + hp->n_heads);
     const size_t total = L * per_layer + T * (D * 2 + 1 + V) + T * (D * 4 + KV * 2 + H * 3) +
                          wide_out * D /* wt */ + wide_out * T /* dyt */ +
                          tlm_attention_scratch_floats(max_T, hp->n_kv_heads, (uint32_t)hs);
@@ -49,7 +49,7 @@ tlm_status tlm_train_ws_new(tlm_train_ws **out, const tlm_hparams *hp, uint32_t 
     for (size_t l = 0; l < L; l++) {
         layer_acts *a = &ws->acts[l];
         TAKE(a->x_in, T * D); TAKE(a->xn1, T * D); TAKE(a->inv1, T); TAKE(a->q, T * D);
-        TAKE(a->k, T * KV); TAKE(a->v, T * KV); TAKE(a->att, T * D); TAKE(a->x_mid, T * D);
+        TAKE(a->k, T * KV); TAKE(a->v, T * KV); TAKE(a->lse, T * hp->n_heads); TAKE(a->att, T * D); TAKE(a->x_mid, T * D);
         TAKE(a->xn2, T * D); TAKE(a->inv2, T); TAKE(a->a, T * H); TAKE(a->b, T * H); TAKE(a->hh, T * H);
     }
     TAKE(ws->x_fin, T * D); TAKE(ws->xnf, T * D); TAKE(ws->invf, T); TAKE(ws->logits, T * V);
@@ -137,7 +137,7 @@ static void forward(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_tra
         tlm_linear_fwd(a->v, a->xn1, w->wv, T, D, KV, ws->wt);
         tlm_rope_fwd(a->q, T, D, hs, hp->rope_theta);
         tlm_rope_fwd(a->k, T, KV, hs, hp->rope_theta);
-        tlm_attention_fwd(a->att, a->q, a->k, a->v, T, nh, nkv, hs, ws->attn_scratch);
+        tlm_attention_fwd(a->att, a->lse, a->q, a->k, a->v, T, nh, nkv, hs, ws->attn_scratch);
         if (q8) tlm_seq_fake_q8(a->att, a->att, T, D, ws->qrow);
         tlm_linear_fwd(a->x_mid, a->att, w->wo, T, D, D, ws->wt);
         if (drop) dropout_apply(ws, 2 * l, a->x_mid, a->x_mid, TD);
@@ -205,7 +205,7 @@ double tlm_model_fwd_bwd_distill(const tlm_params *p, tlm_params *g, const uint3
         memset(ws->dq, 0, TD * sizeof(float));
         memset(ws->dk, 0, TK * sizeof(float));
         memset(ws->dv, 0, TK * sizeof(float));
-        tlm_attention_bwd(ws->dq, ws->dk, ws->dv, ws->datt, a->q, a->k, a->v, T, nh, nkv, hs, ws->attn_scratch);
+        tlm_attention_bwd(ws->dq, ws->dk, ws->dv, ws->datt, a->q, a->k, a->v, a->lse, T, nh, nkv, hs, ws->attn_scratch);
         tlm_rope_bwd(ws->dq, T, D, hs, hp->rope_theta);
         tlm_rope_bwd(ws->dk, T, KV, hs, hp->rope_theta);
         memset(ws->dxn, 0, TD * sizeof(float));
