@@ -85,9 +85,9 @@ int main(int argc, char **argv)
     printf("model %s: dim %u, vocab %u (%u ordinary); %zu ordinary dev tokens\n\n", argv[1], dim, V, probe.k, nt);
 
     /* ---- 1. overhead ---- */
-    tlm_chacha cc;
+    tlm_host_source src;
     tlm_rand r;
-    tlm_host_rand(&r, &cc);
+    tlm_host_rand(&r, &src);
     float *ps = malloc(TLM_PRIV_SCRATCH_FLOATS(dim) * sizeof *ps);
     const uint32_t ctx = m->hp.seq_len < 256 ? m->hp.seq_len : 256;
     const size_t ab = tlm_runtime_arena_size(m, ctx);

@@ -205,6 +205,60 @@ static void test_dgauss16_guide(void **state)
     }
 }
 
+/* The lazy draw (16 bits, then 48 more only when a table entry shares the
+ * first 16) returns exactly the index a full 64-bit draw u gives by a plain
+ * scan of the table, for u at, just below and just above every entry and
+ * for random u. The source hands out u's bytes, most significant 16 first
+ * (little-endian within each part, as the sampler reads them). */
+static uint64_t fed_u;
+static int feed_u(void *ctx, uint8_t *buf, size_t n)
+{
+    (void)ctx;
+    memset(buf, 0, n);
+    const uint64_t hi = fed_u >> 48, lo = fed_u & 0xFFFFFFFFFFFFull;
+    for (int i = 0; i < 2; i++) buf[i] = (uint8_t)(hi >> (8 * i));
+    for (int i = 0; i < 6; i++) buf[2 + i] = (uint8_t)(lo >> (8 * i));
+    return 0;
+}
+static int32_t dgauss16_scan(uint64_t u)
+{
+    uint32_t k = 0;
+    while (k < 2u * TLM_DGAUSS16_HALF + 1u && tlm_dgauss16_cdt[k] <= u) k++;
+    return (int32_t)k - (int32_t)TLM_DGAUSS16_HALF;
+}
+static void test_dgauss16_lazy(void **state)
+{
+    (void)state;
+    tlm_rand f;
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    size_t lazy_long = 0, n = 0;
+    for (uint32_t k = 0; k < 2u * TLM_DGAUSS16_HALF + 1u + 200000u; k++) {
+        uint64_t us[3];
+        if (k < 2u * TLM_DGAUSS16_HALF + 1u) {
+            const uint64_t c = tlm_dgauss16_cdt[k];
+            us[0] = c - 1u;
+            us[1] = c;
+            us[2] = c + 1u;
+        } else {
+            for (int i = 0; i < 3; i++) {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                us[i] = x;
+            }
+        }
+        for (int i = 0; i < 3; i++) {
+            fed_u = us[i];
+            tlm_rand_init(&f, feed_u, NULL);
+            const int32_t got = tlm_dgauss16(&f);
+            if (got != dgauss16_scan(us[i])) fail_msg("u %016llx: lazy %d, scan %d", (unsigned long long)us[i], got,
+                                                      dgauss16_scan(us[i]));
+            lazy_long += f.avail == sizeof f.buf - 8u;
+            n++;
+        }
+    }
+    print_message("lazy sigma-16 draws: %zu of %zu needed all 64 bits\n", lazy_long, n);
+    assert_true(lazy_long > 0); /* the long path was exercised */
+}
+
 /* Exp(1) on the 2^-32 grid: CDF against 1 - exp(-x) at many points
  * (Kolmogorov-Smirnov statistic, 1e-6 level: 2.69 / sqrt(N)). */
 static void test_exponential(void **state)
@@ -635,7 +689,7 @@ int main(void)
         cmocka_unit_test(test_rand_below_uniform), cmocka_unit_test(test_bern_exp),
         cmocka_unit_test(test_dlaplace),           cmocka_unit_test(test_dgauss),
         cmocka_unit_test(test_exponential),        cmocka_unit_test(test_dgauss16),
-        cmocka_unit_test(test_dgauss16_guide),     cmocka_unit_test(test_dx_noise),
+        cmocka_unit_test(test_dgauss16_guide),     cmocka_unit_test(test_dgauss16_lazy),     cmocka_unit_test(test_dx_noise),
         cmocka_unit_test(test_dx_radius),          cmocka_unit_test(test_dx_index),
         cmocka_unit_test(test_rr),                 cmocka_unit_test(test_dx_mechanism),
         cmocka_unit_test(test_budget_and_failure), cmocka_unit_test(test_chacha_stream),

@@ -131,8 +131,8 @@ int cmd_generate(int argc, char **argv)
         tlm_privatizer priv;
         tlm_rand rnd;
         float *ps = malloc(TLM_PRIV_SCRATCH_FLOATS(m->hp.dim) * sizeof *ps);
-        tlm_chacha cc;
-        tlm_host_rand(&rnd, &cc);
+        tlm_host_source src;
+        tlm_host_rand(&rnd, &src);
         void *index = NULL;
         st = ps ? tlm_privatizer_init(&priv, m, mech, eps, &err) : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
         if (!st) st = tlm_privatizer_index_alloc(&priv, &index, &err);

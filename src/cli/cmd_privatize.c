@@ -163,6 +163,7 @@ int cmd_privatize(int argc, char **argv)
     int rc = TLM_EXIT_FAIL;
     tlm_privatizer p;
     tlm_chacha cc;
+    tlm_host_source src;
     tlm_rand r;
     tlm_priv_text out = {0};
     void *index = NULL;
@@ -175,7 +176,7 @@ int cmd_privatize(int argc, char **argv)
         tlm_chacha_seed(&cc, seed);
         tlm_rand_init(&r, tlm_chacha_fill, &cc);
     } else {
-        tlm_host_rand(&r, &cc);
+        tlm_host_rand(&r, &src);
     }
     if (tlm_privatize_text(&p, &r, have_budget ? &b : NULL, text, len, redact, &out, &err)) {
         rc = cli_fail("privatize", &err);

@@ -314,25 +314,52 @@ static uint32_t rr_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id)
     return t;
 }
 
-/* One discrete Gaussian of sigma 16 from its cumulative table: one 64-bit
- * draw; the guide narrows the search to the entries of the draw's top 10
- * bits (at most two in the bulk). Each probability within 2^-64 of exact. */
-int32_t tlm_dgauss16(tlm_rand *r)
+/* n (<= 8) buffered bytes as a little-endian integer */
+static inline uint64_t rand_bytes(tlm_rand *r, uint32_t n)
 {
-    const uint64_t u = tlm_rand_u64(r);
-    const uint32_t b = (uint32_t)(u >> (64u - TLM_DGAUSS16_GUIDE_BITS));
+    uint8_t b[8];
+    const uint8_t *p = b;
+    if (r->avail >= n) { /* the common case: straight from the buffer */
+        p = r->buf + sizeof r->buf - r->avail;
+        r->avail -= n;
+    } else {
+        take(r, b, n);
+    }
+    uint64_t v = 0;
+    for (uint32_t i = n; i-- > 0;) v = v << 8 | p[i];
+    return v;
+}
+
+/* One discrete Gaussian of sigma 16 from its cumulative table, as the index
+ * of the first entry above a uniform 64-bit u, with u's bits drawn lazily:
+ * its top 16 bits first (a 12-bit guide narrows the search to at most one
+ * entry in the bulk); only when an entry shares those 16 bits (about
+ * 0.7% of draws) are the other 48 drawn and compared. The answer is the
+ * full 64-bit draw's, from a quarter of the random bytes. Each probability
+ * within 2^-64 of exact. */
+static inline int32_t dgauss16_top(uint32_t h, tlm_rand *r) /* h: u's top 16 bits, already drawn */
+{
+    const uint32_t b = h >> (16u - TLM_DGAUSS16_GUIDE_BITS);
     uint32_t lo = tlm_dgauss16_guide[b];
     const uint32_t hi = tlm_dgauss16_guide[b + 1u]; /* the first entry > u is in [lo, hi] */
-    if (hi - lo <= 2u) { /* the bulk: two steps without branches */
-        for (int k = 0; k < 2; k++) {
-            const uint32_t at = lo < 2u * TLM_DGAUSS16_HALF ? lo : 2u * TLM_DGAUSS16_HALF;
-            lo += (uint32_t)(lo < hi) & (uint32_t)(tlm_dgauss16_cdt[at] <= u);
-        }
+    if (hi - lo <= 1u) { /* the bulk (all but 8 of the 4096 guide cells): one comparison */
+        const uint32_t at = lo < 2u * TLM_DGAUSS16_HALF ? lo : 2u * TLM_DGAUSS16_HALF;
+        const uint32_t top = (uint32_t)(tlm_dgauss16_cdt[at] >> 48), in = lo < hi;
+        lo += in & (uint32_t)(top < h);
+        if (!(in & (uint32_t)(top == h))) return (int32_t)lo - (int32_t)TLM_DGAUSS16_HALF;
     } else {
+        while (lo < hi && (uint32_t)(tlm_dgauss16_cdt[lo] >> 48) < h) lo++;
+    }
+    /* entries below lo are <= u whatever the low bits; one above whose top
+     * bits exceed h is > u; one with equal top bits needs them */
+    if (lo < hi && (uint32_t)(tlm_dgauss16_cdt[lo] >> 48) == h) {
+        const uint64_t u = (uint64_t)h << 48 | rand_bytes(r, 6u);
         while (lo < hi && tlm_dgauss16_cdt[lo] <= u) lo++;
     }
     return (int32_t)lo - (int32_t)TLM_DGAUSS16_HALF;
 }
+
+int32_t tlm_dgauss16(tlm_rand *r) { return dgauss16_top((uint32_t)rand_bytes(r, 2u), r); }
 
 /* ---- double-precision exp and log for the radius table (the core links
  * no double libm; both within a few ulp on the ranges used here) ---- */
@@ -346,19 +373,42 @@ static double bits_to_double(uint64_t b)
 
 static const double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
 
-/* e^x for x <= 709; 0 below -708. */
+/* e^x for x <= 709; 0 below -708. Degree-15 Taylor polynomial on
+ * |t| <= ln2/2 (truncation below 1e-20), evaluated in Estrin's scheme (pairs,
+ * then powers t^2, t^4, t^8) for a short dependency chain. */
 static double dp_exp(double x)
 {
     if (x < -708.0) return 0.0;
     const double kd = x * 1.44269504088896338700 + (x < 0 ? -0.5 : 0.5);
     const int64_t k = (int64_t)kd;
     const double t = (x - (double)k * LN2_HI) - (double)k * LN2_LO; /* |t| <= ln2 / 2 */
-    double e = 1.0;
-    for (int i = 17; i >= 1; i--) e = 1.0 + e * t / (double)i; /* Horner on the Taylor series */
+    static const double c[16] = {1.0,
+                                 1.0,
+                                 1.0 / 2.0,
+                                 1.0 / 6.0,
+                                 1.0 / 24.0,
+                                 1.0 / 120.0,
+                                 1.0 / 720.0,
+                                 1.0 / 5040.0,
+                                 1.0 / 40320.0,
+                                 1.0 / 362880.0,
+                                 1.0 / 3628800.0,
+                                 1.0 / 39916800.0,
+                                 1.0 / 479001600.0,
+                                 1.0 / 6227020800.0,
+                                 1.0 / 87178291200.0,
+                                 1.0 / 1307674368000.0};
+    const double t2 = t * t, t4 = t2 * t2, t8 = t4 * t4;
+    double p[8];
+    for (int i = 0; i < 8; i++) p[i] = c[2 * i] + c[2 * i + 1] * t;
+    const double q0 = p[0] + p[1] * t2, q1 = p[2] + p[3] * t2, q2 = p[4] + p[5] * t2, q3 = p[6] + p[7] * t2;
+    const double e = (q0 + q1 * t4) + (q2 + q3 * t4) * t8;
     return e * bits_to_double((uint64_t)(k + 1023) << 52);
 }
 
-/* ln x for a finite x > 0 (normal). */
+/* ln x for a finite x > 0 (normal): e ln2 + 2 atanh(s), s = (m-1)/(m+1),
+ * the series in s^2 to s^26 (|s| <= 0.1716: truncation below 1e-21) in
+ * Estrin's scheme. */
 static double dp_log(double x)
 {
     uint64_t b;
@@ -369,9 +419,14 @@ static double dp_log(double x)
         m *= 0.5;
         e++;
     }
-    const double s = (m - 1.0) / (m + 1.0), s2 = s * s; /* |s| <= 0.1716 */
-    double sum = 0.0;
-    for (int i = 27; i >= 1; i -= 2) sum = 1.0 / (double)i + s2 * sum;
+    const double s = (m - 1.0) / (m + 1.0), s2 = s * s, s4 = s2 * s2, s8 = s4 * s4;
+    static const double c[16] = {1.0,        1.0 / 3.0,  1.0 / 5.0,  1.0 / 7.0,  1.0 / 9.0,  1.0 / 11.0,
+                                 1.0 / 13.0, 1.0 / 15.0, 1.0 / 17.0, 1.0 / 19.0, 1.0 / 21.0, 1.0 / 23.0,
+                                 1.0 / 25.0, 1.0 / 27.0, 0.0,        0.0};
+    double p[8];
+    for (int i = 0; i < 8; i++) p[i] = c[2 * i] + c[2 * i + 1] * s2;
+    const double q0 = p[0] + p[1] * s4, q1 = p[2] + p[3] * s4, q2 = p[4] + p[5] * s4, q3 = p[6] + p[7] * s4;
+    const double sum = (q0 + q1 * s8) + (q2 + q3 * s8) * (s8 * s8);
     return (double)e * LN2_HI + ((double)e * LN2_LO + 2.0 * s * sum);
 }
 
@@ -440,10 +495,20 @@ void tlm_dx_noise(const tlm_privatizer *p, tlm_rand *r, float *z)
      * within far less than 1e-30 */
     uint64_t n2 = 0; /* exact: integers below 2^8 squared, at most 4096 of them */
     for (;;) {
-        for (uint32_t i = 0; i < dim; i++) {
-            const int32_t g = tlm_dgauss16(r);
-            z[i] = (float)g;
-            n2 += (uint64_t)((int64_t)g * g);
+        for (uint32_t i0 = 0; i0 < dim; i0 += 32u) { /* the top 16 bits of 32 draws at once */
+            const uint32_t cnt = dim - i0 < 32u ? dim - i0 : 32u;
+            uint8_t hb[64]; /* a copy: a rare low-bits draw may refill the buffer under it */
+            if (cnt == 32u && r->avail >= 64u) { /* a fixed-size copy (vector moves) */
+                memcpy(hb, r->buf + sizeof r->buf - r->avail, 64);
+                r->avail -= 64u;
+            } else {
+                take(r, hb, 2u * cnt);
+            }
+            for (uint32_t i = 0; i < cnt; i++) {
+                const int32_t g = dgauss16_top((uint32_t)hb[2u * i] | (uint32_t)hb[2u * i + 1u] << 8, r);
+                z[i0 + i] = (float)g;
+                n2 += (uint64_t)((int64_t)g * g);
+            }
         }
         if (n2 > 0 || r->failed) break;
     }
@@ -454,9 +519,11 @@ void tlm_dx_noise(const tlm_privatizer *p, tlm_rand *r, float *z)
 
 /* fp32 score of token j for the noisy vector z: |e_j|^2 - 2 e_j.z, with
  * four partial sums per quantity so that the loop pipelines. The search
- * ranks tokens by exactly this value, with or without the index. */
+ * ranks tokens by exactly this value, with or without the index. (An
+ * eight-lane vector version measured slower: its shuffles and reductions
+ * cost more than the 64 sums.) */
 #if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("no-tree-vectorize"))) /* its shuffles cost more than the sums */
+__attribute__((optimize("no-tree-vectorize")))
 #endif
 static float dx_score(const float *ej, const float *z, uint32_t dim)
 {
@@ -480,19 +547,26 @@ static float dx_score(const float *ej, const float *z, uint32_t dim)
 }
 
 /* ---- the search index ----
- * Per token j: q_j = round(e_j / s_j) in int16 with |q| <= Q (Q chosen so
- * that a row's integer dot product cannot overflow int32), and floats s_j,
+ * Per token j: q_j = round(e_j / s_j) with |q| <= 127 (s_j = max|e_j| / 127),
+ * stored biased as bytes q_j + 128, and floats s_j,
  * |e_j|^2, |e_j - s_j q_j|_2, |e_j|_2 and a mask (+inf for the special
  * tokens, 0 for the others) (arrays of V each). For a query z
- * quantized as u = round(z / t), by Cauchy-Schwarz,
+ * quantized as u = round(z / t) with |u| <= Q (Q = 63 on x86, where
+ * vpmaddubsw multiplies the bytes by signed bytes and adds pairs without
+ * reaching int16 saturation, 255 * 63 * 2 < 2^15; elsewhere as large as
+ * int16 and an int32 sum allow), q_j.u = (q_j + 128).u - 128 sum(u), and by
+ * Cauchy-Schwarz,
  *   |e_j.z - s_j t (q_j.u)| <= |e_j|_2 |z - t u|_2 + t |u|_2 |e_j - s_j q_j|_2 = B_j,
  * so the fp32 score lies within a_j +- (2 B_j + r_j), a_j = |e_j|^2 -
  * 2 s_j t (q_j.u), r_j a generous bound on fp32 rounding. Any token whose
  * interval starts above the smallest interval end cannot be the fp32
  * argmin; the rest are scored in fp32 in id order, as the plain search
- * does, so both return the same token. */
+ * does, so both return the same token (whatever Q a platform uses). Byte
+ * rows keep the table at 32 KB for stories260K (an int16 one streamed 64 KB
+ * from L2 per query) and take 64 multiply-adds per three x86 instructions;
+ * the wider intervals let through a few more tokens. */
 typedef struct dx_index_layout {
-    uint32_t dimp, q;       /* row stride (dim rounded up to 16), quantization limit */
+    uint32_t dimp, q;       /* row stride (dim rounded up to 16), the query's quantization limit */
     uint32_t vp;            /* rows rounded up to 8 */
     size_t stats_off, build_off, bytes;
 } dx_index_layout;
@@ -502,13 +576,15 @@ static dx_index_layout dx_layout(const tlm_privatizer *p)
     dx_index_layout l;
     const uint32_t dim = p->model->hp.dim, V = p->model->hp.vocab_size;
     l.dimp = (dim + 15u) & ~15u;
-    uint32_t q = (uint32_t)sqrtf((float)(2147483647u / l.dimp)); /* |q_j.u| < 2^31 */
-    while ((uint64_t)q * q * l.dimp > 2147483647ull) q--;
-    while ((uint64_t)(q + 1u) * (q + 1u) * l.dimp <= 2147483647ull) q++;
+#if defined(__AVX2__)
+    uint64_t q = 63u;
+#else
+    uint64_t q = 2147483647ull / (255ull * l.dimp); /* |(q_j + 128).u| <= 255 Q dimp < 2^31 */
     if (q > 32767u) q = 32767u;
-    l.q = q;
+#endif
+    l.q = (uint32_t)q;
     l.vp = (V + 7u) & ~7u; /* rows padded to whole blocks of 8 */
-    l.stats_off = (size_t)l.vp * l.dimp * sizeof(int16_t);
+    l.stats_off = (size_t)l.vp * l.dimp; /* byte rows */
     l.build_off = l.stats_off + (size_t)V * 5u * sizeof(float);
     l.bytes = l.build_off + (size_t)dim * sizeof(float) + (size_t)l.dimp * sizeof(int16_t); /* + room to build it */
     return l;
@@ -539,8 +615,8 @@ void tlm_privatizer_set_index(tlm_privatizer *p, void *mem)
     const tlm_model *m = p->model;
     const uint32_t dim = m->hp.dim, V = m->hp.vocab_size;
     const dx_index_layout l = dx_layout(p);
-    int16_t *rows = mem;
-    memset(rows, 0, l.stats_off);
+    uint8_t *rows = mem;
+    memset(rows, 128, l.stats_off); /* biased zeros in the padding */
     float *st = (float *)(void *)((uint8_t *)mem + l.stats_off);
     tlm_tensor e;
     tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &e);
@@ -551,15 +627,12 @@ void tlm_privatizer_set_index(tlm_privatizer *p, void *mem)
         tr->row_to_f32(row, &e, j);
         memset(qj, 0, l.dimp * sizeof *qj);
         const float amax = tlm_absmax_f32(row, dim);
-        quantize_i16(qj, row, dim, amax > 0.0f ? (float)l.q / amax : 0.0f, l.q);
-        /* rows in blocks of 8, interleaved by column pairs: block b, pair c,
-         * row r holds columns 2c and 2c + 1 of row 8b + r */
-        int16_t *blk = rows + (size_t)(j / 8u) * 8u * l.dimp;
-        for (uint32_t c = 0; c < l.dimp / 2u; c++) {
-            blk[(c * 8u + j % 8u) * 2u] = qj[2u * c];
-            blk[(c * 8u + j % 8u) * 2u + 1u] = qj[2u * c + 1u];
-        }
-        const float sj = amax > 0.0f ? amax / (float)l.q : 0.0f;
+        quantize_i16(qj, row, dim, amax > 0.0f ? 127.0f / amax : 0.0f, 127u);
+        /* rows in blocks of 8; per group g of four columns, 32 bytes: row r
+         * of the block at bytes 4r..4r+3 (columns 4g..4g+3, biased) */
+        uint8_t *blk = rows + (size_t)(j / 8u) * 8u * l.dimp;
+        for (uint32_t i = 0; i < l.dimp; i++) blk[(i / 4u) * 32u + (j % 8u) * 4u + i % 4u] = (uint8_t)(qj[i] + 128);
+        const float sj = amax > 0.0f ? amax / 127.0f : 0.0f;
         double n2 = 0, d2 = 0, q2 = 0;
         for (uint32_t i = 0; i < dim; i++) {
             const double d = (double)row[i] - (double)sj * qj[i];
@@ -586,90 +659,127 @@ enum { DX_BLOCK = 512 };
  * buf first holds the integer dot products (as floats, rounded as the
  * interval's centre rounds them anyway): one 2 KB buffer on a device's
  * stack. The hot loops; the compiler vectorizes the float ones. */
-static void dx_block(float *restrict buf, const int16_t *restrict rows, const float *restrict st, uint32_t V,
-                     uint32_t j0, uint32_t n, uint32_t dimp, const int16_t *restrict u, const float k[4], float *mins)
+static void dx_block(float *restrict buf, const uint8_t *restrict rows, const float *restrict st, uint32_t V,
+                     uint32_t j0, uint32_t n, uint32_t dimp, const int16_t *restrict u, int32_t bias, const float k[4],
+                     float *mins)
 {
 #if defined(__AVX2__)
+    /* per group of four columns: vpmaddubsw (biased row bytes times the
+     * query's signed bytes, pairs added in int16) then vpmaddwd by ones: the
+     * eight rows' four-column sums in int32. u holds the query as bytes. */
+    const int8_t *ub = (const int8_t *)(const void *)u;
+    const __m256i ones = _mm256_set1_epi16(1), vb = _mm256_set1_epi32(bias);
     uint32_t b = 0;
-    for (; b + 16u <= n; b += 16u) { /* vpmaddwd: sixteen rows times one column pair per broadcast */
-        const int16_t *b0 = rows + (size_t)(j0 + b) * dimp, *b1 = b0 + 8u * (size_t)dimp;
-        __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-        for (uint32_t c = 0; c < dimp / 2u; c++) {
-            int32_t pr;
-            memcpy(&pr, u + 2u * c, 4);
-            const __m256i up = _mm256_set1_epi32(pr);
-            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b0 + c * 16u)), up));
-            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b1 + c * 16u)), up));
+    for (; b + 32u <= n; b += 32u) { /* thirty-two rows per broadcast */
+        const uint8_t *b0 = rows + (size_t)(j0 + b) * dimp;
+        __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (uint32_t g = 0; g < dimp / 4u; g++) {
+            int32_t q4;
+            memcpy(&q4, ub + 4u * g, 4);
+            const __m256i uq = _mm256_set1_epi32(q4);
+            for (uint32_t a = 0; a < 4u; a++) {
+                const __m256i rw = _mm256_loadu_si256((const __m256i *)(const void *)(b0 + a * 8u * dimp + g * 32u));
+                acc[a] = _mm256_add_epi32(acc[a], _mm256_madd_epi16(_mm256_maddubs_epi16(rw, uq), ones));
+            }
         }
-        _mm256_storeu_ps(buf + b, _mm256_cvtepi32_ps(acc0));
-        _mm256_storeu_ps(buf + b + 8u, _mm256_cvtepi32_ps(acc1));
+        for (uint32_t a = 0; a < 4u; a++) _mm256_storeu_ps(buf + b + 8u * a, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[a], vb)));
+    }
+    for (; b + 16u <= n; b += 16u) { /* sixteen rows per broadcast */
+        const uint8_t *b0 = rows + (size_t)(j0 + b) * dimp, *b1 = b0 + 8u * (size_t)dimp;
+        __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+        for (uint32_t g = 0; g < dimp / 4u; g++) {
+            int32_t q4;
+            memcpy(&q4, ub + 4u * g, 4);
+            const __m256i uq = _mm256_set1_epi32(q4);
+            const __m256i p0 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b0 + g * 32u)), uq);
+            const __m256i p1 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b1 + g * 32u)), uq);
+            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
+            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p1, ones));
+        }
+        _mm256_storeu_ps(buf + b, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc0, vb)));
+        _mm256_storeu_ps(buf + b + 8u, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc1, vb)));
     }
     for (; b < n; b += 8u) { /* a last block of eight */
-        const int16_t *blk = rows + (size_t)(j0 + b) * dimp;
+        const uint8_t *blk = rows + (size_t)(j0 + b) * dimp;
         __m256i acc = _mm256_setzero_si256();
-        for (uint32_t c = 0; c < dimp / 2u; c++) {
-            int32_t pr;
-            memcpy(&pr, u + 2u * c, 4);
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(blk + c * 16u)),
-                                                          _mm256_set1_epi32(pr)));
+        for (uint32_t g = 0; g < dimp / 4u; g++) {
+            int32_t q4;
+            memcpy(&q4, ub + 4u * g, 4);
+            const __m256i p = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(blk + g * 32u)),
+                                                   _mm256_set1_epi32(q4));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
         }
-        _mm256_storeu_ps(buf + b, _mm256_cvtepi32_ps(acc));
+        _mm256_storeu_ps(buf + b, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc, vb)));
     }
 #elif defined(__ARM_FEATURE_DSP)
-    for (uint32_t b = 0; b < n; b += 8u) { /* SMLAD: a row's column pair times the query's per instruction */
-        const int16_t *blk = rows + (size_t)(j0 + b) * dimp;
+    /* a row's word of four biased bytes: UXTB16 gives columns (0, 2) and,
+     * rotated by 8, (1, 3); u holds the query's int16 pairs in that order */
+    for (uint32_t b = 0; b < n; b += 8u) {
+        const uint8_t *blk = rows + (size_t)(j0 + b) * dimp;
         for (uint32_t half = 0; half < 8u; half += 4u) { /* four accumulators stay in registers */
             int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-            for (uint32_t c = 0; c < dimp / 2u; c++) {
-                int32_t up, q[4];
-                memcpy(&up, u + 2u * c, 4);
-                memcpy(q, blk + c * 16u + half * 2u, 16);
-                a0 = __smlad(q[0], up, a0);
-                a1 = __smlad(q[1], up, a1);
-                a2 = __smlad(q[2], up, a2);
-                a3 = __smlad(q[3], up, a3);
+            for (uint32_t g = 0; g < dimp / 4u; g++) {
+                int32_t u02, u13;
+                uint32_t w[4];
+                memcpy(&u02, u + 4u * g, 4);
+                memcpy(&u13, u + 4u * g + 2u, 4);
+                memcpy(w, blk + g * 32u + half * 4u, 16);
+                a0 = __smlad(__uxtb16(w[0]), u02, __smlad(__uxtb16((w[0] >> 8) | (w[0] << 24)), u13, a0));
+                a1 = __smlad(__uxtb16(w[1]), u02, __smlad(__uxtb16((w[1] >> 8) | (w[1] << 24)), u13, a1));
+                a2 = __smlad(__uxtb16(w[2]), u02, __smlad(__uxtb16((w[2] >> 8) | (w[2] << 24)), u13, a2));
+                a3 = __smlad(__uxtb16(w[3]), u02, __smlad(__uxtb16((w[3] >> 8) | (w[3] << 24)), u13, a3));
             }
-            buf[b + half] = (float)a0;
-            buf[b + half + 1u] = (float)a1;
-            buf[b + half + 2u] = (float)a2;
-            buf[b + half + 3u] = (float)a3;
+            buf[b + half] = (float)(a0 - bias);
+            buf[b + half + 1u] = (float)(a1 - bias);
+            buf[b + half + 2u] = (float)(a2 - bias);
+            buf[b + half + 3u] = (float)(a3 - bias);
         }
     }
 #else
-    for (uint32_t b = 0; b < n; b += 8u) { /* eight rows at a time, a column pair per step */
-        const int16_t *blk = rows + (size_t)(j0 + b) * dimp;
+    for (uint32_t b = 0; b < n; b += 8u) { /* eight rows at a time, four columns per step */
+        const uint8_t *blk = rows + (size_t)(j0 + b) * dimp;
         int32_t acc[8] = {0};
-        for (uint32_t c = 0; c < dimp / 2u; c++) {
-            const int32_t u0 = u[2u * c], u1 = u[2u * c + 1u];
-            const int16_t *q = blk + c * 16u;
-            for (uint32_t r = 0; r < 8u; r++) acc[r] += (int32_t)q[2u * r] * u0 + (int32_t)q[2u * r + 1u] * u1;
+        for (uint32_t g = 0; g < dimp / 4u; g++) {
+            const uint8_t *q = blk + g * 32u;
+            const int16_t *ug = u + 4u * g;
+            for (uint32_t r = 0; r < 8u; r++)
+                acc[r] += (int32_t)q[4u * r] * ug[0] + (int32_t)q[4u * r + 1u] * ug[1] +
+                          (int32_t)q[4u * r + 2u] * ug[2] + (int32_t)q[4u * r + 3u] * ug[3];
         }
-        for (uint32_t r = 0; r < 8u; r++) buf[b + r] = (float)acc[r];
+        for (uint32_t r = 0; r < 8u; r++) buf[b + r] = (float)(acc[r] - bias);
     }
 #endif
     const float *s = st + j0, *n2 = st + V + j0, *dl2 = st + 2u * V + j0, *l2 = st + 3u * V + j0, *mask = st + 4u * V + j0;
     const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3];
-    for (uint32_t j = 0; j < n; j++) {
+    uint32_t j = 0;
+#if defined(__AVX2__)
+    if (mins) { /* one pass: the lower ends, and the minima of the upper ends lo + 2 w */
+        __m256 mv = _mm256_loadu_ps(mins);
+        const __m256 v0 = _mm256_set1_ps(k0), v1 = _mm256_set1_ps(k1), v2 = _mm256_set1_ps(k2),
+                     v3 = _mm256_set1_ps(k3), tiny = _mm256_set1_ps(1e-30f);
+        for (; j + 8u <= n; j += 8u) { /* no fused multiply-adds: the same roundings as the scalar code */
+            const __m256 vn2 = _mm256_loadu_ps(n2 + j);
+            const __m256 a = _mm256_sub_ps(vn2, _mm256_mul_ps(_mm256_mul_ps(v0, _mm256_loadu_ps(s + j)), _mm256_loadu_ps(buf + j)));
+            const __m256 w = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(v1, _mm256_loadu_ps(l2 + j)),
+                                                                       _mm256_mul_ps(v2, _mm256_loadu_ps(dl2 + j))),
+                                                         _mm256_mul_ps(v3, vn2)),
+                                           tiny);
+            const __m256 lo = _mm256_add_ps(_mm256_sub_ps(a, w), _mm256_loadu_ps(mask + j));
+            _mm256_storeu_ps(buf + j, lo);
+            mv = _mm256_min_ps(mv, _mm256_add_ps(lo, _mm256_add_ps(w, w)));
+        }
+        _mm256_storeu_ps(mins, mv);
+    }
+#endif
+    const uint32_t done = j;
+    for (; j < n; j++) {
         const float a = n2[j] - k0 * s[j] * buf[j];
         const float w = k1 * l2[j] + k2 * dl2[j] + k3 * n2[j] + 1e-30f;
         buf[j] = (a - w) + mask[j];
     }
-    for (uint32_t j = n; j % 8u; j++) buf[j] = INFINITY;
+    for (j = n; j % 8u; j++) buf[j] = INFINITY;
     if (!mins) return;
-    uint32_t j = 0;
-#if defined(__AVX2__)
-    __m256 mv = _mm256_loadu_ps(mins);
-    const __m256 v1 = _mm256_set1_ps(k1), v2 = _mm256_set1_ps(k2), v3 = _mm256_set1_ps(k3), tiny = _mm256_set1_ps(1e-30f);
-    for (; j + 8u <= n; j += 8u) { /* no fused multiply-adds: the same roundings as the scalar code */
-        __m256 w = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(v1, _mm256_loadu_ps(l2 + j)),
-                                                             _mm256_mul_ps(v2, _mm256_loadu_ps(dl2 + j))),
-                                               _mm256_mul_ps(v3, _mm256_loadu_ps(n2 + j))),
-                                 tiny);
-        mv = _mm256_min_ps(mv, _mm256_add_ps(_mm256_loadu_ps(buf + j), _mm256_add_ps(w, w)));
-    }
-    _mm256_storeu_ps(mins, mv);
-#endif
-    for (; j + 8u <= n; j += 8u) /* eight running minima */
+    for (j = done; j + 8u <= n; j += 8u) /* eight running minima */
         for (uint32_t c = 0; c < 8u; c++) {
             const float hi = buf[j + c] + 2.0f * (k1 * l2[j + c] + k2 * dl2[j + c] + k3 * n2[j + c] + 1e-30f);
             mins[c] = hi < mins[c] ? hi : mins[c];
@@ -688,25 +798,65 @@ static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float
     const tlm_model *m = p->model;
     const uint32_t dim = m->hp.dim, V = m->hp.vocab_size;
     const dx_index_layout l = dx_layout(p);
-    const int16_t *rows = p->dx_index;
+    const uint8_t *rows = p->dx_index;
     const float *st = (const float *)(const void *)((const uint8_t *)p->dx_index + l.stats_off);
-    int16_t *u = (int16_t *)(void *)scratch; /* dimp int16 fit in dim + 16 floats */
+    int16_t *u = (int16_t *)(void *)scratch; /* dimp int16, then the packed copy, in dim + 16 floats */
     memset(u, 0, l.dimp * sizeof *u);
-    const float zmax = tlm_absmax_f32(z, dim);
+    float zm[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* max |z_i| in eight lanes (vectorizes) */
+    uint32_t i = 0;
+    for (; i + 8u <= dim; i += 8u)
+        for (uint32_t c = 0; c < 8u; c++) {
+            const float v = z[i + c] < 0.0f ? -z[i + c] : z[i + c];
+            zm[c] = v > zm[c] ? v : zm[c];
+        }
+    for (; i < dim; i++) zm[0] = (z[i] < 0.0f ? -z[i] : z[i]) > zm[0] ? (z[i] < 0.0f ? -z[i] : z[i]) : zm[0];
+    float zmax = zm[0];
+    for (uint32_t c = 1; c < 8u; c++) zmax = zm[c] > zmax ? zm[c] : zmax;
     if (!(zmax > 0.0f) || !(zmax < 1e30f)) return UINT32_MAX; /* degenerate query: the plain search */
     const float t = zmax / (float)l.q;
     quantize_i16(u, z, dim, (float)l.q / zmax, l.q);
     int64_t u2 = 0;
-    float z2s[4] = {0, 0, 0, 0}, h2s[4] = {0, 0, 0, 0};
-    for (uint32_t i = 0; i < dim; i++) {
-        const float h = z[i] - t * (float)u[i]; /* the query's own rounding residual */
-        u2 += (int64_t)u[i] * u[i];
-        z2s[i % 4u] += z[i] * z[i];
-        h2s[i % 4u] += h * h;
+    int32_t usum = 0; /* |sum u| <= Q dim: the bias of the byte rows, 128 sum(u), fits int32 */
+    for (i = 0; i < dim; i++) {
+        usum += u[i];
+        u2 += (int32_t)u[i] * u[i];
     }
-    const float ul2 = sqrtf((float)u2) * 1.001f, zl2 = sqrtf((z2s[0] + z2s[1]) + (z2s[2] + z2s[3])) * 1.001f;
+    const int32_t bias = 128 * usum;
+    /* the query in the form dx_block reads, after u in the same scratch
+     * (2 dimp int16 fit in dim + 16 floats) */
+    int16_t *uq = u + l.dimp;
+#if defined(__AVX2__)
+    for (i = 0; i < l.dimp; i++) ((int8_t *)(void *)uq)[i] = (int8_t)u[i]; /* |u| <= 63 */
+#elif defined(__ARM_FEATURE_DSP)
+    for (i = 0; i < l.dimp; i += 4u) { /* pairs of columns (0, 2), (1, 3) */
+        uq[i] = u[i];
+        uq[i + 1u] = u[i + 2u];
+        uq[i + 2u] = u[i + 1u];
+        uq[i + 3u] = u[i + 3u];
+    }
+#else
+    memcpy(uq, u, l.dimp * sizeof *u);
+#endif
+    float z2s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, h2s[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* eight lanes each */
+    for (i = 0; i + 8u <= dim; i += 8u)
+        for (uint32_t c = 0; c < 8u; c++) {
+            const float h = z[i + c] - t * (float)u[i + c]; /* the query's own rounding residual */
+            z2s[c] += z[i + c] * z[i + c];
+            h2s[c] += h * h;
+        }
+    for (; i < dim; i++) {
+        const float h = z[i] - t * (float)u[i];
+        z2s[0] += z[i] * z[i];
+        h2s[0] += h * h;
+    }
+    float z2 = 0.0f, h2 = 0.0f;
+    for (uint32_t c = 0; c < 8u; c++) {
+        z2 += z2s[c];
+        h2 += h2s[c];
+    }
+    const float ul2 = sqrtf((float)u2) * 1.001f, zl2 = sqrtf(z2) * 1.001f;
     /* |z - t u|_2, rounded up past the float error of computing it */
-    const float hl2 = sqrtf((h2s[0] + h2s[1]) + (h2s[2] + h2s[3])) * 1.001f + 1e-6f * t * ul2;
+    const float hl2 = sqrtf(h2) * 1.001f + 1e-6f * t * ul2;
     /* half-width 2 B_j + r_j = k1 |e_j|_2 + k2 |e_j - s_j q_j|_2 + k3 |e_j|^2
      * with, by Cauchy-Schwarz on e_j.z - s_j t (q_j.u) = e_j.(z - t u) +
      * t (e_j - s_j q_j).u, B_j = |e_j|_2 |z - t u|_2 + t |u|_2 |e_j - s_j q_j|_2,
@@ -717,7 +867,7 @@ static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float
     float buf[DX_BLOCK];
     float mins[8] = {INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
     for (uint32_t j0 = 0; j0 < V; j0 += DX_BLOCK) /* pass 1: the smallest interval end */
-        dx_block(buf, rows, st, V, j0, V - j0 < DX_BLOCK ? V - j0 : DX_BLOCK, l.dimp, u, k, mins);
+        dx_block(buf, rows, st, V, j0, V - j0 < DX_BLOCK ? V - j0 : DX_BLOCK, l.dimp, uq, bias, k, mins);
     float best_hi = mins[0];
     for (uint32_t c = 1; c < 8u; c++) best_hi = mins[c] < best_hi ? mins[c] : best_hi;
     tlm_tensor e;
@@ -733,24 +883,27 @@ static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float
     const uint32_t last = (V - 1u) / DX_BLOCK * DX_BLOCK;
     for (uint32_t j0 = last;; j0 -= DX_BLOCK) {
         const uint32_t n = V - j0 < DX_BLOCK ? V - j0 : DX_BLOCK;
-        if (j0 != last) dx_block(buf, rows, st, V, j0, n, l.dimp, u, k, NULL);
-        for (uint32_t j = 0; j < n; j++) {
-            if ((j & 7u) == 0) { /* skip eight at once when none can win */
-                int any = 0;
-                for (uint32_t c = 0; c < 8u; c++) any |= buf[j + c] <= best_hi;
-                if (!any) {
-                    j += 7u;
-                    continue;
+        if (j0 != last) dx_block(buf, rows, st, V, j0, n, l.dimp, uq, bias, k, NULL);
+        for (uint32_t g = 0; g < n; g += 8u) { /* buf is padded with +inf to whole groups of eight */
+            uint32_t live; /* bit c: token g + c can still win (specials are +inf here) */
+#if defined(__AVX2__)
+            live = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(buf + g), _mm256_set1_ps(best_hi), _CMP_LE_OQ));
+#else
+            live = 0;
+            for (uint32_t c = 0; c < 8u; c++) live |= (uint32_t)(buf[g + c] <= best_hi) << c;
+#endif
+            for (; live; live &= live - 1u) {
+                uint32_t c = 0;
+                while (!((live >> c) & 1u)) c++;
+                const uint32_t j = j0 + g + c;
+                const float *ej = row;
+                if (frows) ej = frows + (size_t)j * dim;
+                else tr->row_to_f32(row, &e, j);
+                const float d = dx_score(ej, z, dim);
+                if (d < best_d || (d == best_d && j < best)) {
+                    best_d = d;
+                    best = j;
                 }
-            }
-            if (!(buf[j] <= best_hi)) continue; /* specials are +inf here */
-            const float *ej = row;
-            if (frows) ej = frows + (size_t)(j0 + j) * dim;
-            else tr->row_to_f32(row, &e, j0 + j);
-            const float d = dx_score(ej, z, dim);
-            if (d < best_d || (d == best_d && j0 + j < best)) {
-                best_d = d;
-                best = j0 + j;
             }
         }
         if (j0 == 0) break;

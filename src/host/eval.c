@@ -102,12 +102,13 @@ static void *worker(void *arg)
         const uint32_t *in = ids;
         if (j->priv && T > 1) {
             tlm_chacha cc;
+            tlm_host_source src;
             tlm_rand rnd;
             if (j->priv_seeded) {
                 tlm_chacha_seed(&cc, j->priv_seed * 0x9E3779B97F4A7C15ull + s);
                 tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
             } else {
-                tlm_host_rand(&rnd, &cc);
+                tlm_host_rand(&rnd, &src);
             }
             r->status = tlm_privatize_ids(j->priv, &rnd, NULL, ids, T - 1, pin, pscratch, NULL, NULL);
             if (r->status) {
