@@ -205,6 +205,28 @@ static void test_dgauss16_guide(void **state)
     }
 }
 
+/* The direct table gives, for every cell of the top 14 bits, either -128
+ * or the value a plain scan of the table gives at both ends of the cell
+ * (so at every u inside, the count of entries <= u being monotone). */
+static void test_dgauss16_direct(void **state)
+{
+    (void)state;
+    const uint32_t n = 2u * TLM_DGAUSS16_HALF + 1u, shift = 64u - TLM_DGAUSS16_DIRECT_BITS;
+    uint32_t given = 0;
+    for (uint64_t c = 0; c < (1u << TLM_DGAUSS16_DIRECT_BITS); c++) {
+        const uint64_t lo = c << shift, hi = lo + ((1ull << shift) - 1u);
+        uint32_t a = 0, b = 0;
+        while (a < n && tlm_dgauss16_cdt[a] <= lo) a++;
+        while (b < n && tlm_dgauss16_cdt[b] <= hi) b++;
+        const int v = tlm_dgauss16_direct[c];
+        if (v == -128) continue;
+        given++;
+        assert_int_equal(a, b);
+        assert_int_equal(v, (int)a - (int)TLM_DGAUSS16_HALF);
+    }
+    assert_true(given > (1u << TLM_DGAUSS16_DIRECT_BITS) * 99u / 100u); /* the fast path is the common one */
+}
+
 /* The lazy draw (16 bits, then 48 more only when a table entry shares the
  * first 16) returns exactly the index a full 64-bit draw u gives by a plain
  * scan of the table, for u at, just below and just above every entry and
@@ -689,7 +711,7 @@ int main(void)
         cmocka_unit_test(test_rand_below_uniform), cmocka_unit_test(test_bern_exp),
         cmocka_unit_test(test_dlaplace),           cmocka_unit_test(test_dgauss),
         cmocka_unit_test(test_exponential),        cmocka_unit_test(test_dgauss16),
-        cmocka_unit_test(test_dgauss16_guide),     cmocka_unit_test(test_dgauss16_lazy),     cmocka_unit_test(test_dx_noise),
+        cmocka_unit_test(test_dgauss16_guide),     cmocka_unit_test(test_dgauss16_lazy),      cmocka_unit_test(test_dgauss16_direct),     cmocka_unit_test(test_dx_noise),
         cmocka_unit_test(test_dx_radius),          cmocka_unit_test(test_dx_index),
         cmocka_unit_test(test_rr),                 cmocka_unit_test(test_dx_mechanism),
         cmocka_unit_test(test_budget_and_failure), cmocka_unit_test(test_chacha_stream),

@@ -90,6 +90,10 @@ typedef struct tlm_privatizer {
      * (the last cell's 2^64 implied) */
     double dx_cell;
     uint64_t dx_cdt[TLM_DX_CELLS - 1u];
+    /* a squeeze for the rejection step inside cell k: below dx_sq[k] / 2^32
+     * (the density's minimum over the cell relative to its maximum, rounded
+     * down with margin) a point is kept without evaluating the density */
+    uint32_t dx_sq[TLM_DX_CELLS];
     const void *dx_index;   /* optional search index (tlm_privatizer_set_index) */
 } tlm_privatizer;
 

@@ -332,24 +332,20 @@ static inline uint64_t rand_bytes(tlm_rand *r, uint32_t n)
 
 /* One discrete Gaussian of sigma 16 from its cumulative table, as the index
  * of the first entry above a uniform 64-bit u, with u's bits drawn lazily:
- * its top 16 bits first (a 12-bit guide narrows the search to at most one
- * entry in the bulk); only when an entry shares those 16 bits (about
- * 0.7% of draws) are the other 48 drawn and compared. The answer is the
- * full 64-bit draw's, from a quarter of the random bytes. Each probability
- * within 2^-64 of exact. */
+ * its top 16 bits first. A direct table on the top 14 gives the value
+ * outright for the 99.3% of cells that hold no table entry; in the others a
+ * guide narrows the search, and only when an entry shares all 16 top bits
+ * (about 0.4% of draws) are the other 48 drawn and compared. The answer is
+ * the full 64-bit draw's, from a quarter of the random bytes. Each
+ * probability within 2^-64 of exact. */
 static inline int32_t dgauss16_top(uint32_t h, tlm_rand *r) /* h: u's top 16 bits, already drawn */
 {
+    const int32_t v = tlm_dgauss16_direct[h >> (16u - TLM_DGAUSS16_DIRECT_BITS)];
+    if (v != -128) return v;
     const uint32_t b = h >> (16u - TLM_DGAUSS16_GUIDE_BITS);
     uint32_t lo = tlm_dgauss16_guide[b];
     const uint32_t hi = tlm_dgauss16_guide[b + 1u]; /* the first entry > u is in [lo, hi] */
-    if (hi - lo <= 1u) { /* the bulk (all but 8 of the 4096 guide cells): one comparison */
-        const uint32_t at = lo < 2u * TLM_DGAUSS16_HALF ? lo : 2u * TLM_DGAUSS16_HALF;
-        const uint32_t top = (uint32_t)(tlm_dgauss16_cdt[at] >> 48), in = lo < hi;
-        lo += in & (uint32_t)(top < h);
-        if (!(in & (uint32_t)(top == h))) return (int32_t)lo - (int32_t)TLM_DGAUSS16_HALF;
-    } else {
-        while (lo < hi && (uint32_t)(tlm_dgauss16_cdt[lo] >> 48) < h) lo++;
-    }
+    while (lo < hi && (uint32_t)(tlm_dgauss16_cdt[lo] >> 48) < h) lo++;
     /* entries below lo are <= u whatever the low bits; one above whose top
      * bits exceed h is > u; one with equal top bits needs them */
     if (lo < hi && (uint32_t)(tlm_dgauss16_cdt[lo] >> 48) == h) {
@@ -460,6 +456,19 @@ static void dx_table(tlm_privatizer *p, uint32_t n)
                 p->dx_cdt[k] = f >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)f;
             }
         }
+    /* the squeeze: the log-concave density's minimum over [a, b] is at an
+     * end; relative to the maximum (at n1 clamped into the cell), rounded
+     * down by a margin far above the few-ulp error of the ratios compared */
+    for (uint32_t k = 0; k < TLM_DX_CELLS; k++) {
+        const double a = (double)k * w, b = a + w;
+        double q = 0.0;
+        if (a > 0.0) {
+            const double peak = n1 < a ? a : (n1 > b ? b : n1), lp = gamma_logf(n1, peak);
+            const double fa = gamma_logf(n1, a), fb = gamma_logf(n1, b);
+            q = dp_exp((fa < fb ? fa : fb) - lp) * (1.0 - 1e-9);
+        }
+        p->dx_sq[k] = q > 0.0 ? (uint32_t)(q * 4294967296.0 > 4294967295.0 ? 4294967295.0 : q * 4294967296.0) : 0u;
+    }
 }
 
 /* Gamma(n, 1) on the grid of 2^32 points per cell: the cell from the
@@ -469,21 +478,26 @@ static double dx_radius(const tlm_privatizer *p, tlm_rand *r, uint32_t n)
 {
     const double n1 = (double)n - 1.0, w = p->dx_cell;
     const uint64_t u = tlm_rand_u64(r);
-    uint32_t lo = 0, hi = TLM_DX_CELLS - 1u; /* first k with cdt[k] > u; the last cell's is 2^64 */
-    while (lo < hi) {
-        const uint32_t mid = (lo + hi) / 2u;
-        if (p->dx_cdt[mid] > u) hi = mid;
-        else lo = mid + 1u;
-    }
+    uint32_t lo = 0; /* first k with cdt[k] > u (the last cell's is 2^64): entries <= u, counted without branches */
+    for (uint32_t step = (TLM_DX_CELLS) / 2u; step; step /= 2u) lo += p->dx_cdt[lo + step - 1u] <= u ? step : 0u;
     /* the point: rejection inside the chosen cell (redrawing the cell after
      * a rejection would weight cells by their acceptance rates) */
     const double a = (double)lo * w, b = a + w;
     const double peak = n1 < a ? a : (n1 > b ? b : n1); /* the log-concave density's maximum on [a, b] */
-    const double lpeak = gamma_logf(n1, peak);
+    double lpeak = 0.0;
+    int have_peak = 0;
     for (;;) {
         const double x = a + ((double)tlm_rand_u32(r) + 0.5) * (w / 4294967296.0);
+        const uint64_t v = tlm_rand_u64(r);
+        /* kept below the squeeze: then v >> 11 < accept 2^53 whatever the
+         * density at x, the same decision as the full test */
+        if ((uint32_t)(v >> 32) < p->dx_sq[lo] || r->failed) return x;
+        if (!have_peak) {
+            lpeak = gamma_logf(n1, peak);
+            have_peak = 1;
+        }
         const double accept = dp_exp(gamma_logf(n1, x) - lpeak);
-        if ((double)(tlm_rand_u64(r) >> 11) < accept * 9007199254740992.0 || r->failed) return x;
+        if ((double)(v >> 11) < accept * 9007199254740992.0) return x;
     }
 }
 
@@ -790,6 +804,15 @@ static void dx_block(float *restrict buf, const uint8_t *restrict rows, const fl
     }
 }
 
+/* token j's fp32 score, from the fp32 table in place or a decoded row */
+static float dx_row_score(const float *frows, const tlm_wtype_traits *tr, const tlm_tensor *e, float *row, uint32_t j,
+                          const float *z, uint32_t dim)
+{
+    if (frows) return dx_score(frows + (size_t)j * dim, z, dim);
+    tr->row_to_f32(row, e, j);
+    return dx_score(row, z, dim);
+}
+
 #if defined(__GNUC__)
 __attribute__((noinline)) /* its block buffers stay off the stack of index-less callers */
 #endif
@@ -801,7 +824,6 @@ static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float
     const uint8_t *rows = p->dx_index;
     const float *st = (const float *)(const void *)((const uint8_t *)p->dx_index + l.stats_off);
     int16_t *u = (int16_t *)(void *)scratch; /* dimp int16, then the packed copy, in dim + 16 floats */
-    memset(u, 0, l.dimp * sizeof *u);
     float zm[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* max |z_i| in eight lanes (vectorizes) */
     uint32_t i = 0;
     for (; i + 8u <= dim; i += 8u)
@@ -814,20 +836,64 @@ static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float
     for (uint32_t c = 1; c < 8u; c++) zmax = zm[c] > zmax ? zm[c] : zmax;
     if (!(zmax > 0.0f) || !(zmax < 1e30f)) return UINT32_MAX; /* degenerate query: the plain search */
     const float t = zmax / (float)l.q;
-    quantize_i16(u, z, dim, (float)l.q / zmax, l.q);
+    /* the query u, in the form dx_block reads (after u in the same scratch:
+     * 2 dimp int16 fit in dim + 16 floats), and its sums */
+    int16_t *uq = u + l.dimp;
     int64_t u2 = 0;
     int32_t usum = 0; /* |sum u| <= Q dim: the bias of the byte rows, 128 sum(u), fits int32 */
+    float z2 = 0.0f, h2 = 0.0f;
+#if defined(__AVX2__)
+    { /* one pass, eight lanes: u = round(z / t) (to nearest even; any rounding
+       * works, the bounds use the actual residual), as bytes, |u| <= 63 */
+        int8_t *ub = (int8_t *)(void *)uq;
+        memset(ub, 0, l.dimp);
+        const __m256 vmul = _mm256_set1_ps((float)l.q / zmax), vt = _mm256_set1_ps(t), vq = _mm256_set1_ps((float)l.q);
+        __m256i vs = _mm256_setzero_si256(), vs2 = _mm256_setzero_si256();
+        __m256 vz2 = _mm256_setzero_ps(), vh2 = _mm256_setzero_ps();
+        for (i = 0; i + 8u <= dim; i += 8u) {
+            const __m256 x = _mm256_loadu_ps(z + i);
+            __m256 r = _mm256_round_ps(_mm256_mul_ps(x, vmul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            r = _mm256_min_ps(_mm256_max_ps(r, _mm256_sub_ps(_mm256_setzero_ps(), vq)), vq);
+            const __m256i ui = _mm256_cvttps_epi32(r);
+            vs = _mm256_add_epi32(vs, ui);
+            vs2 = _mm256_add_epi32(vs2, _mm256_mullo_epi32(ui, ui));
+            const __m256 h = _mm256_sub_ps(x, _mm256_mul_ps(vt, r)); /* the query's own rounding residual */
+            vz2 = _mm256_add_ps(vz2, _mm256_mul_ps(x, x));
+            vh2 = _mm256_add_ps(vh2, _mm256_mul_ps(h, h));
+            const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(ui), _mm256_extracti128_si256(ui, 1));
+            _mm_storel_epi64((__m128i *)(void *)(ub + i), _mm_packs_epi16(w, w));
+        }
+        int32_t s1[8], s2[8];
+        float f1[8], f2[8];
+        _mm256_storeu_si256((__m256i *)(void *)s1, vs);
+        _mm256_storeu_si256((__m256i *)(void *)s2, vs2);
+        _mm256_storeu_ps(f1, vz2);
+        _mm256_storeu_ps(f2, vh2);
+        for (uint32_t c = 0; c < 8u; c++) {
+            usum += s1[c];
+            u2 += s2[c];
+            z2 += f1[c];
+            h2 += f2[c];
+        }
+        for (; i < dim; i++) {
+            int16_t q1;
+            quantize_i16(&q1, z + i, 1, (float)l.q / zmax, l.q);
+            const float h = z[i] - t * (float)q1;
+            ub[i] = (int8_t)q1;
+            usum += q1;
+            u2 += (int32_t)q1 * q1;
+            z2 += z[i] * z[i];
+            h2 += h * h;
+        }
+    }
+#else
+    memset(u, 0, l.dimp * sizeof *u);
+    quantize_i16(u, z, dim, (float)l.q / zmax, l.q);
     for (i = 0; i < dim; i++) {
         usum += u[i];
         u2 += (int32_t)u[i] * u[i];
     }
-    const int32_t bias = 128 * usum;
-    /* the query in the form dx_block reads, after u in the same scratch
-     * (2 dimp int16 fit in dim + 16 floats) */
-    int16_t *uq = u + l.dimp;
-#if defined(__AVX2__)
-    for (i = 0; i < l.dimp; i++) ((int8_t *)(void *)uq)[i] = (int8_t)u[i]; /* |u| <= 63 */
-#elif defined(__ARM_FEATURE_DSP)
+#if defined(__ARM_FEATURE_DSP)
     for (i = 0; i < l.dimp; i += 4u) { /* pairs of columns (0, 2), (1, 3) */
         uq[i] = u[i];
         uq[i + 1u] = u[i + 2u];
@@ -849,11 +915,12 @@ static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float
         z2s[0] += z[i] * z[i];
         h2s[0] += h * h;
     }
-    float z2 = 0.0f, h2 = 0.0f;
     for (uint32_t c = 0; c < 8u; c++) {
         z2 += z2s[c];
         h2 += h2s[c];
     }
+#endif
+    const int32_t bias = 128 * usum;
     const float ul2 = sqrtf((float)u2) * 1.001f, zl2 = sqrtf(z2) * 1.001f;
     /* |z - t u|_2, rounded up past the float error of computing it */
     const float hl2 = sqrtf(h2) * 1.001f + 1e-6f * t * ul2;
@@ -877,9 +944,15 @@ static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float
     float *row = scratch + dim + 16u;
     uint32_t best = fallback;
     float best_d = INFINITY;
-    /* pass 2, last block first (its intervals are still there): fp32
-     * scores of the tokens that can still win; ties go to the smaller id,
-     * as in the plain search */
+    /* pass 2, last block first (its intervals are still there): the tokens
+     * that can still win, then their fp32 scores, lowest interval start
+     * first, until the next start is above the best score found (its score
+     * can be neither lower nor equal); ties go to the smaller id, as in the
+     * plain search. Past CAND candidates, each is scored as it is found. */
+    enum { CAND = 64 };
+    uint32_t cj[CAND];
+    float clo[CAND];
+    uint32_t nc = 0;
     const uint32_t last = (V - 1u) / DX_BLOCK * DX_BLOCK;
     for (uint32_t j0 = last;; j0 -= DX_BLOCK) {
         const uint32_t n = V - j0 < DX_BLOCK ? V - j0 : DX_BLOCK;
@@ -896,10 +969,12 @@ static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float
                 uint32_t c = 0;
                 while (!((live >> c) & 1u)) c++;
                 const uint32_t j = j0 + g + c;
-                const float *ej = row;
-                if (frows) ej = frows + (size_t)j * dim;
-                else tr->row_to_f32(row, &e, j);
-                const float d = dx_score(ej, z, dim);
+                if (nc < CAND) {
+                    cj[nc] = j;
+                    clo[nc++] = buf[g + c];
+                    continue;
+                }
+                const float d = dx_row_score(frows, tr, &e, row, j, z, dim);
                 if (d < best_d || (d == best_d && j < best)) {
                     best_d = d;
                     best = j;
@@ -907,6 +982,20 @@ static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float
             }
         }
         if (j0 == 0) break;
+    }
+    for (;;) { /* the listed candidates, lowest start first */
+        uint32_t at = nc;
+        for (uint32_t i = 0; i < nc; i++)
+            if (at == nc || clo[i] < clo[at]) at = i;
+        if (at == nc || clo[at] > best_d) break;
+        const uint32_t j = cj[at];
+        cj[at] = cj[--nc];
+        clo[at] = clo[nc];
+        const float d = dx_row_score(frows, tr, &e, row, j, z, dim);
+        if (d < best_d || (d == best_d && j < best)) {
+            best_d = d;
+            best = j;
+        }
     }
     return best;
 }
