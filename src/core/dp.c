@@ -960,7 +960,18 @@ static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float
         for (uint32_t g = 0; g < n; g += 8u) { /* buf is padded with +inf to whole groups of eight */
             uint32_t live; /* bit c: token g + c can still win (specials are +inf here) */
 #if defined(__AVX2__)
-            live = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(buf + g), _mm256_set1_ps(best_hi), _CMP_LE_OQ));
+            const __m256 bh = _mm256_set1_ps(best_hi);
+            if (g % 32u == 0 && g + 32u <= n) { /* skip 32 at once: most blocks hold no candidate */
+                const __m256 any = _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(_mm256_loadu_ps(buf + g), bh, _CMP_LE_OQ),
+                                                             _mm256_cmp_ps(_mm256_loadu_ps(buf + g + 8u), bh, _CMP_LE_OQ)),
+                                                _mm256_or_ps(_mm256_cmp_ps(_mm256_loadu_ps(buf + g + 16u), bh, _CMP_LE_OQ),
+                                                             _mm256_cmp_ps(_mm256_loadu_ps(buf + g + 24u), bh, _CMP_LE_OQ)));
+                if (!_mm256_movemask_ps(any)) {
+                    g += 24u;
+                    continue;
+                }
+            }
+            live = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(buf + g), bh, _CMP_LE_OQ));
 #else
             live = 0;
             for (uint32_t c = 0; c < 8u; c++) live |= (uint32_t)(buf[g + c] <= best_hi) << c;
