@@ -93,6 +93,17 @@ static tlm_train_opts tiny_opts(const char *out)
     return o;
 }
 
+/* Options that resume the run whose output is `out` from its checkpoint
+ * (path written to ck, cap bytes). */
+static tlm_train_opts resume_opts(const char *out, char *ck, size_t cap)
+{
+    tlm_train_opts o = tiny_opts(out);
+    snprintf(ck, cap, "%s.ckpt", out);
+    o.resume = ck;
+    o.tokenizer = NULL;
+    return o;
+}
+
 static uint8_t *slurp(const char *path, size_t *n)
 {
     uint8_t *b;
@@ -135,11 +146,8 @@ static void test_deterministic_and_resume(void **state)
     c.stop_after = 17;
     assert_int_equal(tlm_train(&c, &r, NULL), TLM_OK);
     assert_int_equal(r.steps, 17);
-    tlm_train_opts d = tiny_opts(c.out);
     char ck[600];
-    snprintf(ck, sizeof ck, "%s.ckpt", c.out);
-    d.resume = ck;
-    d.tokenizer = NULL;
+    tlm_train_opts d = resume_opts(c.out, ck, sizeof ck);
     assert_int_equal(tlm_train(&d, &r, NULL), TLM_OK);
     assert_int_equal(r.steps, 40);
     uint8_t *mc = slurp(c.out, &nc);
@@ -177,7 +185,6 @@ static void test_deterministic_and_resume(void **state)
         tlm_model_file_close(&fa);
         tlm_model_file_close(&fz);
     }
-    uint8_t *mz = NULL;
     /* a real one saves different weights, and resumes exactly (the
      * average travels in the checkpoint) */
     tlm_train_opts g = tiny_opts(strdup(tu_tmp("g.tlm"))), h = tiny_opts(strdup(tu_tmp("h.tlm")));
@@ -185,18 +192,15 @@ static void test_deterministic_and_resume(void **state)
     assert_int_equal(tlm_train(&g, &r, NULL), TLM_OK);
     h.stop_after = 17;
     assert_int_equal(tlm_train(&h, &r, NULL), TLM_OK);
-    tlm_train_opts hr = tiny_opts(h.out);
     char hck[600];
-    snprintf(hck, sizeof hck, "%s.ckpt", h.out);
-    hr.resume = hck;
-    hr.tokenizer = NULL;
+    tlm_train_opts hr = resume_opts(h.out, hck, sizeof hck);
     assert_int_equal(tlm_train(&hr, &r, NULL), TLM_OK);
     size_t ng, nh;
     uint8_t *mg = slurp(g.out, &ng), *mh = slurp(h.out, &nh);
     assert_int_equal(ng, nh);
     assert_memory_equal(mg, mh, ng);
     assert_true(ng != na || memcmp(mg, ma, na) != 0);
-    free(mz); free(mg); free(mh); free((char *)z.out); free((char *)g.out); free((char *)h.out);
+    free(mg); free(mh); free((char *)z.out); free((char *)g.out); free((char *)h.out);
     free(ma); free(mb); free(mc); free(me);
     free((char *)a.out); free((char *)b.out); free((char *)c.out); free((char *)e.out);
 }
@@ -269,11 +273,8 @@ static void test_qat(void **state)
     assert_int_equal(tlm_train(&b, &r, NULL), TLM_OK);
     c.stop_after = 9;
     assert_int_equal(tlm_train(&c, &r, NULL), TLM_OK);
-    tlm_train_opts d = tiny_opts(c.out);
     char ck[600];
-    snprintf(ck, sizeof ck, "%s.ckpt", c.out);
-    d.resume = ck;
-    d.tokenizer = NULL;
+    tlm_train_opts d = resume_opts(c.out, ck, sizeof ck);
     d.teacher = f.out; /* the checkpoint knows it is a distilled QAT run, not the teacher's path */
     tlm_quant_cfg other;
     tlm_quant_defaults(&other);

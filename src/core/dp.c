@@ -1,18 +1,14 @@
 /* Differential privacy on the device: random source, integer samplers,
- * token mechanisms, budget, redaction (see include/tritlm/dp.h and
+ * token mechanisms, budget (the d_chi search index is in dx_index.c,
+ * redaction in redact.c; see include/tritlm/dp.h and
  * docs/PRIVACY.md). No sampler turns a uniform float into noise: every
  * random decision is a comparison of uniform integers, so the output
  * distributions are exact (up to the stated discretizations). */
 #include <math.h>
 #include <string.h>
-#if defined(__AVX2__)
-#include <immintrin.h>
-#elif defined(__ARM_FEATURE_DSP)
-#include <arm_acle.h>
-#endif
 
 #include "dgauss_cdt.h"
-#include "tritlm/dp.h"
+#include "dp_internal.h"
 #include "kernels.h"
 #include "tritlm/wtype.h"
 
@@ -247,7 +243,6 @@ uint64_t tlm_exp_q32(tlm_rand *r)
 
 static void dx_table(tlm_privatizer *p, uint32_t n);
 
-static int is_special(const tlm_model *m, uint32_t id) { return id == 0 || id == m->bos_id || id == m->eos_id; }
 
 tlm_status tlm_privatizer_init(tlm_privatizer *p, const tlm_model *m, tlm_mech mech, float epsilon, tlm_error *err)
 {
@@ -261,7 +256,7 @@ tlm_status tlm_privatizer_init(tlm_privatizer *p, const tlm_model *m, tlm_mech m
     p->mech = mech;
     p->epsilon = epsilon;
     uint32_t k = 0;
-    for (uint32_t id = 0; id < m->hp.vocab_size; id++) k += !is_special(m, id);
+    for (uint32_t id = 0; id < m->hp.vocab_size; id++) k += !tlm_dp_is_special(m, id);
     p->k = k;
     if (k < 2) return tlm_fail(err, TLM_ERR_ARG, "the vocabulary has fewer than 2 ordinary tokens");
     if (mech == TLM_MECH_NONE || isinf(epsilon)) {
@@ -291,7 +286,7 @@ tlm_status tlm_privatizer_init(tlm_privatizer *p, const tlm_model *m, tlm_mech m
 
 int tlm_priv_in_domain(const tlm_privatizer *p, uint32_t id)
 {
-    return id < p->model->hp.vocab_size && !is_special(p->model, id);
+    return id < p->model->hp.vocab_size && !tlm_dp_is_special(p->model, id);
 }
 
 static uint32_t rr_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id)
@@ -531,486 +526,6 @@ void tlm_dx_noise(const tlm_privatizer *p, tlm_rand *r, float *z)
     for (uint32_t i = 0; i < dim; i++) z[i] = (float)(f * (double)z[i]);
 }
 
-/* fp32 score of token j for the noisy vector z: |e_j|^2 - 2 e_j.z, with
- * four partial sums per quantity so that the loop pipelines. The search
- * ranks tokens by exactly this value, with or without the index. (An
- * eight-lane vector version measured slower: its shuffles and reductions
- * cost more than the 64 sums.) */
-#if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("no-tree-vectorize")))
-#endif
-static float dx_score(const float *ej, const float *z, uint32_t dim)
-{
-    float d0 = 0, d1 = 0, d2 = 0, d3 = 0, n0 = 0, n1 = 0, n2 = 0, n3 = 0;
-    uint32_t i = 0;
-    for (; i + 4u <= dim; i += 4u) {
-        d0 += ej[i] * z[i];
-        d1 += ej[i + 1] * z[i + 1];
-        d2 += ej[i + 2] * z[i + 2];
-        d3 += ej[i + 3] * z[i + 3];
-        n0 += ej[i] * ej[i];
-        n1 += ej[i + 1] * ej[i + 1];
-        n2 += ej[i + 2] * ej[i + 2];
-        n3 += ej[i + 3] * ej[i + 3];
-    }
-    for (; i < dim; i++) {
-        d0 += ej[i] * z[i];
-        n0 += ej[i] * ej[i];
-    }
-    return ((n0 + n1) + (n2 + n3)) - 2.0f * ((d0 + d1) + (d2 + d3));
-}
-
-/* ---- the search index ----
- * Per token j: q_j = round(e_j / s_j) with |q| <= 127 (s_j = max|e_j| / 127),
- * stored biased as bytes q_j + 128, and floats s_j,
- * |e_j|^2, |e_j - s_j q_j|_2, |e_j|_2 and a mask (+inf for the special
- * tokens, 0 for the others) (arrays of V each). For a query z
- * quantized as u = round(z / t) with |u| <= Q (Q = 63 on x86, where
- * vpmaddubsw multiplies the bytes by signed bytes and adds pairs without
- * reaching int16 saturation, 255 * 63 * 2 < 2^15; elsewhere as large as
- * int16 and an int32 sum allow), q_j.u = (q_j + 128).u - 128 sum(u), and by
- * Cauchy-Schwarz,
- *   |e_j.z - s_j t (q_j.u)| <= |e_j|_2 |z - t u|_2 + t |u|_2 |e_j - s_j q_j|_2 = B_j,
- * so the fp32 score lies within a_j +- (2 B_j + r_j), a_j = |e_j|^2 -
- * 2 s_j t (q_j.u), r_j a generous bound on fp32 rounding. Any token whose
- * interval starts above the smallest interval end cannot be the fp32
- * argmin; the rest are scored in fp32 in id order, as the plain search
- * does, so both return the same token (whatever Q a platform uses). Byte
- * rows keep the table at 32 KB for stories260K (an int16 one streamed 64 KB
- * from L2 per query) and take 64 multiply-adds per three x86 instructions;
- * the wider intervals let through a few more tokens. */
-typedef struct dx_index_layout {
-    uint32_t dimp, q;       /* row stride (dim rounded up to 16), the query's quantization limit */
-    uint32_t vp;            /* rows rounded up to 8 */
-    size_t stats_off, build_off, bytes;
-} dx_index_layout;
-
-static dx_index_layout dx_layout(const tlm_privatizer *p)
-{
-    dx_index_layout l;
-    const uint32_t dim = p->model->hp.dim, V = p->model->hp.vocab_size;
-    l.dimp = (dim + 15u) & ~15u;
-#if defined(__AVX2__)
-    uint64_t q = 63u;
-#else
-    uint64_t q = 2147483647ull / (255ull * l.dimp); /* |(q_j + 128).u| <= 255 Q dimp < 2^31 */
-    if (q > 32767u) q = 32767u;
-#endif
-    l.q = (uint32_t)q;
-    l.vp = (V + 7u) & ~7u; /* rows padded to whole blocks of 8 */
-    l.stats_off = (size_t)l.vp * l.dimp; /* byte rows */
-    l.build_off = l.stats_off + (size_t)V * 5u * sizeof(float);
-    l.bytes = l.build_off + (size_t)dim * sizeof(float) + (size_t)l.dimp * sizeof(int16_t); /* + room to build it */
-    return l;
-}
-
-size_t tlm_privatizer_index_bytes(const tlm_privatizer *p)
-{
-    if (p->mech != TLM_MECH_DX || isinf(p->epsilon)) return 0;
-    return dx_layout(p).bytes;
-}
-
-static void quantize_i16(int16_t *q, const float *x, uint32_t n, float mul, uint32_t limit)
-{
-    for (uint32_t i = 0; i < n; i++) {
-        float v = x[i] * mul;
-        v += v < 0.0f ? -0.5f : 0.5f;
-        int32_t k = (int32_t)v;
-        if (k > (int32_t)limit) k = (int32_t)limit;
-        if (k < -(int32_t)limit) k = -(int32_t)limit;
-        q[i] = (int16_t)k;
-    }
-}
-
-void tlm_privatizer_set_index(tlm_privatizer *p, void *mem)
-{
-    p->dx_index = NULL;
-    if (!mem || !tlm_privatizer_index_bytes(p)) return;
-    const tlm_model *m = p->model;
-    const uint32_t dim = m->hp.dim, V = m->hp.vocab_size;
-    const dx_index_layout l = dx_layout(p);
-    uint8_t *rows = mem;
-    memset(rows, 128, l.stats_off); /* biased zeros in the padding */
-    float *st = (float *)(void *)((uint8_t *)mem + l.stats_off);
-    tlm_tensor e;
-    tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &e);
-    const tlm_wtype_traits *tr = tlm_wtype_get(e.wtype);
-    float *row = (float *)(void *)((uint8_t *)mem + l.build_off); /* one row at a time, in the index's own room */
-    int16_t *qj = (int16_t *)(void *)(row + dim);
-    for (uint32_t j = 0; j < V; j++) {
-        tr->row_to_f32(row, &e, j);
-        memset(qj, 0, l.dimp * sizeof *qj);
-        const float amax = tlm_absmax_f32(row, dim);
-        quantize_i16(qj, row, dim, amax > 0.0f ? 127.0f / amax : 0.0f, 127u);
-        /* rows in blocks of 8; per group g of four columns, 32 bytes: row r
-         * of the block at bytes 4r..4r+3 (columns 4g..4g+3, biased) */
-        uint8_t *blk = rows + (size_t)(j / 8u) * 8u * l.dimp;
-        for (uint32_t i = 0; i < l.dimp; i++) blk[(i / 4u) * 32u + (j % 8u) * 4u + i % 4u] = (uint8_t)(qj[i] + 128);
-        const float sj = amax > 0.0f ? amax / 127.0f : 0.0f;
-        double n2 = 0, d2 = 0, q2 = 0;
-        for (uint32_t i = 0; i < dim; i++) {
-            const double d = (double)row[i] - (double)sj * qj[i];
-            n2 += (double)row[i] * row[i];
-            d2 += d * d;
-            q2 += (double)qj[i] * qj[i];
-        }
-        st[j] = sj;
-        st[V + j] = (float)n2;
-        /* |e_j - s_j q_j|_2 and |e_j|_2, rounded up: they only widen bounds */
-        st[2u * V + j] = sqrtf((float)d2) * 1.001f + 1e-6f * sj * sqrtf((float)q2);
-        st[3u * V + j] = sqrtf((float)n2) * 1.001f;
-        st[4u * V + j] = is_special(m, j) ? INFINITY : 0.0f; /* pushes unk, BOS and EOS past every bound */
-    }
-    p->dx_index = mem;
-}
-
-enum { DX_BLOCK = 512 };
-
-/* Lower ends lo_j = a_j - w_j of the fp32 score intervals of tokens j0 ..
- * j0 + n - 1 into buf (+inf for the specials and for the padding up to
- * a multiple of 8), and with mins the eight running minima of the upper
- * ends lo_j + 2 w_j (within rounding of a_j + w_j; r_j's margin covers it).
- * buf first holds the integer dot products (as floats, rounded as the
- * interval's centre rounds them anyway): one 2 KB buffer on a device's
- * stack. The hot loops; the compiler vectorizes the float ones. */
-static void dx_block(float *restrict buf, const uint8_t *restrict rows, const float *restrict st, uint32_t V,
-                     uint32_t j0, uint32_t n, uint32_t dimp, const int16_t *restrict u, int32_t bias, const float k[4],
-                     float *mins)
-{
-#if defined(__AVX2__)
-    /* per group of four columns: vpmaddubsw (biased row bytes times the
-     * query's signed bytes, pairs added in int16) then vpmaddwd by ones: the
-     * eight rows' four-column sums in int32. u holds the query as bytes. */
-    const int8_t *ub = (const int8_t *)(const void *)u;
-    const __m256i ones = _mm256_set1_epi16(1), vb = _mm256_set1_epi32(bias);
-    uint32_t b = 0;
-    for (; b + 32u <= n; b += 32u) { /* thirty-two rows per broadcast */
-        const uint8_t *b0 = rows + (size_t)(j0 + b) * dimp;
-        __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-        for (uint32_t g = 0; g < dimp / 4u; g++) {
-            int32_t q4;
-            memcpy(&q4, ub + 4u * g, 4);
-            const __m256i uq = _mm256_set1_epi32(q4);
-            for (uint32_t a = 0; a < 4u; a++) {
-                const __m256i rw = _mm256_loadu_si256((const __m256i *)(const void *)(b0 + a * 8u * dimp + g * 32u));
-                acc[a] = _mm256_add_epi32(acc[a], _mm256_madd_epi16(_mm256_maddubs_epi16(rw, uq), ones));
-            }
-        }
-        for (uint32_t a = 0; a < 4u; a++) _mm256_storeu_ps(buf + b + 8u * a, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[a], vb)));
-    }
-    for (; b + 16u <= n; b += 16u) { /* sixteen rows per broadcast */
-        const uint8_t *b0 = rows + (size_t)(j0 + b) * dimp, *b1 = b0 + 8u * (size_t)dimp;
-        __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-        for (uint32_t g = 0; g < dimp / 4u; g++) {
-            int32_t q4;
-            memcpy(&q4, ub + 4u * g, 4);
-            const __m256i uq = _mm256_set1_epi32(q4);
-            const __m256i p0 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b0 + g * 32u)), uq);
-            const __m256i p1 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b1 + g * 32u)), uq);
-            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
-            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p1, ones));
-        }
-        _mm256_storeu_ps(buf + b, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc0, vb)));
-        _mm256_storeu_ps(buf + b + 8u, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc1, vb)));
-    }
-    for (; b < n; b += 8u) { /* a last block of eight */
-        const uint8_t *blk = rows + (size_t)(j0 + b) * dimp;
-        __m256i acc = _mm256_setzero_si256();
-        for (uint32_t g = 0; g < dimp / 4u; g++) {
-            int32_t q4;
-            memcpy(&q4, ub + 4u * g, 4);
-            const __m256i p = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(blk + g * 32u)),
-                                                   _mm256_set1_epi32(q4));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
-        }
-        _mm256_storeu_ps(buf + b, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc, vb)));
-    }
-#elif defined(__ARM_FEATURE_DSP)
-    /* a row's word of four biased bytes: UXTB16 gives columns (0, 2) and,
-     * rotated by 8, (1, 3); u holds the query's int16 pairs in that order */
-    for (uint32_t b = 0; b < n; b += 8u) {
-        const uint8_t *blk = rows + (size_t)(j0 + b) * dimp;
-        for (uint32_t half = 0; half < 8u; half += 4u) { /* four accumulators stay in registers */
-            int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-            for (uint32_t g = 0; g < dimp / 4u; g++) {
-                int32_t u02, u13;
-                uint32_t w[4];
-                memcpy(&u02, u + 4u * g, 4);
-                memcpy(&u13, u + 4u * g + 2u, 4);
-                memcpy(w, blk + g * 32u + half * 4u, 16);
-                a0 = __smlad(__uxtb16(w[0]), u02, __smlad(__uxtb16((w[0] >> 8) | (w[0] << 24)), u13, a0));
-                a1 = __smlad(__uxtb16(w[1]), u02, __smlad(__uxtb16((w[1] >> 8) | (w[1] << 24)), u13, a1));
-                a2 = __smlad(__uxtb16(w[2]), u02, __smlad(__uxtb16((w[2] >> 8) | (w[2] << 24)), u13, a2));
-                a3 = __smlad(__uxtb16(w[3]), u02, __smlad(__uxtb16((w[3] >> 8) | (w[3] << 24)), u13, a3));
-            }
-            buf[b + half] = (float)(a0 - bias);
-            buf[b + half + 1u] = (float)(a1 - bias);
-            buf[b + half + 2u] = (float)(a2 - bias);
-            buf[b + half + 3u] = (float)(a3 - bias);
-        }
-    }
-#else
-    for (uint32_t b = 0; b < n; b += 8u) { /* eight rows at a time, four columns per step */
-        const uint8_t *blk = rows + (size_t)(j0 + b) * dimp;
-        int32_t acc[8] = {0};
-        for (uint32_t g = 0; g < dimp / 4u; g++) {
-            const uint8_t *q = blk + g * 32u;
-            const int16_t *ug = u + 4u * g;
-            for (uint32_t r = 0; r < 8u; r++)
-                acc[r] += (int32_t)q[4u * r] * ug[0] + (int32_t)q[4u * r + 1u] * ug[1] +
-                          (int32_t)q[4u * r + 2u] * ug[2] + (int32_t)q[4u * r + 3u] * ug[3];
-        }
-        for (uint32_t r = 0; r < 8u; r++) buf[b + r] = (float)(acc[r] - bias);
-    }
-#endif
-    const float *s = st + j0, *n2 = st + V + j0, *dl2 = st + 2u * V + j0, *l2 = st + 3u * V + j0, *mask = st + 4u * V + j0;
-    const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3];
-    uint32_t j = 0;
-#if defined(__AVX2__)
-    if (mins) { /* one pass: the lower ends, and the minima of the upper ends lo + 2 w */
-        __m256 mv = _mm256_loadu_ps(mins);
-        const __m256 v0 = _mm256_set1_ps(k0), v1 = _mm256_set1_ps(k1), v2 = _mm256_set1_ps(k2),
-                     v3 = _mm256_set1_ps(k3), tiny = _mm256_set1_ps(1e-30f);
-        for (; j + 8u <= n; j += 8u) { /* no fused multiply-adds: the same roundings as the scalar code */
-            const __m256 vn2 = _mm256_loadu_ps(n2 + j);
-            const __m256 a = _mm256_sub_ps(vn2, _mm256_mul_ps(_mm256_mul_ps(v0, _mm256_loadu_ps(s + j)), _mm256_loadu_ps(buf + j)));
-            const __m256 w = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(v1, _mm256_loadu_ps(l2 + j)),
-                                                                       _mm256_mul_ps(v2, _mm256_loadu_ps(dl2 + j))),
-                                                         _mm256_mul_ps(v3, vn2)),
-                                           tiny);
-            const __m256 lo = _mm256_add_ps(_mm256_sub_ps(a, w), _mm256_loadu_ps(mask + j));
-            _mm256_storeu_ps(buf + j, lo);
-            mv = _mm256_min_ps(mv, _mm256_add_ps(lo, _mm256_add_ps(w, w)));
-        }
-        _mm256_storeu_ps(mins, mv);
-    }
-#endif
-    const uint32_t done = j;
-    for (; j < n; j++) {
-        const float a = n2[j] - k0 * s[j] * buf[j];
-        const float w = k1 * l2[j] + k2 * dl2[j] + k3 * n2[j] + 1e-30f;
-        buf[j] = (a - w) + mask[j];
-    }
-    for (j = n; j % 8u; j++) buf[j] = INFINITY;
-    if (!mins) return;
-    for (j = done; j + 8u <= n; j += 8u) /* eight running minima */
-        for (uint32_t c = 0; c < 8u; c++) {
-            const float hi = buf[j + c] + 2.0f * (k1 * l2[j + c] + k2 * dl2[j + c] + k3 * n2[j + c] + 1e-30f);
-            mins[c] = hi < mins[c] ? hi : mins[c];
-        }
-    for (; j < n; j++) {
-        const float hi = buf[j] + 2.0f * (k1 * l2[j] + k2 * dl2[j] + k3 * n2[j] + 1e-30f);
-        mins[0] = hi < mins[0] ? hi : mins[0];
-    }
-}
-
-/* token j's fp32 score, from the fp32 table in place or a decoded row */
-static float dx_row_score(const float *frows, const tlm_wtype_traits *tr, const tlm_tensor *e, float *row, uint32_t j,
-                          const float *z, uint32_t dim)
-{
-    if (frows) return dx_score(frows + (size_t)j * dim, z, dim);
-    tr->row_to_f32(row, e, j);
-    return dx_score(row, z, dim);
-}
-
-#if defined(__GNUC__)
-__attribute__((noinline)) /* its block buffers stay off the stack of index-less callers */
-#endif
-static uint32_t dx_search_indexed(const tlm_privatizer *p, const float *z, float *scratch, uint32_t fallback)
-{
-    const tlm_model *m = p->model;
-    const uint32_t dim = m->hp.dim, V = m->hp.vocab_size;
-    const dx_index_layout l = dx_layout(p);
-    const uint8_t *rows = p->dx_index;
-    const float *st = (const float *)(const void *)((const uint8_t *)p->dx_index + l.stats_off);
-    int16_t *u = (int16_t *)(void *)scratch; /* dimp int16, then the packed copy, in dim + 16 floats */
-    float zm[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* max |z_i| in eight lanes (vectorizes) */
-    uint32_t i = 0;
-    for (; i + 8u <= dim; i += 8u)
-        for (uint32_t c = 0; c < 8u; c++) {
-            const float v = z[i + c] < 0.0f ? -z[i + c] : z[i + c];
-            zm[c] = v > zm[c] ? v : zm[c];
-        }
-    for (; i < dim; i++) zm[0] = (z[i] < 0.0f ? -z[i] : z[i]) > zm[0] ? (z[i] < 0.0f ? -z[i] : z[i]) : zm[0];
-    float zmax = zm[0];
-    for (uint32_t c = 1; c < 8u; c++) zmax = zm[c] > zmax ? zm[c] : zmax;
-    if (!(zmax > 0.0f) || !(zmax < 1e30f)) return UINT32_MAX; /* degenerate query: the plain search */
-    const float t = zmax / (float)l.q;
-    /* the query u, in the form dx_block reads (after u in the same scratch:
-     * 2 dimp int16 fit in dim + 16 floats), and its sums */
-    int16_t *uq = u + l.dimp;
-    int64_t u2 = 0;
-    int32_t usum = 0; /* |sum u| <= Q dim: the bias of the byte rows, 128 sum(u), fits int32 */
-    float z2 = 0.0f, h2 = 0.0f;
-#if defined(__AVX2__)
-    { /* one pass, eight lanes: u = round(z / t) (to nearest even; any rounding
-       * works, the bounds use the actual residual), as bytes, |u| <= 63 */
-        int8_t *ub = (int8_t *)(void *)uq;
-        memset(ub, 0, l.dimp);
-        const __m256 vmul = _mm256_set1_ps((float)l.q / zmax), vt = _mm256_set1_ps(t), vq = _mm256_set1_ps((float)l.q);
-        __m256i vs = _mm256_setzero_si256(), vs2 = _mm256_setzero_si256();
-        __m256 vz2 = _mm256_setzero_ps(), vh2 = _mm256_setzero_ps();
-        for (i = 0; i + 8u <= dim; i += 8u) {
-            const __m256 x = _mm256_loadu_ps(z + i);
-            __m256 r = _mm256_round_ps(_mm256_mul_ps(x, vmul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            r = _mm256_min_ps(_mm256_max_ps(r, _mm256_sub_ps(_mm256_setzero_ps(), vq)), vq);
-            const __m256i ui = _mm256_cvttps_epi32(r);
-            vs = _mm256_add_epi32(vs, ui);
-            vs2 = _mm256_add_epi32(vs2, _mm256_mullo_epi32(ui, ui));
-            const __m256 h = _mm256_sub_ps(x, _mm256_mul_ps(vt, r)); /* the query's own rounding residual */
-            vz2 = _mm256_add_ps(vz2, _mm256_mul_ps(x, x));
-            vh2 = _mm256_add_ps(vh2, _mm256_mul_ps(h, h));
-            const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(ui), _mm256_extracti128_si256(ui, 1));
-            _mm_storel_epi64((__m128i *)(void *)(ub + i), _mm_packs_epi16(w, w));
-        }
-        int32_t s1[8], s2[8];
-        float f1[8], f2[8];
-        _mm256_storeu_si256((__m256i *)(void *)s1, vs);
-        _mm256_storeu_si256((__m256i *)(void *)s2, vs2);
-        _mm256_storeu_ps(f1, vz2);
-        _mm256_storeu_ps(f2, vh2);
-        for (uint32_t c = 0; c < 8u; c++) {
-            usum += s1[c];
-            u2 += s2[c];
-            z2 += f1[c];
-            h2 += f2[c];
-        }
-        for (; i < dim; i++) {
-            int16_t q1;
-            quantize_i16(&q1, z + i, 1, (float)l.q / zmax, l.q);
-            const float h = z[i] - t * (float)q1;
-            ub[i] = (int8_t)q1;
-            usum += q1;
-            u2 += (int32_t)q1 * q1;
-            z2 += z[i] * z[i];
-            h2 += h * h;
-        }
-    }
-#else
-    memset(u, 0, l.dimp * sizeof *u);
-    quantize_i16(u, z, dim, (float)l.q / zmax, l.q);
-    for (i = 0; i < dim; i++) {
-        usum += u[i];
-        u2 += (int32_t)u[i] * u[i];
-    }
-#if defined(__ARM_FEATURE_DSP)
-    for (i = 0; i < l.dimp; i += 4u) { /* pairs of columns (0, 2), (1, 3) */
-        uq[i] = u[i];
-        uq[i + 1u] = u[i + 2u];
-        uq[i + 2u] = u[i + 1u];
-        uq[i + 3u] = u[i + 3u];
-    }
-#else
-    memcpy(uq, u, l.dimp * sizeof *u);
-#endif
-    float z2s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, h2s[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* eight lanes each */
-    for (i = 0; i + 8u <= dim; i += 8u)
-        for (uint32_t c = 0; c < 8u; c++) {
-            const float h = z[i + c] - t * (float)u[i + c]; /* the query's own rounding residual */
-            z2s[c] += z[i + c] * z[i + c];
-            h2s[c] += h * h;
-        }
-    for (; i < dim; i++) {
-        const float h = z[i] - t * (float)u[i];
-        z2s[0] += z[i] * z[i];
-        h2s[0] += h * h;
-    }
-    for (uint32_t c = 0; c < 8u; c++) {
-        z2 += z2s[c];
-        h2 += h2s[c];
-    }
-#endif
-    const int32_t bias = 128 * usum;
-    const float ul2 = sqrtf((float)u2) * 1.001f, zl2 = sqrtf(z2) * 1.001f;
-    /* |z - t u|_2, rounded up past the float error of computing it */
-    const float hl2 = sqrtf(h2) * 1.001f + 1e-6f * t * ul2;
-    /* half-width 2 B_j + r_j = k1 |e_j|_2 + k2 |e_j - s_j q_j|_2 + k3 |e_j|^2
-     * with, by Cauchy-Schwarz on e_j.z - s_j t (q_j.u) = e_j.(z - t u) +
-     * t (e_j - s_j q_j).u, B_j = |e_j|_2 |z - t u|_2 + t |u|_2 |e_j - s_j q_j|_2,
-     * and r_j = rel (|e_j|^2 + 2 |e_j|_2 |z|_2) covering the fp32 rounding of
-     * a score (recursive sums in four chains) and of these bounds */
-    const float rel = (float)dim * 1.2e-7f + 1e-5f;
-    const float k[4] = {2.0f * t, 2.0f * hl2 + 2.0f * rel * zl2, 2.0f * t * ul2, rel};
-    float buf[DX_BLOCK];
-    float mins[8] = {INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
-    for (uint32_t j0 = 0; j0 < V; j0 += DX_BLOCK) /* pass 1: the smallest interval end */
-        dx_block(buf, rows, st, V, j0, V - j0 < DX_BLOCK ? V - j0 : DX_BLOCK, l.dimp, uq, bias, k, mins);
-    float best_hi = mins[0];
-    for (uint32_t c = 1; c < 8u; c++) best_hi = mins[c] < best_hi ? mins[c] : best_hi;
-    tlm_tensor e;
-    tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &e);
-    const tlm_wtype_traits *tr = tlm_wtype_get(e.wtype);
-    const float *frows = e.wtype == TLM_WTYPE_F32 ? (const float *)(const void *)e.data : NULL;
-    float *row = scratch + dim + 16u;
-    uint32_t best = fallback;
-    float best_d = INFINITY;
-    /* pass 2, last block first (its intervals are still there): the tokens
-     * that can still win, then their fp32 scores, lowest interval start
-     * first, until the next start is above the best score found (its score
-     * can be neither lower nor equal); ties go to the smaller id, as in the
-     * plain search. Past CAND candidates, each is scored as it is found. */
-    enum { CAND = 64 };
-    uint32_t cj[CAND];
-    float clo[CAND];
-    uint32_t nc = 0;
-    const uint32_t last = (V - 1u) / DX_BLOCK * DX_BLOCK;
-    for (uint32_t j0 = last;; j0 -= DX_BLOCK) {
-        const uint32_t n = V - j0 < DX_BLOCK ? V - j0 : DX_BLOCK;
-        if (j0 != last) dx_block(buf, rows, st, V, j0, n, l.dimp, uq, bias, k, NULL);
-        for (uint32_t g = 0; g < n; g += 8u) { /* buf is padded with +inf to whole groups of eight */
-            uint32_t live; /* bit c: token g + c can still win (specials are +inf here) */
-#if defined(__AVX2__)
-            const __m256 bh = _mm256_set1_ps(best_hi);
-            if (g % 32u == 0 && g + 32u <= n) { /* skip 32 at once: most blocks hold no candidate */
-                const __m256 any = _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(_mm256_loadu_ps(buf + g), bh, _CMP_LE_OQ),
-                                                             _mm256_cmp_ps(_mm256_loadu_ps(buf + g + 8u), bh, _CMP_LE_OQ)),
-                                                _mm256_or_ps(_mm256_cmp_ps(_mm256_loadu_ps(buf + g + 16u), bh, _CMP_LE_OQ),
-                                                             _mm256_cmp_ps(_mm256_loadu_ps(buf + g + 24u), bh, _CMP_LE_OQ)));
-                if (!_mm256_movemask_ps(any)) {
-                    g += 24u;
-                    continue;
-                }
-            }
-            live = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(buf + g), bh, _CMP_LE_OQ));
-#else
-            live = 0;
-            for (uint32_t c = 0; c < 8u; c++) live |= (uint32_t)(buf[g + c] <= best_hi) << c;
-#endif
-            for (; live; live &= live - 1u) {
-                uint32_t c = 0;
-                while (!((live >> c) & 1u)) c++;
-                const uint32_t j = j0 + g + c;
-                if (nc < CAND) {
-                    cj[nc] = j;
-                    clo[nc++] = buf[g + c];
-                    continue;
-                }
-                const float d = dx_row_score(frows, tr, &e, row, j, z, dim);
-                if (d < best_d || (d == best_d && j < best)) {
-                    best_d = d;
-                    best = j;
-                }
-            }
-        }
-        if (j0 == 0) break;
-    }
-    for (;;) { /* the listed candidates, lowest start first */
-        uint32_t at = nc;
-        for (uint32_t i = 0; i < nc; i++)
-            if (at == nc || clo[i] < clo[at]) at = i;
-        if (at == nc || clo[at] > best_d) break;
-        const uint32_t j = cj[at];
-        cj[at] = cj[--nc];
-        clo[at] = clo[nc];
-        const float d = dx_row_score(frows, tr, &e, row, j, z, dim);
-        if (d < best_d || (d == best_d && j < best)) {
-            best_d = d;
-            best = j;
-        }
-    }
-    return best;
-}
-
 static uint32_t dx_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id, float *scratch)
 {
     const tlm_model *m = p->model;
@@ -1023,7 +538,7 @@ static uint32_t dx_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id, floa
     tr->row_to_f32(row, &e, id);
     for (uint32_t i = 0; i < dim; i++) z[i] += row[i];
     if (p->dx_index) {
-        const uint32_t j = dx_search_indexed(p, z, scratch + dim, id);
+        const uint32_t j = tlm_dx_search_indexed(p, z, scratch + dim, id);
         if (j != UINT32_MAX) return j;
     }
     /* the plain search: every ordinary token's fp32 score */
@@ -1034,8 +549,8 @@ static uint32_t dx_token(const tlm_privatizer *p, tlm_rand *r, uint32_t id, floa
         const float *ej = row;
         if (rows) ej = rows + (size_t)j * dim;
         else tr->row_to_f32(row, &e, j);
-        const float d = dx_score(ej, z, dim);
-        if (d < best_d && !is_special(m, j)) {
+        const float d = tlm_dx_score(ej, z, dim);
+        if (d < best_d && !tlm_dp_is_special(m, j)) {
             best_d = d;
             best = j;
         }
@@ -1070,76 +585,4 @@ tlm_status tlm_privatize_ids(const tlm_privatizer *p, tlm_rand *r, tlm_budget *b
         return tlm_fail(err, TLM_ERR_RNG, "the random source failed; nothing was released");
     }
     return TLM_OK;
-}
-
-/* ---- redaction ---- */
-
-static int is_digit(char c) { return c >= '0' && c <= '9'; }
-static int is_alnum(char c) { return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-static int is_local(char c) { return is_alnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-'; }
-static int is_host(char c) { return is_alnum(c) || c == '.' || c == '-'; }
-static int is_phone_sep(char c) { return c == ' ' || c == '-' || c == '.' || c == '(' || c == ')' || c == '+'; }
-
-/* Length of an e-mail address starting at i (0 if none): local@host.tld */
-static size_t email_at(const char *s, size_t n, size_t i)
-{
-    if (i > 0 && is_local(s[i - 1])) return 0;
-    size_t j = i;
-    while (j < n && is_local(s[j])) j++;
-    if (j == i || j >= n || s[j] != '@') return 0;
-    size_t h = j + 1, k = h, dot = 0;
-    while (k < n && is_host(s[k])) {
-        if (s[k] == '.' && k > h) dot = k;
-        k++;
-    }
-    while (k > h && (s[k - 1] == '.' || s[k - 1] == '-')) k--; /* a sentence's full stop */
-    if (!dot || dot + 1 >= k) return 0;
-    return k - i;
-}
-
-/* Length of a phone-like run at i (7+ digits, separators between), or 0. */
-static size_t phone_at(const char *s, size_t n, size_t i)
-{
-    if (!is_digit(s[i]) && !(s[i] == '+' || s[i] == '(')) return 0;
-    size_t j = i, digits = 0, last = i;
-    while (j < n && (is_digit(s[j]) || is_phone_sep(s[j]))) {
-        if (is_digit(s[j])) {
-            digits++;
-            last = j + 1;
-        } else if (j + 1 < n && is_phone_sep(s[j + 1]) && s[j] == ' ') {
-            break; /* two separators with a space: the sentence goes on */
-        }
-        j++;
-    }
-    return digits >= 7 ? last - i : 0;
-}
-
-static int put(char *out, size_t cap, size_t *o, const char *s, size_t k)
-{
-    if (*o + k > cap) return 0;
-    memcpy(out + *o, s, k);
-    *o += k;
-    return 1;
-}
-
-size_t tlm_redact(const char *s, size_t n, char *out, size_t cap)
-{
-    size_t o = 0, i = 0;
-    while (i < n) {
-        size_t k;
-        if ((k = email_at(s, n, i)) != 0) {
-            if (!put(out, cap, &o, "[email]", 7)) return (size_t)-1;
-            i += k;
-        } else if ((i == 0 || !is_alnum(s[i - 1])) && (k = phone_at(s, n, i)) != 0) {
-            if (!put(out, cap, &o, "[phone]", 7)) return (size_t)-1;
-            i += k;
-        } else if (is_digit(s[i]) && (i == 0 || !is_digit(s[i - 1])) && i + 1 < n && is_digit(s[i + 1])) {
-            while (i < n && is_digit(s[i])) i++;
-            if (!put(out, cap, &o, "[number]", 8)) return (size_t)-1;
-        } else {
-            if (!put(out, cap, &o, s + i, 1)) return (size_t)-1;
-            i++;
-        }
-    }
-    return o;
 }

@@ -28,14 +28,24 @@ tlm_matvec_q8_fn tlm_matvec_q8_avx2(uint32_t wtype);
 /* Arm DSP-extension variants (kernels_arm.c); NULL elsewhere. */
 tlm_matvec_q8_fn tlm_matvec_q8_dsp(uint32_t wtype);
 
-/* Largest |x[i]| (0 for an empty or all-zero vector; NaNs are skipped). */
+/* Largest |x[i]| (0 for an empty or all-zero vector; NaNs are skipped).
+ * Eight running maxima (lane i % 8) so that the loop vectorizes; the
+ * maximum does not depend on the order. */
 static inline float tlm_absmax_f32(const float *x, uint32_t n)
 {
-    float amax = 0.0f;
-    for (uint32_t i = 0; i < n; i++) {
+    float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    uint32_t i = 0;
+    for (; i + 8u <= n; i += 8u)
+        for (uint32_t c = 0; c < 8u; c++) {
+            const float v = x[i + c] < 0.0f ? -x[i + c] : x[i + c];
+            m[c] = v > m[c] ? v : m[c];
+        }
+    for (; i < n; i++) {
         const float v = x[i] < 0.0f ? -x[i] : x[i];
-        if (v > amax) amax = v;
+        m[0] = v > m[0] ? v : m[0];
     }
+    float amax = m[0];
+    for (uint32_t c = 1; c < 8u; c++) amax = m[c] > amax ? m[c] : amax;
     return amax;
 }
 

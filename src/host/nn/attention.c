@@ -45,12 +45,29 @@ static inline tlm_v8 v8_and(tlm_v8 v, tlm_v8i m)
     return v;
 }
 
-/* dst (cols x Tp) = src (rows x cols) transposed, padding columns zeroed */
+/* dst (cols x Tp) = src (T x cols) transposed, padding columns zeroed */
 static void transpose_padded(float *dst, const float *src, uint32_t T, uint32_t Tp, uint32_t cols)
 {
+    tlm_transpose_ld(dst, Tp, src, T, cols);
     for (uint32_t c = 0; c < cols; c++) memset(dst + (size_t)c * Tp + T, 0, (Tp - T) * sizeof(float));
-    for (uint32_t c = 0; c < cols; c++)
-        for (uint32_t s = 0; s < T; s++) dst[(size_t)c * Tp + s] = src[(size_t)s * cols + c];
+}
+
+/* Where each buffer sits in the scratch: two rows of Tp per query row of a
+ * pair (probabilities, then their gradients), then keys, values and their
+ * gradients transposed (kw rows of Tp each). */
+typedef struct { float *p, *dp, *kt, *vt, *dkt, *dvt; } att_scratch;
+
+static att_scratch scratch_at(float *scratch, uint32_t Tp, uint32_t kw)
+{
+    const size_t plane = (size_t)Tp * kw;
+    att_scratch a;
+    a.p = scratch;
+    a.dp = scratch + 2u * (size_t)Tp;
+    a.kt = scratch + 4u * (size_t)Tp;
+    a.vt = a.kt + plane;
+    a.dkt = a.vt + plane;
+    a.dvt = a.dkt + plane;
+    return a;
 }
 
 /* sum_c coef[c] * rows[c][s..s+8) */
@@ -218,11 +235,11 @@ void tlm_attention_fwd(float *O, float *lse, const float *Q, const float *K, con
 {
     const uint32_t kw = n_kv * hs, group = n_heads / n_kv, Tp = padded(T);
     const float scale = 1.0f / sqrtf((float)hs);
-    float *p = scratch, *kt = scratch + 4u * (size_t)Tp, *vt = kt + (size_t)Tp * kw;
-    transpose_padded(kt, K, T, Tp, kw);
-    transpose_padded(vt, V, T, Tp, kw);
-    if (hs == 8) fwd_hs8(O, lse, Q, kt, vt, p, T, n_heads, group, Tp, scale);
-    else fwd_all(O, lse, Q, kt, vt, p, T, n_heads, group, hs, Tp, scale);
+    const att_scratch a = scratch_at(scratch, Tp, kw);
+    transpose_padded(a.kt, K, T, Tp, kw);
+    transpose_padded(a.vt, V, T, Tp, kw);
+    if (hs == 8) fwd_hs8(O, lse, Q, a.kt, a.vt, a.p, T, n_heads, group, Tp, scale);
+    else fwd_all(O, lse, Q, a.kt, a.vt, a.p, T, n_heads, group, hs, Tp, scale);
 }
 
 void tlm_attention_bwd(float *dQ, float *dK, float *dV, const float *dO, const float *Q, const float *K,
@@ -231,18 +248,16 @@ void tlm_attention_bwd(float *dQ, float *dK, float *dV, const float *dO, const f
 {
     const uint32_t kw = n_kv * hs, group = n_heads / n_kv, Tp = padded(T);
     const float scale = 1.0f / sqrtf((float)hs);
-    float *p = scratch, *dp = scratch + 2u * (size_t)Tp;
-    float *kt = scratch + 4u * (size_t)Tp, *vt = kt + (size_t)Tp * kw, *dkt = vt + (size_t)Tp * kw,
-          *dvt = dkt + (size_t)Tp * kw;
-    transpose_padded(kt, K, T, Tp, kw);
-    transpose_padded(vt, V, T, Tp, kw);
-    memset(dkt, 0, (size_t)Tp * kw * 2u * sizeof(float));
-    if (hs == 8) bwd_hs8(dQ, dkt, dvt, dO, Q, lse, kt, vt, p, dp, T, n_heads, group, Tp, scale);
-    else bwd_all(dQ, dkt, dvt, dO, Q, lse, kt, vt, p, dp, T, n_heads, group, hs, Tp, scale);
+    const att_scratch a = scratch_at(scratch, Tp, kw);
+    transpose_padded(a.kt, K, T, Tp, kw);
+    transpose_padded(a.vt, V, T, Tp, kw);
+    memset(a.dkt, 0, (size_t)Tp * kw * 2u * sizeof(float));
+    if (hs == 8) bwd_hs8(dQ, a.dkt, a.dvt, dO, Q, lse, a.kt, a.vt, a.p, a.dp, T, n_heads, group, Tp, scale);
+    else bwd_all(dQ, a.dkt, a.dvt, dO, Q, lse, a.kt, a.vt, a.p, a.dp, T, n_heads, group, hs, Tp, scale);
     /* back from the transposed layout, accumulating */
     for (uint32_t s = 0; s < T; s++)
         for (uint32_t c = 0; c < kw; c++) {
-            dK[(size_t)s * kw + c] += dkt[(size_t)c * Tp + s];
-            dV[(size_t)s * kw + c] += dvt[(size_t)c * Tp + s];
+            dK[(size_t)s * kw + c] += a.dkt[(size_t)c * Tp + s];
+            dV[(size_t)s * kw + c] += a.dvt[(size_t)c * Tp + s];
         }
 }

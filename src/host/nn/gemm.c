@@ -1,7 +1,7 @@
 /* A 6 x 16 register tile (two 8-lane vectors per row: 12 accumulators,
  * the two B vectors loaded once per k and one broadcast) swept over K; the
- * last rows take the same tile with fewer rows, the last columns a scalar
- * path. Each output element is summed in k order, so results do not depend
+ * last rows take the same tile with fewer rows, the last columns one
+ * vector, then a scalar path. Each output element is summed in k order, so results do not depend
  * on tiling or threads. */
 #include <string.h>
 
@@ -85,11 +85,16 @@ void tlm_gemm_ld(float *C, size_t ldc, const float *A, const float *B, uint32_t 
 
 void tlm_transpose(float *dst, const float *src, uint32_t rows, uint32_t cols)
 {
+    tlm_transpose_ld(dst, rows, src, rows, cols);
+}
+
+void tlm_transpose_ld(float *dst, size_t ld, const float *src, uint32_t rows, uint32_t cols)
+{
     const uint32_t blk = 16;
     for (uint32_t r0 = 0; r0 < rows; r0 += blk)
         for (uint32_t c0 = 0; c0 < cols; c0 += blk) {
             const uint32_t r1 = r0 + blk < rows ? r0 + blk : rows, c1 = c0 + blk < cols ? c0 + blk : cols;
             for (uint32_t r = r0; r < r1; r++)
-                for (uint32_t c = c0; c < c1; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+                for (uint32_t c = c0; c < c1; c++) dst[(size_t)c * ld + r] = src[(size_t)r * cols + c];
         }
 }

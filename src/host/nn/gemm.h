@@ -15,5 +15,7 @@ void tlm_gemm_ld(float *C, size_t ldc, const float *A, const float *B, uint32_t 
 
 /* dst[cols x rows] = transpose of src[rows x cols] */
 void tlm_transpose(float *dst, const float *src, uint32_t rows, uint32_t cols);
+/* The same with dst's rows ld >= rows floats apart (the rest of each row untouched). */
+void tlm_transpose_ld(float *dst, size_t ld, const float *src, uint32_t rows, uint32_t cols);
 
 #endif

@@ -13,7 +13,6 @@ tlm_status tlm_adamw_init(tlm_adamw *o, size_t n, tlm_error *err)
     o->t = 0;
     o->ema_decay = 0.0f;
     o->ema = NULL;
-    o->n = n;
     o->m = calloc(n, sizeof(float));
     o->v = calloc(n, sizeof(float));
     if (!o->m || !o->v) {

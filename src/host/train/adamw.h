@@ -16,7 +16,6 @@ typedef struct tlm_adamw {
      * parameters when on */
     float ema_decay;
     float *ema;
-    size_t n;
 } tlm_adamw;
 
 tlm_status tlm_adamw_init(tlm_adamw *o, size_t n, tlm_error *err);

@@ -1,4 +1,5 @@
 #define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,16 @@ enum {
     C_QEMBED = 148, C_QGROUP = 152, C_DISTILL = 156,
     C_DROPOUT = 160, C_EMA = 164
 };
+
+int tlm_ckpt_is(const char *path)
+{
+    char magic[8] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    const size_t n = fread(magic, 1, sizeof magic, f);
+    fclose(f);
+    return n == sizeof magic && memcmp(magic, CKPT_MAGIC, 8) == 0;
+}
 
 tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,
                          uint32_t bos, uint32_t eos, const tlm_adamw *opt, tlm_error *err)

@@ -27,6 +27,10 @@ typedef struct tlm_ckpt_meta {
     float dropout;           /* residual-branch dropout rate (0: none) */
 } tlm_ckpt_meta;
 
+/* Does the file start with a checkpoint's magic (so --init can tell a
+ * checkpoint from a model image)? */
+int tlm_ckpt_is(const char *path);
+
 tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,
                          uint32_t bos, uint32_t eos, const tlm_adamw *opt, tlm_error *err);
 

@@ -218,17 +218,6 @@ static tlm_status save_model(const char *path, const tlm_params *p, const tlm_qu
     return st;
 }
 
-/* Does the file start like a training checkpoint? */
-static int is_checkpoint(const char *path)
-{
-    char magic[8] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    const size_t n = fread(magic, 1, sizeof magic, f);
-    fclose(f);
-    return n == sizeof magic && memcmp(magic, "TLMCKPT1", 8) == 0;
-}
-
 tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *err)
 {
     trainer_state s;
@@ -255,7 +244,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         st = tlm_ckpt_load(o->resume, &meta, &s.p, &vocab, &bos, &eos, &opt, err);
         if (st) goto out;
     } else {
-        if (o->init && is_checkpoint(o->init)) {
+        if (o->init && tlm_ckpt_is(o->init)) {
             /* a checkpoint's weights (a QAT run's latent fp32 weights), with
              * a fresh optimizer and schedule: the next stage of a run */
             tlm_ckpt_meta cm;

@@ -1,0 +1,75 @@
+/* Deterministic redaction of obvious identifiers (digit runs, e-mail
+ * addresses, phone-like sequences) before tokenization. */
+#include <string.h>
+
+#include "tritlm/dp.h"
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+static int is_alnum(char c) { return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static int is_local(char c) { return is_alnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-'; }
+static int is_host(char c) { return is_alnum(c) || c == '.' || c == '-'; }
+static int is_phone_sep(char c) { return c == ' ' || c == '-' || c == '.' || c == '(' || c == ')' || c == '+'; }
+
+/* Length of an e-mail address starting at i (0 if none): local@host.tld */
+static size_t email_at(const char *s, size_t n, size_t i)
+{
+    if (i > 0 && is_local(s[i - 1])) return 0;
+    size_t j = i;
+    while (j < n && is_local(s[j])) j++;
+    if (j == i || j >= n || s[j] != '@') return 0;
+    size_t h = j + 1, k = h, dot = 0;
+    while (k < n && is_host(s[k])) {
+        if (s[k] == '.' && k > h) dot = k;
+        k++;
+    }
+    while (k > h && (s[k - 1] == '.' || s[k - 1] == '-')) k--; /* a sentence's full stop */
+    if (!dot || dot + 1 >= k) return 0;
+    return k - i;
+}
+
+/* Length of a phone-like run at i (7+ digits, separators between), or 0. */
+static size_t phone_at(const char *s, size_t n, size_t i)
+{
+    if (!is_digit(s[i]) && !(s[i] == '+' || s[i] == '(')) return 0;
+    size_t j = i, digits = 0, last = i;
+    while (j < n && (is_digit(s[j]) || is_phone_sep(s[j]))) {
+        if (is_digit(s[j])) {
+            digits++;
+            last = j + 1;
+        } else if (j + 1 < n && is_phone_sep(s[j + 1]) && s[j] == ' ') {
+            break; /* two separators with a space: the sentence goes on */
+        }
+        j++;
+    }
+    return digits >= 7 ? last - i : 0;
+}
+
+static int put(char *out, size_t cap, size_t *o, const char *s, size_t k)
+{
+    if (*o + k > cap) return 0;
+    memcpy(out + *o, s, k);
+    *o += k;
+    return 1;
+}
+
+size_t tlm_redact(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0, i = 0;
+    while (i < n) {
+        size_t k;
+        if ((k = email_at(s, n, i)) != 0) {
+            if (!put(out, cap, &o, "[email]", 7)) return (size_t)-1;
+            i += k;
+        } else if ((i == 0 || !is_alnum(s[i - 1])) && (k = phone_at(s, n, i)) != 0) {
+            if (!put(out, cap, &o, "[phone]", 7)) return (size_t)-1;
+            i += k;
+        } else if (is_digit(s[i]) && (i == 0 || !is_digit(s[i - 1])) && i + 1 < n && is_digit(s[i + 1])) {
+            while (i < n && is_digit(s[i])) i++;
+            if (!put(out, cap, &o, "[number]", 8)) return (size_t)-1;
+        } else {
+            if (!put(out, cap, &o, s + i, 1)) return (size_t)-1;
+            i++;
+        }
+    }
+    return o;
+}
