@@ -220,6 +220,14 @@ static void test_kernels(void **state)
         oracle_matvec(want, &pm, &t, &a);
         tlm_wtype_get(type)->matvec_q8_ref(got, &a, &t);
         assert_memory_equal(want, got, rows * sizeof *got);
+        if (type == TLM_WTYPE_T2) { /* the table kernel of the targets without AVX2, on every host */
+            memset(got, 0xA5, rows * sizeof *got);
+            tlm_matvec_q8_t2_lut(got, &a, &t);
+            assert_memory_equal(want, got, rows * sizeof *got);
+            memset(got, 0xA5, rows * sizeof *got);
+            tlm_matvec_q8_t2_lut(got, &a, &t); /* tables already built: reused */
+            assert_memory_equal(want, got, rows * sizeof *got);
+        }
         tlm_matvec_q8_fn simd = tlm_wtype_matvec_q8_simd(type);
         if (simd) {
             simd_seen = 1;
@@ -235,6 +243,39 @@ static void test_kernels(void **state)
         free_matrix(&pm);
     }
     if (!simd_seen) print_message("note: no SIMD kernels on this CPU; reference only\n");
+}
+
+/* The t2 table kernel keeps per-vector tables in the activation buffer:
+ * a second vector quantized into the same buffer must not see the first
+ * one's tables, and entries it never writes (bytes with a code 3) must
+ * never be read. The buffer starts as garbage; rows of every width 1..40,
+ * the extreme activations +-127 in every column. */
+static void test_t2_lut_reuse(void **state)
+{
+    (void)state;
+    uint64_t s = 77;
+    for (uint32_t cols = 1; cols <= 40; cols++) {
+        const uint32_t rows = 5;
+        packed_matrix pm;
+        pack_matrix(&pm, TLM_WTYPE_T2, rows, cols, 0.2, &s);
+        float *sc = random_scales(rows, &s);
+        tlm_tensor t = view(&pm, TLM_SCALE_ROW, 0, sc);
+        int8_t *buf = malloc(TLM_ACT_Q8_BYTES(cols));
+        memset(buf, 0xA5, TLM_ACT_Q8_BYTES(cols));
+        float x[40], want[5], got[5];
+        for (int v = 0; v < 3; v++) {
+            for (uint32_t c = 0; c < cols; c++)
+                x[c] = v == 2 ? ((c & 1u) ? -1.0f : 1.0f) : (float)(tu_uniform(&s) * 2.0 - 1.0);
+            tlm_act_q8 a;
+            tlm_act_q8_quantize(&a, x, cols, buf);
+            oracle_matvec(want, &pm, &t, &a);
+            tlm_matvec_q8_t2_lut(got, &a, &t);
+            assert_memory_equal(want, got, sizeof got);
+        }
+        free(buf);
+        free(sc);
+        free_matrix(&pm);
+    }
 }
 
 /* Activation quantization: int8 within +-127, error at most half a step,
@@ -668,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_row_bytes),
         cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_kernels),
+        cmocka_unit_test(test_t2_lut_reuse),
         cmocka_unit_test(test_act_quant),
         cmocka_unit_test(test_quantizers),
         cmocka_unit_test(test_corrupt_packed),

@@ -62,19 +62,35 @@ static void put_u32(uint32_t v)
     put_str(b + k);
 }
 
-/* Bit-exactness of this target's SIMD kernels against the portable
+/* Bit-exactness of this target's fast kernels against the portable
  * reference, on random packed data of awkward shapes (done before the
- * decode, outside the counted region). Returns the number of cases
- * checked, or -1 on a mismatch. */
+ * decode, outside the counted region, in the arena the runtime takes over
+ * afterwards: no static RAM of its own). Rows up to ST_ROWS, columns up to
+ * the widest that fits the arena (at most ST_COLS). Returns the number of
+ * cases checked, or -1 on a mismatch. */
 #define ST_ROWS 8u
 #define ST_COLS 160u
-static uint8_t st_data[ST_ROWS * ST_COLS];
-static float st_scales[ST_ROWS * ST_COLS]; /* group scales of width 1 at worst */
-static float st_x[ST_COLS], st_a[ST_ROWS], st_b[ST_ROWS];
-static int8_t st_act[TLM_ACT_Q8_BYTES(ST_COLS)];
 
-static int kernel_selftest(void)
+static size_t st_align(size_t v) { return (v + 63u) & ~(size_t)63u; }
+
+/* Arena bytes the self-test takes with rows of up to `cols` columns. */
+static size_t st_need(uint32_t cols)
 {
+    return st_align(ST_ROWS * cols) + st_align(ST_ROWS * cols * sizeof(float)) + st_align(cols * sizeof(float)) +
+           2u * st_align(ST_ROWS * sizeof(float)) + st_align(TLM_ACT_Q8_BYTES(cols));
+}
+
+static int kernel_selftest(uint8_t *mem, size_t bytes)
+{
+    uint32_t max_cols = ST_COLS;
+    while (max_cols > 8u && st_need(max_cols) > bytes) max_cols /= 2u;
+    if (st_need(max_cols) > bytes) return 0;
+    uint8_t *st_data = mem;
+    float *st_scales = (float *)(void *)(mem + st_align(ST_ROWS * max_cols));
+    float *st_x = st_scales + st_align(ST_ROWS * max_cols * sizeof(float)) / sizeof(float);
+    float *st_a = st_x + st_align(max_cols * sizeof(float)) / sizeof(float);
+    float *st_b = st_a + st_align(ST_ROWS * sizeof(float)) / sizeof(float);
+    int8_t *st_act = (int8_t *)(void *)(st_b + st_align(ST_ROWS * sizeof(float)) / sizeof(float));
     uint32_t s = 12345u, cases = 0;
 #define NEXT() (s = s * 1664525u + 1013904223u, s >> 8)
     for (uint32_t type = TLM_WTYPE_I8; type < TLM_WTYPE_COUNT; type++) {
@@ -85,7 +101,7 @@ static int kernel_selftest(void)
             memset(&t, 0, sizeof t);
             t.wtype = (uint16_t)type;
             t.rows = 1u + NEXT() % ST_ROWS;
-            t.cols = 1u + NEXT() % ST_COLS;
+            t.cols = 1u + NEXT() % max_cols;
             const uint32_t kinds[3] = {TLM_SCALE_TENSOR, TLM_SCALE_ROW, TLM_SCALE_GROUP};
             t.scale_kind = (uint16_t)kinds[iter % 3];
             t.group = t.scale_kind == TLM_SCALE_GROUP ? 1u + NEXT() % t.cols : 0u;
@@ -99,7 +115,7 @@ static int kernel_selftest(void)
                     if (type == TLM_WTYPE_T3) v %= 243u;
                     st_data[r * rb + b] = (uint8_t)v;
                 }
-            for (uint32_t i = 0; i < ST_ROWS * ST_COLS; i++) st_scales[i] = (float)(NEXT() % 1000u) * 0.001f + 0.01f;
+            for (uint32_t i = 0; i < ST_ROWS * max_cols; i++) st_scales[i] = (float)(NEXT() % 1000u) * 0.001f + 0.01f;
             for (uint32_t i = 0; i < t.cols; i++) st_x[i] = (float)((int32_t)(NEXT() % 2001u) - 1000) * 0.01f;
             t.data = st_data;
             t.scales = st_scales;
@@ -151,7 +167,7 @@ int main(void)
     put_u32(*(volatile const uint32_t *)(uintptr_t)TLM_FW_FAULT_TEST);
     flush();
 #endif
-    const int checked = kernel_selftest();
+    const int checked = kernel_selftest(arena, sizeof arena);
     if (checked < 0) return fail("SIMD kernel differs from the reference", NULL, 5);
     put_str("KERNELS ");
     put_u32((uint32_t)checked);

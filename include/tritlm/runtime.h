@@ -25,13 +25,14 @@ typedef struct tlm_runtime {
     float *key_cache;      /* n_layers * ctx * kv_dim (NULL with TLM_RT_KV_INT8) */
     float *value_cache;    /* n_layers * ctx * kv_dim (NULL with TLM_RT_KV_INT8) */
     /* TLM_RT_KV_INT8: keys and values as int8 times a power of two, one
-     * exponent per layer, position and kv head (value = q * 2^-exp) */
+     * exponent per layer, position and kv head (value = q * 2^-exp; the
+     * exponents of one layer and kv head are contiguous over positions) */
     int8_t *key_q8, *value_q8;
     int8_t *key_exp, *value_exp;
-    int64_t *att_fx;       /* ctx: fixed-point scores */
-    uint32_t *att_e;       /* ctx: softmax numerators (Q30) */
+    int32_t *att_s;        /* 2 * ctx: scores, then softmax numerators, of two query heads */
+    int32_t *att_acc;      /* 2 * head_size: their weighted sums of values */
     float *kbuf, *vbuf;    /* kv_dim: this position's key and value before quantization */
-    int8_t *q_q8;          /* head_size: one query head quantized */
+    int8_t *q_q8;          /* 2 * head_size: two query heads quantized */
     uint32_t flags;
     void *sample_scratch;  /* tlm_sampler_scratch_bytes(vocab_size) */
     int8_t *act_q8;        /* TLM_ACT_Q8_BYTES(max(dim, hidden_dim)): quantized activations */
@@ -44,10 +45,11 @@ enum {
     /* Keep the KV cache in int8 times a power of two per layer, position
      * and kv head (a quarter of the fp32 cache's RAM, plus 2 bytes per
      * layer, position and kv head), and run attention on integers: exact
-     * int32 scores of the int8 query head against the keys, a fixed-point
-     * softmax (2^-x from tables, relative error < 1e-4), the values summed
-     * in int32 with the weights normalized to 2^22. Needs a head size of at
-     * most TLM_RT_MAX_HEAD. */
+     * int32 scores of the int8 query head against the keys (brought to the
+     * coarsest key exponent by a shift), a fixed-point softmax (2^-x from
+     * tables, relative error < 1e-4), the values summed in int32 with the
+     * weights normalized to 2^14. Needs a head size of at most
+     * TLM_RT_MAX_HEAD. */
     TLM_RT_KV_INT8 = 1u
 };
 #define TLM_RT_MAX_HEAD 128u

@@ -34,16 +34,29 @@ typedef struct tlm_act_q8 {
     /* q widened to int16 in the order SMLAD pairs want: for each group of 4,
      * q[4g], q[4g+2], q[4g+1], q[4g+3] (0 past the end) */
     const int16_t *q16;
+    /* Lookup tables of the t2 table kernel (tlm_matvec_q8_t2_lut), built by
+     * that kernel on its first use for this vector (*t2lut_ready then 1):
+     * for the block of columns 4k..4k+3, TLM_T2_LUT_STRIDE int16 sums at
+     * t2lut + k * TLM_T2_LUT_STRIDE, entry (byte) = the block's dot product
+     * of q with the four weights a t2 code byte holds (entries of bytes
+     * with a code 3 are never written nor read). */
+    int16_t *t2lut;
+    uint32_t *t2lut_ready;
     float scale;
     uint32_t n, plane;
 } tlm_act_q8;
 
+/* Valid t2 bytes are at most 0xAA: 171 entries per block, rounded up so that
+ * blocks stay 32-byte aligned. */
+#define TLM_T2_LUT_STRIDE 176u
+
 /* Bytes of buffer tlm_act_q8_quantize needs for n activations (q padded to
  * 32 bytes, five planes padded to 32, the int16 copy, slack for 32-byte
- * vector loads). */
+ * vector loads, the t2 lookup tables and their flag). */
 #define TLM_ACT_Q8_ROUND32(n) ((((size_t)(n)) + 31u) & ~(size_t)31u)
-#define TLM_ACT_Q8_BYTES(n) \
-    (TLM_ACT_Q8_ROUND32(n) + 5u * TLM_ACT_Q8_ROUND32(((size_t)(n) + 4u) / 5u) + 2u * TLM_ACT_Q8_ROUND32(n) + 96u)
+#define TLM_ACT_Q8_BYTES(n)                                                                                  \
+    (TLM_ACT_Q8_ROUND32(n) + 5u * TLM_ACT_Q8_ROUND32(((size_t)(n) + 4u) / 5u) + 2u * TLM_ACT_Q8_ROUND32(n) + \
+     128u + (((size_t)(n) + 3u) / 4u) * TLM_T2_LUT_STRIDE * 2u)
 
 /* Quantizes x[0..n) per vector (absmax) into buf (TLM_ACT_Q8_BYTES(n)
  * bytes) and fills a. Values round half away from zero; an all-zero vector
@@ -88,9 +101,14 @@ uint64_t tlm_wtype_row_bytes(uint32_t t, uint32_t cols, uint32_t param);
  * x86-64 when the CPU has it, otherwise the reference); NULL for f32. */
 tlm_matvec_q8_fn tlm_wtype_matvec_q8(uint32_t t);
 
-/* The SIMD variant alone (NULL when not built or not supported here), so
- * that tests can hold it against the reference. */
+/* The fast variant alone (NULL when not built or not supported here), so
+ * that tests can hold it against the reference: AVX2 on x86-64; elsewhere
+ * the t2 table kernel for t2 and the Arm DSP kernel for int8. */
 tlm_matvec_q8_fn tlm_wtype_matvec_q8_simd(uint32_t t);
+
+/* The t2 table kernel, on every target (tests compare it with the
+ * reference on the host too). Exact integer sums like the reference. */
+void tlm_matvec_q8_t2_lut(float *out, const tlm_act_q8 *a, const struct tlm_tensor *w);
 
 /* Lets the integer kernels use SIMD variants (default) or only the
  * portable reference (benchmarks compare the two). */

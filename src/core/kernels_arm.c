@@ -2,13 +2,12 @@
  * ARMv7E-M and later): SMLAD multiplies two int16 pairs and adds both
  * products in one instruction. Activations come widened to int16 in SMLAD
  * order (tlm_act_q8.q16); int8 weights are widened four at a time with
- * SXTB16, ternary t2 weights through a 256-entry table of int16 pairs.
+ * SXTB16. (t2 weights go through the table kernel, kernels_lut.c.)
  * Same group walk and exact sums as the reference, so bit-identical
  * results. Elsewhere this file provides only a function that says no. */
 #include <string.h>
 
 #include "kernels.h"
-#include "ternary_lut.h"
 
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
@@ -39,45 +38,58 @@ static int32_t dot_i8(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor 
     return acc;
 }
 
-static int32_t dot_t2(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor *w, uint32_t c0, uint32_t c1,
-                      uint32_t *cursor)
+/* Rows p and p + rb over columns [0, n4) (n4 a multiple of 4): the
+ * activation pairs are loaded once for both rows. */
+static inline void dot2_i8(const int8_t *p, size_t rb, const int16_t *x, uint32_t n4, int32_t *s0, int32_t *s1)
 {
-    (void)w;
-    (void)cursor;
-    int32_t acc = 0;
-    uint32_t c = c0;
-    for (; c < c1 && (c & 3u); c++) acc += tlm_t2_at(row, c) * a->q[c];
-    const int16_t *x = a->q16;
-    for (; c + 16u <= c1; c += 16u) { /* four code bytes per load */
-        const uint32_t codes = load32(row + (c >> 2));
-        const uint32_t *p0 = tlm_t2_pairs[codes & 0xFFu], *p1 = tlm_t2_pairs[(codes >> 8) & 0xFFu];
-        const uint32_t *p2 = tlm_t2_pairs[(codes >> 16) & 0xFFu], *p3 = tlm_t2_pairs[codes >> 24];
-        acc = __smlad((int16x2_t)p0[0], (int16x2_t)load32(x + c), acc);
-        acc = __smlad((int16x2_t)p0[1], (int16x2_t)load32(x + c + 2), acc);
-        acc = __smlad((int16x2_t)p1[0], (int16x2_t)load32(x + c + 4), acc);
-        acc = __smlad((int16x2_t)p1[1], (int16x2_t)load32(x + c + 6), acc);
-        acc = __smlad((int16x2_t)p2[0], (int16x2_t)load32(x + c + 8), acc);
-        acc = __smlad((int16x2_t)p2[1], (int16x2_t)load32(x + c + 10), acc);
-        acc = __smlad((int16x2_t)p3[0], (int16x2_t)load32(x + c + 12), acc);
-        acc = __smlad((int16x2_t)p3[1], (int16x2_t)load32(x + c + 14), acc);
+    int32_t a0 = 0, a1 = 0;
+    const int8_t *end = p + n4, *q = p + rb;
+    for (; p < end; p += 4, q += 4, x += 4) {
+        const int16x2_t x02 = (int16x2_t)load32(x), x13 = (int16x2_t)load32(x + 2);
+        const uint32_t u = load32(p), v = load32(q);
+        a0 = __smlad(__sxtb16((int8x4_t)u), x02, a0);
+        a0 = __smlad(__sxtb16((int8x4_t)(u >> 8)), x13, a0); /* bytes 1 and 3 */
+        a1 = __smlad(__sxtb16((int8x4_t)v), x02, a1);
+        a1 = __smlad(__sxtb16((int8x4_t)(v >> 8)), x13, a1);
     }
-    for (; c + 4u <= c1; c += 4u) {
-        const uint32_t *p = tlm_t2_pairs[row[c >> 2]];
-        acc = __smlad((int16x2_t)p[0], (int16x2_t)load32(x + c), acc);
-        acc = __smlad((int16x2_t)p[1], (int16x2_t)load32(x + c + 2), acc);
-    }
-    for (; c < c1; c++) acc += tlm_t2_at(row, c) * a->q[c];
-    return acc;
+    *s0 = a0;
+    *s1 = a1;
 }
 
-static void mv_i8(float *out, const tlm_act_q8 *a, const tlm_tensor *w) { tlm_q8_drive(out, a, w, dot_i8); }
-static void mv_t2(float *out, const tlm_act_q8 *a, const tlm_tensor *w) { tlm_q8_drive(out, a, w, dot_t2); }
+static void mv_i8(float *out, const tlm_act_q8 *a, const tlm_tensor *w)
+{
+    if (w->scale_kind == TLM_SCALE_GROUP) {
+        tlm_q8_drive(out, a, w, dot_i8);
+        return;
+    }
+    /* one scale per row or per tensor: the drive's arithmetic, two rows at a time */
+    const uint32_t cols = w->cols, n4 = cols & ~3u, rows = w->rows;
+    const size_t rb = (size_t)tlm_row_bytes_of(w);
+    const int per_row = w->scale_kind == TLM_SCALE_ROW;
+    const float as = a->scale;
+    const int8_t *row = (const int8_t *)(const void *)w->data;
+    uint32_t r = 0;
+    for (; r + 2u <= rows; r += 2u, row += 2u * rb) {
+        int32_t s0, s1;
+        dot2_i8(row, rb, a->q16, n4, &s0, &s1);
+        for (uint32_t c = n4; c < cols; c++) {
+            s0 += (int32_t)row[c] * a->q[c];
+            s1 += (int32_t)row[rb + c] * a->q[c];
+        }
+        out[r] = (float)s0 * w->scales[per_row ? r : 0u] * as;
+        out[r + 1u] = (float)s1 * w->scales[per_row ? r + 1u : 0u] * as;
+    }
+    if (r < rows) {
+        uint32_t cursor = 0;
+        const int32_t s0 = dot_i8((const uint8_t *)(const void *)row, a, w, 0, cols, &cursor);
+        out[r] = (float)s0 * w->scales[per_row ? r : 0u] * as;
+    }
+}
 
 tlm_matvec_q8_fn tlm_matvec_q8_dsp(uint32_t wtype)
 {
     switch (wtype) {
     case TLM_WTYPE_I8: return mv_i8;
-    case TLM_WTYPE_T2: return mv_t2;
     default: return NULL;
     }
 }

@@ -28,7 +28,7 @@ static size_t reserve(layout *l, size_t count, size_t elem)
 }
 
 typedef struct {
-    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, ks, vs, attfx, atte, kbuf, vbuf, qq, scratch, actq, total;
+    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, ks, vs, atts, attacc, kbuf, vbuf, qq, scratch, actq, total;
 } arena_plan;
 
 static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_plan *p)
@@ -54,11 +54,11 @@ static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_pl
         p->vc = reserve(&l, kv * kv_dim, 1);
         p->ks = reserve(&l, kv * hp->n_kv_heads, 1);
         p->vs = reserve(&l, kv * hp->n_kv_heads, 1);
-        p->attfx = reserve(&l, ctx, 8);
-        p->atte = reserve(&l, ctx, 4);
+        p->atts = reserve(&l, 2u * (size_t)ctx, 4);
+        p->attacc = reserve(&l, 2u * hs, 4);
         p->kbuf = reserve(&l, kv_dim, 4);
         p->vbuf = reserve(&l, kv_dim, 4);
-        p->qq = reserve(&l, hs, 1);
+        p->qq = reserve(&l, 2u * hs, 1);
     } else {
         p->kc = reserve(&l, kv * kv_dim, 4);
         p->vc = reserve(&l, kv * kv_dim, 4);
@@ -94,6 +94,8 @@ tlm_status tlm_runtime_init_flags(tlm_runtime *rt, const tlm_model *m, uint32_t 
     if ((flags & TLM_RT_KV_INT8) && m->hp.dim / m->hp.n_heads > TLM_RT_MAX_HEAD)
         return tlm_fail(err, TLM_ERR_UNSUPPORTED, "the int8 KV cache takes head sizes up to %u, this model has %u",
                         TLM_RT_MAX_HEAD, m->hp.dim / m->hp.n_heads);
+    if ((flags & TLM_RT_KV_INT8) && ctx > 32768u)
+        return tlm_fail(err, TLM_ERR_UNSUPPORTED, "the int8 KV cache takes contexts up to 32768, not %u", ctx);
     arena_plan p;
     if (!plan_arena(m, ctx, flags, &p))
         return tlm_fail(err, TLM_ERR_ARG, "context length %u must be between 1 and the model's seq_len %u", ctx,
@@ -121,8 +123,8 @@ tlm_status tlm_runtime_init_flags(tlm_runtime *rt, const tlm_model *m, uint32_t 
         rt->value_q8 = (int8_t *)(void *)(base + p.vc);
         rt->key_exp = (int8_t *)(void *)(base + p.ks);
         rt->value_exp = (int8_t *)(void *)(base + p.vs);
-        rt->att_fx = (int64_t *)(void *)(base + p.attfx);
-        rt->att_e = (uint32_t *)(void *)(base + p.atte);
+        rt->att_s = (int32_t *)(void *)(base + p.atts);
+        rt->att_acc = (int32_t *)(void *)(base + p.attacc);
         rt->kbuf = (float *)(void *)(base + p.kbuf);
         rt->vbuf = (float *)(void *)(base + p.vbuf);
         rt->q_q8 = (int8_t *)(void *)(base + p.qq);
@@ -229,87 +231,190 @@ static int32_t quantize_pow2(int8_t *q, const float *x, uint32_t n)
     return e;
 }
 
-/* floor(v * 2^-sh) for |v| < 2^60 (a bias keeps the shift unsigned);
- * left shifts saturate (|logits| that large are meaningless anyway). */
-static inline int64_t shift_i64(int64_t v, int32_t sh)
+#if defined(__ARM_FEATURE_DSP)
+static inline uint32_t load_u32(const void *p)
 {
-    const int64_t lim = (int64_t)1 << 60;
-    if (sh >= 0) {
-        if (sh >= 62) return v < 0 ? -1 : 0;
-        const uint64_t bias = (uint64_t)1 << 61;
-        return (int64_t)(((uint64_t)v + bias) >> sh) - (int64_t)(bias >> sh);
-    }
-    const int32_t l = -sh > 16 ? 16 : -sh;
-    if (v > (lim >> l)) return lim;
-    if (v < -(lim >> l)) return -lim;
-    return v * ((int64_t)1 << l);
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
 }
 
-/* 2^(-d / 65536) in Q30 for d >= 0 (the product of two Q15 tables). */
-static uint32_t exp2neg_q30(int64_t d)
+#endif
+
+/* Key scale of position t relative to the coarsest key exponent: its
+ * exact dot product times 2^(8 - d_t), with 8 fractional bits kept
+ * (|dot| < 2^21 for heads up to 128 wide, so the result fits int32). */
+static inline int32_t key_align(int32_t dot, int32_t d)
 {
-    if (d >= ((int64_t)31 << 16)) return 0;
-    const uint32_t n = (uint32_t)(d >> 16), f = (uint32_t)d & 0xFFFFu;
-    return ((uint32_t)tlm_exp2_hi[f >> 8] * tlm_exp2_lo[f & 0xFFu]) >> n;
+    if (d <= 8) return (int32_t)((uint32_t)dot << (8 - d)); /* exact */
+    return d >= 39 ? (dot < 0 ? -1 : 0) : dot >> (d - 8);
+}
+
+/* Scores of one int8 query head against the keys of positions 0..n-1 in
+ * units of 2^-8 of the coarsest key's: s[t]. Returns the largest. */
+static int32_t attn_scores(int32_t *s, const int8_t *q, uint32_t hs, const int8_t *k, uint32_t kstride,
+                           const int8_t *ke, int32_t ek_lo, uint32_t n)
+{
+    int32_t top = INT32_MIN;
+#if defined(__ARM_FEATURE_DSP)
+    if (hs == 8u) { /* stories260K's head size: the query stays in registers */
+        const uint32_t a0 = load_u32(q), a1 = load_u32(q + 4);
+        const int16x2_t q0 = __sxtb16((int8x4_t)a0), q1 = __sxtb16((int8x4_t)(a0 >> 8));
+        const int16x2_t q2 = __sxtb16((int8x4_t)a1), q3 = __sxtb16((int8x4_t)(a1 >> 8));
+        for (uint32_t t = 0; t < n; t++, k += kstride) {
+            const uint32_t w0 = load_u32(k), w1 = load_u32(k + 4);
+            int32_t d = __smuad(q0, __sxtb16((int8x4_t)w0));
+            d = __smlad(q1, __sxtb16((int8x4_t)(w0 >> 8)), d);
+            d = __smlad(q2, __sxtb16((int8x4_t)w1), d);
+            d = __smlad(q3, __sxtb16((int8x4_t)(w1 >> 8)), d);
+            const int32_t v = key_align(d, ke[t] - ek_lo);
+            s[t] = v;
+            top = v > top ? v : top;
+        }
+        return top;
+    }
+#endif
+    for (uint32_t t = 0; t < n; t++, k += kstride) {
+        const int32_t v = key_align(tlm_dot_i8(q, k, hs), ke[t] - ek_lo);
+        s[t] = v;
+        top = v > top ? v : top;
+    }
+    return top;
+}
+
+/* 2^(-a / 65536) in Q22 for 0 <= a < 23 * 2^16 (two Q15 tables). */
+static inline uint32_t exp2neg_q22(uint32_t a)
+{
+    return ((uint32_t)tlm_exp2_hi[(a >> 8) & 0xFFu] * tlm_exp2_lo[a & 0xFFu]) >> ((a >> 16) + 8u);
+}
+
+/* Softmax numerators of one head in place: s[t] <- 2^22 * 2^-a_t with
+ * a_t = (top - s[t]) * kq / 2^sh in Q16 (0 once a_t reaches 23, where the
+ * Q22 value would round to 0 anyway); returns their sum. */
+static uint64_t attn_softmax(int32_t *s, uint32_t n, int32_t top, uint32_t kq, int32_t sh)
+{
+    /* differences below lim give a_t < 23 * 2^16 (diff < 2^30, kq < 2^30) */
+    uint32_t lim = UINT32_MAX;
+    if (sh < 0) lim = 1u;
+    else if (sh < 43) {
+        const uint64_t l = (((uint64_t)23 << (16 + sh)) + kq - 1u) / kq;
+        lim = l > UINT32_MAX ? UINT32_MAX : (uint32_t)l;
+    }
+    uint64_t sum = 0;
+    if (sh >= 32) { /* the usual case: the high word of diff * kq (< 2^60) alone */
+        const uint32_t r = sh - 32 > 31 ? 31u : (uint32_t)sh - 32u;
+        for (uint32_t t = 0; t < n; t++) {
+            const uint32_t diff = (uint32_t)(top - s[t]);
+            uint32_t e = 0;
+            if (diff < lim) e = exp2neg_q22((uint32_t)(((uint64_t)diff * kq) >> 32) >> r);
+            s[t] = (int32_t)e;
+            sum += e;
+        }
+    } else {
+        const uint32_t r = sh < 0 ? 0u : (uint32_t)sh;
+        for (uint32_t t = 0; t < n; t++) {
+            const uint32_t diff = (uint32_t)(top - s[t]);
+            uint32_t e = 0;
+            if (diff < lim) e = exp2neg_q22((uint32_t)(((uint64_t)diff * kq) >> r));
+            s[t] = (int32_t)e;
+            sum += e;
+        }
+    }
+    return sum;
+}
+
+/* acc[i] (+ acc[hs + i]) = sum over t of w[t] * v_t[i] (+ w[ctx + t] * v_t[i]),
+ * four columns of both heads in registers over all positions. */
+static void attn_values(int32_t *acc, const int32_t *w, uint32_t ctx, uint32_t nh, uint32_t hs, const int8_t *v,
+                        uint32_t vstride, uint32_t n)
+{
+    const int32_t *w1 = w + (nh == 2u ? ctx : 0u); /* one head: a second, ignored pass over the same weights */
+    uint32_t i = 0;
+    for (; i + 4u <= hs; i += 4u) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+        const int8_t *vp = v + i;
+        for (uint32_t t = 0; t < n; t++, vp += vstride) {
+            const int32_t x0 = vp[0], x1 = vp[1], x2 = vp[2], x3 = vp[3], p = w[t], r = w1[t];
+            a0 += p * x0;
+            a1 += p * x1;
+            a2 += p * x2;
+            a3 += p * x3;
+            b0 += r * x0;
+            b1 += r * x1;
+            b2 += r * x2;
+            b3 += r * x3;
+        }
+        acc[i] = a0;
+        acc[i + 1u] = a1;
+        acc[i + 2u] = a2;
+        acc[i + 3u] = a3;
+        acc[hs + i] = b0;
+        acc[hs + i + 1u] = b1;
+        acc[hs + i + 2u] = b2;
+        acc[hs + i + 3u] = b3;
+    }
+    for (; i < hs; i++) {
+        int32_t a = 0, b = 0;
+        const int8_t *vp = v + i;
+        for (uint32_t t = 0; t < n; t++, vp += vstride) {
+            a += w[t] * vp[0];
+            b += w1[t] * vp[0];
+        }
+        acc[i] = a;
+        acc[hs + i] = b;
+    }
 }
 
 static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
 {
     const tlm_hparams *hp = &rt->model->hp;
     const uint32_t hs = hp->dim / hp->n_heads, kv_dim = tlm_hparams_kv_dim(hp);
-    const uint32_t group = hp->n_heads / hp->n_kv_heads;
-    const int8_t *kc = rt->key_q8 + (size_t)layer * rt->ctx * kv_dim;
-    const int8_t *vc = rt->value_q8 + (size_t)layer * rt->ctx * kv_dim;
+    const uint32_t group = hp->n_heads / hp->n_kv_heads, n = pos + 1u, ctx = rt->ctx;
+    const int8_t *kc = rt->key_q8 + (size_t)layer * ctx * kv_dim;
+    const int8_t *vc = rt->value_q8 + (size_t)layer * ctx * kv_dim;
     const uint32_t nkv = hp->n_kv_heads;
-    const int8_t *ke = rt->key_exp + (size_t)layer * rt->ctx * nkv;
-    const int8_t *ve = rt->value_exp + (size_t)layer * rt->ctx * nkv;
-    int64_t *fx = rt->att_fx;
-    /* log2(e) / sqrt(hs) in Q30: logits become base-2 exponents in Q16 */
+    /* exponents: one run of ctx positions per layer and kv head */
+    const int8_t *ke = rt->key_exp + (size_t)layer * ctx * nkv;
+    const int8_t *ve = rt->value_exp + (size_t)layer * ctx * nkv;
+    int32_t *s = rt->att_s, *acc = rt->att_acc;
+    /* log2(e) / sqrt(hs) in Q30: score units become base-2 exponents */
     const int32_t kq = (int32_t)(1.4426950408889634f / sqrtf((float)hs) * 1073741824.0f + 0.5f);
-    int32_t ev_lo = 127;
-    for (uint32_t h = 0; h < hp->n_heads; h++) {
-        const uint32_t kvh = h / group, kvo = kvh * hs;
-        if (h % group == 0) { /* the coarsest value exponent of this kv head's positions */
-            ev_lo = 127;
-            for (uint32_t t = 0; t <= pos; t++)
-                if (ve[(size_t)t * nkv + kvh] < ev_lo) ev_lo = ve[(size_t)t * nkv + kvh];
+    for (uint32_t g = 0; g < nkv; g++) {
+        const uint32_t kvo = g * hs;
+        const int8_t *keg = ke + (size_t)g * ctx, *veg = ve + (size_t)g * ctx;
+        int32_t ek_lo = 127, ev_lo = 127; /* coarsest exponents of this kv head's keys and values */
+        for (uint32_t t = 0; t < n; t++) {
+            const int32_t a = keg[t], b = veg[t];
+            ek_lo = a < ek_lo ? a : ek_lo;
+            ev_lo = b < ev_lo ? b : ev_lo;
         }
-        const int32_t eq = quantize_pow2(rt->q_q8, rt->q + (size_t)h * hs, hs);
-        /* score_t * log2(e) * 2^16 = dot * kq * 2^-(14 + eq + ek_t) */
-        int64_t top = INT64_MIN;
-        for (uint32_t t = 0; t <= pos; t++) {
-            const int32_t dot = tlm_dot_i8(rt->q_q8, kc + (size_t)t * kv_dim + kvo, hs);
-            fx[t] = shift_i64((int64_t)dot * kq, 14 + eq + ke[(size_t)t * nkv + kvh]);
-            if (fx[t] > top) top = fx[t];
-        }
-        uint32_t *ex = rt->att_e;
-        uint64_t sum = 0;
-        for (uint32_t t = 0; t <= pos; t++) {
-            ex[t] = exp2neg_q30(top - fx[t]); /* softmax numerators, Q30; the top one is 2^30 */
-            sum += ex[t];
-        }
-        /* weights normalized to sum to 2^22, so that the weighted sum of
-         * int8 values stays in int32 accumulators */
-        const uint64_t recip = ((uint64_t)1 << 52) / sum;
-        int32_t acc[TLM_RT_MAX_HEAD];
-        memset(acc, 0, hs * sizeof acc[0]);
-        for (uint32_t t = 0; t <= pos; t++) {
-            const int32_t sh = ve[(size_t)t * nkv + kvh] - ev_lo; /* to the coarsest value exponent */
-            const int32_t w = sh >= 31 ? 0 : (int32_t)(((uint64_t)ex[t] * recip) >> (30 + sh));
-            if (!w) continue;
-            const int8_t *v = vc + (size_t)t * kv_dim + kvo;
-            uint32_t i = 0;
-            for (; i + 4u <= hs; i += 4u) {
-                acc[i] += w * v[i];
-                acc[i + 1] += w * v[i + 1];
-                acc[i + 2] += w * v[i + 2];
-                acc[i + 3] += w * v[i + 3];
+        for (uint32_t h = g * group; h < (g + 1u) * group; h += 2u) {
+            const uint32_t nh = (g + 1u) * group - h >= 2u ? 2u : 1u;
+            for (uint32_t j = 0; j < nh; j++) {
+                int8_t *qj = rt->q_q8 + j * hs;
+                int32_t *sj = s + (size_t)j * ctx;
+                const int32_t eq = quantize_pow2(qj, rt->q + (size_t)(h + j) * hs, hs);
+                const int32_t top = attn_scores(sj, qj, hs, kc + kvo, kv_dim, keg, ek_lo, n);
+                /* a score unit (2^-8 of the coarsest key's) is kq * 2^-(38 + eq + ek_lo)
+                 * in base 2, i.e. kq * 2^-(22 + eq + ek_lo) in Q16 */
+                const uint64_t sum = attn_softmax(sj, n, top, (uint32_t)kq, 22 + eq + ek_lo);
+                /* weights in Q22 (e * 2^22 / sum): round(e * recip / 2^32) with
+                 * recip = (2^54 - 1) / sum < 2^32 (the top's e is 2^22), then
+                 * brought to the coarsest value exponent (rounded) */
+                const uint32_t recip = (uint32_t)((((uint64_t)1 << 54) - 1u) / sum);
+                for (uint32_t t = 0; t < n; t++) {
+                    const uint32_t vsh = (uint32_t)(veg[t] - ev_lo);
+                    const uint32_t w = (uint32_t)(((uint64_t)(uint32_t)sj[t] * recip + 0x80000000u) >> 32);
+                    sj[t] = vsh >= 32u ? 0 : (int32_t)((w + ((1u << vsh) >> 1)) >> vsh);
+                }
             }
-            for (; i < hs; i++) acc[i] += w * v[i];
+            attn_values(acc, s, ctx, nh, hs, vc + kvo, kv_dim, n);
+            const float scale = pow2f_wide(-22 - ev_lo); /* out = acc * 2^-22 * 2^-ev_lo */
+            for (uint32_t j = 0; j < nh; j++) {
+                float *o = rt->xb + (size_t)(h + j) * hs;
+                for (uint32_t i = 0; i < hs; i++) o[i] = (float)acc[j * hs + i] * scale;
+            }
         }
-        const float scale = pow2f_wide(-22 - ev_lo); /* out = acc * 2^-22 * 2^-ev_lo */
-        float *o = rt->xb + (size_t)h * hs;
-        for (uint32_t i = 0; i < hs; i++) o[i] = (float)acc[i] * scale;
     }
 }
 
@@ -320,9 +425,9 @@ static void store_kv_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
     const uint32_t kv_dim = tlm_hparams_kv_dim(hp), nkv = hp->n_kv_heads, hs = hp->dim / hp->n_heads;
     const size_t at = (size_t)layer * rt->ctx + pos;
     for (uint32_t h = 0; h < nkv; h++) {
-        rt->key_exp[at * nkv + h] = (int8_t)quantize_pow2(rt->key_q8 + at * kv_dim + h * hs, rt->kbuf + h * hs, hs);
-        rt->value_exp[at * nkv + h] =
-            (int8_t)quantize_pow2(rt->value_q8 + at * kv_dim + h * hs, rt->vbuf + h * hs, hs);
+        const size_t ex = ((size_t)layer * nkv + h) * rt->ctx + pos;
+        rt->key_exp[ex] = (int8_t)quantize_pow2(rt->key_q8 + at * kv_dim + h * hs, rt->kbuf + h * hs, hs);
+        rt->value_exp[ex] = (int8_t)quantize_pow2(rt->value_q8 + at * kv_dim + h * hs, rt->vbuf + h * hs, hs);
     }
 }
 

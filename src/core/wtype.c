@@ -57,7 +57,9 @@ tlm_matvec_q8_fn tlm_wtype_matvec_q8_simd(uint32_t t)
 {
     if (!simd_allowed || !tlm_wtype_get(t) || t == TLM_WTYPE_F32) return NULL;
     tlm_matvec_q8_fn f = tlm_matvec_q8_avx2(t);
-    return f ? f : tlm_matvec_q8_dsp(t);
+    if (f) return f;
+    if (t == TLM_WTYPE_T2) return tlm_matvec_q8_t2_lut; /* every target without AVX2 */
+    return tlm_matvec_q8_dsp(t);
 }
 
 tlm_matvec_q8_fn tlm_wtype_matvec_q8(uint32_t t)

@@ -1,0 +1,212 @@
+/* The t2 table kernel: int8 activations times t2 weights without a
+ * multiply. A t2 byte holds four weights, so for each block of four
+ * activations the sums over every valid byte value are computed once per
+ * vector (81 of them, two additions each from two 9-entry half tables) and
+ * each row then costs one table read and one addition per four weights.
+ * The tables are shared by every row and by every matrix that reads the
+ * same vector (q, k and v; gate and up), which is what makes them pay off
+ * on narrow models: for stories260K's 64-wide rows the build is a fifth
+ * of the work and the reads the rest.
+ *
+ * The sums are the reference's exact integers (|entry| <= 4 * 127 fits
+ * int16, rows sum in int32), so results are bit-identical to it. This is
+ * the t2 kernel of every target without AVX2 (Cortex-M, RISC-V, Xtensa);
+ * on the Arm DSP extension the build adds two entries per instruction. */
+#include <string.h>
+
+#include "kernels.h"
+
+#define STRIDE TLM_T2_LUT_STRIDE
+
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+
+/* Byte values a + 16 b with both nibbles valid (no code 3) take a, b in
+ * {0, 1, 2, 4, 5, 6, 8, 9, 10}; a nibble d0 + 4 d1 weighs its two
+ * activations by the trits of d0 and d1 (code 1 is +1, 2 is -1). */
+#if defined(__ARM_FEATURE_DSP)
+static inline uint32_t dup16(int32_t v) { return (uint32_t)(uint16_t)v * 0x00010001u; }
+
+
+#define SADD16(a, b) ((uint32_t)__sadd16((int16x2_t)(a), (int16x2_t)(b)))
+#define SSUB16(a, b) ((uint32_t)__ssub16((int16x2_t)(a), (int16x2_t)(b)))
+
+/* Entries a = 0..11 of one row b of a block: six int16 pairs p0..p5 (the
+ * half table of the block's first two activations) plus h in both halves. */
+static inline void block_row(uint32_t *d, uint32_t p0, uint32_t p1, uint32_t p2, uint32_t p3, uint32_t p4,
+                             uint32_t p5, uint32_t h)
+{
+    d[0] = SADD16(p0, h);
+    d[1] = SADD16(p1, h);
+    d[2] = SADD16(p2, h);
+    d[3] = SADD16(p3, h);
+    d[4] = SADD16(p4, h);
+    d[5] = SADD16(p5, h);
+}
+
+/* (entries 3, 7 and 11 of a row belong to invalid bytes: written, never read) */
+static void build_block(int16_t *t, const int8_t *x)
+{
+    const int32_t x0 = x[0];
+    const uint32_t d1 = dup16(x[1]), e2 = dup16(x[2]), e3 = dup16(x[3]);
+    const uint32_t p0 = (uint32_t)(uint16_t)x0 << 16; /* a = 0, 1: 0, x0 */
+    const uint32_t p1 = (uint32_t)(uint16_t)-x0;      /* a = 2, 3: -x0, (0) */
+    const uint32_t p2 = SADD16(p0, d1), p3 = SADD16(p1, d1); /* x1, x1 + x0; x1 - x0, (x1) */
+    const uint32_t p4 = SSUB16(p0, d1), p5 = SSUB16(p1, d1); /* -x1, x0 - x1; -x0 - x1, (-x1) */
+    const uint32_t ne2 = SSUB16(0u, e2), ne3 = SSUB16(0u, e3);
+    uint32_t *d = (uint32_t *)(void *)t; /* 32-byte aligned; row b at d + 8 b */
+    block_row(d, p0, p1, p2, p3, p4, p5, 0u);
+    block_row(d + 8, p0, p1, p2, p3, p4, p5, e2);
+    block_row(d + 16, p0, p1, p2, p3, p4, p5, ne2);
+    block_row(d + 32, p0, p1, p2, p3, p4, p5, e3);
+    block_row(d + 40, p0, p1, p2, p3, p4, p5, SADD16(e3, e2));
+    block_row(d + 48, p0, p1, p2, p3, p4, p5, SSUB16(e3, e2));
+    block_row(d + 64, p0, p1, p2, p3, p4, p5, ne3);
+    block_row(d + 72, p0, p1, p2, p3, p4, p5, SADD16(ne3, e2));
+    block_row(d + 80, p0, p1, p2, p3, p4, p5, SSUB16(ne3, e2));
+}
+#else
+static inline void block_row(int16_t *d, const int32_t lo[9], int32_t h)
+{
+    d[0] = (int16_t)(lo[0] + h);
+    d[1] = (int16_t)(lo[1] + h);
+    d[2] = (int16_t)(lo[2] + h);
+    d[4] = (int16_t)(lo[3] + h);
+    d[5] = (int16_t)(lo[4] + h);
+    d[6] = (int16_t)(lo[5] + h);
+    d[8] = (int16_t)(lo[6] + h);
+    d[9] = (int16_t)(lo[7] + h);
+    d[10] = (int16_t)(lo[8] + h);
+}
+
+static void build_block(int16_t *t, const int8_t *x)
+{
+    const int32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+    const int32_t lo[9] = {0, x0, -x0, x1, x1 + x0, x1 - x0, -x1, x0 - x1, -x0 - x1};
+    block_row(t, lo, 0);
+    block_row(t + 16, lo, x2);
+    block_row(t + 32, lo, -x2);
+    block_row(t + 64, lo, x3);
+    block_row(t + 80, lo, x3 + x2);
+    block_row(t + 96, lo, x3 - x2);
+    block_row(t + 128, lo, -x3);
+    block_row(t + 144, lo, x2 - x3);
+    block_row(t + 160, lo, -x2 - x3);
+}
+#endif
+
+/* Tables for all ceil(n / 4) blocks (q is zero-padded past n). */
+static void build_tables(const tlm_act_q8 *a)
+{
+    const uint32_t nb = (a->n + 3u) / 4u;
+    for (uint32_t k = 0; k < nb; k++) build_block(a->t2lut + (size_t)k * STRIDE, a->q + 4u * k);
+    *a->t2lut_ready = 1;
+}
+
+/* Four code bytes at once where unaligned word loads are cheap. */
+#if defined(__ARM_FEATURE_UNALIGNED) || defined(__x86_64__)
+#define CODES_BY_WORD 1
+static inline uint32_t load32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+#endif
+
+/* Sum of four code bytes' entries; t0..t3 at the four blocks' tables. */
+static inline int32_t lut4(const uint8_t *p, const int16_t *t0, const int16_t *t1, const int16_t *t2,
+                           const int16_t *t3)
+{
+#ifdef CODES_BY_WORD
+    const uint32_t w = load32(p);
+    return t0[w & 0xFFu] + t1[(w >> 8) & 0xFFu] + t2[(w >> 16) & 0xFFu] + t3[w >> 24];
+#else
+    return t0[p[0]] + t1[p[1]] + t2[p[2]] + t3[p[3]];
+#endif
+}
+
+/* Sum over n whole code bytes of one row, t at the first byte's table
+ * (the n % 4 odd bytes first, so that the word loop ends the function). */
+static inline int32_t lut_sum(const uint8_t *p, const int16_t *t, uint32_t n)
+{
+    int32_t acc = 0;
+    for (uint32_t b = n & 3u; b; b--, p++, t += STRIDE) acc += t[*p];
+    const uint8_t *end = p + (n & ~3u);
+    for (; p < end; p += 4, t += 4u * STRIDE) acc += lut4(p, t, t + STRIDE, t + 2u * STRIDE, t + 3u * STRIDE);
+    return acc;
+}
+
+/* The same for two rows (p and p + rb) at once: they share the table
+ * walk, which is a fifth of the instructions when done for one row. */
+static inline void lut_sum2(const uint8_t *p, size_t rb, const int16_t *t, uint32_t n, int32_t *s0, int32_t *s1)
+{
+    int32_t a0 = 0, a1 = 0;
+    const uint8_t *q = p + rb;
+    for (uint32_t b = n & 3u; b; b--, p++, q++, t += STRIDE) {
+        a0 += t[*p];
+        a1 += t[*q];
+    }
+    const uint8_t *end = p + (n & ~3u);
+    for (; p < end; p += 4, q += 4, t += 4u * STRIDE) {
+        const int16_t *t1 = t + STRIDE, *t2 = t + 2u * STRIDE, *t3 = t + 3u * STRIDE;
+        a0 += lut4(p, t, t1, t2, t3);
+        a1 += lut4(q, t, t1, t2, t3);
+    }
+    *s0 = a0;
+    *s1 = a1;
+}
+
+/* Columns [c0, c1): whole bytes through the tables, the rest one by one. */
+static int32_t dot_t2_lut(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor *w, uint32_t c0, uint32_t c1,
+                          uint32_t *cursor)
+{
+    (void)w;
+    (void)cursor;
+    int32_t acc = 0;
+    uint32_t c = c0;
+    for (; c < c1 && (c & 3u); c++) acc += tlm_t2_at(row, c) * a->q[c];
+    const uint32_t b0 = c >> 2, b1 = c1 >> 2;
+    if (c < c1 && b1 > b0) {
+        acc += lut_sum(row + b0, a->t2lut + (size_t)b0 * STRIDE, b1 - b0);
+        c = b1 * 4u;
+    }
+    for (; c < c1; c++) acc += tlm_t2_at(row, c) * a->q[c];
+    return acc;
+}
+
+void tlm_matvec_q8_t2_lut(float *out, const tlm_act_q8 *a, const tlm_tensor *w)
+{
+    if (!*a->t2lut_ready) build_tables(a);
+    if (w->scale_kind == TLM_SCALE_GROUP) {
+        tlm_q8_drive(out, a, w, dot_t2_lut);
+        return;
+    }
+    /* one scale per row or per tensor: the drive's arithmetic, two rows at a time */
+    const uint32_t cols = w->cols, whole = cols >> 2, rows = w->rows, odd = cols & 3u;
+    const size_t rb = (size_t)tlm_row_bytes_of(w);
+    const int8_t *x = a->q;
+    const int16_t *t = a->t2lut;
+    const size_t sstep = w->scale_kind == TLM_SCALE_ROW ? 1u : 0u;
+    const float *sc = w->scales;
+    const float as = a->scale;
+    const uint8_t *row = w->data;
+    float *o = out, *oend = out + (rows & ~1u);
+    for (; o < oend; o += 2, row += 2u * rb, sc += 2u * sstep) {
+        int32_t s0, s1;
+        lut_sum2(row, rb, t, whole, &s0, &s1);
+        if (odd)
+            for (uint32_t c = whole * 4u; c < cols; c++) {
+                s0 += tlm_t2_at(row, c) * x[c];
+                s1 += tlm_t2_at(row + rb, c) * x[c];
+            }
+        o[0] = (float)s0 * sc[0] * as;
+        o[1] = (float)s1 * sc[sstep] * as;
+    }
+    if (rows & 1u) {
+        int32_t s0 = lut_sum(row, t, whole);
+        for (uint32_t c = whole * 4u; c < cols; c++) s0 += tlm_t2_at(row, c) * x[c];
+        o[0] = (float)s0 * sc[0] * as;
+    }
+}
