@@ -213,7 +213,7 @@ static void test_kernels(void **state)
         float *x = malloc(cols * sizeof *x);
         for (uint32_t c = 0; c < cols; c++) x[c] = (float)(tu_uniform(&s) * 8.0 - 4.0);
         if (iter % 7 == 0) x[tu_rand(&s) % cols] = 50.0f; /* an outlier */
-        int8_t *buf = malloc(TLM_ACT_Q8_BYTES(cols));
+        int8_t *buf = malloc(TLM_ACT_Q8_T2_BYTES(cols));
         tlm_act_q8 a;
         tlm_act_q8_quantize(&a, x, cols, buf);
         float *want = malloc(rows * sizeof *want), *got = malloc(rows * sizeof *got);
@@ -260,8 +260,8 @@ static void test_t2_lut_reuse(void **state)
         pack_matrix(&pm, TLM_WTYPE_T2, rows, cols, 0.2, &s);
         float *sc = random_scales(rows, &s);
         tlm_tensor t = view(&pm, TLM_SCALE_ROW, 0, sc);
-        int8_t *buf = malloc(TLM_ACT_Q8_BYTES(cols));
-        memset(buf, 0xA5, TLM_ACT_Q8_BYTES(cols));
+        int8_t *buf = malloc(TLM_ACT_Q8_T2_BYTES(cols));
+        memset(buf, 0xA5, TLM_ACT_Q8_T2_BYTES(cols));
         float x[40], want[5], got[5];
         for (int v = 0; v < 3; v++) {
             for (uint32_t c = 0; c < cols; c++)

@@ -52,11 +52,13 @@ typedef struct tlm_act_q8 {
 
 /* Bytes of buffer tlm_act_q8_quantize needs for n activations (q padded to
  * 32 bytes, five planes padded to 32, the int16 copy, slack for 32-byte
- * vector loads, the t2 lookup tables and their flag). */
+ * vector loads, the t2 tables' flag), and with room for the t2 lookup
+ * tables too: the buffer of a vector that tlm_matvec_q8_t2_lut (the t2
+ * kernel of every target without AVX2) reads must have the latter size. */
 #define TLM_ACT_Q8_ROUND32(n) ((((size_t)(n)) + 31u) & ~(size_t)31u)
-#define TLM_ACT_Q8_BYTES(n)                                                                                  \
-    (TLM_ACT_Q8_ROUND32(n) + 5u * TLM_ACT_Q8_ROUND32(((size_t)(n) + 4u) / 5u) + 2u * TLM_ACT_Q8_ROUND32(n) + \
-     128u + (((size_t)(n) + 3u) / 4u) * TLM_T2_LUT_STRIDE * 2u)
+#define TLM_ACT_Q8_BYTES(n) \
+    (TLM_ACT_Q8_ROUND32(n) + 5u * TLM_ACT_Q8_ROUND32(((size_t)(n) + 4u) / 5u) + 2u * TLM_ACT_Q8_ROUND32(n) + 128u)
+#define TLM_ACT_Q8_T2_BYTES(n) (TLM_ACT_Q8_BYTES(n) + (((size_t)(n) + 3u) / 4u) * TLM_T2_LUT_STRIDE * 2u)
 
 /* Quantizes x[0..n) per vector (absmax) into buf (TLM_ACT_Q8_BYTES(n)
  * bytes) and fills a. Values round half away from zero; an all-zero vector
