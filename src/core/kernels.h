@@ -97,9 +97,9 @@ static inline void tlm_q8_drive(float *out, const tlm_act_q8 *a, const tlm_tenso
     const uint32_t cols = w->cols;
     const uint32_t glen = w->scale_kind == TLM_SCALE_GROUP ? w->group : cols;
     const uint32_t ng = (cols + glen - 1u) / glen;
-    const uint64_t rb = tlm_row_bytes_of(w);
-    for (uint32_t r = 0; r < w->rows; r++) {
-        const uint8_t *row = w->data + (size_t)(rb * r);
+    const size_t rb = (size_t)tlm_row_bytes_of(w); /* the tensor is in memory: fits */
+    const uint8_t *row = w->data;
+    for (uint32_t r = 0; r < w->rows; r++, row += rb) {
         uint32_t cursor = 0;
         float s;
         if (w->scale_kind == TLM_SCALE_GROUP) {

@@ -298,23 +298,17 @@ static inline uint32_t exp2neg_q22(uint32_t a)
 
 /* Softmax numerators of one head in place: s[t] <- 2^22 * 2^-a_t with
  * a_t = (top - s[t]) * kq / 2^sh in Q16 (0 once a_t reaches 23, where the
- * Q22 value would round to 0 anyway); returns their sum. */
+ * Q22 value would round to 0 anyway); returns their sum (>= 2^22: the top
+ * one is 2^22). */
 static uint64_t attn_softmax(int32_t *s, uint32_t n, int32_t top, uint32_t kq, int32_t sh)
 {
-    /* differences below lim give a_t < 23 * 2^16 (diff < 2^30, kq < 2^30) */
-    uint32_t lim = UINT32_MAX;
-    if (sh < 0) lim = 1u;
-    else if (sh < 43) {
-        const uint64_t l = (((uint64_t)23 << (16 + sh)) + kq - 1u) / kq;
-        lim = l > UINT32_MAX ? UINT32_MAX : (uint32_t)l;
-    }
+    const uint32_t stop = 23u << 16; /* a_t from here on gives 0 in Q22 */
     uint64_t sum = 0;
     if (sh >= 32) { /* the usual case: the high word of diff * kq (< 2^60) alone */
         const uint32_t r = sh - 32 > 31 ? 31u : (uint32_t)sh - 32u;
         for (uint32_t t = 0; t < n; t++) {
-            const uint32_t diff = (uint32_t)(top - s[t]);
-            uint32_t e = 0;
-            if (diff < lim) e = exp2neg_q22((uint32_t)(((uint64_t)diff * kq) >> 32) >> r);
+            const uint32_t a = (uint32_t)(((uint64_t)(uint32_t)(top - s[t]) * kq) >> 32) >> r;
+            const uint32_t e = a < stop ? exp2neg_q22(a) : 0u;
             s[t] = (int32_t)e;
             sum += e;
         }
@@ -322,8 +316,9 @@ static uint64_t attn_softmax(int32_t *s, uint32_t n, int32_t top, uint32_t kq, i
         const uint32_t r = sh < 0 ? 0u : (uint32_t)sh;
         for (uint32_t t = 0; t < n; t++) {
             const uint32_t diff = (uint32_t)(top - s[t]);
-            uint32_t e = 0;
-            if (diff < lim) e = exp2neg_q22((uint32_t)(((uint64_t)diff * kq) >> r));
+            /* sh < 0: any difference at all is past the stop */
+            const uint64_t a = sh < 0 && diff ? UINT64_MAX : ((uint64_t)diff * kq) >> r;
+            const uint32_t e = a < stop ? exp2neg_q22((uint32_t)a) : 0u;
             s[t] = (int32_t)e;
             sum += e;
         }
@@ -407,9 +402,12 @@ static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
                  * in base 2, i.e. kq * 2^-(22 + eq + ek_lo) in Q16 */
                 const uint64_t sum = attn_softmax(sj, n, top, (uint32_t)kq, 22 + eq + ek_lo);
                 /* weights in Q22 (e * 2^22 / sum): round(e * recip / 2^32) with
-                 * recip = (2^54 - 1) / sum < 2^32 (the top's e is 2^22), then
-                 * brought to the coarsest value exponent (rounded) */
-                const uint32_t recip = (uint32_t)((((uint64_t)1 << 54) - 1u) / sum);
+                 * recip = 2^54 / sum (below 2^32 but for a lone top, clamped),
+                 * then brought to the coarsest value exponent (rounded). recip
+                 * by a float division: IEEE-exact on every core, where a 64-bit
+                 * integer division is a slow library call on 32-bit ones. */
+                const float rf = 18014398509481984.0f / (float)sum; /* 2^54 / sum */
+                const uint32_t recip = rf >= 4294967040.0f ? 4294967040u : (uint32_t)rf;
                 for (uint32_t t = 0; t < n; t++) {
                     const uint32_t vsh = (uint32_t)(veg[t] - ev_lo);
                     const uint32_t w = (uint32_t)(((uint64_t)(uint32_t)sj[t] * recip + 0x80000000u) >> 32);

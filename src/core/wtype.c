@@ -42,8 +42,9 @@ uint64_t tlm_wtype_row_bytes(uint32_t t, uint32_t cols, uint32_t param)
 {
     const tlm_wtype_traits *tr = tlm_wtype_get(t);
     if (!tr) return 0;
-    uint64_t blocks = ((uint64_t)cols + tr->block_weights - 1u) / tr->block_weights;
-    uint64_t bytes = blocks * tr->block_bytes; /* < 2^32 * 2^32: fits */
+    /* 32-bit division (cores without a 64-bit divider call a slow routine) */
+    const uint32_t blocks = cols / tr->block_weights + (cols % tr->block_weights != 0u);
+    uint64_t bytes = (uint64_t)blocks * tr->block_bytes; /* < 2^32 * 2^32: fits */
     if (t == TLM_WTYPE_TS) bytes += ((uint64_t)param + 7u) / 8u;
     return bytes;
 }
