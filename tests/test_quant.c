@@ -213,19 +213,20 @@ static void test_kernels(void **state)
         float *x = malloc(cols * sizeof *x);
         for (uint32_t c = 0; c < cols; c++) x[c] = (float)(tu_uniform(&s) * 8.0 - 4.0);
         if (iter % 7 == 0) x[tu_rand(&s) % cols] = 50.0f; /* an outlier */
-        int8_t *buf = malloc(TLM_ACT_Q8_T2_BYTES(cols));
+        int8_t *buf = malloc(TLM_ACT_Q8_LUT_BYTES(cols));
         tlm_act_q8 a;
         tlm_act_q8_quantize(&a, x, cols, buf);
         float *want = malloc(rows * sizeof *want), *got = malloc(rows * sizeof *got);
         oracle_matvec(want, &pm, &t, &a);
         tlm_wtype_get(type)->matvec_q8_ref(got, &a, &t);
         assert_memory_equal(want, got, rows * sizeof *got);
-        if (type == TLM_WTYPE_T2) { /* the table kernel of the targets without AVX2, on every host */
+        if (type == TLM_WTYPE_T2 || type == TLM_WTYPE_T3) { /* the table kernels of the targets without AVX2 */
+            tlm_matvec_q8_fn lut = type == TLM_WTYPE_T2 ? tlm_matvec_q8_t2_lut : tlm_matvec_q8_t3_lut;
             memset(got, 0xA5, rows * sizeof *got);
-            tlm_matvec_q8_t2_lut(got, &a, &t);
+            lut(got, &a, &t);
             assert_memory_equal(want, got, rows * sizeof *got);
             memset(got, 0xA5, rows * sizeof *got);
-            tlm_matvec_q8_t2_lut(got, &a, &t); /* tables already built: reused */
+            lut(got, &a, &t); /* tables already built: reused */
             assert_memory_equal(want, got, rows * sizeof *got);
         }
         tlm_matvec_q8_fn simd = tlm_wtype_matvec_q8_simd(type);
@@ -245,36 +246,42 @@ static void test_kernels(void **state)
     if (!simd_seen) print_message("note: no SIMD kernels on this CPU; reference only\n");
 }
 
-/* The t2 table kernel keeps per-vector tables in the activation buffer:
- * a second vector quantized into the same buffer must not see the first
- * one's tables, and entries it never writes (bytes with a code 3) must
- * never be read. The buffer starts as garbage; rows of every width 1..40,
- * the extreme activations +-127 in every column. */
-static void test_t2_lut_reuse(void **state)
+/* The table kernels keep per-vector tables in the activation buffer: a
+ * second vector quantized into the same buffer must not see the first
+ * one's tables, a t3 product after a t2 one on the same vector (and back)
+ * must rebuild them, and entries never written (t2 bytes with a code 3)
+ * must never be read. The buffer starts as garbage; rows of every width
+ * 1..40, the extreme activations +-127 in every column. */
+static void test_lut_reuse(void **state)
 {
     (void)state;
     uint64_t s = 77;
     for (uint32_t cols = 1; cols <= 40; cols++) {
         const uint32_t rows = 5;
-        packed_matrix pm;
-        pack_matrix(&pm, TLM_WTYPE_T2, rows, cols, 0.2, &s);
+        packed_matrix p2, p3;
+        pack_matrix(&p2, TLM_WTYPE_T2, rows, cols, 0.2, &s);
+        pack_matrix(&p3, TLM_WTYPE_T3, rows, cols, 0.2, &s);
         float *sc = random_scales(rows, &s);
-        tlm_tensor t = view(&pm, TLM_SCALE_ROW, 0, sc);
-        int8_t *buf = malloc(TLM_ACT_Q8_T2_BYTES(cols));
-        memset(buf, 0xA5, TLM_ACT_Q8_T2_BYTES(cols));
+        tlm_tensor t2 = view(&p2, TLM_SCALE_ROW, 0, sc), t3 = view(&p3, TLM_SCALE_ROW, 0, sc);
+        int8_t *buf = malloc(TLM_ACT_Q8_LUT_BYTES(cols));
+        memset(buf, 0xA5, TLM_ACT_Q8_LUT_BYTES(cols));
         float x[40], want[5], got[5];
         for (int v = 0; v < 3; v++) {
             for (uint32_t c = 0; c < cols; c++)
                 x[c] = v == 2 ? ((c & 1u) ? -1.0f : 1.0f) : (float)(tu_uniform(&s) * 2.0 - 1.0);
             tlm_act_q8 a;
             tlm_act_q8_quantize(&a, x, cols, buf);
-            oracle_matvec(want, &pm, &t, &a);
-            tlm_matvec_q8_t2_lut(got, &a, &t);
-            assert_memory_equal(want, got, sizeof got);
+            for (int k = 0; k < 3; k++) { /* t2, t3, t2 on the same vector */
+                const int three = k == 1;
+                oracle_matvec(want, three ? &p3 : &p2, three ? &t3 : &t2, &a);
+                (three ? tlm_matvec_q8_t3_lut : tlm_matvec_q8_t2_lut)(got, &a, three ? &t3 : &t2);
+                assert_memory_equal(want, got, sizeof got);
+            }
         }
         free(buf);
         free(sc);
-        free_matrix(&pm);
+        free_matrix(&p2);
+        free_matrix(&p3);
     }
 }
 
@@ -709,7 +716,7 @@ int main(void)
         cmocka_unit_test(test_row_bytes),
         cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_kernels),
-        cmocka_unit_test(test_t2_lut_reuse),
+        cmocka_unit_test(test_lut_reuse),
         cmocka_unit_test(test_act_quant),
         cmocka_unit_test(test_quantizers),
         cmocka_unit_test(test_corrupt_packed),

@@ -77,7 +77,7 @@ static size_t st_align(size_t v) { return (v + 63u) & ~(size_t)63u; }
 static size_t st_need(uint32_t cols)
 {
     return st_align(ST_ROWS * cols) + st_align(ST_ROWS * cols * sizeof(float)) + st_align(cols * sizeof(float)) +
-           2u * st_align(ST_ROWS * sizeof(float)) + st_align(TLM_ACT_Q8_T2_BYTES(cols));
+           2u * st_align(ST_ROWS * sizeof(float)) + st_align(TLM_ACT_Q8_LUT_BYTES(cols));
 }
 
 static int kernel_selftest(uint8_t *mem, size_t bytes)

@@ -35,7 +35,7 @@ typedef struct tlm_runtime {
     int8_t *q_q8;          /* 2 * head_size: two query heads quantized */
     uint32_t flags;
     void *sample_scratch;  /* tlm_sampler_scratch_bytes(vocab_size) */
-    int8_t *act_q8;        /* TLM_ACT_Q8_(T2_)BYTES(max(dim, hidden_dim)): quantized activations */
+    int8_t *act_q8;        /* TLM_ACT_Q8_(LUT_)BYTES(max(dim, hidden_dim)): quantized activations */
     tlm_act_q8 act;        /* the vector act_q8 holds ... */
     const float *act_src;  /* ... quantized from this buffer (NULL: none) */
 } tlm_runtime;

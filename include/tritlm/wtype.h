@@ -34,31 +34,38 @@ typedef struct tlm_act_q8 {
     /* q widened to int16 in the order SMLAD pairs want: for each group of 4,
      * q[4g], q[4g+2], q[4g+1], q[4g+3] (0 past the end) */
     const int16_t *q16;
-    /* Lookup tables of the t2 table kernel (tlm_matvec_q8_t2_lut), built by
-     * that kernel on its first use for this vector (*t2lut_ready then 1):
-     * for the block of columns 4k..4k+3, TLM_T2_LUT_STRIDE int16 sums at
-     * t2lut + k * TLM_T2_LUT_STRIDE, entry (byte) = the block's dot product
-     * of q with the four weights a t2 code byte holds (entries of bytes
-     * with a code 3 are never written nor read). */
-    int16_t *t2lut;
-    uint32_t *t2lut_ready;
+    /* Lookup tables of the ternary table kernels (tlm_matvec_q8_t2_lut,
+     * tlm_matvec_q8_t3_lut), built by a kernel on its first use for this
+     * vector (*lut_kind then says for which type: 0 none, else the
+     * tlm_wtype). t2: for the block of columns 4k..4k+3, TLM_T2_LUT_STRIDE
+     * int16 sums at lut + k * TLM_T2_LUT_STRIDE, entry (byte) = the block's
+     * dot product of q with the four weights a code byte holds (entries of
+     * bytes with a code 3 are never written nor read); t3 the same for
+     * blocks of five columns, TLM_T3_LUT_STRIDE entries, 243 used. */
+    int16_t *lut;
+    uint32_t *lut_kind;
     float scale;
     uint32_t n, plane;
 } tlm_act_q8;
 
 /* Valid t2 bytes are at most 0xAA: 171 entries per block, rounded up so that
- * blocks stay 32-byte aligned. */
+ * blocks stay 32-byte aligned; t3 bytes are below 243 (rounded up to keep
+ * blocks 16-byte aligned). */
 #define TLM_T2_LUT_STRIDE 176u
+#define TLM_T3_LUT_STRIDE 248u
 
 /* Bytes of buffer tlm_act_q8_quantize needs for n activations (q padded to
  * 32 bytes, five planes padded to 32, the int16 copy, slack for 32-byte
- * vector loads, the t2 tables' flag), and with room for the t2 lookup
- * tables too: the buffer of a vector that tlm_matvec_q8_t2_lut (the t2
- * kernel of every target without AVX2) reads must have the latter size. */
+ * vector loads, the lookup tables' flag), and with room for the lookup
+ * tables too: the buffer of a vector that a table kernel (the t2 and t3
+ * kernels of every target without AVX2) reads must have the latter size. */
 #define TLM_ACT_Q8_ROUND32(n) ((((size_t)(n)) + 31u) & ~(size_t)31u)
 #define TLM_ACT_Q8_BYTES(n) \
     (TLM_ACT_Q8_ROUND32(n) + 5u * TLM_ACT_Q8_ROUND32(((size_t)(n) + 4u) / 5u) + 2u * TLM_ACT_Q8_ROUND32(n) + 128u)
-#define TLM_ACT_Q8_T2_BYTES(n) (TLM_ACT_Q8_BYTES(n) + (((size_t)(n) + 3u) / 4u) * TLM_T2_LUT_STRIDE * 2u)
+#define TLM_ACT_Q8_LUT2(n) ((((size_t)(n) + 3u) / 4u) * TLM_T2_LUT_STRIDE * 2u)
+#define TLM_ACT_Q8_LUT3(n) ((((size_t)(n) + 4u) / 5u) * TLM_T3_LUT_STRIDE * 2u)
+#define TLM_ACT_Q8_LUT_BYTES(n) \
+    (TLM_ACT_Q8_BYTES(n) + (TLM_ACT_Q8_LUT2(n) > TLM_ACT_Q8_LUT3(n) ? TLM_ACT_Q8_LUT2(n) : TLM_ACT_Q8_LUT3(n)))
 
 /* Quantizes x[0..n) per vector (absmax) into buf (TLM_ACT_Q8_BYTES(n)
  * bytes) and fills a. Values round half away from zero; an all-zero vector
@@ -105,12 +112,14 @@ tlm_matvec_q8_fn tlm_wtype_matvec_q8(uint32_t t);
 
 /* The fast variant alone (NULL when not built or not supported here), so
  * that tests can hold it against the reference: AVX2 on x86-64; elsewhere
- * the t2 table kernel for t2 and the Arm DSP kernel for int8. */
+ * the table kernels for t2 and t3 and the Arm DSP kernel for int8. */
 tlm_matvec_q8_fn tlm_wtype_matvec_q8_simd(uint32_t t);
 
-/* The t2 table kernel, on every target (tests compare it with the
- * reference on the host too). Exact integer sums like the reference. */
+/* The t2 and t3 table kernels, on every target (tests compare them with
+ * the reference on the host too). Exact integer sums like the reference;
+ * the vector's buffer must be TLM_ACT_Q8_LUT_BYTES. */
 void tlm_matvec_q8_t2_lut(float *out, const tlm_act_q8 *a, const struct tlm_tensor *w);
+void tlm_matvec_q8_t3_lut(float *out, const tlm_act_q8 *a, const struct tlm_tensor *w);
 
 /* Lets the integer kernels use SIMD variants (default) or only the
  * portable reference (benchmarks compare the two). */

@@ -1,22 +1,24 @@
-/* The t2 table kernel: int8 activations times t2 weights without a
- * multiply. A t2 byte holds four weights, so for each block of four
- * activations the sums over every valid byte value are computed once per
- * vector (81 of them, two additions each from two 9-entry half tables) and
- * each row then costs one table read and one addition per four weights.
- * The tables are shared by every row and by every matrix that reads the
- * same vector (q, k and v; gate and up), which is what makes them pay off
- * on narrow models: for stories260K's 64-wide rows the build is a fifth
- * of the work and the reads the rest.
+/* The ternary table kernels: int8 activations times t2 or t3 weights
+ * without a multiply. A code byte holds four (t2) or five (t3) weights, so
+ * for each block of four or five activations the sums over every valid byte
+ * value are computed once per vector (81 for t2, 243 for t3) and each row
+ * then costs one table read and one addition per byte. The tables are
+ * shared by every row and by every matrix that reads the same vector (q, k
+ * and v; gate and up), which is what makes them pay off on narrow models:
+ * for stories260K's 64-wide rows the build is a fifth (t2) to two fifths
+ * (t3) of the work and the reads the rest.
  *
- * The sums are the reference's exact integers (|entry| <= 4 * 127 fits
- * int16, rows sum in int32), so results are bit-identical to it. This is
- * the t2 kernel of every target without AVX2 (Cortex-M, RISC-V, Xtensa);
- * on the Arm DSP extension the build adds two entries per instruction. */
+ * The sums are the reference's exact integers (|entry| <= 5 * 127 fits
+ * int16, rows sum in int32), so results are bit-identical to it. These are
+ * the t2 and t3 kernels of every target without AVX2 (Cortex-M, RISC-V,
+ * Xtensa); on the Arm DSP extension the builds add two entries per
+ * instruction. */
 #include <string.h>
 
 #include "kernels.h"
 
 #define STRIDE TLM_T2_LUT_STRIDE
+#define STRIDE3 TLM_T3_LUT_STRIDE
 
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
@@ -97,11 +99,54 @@ static void build_block(int16_t *t, const int8_t *x)
 #endif
 
 /* Tables for all ceil(n / 4) blocks (q is zero-padded past n). */
-static void build_tables(const tlm_act_q8 *a)
+static void build_t2(const tlm_act_q8 *a)
 {
     const uint32_t nb = (a->n + 3u) / 4u;
-    for (uint32_t k = 0; k < nb; k++) build_block(a->t2lut + (size_t)k * STRIDE, a->q + 4u * k);
-    *a->t2lut_ready = 1;
+    for (uint32_t k = 0; k < nb; k++) build_block(a->lut + (size_t)k * STRIDE, a->q + 4u * k);
+    *a->lut_kind = TLM_WTYPE_T2;
+}
+
+/* t3: entry c of a block is the sum over its five columns of trit_i(c) * x_i
+ * (c = t0 + 3 t1 + 9 t2 + 27 t3 + 81 t4; trit 1 is +1, 2 is -1). The first
+ * 3^k entries only involve x_0..x_{k-1}, so each power of three extends the
+ * table: entries [3^k, 2 * 3^k) are the first 3^k plus x_k, the next 3^k
+ * the first minus x_k. */
+static inline void grow(int16_t *t, uint32_t m, int32_t x)
+{
+    int16_t *plus = t + m, *minus = t + 2u * m;
+    uint32_t j = 0;
+#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_UNALIGNED)
+    const uint32_t d = (uint32_t)(uint16_t)x * 0x00010001u;
+    for (; j + 2u <= m; j += 2u) { /* two entries per SADD16 / SSUB16 */
+        uint32_t v, p, q;
+        memcpy(&v, t + j, 4);
+        p = (uint32_t)__sadd16((int16x2_t)v, (int16x2_t)d);
+        q = (uint32_t)__ssub16((int16x2_t)v, (int16x2_t)d);
+        memcpy(plus + j, &p, 4);
+        memcpy(minus + j, &q, 4);
+    }
+#endif
+    for (; j < m; j++) {
+        plus[j] = (int16_t)(t[j] + x);
+        minus[j] = (int16_t)(t[j] - x);
+    }
+}
+
+static void build_t3(const tlm_act_q8 *a)
+{
+    const uint32_t nb = (a->n + 4u) / 5u;
+    for (uint32_t k = 0; k < nb; k++) {
+        int16_t *t = a->lut + (size_t)k * STRIDE3;
+        const int8_t *x = a->q + 5u * k;
+        t[0] = 0;
+        t[1] = x[0];
+        t[2] = (int16_t)-x[0];
+        grow(t, 3u, x[1]);
+        grow(t, 9u, x[2]);
+        grow(t, 27u, x[3]);
+        grow(t, 81u, x[4]);
+    }
+    *a->lut_kind = TLM_WTYPE_T3;
 }
 
 /* Four code bytes at once where unaligned word loads are cheap. */
@@ -127,30 +172,32 @@ static inline int32_t lut4(const uint8_t *p, const int16_t *t0, const int16_t *t
 #endif
 }
 
-/* Sum over n whole code bytes of one row, t at the first byte's table
- * (the n % 4 odd bytes first, so that the word loop ends the function). */
-static inline int32_t lut_sum(const uint8_t *p, const int16_t *t, uint32_t n)
+/* Sum over n whole code bytes of one row, t at the first byte's table,
+ * tables `st` entries apart (the n % 4 odd bytes first, so that the word
+ * loop ends the function). */
+static inline int32_t lut_sum(const uint8_t *p, const int16_t *t, uint32_t n, uint32_t st)
 {
     int32_t acc = 0;
-    for (uint32_t b = n & 3u; b; b--, p++, t += STRIDE) acc += t[*p];
+    for (uint32_t b = n & 3u; b; b--, p++, t += st) acc += t[*p];
     const uint8_t *end = p + (n & ~3u);
-    for (; p < end; p += 4, t += 4u * STRIDE) acc += lut4(p, t, t + STRIDE, t + 2u * STRIDE, t + 3u * STRIDE);
+    for (; p < end; p += 4, t += 4u * st) acc += lut4(p, t, t + st, t + 2u * st, t + 3u * st);
     return acc;
 }
 
 /* The same for two rows (p and p + rb) at once: they share the table
  * walk, which is a fifth of the instructions when done for one row. */
-static inline void lut_sum2(const uint8_t *p, size_t rb, const int16_t *t, uint32_t n, int32_t *s0, int32_t *s1)
+static inline void lut_sum2(const uint8_t *p, size_t rb, const int16_t *t, uint32_t n, uint32_t st, int32_t *s0,
+                            int32_t *s1)
 {
     int32_t a0 = 0, a1 = 0;
     const uint8_t *q = p + rb;
-    for (uint32_t b = n & 3u; b; b--, p++, q++, t += STRIDE) {
+    for (uint32_t b = n & 3u; b; b--, p++, q++, t += st) {
         a0 += t[*p];
         a1 += t[*q];
     }
     const uint8_t *end = p + (n & ~3u);
-    for (; p < end; p += 4, q += 4, t += 4u * STRIDE) {
-        const int16_t *t1 = t + STRIDE, *t2 = t + 2u * STRIDE, *t3 = t + 3u * STRIDE;
+    for (; p < end; p += 4, q += 4, t += 4u * st) {
+        const int16_t *t1 = t + st, *t2 = t + 2u * st, *t3 = t + 3u * st;
         a0 += lut4(p, t, t1, t2, t3);
         a1 += lut4(q, t, t1, t2, t3);
     }
@@ -169,44 +216,85 @@ static int32_t dot_t2_lut(const uint8_t *row, const tlm_act_q8 *a, const tlm_ten
     for (; c < c1 && (c & 3u); c++) acc += tlm_t2_at(row, c) * a->q[c];
     const uint32_t b0 = c >> 2, b1 = c1 >> 2;
     if (c < c1 && b1 > b0) {
-        acc += lut_sum(row + b0, a->t2lut + (size_t)b0 * STRIDE, b1 - b0);
+        acc += lut_sum(row + b0, a->lut + (size_t)b0 * STRIDE, b1 - b0, STRIDE);
         c = b1 * 4u;
     }
     for (; c < c1; c++) acc += tlm_t2_at(row, c) * a->q[c];
     return acc;
 }
 
+static int32_t dot_t3_lut(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor *w, uint32_t c0, uint32_t c1,
+                          uint32_t *cursor)
+{
+    (void)w;
+    (void)cursor;
+    int32_t acc = 0;
+    uint32_t c = c0;
+    for (; c < c1 && c % 5u; c++) acc += tlm_t3_at(row, c) * a->q[c];
+    const uint32_t b0 = c / 5u, b1 = c1 / 5u;
+    if (c < c1 && b1 > b0) {
+        acc += lut_sum(row + b0, a->lut + (size_t)b0 * STRIDE3, b1 - b0, STRIDE3);
+        c = b1 * 5u;
+    }
+    for (; c < c1; c++) acc += tlm_t3_at(row, c) * a->q[c];
+    return acc;
+}
+
+static int32_t t2_tail(const uint8_t *row, const int8_t *x, uint32_t c0, uint32_t cols)
+{
+    int32_t acc = 0;
+    for (uint32_t c = c0; c < cols; c++) acc += tlm_t2_at(row, c) * x[c];
+    return acc;
+}
+
+/* One scale per row or per tensor: the drive's arithmetic, two rows at a
+ * time over `whole` bytes, then `tail(row)` for columns past them. */
+#define LUT_ROWS(st, tail_sum)                                                       \
+    do {                                                                              \
+        const size_t rb = (size_t)tlm_row_bytes_of(w);                                \
+        const int16_t *t = a->lut;                                                    \
+        const size_t sstep = w->scale_kind == TLM_SCALE_ROW ? 1u : 0u;                \
+        const float *sc = w->scales;                                                  \
+        const float as = a->scale;                                                    \
+        const uint8_t *row = w->data;                                                 \
+        float *o = out, *oend = out + (w->rows & ~1u);                                \
+        for (; o < oend; o += 2, row += 2u * rb, sc += 2u * sstep) {                  \
+            int32_t s0, s1;                                                           \
+            lut_sum2(row, rb, t, whole, st, &s0, &s1);                                \
+            s0 += tail_sum(row);                                                      \
+            s1 += tail_sum(row + rb);                                                 \
+            o[0] = (float)s0 * sc[0] * as;                                            \
+            o[1] = (float)s1 * sc[sstep] * as;                                        \
+        }                                                                             \
+        if (w->rows & 1u) o[0] = (float)(lut_sum(row, t, whole, st) + tail_sum(row)) * sc[0] * as; \
+    } while (0)
+
 void tlm_matvec_q8_t2_lut(float *out, const tlm_act_q8 *a, const tlm_tensor *w)
 {
-    if (!*a->t2lut_ready) build_tables(a);
+    if (*a->lut_kind != TLM_WTYPE_T2) build_t2(a);
     if (w->scale_kind == TLM_SCALE_GROUP) {
         tlm_q8_drive(out, a, w, dot_t2_lut);
         return;
     }
-    /* one scale per row or per tensor: the drive's arithmetic, two rows at a time */
-    const uint32_t cols = w->cols, whole = cols >> 2, rows = w->rows, odd = cols & 3u;
-    const size_t rb = (size_t)tlm_row_bytes_of(w);
+    const uint32_t cols = w->cols, whole = cols >> 2;
     const int8_t *x = a->q;
-    const int16_t *t = a->t2lut;
-    const size_t sstep = w->scale_kind == TLM_SCALE_ROW ? 1u : 0u;
-    const float *sc = w->scales;
-    const float as = a->scale;
-    const uint8_t *row = w->data;
-    float *o = out, *oend = out + (rows & ~1u);
-    for (; o < oend; o += 2, row += 2u * rb, sc += 2u * sstep) {
-        int32_t s0, s1;
-        lut_sum2(row, rb, t, whole, &s0, &s1);
-        if (odd)
-            for (uint32_t c = whole * 4u; c < cols; c++) {
-                s0 += tlm_t2_at(row, c) * x[c];
-                s1 += tlm_t2_at(row + rb, c) * x[c];
-            }
-        o[0] = (float)s0 * sc[0] * as;
-        o[1] = (float)s1 * sc[sstep] * as;
+    /* columns past the last whole byte, one by one (none for most shapes) */
+#define T2_TAIL(r) (cols & 3u ? t2_tail((r), x, whole * 4u, cols) : 0)
+    LUT_ROWS(STRIDE, T2_TAIL);
+#undef T2_TAIL
+}
+
+void tlm_matvec_q8_t3_lut(float *out, const tlm_act_q8 *a, const tlm_tensor *w)
+{
+    if (*a->lut_kind != TLM_WTYPE_T3) build_t3(a);
+    if (w->scale_kind == TLM_SCALE_GROUP) {
+        tlm_q8_drive(out, a, w, dot_t3_lut);
+        return;
     }
-    if (rows & 1u) {
-        int32_t s0 = lut_sum(row, t, whole);
-        for (uint32_t c = whole * 4u; c < cols; c++) s0 += tlm_t2_at(row, c) * x[c];
-        o[0] = (float)s0 * sc[0] * as;
-    }
+    /* every byte whole: the padding trits of a last partial byte meet the
+     * zeros q is padded with, so the table sums stay exact */
+    const uint32_t whole = (w->cols + 4u) / 5u;
+#define T3_TAIL(r) 0
+    LUT_ROWS(STRIDE3, T3_TAIL);
+#undef T3_TAIL
 }

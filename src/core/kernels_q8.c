@@ -52,11 +52,11 @@ void tlm_act_q8_quantize(tlm_act_q8 *a, const float *x, uint32_t n, int8_t *buf)
     for (; i < n; i++) q16[(i & ~3u) + order[i & 3u]] = q[i];
     a->q16 = q16;
 #endif
-    /* t2 tables: 32-byte aligned within buf (every size above is a multiple of 32) */
+    /* lookup tables: 32-byte aligned within buf (every size above is a multiple of 32) */
     uint8_t *lut = (uint8_t *)(void *)(pl + 5u * plane + 32u) + 2u * qn + 32u;
-    a->t2lut_ready = (uint32_t *)(void *)lut;
-    *a->t2lut_ready = 0;
-    a->t2lut = (int16_t *)(void *)(lut + 32u);
+    a->lut_kind = (uint32_t *)(void *)lut;
+    *a->lut_kind = 0;
+    a->lut = (int16_t *)(void *)(lut + 32u);
     a->q = q;
     a->n = n;
     a->plane = (uint32_t)plane;

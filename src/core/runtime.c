@@ -64,15 +64,15 @@ static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_pl
         p->vc = reserve(&l, kv * kv_dim, 4);
     }
     p->scratch = reserve(&l, tlm_sampler_scratch_bytes(hp->vocab_size), 1);
-    /* room for the t2 table kernel's tables only where a t2 tensor needs them */
-    int has_t2 = 0;
+    /* room for the table kernels' tables only where a t2 or t3 tensor needs them */
+    int tables = 0;
     for (uint32_t i = 0; i < m->n_tensors; i++) {
         tlm_tensor t;
         tlm_model_tensor_at(m, i, &t);
-        has_t2 |= t.wtype == TLM_WTYPE_T2;
+        tables |= t.wtype == TLM_WTYPE_T2 || t.wtype == TLM_WTYPE_T3;
     }
     const uint32_t widest = hp->hidden_dim > hp->dim ? hp->hidden_dim : hp->dim;
-    p->actq = reserve(&l, has_t2 ? TLM_ACT_Q8_T2_BYTES(widest) : TLM_ACT_Q8_BYTES(widest), 1);
+    p->actq = reserve(&l, tables ? TLM_ACT_Q8_LUT_BYTES(widest) : TLM_ACT_Q8_BYTES(widest), 1);
     if (l.overflow || l.off > SIZE_MAX - ARENA_ALIGN) return 0;
     p->total = l.off + ARENA_ALIGN; /* slack to align any arena address */
     return 1;

@@ -60,6 +60,7 @@ tlm_matvec_q8_fn tlm_wtype_matvec_q8_simd(uint32_t t)
     tlm_matvec_q8_fn f = tlm_matvec_q8_avx2(t);
     if (f) return f;
     if (t == TLM_WTYPE_T2) return tlm_matvec_q8_t2_lut; /* every target without AVX2 */
+    if (t == TLM_WTYPE_T3) return tlm_matvec_q8_t3_lut;
     return tlm_matvec_q8_dsp(t);
 }
 
