@@ -1,7 +1,8 @@
 /* Greedy decoding speed of several models side by side, interleaved in one
  * run so that machine noise hits them alike: typically an fp32 model and
- * its quantized versions. Quantized models run twice: with the SIMD
- * kernels and with the portable reference kernels only.
+ * its quantized versions. Quantized models run again with the portable
+ * reference kernels only, and those with t2 or t3 tensors also with the
+ * portable table kernels (what microcontrollers run).
  * usage: bench_quant_decode [--repeat N] [--positions P] BASE.tlm OTHER.tlm... */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,7 @@ typedef struct {
     const char *path;
     int simd;
     tlm_model_file mf;
-    int quantized;
+    int quantized, tables;
     double *tps;
 } entry;
 
@@ -57,7 +58,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_quant_decode [--repeat N] [--positions P] BASE.tlm OTHER.tlm...\n");
         return 2;
     }
-    entry *e = calloc((size_t)(argc - a) * 2, sizeof *e);
+    entry *e = calloc((size_t)(argc - a) * 3, sizeof *e);
     int n = 0;
     size_t ab_max = 0;
     for (int i = a; i < argc; i++) {
@@ -73,12 +74,18 @@ int main(int argc, char **argv)
             tlm_tensor tt;
             tlm_model_tensor_at(&x->mf.model, t, &tt);
             if (tt.wtype != TLM_WTYPE_F32) x->quantized = 1;
+            if (tt.wtype == TLM_WTYPE_T2 || tt.wtype == TLM_WTYPE_T3) x->tables = 1;
         }
         x->simd = 1;
         n++;
         if (x->quantized) { /* the same model on the reference kernels */
             e[n] = *x;
             e[n].simd = 0;
+            n++;
+        }
+        if (x->tables) { /* and on the table kernels */
+            e[n] = *x;
+            e[n].simd = 2;
             n++;
         }
     }
@@ -101,7 +108,7 @@ int main(int argc, char **argv)
         qsort(e[i].tps, (size_t)repeat, sizeof(double), cmp_double);
         const double med = e[i].tps[repeat / 2];
         if (i == 0) base = med;
-        printf("%-40s %-9s %12zu %10.1f %7.2fx\n", e[i].path, e[i].quantized ? (e[i].simd ? "simd" : "reference") : "f32",
+        printf("%-40s %-9s %12zu %10.1f %7.2fx\n", e[i].path, e[i].quantized ? (e[i].simd == 1 ? "simd" : e[i].simd == 2 ? "tables" : "reference") : "f32",
                e[i].mf.model.image_bytes, med, med / base);
     }
     free(arena);

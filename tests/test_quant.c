@@ -286,7 +286,8 @@ static void test_lut_reuse(void **state)
 }
 
 /* Activation quantization: int8 within +-127, error at most half a step,
- * the largest magnitude maps to 127, the planes hold q[5k + j]. */
+ * the largest magnitude maps to 127, zeros after the last value up to 32
+ * bytes past the size rounded to 32 (the table kernels read whole blocks). */
 static void test_act_quant(void **state)
 {
     (void)state;
@@ -296,8 +297,10 @@ static void test_act_quant(void **state)
         float *x = malloc(n * sizeof *x);
         for (uint32_t i = 0; i < n; i++) x[i] = (float)((tu_uniform(&s) - 0.5) * 10.0);
         int8_t *buf = malloc(TLM_ACT_Q8_BYTES(n));
+        memset(buf, 0x5A, TLM_ACT_Q8_BYTES(n));
         tlm_act_q8 a;
         tlm_act_q8_quantize(&a, x, n, buf);
+        for (size_t i = n; i < TLM_ACT_Q8_ROUND32(n) + 32u; i++) assert_int_equal(a.q[i], 0);
         float amax = 0;
         for (uint32_t i = 0; i < n; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
         assert_true(fabsf(a.scale - amax / 127.0f) <= 1e-6f * amax);
@@ -306,7 +309,6 @@ static void test_act_quant(void **state)
             assert_true(a.q[i] >= -127 && a.q[i] <= 127);
             assert_true(fabsf(x[i] - a.q[i] * a.scale) <= 0.5f * a.scale * 1.0001f);
             hit |= a.q[i] == 127 || a.q[i] == -127;
-            assert_int_equal(a.planar[(size_t)(i % 5) * a.plane + i / 5], a.q[i]);
         }
         assert_true(hit);
         free(buf);

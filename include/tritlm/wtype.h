@@ -23,14 +23,11 @@ typedef enum tlm_wtype {
 struct tlm_tensor;
 
 /* A vector of activations quantized to int8 with one scale (absmax / 127):
- * x[i] ~= q[i] * scale. Two regroupings serve particular kernels and are
- * built only where such a kernel exists (NULL elsewhere): `planar` (x86-64,
- * the AVX2 base-3 kernel) holds plane j (j < 5) at planar + j * plane,
- * entry k being q[5k + j] (0 past the end); `q16` (Arm DSP) is below.
- * Built by tlm_act_q8_quantize. */
+ * x[i] ~= q[i] * scale (q zero-padded to a multiple of 32 and 32 bytes
+ * more). `q16` serves the Arm DSP kernels and is built only there (NULL
+ * elsewhere). Built by tlm_act_q8_quantize. */
 typedef struct tlm_act_q8 {
     const int8_t *q;
-    const int8_t *planar;
     /* q widened to int16 in the order SMLAD pairs want: for each group of 4,
      * q[4g], q[4g+2], q[4g+1], q[4g+3] (0 past the end) */
     const int16_t *q16;
@@ -45,7 +42,7 @@ typedef struct tlm_act_q8 {
     int16_t *lut;
     uint32_t *lut_kind;
     float scale;
-    uint32_t n, plane;
+    uint32_t n;
 } tlm_act_q8;
 
 /* Valid t2 bytes are at most 0xAA: 171 entries per block, rounded up so that
@@ -55,13 +52,12 @@ typedef struct tlm_act_q8 {
 #define TLM_T3_LUT_STRIDE 248u
 
 /* Bytes of buffer tlm_act_q8_quantize needs for n activations (q padded to
- * 32 bytes, five planes padded to 32, the int16 copy, slack for 32-byte
- * vector loads, the lookup tables' flag), and with room for the lookup
+ * 32 bytes and 32 more, the int16 copy, the lookup tables' flag and
+ * alignment), and with room for the lookup
  * tables too: the buffer of a vector that a table kernel (the t2 and t3
  * kernels of every target without AVX2) reads must have the latter size. */
 #define TLM_ACT_Q8_ROUND32(n) ((((size_t)(n)) + 31u) & ~(size_t)31u)
-#define TLM_ACT_Q8_BYTES(n) \
-    (TLM_ACT_Q8_ROUND32(n) + 5u * TLM_ACT_Q8_ROUND32(((size_t)(n) + 4u) / 5u) + 2u * TLM_ACT_Q8_ROUND32(n) + 128u)
+#define TLM_ACT_Q8_BYTES(n) (3u * TLM_ACT_Q8_ROUND32(n) + 96u)
 #define TLM_ACT_Q8_LUT2(n) ((((size_t)(n) + 3u) / 4u) * TLM_T2_LUT_STRIDE * 2u)
 #define TLM_ACT_Q8_LUT3(n) ((((size_t)(n) + 4u) / 5u) * TLM_T3_LUT_STRIDE * 2u)
 #define TLM_ACT_Q8_LUT_BYTES(n) \
@@ -111,8 +107,10 @@ uint64_t tlm_wtype_row_bytes(uint32_t t, uint32_t cols, uint32_t param);
 tlm_matvec_q8_fn tlm_wtype_matvec_q8(uint32_t t);
 
 /* The fast variant alone (NULL when not built or not supported here), so
- * that tests can hold it against the reference: AVX2 on x86-64; elsewhere
- * the table kernels for t2 and t3 and the Arm DSP kernel for int8. */
+ * that tests can hold it against the reference: the table kernel for t3
+ * everywhere (faster than SIMD decoding of base-3 bytes); AVX2 on x86-64
+ * for the other types; elsewhere the table kernel for t2 and the Arm DSP
+ * kernel for int8. */
 tlm_matvec_q8_fn tlm_wtype_matvec_q8_simd(uint32_t t);
 
 /* The t2 and t3 table kernels, on every target (tests compare them with
@@ -121,9 +119,11 @@ tlm_matvec_q8_fn tlm_wtype_matvec_q8_simd(uint32_t t);
 void tlm_matvec_q8_t2_lut(float *out, const tlm_act_q8 *a, const struct tlm_tensor *w);
 void tlm_matvec_q8_t3_lut(float *out, const tlm_act_q8 *a, const struct tlm_tensor *w);
 
-/* Lets the integer kernels use SIMD variants (default) or only the
- * portable reference (benchmarks compare the two). */
-void tlm_wtype_set_simd(int enabled);
+/* Which integer kernels run (benchmarks compare them): 1 the fastest
+ * (default), 0 only the portable reference, 2 the portable table kernels
+ * for t2 and t3 (what a core without AVX2 runs) and the reference for the
+ * rest. */
+void tlm_wtype_set_simd(int mode);
 
 /* Bits per weight of a tensor's data and scales together. */
 double tlm_tensor_bits_per_weight(const struct tlm_tensor *w);

@@ -23,23 +23,12 @@ float tlm_q8_quantize_row(int8_t *q, const float *x, uint32_t n)
 void tlm_act_q8_quantize(tlm_act_q8 *a, const float *x, uint32_t n, int8_t *buf)
 {
     const size_t qn = TLM_ACT_Q8_ROUND32(n);
-    const size_t plane = TLM_ACT_Q8_ROUND32(((size_t)n + 4u) / 5u);
-    int8_t *q = buf, *pl = buf + qn;
+    int8_t *q = buf;
     a->scale = tlm_q8_quantize_row(q, x, n);
-    memset(q + n, 0, qn - n + 32u);
-    a->planar = NULL;
+    memset(q + n, 0, qn - n + 32u); /* zeros past n, 32 bytes beyond the rounded size */
     a->q16 = NULL;
-    (void)pl; /* targets with neither regrouping */
-#if defined(__x86_64__) /* read by the AVX2 t3 kernel only */
-    memset(pl, 0, 5u * plane + 32u);
-    for (uint32_t j = 0; j < 5u; j++) { /* plane j: q[j], q[j + 5], ... (no division per element) */
-        int8_t *pj = pl + (size_t)j * plane;
-        for (uint32_t i = j, k = 0; i < n; i += 5u, k++) pj[k] = q[i];
-    }
-    a->planar = pl;
-#endif
 #if defined(__ARM_FEATURE_DSP) /* read by the SMLAD kernels only */
-    int16_t *q16 = (int16_t *)(void *)(pl + 5u * plane + 32u); /* even offset: all sizes are multiples of 32 */
+    int16_t *q16 = (int16_t *)(void *)(buf + qn + 32u); /* even offset: all sizes are multiples of 32 */
     memset(q16, 0, qn * sizeof *q16);
     uint32_t i = 0;
     for (; i + 4u <= n; i += 4u) {
@@ -53,13 +42,12 @@ void tlm_act_q8_quantize(tlm_act_q8 *a, const float *x, uint32_t n, int8_t *buf)
     a->q16 = q16;
 #endif
     /* lookup tables: 32-byte aligned within buf (every size above is a multiple of 32) */
-    uint8_t *lut = (uint8_t *)(void *)(pl + 5u * plane + 32u) + 2u * qn + 32u;
+    uint8_t *lut = (uint8_t *)(void *)(buf + qn + 32u) + 2u * qn + 32u;
     a->lut_kind = (uint32_t *)(void *)lut;
     *a->lut_kind = 0;
     a->lut = (int16_t *)(void *)(lut + 32u);
     a->q = q;
     a->n = n;
-    a->plane = (uint32_t)plane;
 }
 
 /* ---- dot products over [c0, c1) ---- */

@@ -76,47 +76,6 @@ static AVX2 int32_t dot_t2(const uint8_t *row, const tlm_act_q8 *a, const tlm_te
     return s;
 }
 
-static AVX2 int32_t dot_t3(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor *w, uint32_t c0, uint32_t c1,
-                           uint32_t *cursor)
-{
-    (void)w;
-    (void)cursor;
-    int32_t s = 0;
-    uint32_t c = c0;
-    for (; c < c1 && c % 5u; c++) s += tlm_t3_at(row, c) * a->q[c];
-    const __m256i third = _mm256_set1_epi16(21846); /* floor(b * 21846 / 65536) = b / 3 for b < 243 */
-    const __m256i ones16 = _mm256_set1_epi16(1);
-    __m256i acc = _mm256_setzero_si256();
-    /* whole bytes inside [c, c1), 16 at a time; a short last chunk is
-     * copied into a zeroed buffer (zero bytes decode to zero weights) */
-    const uint32_t k_end = c1 / 5u;
-    for (uint32_t k = c / 5u; k < k_end; k += 16u) {
-        __m128i raw;
-        if (k + 16u <= k_end) {
-            raw = _mm_loadu_si128((const __m128i *)(const void *)(row + k));
-        } else {
-            uint8_t tmp[16] = {0};
-            memcpy(tmp, row + k, k_end - k);
-            raw = _mm_loadu_si128((const __m128i *)(const void *)tmp);
-        }
-        __m256i b = _mm256_cvtepu8_epi16(raw);
-        for (uint32_t j = 0; j < 5u; j++) {
-            const __m256i qd = _mm256_mulhi_epu16(b, third);
-            const __m256i t = _mm256_sub_epi16(b, _mm256_add_epi16(qd, _mm256_add_epi16(qd, qd)));
-            b = qd;
-            const __m256i half = _mm256_srli_epi16(t, 1);
-            const __m256i wv = _mm256_sub_epi16(t, _mm256_add_epi16(half, _mm256_add_epi16(half, half)));
-            const __m256i xv = _mm256_cvtepi8_epi16(
-                _mm_loadu_si128((const __m128i *)(const void *)(a->planar + (size_t)j * a->plane + k)));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_sign_epi16(xv, wv), ones16));
-        }
-    }
-    if (k_end * 5u > c) c = k_end * 5u;
-    s += hsum_i32(acc);
-    for (; c < c1; c++) s += tlm_t3_at(row, c) * a->q[c];
-    return s;
-}
-
 /* 32 bits -> 32 bytes, 0xFF where the bit is set. */
 static AVX2 inline __m256i bits_to_bytes(uint32_t m)
 {
@@ -175,7 +134,6 @@ static AVX2 int32_t dot_ts(const uint8_t *row, const tlm_act_q8 *a, const tlm_te
 
 static void mv_i8(float *out, const tlm_act_q8 *a, const tlm_tensor *w) { tlm_q8_drive(out, a, w, dot_i8); }
 static void mv_t2(float *out, const tlm_act_q8 *a, const tlm_tensor *w) { tlm_q8_drive(out, a, w, dot_t2); }
-static void mv_t3(float *out, const tlm_act_q8 *a, const tlm_tensor *w) { tlm_q8_drive(out, a, w, dot_t3); }
 static void mv_ts(float *out, const tlm_act_q8 *a, const tlm_tensor *w) { tlm_q8_drive(out, a, w, dot_ts); }
 
 static int cpu_ok(void)
@@ -194,7 +152,6 @@ tlm_matvec_q8_fn tlm_matvec_q8_avx2(uint32_t wtype)
     switch (wtype) {
     case TLM_WTYPE_I8: return mv_i8;
     case TLM_WTYPE_T2: return mv_t2;
-    case TLM_WTYPE_T3: return mv_t3;
     case TLM_WTYPE_TS: return mv_ts;
     default: return NULL;
     }

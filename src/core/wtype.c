@@ -49,19 +49,20 @@ uint64_t tlm_wtype_row_bytes(uint32_t t, uint32_t cols, uint32_t param)
     return bytes;
 }
 
-/* The one switch benchmarks flip to time the reference kernels. */
-static int simd_allowed = 1;
+/* The one switch benchmarks flip to time other kernels: 0 the reference
+ * only, 1 the fastest (default), 2 the portable table kernels only. */
+static int simd_mode = 1;
 
-void tlm_wtype_set_simd(int enabled) { simd_allowed = enabled != 0; }
+void tlm_wtype_set_simd(int mode) { simd_mode = mode == 0 || mode == 2 ? mode : 1; }
 
 tlm_matvec_q8_fn tlm_wtype_matvec_q8_simd(uint32_t t)
 {
-    if (!simd_allowed || !tlm_wtype_get(t) || t == TLM_WTYPE_F32) return NULL;
-    tlm_matvec_q8_fn f = tlm_matvec_q8_avx2(t);
+    if (!simd_mode || !tlm_wtype_get(t) || t == TLM_WTYPE_F32) return NULL;
+    if (t == TLM_WTYPE_T3) return tlm_matvec_q8_t3_lut; /* beats AVX2 decoding too */
+    tlm_matvec_q8_fn f = simd_mode == 1 ? tlm_matvec_q8_avx2(t) : NULL;
     if (f) return f;
     if (t == TLM_WTYPE_T2) return tlm_matvec_q8_t2_lut; /* every target without AVX2 */
-    if (t == TLM_WTYPE_T3) return tlm_matvec_q8_t3_lut;
-    return tlm_matvec_q8_dsp(t);
+    return simd_mode == 1 ? tlm_matvec_q8_dsp(t) : NULL;
 }
 
 tlm_matvec_q8_fn tlm_wtype_matvec_q8(uint32_t t)
