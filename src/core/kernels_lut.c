@@ -20,6 +20,14 @@
 #define STRIDE TLM_T2_LUT_STRIDE
 #define STRIDE3 TLM_T3_LUT_STRIDE
 
+/* The row walks are specialized per type only if inlined with a constant
+ * table stride (else the stride multiplies inside the inner loop). */
+#if defined(__GNUC__)
+#define LUT_INLINE inline __attribute__((always_inline))
+#else
+#define LUT_INLINE inline
+#endif
+
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
 #endif
@@ -175,7 +183,7 @@ static inline int32_t lut4(const uint8_t *p, const int16_t *t0, const int16_t *t
 /* Sum over n whole code bytes of one row, t at the first byte's table,
  * tables `st` entries apart (the n % 4 odd bytes first, so that the word
  * loop ends the function). */
-static inline int32_t lut_sum(const uint8_t *p, const int16_t *t, uint32_t n, uint32_t st)
+static LUT_INLINE int32_t lut_sum(const uint8_t *p, const int16_t *t, uint32_t n, uint32_t st)
 {
     int32_t acc = 0;
     for (uint32_t b = n & 3u; b; b--, p++, t += st) acc += t[*p];
@@ -186,7 +194,7 @@ static inline int32_t lut_sum(const uint8_t *p, const int16_t *t, uint32_t n, ui
 
 /* The same for two rows (p and p + rb) at once: they share the table
  * walk, which is a fifth of the instructions when done for one row. */
-static inline void lut_sum2(const uint8_t *p, size_t rb, const int16_t *t, uint32_t n, uint32_t st, int32_t *s0,
+static LUT_INLINE void lut_sum2(const uint8_t *p, size_t rb, const int16_t *t, uint32_t n, uint32_t st, int32_t *s0,
                             int32_t *s1)
 {
     int32_t a0 = 0, a1 = 0;
@@ -240,7 +248,8 @@ static int32_t dot_t3_lut(const uint8_t *row, const tlm_act_q8 *a, const tlm_ten
     return acc;
 }
 
-static int32_t t2_tail(const uint8_t *row, const int8_t *x, uint32_t c0, uint32_t cols)
+/* t2 columns [c0, cols) one by one (a row's last partial byte) */
+static inline int32_t t2_tail(const uint8_t *row, const int8_t *x, uint32_t c0, uint32_t cols)
 {
     int32_t acc = 0;
     for (uint32_t c = c0; c < cols; c++) acc += tlm_t2_at(row, c) * x[c];
@@ -248,26 +257,31 @@ static int32_t t2_tail(const uint8_t *row, const int8_t *x, uint32_t c0, uint32_
 }
 
 /* One scale per row or per tensor: the drive's arithmetic, two rows at a
- * time over `whole` bytes, then `tail(row)` for columns past them. */
-#define LUT_ROWS(st, tail_sum)                                                       \
-    do {                                                                              \
-        const size_t rb = (size_t)tlm_row_bytes_of(w);                                \
-        const int16_t *t = a->lut;                                                    \
-        const size_t sstep = w->scale_kind == TLM_SCALE_ROW ? 1u : 0u;                \
-        const float *sc = w->scales;                                                  \
-        const float as = a->scale;                                                    \
-        const uint8_t *row = w->data;                                                 \
-        float *o = out, *oend = out + (w->rows & ~1u);                                \
-        for (; o < oend; o += 2, row += 2u * rb, sc += 2u * sstep) {                  \
-            int32_t s0, s1;                                                           \
-            lut_sum2(row, rb, t, whole, st, &s0, &s1);                                \
-            s0 += tail_sum(row);                                                      \
-            s1 += tail_sum(row + rb);                                                 \
-            o[0] = (float)s0 * sc[0] * as;                                            \
-            o[1] = (float)s1 * sc[sstep] * as;                                        \
-        }                                                                             \
-        if (w->rows & 1u) o[0] = (float)(lut_sum(row, t, whole, st) + tail_sum(row)) * sc[0] * as; \
-    } while (0)
+ * time over `whole` code bytes (tables `st` entries apart), plus t2
+ * columns from tail_c0 on one by one. */
+static LUT_INLINE void lut_rows(float *out, const tlm_act_q8 *a, const tlm_tensor *w, uint32_t st, uint32_t whole,
+                            uint32_t tail_c0)
+{
+    const size_t rb = (size_t)tlm_row_bytes_of(w);
+    const int16_t *t = a->lut;
+    const size_t sstep = w->scale_kind == TLM_SCALE_ROW ? 1u : 0u;
+    const float *sc = w->scales;
+    const float as = a->scale;
+    const uint32_t cols = w->cols;
+    const uint8_t *row = w->data;
+    float *o = out, *oend = out + (w->rows & ~1u);
+    for (; o < oend; o += 2, row += 2u * rb, sc += 2u * sstep) {
+        int32_t s0, s1;
+        lut_sum2(row, rb, t, whole, st, &s0, &s1);
+        if (tail_c0 < cols) {
+            s0 += t2_tail(row, a->q, tail_c0, cols);
+            s1 += t2_tail(row + rb, a->q, tail_c0, cols);
+        }
+        o[0] = (float)s0 * sc[0] * as;
+        o[1] = (float)s1 * sc[sstep] * as;
+    }
+    if (w->rows & 1u) o[0] = (float)(lut_sum(row, t, whole, st) + t2_tail(row, a->q, tail_c0, cols)) * sc[0] * as;
+}
 
 void tlm_matvec_q8_t2_lut(float *out, const tlm_act_q8 *a, const tlm_tensor *w)
 {
@@ -276,12 +290,8 @@ void tlm_matvec_q8_t2_lut(float *out, const tlm_act_q8 *a, const tlm_tensor *w)
         tlm_q8_drive(out, a, w, dot_t2_lut);
         return;
     }
-    const uint32_t cols = w->cols, whole = cols >> 2;
-    const int8_t *x = a->q;
-    /* columns past the last whole byte, one by one (none for most shapes) */
-#define T2_TAIL(r) (cols & 3u ? t2_tail((r), x, whole * 4u, cols) : 0)
-    LUT_ROWS(STRIDE, T2_TAIL);
-#undef T2_TAIL
+    const uint32_t whole = w->cols >> 2;
+    lut_rows(out, a, w, STRIDE, whole, whole * 4u); /* a last partial byte column by column */
 }
 
 void tlm_matvec_q8_t3_lut(float *out, const tlm_act_q8 *a, const tlm_tensor *w)
@@ -293,8 +303,5 @@ void tlm_matvec_q8_t3_lut(float *out, const tlm_act_q8 *a, const tlm_tensor *w)
     }
     /* every byte whole: the padding trits of a last partial byte meet the
      * zeros q is padded with, so the table sums stay exact */
-    const uint32_t whole = (w->cols + 4u) / 5u;
-#define T3_TAIL(r) 0
-    LUT_ROWS(STRIDE3, T3_TAIL);
-#undef T3_TAIL
+    lut_rows(out, a, w, STRIDE3, (w->cols + 4u) / 5u, w->cols);
 }
