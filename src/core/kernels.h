@@ -28,6 +28,23 @@ tlm_matvec_q8_fn tlm_matvec_q8_avx2(uint32_t wtype);
 /* Arm DSP-extension variants (kernels_arm.c); NULL elsewhere. */
 tlm_matvec_q8_fn tlm_matvec_q8_dsp(uint32_t wtype);
 
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+
+/* Bytes 1 and 3 of v widened to an int16 pair: SXTB16 with its rotate,
+ * one instruction (GCC 12 does not fold a rotation into __sxtb16). */
+static inline int16x2_t tlm_sxtb16_ror8(uint32_t v)
+{
+#if defined(__GNUC__)
+    int16x2_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+#else
+    return __sxtb16((int8x4_t)((v >> 8) | (v << 24)));
+#endif
+}
+#endif
+
 /* Largest |x[i]| (0 for an empty or all-zero vector; NaNs are skipped).
  * Eight running maxima (lane i % 8) so that the loop vectorizes; the
  * maximum does not depend on the order. */

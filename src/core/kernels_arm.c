@@ -30,7 +30,7 @@ static int32_t dot_i8(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor 
     for (; c < c1 && (c & 3u); c++) acc += (int32_t)wr[c] * a->q[c];
     for (; c + 4u <= c1; c += 4u) {
         const uint32_t wv = load32(wr + c);
-        const int16x2_t w02 = __sxtb16((int8x4_t)wv), w13 = __sxtb16((int8x4_t)((wv >> 8) | (wv << 24)));
+        const int16x2_t w02 = __sxtb16((int8x4_t)wv), w13 = tlm_sxtb16_ror8(wv);
         acc = __smlad(w02, (int16x2_t)load32(a->q16 + c), acc);
         acc = __smlad(w13, (int16x2_t)load32(a->q16 + c + 2), acc);
     }
@@ -48,9 +48,9 @@ static inline void dot2_i8(const int8_t *p, size_t rb, const int16_t *x, uint32_
         const int16x2_t x02 = (int16x2_t)load32(x), x13 = (int16x2_t)load32(x + 2);
         const uint32_t u = load32(p), v = load32(q);
         a0 = __smlad(__sxtb16((int8x4_t)u), x02, a0);
-        a0 = __smlad(__sxtb16((int8x4_t)(u >> 8)), x13, a0); /* bytes 1 and 3 */
+        a0 = __smlad(tlm_sxtb16_ror8(u), x13, a0);
         a1 = __smlad(__sxtb16((int8x4_t)v), x02, a1);
-        a1 = __smlad(__sxtb16((int8x4_t)(v >> 8)), x13, a1);
+        a1 = __smlad(tlm_sxtb16_ror8(v), x13, a1);
     }
     *s0 = a0;
     *s1 = a1;

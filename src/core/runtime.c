@@ -267,14 +267,14 @@ static int32_t attn_scores(int32_t *s, const int8_t *q, uint32_t hs, const int8_
 #if defined(__ARM_FEATURE_DSP)
     if (hs == 8u) { /* stories260K's head size: the query stays in registers */
         const uint32_t a0 = load_u32(q), a1 = load_u32(q + 4);
-        const int16x2_t q0 = __sxtb16((int8x4_t)a0), q1 = __sxtb16((int8x4_t)(a0 >> 8));
-        const int16x2_t q2 = __sxtb16((int8x4_t)a1), q3 = __sxtb16((int8x4_t)(a1 >> 8));
+        const int16x2_t q0 = __sxtb16((int8x4_t)a0), q1 = tlm_sxtb16_ror8(a0);
+        const int16x2_t q2 = __sxtb16((int8x4_t)a1), q3 = tlm_sxtb16_ror8(a1);
         for (uint32_t t = 0; t < n; t++, k += kstride) {
             const uint32_t w0 = load_u32(k), w1 = load_u32(k + 4);
             int32_t d = __smuad(q0, __sxtb16((int8x4_t)w0));
-            d = __smlad(q1, __sxtb16((int8x4_t)(w0 >> 8)), d);
+            d = __smlad(q1, tlm_sxtb16_ror8(w0), d);
             d = __smlad(q2, __sxtb16((int8x4_t)w1), d);
-            d = __smlad(q3, __sxtb16((int8x4_t)(w1 >> 8)), d);
+            d = __smlad(q3, tlm_sxtb16_ror8(w1), d);
             const int32_t v = key_align(d, ke[t] - ek_lo);
             s[t] = v;
             top = v > top ? v : top;
