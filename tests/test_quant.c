@@ -396,6 +396,114 @@ static void test_quantizers(void **state)
     free(t);
 }
 
+/* Quantizing an already ternary tensor again keeps it exactly (the
+ * packing can change without loss), at any granularity its scales divide;
+ * at a coarser one, or with a sparsity asked for, it is quantized anew. */
+static void test_requantize_ternary(void **state)
+{
+    (void)state;
+    uint64_t s = 5;
+    const uint32_t rows = 6, cols = 45;
+    const size_t n = (size_t)rows * cols;
+    float *w = malloc(n * sizeof *w), *deq = malloc(n * sizeof *deq), *deq2 = malloc(n * sizeof *deq2);
+    int8_t *t = malloc(n), *t2 = malloc(n);
+    float sc[64], sc2[64];
+    for (size_t i = 0; i < n; i++) w[i] = (float)(tu_uniform(&s) - 0.5) * (float)(1 + i % 5);
+    const tlm_scale_kind kinds[] = {TLM_SCALE_TENSOR, TLM_SCALE_ROW, TLM_SCALE_GROUP};
+    for (int method = 0; method < 2; method++)
+        for (size_t k = 0; k < 3; k++) {
+            tlm_quant_cfg c;
+            tlm_quant_defaults(&c);
+            c.method = method ? TLM_QM_THRESHOLD : TLM_QM_ABSMEAN;
+            c.scale_kind = kinds[k];
+            c.group = kinds[k] == TLM_SCALE_GROUP ? 8u : 0u; /* 45 = 5 x 8 + 5: a short last group */
+            const uint32_t ns = (uint32_t)tlm_scale_count(c.scale_kind, rows, cols, c.group);
+            tlm_ternarize(w, rows, cols, &c, t, sc, deq);
+            memset(t2, 9, n);
+            tlm_ternarize(deq, rows, cols, &c, t2, sc2, deq2);
+            assert_memory_equal(t, t2, n);
+            for (uint32_t i = 0; i < ns; i++) assert_true(sc2[i] == sc[i]);
+            for (size_t i = 0; i < n; i++) assert_true(deq2[i] == deq[i]);
+        }
+    /* row scales requantized per tensor: the rows' magnitudes differ, so
+     * absmean applies (scale = mean |w| over the tensor, from its definition) */
+    tlm_quant_cfg c;
+    tlm_quant_defaults(&c);
+    tlm_ternarize(w, rows, cols, &c, t, sc, deq);
+    c.scale_kind = TLM_SCALE_TENSOR;
+    tlm_ternarize(deq, rows, cols, &c, t2, sc2, NULL);
+    double mean = 0;
+    for (size_t i = 0; i < n; i++) mean += fabs((double)deq[i]);
+    mean /= (double)n;
+    assert_true(fabs(sc2[0] - mean) < 1e-6 * mean);
+    /* an explicit sparsity re-selects the support */
+    c.scale_kind = TLM_SCALE_ROW;
+    c.sparsity = 0.8f;
+    tlm_ternarize(deq, rows, cols, &c, t2, sc2, NULL);
+    for (uint32_t r = 0; r < rows; r++) {
+        uint32_t nz = 0;
+        for (uint32_t j = 0; j < cols; j++) nz += t2[r * cols + j] != 0;
+        assert_int_equal(nz, cols - (uint32_t)lrint(0.8 * cols));
+    }
+    free(w);
+    free(deq);
+    free(deq2);
+    free(t);
+    free(t2);
+}
+
+static void quantized_tiny(const tlm_quant_cfg *c, uint8_t **img, size_t *bytes);
+
+/* A t3 image expanded and packed again as t2 gives the same logits bit for
+ * bit: the same trits and scales through the same integer sums. */
+static void test_repack_image(void **state)
+{
+    (void)state;
+    tlm_quant_cfg c;
+    tlm_quant_defaults(&c);
+    c.pack = TLM_WTYPE_T3;
+    uint8_t *img, *img2;
+    size_t bytes, bytes2;
+    quantized_tiny(&c, &img, &bytes);
+    tlm_model m, m2;
+    assert_int_equal(tlm_model_open(&m, img, bytes, NULL), TLM_OK);
+    tlm_params p;
+    tlm_vocab v;
+    assert_int_equal(tlm_params_from_model(&p, &m, NULL), TLM_OK);
+    assert_int_equal(tlm_vocab_from_model(&m, &v, NULL), TLM_OK);
+    c.pack = TLM_WTYPE_T2;
+    tlm_error err;
+    if (tlm_quant_image(&p, &c, &v, m.bos_id, m.eos_id, &img2, &bytes2, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(tlm_model_open(&m2, img2, bytes2, NULL), TLM_OK);
+    uint32_t n_t2 = 0;
+    for (uint32_t i = 0; i < m2.n_tensors; i++) {
+        tlm_tensor t;
+        tlm_model_tensor_at(&m2, i, &t);
+        n_t2 += t.wtype == TLM_WTYPE_T2;
+    }
+    assert_int_equal(n_t2, 7u * m.hp.n_layers);
+    const uint32_t T = 12, V = m.hp.vocab_size;
+    const size_t ab = tlm_runtime_arena_size(&m, T), ab2 = tlm_runtime_arena_size(&m2, T);
+    void *a1 = malloc(ab), *a2 = malloc(ab2);
+    tlm_runtime r1, r2;
+    assert_int_equal(tlm_runtime_init(&r1, &m, T, a1, ab, NULL), TLM_OK);
+    assert_int_equal(tlm_runtime_init(&r2, &m2, T, a2, ab2, NULL), TLM_OK);
+    uint64_t s = 17;
+    for (uint32_t pos = 0; pos < T; pos++) {
+        const uint32_t tok = (uint32_t)(tu_rand(&s) % V);
+        float *l1, *l2;
+        assert_int_equal(tlm_runtime_forward(&r1, tok, pos, &l1), TLM_OK);
+        assert_int_equal(tlm_runtime_forward(&r2, tok, pos, &l2), TLM_OK);
+        assert_memory_equal(l1, l2, V * sizeof *l1);
+    }
+    free(a1);
+    free(a2);
+    tlm_params_free(&p);
+    tlm_vocab_free(&v);
+    free(img);
+    free(img2);
+}
+
 /* Builds a quantized image of a tiny random model. */
 static void quantized_tiny(const tlm_quant_cfg *c, uint8_t **img, size_t *bytes)
 {
@@ -721,6 +829,8 @@ int main(void)
         cmocka_unit_test(test_lut_reuse),
         cmocka_unit_test(test_act_quant),
         cmocka_unit_test(test_quantizers),
+        cmocka_unit_test(test_requantize_ternary),
+        cmocka_unit_test(test_repack_image),
         cmocka_unit_test(test_corrupt_packed),
         cmocka_unit_test(test_runtime_quantized),
         cmocka_unit_test(test_eval_quantized_stories),

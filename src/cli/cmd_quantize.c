@@ -41,7 +41,9 @@ static const char help[] =
     "      --qat              train with the quantizer in the loop\n"
     "      --distill          add KL(MODEL || student) to the loss\n"
     "      --distill-weight A weight of the KL term in (0, 1] (default 0.5)\n"
-    "  -m, --model FILE       the model to quantize (fp32, or any type: it is expanded first)\n"
+    "  -m, --model FILE       the model to quantize (fp32, or any type: it is expanded first;\n"
+    "                         ternary tensors keep their trits and scales unless --sparsity\n"
+    "                         or a coarser --scale is asked for, so --pack repacks losslessly)\n"
     "  -o, --output FILE      the quantized image (written atomically)\n"
     "      --json             print a JSON summary on stdout\n"
     "  -h, --help             this text\n";

@@ -79,6 +79,60 @@ static float kth_largest(float *v, size_t n, size_t k)
     return v[k];
 }
 
+/* The one magnitude of the nonzero weights of w[0..n): 0 if all are zero,
+ * -1 if they differ (or one is not finite). */
+static float unit_magnitude(const float *w, size_t n)
+{
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        const float a = fabsf(w[i]);
+        if (a == 0.0f) continue;
+        if (!(a <= 3.4e38f) || (m != 0.0f && a != m)) return -1.0f;
+        m = a;
+    }
+    return m;
+}
+
+/* A tensor that is already ternary at the requested granularity (the
+ * nonzero weights of every scale unit of one magnitude: a ternary model
+ * expanded to fp32) is kept exactly, trits and scales, so that quantizing
+ * a ternary model again (to change its packing) loses nothing; absmean
+ * would otherwise rescale it to mean |w|. Returns 0, writing nothing, for
+ * any other tensor. */
+static int keep_ternary(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, uint32_t glen,
+                        uint32_t ng, int8_t *t, float *scales, float *deq)
+{
+    const size_t n = (size_t)rows * cols;
+    float tensor_m = 0.0f;
+    if (c->scale_kind == TLM_SCALE_TENSOR) {
+        tensor_m = unit_magnitude(w, n);
+        if (tensor_m < 0.0f) return 0;
+    } else {
+        for (uint32_t r = 0; r < rows; r++)
+            for (uint32_t g = 0; g < ng; g++) {
+                const uint32_t c0 = g * glen, c1 = cols - c0 < glen ? cols : c0 + glen;
+                if (unit_magnitude(w + (size_t)r * cols + c0, c1 - c0) < 0.0f) return 0;
+            }
+    }
+    for (uint32_t r = 0; r < rows; r++)
+        for (uint32_t g = 0; g < ng; g++) {
+            const uint32_t c0 = g * glen, c1 = cols - c0 < glen ? cols : c0 + glen;
+            const float *wu = w + (size_t)r * cols + c0;
+            const float m = c->scale_kind == TLM_SCALE_TENSOR ? tensor_m : unit_magnitude(wu, c1 - c0);
+            for (uint32_t j = 0; j < c1 - c0; j++) {
+                const size_t i = (size_t)r * cols + c0 + j;
+                t[i] = (int8_t)(wu[j] > 0.0f ? 1 : (wu[j] < 0.0f ? -1 : 0));
+                if (deq) deq[i] = (float)t[i] * m;
+            }
+            if (scales) {
+                if (c->scale_kind == TLM_SCALE_TENSOR) scales[0] = m;
+                else if (c->scale_kind == TLM_SCALE_ROW) scales[r] = m;
+                else scales[(size_t)r * ng + g] = m;
+            }
+        }
+    return 1;
+}
+
 void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, int8_t *trits,
                    float *scales, float *deq)
 {
@@ -90,6 +144,13 @@ void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant
     /* mean |w| of every scale unit, kept for the scales of pass 2 */
     float *gmeans = malloc(((size_t)rows * ng + 1u) * sizeof *gmeans);
     if (!t || !mag || !tmp || !gmeans) abort(); /* bounded allocations */
+    if (c->sparsity < 0.0f && keep_ternary(w, rows, cols, c, glen, ng, t, scales, deq)) {
+        free(gmeans);
+        free(tmp);
+        free(mag);
+        if (!trits) free(t);
+        return;
+    }
 
     /* Mean |w| of the unit a weight's scale belongs to. */
     double tensor_mean = 0;
