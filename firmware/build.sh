@@ -101,6 +101,11 @@ command -v "$CC" >/dev/null || { echo "build.sh: $CC not installed" >&2; exit 2;
     missing=$(sed -n "s/.*region .RAM' overflowed by \([0-9]*\) bytes.*/\1/p" "$out/link.err" | head -1)
     if [ -n "$missing" ]; then
         echo "build.sh: the model does not fit: RAM budget ${ram_kb} KB, arena $arena bytes at context $ctx; $missing bytes missing" >&2
+        if [ "$kv8" = 0 ] && [ -n "${info:-}" ]; then # what the int8 KV cache would need instead
+            a8=$(echo "$info" | sed -n 's/.*"arena_bytes_kv_int8":\([0-9]*\).*/\1/p')
+            [ -n "$a8" ] && [ "$a8" -lt "$arena" ] &&
+                echo "build.sh: with --kv-int8 the arena would be $a8 bytes ($((arena - a8)) fewer); a smaller --ctx also helps" >&2
+        fi
         exit 3
     fi
     cat "$out/link.err" >&2
