@@ -405,49 +405,49 @@ static void test_requantize_ternary(void **state)
     uint64_t s = 5;
     const uint32_t rows = 6, cols = 45;
     const size_t n = (size_t)rows * cols;
-    float *w = malloc(n * sizeof *w), *deq = malloc(n * sizeof *deq), *deq2 = malloc(n * sizeof *deq2);
+    float *w = malloc(n * sizeof *w), *deq = malloc(n * sizeof *deq);
     int8_t *t = malloc(n), *t2 = malloc(n);
     float sc[64], sc2[64];
     for (size_t i = 0; i < n; i++) w[i] = (float)(tu_uniform(&s) - 0.5) * (float)(1 + i % 5);
     const tlm_scale_kind kinds[] = {TLM_SCALE_TENSOR, TLM_SCALE_ROW, TLM_SCALE_GROUP};
+    tlm_quant_cfg c;
     for (int method = 0; method < 2; method++)
         for (size_t k = 0; k < 3; k++) {
-            tlm_quant_cfg c;
             tlm_quant_defaults(&c);
             c.method = method ? TLM_QM_THRESHOLD : TLM_QM_ABSMEAN;
             c.scale_kind = kinds[k];
             c.group = kinds[k] == TLM_SCALE_GROUP ? 8u : 0u; /* 45 = 5 x 8 + 5: a short last group */
             const uint32_t ns = (uint32_t)tlm_scale_count(c.scale_kind, rows, cols, c.group);
+            assert_int_equal(tlm_ternary_keep(w, rows, cols, &c, t2, sc2), 0); /* fp32 weights are not ternary */
             tlm_ternarize(w, rows, cols, &c, t, sc, deq);
             memset(t2, 9, n);
-            tlm_ternarize(deq, rows, cols, &c, t2, sc2, deq2);
+            assert_int_equal(tlm_ternary_keep(deq, rows, cols, &c, t2, sc2), 1);
             assert_memory_equal(t, t2, n);
             for (uint32_t i = 0; i < ns; i++) assert_true(sc2[i] == sc[i]);
-            for (size_t i = 0; i < n; i++) assert_true(deq2[i] == deq[i]);
         }
-    /* row scales requantized per tensor: the rows' magnitudes differ, so
-     * absmean applies (scale = mean |w| over the tensor, from its definition) */
-    tlm_quant_cfg c;
+    /* row scales asked for per tensor: the rows' magnitudes differ, so the
+     * tensor is not kept and absmean applies (mean |w| from its definition) */
     tlm_quant_defaults(&c);
     tlm_ternarize(w, rows, cols, &c, t, sc, deq);
     c.scale_kind = TLM_SCALE_TENSOR;
+    assert_int_equal(tlm_ternary_keep(deq, rows, cols, &c, t2, sc2), 0);
     tlm_ternarize(deq, rows, cols, &c, t2, sc2, NULL);
     double mean = 0;
     for (size_t i = 0; i < n; i++) mean += fabs((double)deq[i]);
     mean /= (double)n;
     assert_true(fabs(sc2[0] - mean) < 1e-6 * mean);
+    /* row scales asked for per group of 9: each group lies within a row */
+    c.scale_kind = TLM_SCALE_GROUP;
+    c.group = 9;
+    assert_int_equal(tlm_ternary_keep(deq, rows, cols, &c, t2, sc2), 1);
+    for (uint32_t r = 0; r < rows; r++)
+        for (uint32_t g = 0; g < 5; g++) assert_true(sc2[r * 5 + g] == sc[r]);
     /* an explicit sparsity re-selects the support */
     c.scale_kind = TLM_SCALE_ROW;
     c.sparsity = 0.8f;
-    tlm_ternarize(deq, rows, cols, &c, t2, sc2, NULL);
-    for (uint32_t r = 0; r < rows; r++) {
-        uint32_t nz = 0;
-        for (uint32_t j = 0; j < cols; j++) nz += t2[r * cols + j] != 0;
-        assert_int_equal(nz, cols - (uint32_t)lrint(0.8 * cols));
-    }
+    assert_int_equal(tlm_ternary_keep(deq, rows, cols, &c, t2, sc2), 0);
     free(w);
     free(deq);
-    free(deq2);
     free(t);
     free(t2);
 }
@@ -472,6 +472,7 @@ static void test_repack_image(void **state)
     assert_int_equal(tlm_params_from_model(&p, &m, NULL), TLM_OK);
     assert_int_equal(tlm_vocab_from_model(&m, &v, NULL), TLM_OK);
     c.pack = TLM_WTYPE_T2;
+    c.keep_ternary = 1; /* as tritlm quantize does without --qat */
     tlm_error err;
     if (tlm_quant_image(&p, &c, &v, m.bos_id, m.eos_id, &img2, &bytes2, &err)) fail_msg("%s", err.msg);
     assert_int_equal(tlm_model_open(&m2, img2, bytes2, NULL), TLM_OK);
@@ -502,6 +503,56 @@ static void test_repack_image(void **state)
     tlm_vocab_free(&v);
     free(img);
     free(img2);
+}
+
+/* QAT from a ternary image: latent weights whose quantization (what the
+ * training forward pass uses) is the image's own weights, for absmean at
+ * row and group scales (absmean alone would rescale to mean |w|). */
+static void test_qat_latent_init(void **state)
+{
+    (void)state;
+    for (int k = 0; k < 2; k++) {
+        tlm_quant_cfg c;
+        tlm_quant_defaults(&c);
+        c.pack = TLM_WTYPE_T3;
+        if (k) {
+            c.scale_kind = TLM_SCALE_GROUP;
+            c.group = 16;
+        }
+        uint8_t *img;
+        size_t bytes;
+        quantized_tiny(&c, &img, &bytes);
+        tlm_model m;
+        assert_int_equal(tlm_model_open(&m, img, bytes, NULL), TLM_OK);
+        tlm_params deq, lat, fake;
+        assert_int_equal(tlm_params_from_model(&deq, &m, NULL), TLM_OK);
+        assert_int_equal(tlm_params_from_model(&lat, &m, NULL), TLM_OK);
+        assert_int_equal(tlm_params_from_model(&fake, &m, NULL), TLM_OK);
+        tlm_quant_fake(&deq, &fake, &c); /* without the init: absmean rescales */
+        double worst_plain = 0, worst = 0;
+        tlm_quant_latent_init(&lat, &c);
+        for (uint32_t pass = 0; pass < 2; pass++) {
+            if (pass) tlm_quant_fake(&lat, &fake, &c);
+            for (uint32_t i = 0; i < tlm_params_count(&deq); i++) {
+                tlm_param_tensor a, b;
+                tlm_params_tensor(&deq, i, &a);
+                tlm_params_tensor(&fake, i, &b);
+                for (size_t j = 0; j < (size_t)a.rows * a.cols; j++) {
+                    const double e = fabs((double)b.data[j] - a.data[j]) / (fabs((double)a.data[j]) + 1e-30);
+                    if (a.data[j] != 0.0f || b.data[j] != 0.0f) {
+                        if (pass) worst = e > worst ? e : worst;
+                        else worst_plain = e > worst_plain ? e : worst_plain;
+                    }
+                }
+            }
+        }
+        assert_true(worst < 1e-6);       /* a scale rounded at most an ulp or two */
+        assert_true(worst_plain > 0.1);  /* the oracle can tell: absmean of the image is far off */
+        tlm_params_free(&deq);
+        tlm_params_free(&lat);
+        tlm_params_free(&fake);
+        free(img);
+    }
 }
 
 /* Builds a quantized image of a tiny random model. */
@@ -831,6 +882,7 @@ int main(void)
         cmocka_unit_test(test_quantizers),
         cmocka_unit_test(test_requantize_ternary),
         cmocka_unit_test(test_repack_image),
+        cmocka_unit_test(test_qat_latent_init),
         cmocka_unit_test(test_corrupt_packed),
         cmocka_unit_test(test_runtime_quantized),
         cmocka_unit_test(test_eval_quantized_stories),

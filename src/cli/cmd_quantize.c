@@ -208,6 +208,7 @@ int cmd_quantize(int argc, char **argv)
         if (!st) st = tlm_vocab_from_model(&mf.model, &v, &err);
         uint8_t *img = NULL;
         size_t bytes = 0;
+        q.keep_ternary = 1; /* repacking a ternary model loses nothing */
         if (!st) st = tlm_quant_image(&p, &q, &v, mf.model.bos_id, mf.model.eos_id, &img, &bytes, &err);
         if (!st) st = tlm_write_file_atomic(out, img, bytes, &err);
         free(img);

@@ -93,44 +93,83 @@ static float unit_magnitude(const float *w, size_t n)
     return m;
 }
 
-/* A tensor that is already ternary at the requested granularity (the
- * nonzero weights of every scale unit of one magnitude: a ternary model
- * expanded to fp32) is kept exactly, trits and scales, so that quantizing
- * a ternary model again (to change its packing) loses nothing; absmean
- * would otherwise rescale it to mean |w|. Returns 0, writing nothing, for
- * any other tensor. */
-static int keep_ternary(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, uint32_t glen,
-                        uint32_t ng, int8_t *t, float *scales, float *deq)
+/* Scale units of a rows x cols tensor under c: count and length. */
+static void units_of(const tlm_quant_cfg *c, uint32_t rows, uint32_t cols, uint32_t *glen, uint32_t *ng)
 {
-    const size_t n = (size_t)rows * cols;
-    float tensor_m = 0.0f;
-    if (c->scale_kind == TLM_SCALE_TENSOR) {
-        tensor_m = unit_magnitude(w, n);
-        if (tensor_m < 0.0f) return 0;
-    } else {
-        for (uint32_t r = 0; r < rows; r++)
-            for (uint32_t g = 0; g < ng; g++) {
-                const uint32_t c0 = g * glen, c1 = cols - c0 < glen ? cols : c0 + glen;
-                if (unit_magnitude(w + (size_t)r * cols + c0, c1 - c0) < 0.0f) return 0;
-            }
-    }
+    *glen = c->scale_kind == TLM_SCALE_GROUP ? c->group : cols;
+    *ng = (cols + *glen - 1u) / *glen;
+    (void)rows;
+}
+
+/* Is every scale unit of w (under c) all zero or of one nonzero magnitude? */
+static int is_ternary_tensor(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c)
+{
+    uint32_t glen, ng;
+    units_of(c, rows, cols, &glen, &ng);
+    if (c->scale_kind == TLM_SCALE_TENSOR) return unit_magnitude(w, (size_t)rows * cols) >= 0.0f;
+    for (uint32_t r = 0; r < rows; r++)
+        for (uint32_t g = 0; g < ng; g++) {
+            const uint32_t c0 = g * glen, c1 = cols - c0 < glen ? cols : c0 + glen;
+            if (unit_magnitude(w + (size_t)r * cols + c0, c1 - c0) < 0.0f) return 0;
+        }
+    return 1;
+}
+
+int tlm_ternary_keep(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, int8_t *t, float *scales)
+{
+    if (c->sparsity >= 0.0f || !is_ternary_tensor(w, rows, cols, c)) return 0;
+    uint32_t glen, ng;
+    units_of(c, rows, cols, &glen, &ng);
+    const float tensor_m = c->scale_kind == TLM_SCALE_TENSOR ? unit_magnitude(w, (size_t)rows * cols) : 0.0f;
     for (uint32_t r = 0; r < rows; r++)
         for (uint32_t g = 0; g < ng; g++) {
             const uint32_t c0 = g * glen, c1 = cols - c0 < glen ? cols : c0 + glen;
             const float *wu = w + (size_t)r * cols + c0;
             const float m = c->scale_kind == TLM_SCALE_TENSOR ? tensor_m : unit_magnitude(wu, c1 - c0);
-            for (uint32_t j = 0; j < c1 - c0; j++) {
-                const size_t i = (size_t)r * cols + c0 + j;
-                t[i] = (int8_t)(wu[j] > 0.0f ? 1 : (wu[j] < 0.0f ? -1 : 0));
-                if (deq) deq[i] = (float)t[i] * m;
-            }
-            if (scales) {
-                if (c->scale_kind == TLM_SCALE_TENSOR) scales[0] = m;
-                else if (c->scale_kind == TLM_SCALE_ROW) scales[r] = m;
-                else scales[(size_t)r * ng + g] = m;
-            }
+            for (uint32_t j = 0; j < c1 - c0; j++)
+                t[(size_t)r * cols + c0 + j] = (int8_t)(wu[j] > 0.0f ? 1 : (wu[j] < 0.0f ? -1 : 0));
+            if (c->scale_kind == TLM_SCALE_TENSOR) scales[0] = m;
+            else if (c->scale_kind == TLM_SCALE_ROW) scales[r] = m;
+            else scales[(size_t)r * ng + g] = m;
         }
     return 1;
+}
+
+void tlm_quant_latent_init(tlm_params *p, const tlm_quant_cfg *c)
+{
+    if (c->method != TLM_QM_ABSMEAN || c->sparsity >= 0.0f || (c->scale_kind == TLM_SCALE_GROUP && !c->group)) return;
+    const uint32_t n = tlm_params_count(p);
+    for (uint32_t i = 0; i < n; i++) {
+        tlm_param_tensor s;
+        tlm_params_tensor(p, i, &s);
+        const int embed_role = s.role == TLM_ROLE_TOK_EMBED || s.role == TLM_ROLE_CLASSIFIER;
+        if (!tlm_quant_role_is_quantized(c, s.role) || (embed_role ? c->embed : c->pack) == TLM_WTYPE_I8) continue;
+        if (!is_ternary_tensor(s.data, s.rows, s.cols, c)) continue;
+        uint32_t glen, ng;
+        units_of(c, s.rows, s.cols, &glen, &ng);
+        /* one unit at a time (the tensor is one unit for tensor scales):
+         * nonzeros times len / nnz, so that their mean |w| is the scale */
+        const uint32_t per_row = c->scale_kind == TLM_SCALE_TENSOR ? 1u : ng;
+        const uint32_t urows = c->scale_kind == TLM_SCALE_TENSOR ? 1u : s.rows;
+        for (uint32_t r = 0; r < urows; r++)
+            for (uint32_t g = 0; g < per_row; g++) {
+                float *wu;
+                size_t len;
+                if (c->scale_kind == TLM_SCALE_TENSOR) {
+                    wu = s.data;
+                    len = (size_t)s.rows * s.cols;
+                } else {
+                    const uint32_t c0 = g * glen, c1 = s.cols - c0 < glen ? s.cols : c0 + glen;
+                    wu = s.data + (size_t)r * s.cols + c0;
+                    len = c1 - c0;
+                }
+                size_t nnz = 0;
+                for (size_t j = 0; j < len; j++) nnz += wu[j] != 0.0f;
+                if (!nnz) continue;
+                const float f = (float)((double)len / (double)nnz);
+                for (size_t j = 0; j < len; j++) wu[j] *= f;
+            }
+    }
 }
 
 void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, int8_t *trits,
@@ -144,13 +183,6 @@ void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant
     /* mean |w| of every scale unit, kept for the scales of pass 2 */
     float *gmeans = malloc(((size_t)rows * ng + 1u) * sizeof *gmeans);
     if (!t || !mag || !tmp || !gmeans) abort(); /* bounded allocations */
-    if (c->sparsity < 0.0f && keep_ternary(w, rows, cols, c, glen, ng, t, scales, deq)) {
-        free(gmeans);
-        free(tmp);
-        free(mag);
-        if (!trits) free(t);
-        return;
-    }
 
     /* Mean |w| of the unit a weight's scale belongs to. */
     double tensor_mean = 0;
@@ -376,7 +408,8 @@ tlm_status tlm_quant_image(const tlm_params *src, const tlm_quant_cfg *c, const 
             st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
             break;
         }
-        tlm_ternarize(s.data, s.rows, s.cols, c, t, sc, NULL);
+        if (!(c->keep_ternary && tlm_ternary_keep(s.data, s.rows, s.cols, c, t, sc)))
+            tlm_ternarize(s.data, s.rows, s.cols, c, t, sc, NULL);
         const uint32_t kmax = max_row_nnz(t, s.rows, s.cols);
         uint16_t type = embed_role ? c->embed : c->pack;
         if (type == TLM_PACK_AUTO)

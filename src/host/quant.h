@@ -25,6 +25,9 @@ typedef struct tlm_quant_cfg {
     uint32_t group;       /* weights per scale group (TLM_SCALE_GROUP) */
     uint16_t pack;        /* TLM_WTYPE_T2, _T3, _TS, TLM_PACK_AUTO, or TLM_WTYPE_I8 (int8 per row, not ternary) */
     uint16_t embed;       /* embedding and classifier: TLM_WTYPE_F32, _I8, a ternary type, or TLM_PACK_AUTO */
+    int keep_ternary;     /* tlm_quant_image (post-training quantization): a tensor that is ternary
+                           * already keeps its trits and scales (tlm_ternary_keep); not saved in
+                           * checkpoints, 0 for quantization-aware training */
 } tlm_quant_cfg;
 
 void tlm_quant_defaults(tlm_quant_cfg *c);
@@ -37,6 +40,22 @@ tlm_status tlm_quant_check(const tlm_quant_cfg *c, const tlm_hparams *hp, tlm_er
  * receives trit * scale (what the integer kernels compute with). */
 void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, int8_t *trits,
                    float *scales, float *deq);
+
+/* A tensor that is ternary already at c's granularity (every scale unit's
+ * nonzeros of one magnitude, as a ternary model expanded to fp32 is) and
+ * no sparsity asked for: writes its trits and scales as they are and
+ * returns 1, so that quantizing a ternary model again (to change its
+ * packing) loses nothing where absmean would rescale it to mean |w|.
+ * Returns 0, writing nothing, for any other tensor. */
+int tlm_ternary_keep(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, int8_t *trits,
+                     float *scales);
+
+/* Quantization-aware training from a ternary model: latent weights that
+ * the quantizer maps back to the model's own ternary weights. absmean's
+ * scale is mean |w| over a unit, so each unit's nonzeros are multiplied by
+ * len / nnz (threshold's fitted scale needs no change). Tensors that are
+ * not ternary at c's granularity are left alone. */
+void tlm_quant_latent_init(tlm_params *p, const tlm_quant_cfg *c);
 
 /* Symmetric int8 per row: q = round(w / s), s = max|w| / 127. */
 void tlm_int8_rows(const float *w, uint32_t rows, uint32_t cols, int8_t *q, float *scales, float *deq);

@@ -258,6 +258,8 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             if (st) goto out;
             st = tlm_params_from_model(&s.p, &mf.model, err);
             if (!st) st = tlm_vocab_from_model(&mf.model, &vocab, err);
+            /* QAT from a ternary model starts where the model is */
+            if (!st && o->qat) tlm_quant_latent_init(&s.p, o->qat);
             bos = mf.model.bos_id;
             eos = mf.model.eos_id;
             tlm_model_file_close(&mf);
