@@ -39,7 +39,10 @@ model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
 if [ -n "${TLM_FW_ARENA:-}" ]; then
     arena=$TLM_FW_ARENA # tests: build an image the host would refuse, to see the firmware refuse it
 else
-    info=$("$tlm" info "$model" --ctx "$ctx" --json) || { echo "build.sh: cannot read $model" >&2; exit 2; }
+    info=$("$tlm" info "$model" --ctx "$ctx" --json 2>"$out/info.err") || {
+        echo "build.sh: $(head -n 1 "$out/info.err" | sed 's/^tritlm info: //')" >&2 # why: unreadable, or --ctx too long
+        exit 2
+    }
     key=arena_bytes
     [ "$kv8" = 1 ] && key=arena_bytes_kv_int8
     arena=$(echo "$info" | sed -n "s/.*\"$key\":\([0-9]*\).*/\1/p")
