@@ -93,19 +93,19 @@ static float unit_magnitude(const float *w, size_t n)
     return m;
 }
 
-/* Scale units of a rows x cols tensor under c: count and length. */
-static void units_of(const tlm_quant_cfg *c, uint32_t rows, uint32_t cols, uint32_t *glen, uint32_t *ng)
+/* Scale units of a row of cols weights under c: their length and count
+ * (tensor scales: one unit per row here; the callers treat the tensor). */
+static void units_of(const tlm_quant_cfg *c, uint32_t cols, uint32_t *glen, uint32_t *ng)
 {
     *glen = c->scale_kind == TLM_SCALE_GROUP ? c->group : cols;
     *ng = (cols + *glen - 1u) / *glen;
-    (void)rows;
 }
 
 /* Is every scale unit of w (under c) all zero or of one nonzero magnitude? */
 static int is_ternary_tensor(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c)
 {
     uint32_t glen, ng;
-    units_of(c, rows, cols, &glen, &ng);
+    units_of(c, cols, &glen, &ng);
     if (c->scale_kind == TLM_SCALE_TENSOR) return unit_magnitude(w, (size_t)rows * cols) >= 0.0f;
     for (uint32_t r = 0; r < rows; r++)
         for (uint32_t g = 0; g < ng; g++) {
@@ -119,7 +119,7 @@ int tlm_ternary_keep(const float *w, uint32_t rows, uint32_t cols, const tlm_qua
 {
     if (c->sparsity >= 0.0f || !is_ternary_tensor(w, rows, cols, c)) return 0;
     uint32_t glen, ng;
-    units_of(c, rows, cols, &glen, &ng);
+    units_of(c, cols, &glen, &ng);
     const float tensor_m = c->scale_kind == TLM_SCALE_TENSOR ? unit_magnitude(w, (size_t)rows * cols) : 0.0f;
     for (uint32_t r = 0; r < rows; r++)
         for (uint32_t g = 0; g < ng; g++) {
@@ -146,7 +146,7 @@ void tlm_quant_latent_init(tlm_params *p, const tlm_quant_cfg *c)
         if (!tlm_quant_role_is_quantized(c, s.role) || (embed_role ? c->embed : c->pack) == TLM_WTYPE_I8) continue;
         if (!is_ternary_tensor(s.data, s.rows, s.cols, c)) continue;
         uint32_t glen, ng;
-        units_of(c, s.rows, s.cols, &glen, &ng);
+        units_of(c, s.cols, &glen, &ng);
         /* one unit at a time (the tensor is one unit for tensor scales):
          * nonzeros times len / nnz, so that their mean |w| is the scale */
         const uint32_t per_row = c->scale_kind == TLM_SCALE_TENSOR ? 1u : ng;
