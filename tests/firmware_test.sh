@@ -1,6 +1,7 @@
 #!/bin/sh
-# Firmware in QEMU against the host: stories260K (fp32) and its ternary
-# post-training quantization, built into firmware for TARGET, must print the
+# Firmware in QEMU against the host: stories260K (fp32), its ternary
+# post-training quantizations (t2, ts) and the shipped default model (t3),
+# built into firmware for TARGET, must print the
 # same greedy text as `tritlm generate` (the integer path is bit-exact, so
 # the text is identical); a model too large for the RAM budget must fail to
 # link with a message that says how much is missing; a damaged image must
@@ -33,8 +34,9 @@ export TLM_FW_CACHE=$tmp
 "$tlm" import llama2c "$data/llama2c/stories260K.bin" "$data/llama2c/tok512.bin" -o "$tmp/s.tlm" 2>/dev/null
 "$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/t.tlm" --pack t2 2>/dev/null
 "$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/ts.tlm" --pack ts --sparsity 0.5 --scale group --group 16 2>/dev/null
+cp "$src/models/tinystories-d128-ternary.tlm" "$tmp/d.tlm" # the default model: QAT, t3, int8 embedding
 fail=0
-for case in s t ts s:kv8 t:kv8; do
+for case in s t ts s:kv8 t:kv8 d:kv8; do
     m=${case%%:*} kv=""
     [ "$case" != "$m" ] && kv=--kv-int8
     want=$("$tlm" generate -m "$tmp/$m.tlm" -p "Once upon a time" -n 40 -t 0 $kv 2>/dev/null)
