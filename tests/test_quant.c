@@ -452,7 +452,7 @@ static void test_requantize_ternary(void **state)
     free(t2);
 }
 
-static void quantized_tiny(const tlm_quant_cfg *c, uint8_t **img, size_t *bytes);
+static void quantized_tiny(const tlm_quant_cfg *c, uint8_t **img, size_t *bytes, tlm_model *m);
 
 /* A t3 image expanded and packed again as t2 gives the same logits bit for
  * bit: the same trits and scales through the same integer sums. */
@@ -464,9 +464,8 @@ static void test_repack_image(void **state)
     c.pack = TLM_WTYPE_T3;
     uint8_t *img, *img2;
     size_t bytes, bytes2;
-    quantized_tiny(&c, &img, &bytes);
     tlm_model m, m2;
-    assert_int_equal(tlm_model_open(&m, img, bytes, NULL), TLM_OK);
+    quantized_tiny(&c, &img, &bytes, &m);
     tlm_params p;
     tlm_vocab v;
     assert_int_equal(tlm_params_from_model(&p, &m, NULL), TLM_OK);
@@ -521,9 +520,8 @@ static void test_qat_latent_init(void **state)
         }
         uint8_t *img;
         size_t bytes;
-        quantized_tiny(&c, &img, &bytes);
         tlm_model m;
-        assert_int_equal(tlm_model_open(&m, img, bytes, NULL), TLM_OK);
+        quantized_tiny(&c, &img, &bytes, &m);
         tlm_params deq, lat, fake;
         assert_int_equal(tlm_params_from_model(&deq, &m, NULL), TLM_OK);
         assert_int_equal(tlm_params_from_model(&lat, &m, NULL), TLM_OK);
@@ -555,25 +553,27 @@ static void test_qat_latent_init(void **state)
     }
 }
 
-/* Builds a quantized image of a tiny random model. */
-static void quantized_tiny(const tlm_quant_cfg *c, uint8_t **img, size_t *bytes)
+/* Builds a quantized image of a tiny random model, and opens it as *m
+ * unless m is NULL. */
+static void quantized_tiny(const tlm_quant_cfg *c, uint8_t **img, size_t *bytes, tlm_model *m)
 {
     tu_tiny cfg = {.dim = 40, .hidden = 70, .layers = 2, .heads = 4, .kv_heads = 2, .seq_len = 32, .n_merges = 20, .shared = 0};
     uint8_t *fp;
     size_t fb;
     tu_build_tiny(&cfg, 7, &fp, &fb);
-    tlm_model m;
-    assert_int_equal(tlm_model_open(&m, fp, fb, NULL), TLM_OK);
+    tlm_model fm;
+    assert_int_equal(tlm_model_open(&fm, fp, fb, NULL), TLM_OK);
     tlm_params p;
     tlm_vocab v;
-    assert_int_equal(tlm_params_from_model(&p, &m, NULL), TLM_OK);
-    assert_int_equal(tlm_vocab_from_model(&m, &v, NULL), TLM_OK);
+    assert_int_equal(tlm_params_from_model(&p, &fm, NULL), TLM_OK);
+    assert_int_equal(tlm_vocab_from_model(&fm, &v, NULL), TLM_OK);
     tlm_error err;
-    tlm_status st = tlm_quant_image(&p, c, &v, m.bos_id, m.eos_id, img, bytes, &err);
+    tlm_status st = tlm_quant_image(&p, c, &v, fm.bos_id, fm.eos_id, img, bytes, &err);
     if (st) fail_msg("%s", err.msg);
     tlm_params_free(&p);
     tlm_vocab_free(&v);
     free(fp);
+    if (m) assert_int_equal(tlm_model_open(m, *img, *bytes, NULL), TLM_OK);
 }
 
 static int find_tensor(const tlm_model *m, uint16_t wtype, tlm_tensor *t, uint32_t *index)
@@ -600,10 +600,9 @@ static void test_corrupt_packed(void **state)
         c.sparsity = 0.5f;
         uint8_t *img;
         size_t bytes;
-        quantized_tiny(&c, &img, &bytes);
         tlm_model m;
         tlm_error err;
-        assert_int_equal(tlm_model_open(&m, img, bytes, &err), TLM_OK);
+        quantized_tiny(&c, &img, &bytes, &m);
         for (int damage = 0; damage < 3; damage++) {
             uint8_t *copy = tu_exact_copy(img, bytes);
             tlm_model mm;
@@ -642,9 +641,8 @@ static void test_corrupt_packed(void **state)
     tlm_quant_defaults(&c);
     uint8_t *img;
     size_t bytes;
-    quantized_tiny(&c, &img, &bytes);
     tlm_model m;
-    assert_int_equal(tlm_model_open(&m, img, bytes, NULL), TLM_OK);
+    quantized_tiny(&c, &img, &bytes, &m);
     tlm_tensor t;
     uint32_t idx;
     assert_true(find_tensor(&m, TLM_WTYPE_I8, &t, &idx));
@@ -674,9 +672,8 @@ static void test_runtime_quantized(void **state)
         }
         uint8_t *img;
         size_t bytes;
-        quantized_tiny(&c, &img, &bytes);
         tlm_model m;
-        assert_int_equal(tlm_model_open(&m, img, bytes, NULL), TLM_OK);
+        quantized_tiny(&c, &img, &bytes, &m);
         /* The sequence path with fake-quantized activations computes the
          * same function with float sums: compare per position. */
         const uint32_t T = 20;

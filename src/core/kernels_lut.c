@@ -119,32 +119,32 @@ static void build_t2(const tlm_act_q8 *a)
  * 3^k entries only involve x_0..x_{k-1}, so each power of three extends the
  * table: entries [3^k, 2 * 3^k) are the first 3^k plus x_k, the next 3^k
  * the first minus x_k. */
+#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_UNALIGNED)
+/* Entries j and j + 1 of both new thirds: one SADD16 and one SSUB16. */
+static inline void grow_pair(const int16_t *t, int16_t *plus, int16_t *minus, uint32_t j, uint32_t d)
+{
+    uint32_t v, p, q;
+    memcpy(&v, t + j, 4);
+    p = (uint32_t)__sadd16((int16x2_t)v, (int16x2_t)d);
+    q = (uint32_t)__ssub16((int16x2_t)v, (int16x2_t)d);
+    memcpy(plus + j, &p, 4);
+    memcpy(minus + j, &q, 4);
+}
+#endif
+
 static inline void grow(int16_t *t, uint32_t m, int32_t x)
 {
     int16_t *plus = t + m, *minus = t + 2u * m;
     uint32_t j = 0;
 #if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_UNALIGNED)
-    const uint32_t d = (uint32_t)(uint16_t)x * 0x00010001u;
-    for (; j + 4u <= m; j += 4u) { /* four entries per pass: the loop's own work shared */
-        uint32_t v0, v1, p0, p1, q0, q1;
-        memcpy(&v0, t + j, 4);
-        memcpy(&v1, t + j + 2u, 4);
-        p0 = (uint32_t)__sadd16((int16x2_t)v0, (int16x2_t)d);
-        p1 = (uint32_t)__sadd16((int16x2_t)v1, (int16x2_t)d);
-        q0 = (uint32_t)__ssub16((int16x2_t)v0, (int16x2_t)d);
-        q1 = (uint32_t)__ssub16((int16x2_t)v1, (int16x2_t)d);
-        memcpy(plus + j, &p0, 4);
-        memcpy(plus + j + 2u, &p1, 4);
-        memcpy(minus + j, &q0, 4);
-        memcpy(minus + j + 2u, &q1, 4);
+    const uint32_t d = (uint32_t)(uint16_t)x * 0x00010001u; /* x in both halves */
+    for (; j + 4u <= m; j += 4u) { /* two pairs per pass: the loop's own work shared */
+        grow_pair(t, plus, minus, j, d);
+        grow_pair(t, plus, minus, j + 2u, d);
     }
-    for (; j + 2u <= m; j += 2u) { /* two entries per SADD16 / SSUB16 */
-        uint32_t v, p, q;
-        memcpy(&v, t + j, 4);
-        p = (uint32_t)__sadd16((int16x2_t)v, (int16x2_t)d);
-        q = (uint32_t)__ssub16((int16x2_t)v, (int16x2_t)d);
-        memcpy(plus + j, &p, 4);
-        memcpy(minus + j, &q, 4);
+    if (j + 2u <= m) {
+        grow_pair(t, plus, minus, j, d);
+        j += 2u;
     }
 #endif
     for (; j < m; j++) {

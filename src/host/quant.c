@@ -93,45 +93,52 @@ static float unit_magnitude(const float *w, size_t n)
     return m;
 }
 
-/* Scale units of a row of cols weights under c: their length and count
- * (tensor scales: one unit per row here; the callers treat the tensor). */
-static void units_of(const tlm_quant_cfg *c, uint32_t cols, uint32_t *glen, uint32_t *ng)
+/* Scale unit u of a rows x cols tensor under c, in the order of its scales
+ * (u < tlm_scale_count): the weights w[*off .. *off + *len). */
+static void unit_span(const tlm_quant_cfg *c, uint32_t rows, uint32_t cols, uint64_t u, size_t *off, size_t *len)
 {
-    *glen = c->scale_kind == TLM_SCALE_GROUP ? c->group : cols;
-    *ng = (cols + *glen - 1u) / *glen;
+    if (c->scale_kind == TLM_SCALE_TENSOR) {
+        *off = 0;
+        *len = (size_t)rows * cols;
+        return;
+    }
+    const uint32_t glen = c->scale_kind == TLM_SCALE_GROUP ? c->group : cols, ng = (cols + glen - 1u) / glen;
+    const uint32_t c0 = (uint32_t)(u % ng) * glen;
+    *off = (size_t)(u / ng) * cols + c0;
+    *len = cols - c0 < glen ? cols - c0 : glen;
 }
 
 /* Is every scale unit of w (under c) all zero or of one nonzero magnitude? */
 static int is_ternary_tensor(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c)
 {
-    uint32_t glen, ng;
-    units_of(c, cols, &glen, &ng);
-    if (c->scale_kind == TLM_SCALE_TENSOR) return unit_magnitude(w, (size_t)rows * cols) >= 0.0f;
-    for (uint32_t r = 0; r < rows; r++)
-        for (uint32_t g = 0; g < ng; g++) {
-            const uint32_t c0 = g * glen, c1 = cols - c0 < glen ? cols : c0 + glen;
-            if (unit_magnitude(w + (size_t)r * cols + c0, c1 - c0) < 0.0f) return 0;
-        }
+    const uint64_t nu = tlm_scale_count(c->scale_kind, rows, cols, c->group);
+    for (uint64_t u = 0; u < nu; u++) {
+        size_t off, len;
+        unit_span(c, rows, cols, u, &off, &len);
+        if (unit_magnitude(w + off, len) < 0.0f) return 0;
+    }
     return 1;
+}
+
+/* Is this role int8 (per row) rather than ternary under c? */
+static int role_is_int8(const tlm_quant_cfg *c, uint32_t role)
+{
+    const int embed_role = role == TLM_ROLE_TOK_EMBED || role == TLM_ROLE_CLASSIFIER;
+    return (embed_role ? c->embed : c->pack) == TLM_WTYPE_I8;
 }
 
 int tlm_ternary_keep(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, int8_t *t, float *scales)
 {
-    if (c->sparsity >= 0.0f || !is_ternary_tensor(w, rows, cols, c)) return 0;
-    uint32_t glen, ng;
-    units_of(c, cols, &glen, &ng);
-    const float tensor_m = c->scale_kind == TLM_SCALE_TENSOR ? unit_magnitude(w, (size_t)rows * cols) : 0.0f;
-    for (uint32_t r = 0; r < rows; r++)
-        for (uint32_t g = 0; g < ng; g++) {
-            const uint32_t c0 = g * glen, c1 = cols - c0 < glen ? cols : c0 + glen;
-            const float *wu = w + (size_t)r * cols + c0;
-            const float m = c->scale_kind == TLM_SCALE_TENSOR ? tensor_m : unit_magnitude(wu, c1 - c0);
-            for (uint32_t j = 0; j < c1 - c0; j++)
-                t[(size_t)r * cols + c0 + j] = (int8_t)(wu[j] > 0.0f ? 1 : (wu[j] < 0.0f ? -1 : 0));
-            if (c->scale_kind == TLM_SCALE_TENSOR) scales[0] = m;
-            else if (c->scale_kind == TLM_SCALE_ROW) scales[r] = m;
-            else scales[(size_t)r * ng + g] = m;
-        }
+    if (c->sparsity >= 0.0f) return 0;
+    const uint64_t nu = tlm_scale_count(c->scale_kind, rows, cols, c->group);
+    for (uint64_t u = 0; u < nu; u++) {
+        size_t off, len;
+        unit_span(c, rows, cols, u, &off, &len);
+        const float m = unit_magnitude(w + off, len);
+        if (m < 0.0f) return 0;
+        for (size_t j = off; j < off + len; j++) t[j] = (int8_t)(w[j] > 0.0f ? 1 : (w[j] < 0.0f ? -1 : 0));
+        scales[u] = m;
+    }
     return 1;
 }
 
@@ -142,33 +149,19 @@ void tlm_quant_latent_init(tlm_params *p, const tlm_quant_cfg *c)
     for (uint32_t i = 0; i < n; i++) {
         tlm_param_tensor s;
         tlm_params_tensor(p, i, &s);
-        const int embed_role = s.role == TLM_ROLE_TOK_EMBED || s.role == TLM_ROLE_CLASSIFIER;
-        if (!tlm_quant_role_is_quantized(c, s.role) || (embed_role ? c->embed : c->pack) == TLM_WTYPE_I8) continue;
+        if (!tlm_quant_role_is_quantized(c, s.role) || role_is_int8(c, s.role)) continue;
         if (!is_ternary_tensor(s.data, s.rows, s.cols, c)) continue;
-        uint32_t glen, ng;
-        units_of(c, s.cols, &glen, &ng);
-        /* one unit at a time (the tensor is one unit for tensor scales):
-         * nonzeros times len / nnz, so that their mean |w| is the scale */
-        const uint32_t per_row = c->scale_kind == TLM_SCALE_TENSOR ? 1u : ng;
-        const uint32_t urows = c->scale_kind == TLM_SCALE_TENSOR ? 1u : s.rows;
-        for (uint32_t r = 0; r < urows; r++)
-            for (uint32_t g = 0; g < per_row; g++) {
-                float *wu;
-                size_t len;
-                if (c->scale_kind == TLM_SCALE_TENSOR) {
-                    wu = s.data;
-                    len = (size_t)s.rows * s.cols;
-                } else {
-                    const uint32_t c0 = g * glen, c1 = s.cols - c0 < glen ? s.cols : c0 + glen;
-                    wu = s.data + (size_t)r * s.cols + c0;
-                    len = c1 - c0;
-                }
-                size_t nnz = 0;
-                for (size_t j = 0; j < len; j++) nnz += wu[j] != 0.0f;
-                if (!nnz) continue;
-                const float f = (float)((double)len / (double)nnz);
-                for (size_t j = 0; j < len; j++) wu[j] *= f;
-            }
+        /* each unit's nonzeros times len / nnz, so that their mean |w| is the scale */
+        const uint64_t nu = tlm_scale_count(c->scale_kind, s.rows, s.cols, c->group);
+        for (uint64_t u = 0; u < nu; u++) {
+            size_t off, len, nnz = 0;
+            unit_span(c, s.rows, s.cols, u, &off, &len);
+            float *wu = s.data + off;
+            for (size_t j = 0; j < len; j++) nnz += wu[j] != 0.0f;
+            if (!nnz) continue;
+            const float f = (float)((double)len / (double)nnz);
+            for (size_t j = 0; j < len; j++) wu[j] *= f;
+        }
     }
 }
 
@@ -310,8 +303,7 @@ void tlm_quant_fake(const tlm_params *src, tlm_params *dst, const tlm_quant_cfg 
         const size_t count = (size_t)s.rows * s.cols;
         if (!tlm_quant_role_is_quantized(c, s.role)) {
             memcpy(d.data, s.data, count * sizeof(float));
-        } else if ((s.role == TLM_ROLE_TOK_EMBED || s.role == TLM_ROLE_CLASSIFIER) ? c->embed == TLM_WTYPE_I8
-                                                                                       : c->pack == TLM_WTYPE_I8) {
+        } else if (role_is_int8(c, s.role)) {
             tlm_int8_rows(s.data, s.rows, s.cols, NULL, NULL, d.data);
         } else {
             tlm_ternarize(s.data, s.rows, s.cols, c, NULL, NULL, d.data);
@@ -383,7 +375,7 @@ tlm_status tlm_quant_image(const tlm_params *src, const tlm_quant_cfg *c, const 
         if (!tlm_quant_role_is_quantized(c, s.role)) continue;
         const size_t count = (size_t)s.rows * s.cols;
         const int embed_role = s.role == TLM_ROLE_TOK_EMBED || s.role == TLM_ROLE_CLASSIFIER;
-        if (embed_role ? c->embed == TLM_WTYPE_I8 : c->pack == TLM_WTYPE_I8) {
+        if (role_is_int8(c, s.role)) {
             int8_t *q = malloc(count);
             float *sc = malloc((size_t)s.rows * sizeof *sc);
             owned[2 * i] = q;

@@ -46,7 +46,8 @@ void tlm_ternarize(const float *w, uint32_t rows, uint32_t cols, const tlm_quant
  * no sparsity asked for: writes its trits and scales as they are and
  * returns 1, so that quantizing a ternary model again (to change its
  * packing) loses nothing where absmean would rescale it to mean |w|.
- * Returns 0, writing nothing, for any other tensor. */
+ * Returns 0 for any other tensor (trits and scales then hold partial
+ * output: quantize it with tlm_ternarize). */
 int tlm_ternary_keep(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, int8_t *trits,
                      float *scales);
 
