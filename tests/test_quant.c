@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "../src/core/kernels.h"
 #include "../src/host/eval.h"
 #include "../src/host/fileio.h"
 #include "../src/host/model_file.h"
@@ -282,6 +283,55 @@ static void test_lut_reuse(void **state)
         free(sc);
         free_matrix(&p2);
         free_matrix(&p3);
+    }
+}
+
+/* int8 rounding against double arithmetic: half away from zero, clamped
+ * to +-127, a quiet NaN to -127; every float within 3 ulps of each tie
+ * k + 0.5 and of the clamp limits, random bit patterns, specials. absmax
+ * against a plain loop, NaNs skipped. */
+static int round_oracle(float v)
+{
+    if (v != v) return -127;
+    const double a = floor(fabs((double)v) + 0.5), r = v < 0 ? -a : a;
+    return r > 127 ? 127 : r < -127 ? -127 : (int)r;
+}
+
+static void test_q8_round_exact(void **state)
+{
+    (void)state;
+    for (int k = -130; k <= 130; k++) {
+        const float tie = (float)k + 0.5f, lims[2] = {tie, (float)k};
+        for (int w = 0; w < 2; w++) {
+            float v = lims[w];
+            for (int j = 0; j < 3; j++) v = nextafterf(v, -INFINITY);
+            for (int j = 0; j < 7; j++, v = nextafterf(v, INFINITY)) assert_int_equal(tlm_q8_round1(v), round_oracle(v));
+        }
+    }
+    const float specials[] = {0.0f, -0.0f, 0.49999997f, -0.49999997f, 0.5f, -0.5f, 1e-40f, -1e-40f, 1e30f, -1e30f,
+                              INFINITY, -INFINITY, NAN, -NAN, 127.49999f, 127.5f, -127.5f, 126.5f, -126.5f};
+    for (size_t i = 0; i < sizeof specials / sizeof *specials; i++)
+        assert_int_equal(tlm_q8_round1(specials[i]), round_oracle(specials[i]));
+    uint64_t s = 11;
+    for (int i = 0; i < 1000000; i++) {
+        const uint32_t b = (uint32_t)tu_rand(&s);
+        float v;
+        memcpy(&v, &b, sizeof v);
+        if (v != v) v = NAN; /* arithmetic NaNs are quiet */
+        if (fabsf(v) > 1e3f && (b & 1u)) v = ldexpf(v, -(int)(b % 200u)); /* plenty of values near the range */
+        assert_int_equal(tlm_q8_round1(v), round_oracle(v));
+    }
+    for (int iter = 0; iter < 200; iter++) {
+        const uint32_t n = (uint32_t)(tu_rand(&s) % 40u);
+        float x[40];
+        float want = 0.0f;
+        for (uint32_t i = 0; i < n; i++) {
+            const uint64_t r = tu_rand(&s);
+            x[i] = r % 9u == 0 ? NAN : r % 17u == 0 ? -INFINITY : (float)(tu_uniform(&s) - 0.5) * 100.0f;
+            if (x[i] == x[i] && fabsf(x[i]) > want) want = fabsf(x[i]);
+        }
+        const float got = tlm_absmax_f32(x, n);
+        assert_true(got == want);
     }
 }
 
@@ -875,6 +925,7 @@ int main(void)
         cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_kernels),
         cmocka_unit_test(test_lut_reuse),
+        cmocka_unit_test(test_q8_round_exact),
         cmocka_unit_test(test_act_quant),
         cmocka_unit_test(test_quantizers),
         cmocka_unit_test(test_requantize_ternary),

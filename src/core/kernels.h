@@ -3,6 +3,8 @@
 #ifndef TLM_CORE_KERNELS_H
 #define TLM_CORE_KERNELS_H
 
+#include <string.h>
+
 #include "tritlm/model.h"
 
 /* f32 weights, f32 activations: rows summed in column order. */
@@ -45,39 +47,85 @@ static inline int16x2_t tlm_sxtb16_ror8(uint32_t v)
 }
 #endif
 
-/* Largest |x[i]| (0 for an empty or all-zero vector; NaNs are skipped).
- * Eight running maxima (lane i % 8) so that the loop vectorizes; the
- * maximum does not depend on the order. */
+/* Cores whose FPU has VMAXNM and VRINTA (Armv8, and the Cortex-M7's FPv5,
+ * told apart from the M4's FPv4 by its double precision): absmax and the
+ * int8 rounding below in two and five float instructions per value. The
+ * other branch computes the same values from the float's bits, which costs
+ * no library call on cores without an FPU (RISC-V, Xtensa). */
+#if defined(__GNUC__) && defined(__ARM_FP) && ((__ARM_FP & 8) || __ARM_ARCH >= 8)
+#define TLM_FP_MAXNM_RINTA 1 /* the builtins: single instructions even with -ffreestanding */
+#endif
+
+/* Largest |x[i]| (0 for an empty or all-zero vector; NaNs are skipped). */
 static inline float tlm_absmax_f32(const float *x, uint32_t n)
 {
-    float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#ifdef TLM_FP_MAXNM_RINTA
+    /* fmaxf skips a NaN operand, as the spec above asks */
+    float m0 = 0.0f, m1 = 0.0f, m2 = 0.0f, m3 = 0.0f;
+    uint32_t i = 0;
+    for (; i + 4u <= n; i += 4u) {
+        m0 = __builtin_fmaxf(m0, __builtin_fabsf(x[i]));
+        m1 = __builtin_fmaxf(m1, __builtin_fabsf(x[i + 1u]));
+        m2 = __builtin_fmaxf(m2, __builtin_fabsf(x[i + 2u]));
+        m3 = __builtin_fmaxf(m3, __builtin_fabsf(x[i + 3u]));
+    }
+    for (; i < n; i++) m0 = __builtin_fmaxf(m0, __builtin_fabsf(x[i]));
+    return __builtin_fmaxf(__builtin_fmaxf(m0, m1), __builtin_fmaxf(m2, m3));
+#else
+    /* |x| without its sign bit orders as an unsigned integer (infinity
+     * included); a NaN's magnitude lies above infinity's and counts as 0.
+     * Eight running maxima (lane i % 8) so that the loop vectorizes. */
+    uint32_t m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     uint32_t i = 0;
     for (; i + 8u <= n; i += 8u)
         for (uint32_t c = 0; c < 8u; c++) {
-            const float v = x[i + c] < 0.0f ? -x[i + c] : x[i + c];
-            m[c] = v > m[c] ? v : m[c];
+            uint32_t b;
+            memcpy(&b, x + i + c, sizeof b);
+            b &= 0x7FFFFFFFu;
+            b = b > 0x7F800000u ? 0u : b;
+            m[c] = b > m[c] ? b : m[c];
         }
     for (; i < n; i++) {
-        const float v = x[i] < 0.0f ? -x[i] : x[i];
-        m[0] = v > m[0] ? v : m[0];
+        uint32_t b;
+        memcpy(&b, x + i, sizeof b);
+        b &= 0x7FFFFFFFu;
+        b = b > 0x7F800000u ? 0u : b;
+        m[0] = b > m[0] ? b : m[0];
     }
-    float amax = m[0];
-    for (uint32_t c = 1; c < 8u; c++) amax = m[c] > amax ? m[c] : amax;
+    for (uint32_t c = 1; c < 8u; c++) m[0] = m[c] > m[0] ? m[c] : m[0];
+    float amax;
+    memcpy(&amax, &m[0], sizeof amax);
     return amax;
+#endif
 }
 
-/* q[i] = x[i] * mul rounded half away from zero, clamped to [-127, 127]:
- * the one int8 rounding of activations and of the int8 KV cache. */
+/* v rounded half away from zero and clamped to [-127, 127] (a NaN gives
+ * -127; v comes from arithmetic, so a NaN is a quiet one): the one int8
+ * rounding of activations and of the int8 KV cache. */
+static inline int8_t tlm_q8_round1(float v)
+{
+#ifdef TLM_FP_MAXNM_RINTA
+    return (int8_t)(int32_t)__builtin_roundf(__builtin_fminf(__builtin_fmaxf(v, -127.0f), 127.0f));
+#else
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    const uint32_t mag = b & 0x7FFFFFFFu;
+    if (mag > 0x7F800000u) return -127;              /* NaN */
+    if (mag < 0x3F000000u) return 0;                 /* |v| < 0.5 */
+    int32_t k = 127;
+    if (mag < 0x43000000u) {                         /* |v| < 128: m * 2^-sh with sh in 17..24 */
+        const uint32_t m = (mag & 0x7FFFFFu) | 0x800000u, sh = 150u - (mag >> 23);
+        k = (int32_t)(((m >> (sh - 1u)) + 1u) >> 1); /* floor(2|v|) + 1, halved: ties go up */
+        k = k > 127 ? 127 : k;
+    }
+    return (int8_t)(b >> 31 ? -k : k);
+#endif
+}
+
+/* q[i] = x[i] * mul rounded by tlm_q8_round1. */
 static inline void tlm_q8_round(int8_t *q, const float *x, uint32_t n, float mul)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        float v = x[i] * mul;
-        v += v < 0.0f ? -0.5f : 0.5f;
-        int32_t k = (int32_t)v; /* truncation after +-0.5: half away from zero */
-        if (k > 127) k = 127;
-        if (k < -127) k = -127;
-        q[i] = (int8_t)k;
-    }
+    for (uint32_t i = 0; i < n; i++) q[i] = tlm_q8_round1(x[i] * mul);
 }
 
 /* Integer dot product of row `row` (packed) with activations over columns
