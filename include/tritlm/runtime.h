@@ -26,11 +26,13 @@ typedef struct tlm_runtime {
     float *value_cache;    /* n_layers * ctx * kv_dim (NULL with TLM_RT_KV_INT8) */
     /* TLM_RT_KV_INT8: keys and values as int8 times a power of two, one
      * exponent per layer, position and kv head (value = q * 2^-exp; the
-     * exponents of one layer and kv head are contiguous over positions) */
+     * exponents of one layer and kv head are contiguous over positions);
+     * keys by position, values transposed (per layer, one row of ctx
+     * rounded up to 4 positions per dimension) */
     int8_t *key_q8, *value_q8;
     int8_t *key_exp, *value_exp;
-    int32_t *att_s;        /* 2 * ctx: scores, then softmax numerators, of two query heads */
-    int32_t *att_acc;      /* 2 * head_size: their weighted sums of values */
+    int32_t *att_s;        /* ctx: one query head's scores */
+    int16_t *att_w;        /* 2 * ctx rounded up to 4: two query heads' softmax weights */
     float *kbuf, *vbuf;    /* kv_dim: this position's key and value before quantization */
     int8_t *q_q8;          /* 2 * head_size: two query heads quantized */
     uint32_t flags;

@@ -28,7 +28,7 @@ static size_t reserve(layout *l, size_t count, size_t elem)
 }
 
 typedef struct {
-    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, ks, vs, atts, attacc, kbuf, vbuf, qq, scratch, actq, total;
+    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, ks, vs, atts, attw, kbuf, vbuf, qq, scratch, actq, total;
 } arena_plan;
 
 static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_plan *p)
@@ -50,12 +50,13 @@ static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_pl
     p->logits = reserve(&l, hp->vocab_size, 4);
     if (flags & TLM_RT_KV_INT8) {
         const size_t hs = hp->dim / hp->n_heads;
+        const size_t ctx4 = ((size_t)ctx + 3u) & ~(size_t)3u;
         p->kc = reserve(&l, kv * kv_dim, 1);
-        p->vc = reserve(&l, kv * kv_dim, 1);
+        p->vc = reserve(&l, (size_t)hp->n_layers * ctx4 * kv_dim, 1); /* transposed, rows of ctx4 positions */
         p->ks = reserve(&l, kv * hp->n_kv_heads, 1);
         p->vs = reserve(&l, kv * hp->n_kv_heads, 1);
-        p->atts = reserve(&l, 2u * (size_t)ctx, 4);
-        p->attacc = reserve(&l, 2u * hs, 4);
+        p->atts = reserve(&l, ctx, 4);
+        p->attw = reserve(&l, 2u * ctx4, 2);
         p->kbuf = reserve(&l, kv_dim, 4);
         p->vbuf = reserve(&l, kv_dim, 4);
         p->qq = reserve(&l, 2u * hs, 1);
@@ -132,7 +133,7 @@ tlm_status tlm_runtime_init_flags(tlm_runtime *rt, const tlm_model *m, uint32_t 
         rt->key_exp = (int8_t *)(void *)(base + p.ks);
         rt->value_exp = (int8_t *)(void *)(base + p.vs);
         rt->att_s = (int32_t *)(void *)(base + p.atts);
-        rt->att_acc = (int32_t *)(void *)(base + p.attacc);
+        rt->att_w = (int16_t *)(void *)(base + p.attw);
         rt->kbuf = (float *)(void *)(base + p.kbuf);
         rt->vbuf = (float *)(void *)(base + p.vbuf);
         rt->q_q8 = (int8_t *)(void *)(base + p.qq);
@@ -290,81 +291,152 @@ static int32_t attn_scores(int32_t *s, const int8_t *q, uint32_t hs, const int8_
     return top;
 }
 
-/* 2^(-a / 65536) in Q22 for 0 <= a < 23 * 2^16 (two Q15 tables). */
-static inline uint32_t exp2neg_q22(uint32_t a)
+#if defined(__GNUC__)
+#define TLM_ALWAYS_INLINE inline __attribute__((always_inline))
+#define TLM_NOINLINE __attribute__((noinline))
+#else
+#define TLM_ALWAYS_INLINE inline
+#define TLM_NOINLINE
+#endif
+
+/* min(max(x, 0), 2^bits - 1) for a constant `bits`: one USAT on Arm. */
+#if defined(__ARM_FEATURE_SAT)
+#define ATTN_USAT(x, bits) ((uint32_t)__usat((int32_t)(x), bits))
+#else
+#define ATTN_USAT(x, bits) \
+    ((int32_t)(x) < 0 ? 0u : (uint32_t)(x) > (1u << (bits)) - 1u ? (1u << (bits)) - 1u : (uint32_t)(x))
+#endif
+
+/* 2^(-a / 65536) in Q15 for 0 <= a < 16 * 2^16 (two Q15 tables), at most
+ * 32767 so that it fits an int16 lane. */
+static inline uint32_t exp2neg_q15(uint32_t a)
 {
-    return ((uint32_t)tlm_exp2_hi[(a >> 8) & 0xFFu] * tlm_exp2_lo[a & 0xFFu]) >> ((a >> 16) + 8u);
+    const uint16_t(*t)[256] = tlm_exp2_q15;
+    return ATTN_USAT(((uint32_t)t[0][(a >> 8) & 0xFFu] * t[1][a & 0xFFu]) >> ((a >> 16) + 15u), 15);
 }
 
-/* Softmax numerators of one head in place: s[t] <- 2^22 * 2^-a_t with
- * a_t = (top - s[t]) * kq / 2^sh in Q16 (0 once a_t reaches 23, where the
- * Q22 value would round to 0 anyway); returns their sum (>= 2^22: the top
- * one is 2^22). */
-static uint64_t attn_softmax(int32_t *s, uint32_t n, int32_t top, uint32_t kq, int32_t sh)
+/* Softmax numerators in Q15: 2^-a for a score `diff` below the top one
+ * (in score units), a = floor(diff * kq / 2^sh) in Q16, and 0 once a
+ * reaches 16 (where the Q15 value rounds to 0 anyway). a is the high word
+ * of (d << c) * kq shifted right by r (c = 32 - sh below sh = 32, r =
+ * sh - 32 above) with d = min(diff, dlim): every d >= dlim has a >= 16, and
+ * d <= dlim keeps d << c below 2^26 (kq >= 2^27 for heads up to 128), so
+ * the result is exact with one 32x32-bit multiply at any sh. */
+typedef struct {
+    uint32_t kq, dlim, c, r;
+} attn_exp;
+
+static attn_exp attn_exp_of(uint32_t kq, int32_t sh)
 {
-    const uint32_t stop = 23u << 16; /* a_t from here on gives 0 in Q22 */
-    uint64_t sum = 0;
-    if (sh >= 32) { /* the usual case: the high word of diff * kq (< 2^60) alone */
-        const uint32_t r = sh - 32 > 31 ? 31u : (uint32_t)sh - 32u;
-        for (uint32_t t = 0; t < n; t++) {
-            const uint32_t a = (uint32_t)(((uint64_t)(uint32_t)(top - s[t]) * kq) >> 32) >> r;
-            const uint32_t e = a < stop ? exp2neg_q22(a) : 0u;
-            s[t] = (int32_t)e;
-            sum += e;
-        }
-    } else {
-        const uint32_t r = sh < 0 ? 0u : (uint32_t)sh;
-        for (uint32_t t = 0; t < n; t++) {
-            const uint32_t diff = (uint32_t)(top - s[t]);
-            /* sh < 0: any difference at all is past the stop */
-            const uint64_t a = sh < 0 && diff ? UINT64_MAX : ((uint64_t)diff * kq) >> r;
-            const uint32_t e = a < stop ? exp2neg_q22((uint32_t)a) : 0u;
-            s[t] = (int32_t)e;
-            sum += e;
-        }
+    attn_exp x = {kq, 1u, 31u, 0u}; /* sh <= 0: any difference at all reaches the stop */
+    if (sh >= 7) x.dlim = sh - 7 >= 32 ? UINT32_MAX : 1u << (sh - 7);
+    if (sh >= 32) {
+        x.c = 0;
+        x.r = sh - 32 > 31 ? 31u : (uint32_t)(sh - 32);
+    } else if (sh > 0) {
+        x.c = 32u - (uint32_t)sh;
+    }
+    return x;
+}
+
+/* wide: sh >= 32 (c = 0); else r = 0. A constant in every caller, so that
+ * each loop keeps one shift and one register fewer. */
+static TLM_ALWAYS_INLINE uint32_t attn_numerator(uint32_t diff, const attn_exp *x, int wide)
+{
+    const uint32_t d = diff < x->dlim ? diff : x->dlim;
+    const uint32_t a = wide ? (uint32_t)(((uint64_t)d * x->kq) >> 32) >> x->r
+                            : (uint32_t)(((uint64_t)(d << x->c) * x->kq) >> 32); /* < 2^31 */
+    return exp2neg_q15(ATTN_USAT(a, 20)); /* a past 2^20 - 1 (16 - 2^-16): 0 in Q15 as well */
+}
+
+/* The weight a value row is summed with: numerator e brought from the
+ * value's exponent to the coarsest one (vsh = the difference), rounded
+ * half up: ((2e >> vsh) + 1) >> 1, which is e itself for vsh = 0. */
+static inline int16_t attn_weight(uint32_t e, uint32_t vsh)
+{
+    vsh = ATTN_USAT(vsh, 5); /* vsh >= 0: min(vsh, 31) */
+    return (int16_t)((((e << 1) >> vsh) + 1u) >> 1);
+}
+
+/* One query head's softmax over positions 0..n-1: its numerators' sum
+ * (the top one's is 32767, so >= 32767), and their weights w[t]. */
+static TLM_ALWAYS_INLINE uint32_t attn_weights_run(int16_t *w, const int32_t *s, uint32_t n, int32_t top,
+                                                   const attn_exp *x, const int8_t *ve, int32_t ev_lo, int wide)
+{
+    uint32_t sum = 0;
+    for (uint32_t t = 0; t < n; t++) {
+        const uint32_t e = attn_numerator((uint32_t)(top - s[t]), x, wide);
+        sum += e;
+        w[t] = attn_weight(e, (uint32_t)(ve[t] - ev_lo));
     }
     return sum;
 }
 
-/* acc[i] (+ acc[hs + i]) = sum over t of w[t] * v_t[i] (+ w[ctx + t] * v_t[i]),
- * four columns of both heads in registers over all positions. */
-static void attn_values(int32_t *acc, const int32_t *w, uint32_t ctx, uint32_t nh, uint32_t hs, const int8_t *v,
-                        uint32_t vstride, uint32_t n)
+/* (not inlined: its loop wants every register) */
+static TLM_NOINLINE uint32_t attn_weights(int16_t *w, const int32_t *s, uint32_t n, int32_t top, uint32_t kq,
+                                          int32_t sh, const int8_t *ve, int32_t ev_lo)
 {
-    const int32_t *w1 = w + (nh == 2u ? ctx : 0u); /* one head: a second, ignored pass over the same weights */
-    uint32_t i = 0;
-    for (; i + 4u <= hs; i += 4u) {
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-        const int8_t *vp = v + i;
-        for (uint32_t t = 0; t < n; t++, vp += vstride) {
-            const int32_t x0 = vp[0], x1 = vp[1], x2 = vp[2], x3 = vp[3], p = w[t], r = w1[t];
-            a0 += p * x0;
-            a1 += p * x1;
-            a2 += p * x2;
-            a3 += p * x3;
-            b0 += r * x0;
-            b1 += r * x1;
-            b2 += r * x2;
-            b3 += r * x3;
-        }
-        acc[i] = a0;
-        acc[i + 1u] = a1;
-        acc[i + 2u] = a2;
-        acc[i + 3u] = a3;
-        acc[hs + i] = b0;
-        acc[hs + i + 1u] = b1;
-        acc[hs + i + 2u] = b2;
-        acc[hs + i + 3u] = b3;
+    const attn_exp x = attn_exp_of(kq, sh);
+    if (x.c == 0) return attn_weights_run(w, s, n, top, &x, ve, ev_lo, 1);
+    return attn_weights_run(w, s, n, top, &x, ve, ev_lo, 0);
+}
+
+/* Where position t's value byte sits in its transposed row: blocks of four
+ * positions in the order 0, 2, 1, 3, so that SXTB16 of a block's word gives
+ * the pairs (t, t + 1) and (t + 2, t + 3), matching the weights' pairs. */
+static inline size_t value_slot(uint32_t t) { return (t & ~3u) | (uint32_t)((t & 1u) << 1) | ((t >> 1) & 1u); }
+
+/* Sums of two heads' weights (w0, w1) times one transposed value row over
+ * blocks [b0, b1), at most 128 blocks (512 positions: |w| < 2^15 and
+ * |v| < 2^7, so int32 holds them). */
+static inline void values_row(int32_t *s0, int32_t *s1, const int16_t *w0, const int16_t *w1, const int8_t *v,
+                              uint32_t b0, uint32_t b1)
+{
+    int32_t a0 = 0, a1 = 0;
+#if defined(__ARM_FEATURE_DSP)
+    for (uint32_t b = b0; b < b1; b++) {
+        const uint32_t x = load_u32(v + 4u * b);
+        const int16x2_t x01 = __sxtb16((int8x4_t)x), x23 = tlm_sxtb16_ror8(x);
+        a0 = __smlad(x01, (int16x2_t)load_u32(w0 + 4u * b), a0);
+        a0 = __smlad(x23, (int16x2_t)load_u32(w0 + 4u * b + 2u), a0);
+        a1 = __smlad(x01, (int16x2_t)load_u32(w1 + 4u * b), a1);
+        a1 = __smlad(x23, (int16x2_t)load_u32(w1 + 4u * b + 2u), a1);
     }
-    for (; i < hs; i++) {
-        int32_t a = 0, b = 0;
-        const int8_t *vp = v + i;
-        for (uint32_t t = 0; t < n; t++, vp += vstride) {
-            a += w[t] * vp[0];
-            b += w1[t] * vp[0];
+#else
+    for (uint32_t b = b0; b < b1; b++) {
+        const int8_t *x = v + 4u * b;
+        const int16_t *p = w0 + 4u * b, *q = w1 + 4u * b;
+        a0 += p[0] * x[0] + p[1] * x[2] + p[2] * x[1] + p[3] * x[3];
+        a1 += q[0] * x[0] + q[1] * x[2] + q[2] * x[1] + q[3] * x[3];
+    }
+#endif
+    *s0 = a0;
+    *s1 = a1;
+}
+
+/* Two query heads' outputs from their weights (w0, w1; nb blocks of four
+ * positions) and the values, transposed (row i: dimension i of every
+ * position, ctx4 apart): o_j[i] = scale_j * sum over t of w_j[t] * v_t[i],
+ * summed in int32 up to 512 positions and in int64 beyond. */
+static void attn_values(float *o0, float *o1, float scale0, float scale1, const int16_t *w0, const int16_t *w1,
+                        const int8_t *v, uint32_t ctx4, uint32_t hs, uint32_t nb)
+{
+    for (uint32_t i = 0; i < hs; i++, v += ctx4) {
+        int32_t a0, a1;
+        if (nb <= 128u) {
+            values_row(&a0, &a1, w0, w1, v, 0, nb);
+            o0[i] = (float)a0 * scale0;
+            if (o1) o1[i] = (float)a1 * scale1;
+            continue;
         }
-        acc[i] = a;
-        acc[hs + i] = b;
+        int64_t s0 = 0, s1 = 0;
+        for (uint32_t b0 = 0; b0 < nb; b0 += 128u) {
+            values_row(&a0, &a1, w0, w1, v, b0, nb - b0 > 128u ? b0 + 128u : nb);
+            s0 += a0;
+            s1 += a1;
+        }
+        o0[i] = (float)s0 * scale0;
+        if (o1) o1[i] = (float)s1 * scale1;
     }
 }
 
@@ -372,14 +444,16 @@ static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
 {
     const tlm_hparams *hp = &rt->model->hp;
     const uint32_t hs = hp->dim / hp->n_heads, kv_dim = tlm_hparams_kv_dim(hp);
-    const uint32_t group = hp->n_heads / hp->n_kv_heads, n = pos + 1u, ctx = rt->ctx;
+    const uint32_t group = hp->n_heads / hp->n_kv_heads, n = pos + 1u, ctx = rt->ctx, ctx4 = (ctx + 3u) & ~3u;
+    const uint32_t nb = (n + 3u) / 4u;
     const int8_t *kc = rt->key_q8 + (size_t)layer * ctx * kv_dim;
-    const int8_t *vc = rt->value_q8 + (size_t)layer * ctx * kv_dim;
+    const int8_t *vc = rt->value_q8 + (size_t)layer * ctx4 * kv_dim; /* transposed: kv_dim rows of ctx4 */
     const uint32_t nkv = hp->n_kv_heads;
     /* exponents: one run of ctx positions per layer and kv head */
     const int8_t *ke = rt->key_exp + (size_t)layer * ctx * nkv;
     const int8_t *ve = rt->value_exp + (size_t)layer * ctx * nkv;
-    int32_t *s = rt->att_s, *acc = rt->att_acc;
+    int32_t *s = rt->att_s;
+    int16_t *w = rt->att_w;
     /* log2(e) / sqrt(hs) in Q30: score units become base-2 exponents */
     const int32_t kq = (int32_t)(1.4426950408889634f / sqrtf((float)hs) * 1073741824.0f + 0.5f);
     for (uint32_t g = 0; g < nkv; g++) {
@@ -393,47 +467,41 @@ static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
         }
         for (uint32_t h = g * group; h < (g + 1u) * group; h += 2u) {
             const uint32_t nh = (g + 1u) * group - h >= 2u ? 2u : 1u;
+            float scale[2] = {0.0f, 0.0f};
             for (uint32_t j = 0; j < nh; j++) {
                 int8_t *qj = rt->q_q8 + j * hs;
-                int32_t *sj = s + (size_t)j * ctx;
                 const int32_t eq = quantize_pow2(qj, rt->q + (size_t)(h + j) * hs, hs);
-                const int32_t top = attn_scores(sj, qj, hs, kc + kvo, kv_dim, keg, ek_lo, n);
+                const int32_t top = attn_scores(s, qj, hs, kc + kvo, kv_dim, keg, ek_lo, n);
                 /* a score unit (2^-8 of the coarsest key's) is kq * 2^-(38 + eq + ek_lo)
                  * in base 2, i.e. kq * 2^-(22 + eq + ek_lo) in Q16 */
-                const uint64_t sum = attn_softmax(sj, n, top, (uint32_t)kq, 22 + eq + ek_lo);
-                /* weights in Q22 (e * 2^22 / sum): round(e * recip / 2^32) with
-                 * recip = 2^54 / sum (below 2^32 but for a lone top, clamped),
-                 * then brought to the coarsest value exponent (rounded). recip
-                 * by a float division: IEEE-exact on every core, where a 64-bit
-                 * integer division is a slow library call on 32-bit ones. */
-                const float rf = 18014398509481984.0f / (float)sum; /* 2^54 / sum */
-                const uint32_t recip = rf >= 4294967040.0f ? 4294967040u : (uint32_t)rf;
-                for (uint32_t t = 0; t < n; t++) {
-                    const uint32_t vsh = (uint32_t)(veg[t] - ev_lo);
-                    const uint32_t w = (uint32_t)(((uint64_t)(uint32_t)sj[t] * recip + 0x80000000u) >> 32);
-                    sj[t] = vsh >= 32u ? 0 : (int32_t)((w + ((1u << vsh) >> 1)) >> vsh);
-                }
+                const uint32_t sum = attn_weights(w + (size_t)j * ctx4, s, n, top, (uint32_t)kq, 22 + eq + ek_lo, veg, ev_lo);
+                /* out = sum_t (e_t / sum) * v_t = 2^-ev_lo / sum * (weighted sum at the coarsest exponent) */
+                scale[j] = pow2f_wide(-ev_lo) / (float)sum;
             }
-            attn_values(acc, s, ctx, nh, hs, vc + kvo, kv_dim, n);
-            const float scale = pow2f_wide(-22 - ev_lo); /* out = acc * 2^-22 * 2^-ev_lo */
-            for (uint32_t j = 0; j < nh; j++) {
-                float *o = rt->xb + (size_t)(h + j) * hs;
-                for (uint32_t i = 0; i < hs; i++) o[i] = (float)acc[j * hs + i] * scale;
-            }
+            /* the last block's positions past n, and a lone head's partner, weigh 0 */
+            for (uint32_t t = n; t < 4u * nb; t++) w[t] = w[ctx4 + t] = 0;
+            if (nh == 1u) memset(w + ctx4, 0, 4u * nb * sizeof *w);
+            attn_values(rt->xb + (size_t)h * hs, nh == 2u ? rt->xb + (size_t)(h + 1u) * hs : NULL, scale[0], scale[1], w,
+                        w + ctx4, vc + (size_t)kvo * ctx4, ctx4, hs, nb);
         }
     }
 }
 
-/* Quantizes this position's key and value (kbuf, vbuf) into the cache. */
+/* Quantizes this position's key and value (kbuf, vbuf) into the cache;
+ * values go to their transposed rows (one per dimension, ctx4 positions). */
 static void store_kv_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
 {
     const tlm_hparams *hp = &rt->model->hp;
     const uint32_t kv_dim = tlm_hparams_kv_dim(hp), nkv = hp->n_kv_heads, hs = hp->dim / hp->n_heads;
+    const uint32_t ctx4 = (rt->ctx + 3u) & ~3u;
     const size_t at = (size_t)layer * rt->ctx + pos;
+    int8_t vq[TLM_RT_MAX_HEAD];
     for (uint32_t h = 0; h < nkv; h++) {
         const size_t ex = ((size_t)layer * nkv + h) * rt->ctx + pos;
         rt->key_exp[ex] = (int8_t)quantize_pow2(rt->key_q8 + at * kv_dim + h * hs, rt->kbuf + h * hs, hs);
-        rt->value_exp[ex] = (int8_t)quantize_pow2(rt->value_q8 + at * kv_dim + h * hs, rt->vbuf + h * hs, hs);
+        rt->value_exp[ex] = (int8_t)quantize_pow2(vq, rt->vbuf + h * hs, hs);
+        int8_t *vrow = rt->value_q8 + ((size_t)layer * kv_dim + (size_t)h * hs) * ctx4 + value_slot(pos);
+        for (uint32_t i = 0; i < hs; i++) vrow[(size_t)i * ctx4] = vq[i];
     }
 }
 
