@@ -132,12 +132,41 @@ static inline void grow_pair(const int16_t *t, int16_t *plus, int16_t *minus, ui
 }
 #endif
 
-static inline void grow(int16_t *t, uint32_t m, int32_t x)
+#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_UNALIGNED) && defined(__GNUC__)
+/* Entries j..j + 7 of both new thirds, j even: t + j and minus + j (2m
+ * entries in) are word-aligned, so loads and the minus stores pair up
+ * (LDRD/STRD); plus + j (m odd) is not, and takes single stores. */
+static inline void grow8(const int16_t *t, int16_t *plus, int16_t *minus, uint32_t j, uint32_t d)
+{
+    const int16_t *src = (const int16_t *)__builtin_assume_aligned(t + j, 4);
+    int16_t *mi = (int16_t *)__builtin_assume_aligned(minus + j, 4), *pl = plus + j;
+    uint32_t v0, v1, v2, v3;
+    memcpy(&v0, src, 4);
+    memcpy(&v1, src + 2, 4);
+    memcpy(&v2, src + 4, 4);
+    memcpy(&v3, src + 6, 4);
+    const uint32_t p0 = SADD16(v0, d), p1 = SADD16(v1, d), p2 = SADD16(v2, d), p3 = SADD16(v3, d);
+    const uint32_t q0 = SSUB16(v0, d), q1 = SSUB16(v1, d), q2 = SSUB16(v2, d), q3 = SSUB16(v3, d);
+    memcpy(pl, &p0, 4);
+    memcpy(pl + 2, &p1, 4);
+    memcpy(pl + 4, &p2, 4);
+    memcpy(pl + 6, &p3, 4);
+    memcpy(mi, &q0, 4);
+    memcpy(mi + 2, &q1, 4);
+    memcpy(mi + 4, &q2, 4);
+    memcpy(mi + 6, &q3, 4);
+}
+#endif
+
+static LUT_INLINE void grow(int16_t *t, uint32_t m, int32_t x)
 {
     int16_t *plus = t + m, *minus = t + 2u * m;
     uint32_t j = 0;
 #if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_UNALIGNED)
     const uint32_t d = (uint32_t)(uint16_t)x * 0x00010001u; /* x in both halves */
+#if defined(__GNUC__)
+    for (; j + 8u <= m; j += 8u) grow8(t, plus, minus, j, d); /* t is 16-byte aligned (blocks of 496 bytes) */
+#endif
     for (; j + 4u <= m; j += 4u) { /* two pairs per pass: the loop's own work shared */
         grow_pair(t, plus, minus, j, d);
         grow_pair(t, plus, minus, j + 2u, d);
@@ -217,11 +246,49 @@ static LUT_INLINE void lut_sum2(const uint8_t *p, size_t rb, const int16_t *t, u
         a1 += t[*q];
     }
     const uint8_t *end = p + (n & ~3u);
+#if defined(__ARM_FEATURE_DSP) && defined(CODES_BY_WORD) && defined(__GNUC__)
+    /* UXTAB extracts a code byte and adds its block's table offset in one
+     * instruction, so a byte costs three (UXTAB, LDRSH, ADD) and the four
+     * blocks of a word need no pointer of their own. */
+    const uint32_t k1 = st, k2 = 2u * st, k3 = 3u * st;
+    for (; p < end; p += 4, q += 4, t += 4u * st) {
+        const uint32_t wa = load32(p), wb = load32(q);
+        uint32_t i, v;
+        __asm__("uxtb   %[i], %[wa]\n\t"
+                "ldrsh  %[v], [%[t], %[i], lsl #1]\n\t"
+                "add    %[a0], %[a0], %[v]\n\t"
+                "uxtb   %[i], %[wb]\n\t"
+                "ldrsh  %[v], [%[t], %[i], lsl #1]\n\t"
+                "add    %[a1], %[a1], %[v]\n\t"
+                "uxtab  %[i], %[k1], %[wa], ror #8\n\t"
+                "ldrsh  %[v], [%[t], %[i], lsl #1]\n\t"
+                "add    %[a0], %[a0], %[v]\n\t"
+                "uxtab  %[i], %[k1], %[wb], ror #8\n\t"
+                "ldrsh  %[v], [%[t], %[i], lsl #1]\n\t"
+                "add    %[a1], %[a1], %[v]\n\t"
+                "uxtab  %[i], %[k2], %[wa], ror #16\n\t"
+                "ldrsh  %[v], [%[t], %[i], lsl #1]\n\t"
+                "add    %[a0], %[a0], %[v]\n\t"
+                "uxtab  %[i], %[k2], %[wb], ror #16\n\t"
+                "ldrsh  %[v], [%[t], %[i], lsl #1]\n\t"
+                "add    %[a1], %[a1], %[v]\n\t"
+                "uxtab  %[i], %[k3], %[wa], ror #24\n\t"
+                "ldrsh  %[v], [%[t], %[i], lsl #1]\n\t"
+                "add    %[a0], %[a0], %[v]\n\t"
+                "uxtab  %[i], %[k3], %[wb], ror #24\n\t"
+                "ldrsh  %[v], [%[t], %[i], lsl #1]\n\t"
+                "add    %[a1], %[a1], %[v]"
+                : [a0] "+r"(a0), [a1] "+r"(a1), [i] "=&r"(i), [v] "=&r"(v)
+                : [wa] "r"(wa), [wb] "r"(wb), [t] "r"(t), [k1] "r"(k1), [k2] "r"(k2), [k3] "r"(k3)
+                : "memory");
+    }
+#else
     for (; p < end; p += 4, q += 4, t += 4u * st) {
         const int16_t *t1 = t + st, *t2 = t + 2u * st, *t3 = t + 3u * st;
         a0 += lut4(p, t, t1, t2, t3);
         a1 += lut4(q, t, t1, t2, t3);
     }
+#endif
     *s0 = a0;
     *s1 = a1;
 }
