@@ -29,8 +29,11 @@ struct tlm_tensor;
 typedef struct tlm_act_q8 {
     const int8_t *q;
     /* q widened to int16 in the order SMLAD pairs want: for each group of 4,
-     * q[4g], q[4g+2], q[4g+1], q[4g+3] (0 past the end) */
-    const int16_t *q16;
+     * q[4g], q[4g+2], q[4g+1], q[4g+3] (0 past the end); built by the Arm
+     * DSP int8 kernel on its first use for this vector (*q16_built then 1),
+     * so that vectors only table kernels read skip it */
+    int16_t *q16;
+    uint32_t *q16_built;
     /* Lookup tables of the ternary table kernels (tlm_matvec_q8_t2_lut,
      * tlm_matvec_q8_t3_lut), built by a kernel on its first use for this
      * vector (*lut_kind then says for which type: 0 none, else the

@@ -19,6 +19,20 @@ static inline uint32_t load32(const void *p)
     return v;
 }
 
+/* a->q16 from a->q on first use (q is zero past n up to the rounded size) */
+static void widen_q16(const tlm_act_q8 *a)
+{
+    if (*a->q16_built) return;
+    const uint32_t qn = (uint32_t)TLM_ACT_Q8_ROUND32(a->n);
+    for (uint32_t i = 0; i < qn; i += 4u) {
+        a->q16[i] = a->q[i];
+        a->q16[i + 1u] = a->q[i + 2u];
+        a->q16[i + 2u] = a->q[i + 1u];
+        a->q16[i + 3u] = a->q[i + 3u];
+    }
+    *a->q16_built = 1;
+}
+
 static int32_t dot_i8(const uint8_t *row, const tlm_act_q8 *a, const tlm_tensor *w, uint32_t c0, uint32_t c1,
                       uint32_t *cursor)
 {
@@ -58,6 +72,7 @@ static inline void dot2_i8(const int8_t *p, size_t rb, const int16_t *x, uint32_
 
 static void mv_i8(float *out, const tlm_act_q8 *a, const tlm_tensor *w)
 {
+    widen_q16(a);
     if (w->scale_kind == TLM_SCALE_GROUP) {
         tlm_q8_drive(out, a, w, dot_i8);
         return;

@@ -26,25 +26,13 @@ void tlm_act_q8_quantize(tlm_act_q8 *a, const float *x, uint32_t n, int8_t *buf)
     int8_t *q = buf;
     a->scale = tlm_q8_quantize_row(q, x, n);
     memset(q + n, 0, qn - n + 32u); /* zeros past n, 32 bytes beyond the rounded size */
-    a->q16 = NULL;
-#if defined(__ARM_FEATURE_DSP) /* read by the SMLAD kernels only */
-    int16_t *q16 = (int16_t *)(void *)(buf + qn + 32u); /* even offset: all sizes are multiples of 32 */
-    memset(q16, 0, qn * sizeof *q16);
-    uint32_t i = 0;
-    for (; i + 4u <= n; i += 4u) {
-        q16[i] = q[i];
-        q16[i + 1u] = q[i + 2u];
-        q16[i + 2u] = q[i + 1u];
-        q16[i + 3u] = q[i + 3u];
-    }
-    static const uint8_t order[4] = {0, 2, 1, 3};
-    for (; i < n; i++) q16[(i & ~3u) + order[i & 3u]] = q[i];
-    a->q16 = q16;
-#endif
+    a->q16 = (int16_t *)(void *)(buf + qn + 32u); /* even offset: all sizes are multiples of 32 */
     /* lookup tables: 32-byte aligned within buf (every size above is a multiple of 32) */
     uint8_t *lut = (uint8_t *)(void *)(buf + qn + 32u) + 2u * qn + 32u;
     a->lut_kind = (uint32_t *)(void *)lut;
     *a->lut_kind = 0;
+    a->q16_built = a->lut_kind + 1;
+    *a->q16_built = 0;
     a->lut = (int16_t *)(void *)(lut + 32u);
     a->q = q;
     a->n = n;
