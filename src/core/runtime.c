@@ -250,47 +250,6 @@ static inline uint32_t load_u32(const void *p)
 
 #endif
 
-/* Key scale of position t relative to the coarsest key exponent: its
- * exact dot product times 2^(8 - d_t), with 8 fractional bits kept
- * (|dot| < 2^21 for heads up to 128 wide, so the result fits int32). */
-static inline int32_t key_align(int32_t dot, int32_t d)
-{
-    if (d <= 8) return (int32_t)((uint32_t)dot << (8 - d)); /* exact */
-    return d >= 39 ? (dot < 0 ? -1 : 0) : dot >> (d - 8);
-}
-
-/* Scores of one int8 query head against the keys of positions 0..n-1 in
- * units of 2^-8 of the coarsest key's: s[t]. Returns the largest. */
-static int32_t attn_scores(int32_t *s, const int8_t *q, uint32_t hs, const int8_t *k, uint32_t kstride,
-                           const int8_t *ke, int32_t ek_lo, uint32_t n)
-{
-    int32_t top = INT32_MIN;
-#if defined(__ARM_FEATURE_DSP)
-    if (hs == 8u) { /* stories260K's head size: the query stays in registers */
-        const uint32_t a0 = load_u32(q), a1 = load_u32(q + 4);
-        const int16x2_t q0 = __sxtb16((int8x4_t)a0), q1 = tlm_sxtb16_ror8(a0);
-        const int16x2_t q2 = __sxtb16((int8x4_t)a1), q3 = tlm_sxtb16_ror8(a1);
-        for (uint32_t t = 0; t < n; t++, k += kstride) {
-            const uint32_t w0 = load_u32(k), w1 = load_u32(k + 4);
-            int32_t d = __smuad(q0, __sxtb16((int8x4_t)w0));
-            d = __smlad(q1, tlm_sxtb16_ror8(w0), d);
-            d = __smlad(q2, __sxtb16((int8x4_t)w1), d);
-            d = __smlad(q3, tlm_sxtb16_ror8(w1), d);
-            const int32_t v = key_align(d, ke[t] - ek_lo);
-            s[t] = v;
-            top = v > top ? v : top;
-        }
-        return top;
-    }
-#endif
-    for (uint32_t t = 0; t < n; t++, k += kstride) {
-        const int32_t v = key_align(tlm_dot_i8(q, k, hs), ke[t] - ek_lo);
-        s[t] = v;
-        top = v > top ? v : top;
-    }
-    return top;
-}
-
 #if defined(__GNUC__)
 #define TLM_ALWAYS_INLINE inline __attribute__((always_inline))
 #define TLM_NOINLINE __attribute__((noinline))
@@ -306,6 +265,48 @@ static int32_t attn_scores(int32_t *s, const int8_t *q, uint32_t hs, const int8_
 #define ATTN_USAT(x, bits) \
     ((int32_t)(x) < 0 ? 0u : (uint32_t)(x) > (1u << (bits)) - 1u ? (1u << (bits)) - 1u : (uint32_t)(x))
 #endif
+
+/* Key scale of position t relative to the coarsest key exponent: its
+ * exact dot product times 2^(8 - d_t), with 8 fractional bits kept,
+ * i.e. floor(dot * 256 / 2^d): exact up to d = 8 and rounded down beyond
+ * (|dot| < 2^21 for heads up to 128, so dot * 256 fits int32, and any
+ * d >= 31 leaves its sign alone). dot256 is dot * 256. */
+static inline int32_t key_align(int32_t dot256, int32_t d)
+{
+    return dot256 >> ATTN_USAT(d, 5); /* d >= 0: min(d, 31); an arithmetic shift */
+}
+
+/* Scores of one int8 query head against the keys of positions 0..n-1 in
+ * units of 2^-8 of the coarsest key's: s[t]. Returns the largest. */
+static TLM_NOINLINE int32_t attn_scores(int32_t *s, const int8_t *q, uint32_t hs, const int8_t *k, uint32_t kstride,
+                           const int8_t *ke, int32_t ek_lo, uint32_t n)
+{
+    int32_t top = INT32_MIN;
+#if defined(__ARM_FEATURE_DSP)
+    if (hs == 8u) { /* stories260K's head size: the query, times 256, stays in registers */
+        const uint32_t a0 = load_u32(q), a1 = load_u32(q + 4);
+        const int16x2_t q0 = (int16x2_t)((a0 << 8) & 0xFF00FF00u), q1 = (int16x2_t)(a0 & 0xFF00FF00u);
+        const int16x2_t q2 = (int16x2_t)((a1 << 8) & 0xFF00FF00u), q3 = (int16x2_t)(a1 & 0xFF00FF00u);
+        for (uint32_t t = 0; t < n; t++, k += kstride) {
+            const uint32_t w0 = load_u32(k), w1 = load_u32(k + 4);
+            int32_t d = __smuad(q0, __sxtb16((int8x4_t)w0));
+            d = __smlad(q1, tlm_sxtb16_ror8(w0), d);
+            d = __smlad(q2, __sxtb16((int8x4_t)w1), d);
+            d = __smlad(q3, tlm_sxtb16_ror8(w1), d);
+            const int32_t v = key_align(d, ke[t] - ek_lo);
+            s[t] = v;
+            top = v > top ? v : top;
+        }
+        return top;
+    }
+#endif
+    for (uint32_t t = 0; t < n; t++, k += kstride) {
+        const int32_t v = key_align(tlm_dot_i8(q, k, hs) * 256, ke[t] - ek_lo);
+        s[t] = v;
+        top = v > top ? v : top;
+    }
+    return top;
+}
 
 /* 2^(-a / 65536) in Q15 for 0 <= a < 16 * 2^16 (two Q15 tables), at most
  * 32767 so that it fits an int16 lane. */
