@@ -172,8 +172,19 @@ static const float *norm_weights(const tlm_model *m, tlm_role role, uint32_t lay
     return (const float *)(const void *)t.data;
 }
 
-/* Causal attention of one position over the cached keys and values. */
-static void attention(tlm_runtime *rt, uint32_t layer, uint32_t pos)
+#if defined(__GNUC__)
+#define TLM_ALWAYS_INLINE inline __attribute__((always_inline))
+#define TLM_NOINLINE __attribute__((noinline))
+#else
+#define TLM_ALWAYS_INLINE inline
+#define TLM_NOINLINE
+#endif
+
+/* Causal attention of one position over the cached keys and values. (Both
+ * attentions stay out of the forward pass: inlined, each would change the
+ * other's register allocation there, and so the fp32 build's instruction
+ * count with every change to the int8 one.) */
+static TLM_NOINLINE void attention(tlm_runtime *rt, uint32_t layer, uint32_t pos)
 {
     const tlm_hparams *hp = &rt->model->hp;
     const uint32_t hs = hp->dim / hp->n_heads, kv_dim = tlm_hparams_kv_dim(hp);
@@ -250,13 +261,6 @@ static inline uint32_t load_u32(const void *p)
 
 #endif
 
-#if defined(__GNUC__)
-#define TLM_ALWAYS_INLINE inline __attribute__((always_inline))
-#define TLM_NOINLINE __attribute__((noinline))
-#else
-#define TLM_ALWAYS_INLINE inline
-#define TLM_NOINLINE
-#endif
 
 /* min(max(x, 0), 2^bits - 1) for a constant `bits`: one USAT on Arm. */
 #if defined(__ARM_FEATURE_SAT)
@@ -441,7 +445,7 @@ static void attn_values(float *o0, float *o1, float scale0, float scale1, const 
     }
 }
 
-static void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
+static TLM_NOINLINE void attention_q8(tlm_runtime *rt, uint32_t layer, uint32_t pos)
 {
     const tlm_hparams *hp = &rt->model->hp;
     const uint32_t hs = hp->dim / hp->n_heads, kv_dim = tlm_hparams_kv_dim(hp);
