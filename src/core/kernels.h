@@ -47,12 +47,23 @@ static inline int16x2_t tlm_sxtb16_ror8(uint32_t v)
 }
 #endif
 
+/* Where the compiler's inlining choice matters for speed: forced one way. */
+#if defined(__GNUC__)
+#define TLM_ALWAYS_INLINE inline __attribute__((always_inline))
+#define TLM_NOINLINE __attribute__((noinline))
+#else
+#define TLM_ALWAYS_INLINE inline
+#define TLM_NOINLINE
+#endif
+
 /* Cores whose FPU has VMAXNM and VRINTA (Armv8, and the Cortex-M7's FPv5,
  * told apart from the M4's FPv4 by its double precision): absmax and the
  * int8 rounding below in two and five float instructions per value. The
  * other branch computes the same values from the float's bits, which costs
- * no library call on cores without an FPU (RISC-V, Xtensa). */
-#if defined(__GNUC__) && defined(__ARM_FP) && ((__ARM_FP & 8) || __ARM_ARCH >= 8)
+ * no library call on cores without an FPU (RISC-V, Xtensa). (Armv7-A's
+ * double-precision VFP has neither instruction, hence the M profile.) */
+#if defined(__GNUC__) && defined(__ARM_FP) && \
+    (__ARM_ARCH >= 8 || (defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M' && (__ARM_FP & 8)))
 #define TLM_FP_MAXNM_RINTA 1 /* the builtins: single instructions even with -ffreestanding */
 #endif
 

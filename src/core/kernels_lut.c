@@ -22,11 +22,7 @@
 
 /* The row walks are specialized per type only if inlined with a constant
  * table stride (else the stride multiplies inside the inner loop). */
-#if defined(__GNUC__)
-#define LUT_INLINE inline __attribute__((always_inline))
-#else
-#define LUT_INLINE inline
-#endif
+#define LUT_INLINE TLM_ALWAYS_INLINE
 
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>

@@ -172,14 +172,6 @@ static const float *norm_weights(const tlm_model *m, tlm_role role, uint32_t lay
     return (const float *)(const void *)t.data;
 }
 
-#if defined(__GNUC__)
-#define TLM_ALWAYS_INLINE inline __attribute__((always_inline))
-#define TLM_NOINLINE __attribute__((noinline))
-#else
-#define TLM_ALWAYS_INLINE inline
-#define TLM_NOINLINE
-#endif
-
 /* Causal attention of one position over the cached keys and values. (Both
  * attentions stay out of the forward pass: inlined, each would change the
  * other's register allocation there, and so the fp32 build's instruction
@@ -261,9 +253,8 @@ static inline uint32_t load_u32(const void *p)
 
 #endif
 
-
 /* min(max(x, 0), 2^bits - 1) for a constant `bits`: one USAT on Arm. */
-#if defined(__ARM_FEATURE_SAT)
+#if defined(__ARM_FEATURE_DSP) /* (arm_acle.h comes with kernels.h there) */
 #define ATTN_USAT(x, bits) ((uint32_t)__usat((int32_t)(x), bits))
 #else
 #define ATTN_USAT(x, bits) \
