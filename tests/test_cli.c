@@ -134,6 +134,24 @@ static void test_json_outputs(void **state)
     assert_true(fabs(exp(loss) - cJSON_GetObjectItem(o, "perplexity")->valuedouble) < 1e-6 * exp(loss));
     assert_true(cJSON_GetObjectItem(o, "stories")->valuedouble == 300);
     cJSON_Delete(o);
+
+    /* a model against itself: no difference, and an interval of width 0 */
+    assert_int_equal(run("eval -m '%s' --text '%s' --ctx 64 --versus '%s' --resamples 200 --json", model,
+                         tu_data("tinystories/dev.txt"), model), 0);
+    o = cJSON_Parse(out_text);
+    assert_non_null(o);
+    cJSON *v = cJSON_GetObjectItem(o, "versus");
+    assert_non_null(v);
+    assert_true(cJSON_GetObjectItem(v, "loss")->valuedouble == loss);
+    assert_true(cJSON_GetObjectItem(v, "loss_diff")->valuedouble == 0);
+    cJSON *ci = cJSON_GetObjectItem(v, "loss_diff_ci95");
+    assert_int_equal(cJSON_GetArraySize(ci), 2);
+    assert_true(cJSON_GetArrayItem(ci, 0)->valuedouble == 0 && cJSON_GetArrayItem(ci, 1)->valuedouble == 0);
+    cJSON_Delete(o);
+    assert_int_equal(run("eval -m '%s' --text x --versus '%s' --privatize rr --epsilon 2", model, model), 2);
+    assert_non_null(strstr(err_text, "--versus"));
+    assert_int_equal(run("eval -m '%s' --text x --versus '%s' --resamples 5", model, model), 2);
+    assert_int_equal(run("eval -m '%s' --text '%s' --versus /nonexistent.tlm", model, tu_data("tinystories/dev.txt")), 1);
 }
 
 static void test_export_import_cycle(void **state)

@@ -97,6 +97,105 @@ static void test_context_truncation(void **state)
     assert_int_equal(tlm_eval_text(&m, "  \n<|endoftext|>\n ", 18, &o, &r, &err), TLM_ERR_FORMAT);
 }
 
+/* Per-story figures add up to the totals; a model against itself differs
+ * by exactly nothing; stories tokenized differently are refused. */
+static void test_per_story_and_self_comparison(void **state)
+{
+    (void)state;
+    size_t len = prefix_of_stories(40);
+    tlm_eval_opts o = {.ctx = 128, .per_story = 1};
+    tlm_eval_result r;
+    assert_int_equal(tlm_eval_text(&m, (const char *)text, len, &o, &r, NULL), TLM_OK);
+    assert_non_null(r.story);
+    double loss = 0;
+    uint64_t pred = 0, corr = 0;
+    for (size_t i = 0; i < r.stories; i++) {
+        loss += r.story[i].loss;
+        pred += r.story[i].predicted;
+        corr += r.story[i].correct;
+    }
+    assert_int_equal(pred, r.tokens);
+    assert_true(fabs(loss / (double)pred - r.loss) < 1e-12);
+    assert_true(fabs((double)corr / (double)pred - r.top1) < 1e-12);
+    tlm_paired pc;
+    assert_int_equal(tlm_eval_paired(r.story, r.story, r.stories, 500, 7, &pc, NULL), TLM_OK);
+    assert_true(pc.loss_diff == 0 && pc.loss_lo == 0 && pc.loss_hi == 0);
+    assert_true(pc.top1_diff == 0 && pc.top1_lo == 0 && pc.top1_hi == 0);
+    assert_int_equal(pc.b_lower, 0);
+    assert_int_equal(pc.a_lower, 0);
+    assert_true(fabs(pc.loss_a - r.loss) < 1e-12);
+    tlm_eval_story *other = malloc(r.stories * sizeof *other);
+    memcpy(other, r.story, r.stories * sizeof *other);
+    other[3].predicted++;
+    tlm_error err;
+    assert_int_equal(tlm_eval_paired(r.story, other, r.stories, 500, 7, &pc, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "tokenize differently"));
+    assert_int_equal(tlm_eval_paired(r.story, r.story, r.stories, 10, 7, &pc, &err), TLM_ERR_ARG);
+    free(other);
+    tlm_eval_result_free(&r);
+    assert_null(r.story);
+}
+
+/* Synthetic stories: p_i tokens, model B worse by delta per token plus
+ * noise of variance sigma^2 p_i per story. */
+static void synth(tlm_eval_story *a, tlm_eval_story *b, size_t n, double delta, double sigma, uint64_t *rng)
+{
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t p = 20u + (uint32_t)(tu_rand(rng) % 200u);
+        /* Box-Muller normal */
+        const double u1 = tu_uniform(rng) + 1e-12, u2 = tu_uniform(rng);
+        const double z = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+        a[i] = (tlm_eval_story){1.5 * p, p, p / 2u};
+        b[i] = (tlm_eval_story){1.5 * p + delta * p + sigma * sqrt((double)p) * z, p, p / 2u};
+    }
+}
+
+/* The bootstrap interval against the delta method's normal interval for a
+ * ratio of sums (an independent formula), and its coverage of the true
+ * difference over repeated synthetic samples. */
+static void test_paired_bootstrap_interval(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    tlm_eval_story *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+    uint64_t rng = 99;
+    synth(a, b, N, 0.02, 0.5, &rng);
+    tlm_paired pc;
+    assert_int_equal(tlm_eval_paired(a, b, N, 4000, 3, &pc, NULL), TLM_OK);
+    double sd = 0, sp = 0;
+    for (size_t i = 0; i < N; i++) {
+        sd += b[i].loss - a[i].loss;
+        sp += a[i].predicted;
+    }
+    const double D = sd / sp;
+    double ss = 0;
+    for (size_t i = 0; i < N; i++) {
+        const double r = (b[i].loss - a[i].loss) - D * a[i].predicted;
+        ss += r * r;
+    }
+    const double se = sqrt(ss * N / (N - 1.0)) / sp, half = 1.959964 * se;
+    print_message("difference %.5f: bootstrap [%.5f, %.5f], delta method [%.5f, %.5f]\n", pc.loss_diff, pc.loss_lo,
+                  pc.loss_hi, D - half, D + half);
+    assert_true(fabs(pc.loss_diff - D) < 1e-12);
+    assert_true(fabs(pc.loss_lo - (D - half)) < 0.1 * 2 * half);
+    assert_true(fabs(pc.loss_hi - (D + half)) < 0.1 * 2 * half);
+    assert_true(pc.top1_diff == 0); /* same hits in every story */
+
+    int covered = 0;
+    const int reps = 200;
+    for (int k = 0; k < reps; k++) {
+        synth(a, b, 120, 0.02, 0.5, &rng);
+        assert_int_equal(tlm_eval_paired(a, b, 120, 400, (uint64_t)k, &pc, NULL), TLM_OK);
+        covered += pc.loss_lo <= 0.02 && 0.02 <= pc.loss_hi;
+    }
+    /* nominal 95% (the percentile bootstrap undercovers a little at 120
+     * stories): a count outside [180, 199] would mean it is not a 95% interval */
+    print_message("coverage of the true difference: %d of %d\n", covered, reps);
+    assert_true(covered >= 180 && covered <= 199);
+    free(a);
+    free(b);
+}
+
 int main(void)
 {
     tu_import_stories260k(&img, &img_bytes);
@@ -106,6 +205,8 @@ int main(void)
         cmocka_unit_test(test_reference_figures),
         cmocka_unit_test(test_paths_and_threads_agree),
         cmocka_unit_test(test_context_truncation),
+        cmocka_unit_test(test_per_story_and_self_comparison),
+        cmocka_unit_test(test_paired_bootstrap_interval),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     free(img);

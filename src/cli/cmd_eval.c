@@ -15,7 +15,7 @@
 
 static const char help[] =
     "usage: tritlm eval -m MODEL --text FILE [--ctx N] [--threads N] [--token-by-token [--kv-int8]]\n"
-    "                   [--privatize dx|rr --epsilon E [--seed S]] [--json]\n"
+    "                   [--privatize dx|rr --epsilon E [--seed S]] [--versus MODEL_B [--resamples N]] [--json]\n"
     "\n"
     "Splits FILE into stories on <|endoftext|> lines, encodes each with BOS, truncates\n"
     "it to N tokens and scores the prediction of every token after the first. Prints\n"
@@ -32,6 +32,10 @@ static const char help[] =
     "                       'tritlm privatize') and is scored on the original next tokens\n"
     "      --epsilon E      per token, with --privatize\n"
     "      --seed S         seeded noise (ChaCha20 per story) for reproducible figures\n"
+    "      --versus FILE    also evaluate model B on the same stories (same options) and\n"
+    "                       print B - A for loss and top-1 with 95% intervals from a\n"
+    "                       paired bootstrap over stories (fixed seed, reproducible)\n"
+    "      --resamples N    bootstrap draws for --versus (default 2000, at least 100)\n"
     "      --json           one JSON object on stdout\n"
     "  -h, --help           this text\n";
 
@@ -43,10 +47,11 @@ int cmd_eval(int argc, char **argv)
         {"token-by-token", no_argument, 0, 'k'}, {"json", no_argument, 0, 'j'},
         {"privatize", required_argument, 0, 'P'}, {"epsilon", required_argument, 0, 'E'},
         {"seed", required_argument, 0, 'S'}, {"kv-int8", no_argument, 0, 'K'},
+        {"versus", required_argument, 0, 'V'}, {"resamples", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
-    const char *model_path = NULL, *text_path = NULL;
+    const char *model_path = NULL, *text_path = NULL, *versus = NULL;
     tlm_eval_opts eo = {0};
-    uint32_t u;
+    uint32_t u, resamples = 2000;
     int json = 0, c;
     tlm_mech mech = TLM_MECH_NONE;
     float eps = 0.0f;
@@ -80,6 +85,11 @@ int cmd_eval(int argc, char **argv)
             if (!cli_parse_u64(optarg, &eo.priv_seed)) return cli_usage_error("eval", "--seed expects an integer, got '%s'", optarg);
             eo.priv_seeded = 1;
             break;
+        case 'V': versus = optarg; break;
+        case 'R':
+            if (!cli_parse_u32(optarg, 100, 1000000, &resamples))
+                return cli_usage_error("eval", "--resamples expects 100..1000000, got '%s'", optarg);
+            break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_bad_option("eval", argv, c);
         }
@@ -88,7 +98,9 @@ int cmd_eval(int argc, char **argv)
     if (!model_path) return cli_usage_error("eval", "missing -m MODEL");
     if (!text_path) return cli_usage_error("eval", "missing --text FILE");
     if ((mech != TLM_MECH_NONE) != (eps > 0.0f)) return cli_usage_error("eval", "--privatize and --epsilon go together");
+    if (versus && mech) return cli_usage_error("eval", "--versus compares models on the original text: no --privatize");
     eo.progress = isatty(2);
+    eo.per_story = versus != NULL;
 
     tlm_model_file mf;
     tlm_error err;
@@ -110,8 +122,23 @@ int cmd_eval(int argc, char **argv)
     }
     if (!st) st = tlm_eval_text(&mf.model, (const char *)text, len, &eo, &r, &err);
     free(index);
-    free(text);
     tlm_model_file_close(&mf);
+    tlm_eval_result rb = {0};
+    tlm_paired pc;
+    if (!st && versus) {
+        tlm_model_file mb;
+        st = tlm_model_file_open(&mb, versus, &err);
+        if (!st) {
+            st = tlm_eval_text(&mb.model, (const char *)text, len, &eo, &rb, &err);
+            tlm_model_file_close(&mb);
+        }
+        if (!st && rb.stories != r.stories)
+            st = tlm_fail(&err, TLM_ERR_ARG, "%s and %s split the text into different stories", model_path, versus);
+        if (!st) st = tlm_eval_paired(r.story, rb.story, (size_t)r.stories, resamples, 1, &pc, &err);
+    }
+    free(text);
+    tlm_eval_result_free(&r);
+    tlm_eval_result_free(&rb);
     if (st) return cli_fail("eval", &err);
     if (json) {
         cJSON *o = cJSON_CreateObject();
@@ -130,6 +157,24 @@ int cmd_eval(int argc, char **argv)
             cJSON_AddNumberToObject(o, "privatized", (double)r.privatized);
             cJSON_AddNumberToObject(o, "unchanged", (double)r.unchanged);
         }
+        if (versus) {
+            cJSON *v = cJSON_AddObjectToObject(o, "versus");
+            cJSON_AddStringToObject(v, "model", versus);
+            cJSON_AddNumberToObject(v, "loss", rb.loss);
+            cJSON_AddNumberToObject(v, "perplexity", rb.perplexity);
+            cJSON_AddNumberToObject(v, "top1", rb.top1);
+            cJSON_AddNumberToObject(v, "loss_diff", pc.loss_diff);
+            cJSON *ci = cJSON_AddArrayToObject(v, "loss_diff_ci95");
+            cJSON_AddItemToArray(ci, cJSON_CreateNumber(pc.loss_lo));
+            cJSON_AddItemToArray(ci, cJSON_CreateNumber(pc.loss_hi));
+            cJSON_AddNumberToObject(v, "top1_diff", pc.top1_diff);
+            ci = cJSON_AddArrayToObject(v, "top1_diff_ci95");
+            cJSON_AddItemToArray(ci, cJSON_CreateNumber(pc.top1_lo));
+            cJSON_AddItemToArray(ci, cJSON_CreateNumber(pc.top1_hi));
+            cJSON_AddNumberToObject(v, "stories_lower_loss", (double)pc.b_lower);
+            cJSON_AddNumberToObject(v, "stories_higher_loss", (double)pc.a_lower);
+            cJSON_AddNumberToObject(v, "resamples", pc.resamples);
+        }
         char *s = cJSON_PrintUnformatted(o);
         puts(s);
         free(s);
@@ -137,7 +182,15 @@ int cmd_eval(int argc, char **argv)
     } else {
         printf("loss %.5f  perplexity %.4f  top1 %.5f  tokens %llu  stories %llu  truncated %llu\n", r.loss, r.perplexity,
                r.top1, (unsigned long long)r.tokens, (unsigned long long)r.stories, (unsigned long long)r.truncated);
+        fflush(stdout);
         fprintf(stderr, "%.2f s, %.0f tok/s\n", r.seconds, r.tokens_per_s);
+        if (versus) {
+            printf("versus %s: loss %.5f  perplexity %.4f  top1 %.5f\n", versus, rb.loss, rb.perplexity, rb.top1);
+            printf("B - A: loss %+.5f [95%% %+.5f, %+.5f]  top1 %+.5f [95%% %+.5f, %+.5f]\n", pc.loss_diff, pc.loss_lo,
+                   pc.loss_hi, pc.top1_diff, pc.top1_lo, pc.top1_hi);
+            printf("       B has the lower loss on %zu of %zu stories, A on %zu (paired bootstrap, %u resamples)\n",
+                   pc.b_lower, pc.stories, pc.a_lower, pc.resamples);
+        }
     }
     return 0;
 }

@@ -195,9 +195,11 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
 
     /* Reduce in story order: the figures do not depend on thread count. */
     memset(res, 0, sizeof *res);
+    if (opts->per_story && !(res->story = malloc(stories.n * sizeof *res->story)))
+        st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
     double loss = 0;
     uint64_t correct = 0, positions = 0;
-    for (size_t i = 0; i < stories.n; i++) {
+    for (size_t i = 0; i < stories.n && !st; i++) {
         if (j.res[i].status) {
             st = tlm_fail(err, j.res[i].status, "story %llu could not be evaluated: %s", (unsigned long long)i,
                           tlm_status_str(j.res[i].status));
@@ -210,6 +212,7 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
         positions += j.res[i].positions;
         res->privatized += j.res[i].privatized;
         res->unchanged += j.res[i].unchanged;
+        if (res->story) res->story[i] = (tlm_eval_story){j.res[i].loss, j.res[i].predicted, j.res[i].correct};
     }
     if (!st) {
         res->stories = stories.n;
@@ -219,8 +222,96 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
         res->seconds = secs;
         res->tokens_per_s = secs > 0 ? (double)positions / secs : 0;
     }
+    if (st) tlm_eval_result_free(res);
     free(j.res);
     free(tid);
     tlm_stories_free(&stories);
     return st;
+}
+
+void tlm_eval_result_free(tlm_eval_result *res)
+{
+    if (!res) return;
+    free(res->story);
+    res->story = NULL;
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    const double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* The p-quantile of sorted v[0..n) by linear interpolation between ranks. */
+static double quantile(const double *v, size_t n, double p)
+{
+    const double pos = p * (double)(n - 1);
+    const size_t i = (size_t)pos;
+    return i + 1 < n ? v[i] + (pos - (double)i) * (v[i + 1] - v[i]) : v[n - 1];
+}
+
+tlm_status tlm_eval_paired(const tlm_eval_story *a, const tlm_eval_story *b, size_t n, uint32_t resamples,
+                           uint64_t seed, tlm_paired *out, tlm_error *err)
+{
+    tlm_error_clear(err);
+    if (!a || !b || !out || n == 0) return tlm_fail(err, TLM_ERR_ARG, "no stories to compare");
+    if (resamples < 100) return tlm_fail(err, TLM_ERR_ARG, "at least 100 bootstrap resamples, not %u", resamples);
+    memset(out, 0, sizeof *out);
+    double la = 0, lb = 0;
+    uint64_t pred = 0, ca = 0, cb = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (a[i].predicted != b[i].predicted)
+            return tlm_fail(err, TLM_ERR_ARG,
+                            "story %zu has %u predicted tokens under one model and %u under the other: the models "
+                            "tokenize differently, so their losses per token do not compare",
+                            i, a[i].predicted, b[i].predicted);
+        la += a[i].loss;
+        lb += b[i].loss;
+        pred += a[i].predicted;
+        ca += a[i].correct;
+        cb += b[i].correct;
+        if (a[i].predicted) {
+            out->b_lower += b[i].loss < a[i].loss;
+            out->a_lower += a[i].loss < b[i].loss;
+        }
+    }
+    if (!pred) return tlm_fail(err, TLM_ERR_ARG, "the stories hold no token to predict");
+    out->stories = n;
+    out->resamples = resamples;
+    out->loss_a = la / (double)pred;
+    out->loss_b = lb / (double)pred;
+    out->top1_a = (double)ca / (double)pred;
+    out->top1_b = (double)cb / (double)pred;
+    out->loss_diff = out->loss_b - out->loss_a;
+    out->top1_diff = out->top1_b - out->top1_a;
+    double *dl = malloc(2u * (size_t)resamples * sizeof *dl);
+    if (!dl) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    double *dt = dl + resamples;
+    tlm_chacha cc;
+    tlm_rand rnd;
+    tlm_chacha_seed(&cc, seed);
+    tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
+    for (uint32_t r = 0; r < resamples; r++) {
+        double sa = 0, sb = 0;
+        uint64_t p = 0, xa = 0, xb = 0;
+        for (size_t k = 0; k < n; k++) {
+            const size_t i = (size_t)tlm_rand_below(&rnd, n);
+            sa += a[i].loss;
+            sb += b[i].loss;
+            p += a[i].predicted;
+            xa += a[i].correct;
+            xb += b[i].correct;
+        }
+        /* a draw of only empty stories says nothing: count it as no difference */
+        dl[r] = p ? (sb - sa) / (double)p : 0.0;
+        dt[r] = p ? ((double)xb - (double)xa) / (double)p : 0.0;
+    }
+    qsort(dl, resamples, sizeof *dl, cmp_double);
+    qsort(dt, resamples, sizeof *dt, cmp_double);
+    out->loss_lo = quantile(dl, resamples, 0.025);
+    out->loss_hi = quantile(dl, resamples, 0.975);
+    out->top1_lo = quantile(dt, resamples, 0.025);
+    out->top1_hi = quantile(dt, resamples, 0.975);
+    free(dl);
+    return TLM_OK;
 }
