@@ -10,10 +10,16 @@
 # weight bytes of each image.
 # usage: bench/equal_memory.sh BUILD TRAIN.txt DEV.txt OUTDIR [TOKENIZER.bin]
 #   MINUTES1=45 MINUTES2=33 MINUTES3=35 (the run in docs/BENCHMARKS.md)
+#   SEEDS="3 4 5" (one per stage), MODELS="fp32 i8src tern" (a subset, e.g.
+#   for a replicate of two of them with other seeds)
 set -eu
 build=$1 train=$2 dev=$3 out=$4 tok=${5:-}
 tlm=$build/tritlm
 m1=${MINUTES1:-45} m2=${MINUTES2:-33} m3=${MINUTES3:-35}
+models=${MODELS:-fp32 i8src tern}
+set -- ${SEEDS:-3 4 5}
+seed1=$1 seed2=$2 seed3=$3
+has() { case " $models " in *" $1 "*) return 0 ;; esac; return 1; }
 mkdir -p "$out"
 if [ -z "$tok" ]; then
     tok=$out/tok512.bin
@@ -25,30 +31,30 @@ shape_i8="--dim 96 --hidden 208 --layers 2 --heads 6 --kv-heads 6"     # 243,168
 shape_tern="--dim 128 --hidden 344 --layers 4 --heads 8 --kv-heads 4"  # 791,680 weights, 238,208 bytes (t3 + int8 embedding)
 
 # the word splitting of the shape arguments is intended
+shape_of() { case $1 in fp32) echo "$shape_fp32" ;; i8src) echo "$shape_i8" ;; tern) echo "--qat $shape_tern" ;; esac; }
 stage1() {
-    "$tlm" train $common --tokenizer "$tok" --lr 2e-3 --warmup 150 --seed 3 --minutes "$m1" $shape_fp32 \
-        -o "$out/s1_fp32.tlm" >"$out/s1_fp32.log" 2>&1 &
-    "$tlm" train $common --tokenizer "$tok" --lr 2e-3 --warmup 150 --seed 3 --minutes "$m1" $shape_i8 \
-        -o "$out/s1_i8src.tlm" >"$out/s1_i8src.log" 2>&1 &
-    "$tlm" train $common --tokenizer "$tok" --lr 2e-3 --warmup 150 --seed 3 --minutes "$m1" --qat $shape_tern \
-        -o "$out/s1_tern.tlm" >"$out/s1_tern.log" 2>&1 &
+    for m in $models; do
+        "$tlm" train $common --tokenizer "$tok" --lr 2e-3 --warmup 150 --seed "$seed1" --minutes "$m1" $(shape_of $m) \
+            -o "$out/s1_$m.tlm" >"$out/s1_$m.log" 2>&1 &
+    done
     wait
 }
 later() { # later N PREV MINUTES LR SEED
     n=$1 p=$2 min=$3 lr=$4 seed=$5
-    "$tlm" train $common --init "$out/s${p}_fp32.tlm.ckpt" --lr "$lr" --warmup 50 --seed "$seed" --minutes "$min" \
-        -o "$out/s${n}_fp32.tlm" >"$out/s${n}_fp32.log" 2>&1 &
-    "$tlm" train $common --init "$out/s${p}_i8src.tlm.ckpt" --lr "$lr" --warmup 50 --seed "$seed" --minutes "$min" \
-        -o "$out/s${n}_i8src.tlm" >"$out/s${n}_i8src.log" 2>&1 &
-    "$tlm" train $common --init "$out/s${p}_tern.tlm.ckpt" --qat --lr "$lr" --warmup 50 --seed "$seed" --minutes "$min" \
-        -o "$out/s${n}_tern.tlm" >"$out/s${n}_tern.log" 2>&1 &
+    for m in $models; do
+        q=""
+        [ "$m" = tern ] && q=--qat
+        "$tlm" train $common --init "$out/s${p}_$m.tlm.ckpt" $q --lr "$lr" --warmup 50 --seed "$seed" --minutes "$min" \
+            -o "$out/s${n}_$m.tlm" >"$out/s${n}_$m.log" 2>&1 &
+    done
     wait
 }
 stage1
-later 2 1 "$m2" 1e-3 4
-later 3 2 "$m3" 7e-4 5
-"$tlm" quantize -m "$out/s3_i8src.tlm" -o "$out/s3_i8.tlm" --pack int8 --embed int8 2>/dev/null
-for m in fp32 i8 tern; do
+later 2 1 "$m2" 1e-3 "$seed2"
+later 3 2 "$m3" 7e-4 "$seed3"
+if has i8src; then "$tlm" quantize -m "$out/s3_i8src.tlm" -o "$out/s3_i8.tlm" --pack int8 --embed int8 2>/dev/null; fi
+for m in $models; do
+    [ "$m" = i8src ] && m=i8
     printf '%s: ' "$m"
     "$tlm" eval -m "$out/s3_$m.tlm" --text "$dev" --json
     "$tlm" info "$out/s3_$m.tlm" --json |
@@ -56,7 +62,7 @@ for m in fp32 i8 tern; do
         awk '{ printf "  %d weights, %.0f weight bytes\n", $1, $1 * $2 / 8 }'
 done
 for s in 1 2 3; do
-    for m in fp32 i8src tern; do
+    for m in $models; do
         printf 'stage %s %s: %s\n' "$s" "$m" "$(grep -o '"steps":[0-9]*,"tokens":[0-9]*' "$out/s${s}_$m.log" || true)"
     done
 done
