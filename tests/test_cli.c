@@ -152,6 +152,9 @@ static void test_json_outputs(void **state)
     assert_non_null(strstr(err_text, "--versus"));
     assert_int_equal(run("eval -m '%s' --text x --versus '%s' --resamples 5", model, model), 2);
     assert_int_equal(run("eval -m '%s' --text '%s' --versus /nonexistent.tlm", model, tu_data("tinystories/dev.txt")), 1);
+    /* an evaluation refused before it starts leaves nothing to free */
+    assert_int_equal(run("eval -m '%s' --text '%s' --ctx 4096 --versus '%s'", model, tu_data("tinystories/dev.txt"), model), 1);
+    assert_non_null(strstr(err_text, "seq_len"));
 }
 
 static void test_export_import_cycle(void **state)
