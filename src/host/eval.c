@@ -194,8 +194,7 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
     tlm_progress_update(&prog, stories.n, stories.n, atomic_load(&j.positions));
     tlm_progress_end(&prog);
 
-    /* Reduce in story order: the figures do not depend on thread count. */
-    memset(res, 0, sizeof *res);
+    /* Reduce in story order (into res, cleared on entry): the figures do not depend on thread count. */
     if (opts->per_story && !(res->story = malloc(stories.n * sizeof *res->story)))
         st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
     double loss = 0;
