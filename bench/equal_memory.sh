@@ -12,6 +12,9 @@
 #   MINUTES1=45 MINUTES2=33 MINUTES3=35 (the run in docs/BENCHMARKS.md)
 #   SEEDS="3 4 5" (one per stage), MODELS="fp32 i8src tern" (a subset, e.g.
 #   for a replicate of two of them with other seeds)
+#   STEPS_fp32/STEPS_i8src/STEPS_tern="N1 N2 N3": that model's stages run
+#   exactly these step counts instead of the minutes (to repeat a run's
+#   schedule whatever the machine's load; the time each took is reported)
 set -eu
 build=$1 train=$2 dev=$3 out=$4 tok=${5:-}
 tlm=$build/tritlm
@@ -20,6 +23,17 @@ models=${MODELS:-fp32 i8src tern}
 set -- ${SEEDS:-3 4 5}
 seed1=$1 seed2=$2 seed3=$3
 has() { case " $models " in *" $1 "*) return 0 ;; esac; return 1; }
+# budget STAGE MODEL MINUTES: --steps from STEPS_<model> if given, else --minutes
+budget() {
+    eval "plan=\${STEPS_$2:-}"
+    if [ -n "$plan" ]; then
+        set -- "$1" $plan
+        shift "$1"
+        echo "--steps $1"
+    else
+        echo "--minutes $3"
+    fi
+}
 mkdir -p "$out"
 if [ -z "$tok" ]; then
     tok=$out/tok512.bin
@@ -34,7 +48,7 @@ shape_tern="--dim 128 --hidden 344 --layers 4 --heads 8 --kv-heads 4"  # 791,680
 shape_of() { case $1 in fp32) echo "$shape_fp32" ;; i8src) echo "$shape_i8" ;; tern) echo "--qat $shape_tern" ;; esac; }
 stage1() {
     for m in $models; do
-        "$tlm" train $common --tokenizer "$tok" --lr 2e-3 --warmup 150 --seed "$seed1" --minutes "$m1" $(shape_of $m) \
+        "$tlm" train $common --tokenizer "$tok" --lr 2e-3 --warmup 150 --seed "$seed1" $(budget 1 $m "$m1") $(shape_of $m) \
             -o "$out/s1_$m.tlm" >"$out/s1_$m.log" 2>&1 &
     done
     wait
@@ -44,7 +58,7 @@ later() { # later N PREV MINUTES LR SEED
     for m in $models; do
         q=""
         [ "$m" = tern ] && q=--qat
-        "$tlm" train $common --init "$out/s${p}_$m.tlm.ckpt" $q --lr "$lr" --warmup 50 --seed "$seed" --minutes "$min" \
+        "$tlm" train $common --init "$out/s${p}_$m.tlm.ckpt" $q --lr "$lr" --warmup 50 --seed "$seed" $(budget "$n" $m "$min") \
             -o "$out/s${n}_$m.tlm" >"$out/s${n}_$m.log" 2>&1 &
     done
     wait
@@ -63,6 +77,6 @@ for m in $models; do
 done
 for s in 1 2 3; do
     for m in $models; do
-        printf 'stage %s %s: %s\n' "$s" "$m" "$(grep -o '"steps":[0-9]*,"tokens":[0-9]*' "$out/s${s}_$m.log" || true)"
+        printf 'stage %s %s: %s\n' "$s" "$m" "$(grep -o '"steps":[0-9]*,"tokens":[0-9]*\|"seconds":[0-9.]*' "$out/s${s}_$m.log" | tr '\n' ' ' || true)"
     done
 done

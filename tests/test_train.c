@@ -340,6 +340,59 @@ static void test_qat(void **state)
     free((char *)f.out); free((char *)a.out); free((char *)b.out); free((char *)c.out);
 }
 
+/* --init CKPT --init-average: the next stage starts from the checkpoint's
+ * weight average, which for an fp32 run is exactly the image the run saved,
+ * so it trains to the same bytes as --init IMAGE; without the flag it starts
+ * from the latest weights, which differ. Refused without an average or
+ * without a checkpoint. */
+static void test_init_average(void **state)
+{
+    (void)state;
+    tlm_train_report r;
+    tlm_train_opts a = tiny_opts(strdup(tu_tmp("avg_a.tlm")));
+    a.ema = 0.9f;
+    a.steps = 15;
+    assert_int_equal(tlm_train(&a, &r, NULL), TLM_OK);
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s.ckpt", a.out);
+    tlm_train_opts g = tiny_opts(strdup(tu_tmp("avg_g.tlm"))), h = tiny_opts(strdup(tu_tmp("avg_h.tlm"))),
+                   k = tiny_opts(strdup(tu_tmp("avg_k.tlm")));
+    g.tokenizer = h.tokenizer = k.tokenizer = NULL;
+    g.steps = h.steps = k.steps = 6;
+    g.init = k.init = ck;
+    g.init_average = 1;
+    h.init = a.out;
+    assert_int_equal(tlm_train(&g, &r, NULL), TLM_OK);
+    assert_int_equal(tlm_train(&h, &r, NULL), TLM_OK);
+    assert_int_equal(tlm_train(&k, &r, NULL), TLM_OK);
+    size_t ng, nh, nk;
+    uint8_t *mg = slurp(g.out, &ng), *mh = slurp(h.out, &nh), *mk = slurp(k.out, &nk);
+    assert_int_equal(ng, nh);
+    assert_memory_equal(mg, mh, ng);
+    assert_int_equal(ng, nk);
+    assert_true(memcmp(mg, mk, ng) != 0);
+
+    tlm_error err;
+    /* a checkpoint without an average */
+    tlm_train_opts n = tiny_opts(strdup(tu_tmp("avg_n.tlm")));
+    n.steps = 3;
+    assert_int_equal(tlm_train(&n, &r, NULL), TLM_OK);
+    char nck[600];
+    snprintf(nck, sizeof nck, "%s.ckpt", n.out);
+    tlm_train_opts bad = tiny_opts(tu_tmp("avg_bad.tlm"));
+    bad.tokenizer = NULL;
+    bad.init = nck;
+    bad.init_average = 1;
+    assert_int_equal(tlm_train(&bad, &r, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "no weight average"));
+    /* an image is not a checkpoint */
+    bad.init = a.out;
+    assert_int_equal(tlm_train(&bad, &r, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "checkpoint"));
+    free(mg); free(mh); free(mk);
+    free((char *)a.out); free((char *)g.out); free((char *)h.out); free((char *)k.out); free((char *)n.out);
+}
+
 static void test_killed_checkpoint_write(void **state)
 {
     (void)state;
@@ -551,7 +604,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_overfits_tiny_corpus),  cmocka_unit_test(test_deterministic_and_resume),
-        cmocka_unit_test(test_qat),
+        cmocka_unit_test(test_qat), cmocka_unit_test(test_init_average),
         cmocka_unit_test(test_killed_checkpoint_write), cmocka_unit_test(test_damaged_checkpoint),
         cmocka_unit_test(test_cli_train_and_export), cmocka_unit_test(test_cli_bad_arguments),
         cmocka_unit_test(test_tokenizer_training),

@@ -31,6 +31,8 @@ static const char help[] =
     "      --init FILE        start from this model (fine-tuning), or from a checkpoint's\n"
     "                         weights with a fresh optimizer (a QAT run's latent fp32\n"
     "                         weights: the next stage of quantization-aware training)\n"
+    "      --init-average     with --init CKPT: start from its weight average (--ema), the\n"
+    "                         weights its image was saved from, not its latest weights\n"
     "      --resume FILE      continue from a checkpoint\n"
     "      --ctx N            window length; a fresh model's seq_len (default 256)\n"
     "      --batch N          windows per step (default 16)\n"
@@ -60,7 +62,7 @@ static const char help[] =
 
 enum { O_DATA = 256, O_VAL, O_TOK, O_INIT, O_RESUME, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV, O_SEP, O_CTX,
        O_BATCH, O_STEPS, O_MIN, O_LR, O_MINLR, O_WARM, O_WD, O_CLIP, O_SEED, O_THREADS, O_EVAL, O_CKPT, O_JSON,
-       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP, O_EMA };
+       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP, O_EMA, O_INITAVG };
 
 /* Options of the training loop, shared with 'tritlm quantize --qat'. */
 const struct option cli_train_loop_options[] = {
@@ -124,6 +126,7 @@ int cmd_train(int argc, char **argv)
 {
     static const struct option own[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"init", required_argument, 0, O_INIT},
+        {"init-average", no_argument, 0, O_INITAVG},
         {"dim", required_argument, 0, O_DIM}, {"hidden", required_argument, 0, O_HIDDEN},
         {"layers", required_argument, 0, O_LAYERS}, {"heads", required_argument, 0, O_HEADS},
         {"kv-heads", required_argument, 0, O_KV}, {"separate-classifier", no_argument, 0, O_SEP},
@@ -156,6 +159,7 @@ int cmd_train(int argc, char **argv)
         switch (c) {
         case O_TOK: o.tokenizer = optarg; break;
         case O_INIT: o.init = optarg; break;
+        case O_INITAVG: o.init_average = 1; break;
         case O_DIM: U32("--dim", 2, 65536, o.hp.dim); break;
         case O_HIDDEN: U32("--hidden", 1, 1u << 20, o.hp.hidden_dim); break;
         case O_LAYERS: U32("--layers", 1, 1024, o.hp.n_layers); break;
@@ -186,6 +190,7 @@ int cmd_train(int argc, char **argv)
     if (!o.out) return cli_usage_error("train", "missing -o MODEL.tlm");
     if ((o.init != NULL) + (o.resume != NULL) + (o.tokenizer != NULL) != 1)
         return cli_usage_error("train", "give exactly one of --tokenizer (fresh model), --init (continue a model), --resume (checkpoint)");
+    if (o.init_average && !o.init) return cli_usage_error("train", "--init-average goes with --init CKPT");
     if (dims_given && !o.tokenizer)
         return cli_usage_error("train", "model dimensions come from --init or --resume; --dim and friends are for fresh models");
     if (!o.resume && !o.steps && !(o.minutes > 0)) return cli_usage_error("train", "give --steps N or --minutes M");

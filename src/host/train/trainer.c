@@ -238,6 +238,8 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
 
     if (!o->out) return tlm_fail(err, TLM_ERR_ARG, "missing -o MODEL.tlm");
     if (!o->data) return tlm_fail(err, TLM_ERR_ARG, "missing --data FILE");
+    if (o->init_average && !(o->init && tlm_ckpt_is(o->init)))
+        return tlm_fail(err, TLM_ERR_ARG, "--init-average needs --init with a checkpoint (MODEL.tlm.ckpt)");
 
     /* ---- model, tokenizer and optimizer: from a checkpoint, a model, or fresh ---- */
     if (resume) {
@@ -250,6 +252,14 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             tlm_ckpt_meta cm;
             tlm_adamw old = {0};
             st = tlm_ckpt_load(o->init, &cm, &s.p, &vocab, &bos, &eos, &old, err);
+            if (!st && o->init_average) {
+                /* the average is what the stage's image and validations were
+                 * made from; its latest weights can be well behind it */
+                if (old.ema)
+                    memcpy(s.p.data, old.ema, s.p.n * sizeof(float));
+                else
+                    st = tlm_fail(err, TLM_ERR_ARG, "%s holds no weight average (its run had no --ema)", o->init);
+            }
             tlm_adamw_free(&old);
             if (st) goto out;
         } else if (o->init) {

@@ -19,6 +19,8 @@ typedef struct tlm_train_opts {
     float dropout;         /* residual-branch dropout rate in [0, 0.9] (default 0) */
     float ema;             /* decay of a running average of the weights, which is what
                               is validated and saved (0: none, the default) */
+    int init_average;      /* with init a checkpoint: start from its weight average (what
+                              its image was saved from) instead of its latest weights */
     uint64_t seed;
     int threads;           /* 0: all cores */
     uint32_t eval_every, ckpt_every;
