@@ -590,6 +590,8 @@ static void test_cli_bad_arguments(void **state)
     assert_int_equal(run("train --data '%s' --init '%s' --steps 3 -o '%s'", corpus_path, tu_tmp("corrupt.tlm"), tu_tmp("x.tlm")), 1);
     assert_true(err_has("corrupt.tlm"));
     assert_int_equal(run("train --data '%s' --init '%s' --dim 64 --steps 3 -o x.tlm", corpus_path, tu_tmp("corrupt.tlm")), 2);
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --init-average --steps 3 -o x.tlm", corpus_path, tok_path), 2);
+    assert_true(err_has("--init-average goes with --init"));
     assert_int_equal(run("train --data '%s' --resume '%s' -o '%s'", corpus_path, corpus_path, tu_tmp("x.tlm")), 1);
     assert_true(err_has("not a tritlm training checkpoint"));
     assert_int_equal(run("train --data '%s' --tokenizer '%s' --ctx 500 --steps 3 -o '%s'", corpus_path, tok_path, tu_tmp("x.tlm")), 1);
