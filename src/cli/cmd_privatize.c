@@ -143,7 +143,16 @@ int cmd_privatize(int argc, char **argv)
     size_t cap = 1 << 16, len = 0;
     char *text = malloc(cap);
     for (;;) {
-        if (len == cap) text = realloc(text, cap *= 2);
+        if (text && len == cap) {
+            char *grown = realloc(text, cap * 2);
+            if (grown) cap *= 2;
+            else free(text);
+            text = grown;
+        }
+        if (!text) {
+            fprintf(stderr, "tritlm privatize: out of memory reading stdin\n");
+            return TLM_EXIT_FAIL;
+        }
         const size_t k = fread(text + len, 1, cap - len, stdin);
         if (!k) break;
         len += k;

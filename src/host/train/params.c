@@ -6,6 +6,18 @@
 #include "params.h"
 #include "rng.h"
 
+/* The layer's tensors in the order of tlm_layer_role (the image's order).
+ * Reached through offsets, not by indexing from the first member, which
+ * would step outside that member's object. */
+static float **layer_slot(tlm_layer_params *lp, uint32_t k)
+{
+    static const size_t off[TLM_LAYER_ROLES] = {
+        offsetof(tlm_layer_params, attn_norm), offsetof(tlm_layer_params, wq), offsetof(tlm_layer_params, wk),
+        offsetof(tlm_layer_params, wv),        offsetof(tlm_layer_params, wo), offsetof(tlm_layer_params, ffn_norm),
+        offsetof(tlm_layer_params, w1),        offsetof(tlm_layer_params, w2), offsetof(tlm_layer_params, w3)};
+    return (float **)(void *)((char *)lp + off[k]);
+}
+
 uint32_t tlm_params_count(const tlm_params *p)
 {
     return 2u + TLM_LAYER_ROLES * p->hp.n_layers + (p->hp.shared_classifier ? 0u : 1u);
@@ -20,10 +32,9 @@ void tlm_params_tensor(const tlm_params *p, uint32_t i, tlm_param_tensor *t)
         t->data = p->tok_embed;
     } else if (i <= TLM_LAYER_ROLES * L) {
         const uint32_t l = (i - 1u) / TLM_LAYER_ROLES, k = (i - 1u) % TLM_LAYER_ROLES;
-        float *const *slots = &p->layers[l].attn_norm;
         t->role = tlm_layer_role(k);
         t->layer = (uint16_t)l;
-        t->data = slots[k];
+        t->data = *layer_slot(&p->layers[l], k);
     } else if (i == 1u + TLM_LAYER_ROLES * L) {
         t->role = TLM_ROLE_FINAL_NORM;
         t->data = p->final_norm;
@@ -65,10 +76,9 @@ tlm_status tlm_params_alloc(tlm_params *p, const tlm_hparams *hp, tlm_error *err
     p->tok_embed = at;
     at += (size_t)r * c;
     for (uint32_t l = 0; l < h.n_layers; l++) {
-        float **slots = &p->layers[l].attn_norm;
-        for (int k = 0; k < TLM_LAYER_ROLES; k++) {
+        for (uint32_t k = 0; k < TLM_LAYER_ROLES; k++) {
             tlm_role_shape(&h, tlm_layer_role(k), &r, &c);
-            slots[k] = at;
+            *layer_slot(&p->layers[l], k) = at;
             at += (size_t)r * c;
         }
     }
