@@ -147,7 +147,7 @@ static void *worker(void *arg)
 tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const tlm_eval_opts *opts,
                          tlm_eval_result *res, tlm_error *err)
 {
-    if (res) memset(res, 0, sizeof *res); /* no stale per-story pointer on any return */
+    memset(res, 0, sizeof *res); /* no stale per-story pointer on any return */
     uint32_t ctx = opts->ctx ? opts->ctx : m->hp.seq_len;
     if (ctx < 2 || ctx > m->hp.seq_len)
         return tlm_fail(err, TLM_ERR_ARG, "--ctx %u must be between 2 and the model's seq_len %u", ctx, m->hp.seq_len);
