@@ -1,8 +1,9 @@
 /* Training end to end on small data: a tiny model memorizes a tiny corpus,
  * runs are deterministic, a resumed run ends bit-identical to an
- * uninterrupted one, a checkpoint write killed midway leaves the previous
- * checkpoint loadable, and the tokenizer trainer is deterministic and
- * lossless. */
+ * uninterrupted one, a next stage starts from a checkpoint's latest weights
+ * or (--init-average) from its weight average, a checkpoint write killed
+ * midway leaves the previous checkpoint loadable, and the tokenizer trainer
+ * is deterministic and lossless. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <setjmp.h>
