@@ -39,6 +39,20 @@ static tlm_quant_cfg pack_cfg(uint16_t pack, uint32_t group)
     return c;
 }
 
+/* The image of model m quantized with c (expanded to fp32, then quantized
+ * as tritlm quantize does). */
+static void quantize_model(const tlm_model *m, const tlm_quant_cfg *c, uint8_t **img, size_t *bytes)
+{
+    tlm_params p;
+    tlm_vocab v;
+    assert_int_equal(tlm_params_from_model(&p, m, NULL), TLM_OK);
+    assert_int_equal(tlm_vocab_from_model(m, &v, NULL), TLM_OK);
+    tlm_error err;
+    if (tlm_quant_image(&p, c, &v, m->bos_id, m->eos_id, img, bytes, &err)) fail_msg("%s", err.msg);
+    tlm_params_free(&p);
+    tlm_vocab_free(&v);
+}
+
 /* A t3 image expanded and packed again as t2 gives the same logits bit for
  * bit: the same trits and scales through the same integer sums. */
 static void test_repack_image(void **state)
@@ -49,14 +63,9 @@ static void test_repack_image(void **state)
     size_t bytes, bytes2;
     tlm_model m, m2;
     quantized_tiny(&c, &img, &bytes, &m);
-    tlm_params p;
-    tlm_vocab v;
-    assert_int_equal(tlm_params_from_model(&p, &m, NULL), TLM_OK);
-    assert_int_equal(tlm_vocab_from_model(&m, &v, NULL), TLM_OK);
     c.pack = TLM_WTYPE_T2;
     c.keep_ternary = 1; /* as tritlm quantize does without --qat */
-    tlm_error err;
-    if (tlm_quant_image(&p, &c, &v, m.bos_id, m.eos_id, &img2, &bytes2, &err)) fail_msg("%s", err.msg);
+    quantize_model(&m, &c, &img2, &bytes2);
     assert_int_equal(tlm_model_open(&m2, img2, bytes2, NULL), TLM_OK);
     uint32_t n_t2 = 0;
     for (uint32_t i = 0; i < m2.n_tensors; i++) {
@@ -81,8 +90,6 @@ static void test_repack_image(void **state)
     }
     free(a1);
     free(a2);
-    tlm_params_free(&p);
-    tlm_vocab_free(&v);
     free(img);
     free(img2);
 }
@@ -140,15 +147,7 @@ static void quantized_tiny(const tlm_quant_cfg *c, uint8_t **img, size_t *bytes,
     tu_build_tiny(&cfg, 7, &fp, &fb);
     tlm_model fm;
     assert_int_equal(tlm_model_open(&fm, fp, fb, NULL), TLM_OK);
-    tlm_params p;
-    tlm_vocab v;
-    assert_int_equal(tlm_params_from_model(&p, &fm, NULL), TLM_OK);
-    assert_int_equal(tlm_vocab_from_model(&fm, &v, NULL), TLM_OK);
-    tlm_error err;
-    tlm_status st = tlm_quant_image(&p, c, &v, fm.bos_id, fm.eos_id, img, bytes, &err);
-    if (st) fail_msg("%s", err.msg);
-    tlm_params_free(&p);
-    tlm_vocab_free(&v);
+    quantize_model(&fm, c, img, bytes);
     free(fp);
     if (m) assert_int_equal(tlm_model_open(m, *img, *bytes, NULL), TLM_OK);
 }
@@ -367,17 +366,11 @@ static void test_eval_quantized_stories(void **state)
     tu_import_stories260k(&fp, &fb);
     tlm_model m;
     assert_int_equal(tlm_model_open(&m, fp, fb, NULL), TLM_OK);
-    tlm_params p;
-    tlm_vocab v;
-    assert_int_equal(tlm_params_from_model(&p, &m, NULL), TLM_OK);
-    assert_int_equal(tlm_vocab_from_model(&m, &v, NULL), TLM_OK);
-    tlm_quant_cfg c;
-    tlm_quant_defaults(&c);
+    tlm_quant_cfg c = pack_cfg(TLM_WTYPE_T2, 0);
     c.embed = TLM_WTYPE_I8;
-    c.pack = TLM_WTYPE_T2;
     uint8_t *img;
     size_t bytes;
-    assert_int_equal(tlm_quant_image(&p, &c, &v, m.bos_id, m.eos_id, &img, &bytes, NULL), TLM_OK);
+    quantize_model(&m, &c, &img, &bytes);
     tlm_model qm;
     assert_int_equal(tlm_model_open(&qm, img, bytes, NULL), TLM_OK);
     uint8_t *text;
@@ -396,8 +389,6 @@ static void test_eval_quantized_stories(void **state)
     assert_true(fabs(rf.loss - rt.loss) <= 0.05 * rf.loss);
     free(text);
     free(img);
-    tlm_params_free(&p);
-    tlm_vocab_free(&v);
     free(fp);
 }
 

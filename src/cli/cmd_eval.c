@@ -162,13 +162,9 @@ int cmd_eval(int argc, char **argv)
             cJSON_AddNumberToObject(v, "perplexity", rb.perplexity);
             cJSON_AddNumberToObject(v, "top1", rb.top1);
             cJSON_AddNumberToObject(v, "loss_diff", pc.loss_diff);
-            cJSON *ci = cJSON_AddArrayToObject(v, "loss_diff_ci95");
-            cJSON_AddItemToArray(ci, cJSON_CreateNumber(pc.loss_lo));
-            cJSON_AddItemToArray(ci, cJSON_CreateNumber(pc.loss_hi));
+            cJSON_AddItemToObject(v, "loss_diff_ci95", cJSON_CreateDoubleArray((const double[]){pc.loss_lo, pc.loss_hi}, 2));
             cJSON_AddNumberToObject(v, "top1_diff", pc.top1_diff);
-            ci = cJSON_AddArrayToObject(v, "top1_diff_ci95");
-            cJSON_AddItemToArray(ci, cJSON_CreateNumber(pc.top1_lo));
-            cJSON_AddItemToArray(ci, cJSON_CreateNumber(pc.top1_hi));
+            cJSON_AddItemToObject(v, "top1_diff_ci95", cJSON_CreateDoubleArray((const double[]){pc.top1_lo, pc.top1_hi}, 2));
             cJSON_AddNumberToObject(v, "stories_lower_loss", (double)pc.b_lower);
             cJSON_AddNumberToObject(v, "stories_higher_loss", (double)pc.a_lower);
             cJSON_AddNumberToObject(v, "resamples", pc.resamples);
