@@ -6,6 +6,8 @@
 #        [--privatize 1|2 --epsilon E --seed S [--count priv] [--priv-index]]   (privatize the prompt: 1 dx, 2 rr;
 #        --priv-index: d_chi with its search index in static RAM)
 #        [--fault-test ADDR]   (tests: read unmapped memory before anything else)
+#        [--embed asm|c]   (how the image gets into flash: model.S's .incbin, the default, or the C
+#                           array of `tritlm export c`, whose header then also sizes the arena)
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
 #      TLM_FW_ARENA (arena bytes, instead of asking tritlm info),
 #      TLM_PROFILE=N (the N functions that ran the most instructions, in OUTDIR/run.err),
@@ -16,6 +18,7 @@ root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
 ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
+embed=asm
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -29,6 +32,7 @@ while [ $# -gt 0 ]; do
     --count) count=$2; shift 2 ;; # token (default) or priv: which markers the plugin counts between
     --priv-index) priv_index=1; shift ;; # d_chi: build the search index in a static array
     --kv-int8) kv8=1; shift ;;
+    --embed) embed=$2; shift 2 ;;
     --fault-test) fault="-DTLM_FW_FAULT_TEST=$2"; shift 2 ;; # tests: load from this unmapped address first
     *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -55,7 +59,22 @@ if [ "$priv_index" = 1 ]; then
     ib=$(echo "$info" | sed -n 's/.*"dx_index_bytes":\([0-9]*\).*/\1/p')
     priv="$priv -DTLM_FW_PRIV_INDEX_BYTES=${ib:-0}u"
 fi
-defs="$priv $fault -DTLM_FW_RT_FLAGS=${kv8}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena -DTLM_FW_PROMPT_CAP=$((plen + 3))"
+arena_def=$arena
+case $embed in
+asm) model_src=$here/common/model.S ;;
+c) # the image as C source; its header's arena figure (for --ctx) sizes the arena
+    "$tlm" export c "$model" -o "$out/tlm_fw_model_c.c" --name tlm_fw_model_c --ctx "$ctx" 2>"$out/export.err" || {
+        echo "build.sh: $(head -n 1 "$out/export.err")" >&2
+        exit 2
+    }
+    model_src="$out/tlm_fw_model_c.c -DTLM_FW_MODEL_C -I$out"
+    arena_def=tlm_fw_model_c_ARENA_BYTES
+    [ "$kv8" = 1 ] && arena_def=tlm_fw_model_c_ARENA_BYTES_KV_INT8
+    [ -n "${TLM_FW_ARENA:-}" ] && arena_def=$arena
+    ;;
+*) echo "build.sh: --embed takes asm or c, not $embed" >&2; exit 2 ;;
+esac
+defs="$priv $fault -DTLM_FW_RT_FLAGS=${kv8}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
 port=$here/$target
 case $target in
 cortex-m7)
@@ -99,7 +118,7 @@ fi
 command -v "$CC" >/dev/null || { echo "build.sh: $CC not installed" >&2; exit 2; }
 "$CC" $CF -std=c11 -Wall -Wextra -Werror -I"$root/include" -I"$here/common" -I"$port" $defs "-DTLM_FW_PROMPT=\"$prompt_c\"" \
     -DTLM_FW_MODEL_PATH="\"$model\"" \
-    "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/fw_start.c" "$here/common/model.S" $SRCS \
+    "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/fw_start.c" $model_src $SRCS \
     $LDF $LIBS -o "$out/fw.elf" 2>"$out/link.err" || {
     missing=$(sed -n "s/.*region .RAM' overflowed by \([0-9]*\) bytes.*/\1/p" "$out/link.err" | head -1)
     if [ -n "$missing" ]; then

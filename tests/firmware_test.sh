@@ -3,7 +3,8 @@
 # post-training quantizations (t2, ts) and the shipped default model (t3),
 # built into firmware for TARGET, must print the
 # same greedy text as `tritlm generate` (the integer path is bit-exact, so
-# the text is identical); a model too large for the RAM budget must fail to
+# the text is identical), also when the image is linked as the C source of
+# `tritlm export c`; a model too large for the RAM budget must fail to
 # link with a message that says how much is missing; a damaged image must
 # make the firmware exit non-zero, and so must a memory fault.
 # usage: firmware_test.sh SOURCE_DIR BUILD_DIR TARGET (cortex-m7, esp32c3, lx106)
@@ -36,11 +37,14 @@ export TLM_FW_CACHE=$tmp
 "$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/ts.tlm" --pack ts --sparsity 0.5 --scale group --group 16 2>/dev/null
 cp "$src/models/tinystories-d128-ternary.tlm" "$tmp/d.tlm" # the default model: QAT, t3, int8 embedding
 fail=0
-for case in s t ts s:kv8 t:kv8 d:kv8; do
-    m=${case%%:*} kv=""
-    [ "$case" != "$m" ] && kv=--kv-int8
+# MODEL[:kv8][:c]: with the int8 KV cache; with the image as the C array of
+# `tritlm export c` (whose header sizes the arena) instead of model.S
+for case in s t ts s:kv8 t:kv8 d:kv8 t:c d:kv8:c; do
+    m=${case%%:*} kv="" embed=asm
+    case $case in *:kv8*) kv=--kv-int8 ;; esac
+    case $case in *:c) embed=c ;; esac
     want=$("$tlm" generate -m "$tmp/$m.tlm" -p "Once upon a time" -n 40 -t 0 $kv 2>/dev/null)
-    out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/$m.tlm" "$tmp/fw_$m" --ctx 64 -n 40 $kv --run)
+    out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/$m.tlm" "$tmp/fw_$m" --ctx 64 -n 40 $kv --embed $embed --run)
     got=$(echo "$out" | sed -n 's/^TEXT //p')
     status=$(echo "$out" | sed -n 's/^EXIT //p')
     if [ "$status" != 0 ] || [ "$got" != "$want" ]; then

@@ -80,6 +80,15 @@ static void test_usage_errors(void **state)
     assert_int_equal(run("info"), 2);
     assert_int_equal(run("generate -m"), 2);
     assert_non_null(strstr(err_text, "needs a value"));
+    assert_int_equal(run("export c '%s' -o '%s'", model, tu_tmp("x.h")), 2);
+    assert_non_null(strstr(err_text, ".c file"));
+    assert_int_equal(run("export c '%s' -o '%s' --name 'a b'", model, tu_tmp("x.c")), 2);
+    assert_non_null(strstr(err_text, "not a C identifier"));
+    assert_int_equal(run("export c '%s' -o '%s' --ctx 0", model, tu_tmp("x.c")), 2);
+    assert_int_equal(run("export c '%s' -o '%s' --tokenizer-out t.bin", model, tu_tmp("x.c")), 2);
+    assert_int_equal(run("export llama2c '%s' -o '%s' --name m", model, tu_tmp("x.bin")), 2);
+    assert_int_equal(run("export c '%s' -o '%s' --ctx 4096", model, tu_tmp("x.c")), 1);
+    assert_non_null(strstr(err_text, "seq_len"));
 }
 
 static void test_bad_files(void **state)
@@ -106,6 +115,14 @@ static void test_bad_files(void **state)
     assert_int_equal(n, 3);
     assert_memory_equal(k, "old", 3);
     free(k);
+    /* so does a failed export to C, and it writes no header */
+    assert_int_equal(tlm_write_file_atomic(tu_tmp("keep.c"), "old", 3, NULL), TLM_OK);
+    assert_int_equal(run("export c '%s' -o '%s'", tu_tmp("flip.tlm"), tu_tmp("keep.c")), 1);
+    assert_non_null(strstr(err_text, "checksum"));
+    assert_int_equal(tlm_read_file(tu_tmp("keep.c"), &k, &n, NULL), TLM_OK);
+    assert_int_equal(n, 3);
+    free(k);
+    assert_int_not_equal(tlm_read_file(tu_tmp("keep.h"), &k, &n, NULL), TLM_OK);
     free(m);
 }
 
@@ -170,6 +187,17 @@ static void test_export_import_cycle(void **state)
     assert_memory_equal(a, b, na);
     free(a);
     free(b);
+    /* a file name that is no identifier gives one; the header declares it */
+    assert_int_equal(run("export c '%s' -o '%s'", model, tu_tmp("9 lives.c")), 0);
+    assert_int_equal(tlm_read_file(tu_tmp("9 lives.h"), &a, &na, NULL), TLM_OK);
+    char decl[96];
+    snprintf(decl, sizeof decl, "#define model_9_lives_BYTES %zuu", nb);
+    assert_non_null(strstr((char *)a, decl));
+    assert_non_null(strstr((char *)a, "extern const uint8_t model_9_lives[model_9_lives_BYTES];"));
+    free(a);
+    assert_int_equal(tlm_read_file(tu_tmp("9 lives.c"), &a, &na, NULL), TLM_OK);
+    assert_non_null(strstr((char *)a, "#include \"9 lives.h\""));
+    free(a);
 }
 
 int main(void)

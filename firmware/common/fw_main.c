@@ -7,7 +7,8 @@
  *
  * Build-time macros (firmware/build.sh): TLM_FW_CTX, TLM_FW_STEPS,
  * TLM_FW_PROMPT, TLM_FW_ARENA_BYTES, TLM_FW_PROMPT_CAP, TLM_FW_RT_FLAGS (runtime
- * flags, e.g. TLM_RT_KV_INT8). */
+ * flags, e.g. TLM_RT_KV_INT8); TLM_FW_MODEL_C when the image comes as the C
+ * array of 'tritlm export c' (build.sh --embed c) instead of model.S. */
 #include <stdint.h>
 #include <string.h>
 
@@ -17,8 +18,16 @@
 #include "tritlm/sampler.h"
 #include "tritlm/tokenizer.h"
 
+#ifdef TLM_FW_MODEL_C
+#include "tlm_fw_model_c.h"
+#define FW_MODEL tlm_fw_model_c
+#define FW_MODEL_BYTES ((size_t)tlm_fw_model_c_BYTES)
+#else
 extern const uint8_t tlm_fw_model[];
 extern const uint8_t tlm_fw_model_end[];
+#define FW_MODEL tlm_fw_model
+#define FW_MODEL_BYTES ((size_t)(tlm_fw_model_end - tlm_fw_model))
+#endif
 
 static uint8_t arena[TLM_FW_ARENA_BYTES] __attribute__((aligned(64)));
 static uint32_t ids[TLM_FW_PROMPT_CAP];
@@ -175,7 +184,7 @@ int main(void)
     flush();
     tlm_model m;
     tlm_error err;
-    if (tlm_model_open(&m, tlm_fw_model, (size_t)(tlm_fw_model_end - tlm_fw_model), &err))
+    if (tlm_model_open(&m, FW_MODEL, FW_MODEL_BYTES, &err))
         return fail("model", err.msg, 2);
     tlm_runtime rt;
 #ifndef TLM_FW_RT_FLAGS
@@ -244,7 +253,7 @@ int main(void)
     put_str("\nFLASH ");
     put_u32(fw_flash_bytes());
     put_str("\nMODEL ");
-    put_u32((uint32_t)(tlm_fw_model_end - tlm_fw_model));
+    put_u32((uint32_t)FW_MODEL_BYTES);
     put_str("\n");
     flush();
     return 0;

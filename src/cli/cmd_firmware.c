@@ -22,7 +22,7 @@
 
 static const char help[] =
     "usage: tritlm firmware --target cortex-m7|esp32c3|lx106 -m MODEL.tlm [--ctx N] [--ram-kb K]\n"
-    "                       [--kv-int8] [-p PROMPT] [-n STEPS] [-o DIR] [--run] [--json]\n"
+    "                       [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR] [--run] [--json]\n"
     "\n"
     "Links MODEL into firmware for the target (the image in flash, read in place; the\n"
     "runtime's arena a static array sized for N positions; RAM capped at K KB, so a model\n"
@@ -40,6 +40,9 @@ static const char help[] =
     "      --ctx N        context length the arena holds (default 256)\n"
     "      --ram-kb K     RAM budget in KB (default 256)\n"
     "      --kv-int8      KV cache in int8 (a quarter of its RAM)\n"
+    "      --embed asm|c  how the image reaches flash: an assembler .incbin (default), or\n"
+    "                     the C array of 'tritlm export c' (left in DIR; its header then\n"
+    "                     sizes the arena), as a project without .incbin would use it\n"
     "  -p, --prompt TEXT  (default \"Once upon a time\")\n"
     "  -n, --steps N      positions to decode, counting BOS (default 128)\n"
     "  -o, --out DIR      where the ELF and logs go (default tritlm-fw-TARGET)\n"
@@ -147,8 +150,9 @@ int cmd_firmware(int argc, char **argv)
         {"kv-int8", no_argument, 0, 'K'},      {"prompt", required_argument, 0, 'p'},
         {"steps", required_argument, 0, 'n'},  {"out", required_argument, 0, 'o'},
         {"run", no_argument, 0, 'R'},          {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
-    const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL;
+        {"embed", required_argument, 0, 'e'},  {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 256, ram_kb = 256, steps = 128;
     int kv8 = 0, run = 0, json = 0, c;
     optind = 1;
@@ -167,6 +171,10 @@ int cmd_firmware(int argc, char **argv)
             if (!cli_parse_u32(optarg, 1, 1u << 20, &steps)) return cli_usage_error("firmware", "--steps expects a positive integer, got '%s'", optarg);
             break;
         case 'K': kv8 = 1; break;
+        case 'e':
+            if (strcmp(optarg, "asm") && strcmp(optarg, "c")) return cli_usage_error("firmware", "--embed takes asm or c, got '%s'", optarg);
+            embed = optarg;
+            break;
         case 'p': prompt = optarg; break;
         case 'o': outdir = optarg; break;
         case 'R': run = 1; break;
@@ -208,7 +216,7 @@ int cmd_firmware(int argc, char **argv)
     snprintf(num[0], sizeof num[0], "%u", ctx);
     snprintf(num[1], sizeof num[1], "%u", ram_kb);
     snprintf(num[2], sizeof num[2], "%u", steps);
-    char *args[20];
+    char *args[24];
     int k = 0;
     args[k++] = "sh";
     args[k++] = script;
@@ -224,6 +232,8 @@ int cmd_firmware(int argc, char **argv)
     args[k++] = "-n";
     args[k++] = num[2];
     if (kv8) args[k++] = "--kv-int8";
+    args[k++] = "--embed";
+    args[k++] = (char *)embed;
     if (run) args[k++] = "--run";
     args[k] = NULL;
 

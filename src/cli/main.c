@@ -16,7 +16,7 @@ typedef struct {
 
 static const command commands[] = {
     {"import", cmd_import, "convert a llama2.c checkpoint + tokenizer into a tritlm model image"},
-    {"export", cmd_export, "write a model back out as a llama2.c checkpoint + tokenizer"},
+    {"export", cmd_export, "write a model as a llama2.c checkpoint + tokenizer, or as C source"},
     {"generate", cmd_generate, "generate text from a prompt"},
     {"tokenizer", cmd_tokenizer, "train a byte-fallback BPE tokenizer (llama2.c format) on text"},
     {"train", cmd_train, "train a model on text, fine-tune one, or resume a run"},
