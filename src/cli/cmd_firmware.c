@@ -291,7 +291,9 @@ int cmd_firmware(int argc, char **argv)
             cJSON_AddNullToObject(root, "insns_per_token");
         }
         cJSON_AddNumberToObject(root, "exit_status", exit_status);
-        cJSON_AddStringToObject(root, "elf", dir);
+        char elf[4200];
+        snprintf(elf, sizeof elf, "%s/fw.elf", dir);
+        cJSON_AddStringToObject(root, "elf", elf);
         char *s = cJSON_PrintUnformatted(root);
         if (s) puts(s);
         free(s);
