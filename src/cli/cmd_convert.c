@@ -14,9 +14,11 @@
 static const char import_help[] =
     "usage: tritlm import llama2c CHECKPOINT.bin TOKENIZER.bin -o MODEL.tlm\n"
     "\n"
-    "Converts a llama2.c version-0 (legacy) fp32 checkpoint and its tokenizer into a\n"
-    "tritlm model image. A positive vocab_size in the checkpoint means the classifier\n"
-    "shares the token embedding; a negative one means a separate classifier follows.\n"
+    "Converts a llama2.c checkpoint and its tokenizer into a tritlm model image. Reads\n"
+    "version 0 (the legacy fp32 layout of run.c; a negative vocab_size means a separate\n"
+    "classifier) and export.py's versions 1 (fp32) and 2 (Q8_0, as runq.c reads it):\n"
+    "Q8_0 tensors whose rows hold whole groups stay int8 with their group scales, the\n"
+    "others become fp32 with the same values.\n"
     "\n"
     "  -o, --output FILE   model image to write (atomically)\n"
     "  -h, --help          this text\n";

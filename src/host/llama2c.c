@@ -112,6 +112,165 @@ static uint64_t checkpoint_floats(const tlm_hparams *hp)
     return n;
 }
 
+/* Checks a header's seven dimensions (llama2.c's order: dim, hidden_dim,
+ * n_layers, n_heads, n_kv_heads, vocab_size, seq_len) and fills hp. A
+ * negative vocab_size (version 0 only) means a separate classifier. */
+static tlm_status header_hparams(const int32_t h[7], int shared, const char *what, const char *path, tlm_hparams *hp,
+                                 tlm_error *err)
+{
+    memset(hp, 0, sizeof *hp);
+    for (int i = 0; i < 7; i++)
+        if (h[i] == 0 || (i != 5 && h[i] < 0) || h[i] == INT32_MIN || (shared >= 0 && h[i] < 0))
+            return tlm_fail(err, TLM_ERR_FORMAT, "%s: header field %d is %d: not a llama2.c %s checkpoint", path, i, h[i], what);
+    hp->dim = (uint32_t)h[0];
+    hp->hidden_dim = (uint32_t)h[1];
+    hp->n_layers = (uint32_t)h[2];
+    hp->n_heads = (uint32_t)h[3];
+    hp->n_kv_heads = (uint32_t)h[4];
+    hp->shared_classifier = shared >= 0 ? shared != 0 : h[5] > 0;
+    hp->vocab_size = (uint32_t)(h[5] > 0 ? h[5] : -h[5]);
+    hp->seq_len = (uint32_t)h[6];
+    hp->rope_theta = 10000.0f;
+    hp->norm_eps = 1e-5f;
+    tlm_error why;
+    if (tlm_hparams_check(hp, &why))
+        return tlm_fail(err, TLM_ERR_FORMAT, "%s: not a usable llama2.c %s checkpoint: %s", path, what, why.msg);
+    return TLM_OK;
+}
+
+static void set_tensor(tlm_tensor_in *t, const tlm_hparams *hp, uint16_t role, uint32_t layer, const void *data)
+{
+    t->role = role;
+    t->layer = (uint16_t)layer;
+    t->wtype = TLM_WTYPE_F32;
+    tlm_role_shape(hp, role, &t->rows, &t->cols);
+    t->data = data;
+}
+
+/* The table slot of a tensor in canonical order (docs/FORMAT.md). */
+static uint32_t slot_of(const tlm_hparams *hp, uint16_t role, uint32_t layer)
+{
+    if (role == TLM_ROLE_TOK_EMBED) return 0;
+    if (role == TLM_ROLE_FINAL_NORM) return 1u + TLM_LAYER_ROLES * hp->n_layers;
+    if (role == TLM_ROLE_CLASSIFIER) return 2u + TLM_LAYER_ROLES * hp->n_layers;
+    for (uint32_t k = 0; k < TLM_LAYER_ROLES; k++)
+        if (tlm_layer_role(k) == role) return 1u + layer * TLM_LAYER_ROLES + k;
+    return UINT32_MAX;
+}
+
+#define L2C_MAGIC 0x616b3432u /* "ak42" as a little-endian uint32 */
+#define L2C_V12_HEADER_BYTES 256u
+
+/* The matrices of a version-1/2 file in file order; each role for every
+ * layer before the next. */
+static const uint16_t v12_matrices[] = {TLM_ROLE_WQ, TLM_ROLE_WK, TLM_ROLE_WV, TLM_ROLE_WO,
+                                        TLM_ROLE_W1, TLM_ROLE_W2, TLM_ROLE_W3};
+
+/* Versions 1 (fp32) and 2 (Q8_0: int8 with one fp32 scale per group_size
+ * consecutive weights of the flattened tensor) of llama2.c's export.py: a
+ * 256-byte header (magic, version, the seven dimensions, a shared-classifier
+ * byte, for version 2 the group size), the norms first, then the token
+ * embedding and the matrices, then the classifier if not shared; no RoPE
+ * tables. Version-2 tensors whose rows hold whole groups become i8 with
+ * group scales, losslessly; others (groups across rows, or a -128) are
+ * expanded to fp32, also exactly (an int8 times an fp32 rounds once). */
+static tlm_status import_v12(const uint8_t *buf, size_t n, const char *path, tlm_hparams *hp, tlm_tensor_in **out,
+                             uint32_t *n_out, float **floats_out, tlm_error *err)
+{
+    if (n < L2C_V12_HEADER_BYTES)
+        return tlm_fail(err, TLM_ERR_FORMAT, "%s: %llu bytes, too short for a llama2.c version-1/2 header", path, (unsigned long long)n);
+    const int32_t version = (int32_t)tlm_rd32(buf + 4);
+    if (version != 1 && version != 2)
+        return tlm_fail(err, TLM_ERR_UNSUPPORTED, "%s: llama2.c export version %d (this build reads 0, 1 and 2)", path, version);
+    const char *what = version == 1 ? "version-1" : "version-2";
+    int32_t h[7];
+    for (int i = 0; i < 7; i++) h[i] = (int32_t)tlm_rd32(buf + 8 + 4 * i);
+    if (buf[36] > 1) return tlm_fail(err, TLM_ERR_FORMAT, "%s: shared-classifier flag %u is not 0 or 1", path, buf[36]);
+    tlm_status st = header_hparams(h, buf[36], what, path, hp, err);
+    if (st) return st;
+    const int32_t gs = version == 2 ? (int32_t)tlm_rd32(buf + 37) : 1;
+    if (gs <= 0 || (uint32_t)gs > hp->dim || hp->dim % (uint32_t)gs)
+        return tlm_fail(err, TLM_ERR_FORMAT, "%s: group size %d does not divide dim %u", path, gs, hp->dim);
+    const uint32_t g = (uint32_t)gs;
+
+    /* sizes: norms, then each quantized or fp32 matrix */
+    const uint64_t L = hp->n_layers, norms = (2u * L + 1u) * hp->dim;
+    uint64_t weights = role_floats(hp, TLM_ROLE_TOK_EMBED) + (hp->shared_classifier ? 0u : role_floats(hp, TLM_ROLE_CLASSIFIER));
+    for (size_t k = 0; k < sizeof v12_matrices / sizeof v12_matrices[0]; k++) {
+        const uint64_t w = role_floats(hp, v12_matrices[k]);
+        if (version == 2 && w % g)
+            return tlm_fail(err, TLM_ERR_FORMAT, "%s: %s holds %llu weights, not a multiple of the group size %u", path,
+                            tlm_role_name(v12_matrices[k]), (unsigned long long)w, g);
+        weights += w * L;
+    }
+    const uint64_t want = L2C_V12_HEADER_BYTES + norms * 4u + (version == 1 ? weights * 4u : weights + weights / g * 4u);
+    if (n != want)
+        return tlm_fail(err, TLM_ERR_FORMAT, "%s: %llu bytes, but a %s checkpoint with these dimensions has %llu (%s)", path,
+                        (unsigned long long)n, what, (unsigned long long)want, n < want ? "truncated" : "trailing data");
+
+    const uint32_t nt = 2u + TLM_LAYER_ROLES * hp->n_layers + (hp->shared_classifier ? 0u : 1u);
+    tlm_tensor_in *ts = calloc(nt, sizeof *ts);
+    /* version 2: every scale, and room to expand any tensor to fp32 */
+    float *fl = version == 2 ? malloc((size_t)(weights / g + weights) * sizeof *fl) : NULL;
+    if (!ts || (version == 2 && !fl)) {
+        free(ts);
+        free(fl);
+        return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    }
+    const uint8_t *p = buf + L2C_V12_HEADER_BYTES;
+    for (uint32_t l = 0; l < hp->n_layers; l++, p += hp->dim * 4u)
+        set_tensor(&ts[slot_of(hp, TLM_ROLE_ATTN_NORM, l)], hp, TLM_ROLE_ATTN_NORM, l, p);
+    for (uint32_t l = 0; l < hp->n_layers; l++, p += hp->dim * 4u)
+        set_tensor(&ts[slot_of(hp, TLM_ROLE_FFN_NORM, l)], hp, TLM_ROLE_FFN_NORM, l, p);
+    set_tensor(&ts[slot_of(hp, TLM_ROLE_FINAL_NORM, 0)], hp, TLM_ROLE_FINAL_NORM, 0, p);
+    p += hp->dim * 4u;
+
+    float *fp = fl;
+    const size_t nmat = sizeof v12_matrices / sizeof v12_matrices[0];
+    for (size_t k = 0; k <= nmat + 1u; k++) { /* embedding, the matrices, the classifier */
+        const uint16_t role = k == 0 ? TLM_ROLE_TOK_EMBED : k <= nmat ? v12_matrices[k - 1u] : TLM_ROLE_CLASSIFIER;
+        if (role == TLM_ROLE_CLASSIFIER && hp->shared_classifier) break;
+        const uint32_t layers = (k == 0 || k > nmat) ? 1u : hp->n_layers;
+        for (uint32_t l = 0; l < layers; l++) {
+            tlm_tensor_in *t = &ts[slot_of(hp, role, l)];
+            set_tensor(t, hp, role, l, p);
+            if (version == 1) {
+                p += (uint64_t)t->rows * t->cols * 4u;
+                continue;
+            }
+            const size_t w = (size_t)t->rows * t->cols;
+            const int8_t *q = (const int8_t *)p;
+            float *sc = fp; /* the scales, read from their unaligned place */
+            for (size_t i = 0; i < w / g; i++) sc[i] = tlm_rdf32(p + w + 4u * i);
+            fp += w / g;
+            p += w + w / g * 4u;
+            for (size_t i = 0; i < w / g; i++)
+                if (!isfinite(sc[i])) {
+                    free(ts);
+                    free(fl);
+                    return tlm_fail(err, TLM_ERR_FORMAT, "%s: %s of layer %u has a scale that is not finite", path,
+                                    tlm_role_name(role), l);
+                }
+            int has_min = 0;
+            for (size_t i = 0; i < w; i++) has_min |= q[i] == -128;
+            if (t->cols % g == 0 && !has_min) { /* whole groups per row: i8 with group scales as stored */
+                t->wtype = TLM_WTYPE_I8;
+                t->scale_kind = TLM_SCALE_GROUP;
+                t->group = g;
+                t->scales = sc;
+            } else { /* expand: q * s, exactly as llama2.c's dequantize */
+                for (size_t i = 0; i < w; i++) fp[i] = (float)q[i] * sc[i / g];
+                t->data = fp;
+                fp += w;
+            }
+        }
+    }
+    *out = ts;
+    *n_out = nt;
+    *floats_out = fl;
+    return TLM_OK;
+}
+
 tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8_t **image, size_t *bytes,
                               tlm_error *err)
 {
@@ -121,8 +280,15 @@ tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8
     if (st) return st;
     tlm_vocab vocab = {0};
     tlm_tensor_in *ts = NULL;
-    if (n >= 4 && memcmp(buf, "ak42", 4) == 0) {
-        st = tlm_fail(err, TLM_ERR_UNSUPPORTED, "%s is a llama2.c version-1/2 export; re-export it with llama2.c's legacy (version 0) format", ckpt_path);
+    float *floats = NULL;
+    tlm_hparams hp;
+    uint32_t nt = 0;
+    if (n >= 4 && tlm_rd32(buf) == L2C_MAGIC) {
+        st = import_v12(buf, n, ckpt_path, &hp, &ts, &nt, &floats, err);
+        if (st) goto out;
+        st = tlm_llama2c_read_tokenizer(tok_path, hp.vocab_size, &vocab, err);
+        if (st) goto out;
+        st = tlm_image_build(&hp, 1, 2, ts, nt, &vocab, image, bytes, err);
         goto out;
     }
     if (n < L2C_HEADER_BYTES) {
@@ -131,30 +297,8 @@ tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8
     }
     int32_t h[7];
     for (int i = 0; i < 7; i++) h[i] = (int32_t)tlm_rd32(buf + 4 * i);
-    tlm_hparams hp = {0};
-    for (int i = 0; i < 7; i++) {
-        if (h[i] == 0 || (i != 5 && h[i] < 0) || h[i] == INT32_MIN) {
-            st = tlm_fail(err, TLM_ERR_FORMAT, "%s: header field %d is %d: not a llama2.c version-0 checkpoint", ckpt_path, i, h[i]);
-            goto out;
-        }
-    }
-    hp.dim = (uint32_t)h[0];
-    hp.hidden_dim = (uint32_t)h[1];
-    hp.n_layers = (uint32_t)h[2];
-    hp.n_heads = (uint32_t)h[3];
-    hp.n_kv_heads = (uint32_t)h[4];
-    hp.shared_classifier = h[5] > 0;
-    hp.vocab_size = (uint32_t)(h[5] > 0 ? h[5] : -h[5]);
-    hp.seq_len = (uint32_t)h[6];
-    hp.rope_theta = 10000.0f;
-    hp.norm_eps = 1e-5f;
-    {
-        tlm_error why;
-        if (tlm_hparams_check(&hp, &why)) {
-            st = tlm_fail(err, TLM_ERR_FORMAT, "%s: not a usable llama2.c version-0 checkpoint: %s", ckpt_path, why.msg);
-            goto out;
-        }
-    }
+    st = header_hparams(h, -1, "version-0", ckpt_path, &hp, err);
+    if (st) goto out;
     uint64_t want = checkpoint_floats(&hp) * 4u + L2C_HEADER_BYTES;
     if (n != want) {
         st = tlm_fail(err, TLM_ERR_FORMAT, "%s: %llu bytes, but a checkpoint with these dimensions has %llu (%s)", ckpt_path,
@@ -164,7 +308,7 @@ tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8
     st = tlm_llama2c_read_tokenizer(tok_path, hp.vocab_size, &vocab, err);
     if (st) goto out;
 
-    uint32_t nt = 2u + TLM_LAYER_ROLES * hp.n_layers + (hp.shared_classifier ? 0u : 1u) + 2u;
+    nt = 2u + TLM_LAYER_ROLES * hp.n_layers + (hp.shared_classifier ? 0u : 1u) + 2u;
     ts = calloc(nt, sizeof *ts);
     if (!ts) {
         st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
@@ -172,21 +316,15 @@ tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8
     }
     /* Walk the file in its own order, filling canonical table slots. */
     const uint8_t *p = buf + L2C_HEADER_BYTES;
-    uint32_t k = 0;
 #define TAKE(slot, role_, layer_)                                                  \
     do {                                                                           \
-        tlm_tensor_in *t_ = &ts[slot];                                             \
-        t_->role = (role_);                                                        \
-        t_->layer = (uint16_t)(layer_);                                            \
-        t_->wtype = TLM_WTYPE_F32;                                                 \
-        tlm_role_shape(&hp, (role_), &t_->rows, &t_->cols);                        \
-        t_->data = p;                                                              \
-        p += (uint64_t)t_->rows * t_->cols * 4u;                                   \
+        set_tensor(&ts[slot], &hp, (role_), (layer_), p);                          \
+        p += (uint64_t)ts[slot].rows * ts[slot].cols * 4u;                         \
     } while (0)
     TAKE(0, TLM_ROLE_TOK_EMBED, 0);
     for (int r = 0; r < TLM_LAYER_ROLES; r++)
         for (uint32_t l = 0; l < hp.n_layers; l++) TAKE(1u + l * TLM_LAYER_ROLES + (uint32_t)r, tlm_layer_role((uint32_t)r), l);
-    k = 1u + TLM_LAYER_ROLES * hp.n_layers;
+    uint32_t k = 1u + TLM_LAYER_ROLES * hp.n_layers;
     TAKE(k, TLM_ROLE_FINAL_NORM, 0);
     k++;
     uint32_t aux = k + (hp.shared_classifier ? 0u : 1u);
@@ -197,6 +335,7 @@ tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8
     st = tlm_image_build(&hp, 1, 2, ts, nt, &vocab, image, bytes, err);
 out:
     free(ts);
+    free(floats);
     tlm_vocab_free(&vocab);
     free(buf);
     return st;

@@ -1,4 +1,5 @@
-/* llama2.c interoperability: version-0 (legacy) fp32 checkpoints and the
+/* llama2.c interoperability: checkpoints (import: version 0, the legacy fp32
+ * layout of run.c, and versions 1 and 2 (Q8_0) of export.py; export: version 0) and the
  * tokenizer.bin format. */
 #ifndef TLM_HOST_LLAMA2C_H
 #define TLM_HOST_LLAMA2C_H
