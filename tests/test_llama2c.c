@@ -143,6 +143,17 @@ static const float *f32_of(const tlm_model *m, tlm_role role, uint32_t layer, si
     return (const float *)t.data;
 }
 
+/* Imports a llama2.c checkpoint (with the shared tokenizer) and opens it. */
+static uint8_t *import_open(const char *path, tlm_model *m)
+{
+    uint8_t *img;
+    size_t n;
+    tlm_error err;
+    assert_int_equal(tlm_llama2c_import(path, tok, &img, &n, &err), TLM_OK);
+    assert_int_equal(tlm_model_open(m, img, n, NULL), TLM_OK);
+    return img;
+}
+
 /* export.py's quantize_q80 on one tensor: per group of gs consecutive
  * weights, scale = max|w| / 127 and q = round-half-even(w / scale), all in
  * float32 as torch computes them. */
@@ -212,17 +223,13 @@ static void write_v12(const tlm_model *m, int version, uint32_t gs, buf_t *b)
 static void test_version1(void **state)
 {
     (void)state;
-    uint8_t *a, *b;
-    size_t na, nb;
-    assert_int_equal(tlm_llama2c_import(ckpt, tok, &a, &na, NULL), TLM_OK);
     tlm_model ma, mb;
-    assert_int_equal(tlm_model_open(&ma, a, na, NULL), TLM_OK);
+    uint8_t *a = import_open(ckpt, &ma);
     buf_t f = {0};
     write_v12(&ma, 1, 0, &f);
     write_file(tu_tmp("v1.bin"), f.p, f.n);
+    uint8_t *b = import_open(tu_tmp("v1.bin"), &mb);
     tlm_error err;
-    assert_int_equal(tlm_llama2c_import(tu_tmp("v1.bin"), tok, &b, &nb, &err), TLM_OK);
-    assert_int_equal(tlm_model_open(&mb, b, nb, NULL), TLM_OK);
     assert_int_equal(mb.n_tensors, ma.n_tensors - 2); /* no RoPE tables */
     for (uint32_t i = 0; i < mb.n_tensors; i++) {
         tlm_tensor x, y;
@@ -259,11 +266,8 @@ static void test_version1(void **state)
 static void test_version2(void **state)
 {
     (void)state;
-    uint8_t *a, *b;
-    size_t na, nb;
-    assert_int_equal(tlm_llama2c_import(ckpt, tok, &a, &na, NULL), TLM_OK);
     tlm_model ma, mb;
-    assert_int_equal(tlm_model_open(&ma, a, na, NULL), TLM_OK);
+    uint8_t *a = import_open(ckpt, &ma);
     uint8_t *text;
     size_t text_len;
     assert_int_equal(tlm_read_file(tu_data("tinystories/dev.txt"), &text, &text_len, NULL), TLM_OK);
@@ -281,10 +285,9 @@ static void test_version2(void **state)
         buf_t f = {0};
         write_v12(&ma, 2, gs, &f);
         write_file(tu_tmp("v2.bin"), f.p, f.n);
+        uint8_t *b = import_open(tu_tmp("v2.bin"), &mb);
         tlm_error err;
-        assert_int_equal(tlm_llama2c_import(tu_tmp("v2.bin"), tok, &b, &nb, &err), TLM_OK);
-        assert_int_equal(tlm_model_open(&mb, b, nb, NULL), TLM_OK);
-        assert_true(nb < na / 2);
+        assert_true(mb.image_bytes < ma.image_bytes / 2);
         for (uint32_t i = 0; i < mb.n_tensors; i++) {
             tlm_tensor x, y;
             tlm_model_tensor_at(&ma, i, &x);
