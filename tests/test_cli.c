@@ -85,6 +85,8 @@ static void test_usage_errors(void **state)
     assert_int_equal(run("export c '%s' -o '%s' --name 'a b'", model, tu_tmp("x.c")), 2);
     assert_non_null(strstr(err_text, "not a C identifier"));
     assert_int_equal(run("export c '%s' -o '%s' --ctx 0", model, tu_tmp("x.c")), 2);
+    assert_int_equal(run("export c '%s' -o '%s'", model, tu_tmp("a\\\"b.c")), 2);
+    assert_non_null(strstr(err_text, "quotes"));
     assert_int_equal(run("export c '%s' -o '%s' --tokenizer-out t.bin", model, tu_tmp("x.c")), 2);
     assert_int_equal(run("export llama2c '%s' -o '%s' --name m", model, tu_tmp("x.bin")), 2);
     assert_int_equal(run("export c '%s' -o '%s' --ctx 4096", model, tu_tmp("x.c")), 1);

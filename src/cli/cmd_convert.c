@@ -95,6 +95,10 @@ static int export_c(const char *model_path, const char *out, const char *name, c
     const size_t len = strlen(out);
     if (len < 3 || strcmp(out + len - 2, ".c") != 0 || out[len - 3] == '/')
         return cli_usage_error("export", "-o must name a .c file (NAME.c; NAME.h is written beside it)");
+    const char *base = strrchr(out, '/');
+    for (const char *q = base ? base + 1 : out; *q; q++) /* NAME.h goes into an #include "..." */
+        if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
+            return cli_usage_error("export", "-o: the file name cannot hold quotes, backslashes or control characters");
     char ident[64];
     if (name) {
         if (!tlm_is_c_identifier(name))

@@ -14,7 +14,8 @@
  * IDENT_CRC32), each atomically, the header first. `ident` must be a C
  * identifier; c_path's #include names h_path's last component. `m` is the
  * validated model whose image is written; ctx the context the arena figures
- * are for (1..seq_len). */
+ * are for (1..seq_len); the comments name source_name's last component
+ * (which holds no '/', so no comment delimiter). */
 tlm_status tlm_export_c(const tlm_model *m, const char *ident, uint32_t ctx, const char *source_name,
                         const char *c_path, const char *h_path, tlm_error *err);
 
