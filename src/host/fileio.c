@@ -82,50 +82,80 @@ void tlm_unmap_file(tlm_mapped *map)
     map->bytes = 0;
 }
 
+tlm_status tlm_atomic_open(tlm_atomic_file *a, const char *path, tlm_error *err)
+{
+    a->f = NULL;
+    a->path = path;
+    const size_t plen = strlen(path);
+    a->tmp = malloc(plen + 12);
+    if (!a->tmp) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    memcpy(a->tmp, path, plen);
+    memcpy(a->tmp + plen, ".tmp.XXXXXX", 12);
+    const int fd = mkstemp(a->tmp);
+    if (fd >= 0) a->f = fdopen(fd, "wb");
+    if (!a->f) {
+        const int e = errno;
+        if (fd >= 0) {
+            close(fd);
+            unlink(a->tmp);
+        }
+        free(a->tmp);
+        a->tmp = NULL;
+        return tlm_fail(err, TLM_ERR_IO, "cannot create a temporary file beside %s: %s", path, strerror(e));
+    }
+    return TLM_OK;
+}
+
+void tlm_atomic_abort(tlm_atomic_file *a)
+{
+    if (a->f) fclose(a->f);
+    if (a->tmp) unlink(a->tmp);
+    free(a->tmp);
+    a->f = NULL;
+    a->tmp = NULL;
+}
+
+tlm_status tlm_atomic_commit(tlm_atomic_file *a, tlm_error *err)
+{
+    tlm_status st = TLM_OK;
+    const int fd = fileno(a->f);
+    errno = 0;
+    if (fflush(a->f) != 0 || ferror(a->f))
+        st = tlm_fail(err, TLM_ERR_IO, "cannot write %s: %s", a->tmp, errno ? strerror(errno) : "stream error");
+    if (!st && fchmod(fd, 0644) != 0) st = tlm_fail(err, TLM_ERR_IO, "cannot set mode of %s: %s", a->tmp, strerror(errno));
+    if (!st && fsync(fd) != 0) st = tlm_fail(err, TLM_ERR_IO, "cannot sync %s: %s", a->tmp, strerror(errno));
+    const int closed = fclose(a->f);
+    a->f = NULL;
+    if (closed != 0 && !st) st = tlm_fail(err, TLM_ERR_IO, "cannot close %s: %s", a->tmp, strerror(errno));
+    if (!st && rename(a->tmp, a->path) != 0)
+        st = tlm_fail(err, TLM_ERR_IO, "cannot rename %s to %s: %s", a->tmp, a->path, strerror(errno));
+    if (st) {
+        tlm_atomic_abort(a);
+        return st;
+    }
+    free(a->tmp);
+    a->tmp = NULL;
+    char *dircopy = strdup(a->path);
+    if (dircopy) {
+        const int dfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            (void)fsync(dfd);
+            close(dfd);
+        }
+        free(dircopy);
+    }
+    return TLM_OK;
+}
+
 tlm_status tlm_write_file_atomic(const char *path, const void *data, size_t n, tlm_error *err)
 {
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    char *dircopy = strdup(path);
-    if (!tmp || !dircopy) {
-        free(tmp);
-        free(dircopy);
-        return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    tlm_atomic_file a;
+    tlm_status st = tlm_atomic_open(&a, path, err);
+    if (st) return st;
+    if (n > 0 && fwrite(data, 1, n, a.f) != n) {
+        st = tlm_fail(err, TLM_ERR_IO, "cannot write %s: %s", a.tmp, strerror(errno));
+        tlm_atomic_abort(&a);
+        return st;
     }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    tlm_status st = TLM_OK;
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        st = tlm_fail(err, TLM_ERR_IO, "cannot create a temporary file beside %s: %s", path, strerror(errno));
-        goto out;
-    }
-    const uint8_t *p = data;
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = write(fd, p + done, n - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            st = tlm_fail(err, TLM_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-            break;
-        }
-        done += (size_t)w;
-    }
-    if (!st && fchmod(fd, 0644) != 0) st = tlm_fail(err, TLM_ERR_IO, "cannot set mode of %s: %s", tmp, strerror(errno));
-    if (!st && fsync(fd) != 0) st = tlm_fail(err, TLM_ERR_IO, "cannot sync %s: %s", tmp, strerror(errno));
-    if (close(fd) != 0 && !st) st = tlm_fail(err, TLM_ERR_IO, "cannot close %s: %s", tmp, strerror(errno));
-    if (!st && rename(tmp, path) != 0) st = tlm_fail(err, TLM_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    if (st) {
-        unlink(tmp);
-        goto out;
-    }
-    int dfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-out:
-    free(tmp);
-    free(dircopy);
-    return st;
+    return tlm_atomic_commit(&a, err);
 }

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tritlm/status.h"
 
@@ -24,5 +25,20 @@ void tlm_unmap_file(tlm_mapped *map);
  * directory, fsync, rename over the target, fsync of the directory. A
  * crash leaves either the old file or the new one, never a mix. */
 tlm_status tlm_write_file_atomic(const char *path, const void *data, size_t n, tlm_error *err);
+
+/* The same for output written piece by piece: tlm_atomic_open creates the
+ * temporary file and gives its stream in a->f; tlm_atomic_commit flushes,
+ * syncs and renames it over the target (and reports any earlier write
+ * error of the stream); tlm_atomic_abort removes it. Exactly one of the
+ * two ends every successful open. */
+typedef struct tlm_atomic_file {
+    FILE *f;
+    char *tmp;
+    const char *path;
+} tlm_atomic_file;
+
+tlm_status tlm_atomic_open(tlm_atomic_file *a, const char *path, tlm_error *err);
+tlm_status tlm_atomic_commit(tlm_atomic_file *a, tlm_error *err);
+void tlm_atomic_abort(tlm_atomic_file *a);
 
 #endif
