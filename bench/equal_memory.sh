@@ -11,7 +11,8 @@
 # usage: bench/equal_memory.sh BUILD TRAIN.txt DEV.txt OUTDIR [TOKENIZER.bin]
 #   MINUTES1=45 MINUTES2=33 MINUTES3=35 (the run in docs/BENCHMARKS.md)
 #   SEEDS="3 4 5" (one per stage), MODELS="fp32 i8src tern" (a subset, e.g.
-#   for a replicate of two of them with other seeds)
+#   for a replicate of two of them with other seeds; i8deepsrc is a second
+#   int8 shape, 4 layers of dim 64, for the question whether depth suits int8)
 #   STEPS_fp32/STEPS_i8src/STEPS_tern="N1 N2 N3": that model's stages run
 #   exactly these step counts instead of the minutes (to repeat a run's
 #   schedule whatever the machine's load; the time each took is reported)
@@ -42,10 +43,11 @@ fi
 common="--json --data $train --val $dev --ctx 256 --batch 8 --threads 1 --ema 0.999 --eval-every 1000 --ckpt-every 0"
 shape_fp32="--dim 40 --hidden 112 --layers 2 --heads 4 --kv-heads 4"   # 60,360 weights, 241,440 bytes
 shape_i8="--dim 96 --hidden 208 --layers 2 --heads 6 --kv-heads 6"     # 243,168 weights, 253,824 bytes in int8
+shape_i8deep="--dim 64 --hidden 208 --layers 4 --heads 8 --kv-heads 4" # 242,240 weights, 256,768 bytes in int8
 shape_tern="--dim 128 --hidden 344 --layers 4 --heads 8 --kv-heads 4"  # 791,680 weights, 238,208 bytes (t3 + int8 embedding)
 
 # the word splitting of the shape arguments is intended
-shape_of() { case $1 in fp32) echo "$shape_fp32" ;; i8src) echo "$shape_i8" ;; tern) echo "--qat $shape_tern" ;; esac; }
+shape_of() { case $1 in fp32) echo "$shape_fp32" ;; i8src) echo "$shape_i8" ;; i8deepsrc) echo "$shape_i8deep" ;; tern) echo "--qat $shape_tern" ;; esac; }
 stage1() {
     for m in $models; do
         "$tlm" train $common --tokenizer "$tok" --lr 2e-3 --warmup 150 --seed "$seed1" $(budget 1 $m "$m1") $(shape_of $m) \
@@ -66,9 +68,11 @@ later() { # later N PREV MINUTES LR SEED
 stage1
 later 2 1 "$m2" 1e-3 "$seed2"
 later 3 2 "$m3" 7e-4 "$seed3"
-if has i8src; then "$tlm" quantize -m "$out/s3_i8src.tlm" -o "$out/s3_i8.tlm" --pack int8 --embed int8 2>/dev/null; fi
 for m in $models; do
-    [ "$m" = i8src ] && m=i8
+    case $m in *src) "$tlm" quantize -m "$out/s3_$m.tlm" -o "$out/s3_${m%src}.tlm" --pack int8 --embed int8 2>/dev/null ;; esac
+done
+for m in $models; do
+    m=${m%src}
     printf '%s: ' "$m"
     "$tlm" eval -m "$out/s3_$m.tlm" --text "$dev" --json
     "$tlm" info "$out/s3_$m.tlm" --json |
