@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <cmocka.h>
 
@@ -202,6 +204,75 @@ static void test_export_import_cycle(void **state)
     free(a);
 }
 
+/* Entries of a directory besides . and .. */
+static int entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+/* The atomic writers: a stream committed gives exactly its bytes with mode
+ * 0644; an aborted one or a failed rename leaves the target as it was and
+ * no temporary file behind; a missing directory is named in the error. */
+static void test_atomic_files(void **state)
+{
+    (void)state;
+    const char *dir = tu_tmp("atomic");
+    assert_int_equal(mkdir(dir, 0755), 0);
+    char path[600], sub[600];
+    snprintf(path, sizeof path, "%s/out.txt", dir);
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    tlm_atomic_file a;
+    tlm_error err;
+    assert_int_equal(tlm_atomic_open(&a, path, &err), TLM_OK);
+    for (int i = 0; i < 1000; i++) fprintf(a.f, "line %d\n", i);
+    assert_int_equal(entries(dir), 1); /* the temporary file; the target does not exist yet */
+    assert_int_equal(tlm_atomic_commit(&a, &err), TLM_OK);
+    uint8_t *got;
+    size_t n;
+    assert_int_equal(tlm_read_file(path, &got, &n, NULL), TLM_OK);
+    size_t off = 0;
+    for (int i = 0; i < 1000; i++) {
+        char want[32];
+        const int k = snprintf(want, sizeof want, "line %d\n", i);
+        assert_true(off + (size_t)k <= n);
+        assert_memory_equal(got + off, want, (size_t)k);
+        off += (size_t)k;
+    }
+    assert_int_equal(off, n);
+    free(got);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0644);
+    assert_int_equal(entries(dir), 1);
+
+    assert_int_equal(tlm_atomic_open(&a, path, &err), TLM_OK);
+    fputs("half", a.f);
+    tlm_atomic_abort(&a);
+    assert_int_equal(entries(dir), 1);
+    assert_int_equal(tlm_read_file(path, &got, &n, NULL), TLM_OK);
+    assert_int_equal(n, off);
+    free(got);
+
+    assert_int_equal(mkdir(sub, 0755), 0); /* a directory where the file should go: the rename fails */
+    assert_int_equal(tlm_atomic_open(&a, sub, &err), TLM_OK);
+    fputs("x", a.f);
+    assert_int_equal(tlm_atomic_commit(&a, &err), TLM_ERR_IO);
+    assert_non_null(strstr(err.msg, "cannot rename"));
+    assert_int_equal(tlm_write_file_atomic(sub, "x", 1, &err), TLM_ERR_IO);
+    assert_int_equal(entries(dir), 2);
+    assert_int_equal(entries(sub), 0);
+
+    char missing[700];
+    snprintf(missing, sizeof missing, "%s/none/out.txt", dir);
+    assert_int_equal(tlm_write_file_atomic(missing, "x", 1, &err), TLM_ERR_IO);
+    assert_non_null(strstr(err.msg, missing));
+}
+
 int main(void)
 {
     model = strdup(tu_tmp("stories260K.tlm"));
@@ -213,7 +284,7 @@ int main(void)
         cmocka_unit_test(test_conformance_greedy_200), cmocka_unit_test(test_prompt_and_seed),
         cmocka_unit_test(test_help_everywhere),        cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_bad_files),              cmocka_unit_test(test_json_outputs),
-        cmocka_unit_test(test_export_import_cycle),
+        cmocka_unit_test(test_export_import_cycle),    cmocka_unit_test(test_atomic_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
