@@ -581,6 +581,11 @@ static void test_cli_bad_arguments(void **state)
     assert_int_equal(run("train --data '%s' --tokenizer '%s' --dim 30 --heads 4 --steps 3 -o x.tlm", corpus_path, tok_path), 2);
     assert_true(err_has("must divide"));
     assert_int_equal(run("train --data '%s' --tokenizer '%s' --heads 8 --kv-heads 3 --steps 3 -o x.tlm", corpus_path, tok_path), 2);
+    /* without --kv-heads, heads that the default 4 does not divide get as many kv heads */
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --dim 24 --hidden 32 --layers 1 --heads 6 --ctx 16 --batch 2 "
+                         "--steps 1 --eval-every 0 -o '%s'", corpus_path, tok_path, tu_tmp("kv6.tlm")), 0);
+    assert_int_equal(run("info '%s' --json", tu_tmp("kv6.tlm")), 0);
+    assert_non_null(strstr(run_out, "\"n_heads\":6,\"n_kv_heads\":6,"));
     assert_int_equal(run("train --data '%s' --tokenizer '%s' -o x.tlm", corpus_path, tok_path), 2);
     assert_true(err_has("--steps"));
     assert_int_equal(run("train --data '%s' --tokenizer '%s' --steps 3 --minutes 1 -o x.tlm", corpus_path, tok_path), 2);

@@ -25,7 +25,7 @@ static const char help[] =
     "      --hidden N         feed-forward width (default 172)\n"
     "      --layers N         (default 5)\n"
     "      --heads N          (default 8)\n"
-    "      --kv-heads N       (default 4)\n"
+    "      --kv-heads N       (default 4, or --heads when 4 does not divide it)\n"
     "      --separate-classifier  do not share the classifier with the embedding\n"
     "training:\n"
     "      --init FILE        start from this model (fine-tuning), or from a checkpoint's\n"
@@ -142,7 +142,7 @@ int cmd_train(int argc, char **argv)
     tlm_train_defaults(&o);
     tlm_quant_cfg q;
     tlm_quant_defaults(&q);
-    int json = 0, dims_given = 0, c, qat = 0, quant_given = 0, scale_given = 0;
+    int json = 0, dims_given = 0, c, qat = 0, quant_given = 0, scale_given = 0, kv_given = 0;
     float dweight = 0.5f;
     uint32_t u;
     optind = 1;
@@ -164,7 +164,7 @@ int cmd_train(int argc, char **argv)
         case O_HIDDEN: U32("--hidden", 1, 1u << 20, o.hp.hidden_dim); break;
         case O_LAYERS: U32("--layers", 1, 1024, o.hp.n_layers); break;
         case O_HEADS: U32("--heads", 1, 65536, o.hp.n_heads); break;
-        case O_KV: U32("--kv-heads", 1, 65536, o.hp.n_kv_heads); break;
+        case O_KV: U32("--kv-heads", 1, 65536, o.hp.n_kv_heads); kv_given = 1; break;
         case O_SEP: o.hp.shared_classifier = 0; dims_given = 1; break;
         case O_JSON: json = 1; break;
         case O_QAT: qat = 1; break;
@@ -197,6 +197,7 @@ int cmd_train(int argc, char **argv)
     if (o.steps && o.minutes > 0) return cli_usage_error("train", "give --steps or --minutes, not both");
     if (o.hp.n_heads > o.hp.dim || o.hp.dim % o.hp.n_heads)
         return cli_usage_error("train", "--heads %u must divide --dim %u", o.hp.n_heads, o.hp.dim);
+    if (!kv_given && (o.hp.n_kv_heads > o.hp.n_heads || o.hp.n_heads % o.hp.n_kv_heads)) o.hp.n_kv_heads = o.hp.n_heads;
     if (o.hp.n_kv_heads > o.hp.n_heads || o.hp.n_heads % o.hp.n_kv_heads)
         return cli_usage_error("train", "--kv-heads %u must divide --heads %u", o.hp.n_kv_heads, o.hp.n_heads);
     if ((o.hp.dim / o.hp.n_heads) % 2u) return cli_usage_error("train", "head size --dim/--heads must be even");
