@@ -77,6 +77,8 @@ static void test_usage_errors(void **state)
     assert_non_null(strstr(err_text, "missing -m"));
     assert_int_equal(run("eval -m '%s'", model), 2);
     assert_int_equal(run("eval -m '%s' --text x --ctx 1", model), 2);
+    assert_int_equal(run("eval -m '%s' --text x --split paragraphs", model), 2);
+    assert_non_null(strstr(err_text, "--split expects stories or lines"));
     assert_int_equal(run("import llama2c a b"), 2);
     assert_int_equal(run("import gguf a b -o c"), 2);
     assert_int_equal(run("info"), 2);
@@ -154,6 +156,36 @@ static void test_json_outputs(void **state)
     double loss = cJSON_GetObjectItem(o, "loss")->valuedouble;
     assert_true(fabs(exp(loss) - cJSON_GetObjectItem(o, "perplexity")->valuedouble) < 1e-6 * exp(loss));
     assert_true(cJSON_GetObjectItem(o, "stories")->valuedouble == 300);
+    const double cut = cJSON_GetObjectItem(o, "truncated")->valuedouble;
+    assert_true(cut > 0);
+    assert_true(cJSON_GetObjectItem(o, "windows")->valuedouble == 300);
+    /* the protocol's cut is reported on stderr, with the way around it */
+    assert_non_null(strstr(err_text, "stories were longer than the context"));
+    assert_non_null(strstr(err_text, "--windows"));
+    cJSON_Delete(o);
+    assert_int_equal(run("eval -m '%s' --text '%s' --ctx 64 --windows --json", model, tu_data("tinystories/dev.txt")), 0);
+    o = cJSON_Parse(out_text);
+    assert_non_null(o);
+    assert_true(cJSON_GetObjectItem(o, "truncated")->valuedouble == 0);
+    assert_true(cJSON_GetObjectItem(o, "windows")->valuedouble > 300 + cut);
+    assert_null(strstr(err_text, "longer than the context"));
+    cJSON_Delete(o);
+    /* a text with no separator but many lines: one story, and the hint to split lines */
+    {
+        char buf[4096];
+        size_t k = 0;
+        for (int i = 0; i < 60; i++) k += (size_t)snprintf(buf + k, sizeof buf - k, "Tom saw a big dog number %d.\n", i);
+        assert_int_equal(tlm_write_file_atomic(tu_tmp("lines.txt"), buf, k, NULL), TLM_OK);
+    }
+    assert_int_equal(run("eval -m '%s' --text '%s' --ctx 64", model, tu_tmp("lines.txt")), 0);
+    assert_non_null(strstr(err_text, "--split lines"));
+    assert_non_null(strstr(out_text, "stories 1 "));
+    assert_int_equal(run("eval -m '%s' --text '%s' --ctx 64 --split lines --json", model, tu_tmp("lines.txt")), 0);
+    o = cJSON_Parse(out_text);
+    assert_non_null(o);
+    assert_true(cJSON_GetObjectItem(o, "stories")->valuedouble == 60);
+    assert_true(cJSON_GetObjectItem(o, "truncated")->valuedouble == 0);
+    assert_null(strstr(err_text, "note"));
     cJSON_Delete(o);
 
     /* a model against itself: no difference, and an interval of width 0 */

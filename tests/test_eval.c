@@ -13,6 +13,7 @@
 #include "../src/host/fileio.h"
 #include "../src/host/stories.h"
 #include "testutil.h"
+#include "tritlm/runtime.h"
 #include "tritlm/tokenizer.h"
 
 static uint8_t *img, *text;
@@ -95,6 +96,128 @@ static void test_context_truncation(void **state)
     assert_int_equal(tlm_eval_text(&m, (const char *)text, len, &o, &r, &err), TLM_ERR_ARG);
     o.ctx = 0;
     assert_int_equal(tlm_eval_text(&m, "  \n<|endoftext|>\n ", 18, &o, &r, &err), TLM_ERR_FORMAT);
+}
+
+/* --windows: every token after BOS predicted once. Oracle: the device
+ * runtime, one position at a time, restarted at position 0 whenever the
+ * prediction index k - 1 reaches a multiple of ctx - 1 (so the window that
+ * predicts token k begins with token k - 1 at the latest), and the loss as
+ * a double log-sum-exp. With a context longer than every story the windows
+ * change nothing, to the bit. */
+static void test_windows(void **state)
+{
+    (void)state;
+    const uint32_t ctx = 40;
+    const size_t len = prefix_of_stories(6);
+    tlm_eval_opts o = {.ctx = ctx, .windows = 1, .per_story = 1, .threads = 2};
+    tlm_eval_result r;
+    assert_int_equal(tlm_eval_text(&m, (const char *)text, len, &o, &r, NULL), TLM_OK);
+    assert_int_equal(r.stories, 6);
+    assert_int_equal(r.truncated, 0);
+    tlm_stories st;
+    assert_int_equal(tlm_stories_split((const char *)text, len, &st, NULL), TLM_OK);
+    const size_t ab = tlm_runtime_arena_size(&m, ctx);
+    void *arena = malloc(ab);
+    tlm_runtime rt;
+    assert_int_equal(tlm_runtime_init(&rt, &m, ctx, arena, ab, NULL), TLM_OK);
+    const uint32_t V = m.hp.vocab_size;
+    uint64_t tokens = 0, windows = 0;
+    for (size_t i = 0; i < st.n; i++) {
+        size_t cap = TLM_ENCODE_MAX_IDS(st.items[i].len), n = 0;
+        uint32_t *ids = malloc(cap * 4);
+        int32_t *scr = malloc(TLM_ENCODE_SCRATCH(cap) * 4);
+        assert_int_equal(tlm_encode(&m, st.items[i].text, st.items[i].len, TLM_ENCODE_BOS, ids, cap, scr, &n), TLM_OK);
+        assert_true(n > 2 * ctx); /* dev stories are long enough to need several windows at 40 */
+        double loss = 0;
+        uint32_t correct = 0, start = 0;
+        for (size_t k = 1; k < n; k++) {
+            if ((k - 1) % (ctx - 1) == 0) {
+                start = (uint32_t)(k - 1);
+                windows++;
+            }
+            /* token k - 1 at its place in the window; the cache holds the rest */
+            float *logits = NULL;
+            tlm_runtime_forward(&rt, ids[k - 1], (uint32_t)(k - 1) - start, &logits);
+            double mx = logits[0];
+            uint32_t best = 0;
+            for (uint32_t v = 1; v < V; v++)
+                if (logits[v] > mx) mx = logits[best = v];
+            double z = 0;
+            for (uint32_t v = 0; v < V; v++) z += exp((double)logits[v] - mx);
+            loss += log(z) + mx - (double)logits[ids[k]];
+            correct += best == ids[k];
+        }
+        assert_int_equal(r.story[i].predicted, n - 1);
+        assert_true(fabs(r.story[i].loss - loss) < 1e-4 * (double)(n - 1));
+        assert_true(abs((int)r.story[i].correct - (int)correct) <= 2);
+        tokens += n - 1;
+        free(ids);
+        free(scr);
+    }
+    assert_int_equal(r.tokens, tokens);
+    assert_int_equal(r.windows, windows);
+    free(arena);
+    tlm_stories_free(&st);
+    tlm_eval_result_free(&r);
+
+    /* stories that fit the model's whole context: one window, the same bits */
+    tlm_eval_result plain, win;
+    tlm_eval_opts a = {.per_story = 1}, b = {.windows = 1, .per_story = 1};
+    assert_int_equal(tlm_eval_text(&m, (const char *)text, len, &a, &plain, NULL), TLM_OK);
+    assert_int_equal(tlm_eval_text(&m, (const char *)text, len, &b, &win, NULL), TLM_OK);
+    size_t fit = 0;
+    for (size_t i = 0; i < plain.stories; i++) {
+        if (plain.story[i].predicted + 1 >= m.hp.seq_len) continue; /* (possibly cut) */
+        fit++;
+        assert_true(plain.story[i].loss == win.story[i].loss);
+        assert_int_equal(plain.story[i].predicted, win.story[i].predicted);
+        assert_int_equal(plain.story[i].correct, win.story[i].correct);
+    }
+    assert_true(fit >= 3);
+    assert_int_equal(win.windows, win.stories + plain.truncated);
+    tlm_eval_result_free(&plain);
+    tlm_eval_result_free(&win);
+}
+
+/* --split lines: the same stories, one per line (CRLF and blank lines in
+ * between), give the figures that <|endoftext|> separators give, story by
+ * story and to the bit. */
+static void test_split_lines(void **state)
+{
+    (void)state;
+    tlm_stories st;
+    assert_int_equal(tlm_stories_split((const char *)text, prefix_of_stories(8), &st, NULL), TLM_OK);
+    size_t total = 0;
+    for (size_t i = 0; i < st.n; i++) total += st.items[i].len + 32;
+    char *lines = malloc(total), *seps = malloc(total);
+    size_t nl = 0, ns = 0;
+    for (size_t i = 0; i < st.n; i++) {
+        for (size_t k = 0; k < st.items[i].len; k++) {
+            const char c = st.items[i].text[k];
+            lines[nl++] = seps[ns++] = c == '\n' || c == '\r' ? ' ' : c;
+        }
+        memcpy(lines + nl, "\r\n \n\t\n", 6);
+        nl += 6;
+        memcpy(seps + ns, "\n<|endoftext|>\n", 15);
+        ns += 15;
+    }
+    tlm_eval_opts ol = {.separator = "\n", .per_story = 1, .ctx = 128}, os = {.per_story = 1, .ctx = 128};
+    tlm_eval_result rl, rs;
+    assert_int_equal(tlm_eval_text(&m, lines, nl, &ol, &rl, NULL), TLM_OK);
+    assert_int_equal(tlm_eval_text(&m, seps, ns, &os, &rs, NULL), TLM_OK);
+    assert_int_equal(rs.stories, st.n);
+    assert_int_equal(rl.stories, st.n);
+    assert_true(st.n >= 8);
+    for (size_t i = 0; i < st.n; i++) {
+        assert_true(rl.story[i].loss == rs.story[i].loss);
+        assert_int_equal(rl.story[i].predicted, rs.story[i].predicted);
+        assert_int_equal(rl.story[i].correct, rs.story[i].correct);
+    }
+    tlm_eval_result_free(&rl);
+    tlm_eval_result_free(&rs);
+    free(lines);
+    free(seps);
+    tlm_stories_free(&st);
 }
 
 /* Per-story figures add up to the totals; a model against itself differs
@@ -205,6 +328,8 @@ int main(void)
         cmocka_unit_test(test_reference_figures),
         cmocka_unit_test(test_paths_and_threads_agree),
         cmocka_unit_test(test_context_truncation),
+        cmocka_unit_test(test_windows),
+        cmocka_unit_test(test_split_lines),
         cmocka_unit_test(test_per_story_and_self_comparison),
         cmocka_unit_test(test_paired_bootstrap_interval),
     };

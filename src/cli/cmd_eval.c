@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "../host/eval.h"
@@ -14,8 +15,9 @@
 #include "tritlm/runtime.h"
 
 static const char help[] =
-    "usage: tritlm eval -m MODEL --text FILE [--ctx N] [--threads N] [--token-by-token [--kv-int8]]\n"
-    "                   [--privatize dx|rr --epsilon E [--seed S]] [--versus MODEL_B [--resamples N]] [--json]\n"
+    "usage: tritlm eval -m MODEL --text FILE [--ctx N] [--windows] [--split stories|lines] [--threads N]\n"
+    "                   [--token-by-token [--kv-int8]] [--privatize dx|rr --epsilon E [--seed S]]\n"
+    "                   [--versus MODEL_B [--resamples N]] [--json]\n"
     "\n"
     "Splits FILE into stories on <|endoftext|> lines, encodes each with BOS, truncates\n"
     "it to N tokens and scores the prediction of every token after the first. Prints\n"
@@ -24,6 +26,10 @@ static const char help[] =
     "  -m, --model FILE     model image (.tlm)\n"
     "      --text FILE      stories to evaluate\n"
     "      --ctx N          truncation length (default: the model's seq_len)\n"
+    "      --windows        score all of a longer story, in windows of N tokens that\n"
+    "                       each start fresh where the previous one stopped predicting\n"
+    "      --split lines    every non-empty line is one story (utterances, messages);\n"
+    "                       'stories' (the default) splits on <|endoftext|>\n"
     "      --threads N      worker threads (default: all cores)\n"
     "      --token-by-token decode one position at a time with the device runtime\n"
     "                       (slower; a cross-check of the sequence path)\n"
@@ -48,6 +54,7 @@ int cmd_eval(int argc, char **argv)
         {"privatize", required_argument, 0, 'P'}, {"epsilon", required_argument, 0, 'E'},
         {"seed", required_argument, 0, 'S'}, {"kv-int8", no_argument, 0, 'K'},
         {"versus", required_argument, 0, 'V'}, {"resamples", required_argument, 0, 'R'},
+        {"windows", no_argument, 0, 'W'},     {"split", required_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *model_path = NULL, *text_path = NULL, *versus = NULL;
     tlm_eval_opts eo = {0};
@@ -86,6 +93,12 @@ int cmd_eval(int argc, char **argv)
             eo.priv_seeded = 1;
             break;
         case 'V': versus = optarg; break;
+        case 'W': eo.windows = 1; break;
+        case 'L':
+            if (!strcmp(optarg, "lines")) eo.separator = "\n";
+            else if (!strcmp(optarg, "stories")) eo.separator = NULL;
+            else return cli_usage_error("eval", "--split expects stories or lines, got '%s'", optarg);
+            break;
         case 'R':
             if (!cli_parse_u32(optarg, 100, 1000000, &resamples))
                 return cli_usage_error("eval", "--resamples expects 100..1000000, got '%s'", optarg);
@@ -134,6 +147,7 @@ int cmd_eval(int argc, char **argv)
         }
         if (!st) st = tlm_eval_paired(r.story, rb.story, (size_t)r.stories, resamples, 1, &pc, &err);
     }
+    const int multiline = memchr(text, '\n', len) != NULL;
     free(text);
     tlm_eval_result_free(&r);
     tlm_eval_result_free(&rb);
@@ -146,6 +160,7 @@ int cmd_eval(int argc, char **argv)
         cJSON_AddNumberToObject(o, "tokens", (double)r.tokens);
         cJSON_AddNumberToObject(o, "stories", (double)r.stories);
         cJSON_AddNumberToObject(o, "truncated", (double)r.truncated);
+        cJSON_AddNumberToObject(o, "windows", (double)r.windows);
         cJSON_AddNumberToObject(o, "seconds", r.seconds);
         cJSON_AddNumberToObject(o, "tokens_per_s", r.tokens_per_s);
         if (mech) {
@@ -174,8 +189,10 @@ int cmd_eval(int argc, char **argv)
         free(s);
         cJSON_Delete(o);
     } else {
-        printf("loss %.5f  perplexity %.4f  top1 %.5f  tokens %llu  stories %llu  truncated %llu\n", r.loss, r.perplexity,
+        printf("loss %.5f  perplexity %.4f  top1 %.5f  tokens %llu  stories %llu  truncated %llu", r.loss, r.perplexity,
                r.top1, (unsigned long long)r.tokens, (unsigned long long)r.stories, (unsigned long long)r.truncated);
+        if (eo.windows) printf("  windows %llu", (unsigned long long)r.windows);
+        putchar('\n');
         fflush(stdout);
         fprintf(stderr, "%.2f s, %.0f tok/s\n", r.seconds, r.tokens_per_s);
         if (versus) {
@@ -186,5 +203,13 @@ int cmd_eval(int argc, char **argv)
                    pc.b_lower, pc.stories, pc.a_lower, pc.resamples);
         }
     }
+    /* A text without separators is one story, cut to the context: say so,
+     * since a figure from its first few hundred tokens is rarely what was meant. */
+    if (r.truncated)
+        fprintf(stderr, "eval: note: %llu of %llu stories were longer than the context and were cut to it%s; "
+                        "--windows scores every token%s\n",
+                (unsigned long long)r.truncated, (unsigned long long)r.stories,
+                r.stories == 1 ? " (the whole file is one story: no <|endoftext|> in it)" : "",
+                r.stories == 1 && multiline ? ", --split lines makes each line a story" : "");
     return 0;
 }

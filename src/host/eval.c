@@ -18,7 +18,7 @@
 
 typedef struct {
     double loss;       /* summed over the story's predictions */
-    uint32_t correct, predicted, positions;
+    uint32_t correct, predicted, positions, windows;
     uint32_t privatized, unchanged;
     int truncated;
     tlm_status status;
@@ -28,7 +28,7 @@ typedef struct {
     const tlm_model *m;
     const tlm_stories *stories;
     uint32_t ctx;
-    int token_by_token, float_acts;
+    int windows, token_by_token, float_acts;
     uint32_t rt_flags;
     const tlm_privatizer *priv;
     int priv_seeded;
@@ -93,12 +93,12 @@ static void *worker(void *arg)
             atomic_fetch_add(&j->done, 1);
             continue;
         }
-        if (n > j->ctx) {
+        if (n > j->ctx && !j->windows) {
             n = j->ctx;
             r->truncated = 1;
         }
+        if (n > UINT32_MAX) n = UINT32_MAX; /* (a story of 4G tokens) */
         uint32_t T = (uint32_t)n;
-        r->positions = T;
         const uint32_t *in = ids;
         if (j->priv && T > 1) {
             tlm_chacha cc;
@@ -122,17 +122,25 @@ static void *worker(void *arg)
                 }
             in = pin;
         }
-        if (j->token_by_token) {
-            for (uint32_t t = 0; t + 1 < T; t++) {
-                float *logits;
-                tlm_runtime_forward(&rt, in[t], t, &logits);
-                score(logits, V, ids[t + 1], r);
+        /* windows [a, b) of at most ctx tokens; the next starts at b - 1 */
+        for (uint32_t a = 0;;) {
+            const uint32_t b = T - a > j->ctx ? a + j->ctx : T, W = b - a;
+            r->positions += W;
+            r->windows++;
+            if (j->token_by_token) {
+                for (uint32_t t = 0; t + 1 < W; t++) {
+                    float *logits;
+                    tlm_runtime_forward(&rt, in[a + t], t, &logits);
+                    score(logits, V, ids[a + t + 1], r);
+                }
+            } else if (W > 1) {
+                tlm_seq_forward(m, in + a, W - 1, &ws);
+                for (uint32_t t = 0; t + 1 < W; t++) score(ws.logits + (size_t)t * V, V, ids[a + t + 1], r);
             }
-        } else if (T > 1) {
-            tlm_seq_forward(m, in, T - 1, &ws);
-            for (uint32_t t = 0; t + 1 < T; t++) score(ws.logits + (size_t)t * V, V, ids[t + 1], r);
+            if (b >= T) break;
+            a = b - 1;
         }
-        atomic_fetch_add(&j->positions, T);
+        atomic_fetch_add(&j->positions, r->positions);
         atomic_fetch_add(&j->done, 1);
     }
     if (have_ws) tlm_seq_ws_free(&ws);
@@ -152,17 +160,18 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
     if (ctx < 2 || ctx > m->hp.seq_len)
         return tlm_fail(err, TLM_ERR_ARG, "--ctx %u must be between 2 and the model's seq_len %u", ctx, m->hp.seq_len);
     tlm_stories stories;
-    tlm_status st = tlm_stories_split(text, len, &stories, err);
+    const char *sep = opts->separator ? opts->separator : TLM_STORY_SEPARATOR;
+    tlm_status st = tlm_stories_split_by(text, len, sep, &stories, err);
     if (st) return st;
     if (stories.n == 0) {
         tlm_stories_free(&stories);
-        return tlm_fail(err, TLM_ERR_FORMAT, "the text holds no story (stories are separated by %s lines)", TLM_STORY_SEPARATOR);
+        return tlm_fail(err, TLM_ERR_FORMAT, "the text holds no story (only white space and separators)");
     }
     int threads = opts->threads > 0 ? opts->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
     if ((size_t)threads > stories.n) threads = (int)stories.n;
 
-    job j = {.m = m, .stories = &stories, .ctx = ctx, .token_by_token = opts->token_by_token, .rt_flags = opts->rt_flags,
+    job j = {.m = m, .stories = &stories, .ctx = ctx, .windows = opts->windows, .token_by_token = opts->token_by_token, .rt_flags = opts->rt_flags,
              .float_acts = opts->float_acts, .priv = opts->priv, .priv_seeded = opts->priv_seeded,
              .priv_seed = opts->priv_seed};
     for (size_t i = 0; i < stories.n; i++)
@@ -209,6 +218,7 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
         correct += j.res[i].correct;
         res->tokens += j.res[i].predicted;
         res->truncated += (uint64_t)j.res[i].truncated;
+        res->windows += j.res[i].windows;
         positions += j.res[i].positions;
         res->privatized += j.res[i].privatized;
         res->unchanged += j.res[i].unchanged;

@@ -10,6 +10,11 @@
 
 typedef struct tlm_eval_opts {
     uint32_t ctx;        /* truncate stories to this many tokens; 0: seq_len */
+    int windows;         /* instead of truncating, score a longer story in windows of ctx
+                            tokens, each starting fresh where the last one's predictions
+                            ended (its first token is context only): every token after
+                            BOS is predicted once */
+    const char *separator; /* between stories; NULL: <|endoftext|> ("\n": one per line) */
     int threads;         /* worker threads; <= 0: all online cores */
     int token_by_token;  /* use the device decoder one position at a time */
     uint32_t rt_flags;   /* the decoder's flags (TLM_RT_KV_INT8), with token_by_token */
@@ -34,7 +39,8 @@ typedef struct tlm_eval_result {
     double top1;
     uint64_t tokens;      /* predicted tokens */
     uint64_t stories;
-    uint64_t truncated;
+    uint64_t truncated;   /* stories cut to ctx (0 with windows) */
+    uint64_t windows;     /* forward passes: one per story, more with windows */
     double seconds;
     double tokens_per_s;  /* processed tokens (including BOS positions) per second */
     uint64_t privatized, unchanged; /* with priv: input tokens privatized, and those that came out unchanged */

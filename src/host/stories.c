@@ -8,13 +8,19 @@ static int is_strip(char c) { return c == ' ' || c == '\n' || c == '\r' || c == 
 
 tlm_status tlm_stories_split(const char *text, size_t len, tlm_stories *out, tlm_error *err)
 {
-    const size_t sep_len = strlen(TLM_STORY_SEPARATOR);
+    return tlm_stories_split_by(text, len, TLM_STORY_SEPARATOR, out, err);
+}
+
+tlm_status tlm_stories_split_by(const char *text, size_t len, const char *separator, tlm_stories *out, tlm_error *err)
+{
+    const size_t sep_len = strlen(separator);
+    if (sep_len == 0) return tlm_fail(err, TLM_ERR_ARG, "empty story separator");
     size_t cap = 64, n = 0;
     tlm_span *items = malloc(cap * sizeof *items);
     if (!items) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
     const char *p = text, *end = text + len;
     while (p <= end) {
-        const char *sep = memmem(p, (size_t)(end - p), TLM_STORY_SEPARATOR, sep_len);
+        const char *sep = memmem(p, (size_t)(end - p), separator, sep_len);
         const char *stop = sep ? sep : end;
         const char *a = p, *b = stop;
         while (a < b && is_strip(*a)) a++;
