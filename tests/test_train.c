@@ -574,6 +574,46 @@ static void test_cli_train_and_export(void **state)
     free(model);
 }
 
+/* The training tokens and story count in train's first line on stderr. */
+static void corpus_line(unsigned long long *tokens, unsigned long long *stories)
+{
+    const char *p = strstr(run_err, "parameters, ");
+    assert_non_null(p);
+    assert_int_equal(sscanf(p, "parameters, %llu training tokens in %llu stories", tokens, stories), 2);
+}
+
+/* --split lines: the tiny corpus one story a line (CRLF, a blank line)
+ * gives the token stream that its <|endoftext|> form gives. */
+static void test_cli_split_lines(void **state)
+{
+    (void)state;
+    write_text(tu_tmp("lines.txt"), "Tom had a red ball. He liked to play with it in the sun.\r\n\n"
+                                    "Sue saw a big dog. The dog was happy and ran to her.\n"
+                                    "  One day, a cat sat on a mat. It was warm and the cat slept.");
+    const char *shape = "--dim 32 --hidden 48 --layers 1 --heads 4 --ctx 16 --batch 2 --steps 2 --eval-every 1";
+    unsigned long long tl, sl, ts, ss;
+    assert_int_equal(run("train --data '%s' --val '%s' --split lines --tokenizer '%s' %s -o '%s'", tu_tmp("lines.txt"),
+                         tu_tmp("lines.txt"), tok_path, shape, tu_tmp("l.tlm")), 0);
+    corpus_line(&tl, &sl);
+    assert_int_equal(run("train --data '%s' --val '%s' --tokenizer '%s' %s -o '%s'", corpus_path, corpus_path, tok_path,
+                         shape, tu_tmp("s.tlm")), 0);
+    corpus_line(&ts, &ss);
+    assert_int_equal(sl, 3);
+    assert_int_equal(ss, 3);
+    assert_int_equal(tl, ts);
+    /* the same start, the same data and seed: the same model */
+    uint8_t *a, *b;
+    size_t na, nb;
+    assert_int_equal(tlm_read_file(tu_tmp("l.tlm"), &a, &na, NULL), TLM_OK);
+    assert_int_equal(tlm_read_file(tu_tmp("s.tlm"), &b, &nb, NULL), TLM_OK);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na);
+    free(a);
+    free(b);
+    assert_int_equal(run("train --data '%s' --split words --tokenizer '%s' %s -o x.tlm", corpus_path, tok_path, shape), 2);
+    assert_true(err_has("--split expects stories or lines"));
+}
+
 static void test_cli_bad_arguments(void **state)
 {
     (void)state;
@@ -614,7 +654,8 @@ int main(void)
         cmocka_unit_test(test_overfits_tiny_corpus),  cmocka_unit_test(test_deterministic_and_resume),
         cmocka_unit_test(test_qat), cmocka_unit_test(test_init_average),
         cmocka_unit_test(test_killed_checkpoint_write), cmocka_unit_test(test_damaged_checkpoint),
-        cmocka_unit_test(test_cli_train_and_export), cmocka_unit_test(test_cli_bad_arguments),
+        cmocka_unit_test(test_cli_train_and_export), cmocka_unit_test(test_cli_split_lines),
+        cmocka_unit_test(test_cli_bad_arguments),
         cmocka_unit_test(test_tokenizer_training),
     };
     if (getenv("TLM_TEST_FILTER")) cmocka_set_test_filter(getenv("TLM_TEST_FILTER"));

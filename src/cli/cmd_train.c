@@ -28,6 +28,8 @@ static const char help[] =
     "      --kv-heads N       (default 4, or --heads when 4 does not divide it)\n"
     "      --separate-classifier  do not share the classifier with the embedding\n"
     "training:\n"
+    "      --split lines      every non-empty line of --data and --val is one story\n"
+    "                         (utterances, messages); default: split on <|endoftext|>\n"
     "      --init FILE        start from this model (fine-tuning), or from a checkpoint's\n"
     "                         weights with a fresh optimizer (a QAT run's latent fp32\n"
     "                         weights: the next stage of quantization-aware training)\n"
@@ -62,7 +64,7 @@ static const char help[] =
 
 enum { O_DATA = 256, O_VAL, O_TOK, O_INIT, O_RESUME, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV, O_SEP, O_CTX,
        O_BATCH, O_STEPS, O_MIN, O_LR, O_MINLR, O_WARM, O_WD, O_CLIP, O_SEED, O_THREADS, O_EVAL, O_CKPT, O_JSON,
-       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP, O_EMA, O_INITAVG };
+       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP, O_EMA, O_INITAVG, O_SPLIT };
 
 /* Options of the training loop, shared with 'tritlm quantize --qat'. */
 const struct option cli_train_loop_options[] = {
@@ -75,7 +77,7 @@ const struct option cli_train_loop_options[] = {
     {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
     {"eval-every", required_argument, 0, O_EVAL}, {"ckpt-every", required_argument, 0, O_CKPT},
     {"stop-after", required_argument, 0, O_STOP}, {"dropout", required_argument, 0, O_DROP},
-    {"ema", required_argument, 0, O_EMA}, {0, 0, 0, 0}};
+    {"ema", required_argument, 0, O_EMA}, {"split", required_argument, 0, O_SPLIT}, {0, 0, 0, 0}};
 
 int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opts *o)
 {
@@ -98,6 +100,11 @@ int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opt
     switch (c) {
     case O_DATA: o->data = arg; break;
     case O_VAL: o->val = arg; break;
+    case O_SPLIT:
+        if (!strcmp(arg, "lines")) o->separator = "\n";
+        else if (!strcmp(arg, "stories")) o->separator = NULL;
+        else return cli_usage_error(cmd, "--split expects stories or lines, got '%s'", arg);
+        break;
     case O_RESUME: o->resume = arg; break;
     case O_CTX: U32("--ctx", 2, 1u << 20, o->ctx); break;
     case O_BATCH: U32("--batch", 1, 1u << 16, o->batch); break;

@@ -192,7 +192,8 @@ static tlm_status make_image(const tlm_params *p, const tlm_quant_cfg *q, const 
 }
 
 static tlm_status validate(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos, uint32_t eos,
-                           const char *text, size_t len, int threads, tlm_eval_result *r, tlm_error *err)
+                           const char *text, size_t len, const char *sep, int threads, tlm_eval_result *r,
+                           tlm_error *err)
 {
     uint8_t *img;
     size_t bytes;
@@ -200,7 +201,7 @@ static tlm_status validate(const tlm_params *p, const tlm_quant_cfg *q, const tl
     if (st) return st;
     tlm_model m;
     st = tlm_model_open(&m, img, bytes, err);
-    tlm_eval_opts eo = {.threads = threads};
+    tlm_eval_opts eo = {.threads = threads, .separator = sep};
     if (!st) st = tlm_eval_text(&m, text, len, &eo, r, err);
     free(img);
     return st;
@@ -370,7 +371,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         tok_img = img;
         tlm_model tm;
         st = tlm_model_open(&tm, tok_img, bytes, err);
-        if (!st) st = tlm_corpus_load(&corpus, &tm, o->data, err);
+        if (!st) st = tlm_corpus_load(&corpus, &tm, o->data, o->separator, err);
         if (st) goto out;
         if (corpus.n < (size_t)T + 2) {
             st = tlm_fail(err, TLM_ERR_ARG, "%s has %llu tokens, fewer than --ctx %u + 2", o->data, (unsigned long long)corpus.n, T);
@@ -436,7 +437,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     if (!resume && val_text && o->eval_every) {
         tlm_eval_result r;
         double t0 = tlm_now();
-        st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
+        st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, o->separator, s.threads, &r, err);
         if (st) goto out;
         eval_secs = tlm_now() - t0;
         fprintf(val_log, "0,%.6f,%.6f,%llu\n", r.loss, r.top1, (unsigned long long)r.tokens);
@@ -495,7 +496,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (val_text && o->eval_every && (meta.step % o->eval_every == 0 || last)) {
             tlm_eval_result r;
             double e0 = tlm_now();
-            st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, s.threads, &r, err);
+            st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, o->separator, s.threads, &r, err);
             if (st) goto out;
             eval_secs = tlm_now() - e0;
             fprintf(val_log, "%llu,%.6f,%.6f,%llu\n", (unsigned long long)meta.step, r.loss, r.top1, (unsigned long long)r.tokens);

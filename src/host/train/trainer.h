@@ -10,6 +10,7 @@
 
 typedef struct tlm_train_opts {
     const char *data, *val, *tokenizer, *init, *out, *resume;
+    const char *separator; /* between stories of data and val; NULL: <|endoftext|> */
     tlm_hparams hp;        /* dimensions of a fresh model (vocab from the tokenizer, seq_len = ctx) */
     uint32_t batch, ctx;   /* sequences per step, window length */
     uint32_t warmup;       /* 0: min(100, steps / 10) */
