@@ -612,6 +612,22 @@ static void test_cli_split_lines(void **state)
     free(b);
     assert_int_equal(run("train --data '%s' --split words --tokenizer '%s' %s -o x.tlm", corpus_path, tok_path, shape), 2);
     assert_true(err_has("--split expects stories or lines"));
+    /* and the tokenizer trained on either form is the same file */
+    assert_int_equal(run("tokenizer train --vocab 280 --split lines -o '%s' '%s'", tu_tmp("tl.bin"), tu_tmp("lines.txt")), 0);
+    assert_int_equal(run("tokenizer train --vocab 280 -o '%s' '%s'", tu_tmp("ts.bin"), corpus_path), 0);
+    assert_int_equal(tlm_read_file(tu_tmp("tl.bin"), &a, &na, NULL), TLM_OK);
+    assert_int_equal(tlm_read_file(tu_tmp("ts.bin"), &b, &nb, NULL), TLM_OK);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na);
+    free(a);
+    free(b);
+    /* without it, the lines are one story: a leading space only at the first */
+    assert_int_equal(run("tokenizer train --vocab 280 -o '%s' '%s'", tu_tmp("t1.bin"), tu_tmp("lines.txt")), 0);
+    assert_int_equal(tlm_read_file(tu_tmp("t1.bin"), &a, &na, NULL), TLM_OK);
+    assert_int_equal(tlm_read_file(tu_tmp("ts.bin"), &b, &nb, NULL), TLM_OK);
+    assert_true(na != nb || memcmp(a, b, na) != 0);
+    free(a);
+    free(b);
 }
 
 static void test_cli_bad_arguments(void **state)

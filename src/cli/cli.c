@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -46,6 +47,14 @@ int cli_parse_u64(const char *s, uint64_t *out)
     if (errno || *end) return 0;
     *out = v;
     return 1;
+}
+
+int cli_parse_split(const char *cmd, const char *arg, const char **sep)
+{
+    if (!strcmp(arg, "lines")) *sep = "\n";
+    else if (!strcmp(arg, "stories")) *sep = NULL;
+    else return cli_usage_error(cmd, "--split expects stories or lines, got '%s'", arg);
+    return 0;
 }
 
 int cli_parse_float(const char *s, float lo, float hi, float *out)

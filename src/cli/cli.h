@@ -44,6 +44,10 @@ int cli_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out);
 int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_float(const char *s, float lo, float hi, float *out);
 
+/* --split stories|lines: *sep becomes NULL (<|endoftext|>) or "\n".
+ * Returns 0, or TLM_EXIT_USAGE after reporting another value. */
+int cli_parse_split(const char *cmd, const char *arg, const char **sep);
+
 /* Reports an unknown option or a missing argument in getopt's style. */
 int cli_bad_option(const char *cmd, char **argv, int optopt_char);
 

@@ -95,9 +95,7 @@ int cmd_eval(int argc, char **argv)
         case 'V': versus = optarg; break;
         case 'W': eo.windows = 1; break;
         case 'L':
-            if (!strcmp(optarg, "lines")) eo.separator = "\n";
-            else if (!strcmp(optarg, "stories")) eo.separator = NULL;
-            else return cli_usage_error("eval", "--split expects stories or lines, got '%s'", optarg);
+            if (cli_parse_split("eval", optarg, &eo.separator)) return TLM_EXIT_USAGE;
             break;
         case 'R':
             if (!cli_parse_u32(optarg, 100, 1000000, &resamples))

@@ -11,7 +11,7 @@
 #include "cli.h"
 
 static const char help[] =
-    "usage: tritlm tokenizer train --vocab N [--out TOK.bin] [--coverage C] TEXT...\n"
+    "usage: tritlm tokenizer train --vocab N [--out TOK.bin] [--coverage C] [--split lines] TEXT...\n"
     "\n"
     "Trains a byte-fallback BPE tokenizer on the stories of the TEXT files (split on\n"
     "<|endoftext|> lines) and writes it in llama2.c's tokenizer.bin format: <unk>, BOS,\n"
@@ -22,6 +22,7 @@ static const char help[] =
     "      --vocab N      total vocabulary size (>= 260)\n"
     "  -o, --out FILE     output (default tokenizer.bin)\n"
     "      --coverage C   character coverage in (0, 1]\n"
+    "      --split lines  every non-empty line is one story (as 'train --split lines')\n"
     "  -h, --help         this text\n";
 
 int cmd_tokenizer(int argc, char **argv)
@@ -37,6 +38,7 @@ int cmd_tokenizer(int argc, char **argv)
     argv++;
     static const struct option opts[] = {{"vocab", required_argument, 0, 'v'}, {"out", required_argument, 0, 'o'},
                                          {"coverage", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'},
+                                         {"split", required_argument, 0, 'L'},
                                          {0, 0, 0, 0}};
     tlm_bpe_opts o = {.vocab_size = 0, .char_coverage = 0.9995, .progress = isatty(2)};
     const char *out = "tokenizer.bin";
@@ -54,6 +56,9 @@ int cmd_tokenizer(int argc, char **argv)
         case 'c':
             if (!cli_parse_float(optarg, 1e-6f, 1.0f, &cov)) return cli_usage_error("tokenizer", "--coverage expects (0, 1], got '%s'", optarg);
             o.char_coverage = cov;
+            break;
+        case 'L':
+            if (cli_parse_split("tokenizer", optarg, &o.separator)) return TLM_EXIT_USAGE;
             break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_bad_option("tokenizer", argv, c);

@@ -101,9 +101,7 @@ int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opt
     case O_DATA: o->data = arg; break;
     case O_VAL: o->val = arg; break;
     case O_SPLIT:
-        if (!strcmp(arg, "lines")) o->separator = "\n";
-        else if (!strcmp(arg, "stories")) o->separator = NULL;
-        else return cli_usage_error(cmd, "--split expects stories or lines, got '%s'", arg);
+        if (cli_parse_split(cmd, arg, &o->separator)) return TLM_EXIT_USAGE;
         break;
     case O_RESUME: o->resume = arg; break;
     case O_CTX: U32("--ctx", 2, 1u << 20, o->ctx); break;

@@ -14,9 +14,10 @@ typedef struct tlm_bpe_opts {
     uint32_t vocab_size;     /* total tokens, >= 259 + 1 */
     double char_coverage;    /* fraction of character occurrences given their own token (0.9995) */
     int progress;
+    const char *separator;   /* between stories; NULL: <|endoftext|> ("\n": one per line) */
 } tlm_bpe_opts;
 
-/* Trains on the concatenated texts (stories split on <|endoftext|>). */
+/* Trains on the concatenated texts (stories split on the separator). */
 tlm_status tlm_bpe_train(const char *const *texts, const size_t *lens, size_t n_texts, const tlm_bpe_opts *o,
                          tlm_vocab *out, tlm_error *err);
 
