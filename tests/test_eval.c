@@ -49,6 +49,17 @@ static size_t prefix_of_stories(size_t n)
     return (size_t)(p - (const char *)text);
 }
 
+/* A story's token ids with BOS (malloc'd) and their count. */
+static uint32_t *encode_story(const tlm_span *story, size_t *n)
+{
+    const size_t cap = TLM_ENCODE_MAX_IDS(story->len);
+    uint32_t *ids = malloc(cap * 4);
+    int32_t *scr = malloc(TLM_ENCODE_SCRATCH(cap) * 4);
+    assert_int_equal(tlm_encode(&m, story->text, story->len, TLM_ENCODE_BOS, ids, cap, scr, n), TLM_OK);
+    free(scr);
+    return ids;
+}
+
 static void test_paths_and_threads_agree(void **state)
 {
     (void)state;
@@ -79,14 +90,10 @@ static void test_context_truncation(void **state)
     assert_int_equal(tlm_stories_split((const char *)text, len, &st, NULL), TLM_OK);
     uint64_t want_tokens = 0, want_trunc = 0;
     for (size_t i = 0; i < st.n; i++) {
-        size_t cap = TLM_ENCODE_MAX_IDS(st.items[i].len), n = 0;
-        uint32_t *ids = malloc(cap * 4);
-        int32_t *scr = malloc(TLM_ENCODE_SCRATCH(cap) * 4);
-        assert_int_equal(tlm_encode(&m, st.items[i].text, st.items[i].len, TLM_ENCODE_BOS, ids, cap, scr, &n), TLM_OK);
+        size_t n = 0;
+        free(encode_story(&st.items[i], &n));
         want_tokens += (n > 64 ? 64 : n) - 1;
         want_trunc += n > 64;
-        free(ids);
-        free(scr);
     }
     assert_int_equal(r.tokens, want_tokens);
     assert_int_equal(r.truncated, want_trunc);
@@ -123,10 +130,8 @@ static void test_windows(void **state)
     const uint32_t V = m.hp.vocab_size;
     uint64_t tokens = 0, windows = 0;
     for (size_t i = 0; i < st.n; i++) {
-        size_t cap = TLM_ENCODE_MAX_IDS(st.items[i].len), n = 0;
-        uint32_t *ids = malloc(cap * 4);
-        int32_t *scr = malloc(TLM_ENCODE_SCRATCH(cap) * 4);
-        assert_int_equal(tlm_encode(&m, st.items[i].text, st.items[i].len, TLM_ENCODE_BOS, ids, cap, scr, &n), TLM_OK);
+        size_t n = 0;
+        uint32_t *ids = encode_story(&st.items[i], &n);
         assert_true(n > 2 * ctx); /* dev stories are long enough to need several windows at 40 */
         double loss = 0;
         uint32_t correct = 0, start = 0;
@@ -152,7 +157,6 @@ static void test_windows(void **state)
         assert_true(abs((int)r.story[i].correct - (int)correct) <= 2);
         tokens += n - 1;
         free(ids);
-        free(scr);
     }
     assert_int_equal(r.tokens, tokens);
     assert_int_equal(r.windows, windows);
