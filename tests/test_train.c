@@ -608,6 +608,11 @@ static void test_cli_split_lines(void **state)
     assert_int_equal(run("train --data '%s' --val '%s' --split lines --tokenizer '%s' %s -o '%s'", tu_tmp("lines.txt"),
                          tu_tmp("lines.txt"), tok_path, shape, tu_tmp("l.tlm")), 0);
     corpus_line(&tl, &sl);
+    assert_null(strstr(run_err, "note:"));
+    /* without --split lines, a --val that is one story longer than the context is pointed out */
+    assert_int_equal(run("train --data '%s' --val '%s' --tokenizer '%s' %s -o '%s'", tu_tmp("lines.txt"),
+                         tu_tmp("lines.txt"), tok_path, shape, tu_tmp("n.tlm")), 0);
+    assert_true(err_has("validation scores only its first 16 tokens; --split lines"));
     assert_int_equal(run("train --data '%s' --val '%s' --tokenizer '%s' %s -o '%s'", corpus_path, corpus_path, tok_path,
                          shape, tu_tmp("s.tlm")), 0);
     corpus_line(&ts, &ss);

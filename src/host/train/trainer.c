@@ -440,6 +440,9 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, o->separator, s.threads, &r, err);
         if (st) goto out;
         eval_secs = tlm_now() - t0;
+        if (!o->quiet && r.stories == 1 && r.truncated)
+            fprintf(stderr, "train: note: --val is one story (no <|endoftext|> in it) and validation scores only its "
+                            "first %u tokens; --split lines makes each line a story\n", T);
         fprintf(val_log, "0,%.6f,%.6f,%llu\n", r.loss, r.top1, (unsigned long long)r.tokens);
         fflush(val_log);
         rep->val_loss = r.loss;
