@@ -1,0 +1,80 @@
+/* libFuzzer harness for the device core's handling of untrusted model
+ * images: any bytes, with the checksum resealed so that the structural
+ * checks alone stand between them and the runtime, must either be refused
+ * with a message or open, decode a few positions (fp32 and int8 KV cache)
+ * and tokenize text without a fault, under ASan and UBSan. A device that
+ * receives a model over the air runs exactly this code on it.
+ * Build and run: scripts/fuzz.sh (clang's -fsanitize=fuzzer). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/core/le.h"
+#include "tritlm/model.h"
+#include "tritlm/runtime.h"
+#include "tritlm/sampler.h"
+#include "tritlm/tokenizer.h"
+
+static void decode_some(const tlm_model *m, uint32_t flags)
+{
+    const uint32_t ctx = m->hp.seq_len < 6 ? m->hp.seq_len : 6;
+    const size_t ab = tlm_runtime_arena_size_flags(m, ctx, flags);
+    if (ab == 0 || ab > (64u << 20)) return;
+    void *arena = malloc(ab);
+    if (!arena) return;
+    tlm_runtime rt;
+    tlm_error err;
+    if (tlm_runtime_init_flags(&rt, m, ctx, flags, arena, ab, &err) == TLM_OK) {
+        uint32_t tok = m->bos_id;
+        for (uint32_t pos = 0; pos < ctx; pos++) {
+            float *logits;
+            if (tlm_runtime_forward(&rt, tok, pos, &logits) != TLM_OK) break;
+            tok = tlm_argmax(logits, m->hp.vocab_size);
+            const uint8_t *piece;
+            volatile size_t len = tlm_decode_piece(m, m->bos_id, tok, &piece);
+            (void)len;
+        }
+    } else if (!err.msg[0]) {
+        abort(); /* a refusal must say why */
+    }
+    free(arena);
+}
+
+static void tokenize_some(const tlm_model *m)
+{
+    static const char text[] = "Once upon a time, a caf\xc3\xa9 \xff\xfe <s> 42!";
+    const size_t n = sizeof text - 1, cap = TLM_ENCODE_MAX_IDS(n);
+    uint32_t ids[TLM_ENCODE_MAX_IDS(sizeof text)];
+    int32_t scratch[TLM_ENCODE_SCRATCH(TLM_ENCODE_MAX_IDS(sizeof text))];
+    size_t got = 0;
+    if (tlm_encode(m, text, n, TLM_ENCODE_BOS, ids, cap, scratch, &got) != TLM_OK) return;
+    if (got > cap) abort();
+    for (size_t i = 0; i < got; i++) {
+        if (ids[i] >= m->hp.vocab_size) abort();
+        const uint8_t *piece;
+        volatile size_t len = tlm_decode_piece(m, i ? ids[i - 1] : m->bos_id, ids[i], &piece);
+        (void)len;
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < TLM_HEADER_BYTES || size > (2u << 20)) return 0;
+    uint8_t *img = aligned_alloc(64, (size + 63) & ~(size_t)63);
+    if (!img) return 0;
+    memcpy(img, data, size);
+    tlm_wr32(img + TLM_H_CRC32, 0);
+    tlm_wr32(img + TLM_H_CRC32, tlm_crc32(0, img, size));
+    tlm_model m;
+    tlm_error err;
+    if (tlm_model_open(&m, img, size, &err) == TLM_OK) {
+        decode_some(&m, 0);
+        decode_some(&m, TLM_RT_KV_INT8);
+        tokenize_some(&m);
+    } else if (!err.msg[0]) {
+        abort();
+    }
+    free(img);
+    return 0;
+}
