@@ -79,6 +79,10 @@ static void test_usage_errors(void **state)
     assert_int_equal(run("eval -m '%s' --text x --ctx 1", model), 2);
     assert_int_equal(run("eval -m '%s' --text x --split paragraphs", model), 2);
     assert_non_null(strstr(err_text, "--split expects stories or lines"));
+    assert_int_equal(run("eval -m '%s' --text x --stride 8", model), 2);
+    assert_non_null(strstr(err_text, "--stride goes with --windows"));
+    assert_int_equal(run("eval -m '%s' --text '%s' --ctx 64 --windows --stride 64", model, tu_data("tinystories/dev.txt")), 1);
+    assert_non_null(strstr(err_text, "below the context"));
     assert_int_equal(run("import llama2c a b"), 2);
     assert_int_equal(run("import gguf a b -o c"), 2);
     assert_int_equal(run("info"), 2);

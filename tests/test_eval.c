@@ -105,22 +105,16 @@ static void test_context_truncation(void **state)
     assert_int_equal(tlm_eval_text(&m, "  \n<|endoftext|>\n ", 18, &o, &r, &err), TLM_ERR_FORMAT);
 }
 
-/* --windows: every token after BOS predicted once. Oracle: the device
- * runtime, one position at a time, restarted at position 0 whenever the
- * prediction index k - 1 reaches a multiple of ctx - 1 (so the window that
- * predicts token k begins with token k - 1 at the latest), and the loss as
- * a double log-sum-exp. With a context longer than every story the windows
- * change nothing, to the bit. */
+/* --windows: every token after BOS predicted once, with and without
+ * overlap (--stride). Oracle: the device runtime, one position at a time,
+ * restarted at position 0 for each window, scoring each target in the
+ * window a closed form names, and the loss as a double log-sum-exp. With
+ * a context longer than every story the windows change nothing, to the bit. */
 static void test_windows(void **state)
 {
     (void)state;
     const uint32_t ctx = 40;
     const size_t len = prefix_of_stories(6);
-    tlm_eval_opts o = {.ctx = ctx, .windows = 1, .per_story = 1, .threads = 2};
-    tlm_eval_result r;
-    assert_int_equal(tlm_eval_text(&m, (const char *)text, len, &o, &r, NULL), TLM_OK);
-    assert_int_equal(r.stories, 6);
-    assert_int_equal(r.truncated, 0);
     tlm_stories st;
     assert_int_equal(tlm_stories_split((const char *)text, len, &st, NULL), TLM_OK);
     const size_t ab = tlm_runtime_arena_size(&m, ctx);
@@ -128,41 +122,57 @@ static void test_windows(void **state)
     tlm_runtime rt;
     assert_int_equal(tlm_runtime_init(&rt, &m, ctx, arena, ab, NULL), TLM_OK);
     const uint32_t V = m.hp.vocab_size;
-    uint64_t tokens = 0, windows = 0;
-    for (size_t i = 0; i < st.n; i++) {
-        size_t n = 0;
-        uint32_t *ids = encode_story(&st.items[i], &n);
-        assert_true(n > 2 * ctx); /* dev stories are long enough to need several windows at 40 */
-        double loss = 0;
-        uint32_t correct = 0, start = 0;
-        for (size_t k = 1; k < n; k++) {
-            if ((k - 1) % (ctx - 1) == 0) {
-                start = (uint32_t)(k - 1);
+    const uint32_t strides[2] = {0, 13}; /* 0: ctx - 1, windows that share one token */
+    for (int c = 0; c < 2; c++) {
+        const uint32_t S = strides[c] ? strides[c] : ctx - 1;
+        tlm_eval_opts o = {.ctx = ctx, .windows = 1, .stride = strides[c], .per_story = 1, .threads = 2};
+        tlm_eval_result r;
+        assert_int_equal(tlm_eval_text(&m, (const char *)text, len, &o, &r, NULL), TLM_OK);
+        assert_int_equal(r.stories, st.n);
+        assert_int_equal(r.truncated, 0);
+        uint64_t tokens = 0, windows = 0;
+        for (size_t i = 0; i < st.n; i++) {
+            size_t n = 0;
+            uint32_t *ids = encode_story(&st.items[i], &n);
+            assert_true(n > 2 * ctx); /* dev stories are long enough to need several windows at 40 */
+            double loss = 0;
+            uint32_t correct = 0;
+            /* window k holds tokens k*S .. k*S + ctx - 1; target t is scored in
+             * the first window that predicts it: k(t) = 0 below ctx, else
+             * floor((t - ctx) / S) + 1 */
+            for (size_t k = 0, a = 0; a + 1 < n; k++, a += S) {
+                if (k > 0 && a - S + ctx >= n) break; /* the previous window reached the end */
                 windows++;
+                for (size_t p = 0; a + p + 1 < n && p + 1 < ctx; p++) {
+                    float *logits = NULL;
+                    tlm_runtime_forward(&rt, ids[a + p], (uint32_t)p, &logits);
+                    const size_t t = a + p + 1;
+                    if ((t < ctx ? 0 : (t - ctx) / S + 1) != k) continue;
+                    double mx = logits[0];
+                    uint32_t best = 0;
+                    for (uint32_t v = 1; v < V; v++)
+                        if (logits[v] > mx) mx = logits[best = v];
+                    double z = 0;
+                    for (uint32_t v = 0; v < V; v++) z += exp((double)logits[v] - mx);
+                    loss += log(z) + mx - (double)logits[ids[t]];
+                    correct += best == ids[t];
+                }
             }
-            /* token k - 1 at its place in the window; the cache holds the rest */
-            float *logits = NULL;
-            tlm_runtime_forward(&rt, ids[k - 1], (uint32_t)(k - 1) - start, &logits);
-            double mx = logits[0];
-            uint32_t best = 0;
-            for (uint32_t v = 1; v < V; v++)
-                if (logits[v] > mx) mx = logits[best = v];
-            double z = 0;
-            for (uint32_t v = 0; v < V; v++) z += exp((double)logits[v] - mx);
-            loss += log(z) + mx - (double)logits[ids[k]];
-            correct += best == ids[k];
+            assert_int_equal(r.story[i].predicted, n - 1);
+            assert_true(fabs(r.story[i].loss - loss) < 1e-4 * (double)(n - 1));
+            assert_true(abs((int)r.story[i].correct - (int)correct) <= 2);
+            tokens += n - 1;
+            free(ids);
         }
-        assert_int_equal(r.story[i].predicted, n - 1);
-        assert_true(fabs(r.story[i].loss - loss) < 1e-4 * (double)(n - 1));
-        assert_true(abs((int)r.story[i].correct - (int)correct) <= 2);
-        tokens += n - 1;
-        free(ids);
+        assert_int_equal(r.tokens, tokens);
+        assert_int_equal(r.windows, windows);
+        tlm_eval_result_free(&r);
     }
-    assert_int_equal(r.tokens, tokens);
-    assert_int_equal(r.windows, windows);
     free(arena);
     tlm_stories_free(&st);
-    tlm_eval_result_free(&r);
+    tlm_eval_opts bad = {.ctx = ctx, .windows = 1, .stride = ctx};
+    tlm_eval_result r;
+    assert_int_equal(tlm_eval_text(&m, (const char *)text, len, &bad, &r, NULL), TLM_ERR_ARG);
 
     /* stories that fit the model's whole context: one window, the same bits */
     tlm_eval_result plain, win;

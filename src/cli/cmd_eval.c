@@ -15,8 +15,8 @@
 #include "tritlm/runtime.h"
 
 static const char help[] =
-    "usage: tritlm eval -m MODEL --text FILE [--ctx N] [--windows] [--split stories|lines] [--threads N]\n"
-    "                   [--token-by-token [--kv-int8]] [--privatize dx|rr --epsilon E [--seed S]]\n"
+    "usage: tritlm eval -m MODEL --text FILE [--ctx N] [--windows [--stride S]] [--split stories|lines]\n"
+    "                   [--threads N] [--token-by-token [--kv-int8]] [--privatize dx|rr --epsilon E [--seed S]]\n"
     "                   [--versus MODEL_B [--resamples N]] [--json]\n"
     "\n"
     "Splits FILE into stories on <|endoftext|> lines, encodes each with BOS, truncates\n"
@@ -28,6 +28,9 @@ static const char help[] =
     "      --ctx N          truncation length (default: the model's seq_len)\n"
     "      --windows        score all of a longer story, in windows of N tokens that\n"
     "                       each start fresh where the previous one stopped predicting\n"
+    "      --stride S       ... or S tokens after the previous window's start (1..N-1):\n"
+    "                       overlapping windows, each scoring only its new tokens, give\n"
+    "                       every prediction at least N-S tokens of context (slower)\n"
     "      --split lines    every non-empty line is one story (utterances, messages);\n"
     "                       'stories' (the default) splits on <|endoftext|>\n"
     "      --threads N      worker threads (default: all cores)\n"
@@ -55,6 +58,7 @@ int cmd_eval(int argc, char **argv)
         {"seed", required_argument, 0, 'S'}, {"kv-int8", no_argument, 0, 'K'},
         {"versus", required_argument, 0, 'V'}, {"resamples", required_argument, 0, 'R'},
         {"windows", no_argument, 0, 'W'},     {"split", required_argument, 0, 'L'},
+        {"stride", required_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *model_path = NULL, *text_path = NULL, *versus = NULL;
     tlm_eval_opts eo = {0};
@@ -94,6 +98,9 @@ int cmd_eval(int argc, char **argv)
             break;
         case 'V': versus = optarg; break;
         case 'W': eo.windows = 1; break;
+        case 'D':
+            if (!cli_parse_u32(optarg, 1, 1u << 20, &eo.stride)) return cli_usage_error("eval", "--stride expects an integer >= 1, got '%s'", optarg);
+            break;
         case 'L':
             if (cli_parse_split("eval", optarg, &eo.separator)) return TLM_EXIT_USAGE;
             break;
@@ -109,6 +116,7 @@ int cmd_eval(int argc, char **argv)
     if (!model_path) return cli_usage_error("eval", "missing -m MODEL");
     if (!text_path) return cli_usage_error("eval", "missing --text FILE");
     if ((mech != TLM_MECH_NONE) != (eps > 0.0f)) return cli_usage_error("eval", "--privatize and --epsilon go together");
+    if (eo.stride && !eo.windows) return cli_usage_error("eval", "--stride goes with --windows");
     if (versus && mech) return cli_usage_error("eval", "--versus compares models on the original text: no --privatize");
     eo.progress = isatty(2);
     eo.per_story = versus != NULL;

@@ -27,7 +27,7 @@ typedef struct {
 typedef struct {
     const tlm_model *m;
     const tlm_stories *stories;
-    uint32_t ctx;
+    uint32_t ctx, stride;
     int windows, token_by_token, float_acts;
     uint32_t rt_flags;
     const tlm_privatizer *priv;
@@ -122,23 +122,25 @@ static void *worker(void *arg)
                 }
             in = pin;
         }
-        /* windows [a, b) of at most ctx tokens; the next starts at b - 1 */
-        for (uint32_t a = 0;;) {
-            const uint32_t b = T - a > j->ctx ? a + j->ctx : T, W = b - a;
+        /* windows [a, b) of at most ctx tokens, `stride` apart; each scores
+         * the targets from `done` (the first not yet scored) to b - 1 */
+        for (uint32_t a = 0, done = 1;;) {
+            const uint32_t b = T - a > j->ctx ? a + j->ctx : T, W = b - a, first = done - a - 1;
             r->positions += W;
             r->windows++;
             if (j->token_by_token) {
                 for (uint32_t t = 0; t + 1 < W; t++) {
                     float *logits;
                     tlm_runtime_forward(&rt, in[a + t], t, &logits);
-                    score(logits, V, ids[a + t + 1], r);
+                    if (t >= first) score(logits, V, ids[a + t + 1], r);
                 }
             } else if (W > 1) {
                 tlm_seq_forward(m, in + a, W - 1, &ws);
-                for (uint32_t t = 0; t + 1 < W; t++) score(ws.logits + (size_t)t * V, V, ids[a + t + 1], r);
+                for (uint32_t t = first; t + 1 < W; t++) score(ws.logits + (size_t)t * V, V, ids[a + t + 1], r);
             }
             if (b >= T) break;
-            a = b - 1;
+            done = b;
+            a += j->stride;
         }
         atomic_fetch_add(&j->positions, r->positions);
         atomic_fetch_add(&j->done, 1);
@@ -159,6 +161,8 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
     uint32_t ctx = opts->ctx ? opts->ctx : m->hp.seq_len;
     if (ctx < 2 || ctx > m->hp.seq_len)
         return tlm_fail(err, TLM_ERR_ARG, "--ctx %u must be between 2 and the model's seq_len %u", ctx, m->hp.seq_len);
+    if (opts->stride >= ctx)
+        return tlm_fail(err, TLM_ERR_ARG, "--stride %u must be below the context %u", opts->stride, ctx);
     tlm_stories stories;
     const char *sep = opts->separator ? opts->separator : TLM_STORY_SEPARATOR;
     tlm_status st = tlm_stories_split_by(text, len, sep, &stories, err);
@@ -171,7 +175,8 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
     if (threads < 1) threads = 1;
     if ((size_t)threads > stories.n) threads = (int)stories.n;
 
-    job j = {.m = m, .stories = &stories, .ctx = ctx, .windows = opts->windows, .token_by_token = opts->token_by_token, .rt_flags = opts->rt_flags,
+    job j = {.m = m, .stories = &stories, .ctx = ctx, .stride = opts->stride ? opts->stride : ctx - 1,
+             .windows = opts->windows, .token_by_token = opts->token_by_token, .rt_flags = opts->rt_flags,
              .float_acts = opts->float_acts, .priv = opts->priv, .priv_seeded = opts->priv_seeded,
              .priv_seed = opts->priv_seed};
     for (size_t i = 0; i < stories.n; i++)

@@ -11,9 +11,11 @@
 typedef struct tlm_eval_opts {
     uint32_t ctx;        /* truncate stories to this many tokens; 0: seq_len */
     int windows;         /* instead of truncating, score a longer story in windows of ctx
-                            tokens, each starting fresh where the last one's predictions
-                            ended (its first token is context only): every token after
-                            BOS is predicted once */
+                            tokens, each starting fresh `stride` tokens after the last;
+                            each window scores only the tokens no earlier window did, so
+                            every token after BOS is predicted once */
+    uint32_t stride;     /* with windows: 1..ctx-1; 0: ctx-1 (no overlap: a window's first
+                            token is the last one's last) */
     const char *separator; /* between stories; NULL: <|endoftext|> ("\n": one per line) */
     int threads;         /* worker threads; <= 0: all online cores */
     int token_by_token;  /* use the device decoder one position at a time */
