@@ -18,7 +18,8 @@
 
 typedef struct {
     double loss;       /* summed over the story's predictions */
-    uint32_t correct, predicted, positions, windows;
+    uint32_t correct, predicted, windows;
+    uint64_t positions; /* processed, over all windows (overlapping ones count again) */
     uint32_t privatized, unchanged;
     int truncated;
     tlm_status status;
