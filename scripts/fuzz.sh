@@ -11,7 +11,8 @@ data=${TLM_DATA_DIR:-$src/../shared/data}
 command -v clang >/dev/null || { echo "fuzz.sh: clang is needed (apt-get install clang)" >&2; exit 1; }
 mkdir -p "$out/seeds" "$out/corpus" "$out/crashes"
 clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -I"$src/include" "$src"/tests/fuzz_image.c "$src"/src/core/*.c -lm -o "$out/fuzz_image"
+    -I"$src/include" "$src"/tests/fuzz_image.c "$src"/src/host/image_build.c "$src"/src/core/*.c -lm \
+    -o "$out/fuzz_image"
 
 # seeds: a tiny fp32 model and its quantized forms (separate classifier too)
 if [ ! -f "$out/seeds.done" ]; then
@@ -28,9 +29,7 @@ if [ ! -f "$out/seeds.done" ]; then
         for pack in t2 t3 ts int8; do
             for emb in int8 ternary; do
                 "$tlm" quantize -m "$t/$cls.tlm" -o "$out/seeds/${pack}_${emb}_$cls.tlm" --pack "$pack" --embed "$emb" \
-                    --group 8 >/dev/null 2>&1 ||
-                    "$tlm" quantize -m "$t/$cls.tlm" -o "$out/seeds/${pack}_${emb}_$cls.tlm" --pack "$pack" --embed "$emb" \
-                        >/dev/null 2>&1
+                    --group 8 >/dev/null 2>&1
             done
         done
     done

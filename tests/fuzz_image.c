@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/core/le.h"
+#include "../src/host/image_build.h"
 #include "tritlm/model.h"
 #include "tritlm/runtime.h"
 #include "tritlm/sampler.h"
@@ -64,8 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *img = aligned_alloc(64, (size + 63) & ~(size_t)63);
     if (!img) return 0;
     memcpy(img, data, size);
-    tlm_wr32(img + TLM_H_CRC32, 0);
-    tlm_wr32(img + TLM_H_CRC32, tlm_crc32(0, img, size));
+    tlm_image_reseal(img, size);
     tlm_model m;
     tlm_error err;
     if (tlm_model_open(&m, img, size, &err) == TLM_OK) {

@@ -199,7 +199,7 @@ tlm_status tlm_bpe_train(const char *const *texts, const size_t *lens, size_t n_
     /* segments of every story, with the encoder's leading space */
     for (size_t f = 0; f < n_texts && !st; f++) {
         tlm_stories s;
-        st = tlm_stories_split_by(texts[f], lens[f], o->separator ? o->separator : TLM_STORY_SEPARATOR, &s, err);
+        st = tlm_stories_split_by(texts[f], lens[f], o->separator, &s, err);
         if (st) goto out;
         size_t longest = 0;
         for (size_t i = 0; i < s.n; i++) longest = s.items[i].len > longest ? s.items[i].len : longest;

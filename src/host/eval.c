@@ -165,8 +165,7 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
     if (opts->stride >= ctx)
         return tlm_fail(err, TLM_ERR_ARG, "--stride %u must be below the context %u", opts->stride, ctx);
     tlm_stories stories;
-    const char *sep = opts->separator ? opts->separator : TLM_STORY_SEPARATOR;
-    tlm_status st = tlm_stories_split_by(text, len, sep, &stories, err);
+    tlm_status st = tlm_stories_split_by(text, len, opts->separator, &stories, err);
     if (st) return st;
     if (stories.n == 0) {
         tlm_stories_free(&stories);

@@ -8,11 +8,12 @@ static int is_strip(char c) { return c == ' ' || c == '\n' || c == '\r' || c == 
 
 tlm_status tlm_stories_split(const char *text, size_t len, tlm_stories *out, tlm_error *err)
 {
-    return tlm_stories_split_by(text, len, TLM_STORY_SEPARATOR, out, err);
+    return tlm_stories_split_by(text, len, NULL, out, err);
 }
 
 tlm_status tlm_stories_split_by(const char *text, size_t len, const char *separator, tlm_stories *out, tlm_error *err)
 {
+    if (!separator) separator = TLM_STORY_SEPARATOR;
     const size_t sep_len = strlen(separator);
     if (sep_len == 0) return tlm_fail(err, TLM_ERR_ARG, "empty story separator");
     size_t cap = 64, n = 0;

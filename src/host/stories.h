@@ -25,7 +25,7 @@ typedef struct tlm_stories {
 tlm_status tlm_stories_split(const char *text, size_t len, tlm_stories *out, tlm_error *err);
 
 /* The same with another separator (non-empty), e.g. "\n" for one story
- * per line. */
+ * per line; NULL means TLM_STORY_SEPARATOR. */
 tlm_status tlm_stories_split_by(const char *text, size_t len, const char *sep, tlm_stories *out, tlm_error *err);
 void tlm_stories_free(tlm_stories *s);
 

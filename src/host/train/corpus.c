@@ -14,7 +14,7 @@ tlm_status tlm_corpus_load(tlm_corpus *c, const tlm_model *tok, const char *path
     tlm_status st = tlm_read_file(path, &text, &len, err);
     if (st) return st;
     tlm_stories s;
-    st = tlm_stories_split_by((const char *)text, len, sep ? sep : TLM_STORY_SEPARATOR, &s, err);
+    st = tlm_stories_split_by((const char *)text, len, sep, &s, err);
     if (st) {
         free(text);
         return st;
