@@ -470,6 +470,38 @@ static void test_damaged_checkpoint(void **state)
     assert_int_equal(tlm_write_file_atomic(tu_tmp("flip.ckpt"), b, n, NULL), TLM_OK);
     assert_int_equal(tlm_ckpt_load(tu_tmp("flip.ckpt"), &m, &p, &v, &bos, &eos, &o, &err), TLM_ERR_CHECKSUM);
     assert_int_equal(tlm_ckpt_load(corpus_path, &m, &p, &v, &bos, &eos, &o, &err), TLM_ERR_MAGIC);
+    b[n / 2] ^= 4;
+    /* the header is checksummed too: a flipped bit of the learning rate (offset 56) */
+    b[57] ^= 0x40;
+    assert_int_equal(tlm_write_file_atomic(tu_tmp("hdr.ckpt"), b, n, NULL), TLM_OK);
+    assert_int_equal(tlm_ckpt_load(tu_tmp("hdr.ckpt"), &m, &p, &v, &bos, &eos, &o, &err), TLM_ERR_CHECKSUM);
+    /* a header that checks out but cannot be trained from (NaN learning rate) */
+    const float nan_lr = NAN;
+    memcpy(b + 56, &nan_lr, 4);
+    const uint8_t zero[4] = {0};
+    uint32_t crc = tlm_crc32(tlm_crc32(tlm_crc32(0, b, 120), zero, 4), b + 124, n - 124);
+    memcpy(b + 120, &crc, 4);
+    assert_int_equal(tlm_write_file_atomic(tu_tmp("nan.ckpt"), b, n, NULL), TLM_OK);
+    assert_int_equal(tlm_ckpt_load(tu_tmp("nan.ckpt"), &m, &p, &v, &bos, &eos, &o, &err), TLM_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "inconsistent training state"));
+    free(b);
+    /* a version 1 file (checksum over what follows the header) still loads, to the same weights */
+    b = slurp(ck, &n);
+    memcpy(b, "TLMCKPT1", 8);
+    crc = tlm_crc32(0, b + 256, n - 256);
+    memcpy(b + 120, &crc, 4);
+    assert_int_equal(tlm_write_file_atomic(tu_tmp("v1.ckpt"), b, n, NULL), TLM_OK);
+    tlm_params p1;
+    assert_int_equal(tlm_ckpt_load(tu_tmp("v1.ckpt"), &m, &p1, &v, &bos, &eos, &o, &err), TLM_OK);
+    tlm_adamw_free(&o);
+    tlm_vocab_free(&v);
+    assert_int_equal(tlm_ckpt_load(ck, &m, &p, &v, &bos, &eos, &o, &err), TLM_OK);
+    assert_int_equal(p1.n, p.n);
+    assert_memory_equal(p1.data, p.data, p.n * sizeof(float));
+    tlm_params_free(&p1);
+    tlm_params_free(&p);
+    tlm_adamw_free(&o);
+    tlm_vocab_free(&v);
     free(b);
     free((char *)c.out);
 }

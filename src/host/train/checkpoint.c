@@ -1,4 +1,5 @@
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,7 +8,11 @@
 #include "../fileio.h"
 #include "checkpoint.h"
 
-#define CKPT_MAGIC "TLMCKPT1"
+/* Version 2 checksums the whole file (the header with its CRC field read
+ * as zero); version 1 checksummed only what follows the header, so a
+ * damaged learning rate or step went unnoticed. Version 1 files still load. */
+#define CKPT_MAGIC "TLMCKPT2"
+#define CKPT_MAGIC_V1 "TLMCKPT1"
 #define CKPT_HEADER 256u
 
 enum {
@@ -27,7 +32,29 @@ int tlm_ckpt_is(const char *path)
     if (!f) return 0;
     const size_t n = fread(magic, 1, sizeof magic, f);
     fclose(f);
-    return n == sizeof magic && memcmp(magic, CKPT_MAGIC, 8) == 0;
+    return n == sizeof magic && (memcmp(magic, CKPT_MAGIC, 8) == 0 || memcmp(magic, CKPT_MAGIC_V1, 8) == 0);
+}
+
+/* The checksum of a version 2 file of n bytes. */
+static uint32_t ckpt_crc(const uint8_t *buf, size_t n)
+{
+    static const uint8_t zero[4] = {0};
+    uint32_t crc = tlm_crc32(0, buf, C_CRC);
+    crc = tlm_crc32(crc, zero, sizeof zero);
+    return tlm_crc32(crc, buf + C_CRC + 4, n - C_CRC - 4);
+}
+
+/* Can the run go on from these settings? (A checkpoint written by tritlm
+ * always passes; this stops a damaged or hand-made one from training on
+ * NaN learning rates or an impossible schedule.) */
+static int ckpt_meta_ok(const tlm_ckpt_meta *m, const tlm_hparams *hp)
+{
+    return m->batch && m->ctx && m->ctx <= hp->seq_len && m->step <= m->total_steps && m->qat <= 1 &&
+           (!m->qat || tlm_quant_check(&m->qcfg, hp, NULL) == TLM_OK) && m->distill >= 0.0f && m->distill <= 1.0f &&
+           m->dropout >= 0.0f && m->dropout <= 0.9f && isfinite(m->lr) && m->lr >= 0.0f && m->min_lr_frac >= 0.0f &&
+           m->min_lr_frac <= 1.0f && isfinite(m->weight_decay) && m->weight_decay >= 0.0f && isfinite(m->clip) &&
+           m->clip >= 0.0f && m->beta1 >= 0.0f && m->beta1 < 1.0f && m->beta2 >= 0.0f && m->beta2 < 1.0f &&
+           isfinite(m->elapsed) && m->elapsed >= 0.0;
 }
 
 tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,
@@ -81,7 +108,7 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
     memcpy(buf + CKPT_HEADER + img_bytes, opt->m, p->n * sizeof(float));
     memcpy(buf + CKPT_HEADER + img_bytes + p->n * sizeof(float), opt->v, p->n * sizeof(float));
     if (has_ema) memcpy(buf + CKPT_HEADER + img_bytes + 2u * p->n * sizeof(float), opt->ema, p->n * sizeof(float));
-    tlm_wr32(buf + C_CRC, tlm_crc32(0, buf + CKPT_HEADER, total - CKPT_HEADER));
+    tlm_wr32(buf + C_CRC, ckpt_crc(buf, total));
     st = tlm_write_file_atomic(path, buf, total, err);
     free(buf);
     free(img);
@@ -96,7 +123,8 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
     tlm_status st = tlm_read_file(path, &buf, &n, err);
     if (st) return st;
     uint8_t *img = NULL;
-    if (n < CKPT_HEADER || memcmp(buf, CKPT_MAGIC, 8) != 0) {
+    const int v1 = n >= CKPT_HEADER && memcmp(buf, CKPT_MAGIC_V1, 8) == 0;
+    if (n < CKPT_HEADER || (!v1 && memcmp(buf, CKPT_MAGIC, 8) != 0)) {
         st = tlm_fail(err, TLM_ERR_MAGIC, "%s is not a tritlm training checkpoint", path);
         goto out;
     }
@@ -111,7 +139,7 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
         st = tlm_fail(err, TLM_ERR_TRUNCATED, "%s: checkpoint size does not match its header (truncated?)", path);
         goto out;
     }
-    if (tlm_crc32(0, buf + CKPT_HEADER, n - CKPT_HEADER) != tlm_rd32(buf + C_CRC)) {
+    if ((v1 ? tlm_crc32(0, buf + CKPT_HEADER, n - CKPT_HEADER) : ckpt_crc(buf, n)) != tlm_rd32(buf + C_CRC)) {
         st = tlm_fail(err, TLM_ERR_CHECKSUM, "%s: checkpoint checksum mismatch: the file is damaged", path);
         goto out;
     }
@@ -191,9 +219,7 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
     opt->beta1 = meta->beta1;
     opt->beta2 = meta->beta2;
     opt->weight_decay = meta->weight_decay;
-    if (!meta->batch || !meta->ctx || meta->ctx > p->hp.seq_len || meta->step > meta->total_steps || meta->qat > 1 ||
-        (meta->qat && tlm_quant_check(&meta->qcfg, &p->hp, NULL)) || !(meta->distill >= 0.0f && meta->distill <= 1.0f) ||
-        !(meta->dropout >= 0.0f && meta->dropout <= 0.9f)) {
+    if (!ckpt_meta_ok(meta, &p->hp)) {
         tlm_params_free(p);
         tlm_vocab_free(v);
         tlm_adamw_free(opt);

@@ -1,8 +1,10 @@
 /* Training checkpoints: everything needed to continue a run to the same
  * result as an uninterrupted one. Written atomically.
  *
- * Layout (little-endian): 256-byte header (magic "TLMCKPT1", fields below,
- * CRC-32 of the rest of the file), then at offset 256 the fp32 model image
+ * Layout (little-endian): 256-byte header (magic "TLMCKPT2", the fields of
+ * checkpoint.c, a CRC-32 of the whole file with its own four bytes read as
+ * zero; version 1, "TLMCKPT1", still read, checksummed only what follows
+ * the header), then at offset 256 the fp32 model image
  * (parameters, hyperparameters and tokenizer), then the AdamW moments m
  * and v (n_params f32 each), then, when the run averages its weights, the
  * average (n_params f32). */
