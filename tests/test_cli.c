@@ -134,6 +134,17 @@ static void test_bad_files(void **state)
     free(k);
     assert_int_not_equal(tlm_read_file(tu_tmp("keep.h"), &k, &n, NULL), TLM_OK);
     free(m);
+    /* a UTF-16 text file (a NUL after every ASCII letter) is refused where
+     * text is read, at its first NUL, not trained or scored as garbage */
+    static const char utf16[] = "O\0n\0c\0e\0 \0u\0p\0o\0n\0";
+    assert_int_equal(tlm_write_file_atomic(tu_tmp("utf16.txt"), utf16, sizeof utf16 - 1, NULL), TLM_OK);
+    assert_int_equal(run("eval -m '%s' --text '%s'", model, tu_tmp("utf16.txt")), 1);
+    assert_non_null(strstr(err_text, "byte 1 is NUL"));
+    assert_int_equal(run("tokenizer train --vocab 300 -o '%s' '%s'", tu_tmp("t16.bin"), tu_tmp("utf16.txt")), 1);
+    assert_non_null(strstr(err_text, "UTF-16"));
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --steps 1 -o '%s'", tu_tmp("utf16.txt"),
+                         tu_data("llama2c/tok512.bin"), tu_tmp("t16.tlm")), 1);
+    assert_non_null(strstr(err_text, "byte 1 is NUL"));
 }
 
 static void test_json_outputs(void **state)

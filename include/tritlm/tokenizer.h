@@ -23,7 +23,7 @@ extern "C" {
 /* int32 values of scratch `encode` needs for an id array of `cap`. */
 #define TLM_ENCODE_SCRATCH(cap) ((size_t)(cap) * 13u)
 
-/* Encodes text[0..n) (any bytes; a NUL byte ends the text as in C) into ids:
+/* Encodes text[0..n) (any bytes, NUL included: it becomes <0x00>) into ids:
  * optional BOS, the SentencePiece-style dummy prefix " " when the text is
  * not empty, code points found in the vocabulary or else their bytes as
  * <0xNN> tokens, then merges of adjacent pairs by highest score (leftmost

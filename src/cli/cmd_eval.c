@@ -126,7 +126,7 @@ int cmd_eval(int argc, char **argv)
     if (tlm_model_file_open(&mf, model_path, &err)) return cli_fail("eval", &err);
     uint8_t *text;
     size_t len;
-    if (tlm_read_file(text_path, &text, &len, &err)) {
+    if (tlm_read_text(text_path, &text, &len, &err)) {
         tlm_model_file_close(&mf);
         return cli_fail("eval", &err);
     }

@@ -72,7 +72,7 @@ int cmd_tokenizer(int argc, char **argv)
     tlm_error err;
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++)
-        if (tlm_read_file(argv[optind + (int)i], (uint8_t **)&texts[i], &lens[i], &err)) rc = cli_fail("tokenizer", &err);
+        if (tlm_read_text(argv[optind + (int)i], (uint8_t **)&texts[i], &lens[i], &err)) rc = cli_fail("tokenizer", &err);
     tlm_vocab v = {0};
     if (!rc && tlm_bpe_train((const char *const *)texts, lens, n, &o, &v, &err)) rc = cli_fail("tokenizer", &err);
     if (!rc) {

@@ -143,8 +143,7 @@ tlm_status tlm_encode(const tlm_model *m, const char *text, size_t n, unsigned f
 {
     if (!m || (!text && n) || !ids || !scratch || !n_ids) return TLM_ERR_ARG;
     const uint8_t *t = (const uint8_t *)text;
-    size_t len = 0;
-    while (len < n && t[len]) len++;
+    const size_t len = n;
     if (cap < TLM_ENCODE_MAX_IDS(len) || cap > 0x7FFFFFFFu / 16u) return TLM_ERR_ARG;
 
     size_t k = 0;

@@ -55,6 +55,21 @@ tlm_status tlm_read_file(const char *path, uint8_t **data, size_t *bytes, tlm_er
     return TLM_OK;
 }
 
+tlm_status tlm_read_text(const char *path, uint8_t **data, size_t *bytes, tlm_error *err)
+{
+    tlm_status st = tlm_read_file(path, data, bytes, err);
+    if (st) return st;
+    const uint8_t *nul = memchr(*data, 0, *bytes);
+    if (nul) {
+        const size_t at = (size_t)(nul - *data);
+        free(*data);
+        *data = NULL;
+        return tlm_fail(err, TLM_ERR_FORMAT, "%s: byte %llu is NUL: expected UTF-8 text (is the file UTF-16, or binary?)",
+                        path, (unsigned long long)at);
+    }
+    return TLM_OK;
+}
+
 tlm_status tlm_map_file(const char *path, tlm_mapped *map, tlm_error *err)
 {
     map->addr = NULL;

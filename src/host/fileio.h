@@ -12,6 +12,11 @@
  * convenience; the terminator is not counted in *bytes). */
 tlm_status tlm_read_file(const char *path, uint8_t **data, size_t *bytes, tlm_error *err);
 
+/* tlm_read_file for text the tools train or evaluate on: refuses a file
+ * with a NUL byte (UTF-16 or binary data, which would otherwise be read
+ * as garbage bytes), naming its offset. */
+tlm_status tlm_read_text(const char *path, uint8_t **data, size_t *bytes, tlm_error *err);
+
 typedef struct tlm_mapped {
     void *addr;
     size_t bytes;

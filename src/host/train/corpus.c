@@ -11,7 +11,7 @@ tlm_status tlm_corpus_load(tlm_corpus *c, const tlm_model *tok, const char *path
     memset(c, 0, sizeof *c);
     uint8_t *text;
     size_t len;
-    tlm_status st = tlm_read_file(path, &text, &len, err);
+    tlm_status st = tlm_read_text(path, &text, &len, err);
     if (st) return st;
     tlm_stories s;
     st = tlm_stories_split_by((const char *)text, len, sep, &s, err);

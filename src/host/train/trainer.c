@@ -378,7 +378,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             goto out;
         }
         if (o->val) {
-            st = tlm_read_file(o->val, &val_text, &val_len, err);
+            st = tlm_read_text(o->val, &val_text, &val_len, err);
             if (st) goto out;
         }
     }
