@@ -1,0 +1,276 @@
+/* libFuzzer harness for the files the host tool reads from users: training
+ * checkpoints (--resume, --init), llama2.c checkpoints and tokenizers
+ * (import, train --tokenizer) and model images expanded to fp32 for
+ * training and quantization, and text (the tokenizer must give any bytes
+ * back, and so must one trained on them). The first byte picks the reader (modulo 6;
+ * for tokenizers, its quotient is the token count asked for); the rest is
+ * the file, with its checksums resealed so that the structural checks are
+ * what is tested. Each reader must refuse with a message or succeed, and a
+ * success must hold up: an imported image opens in the device core, a
+ * tokenizer written back reads back the same, a checkpoint's parameters
+ * match its model. Build and run: scripts/fuzz.sh BUILD OUT SECONDS host. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../src/core/le.h"
+#include "../src/host/bpe_train.h"
+#include "../src/host/image_build.h"
+#include "../src/host/llama2c.h"
+#include "../src/host/train/checkpoint.h"
+#include "../src/host/train/params.h"
+#include "tritlm/model.h"
+#include "tritlm/tokenizer.h"
+
+enum { READ_CKPT, READ_LLAMA2C, READ_TOKENIZER, READ_IMAGE, READ_TEXT, TRAIN_TOKENIZER, READERS };
+
+static char dir[64];
+static const char *const names[] = {"f.ckpt", "c.bin", "t.bin", "tok.bin", "again.bin"};
+
+static void remove_dir(void)
+{
+    char p[96];
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
+/* A file of the process's own directory (one of names). */
+static const char *path_of(const char *name)
+{
+    static char p[2][96];
+    static int k;
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/tlm-fuzz-host-XXXXXX");
+        if (!mkdtemp(dir)) abort();
+        atexit(remove_dir);
+    }
+    k ^= 1;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+    return p[k];
+}
+
+static void put(const char *path, const uint8_t *d, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) abort();
+    if (n && fwrite(d, 1, n, f) != n) abort();
+    fclose(f);
+}
+
+static void refused(tlm_status st, const tlm_error *err)
+{
+    if (st != TLM_OK && !err->msg[0]) abort(); /* a refusal must say why */
+}
+
+/* Reseals a version 2 checkpoint: the model image inside, then the file. */
+static void reseal_ckpt(uint8_t *b, size_t n)
+{
+    if (n < 256 || memcmp(b, "TLMCKPT2", 8) != 0) return;
+    const uint64_t img = tlm_rd64(b + 104);
+    if (img >= TLM_HEADER_BYTES && img <= n - 256) tlm_image_reseal(b + 256, (size_t)img);
+    static const uint8_t zero[4] = {0};
+    uint32_t crc = tlm_crc32(tlm_crc32(tlm_crc32(0, b, 120), zero, 4), b + 124, n - 124);
+    tlm_wr32(b + 120, crc);
+}
+
+static void read_ckpt(uint8_t *b, size_t n)
+{
+    reseal_ckpt(b, n);
+    const char *path = path_of("f.ckpt");
+    put(path, b, n);
+    tlm_ckpt_meta meta;
+    tlm_params p;
+    tlm_vocab v;
+    tlm_adamw opt;
+    uint32_t bos, eos;
+    tlm_error err = {0};
+    tlm_status st = tlm_ckpt_load(path, &meta, &p, &v, &bos, &eos, &opt, &err);
+    refused(st, &err);
+    if (st) return;
+    if (v.n != p.hp.vocab_size || bos >= v.n || eos >= v.n || meta.ctx > p.hp.seq_len) abort();
+    tlm_params_free(&p);
+    tlm_vocab_free(&v);
+    tlm_adamw_free(&opt);
+}
+
+static void read_llama2c(const uint8_t *b, size_t n)
+{
+    if (n < 4) return;
+    size_t split = tlm_rd32(b);
+    b += 4, n -= 4;
+    if (split > n) split = n;
+    const char *ck = path_of("c.bin"), *tok = path_of("t.bin");
+    put(ck, b, split);
+    put(tok, b + split, n - split);
+    uint8_t *image = NULL;
+    size_t bytes = 0;
+    tlm_error err = {0};
+    tlm_status st = tlm_llama2c_import(ck, tok, &image, &bytes, &err);
+    refused(st, &err);
+    if (st) return;
+    /* what import writes, the device core must accept */
+    uint8_t *aligned = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!aligned) abort();
+    memcpy(aligned, image, bytes);
+    tlm_model m;
+    if (tlm_model_open(&m, aligned, bytes, &err) != TLM_OK) abort();
+    free(aligned);
+    free(image);
+}
+
+/* want: tokens to read (0: as many as the file holds) */
+static void read_tokenizer(const uint8_t *b, size_t n, uint32_t want)
+{
+    const char *path = path_of("tok.bin");
+    put(path, b, n);
+    tlm_vocab v, w;
+    tlm_error err = {0};
+    tlm_status st = tlm_llama2c_read_tokenizer(path, want, &v, &err);
+    refused(st, &err);
+    if (st) return;
+    /* written back and read again, it is the same vocabulary */
+    uint8_t *out;
+    size_t bytes;
+    if (tlm_vocab_to_llama2c(&v, &out, &bytes, &err) != TLM_OK) abort();
+    const char *again = path_of("again.bin");
+    put(again, out, bytes);
+    free(out);
+    if (tlm_llama2c_read_tokenizer(again, v.n, &w, &err) != TLM_OK || w.n != v.n) abort();
+    for (uint32_t i = 0; i < v.n; i++)
+        if (w.lens[i] != v.lens[i] || memcmp(w.strs[i], v.strs[i], v.lens[i]) || w.scores[i] != v.scores[i]) abort();
+    tlm_vocab_free(&v);
+    tlm_vocab_free(&w);
+}
+
+static void read_image(const uint8_t *b, size_t n)
+{
+    if (n < TLM_HEADER_BYTES) return;
+    uint8_t *img = aligned_alloc(64, (n + 63) & ~(size_t)63);
+    if (!img) abort();
+    memcpy(img, b, n);
+    tlm_image_reseal(img, n);
+    tlm_model m;
+    tlm_error err = {0};
+    if (tlm_model_open(&m, img, n, &err) == TLM_OK) {
+        tlm_params p;
+        tlm_vocab v;
+        tlm_status st = tlm_params_from_model(&p, &m, &err);
+        refused(st, &err);
+        if (st == TLM_OK) tlm_params_free(&p);
+        st = tlm_vocab_from_model(&m, &v, &err);
+        refused(st, &err);
+        if (st == TLM_OK) {
+            if (v.n != m.hp.vocab_size) abort();
+            tlm_vocab_free(&v);
+        }
+    }
+    free(img);
+}
+
+/* Any bytes encode, and decode back to themselves (the byte-fallback
+ * tokenizer loses nothing). */
+static void round_trip(const tlm_model *m, const uint8_t *text, size_t n)
+{
+    const size_t cap = TLM_ENCODE_MAX_IDS(n);
+    uint32_t *ids = malloc(cap * sizeof *ids);
+    int32_t *scratch = malloc(TLM_ENCODE_SCRATCH(cap) * sizeof *scratch);
+    uint8_t *back = malloc(n + 1);
+    if (!ids || !scratch || !back) abort();
+    size_t got = 0, k = 0;
+    if (tlm_encode(m, (const char *)text, n, TLM_ENCODE_BOS, ids, cap, scratch, &got) != TLM_OK) abort();
+    if (got < 1 || ids[0] != m->bos_id) abort();
+    for (size_t i = 1; i < got; i++) {
+        if (ids[i] >= m->hp.vocab_size) abort();
+        const uint8_t *piece;
+        const size_t len = tlm_decode_piece(m, ids[i - 1], ids[i], &piece);
+        if (k + len > n) abort();
+        memcpy(back + k, piece, len);
+        k += len;
+    }
+    if (k != n || memcmp(back, text, n)) abort();
+    free(ids);
+    free(scratch);
+    free(back);
+}
+
+/* The model whose tokenizer encodes the text of READ_TEXT: TLM_FUZZ_MODEL. */
+static const tlm_model *text_model(void)
+{
+    static tlm_model m;
+    static uint8_t *img;
+    if (img) return &m;
+    const char *path = getenv("TLM_FUZZ_MODEL");
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (!f) {
+        fprintf(stderr, "fuzz_host: set TLM_FUZZ_MODEL to a model image\n");
+        abort();
+    }
+    fseek(f, 0, SEEK_END);
+    const long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    img = aligned_alloc(64, ((size_t)n + 63) & ~(size_t)63);
+    if (!img || fread(img, 1, (size_t)n, f) != (size_t)n) abort();
+    fclose(f);
+    tlm_error err;
+    if (tlm_model_open(&m, img, (size_t)n, &err) != TLM_OK) {
+        fprintf(stderr, "fuzz_host: %s\n", err.msg);
+        abort();
+    }
+    return &m;
+}
+
+/* A tokenizer trained on the text (stories split where the text has
+ * <|endoftext|>) must give the whole text back. */
+static void train_tokenizer(const uint8_t *text, size_t n)
+{
+    if (n > 8192) return;
+    tlm_bpe_opts o = {.vocab_size = 300, .char_coverage = 0.9995};
+    const char *t = (const char *)text;
+    tlm_vocab v;
+    tlm_error err = {0};
+    tlm_status st = tlm_bpe_train(&t, &n, 1, &o, &v, &err);
+    refused(st, &err);
+    if (st) return;
+    tlm_hparams hp = {.dim = 8, .hidden_dim = 8, .n_layers = 1, .n_heads = 1, .n_kv_heads = 1, .vocab_size = v.n,
+                      .seq_len = 8, .rope_theta = 10000.0f, .norm_eps = 1e-5f, .shared_classifier = 1};
+    tlm_params p;
+    if (tlm_params_alloc(&p, &hp, &err) != TLM_OK) abort();
+    uint8_t *image, *aligned;
+    size_t bytes;
+    if (tlm_params_to_image(&p, &v, 1, 2, &image, &bytes, &err) != TLM_OK) abort();
+    aligned = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!aligned) abort();
+    memcpy(aligned, image, bytes);
+    tlm_model m;
+    if (tlm_model_open(&m, aligned, bytes, &err) != TLM_OK) abort();
+    round_trip(&m, text, n);
+    free(aligned);
+    free(image);
+    tlm_params_free(&p);
+    tlm_vocab_free(&v);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1 || size > (4u << 20)) return 0;
+    uint8_t *b = malloc(size);
+    if (!b) return 0;
+    memcpy(b, data + 1, size - 1);
+    switch (data[0] % READERS) {
+    case READ_CKPT: read_ckpt(b, size - 1); break;
+    case READ_LLAMA2C: read_llama2c(b, size - 1); break;
+    case READ_TOKENIZER: read_tokenizer(b, size - 1, data[0] / READERS); break;
+    case READ_IMAGE: read_image(b, size - 1); break;
+    case READ_TEXT: round_trip(text_model(), b, size - 1); break;
+    default: train_tokenizer(b, size - 1); break;
+    }
+    free(b);
+    return 0;
+}
