@@ -18,12 +18,11 @@ static size_t email_at(const char *s, size_t n, size_t i)
     while (j < n && is_local(s[j])) j++;
     if (j == i || j >= n || s[j] != '@') return 0;
     size_t h = j + 1, k = h, dot = 0;
-    while (k < n && is_host(s[k])) {
-        if (s[k] == '.' && k > h) dot = k;
-        k++;
-    }
+    while (k < n && is_host(s[k])) k++;
     while (k > h && (s[k - 1] == '.' || s[k - 1] == '-')) k--; /* a sentence's full stop */
-    if (!dot || dot + 1 >= k) return 0;
+    for (size_t d = h + 1; d + 1 < k; d++) /* a dot inside the host, after the stop is trimmed */
+        if (s[d] == '.') dot = d;
+    if (!dot) return 0;
     return k - i;
 }
 
