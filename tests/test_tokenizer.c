@@ -11,9 +11,11 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "../src/host/bpe_train.h"
 #include "../src/host/fileio.h"
 #include "../src/host/image_build.h"
 #include "../src/host/stories.h"
+#include "../src/host/train/params.h"
 #include "testutil.h"
 #include "tritlm/tokenizer.h"
 
@@ -252,11 +254,101 @@ static void test_round_trip_tinystories(void **state)
     round_trip_file(&m, "tinystories/train.txt");
 }
 
+/* A model image (tiny zero weights) around vocabulary v; *img to free. */
+static void open_with_vocab(const tlm_vocab *v, tlm_model *m, uint8_t **img)
+{
+    tlm_hparams hp = {.dim = 8, .hidden_dim = 8, .n_layers = 1, .n_heads = 1, .n_kv_heads = 1, .vocab_size = v->n,
+                      .seq_len = 8, .rope_theta = 10000.0f, .norm_eps = 1e-5f, .shared_classifier = 1};
+    tlm_params p;
+    assert_int_equal(tlm_params_alloc(&p, &hp, NULL), TLM_OK);
+    size_t bytes;
+    assert_int_equal(tlm_params_to_image(&p, v, 1, 2, img, &bytes, NULL), TLM_OK);
+    tlm_params_free(&p);
+    assert_int_equal(tlm_model_open(m, *img, bytes, NULL), TLM_OK);
+}
+
+/* decode(encode(text)) == text; the ids in *ids (n_ids) for the caller. */
+static void assert_round_trip(const tlm_model *m, const char *text, size_t len, uint32_t *ids, size_t *n_ids)
+{
+    const size_t cap = TLM_ENCODE_MAX_IDS(len);
+    int32_t *scratch = malloc(TLM_ENCODE_SCRATCH(cap) * sizeof *scratch);
+    uint8_t *back = malloc(len + 1);
+    size_t n = 0, k = 0;
+    assert_int_equal(tlm_encode(m, text, len, TLM_ENCODE_BOS, ids, cap, scratch, &n), TLM_OK);
+    for (size_t i = 1; i < n; i++) {
+        const uint8_t *pc;
+        const size_t pl = tlm_decode_piece(m, ids[i - 1], ids[i], &pc);
+        assert_true(k + pl <= len);
+        memcpy(back + k, pc, pl);
+        k += pl;
+    }
+    if (k != len || memcmp(back, text, len)) fail_msg("'%.*s' came back as '%.*s'", (int)len, text, (int)k, back);
+    *n_ids = n;
+    free(scratch);
+    free(back);
+}
+
+/* Text that spells a byte token's name stays text, and a fallback byte is
+ * glued to no neighbour, even when the vocabulary has merges that would
+ * (llama2.c's encoder merges by name: "<0x4" + "2>" is the byte token
+ * <0x42>, and <0xE3> + "a" the piece "<0xE3>a"; found by scripts/fuzz.sh). */
+static void test_byte_names_stay_text(void **state)
+{
+    (void)state;
+    static const char *const extra[] = {" ", "<", "0", "x", "4", "2", ">", "a", "E", "3",      /* characters */
+                                        "<0", "<0x", "<0x4", "2>", "<0xE3>a", " <0x4", "3>"}; /* merges */
+    const uint32_t n_extra = sizeof extra / sizeof *extra, n = 259 + n_extra;
+    tlm_vocab v = {.n = n, .max_token_length = 8};
+    v.scores = calloc(n, sizeof *v.scores);
+    v.lens = calloc(n, sizeof *v.lens);
+    v.strs = calloc(n, sizeof *v.strs);
+    for (uint32_t i = 0; i < n; i++) {
+        char name[16];
+        if (i < 3) snprintf(name, sizeof name, "%s", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
+        else if (i < 259) snprintf(name, sizeof name, "<0x%02X>", i - 3);
+        else snprintf(name, sizeof name, "%s", extra[i - 259]);
+        v.lens[i] = (uint32_t)strlen(name);
+        v.strs[i] = (uint8_t *)strdup(name);
+        v.scores[i] = i < 269 ? 0.0f : 100.0f - (float)i; /* earlier merges first */
+    }
+    tlm_model m;
+    uint8_t *img;
+    open_with_vocab(&v, &m, &img);
+    uint32_t ids[64];
+    size_t k;
+    assert_round_trip(&m, "<0x42>", 6, ids, &k);
+    assert_round_trip(&m, "a <0x42> <0x43>", 15, ids, &k);
+    assert_round_trip(&m, "\xE3" "a", 2, ids, &k);
+    assert_int_equal(k, 4); /* BOS, " ", <0xE3>, "a" */
+    assert_int_equal(ids[2], 3 + 0xE3);
+    free(img);
+    tlm_vocab_free(&v);
+
+    /* a tokenizer trained on such text learns no merge that decodes as a
+     * byte, and gives the text back */
+    static const char text[] = "x <0x41> and <0xE3>a, \xE3" "a <0x42>; <0x41> again <0x41>\n<|endoftext|>\n"
+                               " <0x41> <0x41> <0xE3>a <0xE3>a \xE3" "a \xE3" "a";
+    const char *texts[] = {text};
+    size_t lens[] = {sizeof text - 1};
+    tlm_bpe_opts o = {.vocab_size = 320, .char_coverage = 0.9995};
+    tlm_vocab t;
+    assert_int_equal(tlm_bpe_train(texts, lens, 1, &o, &t, NULL), TLM_OK);
+    for (uint32_t i = 259; i < t.n; i++)
+        if (tlm_decodes_as_byte(t.strs[i], t.lens[i])) fail_msg("token %u is '%s'", i, (const char *)t.strs[i]);
+    open_with_vocab(&t, &m, &img);
+    uint32_t many[256];
+    assert_round_trip(&m, text, sizeof text - 1, many, &k);
+    assert_round_trip(&m, "<0x41>", 6, many, &k);
+    free(img);
+    tlm_vocab_free(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest synthetic[] = {
         cmocka_unit_test(test_tiny_vocab_matches_oracle),
         cmocka_unit_test(test_edge_cases),
+        cmocka_unit_test(test_byte_names_stay_text),
     };
     int rc = cmocka_run_group_tests_name("tokenizer (synthetic vocabulary)", synthetic, NULL, NULL);
     if (rc) return rc;

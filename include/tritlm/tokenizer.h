@@ -42,6 +42,12 @@ int32_t tlm_token_lookup(const tlm_model *m, const void *s, size_t n);
  * is dropped. Sets *piece and returns its length (0 for an unknown id). */
 size_t tlm_decode_piece(const tlm_model *m, uint32_t prev, uint32_t tok, const uint8_t **piece);
 
+/* Does a token with this string decode as one byte (<0xNN>, or " <0xNN>"
+ * right after BOS)? Such strings come from byte fallback only: the encoder
+ * makes no merge into them (nor of a byte token with a neighbour), and the
+ * tokenizer trainer does not learn them. */
+int tlm_decodes_as_byte(const void *s, size_t n);
+
 /* The raw vocabulary string of token `tok` and its length. */
 size_t tlm_token_str(const tlm_model *m, uint32_t tok, const uint8_t **s);
 

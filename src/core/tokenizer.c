@@ -64,12 +64,43 @@ static int32_t byte_token(const tlm_model *m, uint8_t byte)
     return tlm_token_lookup(m, name, sizeof name);
 }
 
-/* Merge candidate for the pair (x, y): its id or -1. */
+static int hex_digit(uint8_t c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* The byte a token string <0xNN> names, or -1 for any other string. */
+static int byte_name(const uint8_t *s, size_t n)
+{
+    if (n != 6 || s[0] != '<' || s[1] != '0' || s[2] != 'x' || s[5] != '>') return -1;
+    const int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
+    return hi >= 0 && lo >= 0 ? hi * 16 + lo : -1;
+}
+
+int tlm_decodes_as_byte(const void *str, size_t n)
+{
+    const uint8_t *s = (const uint8_t *)str;
+    return byte_name(s, n) >= 0 || (n == 7 && s[0] == ' ' && byte_name(s + 1, 6) >= 0);
+}
+
+/* Merge candidate for the pair (x, y): its id or -1. A byte token takes
+ * part in no merge, and no merge makes a token that decodes as a byte:
+ * merging by name would turn text that spells "<0x41>" into the byte 'A',
+ * or glue a fallback byte to its neighbours as the text "<0xE3>a", so the
+ * text would not come back from decoding. (llama2.c's encoder merges by
+ * name; no vocabulary it ships has such pieces, so its tokens agree.) */
 static int32_t pair_merge(const tlm_model *m, uint32_t x, uint32_t y)
 {
-    const uint8_t *a, *b;
-    size_t na = tlm_token_str(m, x, &a), nb = tlm_token_str(m, y, &b);
-    return lookup2(m, a, na, b, nb);
+    const uint8_t *a, *b, *c;
+    const size_t na = tlm_token_str(m, x, &a), nb = tlm_token_str(m, y, &b);
+    if (byte_name(a, na) >= 0 || byte_name(b, nb) >= 0) return -1;
+    const int32_t id = lookup2(m, a, na, b, nb);
+    if (id < 0) return -1;
+    const size_t nc = tlm_token_str(m, (uint32_t)id, &c);
+    return tlm_decodes_as_byte(c, nc) ? -1 : id;
 }
 
 /* Merge candidates wait in a binary max-heap ordered by score, then by
@@ -203,14 +234,6 @@ tlm_status tlm_encode(const tlm_model *m, const char *text, size_t n, unsigned f
     return TLM_OK;
 }
 
-static int hex_digit(uint8_t c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
-
 size_t tlm_decode_piece(const tlm_model *m, uint32_t prev, uint32_t tok, const uint8_t **piece)
 {
     const uint8_t *s;
@@ -219,12 +242,10 @@ size_t tlm_decode_piece(const tlm_model *m, uint32_t prev, uint32_t tok, const u
         s++;
         n--;
     }
-    if (n == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[5] == '>') {
-        int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
-        if (hi >= 0 && lo >= 0) {
-            *piece = byte_values + (hi * 16 + lo);
-            return 1;
-        }
+    const int byte = byte_name(s, n);
+    if (byte >= 0) {
+        *piece = byte_values + byte;
+        return 1;
     }
     *piece = s;
     return n;

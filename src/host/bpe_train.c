@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bpe_train.h"
+#include "tritlm/tokenizer.h"
 #include "stories.h"
 
 /* ---- a small open-addressing map from byte strings to indices ---- */
@@ -175,6 +176,19 @@ static int bytes_less(const uint8_t *a, size_t na, const uint8_t *b, size_t nb)
     return c < 0 || (c == 0 && na < nb);
 }
 
+/* Would merging the pair (key: left << 32 | right) make a string that
+ * decodes as one byte? (Text that spells "<0x41>" must stay text.) */
+static int byte_like(const strset *vocab, uint64_t key)
+{
+    const uint32_t a = (uint32_t)(key >> 32), b = (uint32_t)key;
+    const size_t n = (size_t)vocab->len[a] + vocab->len[b];
+    if (n != 6 && n != 7) return 0;
+    uint8_t s[7];
+    memcpy(s, vocab->str[a], vocab->len[a]);
+    memcpy(s + vocab->len[a], vocab->str[b], vocab->len[b]);
+    return tlm_decodes_as_byte(s, n);
+}
+
 static int cmp_char_count(const void *x, const void *y, void *ctx)
 {
     const strset *c = ctx;
@@ -312,6 +326,7 @@ tlm_status tlm_bpe_train(const char *const *texts, const size_t *lens, size_t n_
             if (pm.key[h] == UINT64_MAX) continue;
             const uint64_t k = pm.key[h], v = pm.val[h];
             if (v < best || v < 2) continue;
+            if (byte_like(&vocab, k)) continue; /* the encoder would never make it */
             if (v == best) { /* tie: the lexicographically smaller (left, right) pair */
                 uint32_t a = (uint32_t)(k >> 32), b = (uint32_t)k, ba = (uint32_t)(best_key >> 32), bb = (uint32_t)best_key;
                 int less = bytes_less(vocab.str[a], vocab.len[a], vocab.str[ba], vocab.len[ba]) ||
