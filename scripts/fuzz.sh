@@ -3,7 +3,7 @@
 #   image: the device core with model images (tests/fuzz_image.c)
 #   host:  the host tool's readers: training checkpoints, llama2.c
 #          checkpoints and tokenizers, images expanded for training, and
-#          text through the tokenizer and tokenizer training
+#          text through the tokenizer, tokenizer training and redaction
 #          (tests/fuzz_host.c)
 # The seeds are small models, checkpoints and tokenizers of every kind, made
 # with the tritlm built in BUILD; crashes are written to OUT/crashes.
@@ -75,6 +75,8 @@ if [ ! -f "$out/seeds.done" ]; then
         prefix 4 "$t/story.txt" "$out/seeds/text"
         head -c 6000 "$data/tinystories/train.txt" >"$t/stories.txt"
         prefix 5 "$t/stories.txt" "$out/seeds/train_tokenizer"
+        printf 'Call +1 (555) 123-4567 or mail bob.smith@example.com. Room 42, 7 cats, x@y.z' >"$t/pii.txt"
+        prefix 6 "$t/pii.txt" "$out/seeds/redact"
         prefix 2 "$t/tok.bin" "$out/seeds/tokenizer"
         prefix 2 "$data/llama2c/tok512.bin" "$out/seeds/tokenizer512"
         for f in "$t"/f32_shared.tlm "$t"/t3_ternary_separate.tlm "$t"/ts_int8_shared.tlm "$t"/int8_int8_separate.tlm; do

@@ -69,20 +69,9 @@ static void refused(tlm_status st, const tlm_error *err)
     if (st != TLM_OK && !err->msg[0]) abort(); /* a refusal must say why */
 }
 
-/* Reseals a version 2 checkpoint: the model image inside, then the file. */
-static void reseal_ckpt(uint8_t *b, size_t n)
-{
-    if (n < 256 || memcmp(b, "TLMCKPT2", 8) != 0) return;
-    const uint64_t img = tlm_rd64(b + 104);
-    if (img >= TLM_HEADER_BYTES && img <= n - 256) tlm_image_reseal(b + 256, (size_t)img);
-    static const uint8_t zero[4] = {0};
-    uint32_t crc = tlm_crc32(tlm_crc32(tlm_crc32(0, b, 120), zero, 4), b + 124, n - 124);
-    tlm_wr32(b + 120, crc);
-}
-
 static void read_ckpt(uint8_t *b, size_t n)
 {
-    reseal_ckpt(b, n);
+    tlm_ckpt_reseal(b, n);
     const char *path = path_of("f.ckpt");
     put(path, b, n);
     tlm_ckpt_meta meta;

@@ -44,6 +44,14 @@ static uint32_t ckpt_crc(const uint8_t *buf, size_t n)
     return tlm_crc32(crc, buf + C_CRC + 4, n - C_CRC - 4);
 }
 
+void tlm_ckpt_reseal(uint8_t *buf, size_t n)
+{
+    if (n < CKPT_HEADER || memcmp(buf, CKPT_MAGIC, 8) != 0) return;
+    const uint64_t img = tlm_rd64(buf + C_IMAGE_BYTES);
+    if (img >= TLM_HEADER_BYTES && img <= n - CKPT_HEADER) tlm_image_reseal(buf + CKPT_HEADER, (size_t)img);
+    tlm_wr32(buf + C_CRC, ckpt_crc(buf, n));
+}
+
 /* Can the run go on from these settings? (A checkpoint written by tritlm
  * always passes; this stops a damaged or hand-made one from training on
  * NaN learning rates or an impossible schedule.) */

@@ -36,6 +36,10 @@ int tlm_ckpt_is(const char *path);
 tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,
                          uint32_t bos, uint32_t eos, const tlm_adamw *opt, tlm_error *err);
 
+/* Recomputes the checksums of a version 2 checkpoint in memory (its model
+ * image's, then its own), for tools and tests that edit one on purpose. */
+void tlm_ckpt_reseal(uint8_t *buf, size_t n);
+
 /* Loads a checkpoint: params, optimizer (allocated here), vocabulary. */
 tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, tlm_vocab *v, uint32_t *bos,
                          uint32_t *eos, tlm_adamw *opt, tlm_error *err);
