@@ -654,6 +654,11 @@ static void test_redact(void **state)
         {"bel6.smith@exam.p42. Bye", "[email]. Bye"},
         {"a@b. c", "a@b. c"},
         {"x@.y.", "x@.y."},
+        /* digits that begin an address belong to it: a phone or number rule
+         * that took them used to leave "[phone].smith@example.com" behind */
+        {"Call 555-123-4567.john@x.com now", "Call [email] now"},
+        {"Call (555) 123-45.smith@example.com", "Call ([number]) [email]"},
+        {"12 b@c.de 34", "[number] [email] [number]"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char out[256];
