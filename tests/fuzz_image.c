@@ -2,7 +2,8 @@
  * images: any bytes, with the checksum resealed so that the structural
  * checks alone stand between them and the runtime, must either be refused
  * with a message or open, decode a few positions (fp32 and int8 KV cache)
- * and tokenize text without a fault, under ASan and UBSan. A device that
+ * and tokenize text without a fault, under ASan and UBSan, the text coming
+ * back from decoding whenever the vocabulary has a space token. A device that
  * receives a model over the air runs exactly this code on it.
  * Build and run: scripts/fuzz.sh (clang's -fsanitize=fuzzer). */
 #include <stdint.h>
@@ -40,21 +41,41 @@ static void decode_some(const tlm_model *m, uint32_t flags)
     free(arena);
 }
 
-static void tokenize_some(const tlm_model *m)
+/* Encodes text with the image's vocabulary; when the vocabulary has a
+ * space token (the encoder's leading space, which decoding drops after
+ * BOS), decoding must give the text back, whatever the merges are. */
+static void tokenize(const tlm_model *m, const char *text, size_t n)
 {
-    static const char text[] = "Once upon a time, a caf\xc3\xa9 \xff\xfe <s> 42!";
-    const size_t n = sizeof text - 1, cap = TLM_ENCODE_MAX_IDS(n);
-    uint32_t ids[TLM_ENCODE_MAX_IDS(sizeof text)];
-    int32_t scratch[TLM_ENCODE_SCRATCH(TLM_ENCODE_MAX_IDS(sizeof text))];
-    size_t got = 0;
+    enum { MAX = 96 };
+    if (n > MAX) n = MAX;
+    const size_t cap = TLM_ENCODE_MAX_IDS(n);
+    uint32_t ids[TLM_ENCODE_MAX_IDS(MAX)];
+    int32_t scratch[TLM_ENCODE_SCRATCH(TLM_ENCODE_MAX_IDS(MAX))];
+    uint8_t back[MAX];
+    size_t got = 0, k = 0;
     if (tlm_encode(m, text, n, TLM_ENCODE_BOS, ids, cap, scratch, &got) != TLM_OK) return;
     if (got > cap) abort();
+    const int exact = tlm_token_lookup(m, " ", 1) >= 0;
     for (size_t i = 0; i < got; i++) {
         if (ids[i] >= m->hp.vocab_size) abort();
         const uint8_t *piece;
-        volatile size_t len = tlm_decode_piece(m, i ? ids[i - 1] : m->bos_id, ids[i], &piece);
-        (void)len;
+        const size_t len = tlm_decode_piece(m, i ? ids[i - 1] : m->bos_id, ids[i], &piece);
+        if (exact && i) {
+            if (k + len > n) abort();
+            memcpy(back + k, piece, len);
+            k += len;
+        }
     }
+    if (exact && (k != n || memcmp(back, text, n))) abort();
+}
+
+static void tokenize_some(const tlm_model *m, const uint8_t *data, size_t size)
+{
+    static const char text[] = "Once upon a time, a caf\xc3\xa9 \xff\xfe <s> <0x41> 42!";
+    tokenize(m, text, sizeof text - 1);
+    /* and the input's last bytes, which mutations reach */
+    const size_t n = size < 48 ? size : 48;
+    tokenize(m, (const char *)data + size - n, n);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -70,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (tlm_model_open(&m, img, size, &err) == TLM_OK) {
         decode_some(&m, 0);
         decode_some(&m, TLM_RT_KV_INT8);
-        tokenize_some(&m);
+        tokenize_some(&m, data, size);
     } else if (!err.msg[0]) {
         abort();
     }
