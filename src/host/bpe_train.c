@@ -270,10 +270,19 @@ tlm_status tlm_bpe_train(const char *const *texts, const size_t *lens, size_t n_
         goto out;
     }
     for (size_t i = 0; i < chars.n; i++) char_token[i] = UINT32_MAX;
-    uint32_t n_chars = 0;
+    /* the space comes first, whether the text has spaces or not: the
+     * encoder puts one in front of every text and decoding drops it after
+     * BOS, which a <0x20> byte token would not give back */
+    if (strset_add(&vocab, (const uint8_t *)" ", 1, 0) < 0) {
+        free(char_token);
+        st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    uint32_t n_chars = 1;
     for (size_t k = 0; k < chars.n && n_chars < char_budget; k++) {
         if ((double)covered >= o->char_coverage * (double)total_chars) break;
         uint32_t c = order[k];
+        const size_t before = vocab.n;
         long id = strset_add(&vocab, chars.str[c], chars.len[c], 0);
         if (id < 0) {
             free(char_token);
@@ -282,7 +291,7 @@ tlm_status tlm_bpe_train(const char *const *texts, const size_t *lens, size_t n_
         }
         char_token[c] = (uint32_t)id;
         covered += chars.count[c];
-        n_chars++;
+        n_chars += vocab.n > before;
     }
     const uint32_t first_merge = (uint32_t)vocab.n;
 
