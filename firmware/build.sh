@@ -52,7 +52,9 @@ else
     arena=$(echo "$info" | sed -n "s/.*\"$key\":\([0-9]*\).*/\1/p")
 fi
 plen=$(printf '%s' "$prompt" | wc -c)
-prompt_c=$(printf '%s' "$prompt" | sed 's/\\/\\\\/g; s/"/\\"/g')
+# the prompt as a list of byte values, each followed by a comma: any bytes
+# (quotes, newlines, UTF-8) reach the firmware unchanged
+prompt_bytes=$(printf '%s' "$prompt" | od -An -v -tu1 | tr -s ' \n' ' ' | sed 's/^ *//; s/ *$//; s/ /,/g; s/$/,/; s/^,$//')
 [ -n "$priv" ] && priv="$priv -DTLM_FW_PRIV_EPS=((float)$priv_eps) -DTLM_FW_PRIV_SEED=${priv_seed}u"
 if [ "$priv_index" = 1 ]; then
     [ -n "${info:-}" ] || info=$("$tlm" info "$model" --ctx "$ctx" --json) || { echo "build.sh: cannot read $model" >&2; exit 2; }
@@ -116,7 +118,7 @@ if [ "$target" = lx106 ] && [ ! -f "$cache/libgcc-lx106-extra.a" ]; then
     "$here/lx106/libgcc-extra.sh" "$cache" || exit 2
 fi
 command -v "$CC" >/dev/null || { echo "build.sh: $CC not installed" >&2; exit 2; }
-"$CC" $CF -std=c11 -Wall -Wextra -Werror -I"$root/include" -I"$here/common" -I"$port" $defs "-DTLM_FW_PROMPT=\"$prompt_c\"" \
+"$CC" $CF -std=c11 -Wall -Wextra -Werror -I"$root/include" -I"$here/common" -I"$port" $defs "-DTLM_FW_PROMPT_BYTES=$prompt_bytes" "-DTLM_FW_PROMPT_LEN=${plen}u" \
     -DTLM_FW_MODEL_PATH="\"$model\"" \
     "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/fw_start.c" $model_src $SRCS \
     $LDF $LIBS -o "$out/fw.elf" 2>"$out/link.err" || {

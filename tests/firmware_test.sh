@@ -37,15 +37,19 @@ export TLM_FW_CACHE=$tmp
 "$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/ts.tlm" --pack ts --sparsity 0.5 --scale group --group 16 2>/dev/null
 cp "$src/models/tinystories-d128-ternary.tlm" "$tmp/d.tlm" # the default model: QAT, t3, int8 embedding
 fail=0
+# the firmware's TEXT line writes a newline as \n and a backslash as \\
+# (fw_main.c); JSON also escapes quotes
+esc() { sed 's/\\/\\\\/g' | sed ':a;N;$!ba;s/\n/\\n/g'; }
+esc_json() { sed 's/\\/\\\\/g; s/"/\\"/g' | sed ':a;N;$!ba;s/\n/\\n/g'; }
 # MODEL[:kv8][:c]: with the int8 KV cache; with the image as the C array of
 # `tritlm export c` (whose header sizes the arena) instead of model.S
 for case in s t ts s:kv8 t:kv8 d:kv8 t:c d:kv8:c; do
     m=${case%%:*} kv="" embed=asm
     case $case in *:kv8*) kv=--kv-int8 ;; esac
     case $case in *:c) embed=c ;; esac
-    want=$("$tlm" generate -m "$tmp/$m.tlm" -p "Once upon a time" -n 40 -t 0 $kv 2>/dev/null)
+    want=$("$tlm" generate -m "$tmp/$m.tlm" -p "Once upon a time" -n 40 -t 0 $kv 2>/dev/null | esc)
     out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/$m.tlm" "$tmp/fw_$m" --ctx 64 -n 40 $kv --embed $embed --run)
-    got=$(echo "$out" | sed -n 's/^TEXT //p')
+    got=$(printf '%s\n' "$out" | sed -n 's/^TEXT //p')
     status=$(echo "$out" | sed -n 's/^EXIT //p')
     if [ "$status" != 0 ] || [ "$got" != "$want" ]; then
         echo "FAIL $case: exit $status"; echo " host:     $want"; echo " firmware: $got"; fail=1
@@ -89,17 +93,20 @@ if [ -z "$status" ] || [ "$status" = 0 ]; then
 else
     echo "ok damaged image: exit $status, $(echo "$out" | grep ERROR)"
 fi
-# the one-command path: tritlm firmware --run --json
-want=$("$tlm" generate -m "$tmp/s.tlm" -p "Once upon a time" -n 24 -t 0 --kv-int8 2>/dev/null)
-json=$("$tlm" firmware --target $target -m "$tmp/s.tlm" --ctx 32 -n 24 --kv-int8 -o "$tmp/fw_cli" --run --json) || true
-got=$(echo "$json" | sed -n 's/.*"text":"\([^"]*\)".*/\1/p')
+# the one-command path: tritlm firmware --run --json, with a prompt that has
+# quotes, a newline and a backslash (bytes the build and the console carry)
+prompt=$(printf 'Tom said "hi" to Sue.\nThe end\\')
+want=$("$tlm" generate -m "$tmp/s.tlm" -p "$prompt" -n 24 -t 0 --kv-int8 2>/dev/null | esc_json)
+json=$("$tlm" firmware --target $target -m "$tmp/s.tlm" --ctx 32 -n 24 --kv-int8 -p "$prompt" -o "$tmp/fw_cli" --run --json) ||
+    true
+got=$(printf '%s\n' "$json" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')
 for key in ram_bytes flash_bytes insns_per_token exit_status; do
-    if ! echo "$json" | grep -q "\"$key\":[0-9]"; then echo "FAIL tritlm firmware: no $key in $json"; fail=1; fi
+    if ! printf '%s\n' "$json" | grep -q "\"$key\":[0-9]"; then echo "FAIL tritlm firmware: no $key"; fail=1; fi
 done
-if [ "$got" != "$want" ] || ! echo "$json" | grep -q '"exit_status":0'; then
-    echo "FAIL tritlm firmware: '$got' vs host '$want'"; fail=1
+if [ "$got" != "$want" ] || ! printf '%s\n' "$json" | grep -q '"exit_status":0'; then
+    printf "FAIL tritlm firmware: '%s' vs host '%s'\n" "$got" "$want"; fail=1
 else
-    echo "ok tritlm firmware --json: $(echo "$json" | grep -o '"ram_bytes":[0-9]*')"
+    echo "ok tritlm firmware --json: $(printf '%s\n' "$json" | grep -o '"ram_bytes":[0-9]*'), text with quotes, newline, backslash"
 fi
 for bad in "--target z80 -m $tmp/s.tlm" "-m $tmp/s.tlm" "--target $target" "--target $target -m $tmp/s.tlm --json" \
            "--target $target -m $tmp/s.tlm --ram-kb 0"; do

@@ -7,6 +7,7 @@
  * standard error of a bin of probability p is sqrt(p(1-p)/N) < 0.0008, so a
  * 1% relative error in any bin above p = 0.3 moves it by more than 4.5
  * standard errors: the tests would see it. */
+#include <iconv.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -711,6 +712,18 @@ static void test_cli(void **state)
                          1.5 * cost, ledger, in), 0);
     assert_int_equal(run(&out, "privatize -m '%s' --mechanism dx --epsilon 1 --ledger '%s' < '%s'", model_s, ledger, in), 1);
     assert_string_equal(out, "");
+    /* nearly uniform output tokens, half of them bytes: the JSON text is
+     * still valid UTF-8 (iconv, an independent validator, accepts it) */
+    assert_int_equal(run(&out, "privatize -m '%s' --mechanism rr --epsilon 0.01 --seed 5 --json < '%s'", model_s, in), 0);
+    {
+        iconv_t cd = iconv_open("UTF-8", "UTF-8");
+        assert_true(cd != (iconv_t)-1);
+        char buf[8192], *src = out, *dst = buf;
+        size_t left = strlen(out), room = sizeof buf;
+        if (iconv(cd, &src, &left, &dst, &room) == (size_t)-1) fail_msg("not UTF-8 at byte %zu: %s", (size_t)(src - out), out);
+        iconv_close(cd);
+        assert_non_null(strstr(out, "\"text\":\""));
+    }
     assert_int_equal(run(&out, "privatize -m '%s' --mechanism xx --epsilon 1 < '%s'", model_s, in), 2);
     assert_int_equal(run(&out, "privatize -m '%s' --mechanism rr --epsilon -1 < '%s'", model_s, in), 2);
     assert_int_equal(run(&out, "privatize -m '%s' --mechanism rr < '%s'", model_s, in), 2);

@@ -6,7 +6,8 @@
  * QEMU plugin between tlm_fw_token_begin and tlm_fw_token_end.
  *
  * Build-time macros (firmware/build.sh): TLM_FW_CTX, TLM_FW_STEPS,
- * TLM_FW_PROMPT, TLM_FW_ARENA_BYTES, TLM_FW_PROMPT_CAP, TLM_FW_RT_FLAGS (runtime
+ * TLM_FW_PROMPT_BYTES (its byte values, each followed by a comma),
+ * TLM_FW_PROMPT_LEN, TLM_FW_ARENA_BYTES, TLM_FW_PROMPT_CAP, TLM_FW_RT_FLAGS (runtime
  * flags, e.g. TLM_RT_KV_INT8); TLM_FW_MODEL_C when the image comes as the C
  * array of 'tritlm export c' (build.sh --embed c) instead of model.S. */
 #include <stdint.h>
@@ -58,6 +59,23 @@ static void put_bytes(const uint8_t *p, size_t n)
 }
 
 static void put_str(const char *s) { put_bytes((const uint8_t *)s, strlen(s)); }
+
+/* Text on the one TEXT line: a newline as \n, a backslash as \\, other
+ * control bytes (and DEL) as \xHH; everything else, UTF-8 included, as is
+ * ('tritlm firmware' undoes it). */
+static void put_text(const uint8_t *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t c = p[i];
+        if (c == '\n') put_str("\\n");
+        else if (c == '\\') put_str("\\\\");
+        else if (c < 0x20u || c == 0x7Fu) {
+            const uint8_t e[4] = {'\\', 'x', (uint8_t)hex[c >> 4], (uint8_t)hex[c & 15u]};
+            put_bytes(e, sizeof e);
+        } else put_bytes(&c, 1);
+    }
+}
 
 static void put_u32(uint32_t v)
 {
@@ -192,9 +210,10 @@ int main(void)
 #endif
     if (tlm_runtime_init_flags(&rt, &m, TLM_FW_CTX, TLM_FW_RT_FLAGS, arena, sizeof arena, &err))
         return fail("runtime", err.msg, 3);
-    static const char prompt[] = TLM_FW_PROMPT;
+    static const unsigned char prompt[TLM_FW_PROMPT_LEN + 1u] = {TLM_FW_PROMPT_BYTES 0};
     size_t n_prompt = 0;
-    if (tlm_encode(&m, prompt, sizeof prompt - 1u, TLM_ENCODE_BOS, ids, TLM_FW_PROMPT_CAP, enc_scratch, &n_prompt))
+    if (tlm_encode(&m, (const char *)prompt, TLM_FW_PROMPT_LEN, TLM_ENCODE_BOS, ids, TLM_FW_PROMPT_CAP, enc_scratch,
+                   &n_prompt))
         return fail("prompt does not encode", NULL, 4);
 #ifdef TLM_FW_PRIV_MECH
     /* privatize the prompt's tokens with seeded noise (TLM_FW_PRIV_SEED) and
@@ -236,7 +255,7 @@ int main(void)
         if (next == m.bos_id) break;
         const uint8_t *piece;
         const size_t k = tlm_decode_piece(&m, token, next, &piece);
-        put_bytes(piece, k);
+        put_text(piece, k);
         token = next;
     }
     put_str("\n");

@@ -2,6 +2,7 @@
 #ifndef TLM_CLI_H
 #define TLM_CLI_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <getopt.h>
@@ -33,6 +34,13 @@ int cmd_firmware(int argc, char **argv);
 extern const struct option cli_train_loop_options[];
 #define CLI_TRAIN_LOOP_OPTION_COUNT 21
 int cli_train_loop_option(const char *cmd, int c, const char *arg, struct tlm_train_opts *o);
+
+/* Adds text that may hold any bytes to a JSON object as a valid UTF-8
+ * string: each byte of an invalid sequence, and NUL, becomes U+FFFD (a
+ * model's byte tokens can end in the middle of a character). Returns 0 if
+ * out of memory. */
+struct cJSON;
+int cli_json_add_text(struct cJSON *obj, const char *key, const char *s, size_t n);
 
 /* Prints "tritlm CMD: message" to stderr; returns TLM_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...);

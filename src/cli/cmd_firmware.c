@@ -81,6 +81,36 @@ static const char *field(const char *out, const char *key, size_t *len)
     return NULL;
 }
 
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* The firmware's TEXT line back to bytes: \n, \\ and \xHH (fw_main.c's
+ * put_text). Writes at most n bytes to out; returns how many. */
+static size_t unescape_text(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n && s[i + 1] == 'n') {
+            out[o++] = '\n';
+            i++;
+        } else if (s[i] == '\\' && i + 1 < n && s[i + 1] == '\\') {
+            out[o++] = '\\';
+            i++;
+        } else if (s[i] == '\\' && i + 3 < n && s[i + 1] == 'x' && hex_value(s[i + 2]) >= 0 && hex_value(s[i + 3]) >= 0) {
+            out[o++] = (char)(hex_value(s[i + 2]) * 16 + hex_value(s[i + 3]));
+            i += 3;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    return o;
+}
+
 static int field_num(const char *out, const char *key, double *v)
 {
     size_t n;
@@ -271,9 +301,8 @@ int cmd_firmware(int argc, char **argv)
         cJSON_AddBoolToObject(root, "kv_int8", kv8);
         char *t = malloc(tl + 1);
         if (t) {
-            memcpy(t, text ? text : "", tl);
-            t[tl] = 0;
-            cJSON_AddStringToObject(root, "text", t);
+            const size_t n = unescape_text(text ? text : "", text ? tl : 0, t);
+            cli_json_add_text(root, "text", t, n);
             free(t);
         }
         cJSON_AddNumberToObject(root, "tokens", tokens);

@@ -33,7 +33,8 @@ static const char help[] =
     "      --seed S         reproducible noise from a seeded ChaCha20 stream: for tests\n"
     "                       and experiments only, the output is then NOT private\n"
     "      --json           JSON with input_ids, output_ids, epsilon_per_token,\n"
-    "                       epsilon_spent, budget, text\n"
+    "                       epsilon_spent, budget, text (valid UTF-8: bytes of a\n"
+    "                       broken character become U+FFFD; output_ids are exact)\n"
     "  -h, --help           this text\n";
 
 enum { P_MECH = 300, P_EPS, P_BUDGET, P_LEDGER, P_REDACT, P_SEED, P_JSON };
@@ -208,7 +209,7 @@ int cmd_privatize(int argc, char **argv)
         }
         cJSON_AddItemToObject(j, "input_ids", ids_json(out.in_ids, out.n));
         cJSON_AddItemToObject(j, "output_ids", ids_json(out.out_ids, out.n));
-        cJSON_AddStringToObject(j, "text", out.text);
+        cli_json_add_text(j, "text", out.text, out.text_len);
         char *s = cJSON_PrintUnformatted(j);
         puts(s);
         free(s);
