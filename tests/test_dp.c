@@ -16,10 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "../src/core/dgauss_cdt.h"
+#include "../src/host/fileio.h"
 #include "../src/host/privacy.h"
 #include "testutil.h"
 #include "tritlm/dp.h"
@@ -723,6 +726,42 @@ static void test_cli(void **state)
         if (iconv(cd, &src, &left, &dst, &room) == (size_t)-1) fail_msg("not UTF-8 at byte %zu: %s", (size_t)(src - out), out);
         iconv_close(cd);
         assert_non_null(strstr(out, "\"text\":\""));
+    }
+    /* runs that share a ledger at the same time lose no charge: twelve at
+     * once must leave twelve times one run's cost */
+    assert_int_equal(run(&out, "privatize -m '%s' --mechanism rr --epsilon 1 --seed 1 --json < '%s'", model_s, in), 0);
+    const char *one = strstr(out, "\"epsilon_spent\":");
+    assert_non_null(one);
+    const double each = strtod(one + strlen("\"epsilon_spent\":"), NULL);
+    assert_true(each > 0);
+    remove(ledger);
+    enum { RUNS = 12 };
+    pid_t kids[RUNS];
+    for (int k = 0; k < RUNS; k++) {
+        kids[k] = fork();
+        assert_true(kids[k] >= 0);
+        if (kids[k] == 0) {
+            if (!freopen(in, "rb", stdin) || !freopen("/dev/null", "wb", stdout) || !freopen("/dev/null", "wb", stderr)) _exit(9);
+            execl(tu_cli(), tu_cli(), "privatize", "-m", model_s, "--mechanism", "rr", "--epsilon", "1", "--budget", "1e6",
+                  "--ledger", ledger, (char *)NULL);
+            _exit(9);
+        }
+    }
+    for (int k = 0; k < RUNS; k++) {
+        int status;
+        assert_int_equal(waitpid(kids[k], &status, 0), kids[k]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    {
+        uint8_t *lj;
+        size_t ln;
+        assert_int_equal(tlm_read_file(ledger, &lj, &ln, NULL), TLM_OK);
+        const char *sp2 = strstr((const char *)lj, "\"spent\":");
+        assert_non_null(sp2);
+        const double spent = strtod(sp2 + strlen("\"spent\":"), NULL);
+        if (fabs(spent - RUNS * each) > 1e-9 * RUNS * each)
+            fail_msg("%d concurrent runs of cost %g left %g spent in the ledger", RUNS, each, spent);
+        free(lj);
     }
     assert_int_equal(run(&out, "privatize -m '%s' --mechanism xx --epsilon 1 < '%s'", model_s, in), 2);
     assert_int_equal(run(&out, "privatize -m '%s' --mechanism rr --epsilon -1 < '%s'", model_s, in), 2);

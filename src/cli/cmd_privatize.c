@@ -1,9 +1,13 @@
 /* tritlm privatize: text in, differentially private text out. */
+#define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../host/csprng.h"
 #include "../host/fileio.h"
@@ -74,6 +78,40 @@ static int read_ledger(const char *path, tlm_budget *b, int *exists, tlm_error *
     return 0;
 }
 
+/* Runs that share a ledger take turns: an exclusive lock on LEDGER.lock
+ * (a file that is never replaced, unlike the ledger, which is renamed over)
+ * from reading the ledger to writing it back, so that two runs cannot both
+ * charge against the same "spent" and lose one charge. Returns the lock's
+ * descriptor (closing it releases the lock) or -1. */
+static int lock_ledger(const char *path, tlm_error *err)
+{
+    const size_t n = strlen(path);
+    char *lock = malloc(n + 6);
+    if (!lock) {
+        tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+        return -1;
+    }
+    memcpy(lock, path, n);
+    memcpy(lock + n, ".lock", 6);
+    const int fd = open(lock, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) {
+        tlm_fail(err, TLM_ERR_IO, "cannot open the ledger's lock %s: %s", lock, strerror(errno));
+        free(lock);
+        return -1;
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    int r;
+    while ((r = fcntl(fd, F_SETLKW, &fl)) != 0 && errno == EINTR) {}
+    if (r) {
+        tlm_fail(err, TLM_ERR_IO, "cannot lock %s: %s", lock, strerror(errno));
+        close(fd);
+        free(lock);
+        return -1;
+    }
+    free(lock);
+    return fd;
+}
+
 static int write_ledger(const char *path, const tlm_budget *b, tlm_error *err)
 {
     char s[128];
@@ -133,13 +171,7 @@ int cmd_privatize(int argc, char **argv)
 
     tlm_error err;
     tlm_budget b = {.limit = budget, .spent = 0.0};
-    int have_budget = budget >= 0.0f;
-    if (ledger) {
-        int exists;
-        if (read_ledger(ledger, &b, &exists, &err)) return cli_fail("privatize", &err);
-        if (!exists) b = (tlm_budget){.limit = budget, .spent = 0.0};
-        have_budget = 1;
-    }
+    const int have_budget = budget >= 0.0f || ledger;
     /* the whole of stdin */
     size_t cap = 1 << 16, len = 0;
     char *text = malloc(cap);
@@ -177,9 +209,18 @@ int cmd_privatize(int argc, char **argv)
     tlm_rand r;
     tlm_priv_text out = {0};
     void *index = NULL;
+    int lock = -1;
     if (tlm_privatizer_init(&p, &mf.model, mech, eps, &err) || tlm_privatizer_index_alloc(&p, &index, &err)) {
         rc = cli_fail("privatize", &err);
         goto done;
+    }
+    if (ledger) { /* locked from here until the charge is written */
+        int exists;
+        if ((lock = lock_ledger(ledger, &err)) < 0 || read_ledger(ledger, &b, &exists, &err)) {
+            rc = cli_fail("privatize", &err);
+            goto done;
+        }
+        if (!exists) b = (tlm_budget){.limit = budget, .spent = 0.0};
     }
     if (seeded) {
         fprintf(stderr, "tritlm privatize: --seed makes the noise reproducible: for testing only, not private\n");
@@ -195,6 +236,10 @@ int cmd_privatize(int argc, char **argv)
     if (ledger && write_ledger(ledger, &b, &err)) { /* record the spending before releasing anything */
         rc = cli_fail("privatize", &err);
         goto done;
+    }
+    if (lock >= 0) {
+        close(lock);
+        lock = -1;
     }
     if (json) {
         cJSON *j = cJSON_CreateObject();
@@ -222,6 +267,7 @@ int cmd_privatize(int argc, char **argv)
     }
     rc = 0;
 done:
+    if (lock >= 0) close(lock);
     tlm_priv_text_free(&out);
     free(index);
     tlm_model_file_close(&mf);
