@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "../src/host/fileio.h"
@@ -145,6 +146,23 @@ static void test_bad_files(void **state)
     assert_int_equal(run("train --data '%s' --tokenizer '%s' --steps 1 -o '%s'", tu_tmp("utf16.txt"),
                          tu_data("llama2c/tok512.bin"), tu_tmp("t16.tlm")), 1);
     assert_non_null(strstr(err_text, "byte 1 is NUL"));
+    /* an output that is one of the inputs (by any name) is refused before
+     * anything is written: the training text and the model stay as they were */
+    static const char story[] = "Tom had a red ball. He liked it.\n";
+    assert_int_equal(tlm_write_file_atomic(tu_tmp("mine.txt"), story, sizeof story - 1, NULL), TLM_OK);
+    unlink(tu_tmp("alias.txt"));
+    assert_int_equal(symlink(tu_tmp("mine.txt"), tu_tmp("alias.txt")), 0);
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --steps 1 -o '%s'", tu_tmp("mine.txt"), tu_data("llama2c/tok512.bin"),
+                         tu_tmp("mine.txt")), 2);
+    assert_non_null(strstr(err_text, "would replace it"));
+    assert_int_equal(run("tokenizer train --vocab 300 -o '%s' '%s'", tu_tmp("alias.txt"), tu_tmp("mine.txt")), 2);
+    assert_int_equal(run("export llama2c '%s' -o '%s'", model, model), 2);
+    assert_int_equal(run("quantize -m '%s' -o '%s' --qat --data '%s' --steps 1", model, tu_tmp("mine.txt"), tu_tmp("mine.txt")), 2);
+    assert_int_equal(tlm_read_file(tu_tmp("mine.txt"), &k, &n, NULL), TLM_OK);
+    assert_int_equal(n, sizeof story - 1);
+    assert_memory_equal(k, story, n);
+    free(k);
+    assert_int_equal(run("info '%s'", model), 0); /* the model still opens */
 }
 
 static void test_json_outputs(void **state)

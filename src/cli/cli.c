@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -56,6 +57,17 @@ int cli_json_add_text(cJSON *obj, const char *key, const char *s, size_t n)
     const int ok = cJSON_AddStringToObject(obj, key, t) != NULL;
     free(t);
     return ok;
+}
+
+int cli_refuse_clobber(const char *cmd, const char *out, const char *const *in, size_t n)
+{
+    struct stat so, si;
+    if (!out || stat(out, &so) != 0) return 0; /* a new file replaces nothing */
+    for (size_t i = 0; i < n; i++)
+        if (in[i] && stat(in[i], &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+            return cli_usage_error(cmd, "the output %s is the input %s: writing it would replace it; choose another file",
+                                   out, in[i]);
+    return 0;
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -42,6 +42,12 @@ int cli_train_loop_option(const char *cmd, int c, const char *arg, struct tlm_tr
 struct cJSON;
 int cli_json_add_text(struct cJSON *obj, const char *key, const char *s, size_t n);
 
+/* 0 when `out` is none of the files in[0..n) (NULL entries skipped, same
+ * file by device and inode, so another name for it counts too); otherwise
+ * says so and returns TLM_EXIT_USAGE: the output would replace an input,
+ * such as the training text. */
+int cli_refuse_clobber(const char *cmd, const char *out, const char *const *in, size_t n);
+
 /* Prints "tritlm CMD: message" to stderr; returns TLM_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...);
 /* Prints "tritlm CMD: <err message>" to stderr; returns TLM_EXIT_FAIL. */

@@ -59,6 +59,10 @@ int cmd_import(int argc, char **argv)
     if (strcmp(argv[optind], "llama2c") != 0)
         return cli_usage_error("import", "unknown source format '%s' (supported: llama2c)", argv[optind]);
     if (!out) return cli_usage_error("import", "missing -o MODEL.tlm");
+    {
+        const char *in[] = {argv[optind + 1], argv[optind + 2]};
+        if (cli_refuse_clobber("import", out, in, 2)) return TLM_EXIT_USAGE;
+    }
     uint8_t *img;
     size_t bytes;
     tlm_error err;
@@ -156,6 +160,10 @@ int cmd_export(int argc, char **argv)
     if (!out) return cli_usage_error("export", to_c ? "missing -o NAME.c" : "missing -o CHECKPOINT.bin");
     if (to_c && tok) return cli_usage_error("export", "--tokenizer-out is for llama2c (the C array holds the tokenizer)");
     if (!to_c && (name || ctx)) return cli_usage_error("export", "--name and --ctx are for 'export c'");
+    {
+        const char *in[] = {argv[optind + 1]};
+        if (cli_refuse_clobber("export", out, in, 1) || cli_refuse_clobber("export", tok, in, 1)) return TLM_EXIT_USAGE;
+    }
     if (to_c) return export_c(argv[optind + 1], out, name, ctx);
     tlm_model_file mf;
     tlm_error err;

@@ -178,6 +178,12 @@ int cmd_quantize(int argc, char **argv)
         if (!o.resume && !o.steps && !(o.minutes > 0)) return cli_usage_error("quantize", "--qat needs --steps N or --minutes M");
         if (o.steps && o.minutes > 0) return cli_usage_error("quantize", "give --steps or --minutes, not both");
     }
+    {
+        /* post-training quantization may replace MODEL (it is read whole
+         * first); a QAT run rewrites its output at every checkpoint */
+        const char *in[] = {o.data, o.val, qat ? model : NULL};
+        if (cli_refuse_clobber("quantize", out, in, 3)) return TLM_EXIT_USAGE;
+    }
 
     tlm_error err;
     tlm_model_file mf;

@@ -67,6 +67,7 @@ int cmd_tokenizer(int argc, char **argv)
     if (!o.vocab_size) return cli_usage_error("tokenizer", "missing --vocab N");
     if (optind >= argc) return cli_usage_error("tokenizer", "no TEXT files given");
     size_t n = (size_t)(argc - optind);
+    if (cli_refuse_clobber("tokenizer", out, (const char *const *)argv + optind, n)) return TLM_EXIT_USAGE;
     char **texts = calloc(n, sizeof *texts);
     size_t *lens = calloc(n, sizeof *lens);
     tlm_error err;

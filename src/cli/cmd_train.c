@@ -193,6 +193,10 @@ int cmd_train(int argc, char **argv)
     if (optind != argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
     if (!o.data) return cli_usage_error("train", "missing --data FILE");
     if (!o.out) return cli_usage_error("train", "missing -o MODEL.tlm");
+    {
+        const char *in[] = {o.data, o.val, o.tokenizer, o.teacher};
+        if (cli_refuse_clobber("train", o.out, in, 4)) return TLM_EXIT_USAGE;
+    }
     if ((o.init != NULL) + (o.resume != NULL) + (o.tokenizer != NULL) != 1)
         return cli_usage_error("train", "give exactly one of --tokenizer (fresh model), --init (continue a model), --resume (checkpoint)");
     if (o.init_average && !o.init) return cli_usage_error("train", "--init-average goes with --init CKPT");
