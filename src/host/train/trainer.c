@@ -374,7 +374,8 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (!st) st = tlm_corpus_load(&corpus, &tm, o->data, o->separator, err);
         if (st) goto out;
         if (corpus.n < (size_t)T + 2) {
-            st = tlm_fail(err, TLM_ERR_ARG, "%s has %llu tokens, fewer than --ctx %u + 2", o->data, (unsigned long long)corpus.n, T);
+            st = tlm_fail(err, TLM_ERR_ARG, "%s has %llu tokens, fewer than --ctx %u + 2: give more text or a smaller --ctx",
+                          o->data, (unsigned long long)corpus.n, T);
             goto out;
         }
         if (o->val) {
