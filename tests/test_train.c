@@ -603,6 +603,20 @@ static void test_cli_train_and_export(void **state)
     uint8_t *csv = slurp(p, &n);
     assert_non_null(strstr((char *)csv, "step,lr,loss"));
     free(csv);
+    /* the loss plot, for a name with a quote and a space (gnuplot runs
+     * without a shell; its script quotes the name), where gnuplot is installed */
+    if (system("command -v gnuplot >/dev/null 2>&1") == 0) {
+        char dir[600], out[700], png[720];
+        snprintf(dir, sizeof dir, "%s", tu_tmp(""));
+        snprintf(out, sizeof out, "%s/it's a model.tlm", dir);
+        snprintf(png, sizeof png, "%s.png", out);
+        remove(png);
+        assert_int_equal(run("train --data '%s' --init '%s' --ctx 24 --batch 4 --steps 4 --eval-every 2 --val '%s' -o '%s/it'\\''s a model.tlm'",
+                             corpus_path, model, corpus_path, dir), 0);
+        uint8_t *img = slurp(png, &n);
+        assert_true(n > 8 && memcmp(img, "\x89PNG", 4) == 0);
+        free(img);
+    }
     free(model);
 }
 

@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../core/ops.h"
@@ -159,9 +162,21 @@ static FILE *open_log(const char *path, const char *header, int resume, uint64_t
     return f;
 }
 
-static void plot(const char *out, int quiet)
+/* out with each ' doubled, as a gnuplot single-quoted string needs. */
+static void gp_quote(const char *s, char *q, size_t cap)
 {
-    char gp[4096];
+    size_t k = 0;
+    for (; *s && k + 3 < cap; s++) {
+        if (*s == '\'') q[k++] = '\'';
+        q[k++] = *s;
+    }
+    q[k] = 0;
+}
+
+static void plot(const char *out_path, int quiet)
+{
+    char out[2048], gp[10240];
+    gp_quote(out_path, out, sizeof out);
     snprintf(gp, sizeof gp,
              "set terminal pngcairo size 1000,560 font 'sans,10'\n"
              "set output '%s.png'\n"
@@ -173,14 +188,28 @@ static void plot(const char *out, int quiet)
              "'%s.val.csv' using 1:2 with linespoints pt 7 lw 2 lc rgb '#d94801' title 'validation'\n",
              out, out, out, out);
     char path[4096];
-    snprintf(path, sizeof path, "%s.plot.gp", out);
+    snprintf(path, sizeof path, "%s.plot.gp", out_path);
     if (tlm_write_file_atomic(path, gp, strlen(gp), NULL)) return;
-    char cmd[8300];
-    snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>/dev/null", path);
-    if (system(cmd) != 0) {
-        if (!quiet) fprintf(stderr, "train: gnuplot failed or is not installed (apt-get install gnuplot-nox); the logs are in %s.*.csv\n", out);
+    /* gnuplot PATH, no shell between: any file name works */
+    int ok = 0;
+    const pid_t pid = fork();
+    if (pid == 0) {
+        const int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) dup2(devnull, STDERR_FILENO);
+        execlp("gnuplot", "gnuplot", path, (char *)NULL);
+        _exit(127);
+    }
+    if (pid > 0) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    }
+    if (!ok) {
+        if (!quiet)
+            fprintf(stderr, "train: gnuplot failed or is not installed (apt-get install gnuplot-nox); the logs are in %s.*.csv\n",
+                    out_path);
     } else if (!quiet) {
-        fprintf(stderr, "train: loss curve in %s.png\n", out);
+        fprintf(stderr, "train: loss curve in %s.png\n", out_path);
     }
 }
 
