@@ -39,6 +39,7 @@ while [ $# -gt 0 ]; do
 done
 tlm=${TLM_BIN:-tritlm}
 mkdir -p "$out"
+out=$(cd "$out" && pwd) # absolute: the compiler runs in it (below)
 model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
 if [ -n "${TLM_FW_ARENA:-}" ]; then
     arena=$TLM_FW_ARENA # tests: build an image the host would refuse, to see the firmware refuse it
@@ -63,13 +64,12 @@ if [ "$priv_index" = 1 ]; then
 fi
 arena_def=$arena
 case $embed in
-asm) model_src=$here/common/model.S ;;
+asm) ;;
 c) # the image as C source; its header's arena figure (for --ctx) sizes the arena
     "$tlm" export c "$model" -o "$out/tlm_fw_model_c.c" --name tlm_fw_model_c --ctx "$ctx" 2>"$out/export.err" || {
         echo "build.sh: $(head -n 1 "$out/export.err")" >&2
         exit 2
     }
-    model_src="$out/tlm_fw_model_c.c -DTLM_FW_MODEL_C -I$out"
     arena_def=tlm_fw_model_c_ARENA_BYTES
     [ "$kv8" = 1 ] && arena_def=tlm_fw_model_c_ARENA_BYTES_KV_INT8
     [ -n "${TLM_FW_ARENA:-}" ] && arena_def=$arena
@@ -82,28 +82,30 @@ case $target in
 cortex-m7)
     CC=arm-none-eabi-gcc
     CF="-mcpu=cortex-m7 -mfpu=fpv5-d16 -mfloat-abi=hard -mthumb -O2 -ffunction-sections -fdata-sections"
-    LDF="-nostartfiles --specs=nano.specs -T $out/link.ld -Wl,--gc-sections"
+    LDF="-nostartfiles --specs=nano.specs -T link.ld -Wl,--gc-sections"
     LIBS="-lm -lc -lgcc"
-    SRCS="$port/startup.c"
+    SRCS="startup.c" # in $port
     max_ram=4096
     ;;
 esp32c3)
     CC=riscv64-unknown-elf-gcc
     CF="-march=rv32imc -mabi=ilp32 -O2 -ffunction-sections -fdata-sections --specs=picolibc.specs"
-    LDF="-nostartfiles -T $out/link.ld -Wl,--gc-sections"
+    LDF="-nostartfiles -T link.ld -Wl,--gc-sections"
     LIBS="-lc -lgcc"
-    SRCS="$port/start.S $port/startup.c"
+    SRCS="start.S startup.c"
     max_ram=400 # the chip's SRAM
     ;;
 lx106)
     CC=xtensa-lx106-elf-gcc
     CF="-O2 -ffunction-sections -fdata-sections -mtext-section-literals --specs=/usr/lib/xtensa-lx106-elf/picolibc.specs"
     cache=${TLM_FW_CACHE:-$out}
-    LDF="-nostartfiles -T $out/link.ld -Wl,--gc-sections -L$cache"
+    mkdir -p "$cache"
+    cache=$(cd "$cache" && pwd)
+    LDF="-nostartfiles -T link.ld -Wl,--gc-sections"
     # Debian's lx106 libgcc lacks division and most soft-float routines (the
     # ESP8266 has them in ROM): built from GCC's own source by libgcc-extra.sh
     LIBS="-lc -lgcc-lx106-extra -lgcc -lgcc-lx106-extra"
-    SRCS="$port/start.S $port/startup.c $port/int64.c"
+    SRCS="start.S startup.c int64.c"
     max_ram=512 # dataram1 + dataram0 of the sim machine
     ;;
 *) echo "build.sh: unknown target $target (cortex-m7, esp32c3, lx106)" >&2; exit 2 ;;
@@ -118,10 +120,22 @@ if [ "$target" = lx106 ] && [ ! -f "$cache/libgcc-lx106-extra.a" ]; then
     "$here/lx106/libgcc-extra.sh" "$cache" || exit 2
 fi
 command -v "$CC" >/dev/null || { echo "build.sh: $CC not installed" >&2; exit 2; }
-"$CC" $CF -std=c11 -Wall -Wextra -Werror -I"$root/include" -I"$here/common" -I"$port" $defs "-DTLM_FW_PROMPT_BYTES=$prompt_bytes" "-DTLM_FW_PROMPT_LEN=${plen}u" \
-    -DTLM_FW_MODEL_PATH="\"$model\"" \
-    "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/fw_start.c" $model_src $SRCS \
-    $LDF $LIBS -o "$out/fw.elf" 2>"$out/link.err" || {
+# Every path is an argument of its own, so that any characters in them
+# (spaces, quotes) pass; the compiler runs in $out, where the model, the
+# linker script and the exported C array have plain relative names.
+set -- -std=c11 -Wall -Wextra -Werror "-I$root/include" "-I$here/common" "-I$port" \
+    "-DTLM_FW_PROMPT_BYTES=$prompt_bytes" "-DTLM_FW_PROMPT_LEN=${plen}u"
+for f in "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/fw_start.c"; do set -- "$@" "$f"; done
+for f in $SRCS; do set -- "$@" "$port/$f"; done
+if [ "$embed" = c ]; then
+    set -- "$@" tlm_fw_model_c.c -DTLM_FW_MODEL_C -I.
+else
+    ln -sf "$model" "$out/model.bin"
+    set -- "$@" "$here/common/model.S" '-DTLM_FW_MODEL_PATH="model.bin"'
+fi
+[ "$target" = lx106 ] && set -- "$@" "-L$cache"
+# shellcheck disable=SC2086
+(cd "$out" && "$CC" $CF "$@" $defs $LDF $LIBS -o fw.elf) 2>"$out/link.err" || {
     missing=$(sed -n "s/.*region .RAM' overflowed by \([0-9]*\) bytes.*/\1/p" "$out/link.err" | head -1)
     if [ -n "$missing" ]; then
         echo "build.sh: the model does not fit: RAM budget ${ram_kb} KB, arena $arena bytes at context $ctx; $missing bytes missing" >&2

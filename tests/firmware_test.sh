@@ -94,11 +94,13 @@ else
     echo "ok damaged image: exit $status, $(echo "$out" | grep ERROR)"
 fi
 # the one-command path: tritlm firmware --run --json, with a prompt that has
-# quotes, a newline and a backslash (bytes the build and the console carry)
+# quotes, a newline and a backslash (bytes the build and the console carry),
+# and a model and an output folder whose names have a space and a quote
 prompt=$(printf 'Tom said "hi" to Sue.\nThe end\\')
+cp "$tmp/s.tlm" "$tmp/Tom's model.tlm"
 want=$("$tlm" generate -m "$tmp/s.tlm" -p "$prompt" -n 24 -t 0 --kv-int8 2>/dev/null | esc_json)
-json=$("$tlm" firmware --target $target -m "$tmp/s.tlm" --ctx 32 -n 24 --kv-int8 -p "$prompt" -o "$tmp/fw_cli" --run --json) ||
-    true
+json=$("$tlm" firmware --target $target -m "$tmp/Tom's model.tlm" --ctx 32 -n 24 --kv-int8 -p "$prompt" \
+    -o "$tmp/fw \"cli\" dir" --run --json) || true
 got=$(printf '%s\n' "$json" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')
 for key in ram_bytes flash_bytes insns_per_token exit_status; do
     if ! printf '%s\n' "$json" | grep -q "\"$key\":[0-9]"; then echo "FAIL tritlm firmware: no $key"; fail=1; fi
@@ -106,7 +108,7 @@ done
 if [ "$got" != "$want" ] || ! printf '%s\n' "$json" | grep -q '"exit_status":0'; then
     printf "FAIL tritlm firmware: '%s' vs host '%s'\n" "$got" "$want"; fail=1
 else
-    echo "ok tritlm firmware --json: $(printf '%s\n' "$json" | grep -o '"ram_bytes":[0-9]*'), text with quotes, newline, backslash"
+    echo "ok tritlm firmware --json: $(printf '%s\n' "$json" | grep -o '"ram_bytes":[0-9]*'), quotes, newline, backslash in text and paths"
 fi
 for bad in "--target z80 -m $tmp/s.tlm" "-m $tmp/s.tlm" "--target $target" "--target $target -m $tmp/s.tlm --json" \
            "--target $target -m $tmp/s.tlm --ram-kb 0"; do
