@@ -130,8 +130,9 @@ for f in $SRCS; do set -- "$@" "$port/$f"; done
 if [ "$embed" = c ]; then
     set -- "$@" tlm_fw_model_c.c -DTLM_FW_MODEL_C -I.
 else
-    ln -sf "$model" "$out/model.bin"
-    set -- "$@" "$here/common/model.S" '-DTLM_FW_MODEL_PATH="model.bin"'
+    # a link to the model under a fixed name (unless the model is that file)
+    [ "$model" -ef "$out/tlm_fw_model.tlm" ] || ln -sf "$model" "$out/tlm_fw_model.tlm"
+    set -- "$@" "$here/common/model.S" '-DTLM_FW_MODEL_PATH="tlm_fw_model.tlm"'
 fi
 [ "$target" = lx106 ] && set -- "$@" "-L$cache"
 # shellcheck disable=SC2086
