@@ -663,6 +663,10 @@ static void test_redact(void **state)
         {"Call 555-123-4567.john@x.com now", "Call [email] now"},
         {"Call (555) 123-45.smith@example.com", "Call ([number]) [email]"},
         {"12 b@c.de 34", "[number] [email] [number]"},
+        /* separators: two in a row belong to a number, a third ends it */
+        {"Dial +1 (555) 123-4567.", "Dial [phone]."},
+        {"+44 (0) 20 7946 0958", "[phone]"},
+        {"12--(34)--567", "[number]--([number])--[number]"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char out[256];
@@ -674,6 +678,15 @@ static void test_redact(void **state)
     }
     char small[4];
     assert_true(tlm_redact("12345678", 8, small, sizeof small) == (size_t)-1);
+    /* a long run of phone separators passes through unchanged (and in linear
+     * time: the phone scan started at every '(' used to run to the end) */
+    enum { LONG = 1 << 17 };
+    char *run_in = malloc(LONG), *run_out = malloc(4 * LONG + 16);
+    memset(run_in, '(', LONG);
+    assert_true(tlm_redact(run_in, LONG, run_out, 4 * LONG + 16) == LONG);
+    assert_memory_equal(run_in, run_out, LONG);
+    free(run_in);
+    free(run_out);
 }
 
 static int run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -147,7 +147,7 @@ tlm_status tlm_privatize_ids(const tlm_privatizer *p, tlm_rand *r, tlm_budget *b
 
 /* Copies text to out (cap bytes) with e-mail addresses replaced by
  * "[email]", phone-like sequences (7 or more digits with + ( ) - . or space
- * between them) by "[phone]" and other runs of 2 or more digits by
+ * between them, at most two in a row) by "[phone]" and other runs of 2 or more digits by
  * "[number]". Returns the bytes written, or (size_t)-1 if cap is too small
  * (cap >= 4 * n + 16 always suffices). */
 size_t tlm_redact(const char *text, size_t n, char *out, size_t cap);

@@ -34,17 +34,21 @@ static size_t next_email(const char *s, size_t n, size_t from, size_t *start)
     return 0;
 }
 
-/* Length of a phone-like run at i (7+ digits, separators between), or 0. */
+/* Length of a phone-like run at i (7+ digits, separators between, never
+ * three separators in a row), or 0. The limit on separators also keeps the
+ * scan short where it starts at every character of a long run such as
+ * "((((", which made redaction quadratic in the text's length. */
 static size_t phone_at(const char *s, size_t n, size_t i)
 {
     if (!is_digit(s[i]) && !(s[i] == '+' || s[i] == '(')) return 0;
-    size_t j = i, digits = 0, last = i;
+    size_t j = i, digits = 0, last = i, seps = 0;
     while (j < n && (is_digit(s[j]) || is_phone_sep(s[j]))) {
         if (is_digit(s[j])) {
             digits++;
             last = j + 1;
-        } else if (j + 1 < n && is_phone_sep(s[j + 1]) && s[j] == ' ') {
-            break; /* two separators with a space: the sentence goes on */
+            seps = 0;
+        } else if (++seps > 2 || (j + 1 < n && s[j] == ' ' && is_phone_sep(s[j + 1]) && s[j + 1] != '(')) {
+            break; /* a space before a separator (but "+1 (555)"), or three in a row: the sentence goes on */
         }
         j++;
     }
