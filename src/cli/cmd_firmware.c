@@ -6,11 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
+#include "../host/proc.h"
 #include "cli.h"
 
 #ifndef TLM_FIRMWARE_DIR
@@ -125,53 +125,6 @@ static int field_num(const char *out, const char *key, double *v)
     return end != buf;
 }
 
-/* Runs argv, returns its exit status (or -1) and its stdout in *out. */
-static int run_capture(char *const argv[], char **out)
-{
-    int fd[2];
-    *out = NULL;
-    if (pipe(fd)) return -1;
-    const pid_t pid = fork();
-    if (pid < 0) {
-        close(fd[0]);
-        close(fd[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        dup2(fd[1], 1);
-        close(fd[0]);
-        close(fd[1]);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    close(fd[1]);
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 >= cap) {
-            char *b = realloc(buf, cap * 2);
-            if (!b) { /* out of memory: give up the output; closing the pipe ends the child */
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = b;
-            cap *= 2;
-        }
-        const ssize_t r = read(fd[0], buf + n, cap - n - 1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        n += (size_t)r;
-    }
-    close(fd[0]);
-    if (buf) buf[n] = 0;
-    *out = buf;
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 int cmd_firmware(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -268,7 +221,7 @@ int cmd_firmware(int argc, char **argv)
     args[k] = NULL;
 
     char *out = NULL;
-    const int st = run_capture(args, &out);
+    const int st = tlm_run(args, &out, 0);
     if (st != 0 || !out) {
         fprintf(stderr, "tritlm firmware: building for %s failed (%s)\n", target,
                 st == 3 ? "the model does not fit the RAM budget" : "see the messages above");

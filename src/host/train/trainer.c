@@ -4,9 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../core/ops.h"
@@ -15,6 +12,7 @@
 #include "../image_build.h"
 #include "../llama2c.h"
 #include "../model_file.h"
+#include "../proc.h"
 #include "../progress.h"
 #include "adamw.h"
 #include "checkpoint.h"
@@ -190,21 +188,8 @@ static void plot(const char *out_path, int quiet)
     char path[4096];
     snprintf(path, sizeof path, "%s.plot.gp", out_path);
     if (tlm_write_file_atomic(path, gp, strlen(gp), NULL)) return;
-    /* gnuplot PATH, no shell between: any file name works */
-    int ok = 0;
-    const pid_t pid = fork();
-    if (pid == 0) {
-        const int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) dup2(devnull, STDERR_FILENO);
-        execlp("gnuplot", "gnuplot", path, (char *)NULL);
-        _exit(127);
-    }
-    if (pid > 0) {
-        int status;
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-        ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    }
-    if (!ok) {
+    char *argv[] = {"gnuplot", path, NULL};
+    if (tlm_run(argv, NULL, 1) != 0) {
         if (!quiet)
             fprintf(stderr, "train: gnuplot failed or is not installed (apt-get install gnuplot-nox); the logs are in %s.*.csv\n",
                     out_path);
