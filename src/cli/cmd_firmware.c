@@ -10,15 +10,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "../host/proc.h"
 #include "cli.h"
-
-#ifndef TLM_FIRMWARE_DIR
-#define TLM_FIRMWARE_DIR "firmware"
-#endif
-#ifndef TLM_PLUGIN_PATH
-#define TLM_PLUGIN_PATH ""
-#endif
+#include "fw_run.h"
 
 static const char help[] =
     "usage: tritlm firmware --target cortex-m7|esp32c3|lx106 -m MODEL.tlm [--ctx N] [--ram-kb K]\n"
@@ -57,30 +50,6 @@ static const char help[] =
     "measurement. Environment: TLM_FIRMWARE_DIR (firmware sources), TLM_PLUGIN (counting\n"
     "plugin).\n";
 
-typedef struct {
-    const char *name;
-    double mhz; /* typical clock of the chip the target stands for */
-} target_info;
-
-static const target_info targets[] = {{"cortex-m7", 480.0}, {"esp32c3", 160.0}, {"lx106", 240.0}};
-
-/* Value of the line "KEY value" in out, or NULL; the returned pointer runs to
- * the end of the line (not terminated). */
-static const char *field(const char *out, const char *key, size_t *len)
-{
-    const size_t k = strlen(key);
-    for (const char *p = out; p && *p;) {
-        if (!strncmp(p, key, k) && p[k] == ' ') {
-            const char *v = p + k + 1, *e = strchr(v, '\n');
-            *len = e ? (size_t)(e - v) : strlen(v);
-            return v;
-        }
-        p = strchr(p, '\n');
-        if (p) p++;
-    }
-    return NULL;
-}
-
 static int hex_value(char c)
 {
     if (c >= '0' && c <= '9') return c - '0';
@@ -109,20 +78,6 @@ static size_t unescape_text(const char *s, size_t n, char *out)
         }
     }
     return o;
-}
-
-static int field_num(const char *out, const char *key, double *v)
-{
-    size_t n;
-    const char *s = field(out, key, &n);
-    if (!s) return 0;
-    char buf[32];
-    if (n >= sizeof buf) return 0;
-    memcpy(buf, s, n);
-    buf[n] = 0;
-    char *end;
-    *v = strtod(buf, &end);
-    return end != buf;
 }
 
 int cmd_firmware(int argc, char **argv)
@@ -169,83 +124,38 @@ int cmd_firmware(int argc, char **argv)
     if (optind != argc) return cli_usage_error("firmware", "unexpected argument '%s'", argv[optind]);
     if (!target) return cli_usage_error("firmware", "missing --target (cortex-m7, esp32c3 or lx106)");
     if (!model) return cli_usage_error("firmware", "missing -m MODEL.tlm");
-    const target_info *ti = NULL;
-    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++)
-        if (!strcmp(target, targets[i].name)) ti = &targets[i];
-    if (!ti) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, esp32c3 or lx106)", target);
+    const double mhz = cli_fw_target_mhz(target);
+    if (mhz <= 0.0) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, esp32c3 or lx106)", target);
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
     if (access(model, R_OK)) {
         fprintf(stderr, "tritlm firmware: cannot read %s: %s\n", model, strerror(errno));
         return TLM_EXIT_FAIL;
     }
 
-    char script[4096], self[4096], dir[4096], num[3][16];
-    const char *fwdir = getenv("TLM_FIRMWARE_DIR");
-    snprintf(script, sizeof script, "%s/build.sh", fwdir && *fwdir ? fwdir : TLM_FIRMWARE_DIR);
-    if (access(script, R_OK)) {
-        fprintf(stderr, "tritlm firmware: no firmware sources at %s (set TLM_FIRMWARE_DIR to tritlm's firmware/)\n", script);
-        return TLM_EXIT_FAIL;
-    }
-    const ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
-    self[sl > 0 ? sl : 0] = 0;
-    if (sl > 0) setenv("TLM_BIN", self, 1); /* build.sh asks this tritlm for the arena size */
-    const char *plugin = getenv("TLM_PLUGIN");
-    if (!plugin || !*plugin) {
-        if (*TLM_PLUGIN_PATH && !access(TLM_PLUGIN_PATH, R_OK)) setenv("TLM_PLUGIN", TLM_PLUGIN_PATH, 1);
-        else if (run) fprintf(stderr, "tritlm firmware: the instruction-counting plugin is missing; no counts\n");
-    }
+    char dir[4096];
     if (outdir) snprintf(dir, sizeof dir, "%s", outdir);
     else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
-    snprintf(num[0], sizeof num[0], "%u", ctx);
-    snprintf(num[1], sizeof num[1], "%u", ram_kb);
-    snprintf(num[2], sizeof num[2], "%u", steps);
-    char *args[24];
-    int k = 0;
-    args[k++] = "sh";
-    args[k++] = script;
-    args[k++] = (char *)target;
-    args[k++] = (char *)model;
-    args[k++] = dir;
-    args[k++] = "--ctx";
-    args[k++] = num[0];
-    args[k++] = "--ram-kb";
-    args[k++] = num[1];
-    args[k++] = "-p";
-    args[k++] = (char *)prompt;
-    args[k++] = "-n";
-    args[k++] = num[2];
-    if (kv8) args[k++] = "--kv-int8";
-    args[k++] = "--embed";
-    args[k++] = (char *)embed;
-    if (run) args[k++] = "--run";
-    args[k] = NULL;
-
-    char *out = NULL;
-    const int st = tlm_run(args, &out, 0);
-    if (st != 0 || !out) {
-        fprintf(stderr, "tritlm firmware: building for %s failed (%s)\n", target,
-                st == 3 ? "the model does not fit the RAM budget" : "see the messages above");
-        free(out);
+    const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
+                            .ctx = ctx, .ram_kb = ram_kb, .steps = steps, .kv8 = kv8, .run = run};
+    cli_fw_result r;
+    if (cli_fw_build_run("firmware", &job, &r)) {
+        cli_fw_result_free(&r);
         return TLM_EXIT_FAIL;
     }
-    double exit_status = -1, stat_b = 0, stack_b = 0, arena_b = 0, flash_b = 0, model_b = 0, insns = 0, tokens = 0;
-    const int have_exit = field_num(out, "EXIT", &exit_status);
-    field_num(out, "STATIC", &stat_b);
-    field_num(out, "STACK", &stack_b);
-    field_num(out, "ARENA", &arena_b);
-    field_num(out, "FLASH", &flash_b);
-    field_num(out, "MODEL", &model_b);
-    field_num(out, "TOKENS", &tokens);
-    const int have_insns = field_num(out, "INSNS_PER_TOKEN", &insns) && insns > 0;
+    const char *out = r.out;
+    const double exit_status = r.exit_status, stat_b = r.static_bytes, stack_b = r.stack_bytes;
+    const double arena_b = r.arena_bytes, flash_b = r.flash_bytes, model_b = r.model_bytes, tokens = r.tokens;
+    const double insns = r.insns_per_token;
+    const int have_exit = r.have_exit, have_insns = r.have_insns;
     if (!run) {
         printf("%s", out);
-        free(out);
+        cli_fw_result_free(&r);
         return 0;
     }
     /* the arena is part of .bss, so static + stack is the whole RAM */
     const double ram = stat_b + stack_b;
     size_t tl = 0;
-    const char *text = field(out, "TEXT", &tl);
+    const char *text = cli_fw_field(out, "TEXT", &tl);
     if (json) {
         cJSON *root = cJSON_CreateObject();
         cJSON_AddStringToObject(root, "target", target);
@@ -267,8 +177,8 @@ int cmd_firmware(int argc, char **argv)
         cJSON_AddNumberToObject(root, "model_bytes", model_b);
         if (have_insns) {
             cJSON_AddNumberToObject(root, "insns_per_token", insns);
-            cJSON_AddNumberToObject(root, "clock_mhz", ti->mhz);
-            cJSON_AddNumberToObject(root, "est_tokens_per_s", ti->mhz * 1e6 / insns);
+            cJSON_AddNumberToObject(root, "clock_mhz", mhz);
+            cJSON_AddNumberToObject(root, "est_tokens_per_s", mhz * 1e6 / insns);
         } else {
             cJSON_AddNullToObject(root, "insns_per_token");
         }
@@ -284,9 +194,9 @@ int cmd_firmware(int argc, char **argv)
         printf("%s", out);
         printf("RAM %.0f (static incl. arena %.0f + stack %.0f)\n", ram, stat_b, stack_b);
         if (have_insns)
-            printf("ESTIMATE %.1f tokens/s at %.0f MHz, one instruction per cycle\n", ti->mhz * 1e6 / insns, ti->mhz);
+            printf("ESTIMATE %.1f tokens/s at %.0f MHz, one instruction per cycle\n", mhz * 1e6 / insns, mhz);
     }
-    free(out);
+    cli_fw_result_free(&r);
     if (!have_exit || exit_status != 0) {
         fprintf(stderr, "tritlm firmware: the firmware exited with status %.0f (QEMU's messages: %s/run.err)\n",
                 exit_status, dir);

@@ -1,0 +1,127 @@
+/* firmware/build.sh as a function: see fw_run.h. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../host/proc.h"
+#include "fw_run.h"
+
+#ifndef TLM_FIRMWARE_DIR
+#define TLM_FIRMWARE_DIR "firmware"
+#endif
+#ifndef TLM_PLUGIN_PATH
+#define TLM_PLUGIN_PATH ""
+#endif
+
+static const struct {
+    const char *name;
+    double mhz;
+} targets[] = {{"cortex-m7", 480.0}, {"esp32c3", 160.0}, {"lx106", 240.0}};
+
+double cli_fw_target_mhz(const char *target)
+{
+    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++)
+        if (!strcmp(target, targets[i].name)) return targets[i].mhz;
+    return 0.0;
+}
+
+const char *cli_fw_field(const char *out, const char *key, size_t *len)
+{
+    const size_t k = strlen(key);
+    for (const char *p = out; p && *p;) {
+        if (!strncmp(p, key, k) && p[k] == ' ') {
+            const char *v = p + k + 1, *e = strchr(v, '\n');
+            *len = e ? (size_t)(e - v) : strlen(v);
+            return v;
+        }
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    return NULL;
+}
+
+static int field_num(const char *out, const char *key, double *v)
+{
+    size_t n;
+    const char *s = cli_fw_field(out, key, &n);
+    if (!s) return 0;
+    char buf[32];
+    if (n >= sizeof buf) return 0;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    char *end;
+    *v = strtod(buf, &end);
+    return end != buf;
+}
+
+int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->exit_status = -1;
+    char script[4096], self[4096], num[3][16];
+    const char *fwdir = getenv("TLM_FIRMWARE_DIR");
+    snprintf(script, sizeof script, "%s/build.sh", fwdir && *fwdir ? fwdir : TLM_FIRMWARE_DIR);
+    if (access(script, R_OK)) {
+        fprintf(stderr, "tritlm %s: no firmware sources at %s (set TLM_FIRMWARE_DIR to tritlm's firmware/)\n", cmd,
+                script);
+        return 1;
+    }
+    const ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[sl > 0 ? sl : 0] = 0;
+    if (sl > 0) setenv("TLM_BIN", self, 1); /* build.sh asks this tritlm for the arena size */
+    const char *plugin = getenv("TLM_PLUGIN");
+    if (!plugin || !*plugin) {
+        if (*TLM_PLUGIN_PATH && !access(TLM_PLUGIN_PATH, R_OK)) setenv("TLM_PLUGIN", TLM_PLUGIN_PATH, 1);
+        else if (job->run) fprintf(stderr, "tritlm %s: the instruction-counting plugin is missing; no counts\n", cmd);
+    }
+    snprintf(num[0], sizeof num[0], "%u", job->ctx);
+    snprintf(num[1], sizeof num[1], "%u", job->ram_kb);
+    snprintf(num[2], sizeof num[2], "%u", job->steps);
+    char *args[24];
+    int k = 0;
+    args[k++] = "sh";
+    args[k++] = script;
+    args[k++] = (char *)job->target;
+    args[k++] = (char *)job->model;
+    args[k++] = (char *)job->dir;
+    args[k++] = "--ctx";
+    args[k++] = num[0];
+    args[k++] = "--ram-kb";
+    args[k++] = num[1];
+    args[k++] = "-p";
+    args[k++] = (char *)(job->prompt ? job->prompt : "Once upon a time");
+    args[k++] = "-n";
+    args[k++] = num[2];
+    if (job->kv8) args[k++] = "--kv-int8";
+    args[k++] = "--embed";
+    args[k++] = (char *)(job->embed ? job->embed : "asm");
+    if (job->run) args[k++] = "--run";
+    args[k] = NULL;
+
+    res->script_status = tlm_run(args, &res->out, job->quiet);
+    if (res->script_status != 0 || !res->out) {
+        if (job->quiet && res->script_status == 3) return 1; /* the caller asked whether it fits */
+        fprintf(stderr, "tritlm %s: building %s for %s failed (%s)\n", cmd, job->model, job->target,
+                res->script_status == 3 ? "the model does not fit the RAM budget"
+                                        : job->quiet ? "run 'tritlm firmware' on it to see why" : "see the messages above");
+        return 1;
+    }
+    const char *out = res->out;
+    res->have_exit = field_num(out, "EXIT", &res->exit_status);
+    field_num(out, "STATIC", &res->static_bytes);
+    field_num(out, "STACK", &res->stack_bytes);
+    field_num(out, "ARENA", &res->arena_bytes);
+    field_num(out, "FLASH", &res->flash_bytes);
+    field_num(out, "MODEL", &res->model_bytes);
+    field_num(out, "TOKENS", &res->tokens);
+    res->have_insns = field_num(out, "INSNS_PER_TOKEN", &res->insns_per_token) && res->insns_per_token > 0;
+    return 0;
+}
+
+void cli_fw_result_free(cli_fw_result *res)
+{
+    free(res->out);
+    res->out = NULL;
+}

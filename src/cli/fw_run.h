@@ -1,0 +1,42 @@
+/* Building a model into firmware and running it in QEMU (firmware/build.sh
+ * with the instruction-counting plugin), for `tritlm firmware` and for the
+ * hardware-aware planner of `tritlm quantize --device`, which measures
+ * each weight type on the device's core. */
+#ifndef TLM_CLI_FW_RUN_H
+#define TLM_CLI_FW_RUN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cli_fw_job {
+    const char *target;  /* cortex-m7, esp32c3 or lx106 */
+    const char *model;   /* the image to link */
+    const char *dir;     /* where the ELF and logs go */
+    const char *prompt;
+    const char *embed;   /* asm or c */
+    uint32_t ctx, ram_kb, steps;
+    int kv8, run;
+    int quiet;           /* the build's messages to /dev/null, and none of ours if the model does
+                          * not fit the RAM (script_status 3: the caller asked whether it does) */
+} cli_fw_job;
+
+typedef struct cli_fw_result {
+    char *out;           /* what the build and the firmware printed (malloc'd) */
+    int script_status;   /* build.sh's exit status (3: the model does not fit the RAM) */
+    int have_exit, have_insns;
+    double exit_status, static_bytes, stack_bytes, arena_bytes, flash_bytes, model_bytes, insns_per_token, tokens;
+} cli_fw_result;
+
+/* The typical clock (MHz) of the chip a target stands for; 0 if unknown. */
+double cli_fw_target_mhz(const char *target);
+
+/* Runs the job. Returns 0 if the script ran to the end (then res holds its
+ * report; with run, check res->have_exit and res->exit_status), else
+ * non-zero after printing why on stderr (prefixed with cmd). */
+int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res);
+void cli_fw_result_free(cli_fw_result *res);
+
+/* The value of the report's line "KEY value" (not terminated: *len bytes). */
+const char *cli_fw_field(const char *out, const char *key, size_t *len);
+
+#endif
