@@ -233,15 +233,29 @@ static void test_corrupt_packed(void **state)
 static void test_runtime_quantized(void **state)
 {
     (void)state;
-    const uint16_t packs[] = {TLM_WTYPE_T2, TLM_WTYPE_T3, TLM_WTYPE_TS};
-    const uint16_t embeds[] = {TLM_WTYPE_I8, TLM_PACK_AUTO, TLM_WTYPE_F32};
-    for (size_t k = 0; k < 3; k++) {
+    /* the last two: per-layer plans (hardware-aware quantization), one
+     * layer fp32 (float activations) beside a ternary one, int8 beside t2 */
+    const uint16_t packs[] = {TLM_WTYPE_T2, TLM_WTYPE_T3, TLM_WTYPE_TS, TLM_WTYPE_T2, TLM_WTYPE_T2};
+    const uint16_t embeds[] = {TLM_WTYPE_I8, TLM_PACK_AUTO, TLM_WTYPE_F32, TLM_WTYPE_I8, TLM_WTYPE_F32};
+    const uint8_t plans[5][2] = {{0}, {0}, {0}, {TLM_WTYPE_F32, TLM_WTYPE_T3}, {TLM_WTYPE_I8, TLM_WTYPE_T2}};
+    for (size_t k = 0; k < 5; k++) {
         tlm_quant_cfg c = pack_cfg(packs[k], k == 1 ? 16u : 0u);
         c.embed = embeds[k];
+        if (k >= 3) {
+            c.n_plan = 2;
+            memcpy(c.plan, plans[k], 2);
+        }
         uint8_t *img;
         size_t bytes;
         tlm_model m;
         quantized_tiny(&c, &img, &bytes, &m);
+        for (uint32_t l = 0; l < m.hp.n_layers; l++)
+            for (uint32_t role = TLM_ROLE_WQ; role <= TLM_ROLE_W3; role++) {
+                if (role == TLM_ROLE_FFN_NORM) continue;
+                tlm_tensor t;
+                tlm_model_tensor(&m, (tlm_role)role, l, &t);
+                assert_int_equal(t.wtype, k >= 3 ? plans[k][l] : packs[k]);
+            }
         /* The sequence path with fake-quantized activations computes the
          * same function with float sums: compare per position. */
         const uint32_t T = 20;
@@ -284,14 +298,15 @@ static void test_runtime_quantized(void **state)
     } while (0)
             for (uint32_t l = 0; l < m.hp.n_layers; l++) {
                 const tlm_layer_params *w = &p.layers[l];
+                const int lq = k < 3 || plans[k][l] != TLM_WTYPE_F32; /* int8 inputs into this layer */
                 double ss = 0;
                 for (uint32_t i = 0; i < D; i++) ss += x[i] * x[i];
                 double inv = 1.0 / sqrt(ss / D + m.hp.norm_eps);
                 for (uint32_t i = 0; i < D; i++) xb[i] = x[i] * inv * w->attn_norm[i];
                 double *kr = kc + ((size_t)l * T + pos) * KV, *vr = vc + ((size_t)l * T + pos) * KV;
-                QMV(q, xb, w->wq, D, D, 1);
-                QMV(kr, xb, w->wk, KV, D, 1);
-                QMV(vr, xb, w->wv, KV, D, 1);
+                QMV(q, xb, w->wq, D, D, lq);
+                QMV(kr, xb, w->wk, KV, D, lq);
+                QMV(vr, xb, w->wv, KV, D, lq);
                 for (uint32_t i = 0; i < D; i += 2) {
                     double f = 1.0 / pow(m.hp.rope_theta, (double)(i % hs) / hs), a = pos * f;
                     double c0 = cos(a), s0 = sin(a), q0 = q[i], q1 = q[i + 1];
@@ -320,16 +335,16 @@ static void test_runtime_quantized(void **state)
                     }
                 }
                 double tmp[64];
-                QMV(tmp, att, w->wo, D, D, 1);
+                QMV(tmp, att, w->wo, D, D, lq);
                 for (uint32_t i = 0; i < D; i++) x[i] += tmp[i];
                 ss = 0;
                 for (uint32_t i = 0; i < D; i++) ss += x[i] * x[i];
                 inv = 1.0 / sqrt(ss / D + m.hp.norm_eps);
                 for (uint32_t i = 0; i < D; i++) xb[i] = x[i] * inv * w->ffn_norm[i];
-                QMV(hb, xb, w->w1, H, D, 1);
-                QMV(hb2, xb, w->w3, H, D, 1);
+                QMV(hb, xb, w->w1, H, D, lq);
+                QMV(hb2, xb, w->w3, H, D, lq);
                 for (uint32_t i = 0; i < H; i++) hb[i] = hb[i] / (1.0 + exp(-hb[i])) * hb2[i];
-                QMV(tmp, hb, w->w2, D, H, 1);
+                QMV(tmp, hb, w->w2, D, H, lq);
                 for (uint32_t i = 0; i < D; i++) x[i] += tmp[i];
             }
             double ss = 0;

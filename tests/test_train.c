@@ -271,6 +271,11 @@ static void test_qat(void **state)
     b.distill = c.distill = 0.5f;
     q.sparsity = 0.6f;
     q.pack = TLM_WTYPE_TS;
+    /* with a per-layer plan (int8, then sparse ternary), which the
+     * checkpoint must carry for the resumed run to match */
+    q.n_plan = 2;
+    q.plan[0] = TLM_WTYPE_I8;
+    q.plan[1] = TLM_WTYPE_TS;
     assert_int_equal(tlm_train(&b, &r, NULL), TLM_OK);
     c.stop_after = 9;
     assert_int_equal(tlm_train(&c, &r, NULL), TLM_OK);
@@ -286,6 +291,14 @@ static void test_qat(void **state)
     uint8_t *mb = slurp(b.out, &nb), *mc = slurp(c.out, &nc);
     assert_int_equal(nb, nc);
     assert_memory_equal(mb, mc, nb);
+    tlm_model planned;
+    assert_int_equal(tlm_model_open(&planned, mb, nb, NULL), TLM_OK);
+    for (uint32_t l = 0; l < 2; l++)
+        for (uint32_t role = TLM_ROLE_WQ; role <= TLM_ROLE_W3; role++) {
+            if (role == TLM_ROLE_FFN_NORM) continue;
+            assert_int_equal(tlm_model_tensor(&planned, (tlm_role)role, l, &t), 0);
+            assert_int_equal(t.wtype, q.plan[l]);
+        }
     /* resuming a distilled run without its teacher is refused */
     d.teacher = NULL;
     tlm_error err;

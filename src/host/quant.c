@@ -40,17 +40,45 @@ tlm_status tlm_quant_check(const tlm_quant_cfg *c, const tlm_hparams *hp, tlm_er
         return tlm_fail(err, TLM_ERR_ARG, "packing must be t2, t3, ts, auto or i8");
     if (c->embed != TLM_WTYPE_F32 && c->embed != TLM_WTYPE_I8 && c->embed != TLM_PACK_AUTO && !is_ternary(c->embed))
         return tlm_fail(err, TLM_ERR_ARG, "embedding type must be fp32, int8 or ternary");
+    if (c->n_plan) {
+        if (c->n_plan > TLM_QUANT_PLAN_MAX)
+            return tlm_fail(err, TLM_ERR_ARG, "a per-layer plan covers at most %u layers", TLM_QUANT_PLAN_MAX);
+        if (hp && c->n_plan != hp->n_layers)
+            return tlm_fail(err, TLM_ERR_ARG, "the per-layer plan has %u entries for a model of %u layers", c->n_plan,
+                            hp->n_layers);
+        for (uint32_t l = 0; l < c->n_plan; l++)
+            if (c->plan[l] != TLM_WTYPE_F32 && c->plan[l] != TLM_WTYPE_I8 && !is_ternary(c->plan[l]))
+                return tlm_fail(err, TLM_ERR_ARG, "layer %u: type must be fp32, int8, t2, t3 or ts", l);
+    }
     return TLM_OK;
 }
 
-int tlm_quant_role_is_quantized(const tlm_quant_cfg *c, uint32_t role)
+static int is_layer_matrix(uint32_t role)
 {
     switch (role) {
     case TLM_ROLE_WQ: case TLM_ROLE_WK: case TLM_ROLE_WV: case TLM_ROLE_WO:
     case TLM_ROLE_W1: case TLM_ROLE_W2: case TLM_ROLE_W3: return 1;
-    case TLM_ROLE_TOK_EMBED: case TLM_ROLE_CLASSIFIER: return c->embed != TLM_WTYPE_F32;
     default: return 0;
     }
+}
+
+uint32_t tlm_quant_type_of(const tlm_quant_cfg *c, uint32_t role, uint32_t layer)
+{
+    if (role == TLM_ROLE_TOK_EMBED || role == TLM_ROLE_CLASSIFIER) return c->embed;
+    if (!is_layer_matrix(role)) return TLM_WTYPE_F32;
+    if (c->n_plan) return layer < c->n_plan ? c->plan[layer] : TLM_WTYPE_F32;
+    return c->pack;
+}
+
+int tlm_quant_role_is_quantized(const tlm_quant_cfg *c, uint32_t role)
+{
+    if (is_layer_matrix(role)) {
+        if (!c->n_plan) return 1;
+        for (uint32_t l = 0; l < c->n_plan; l++)
+            if (c->plan[l] != TLM_WTYPE_F32) return 1;
+        return 0;
+    }
+    return tlm_quant_type_of(c, role, 0) != TLM_WTYPE_F32;
 }
 
 /* The k-th largest of v[0..n) (k < n), reordering v. */
@@ -120,13 +148,6 @@ static int is_ternary_tensor(const float *w, uint32_t rows, uint32_t cols, const
     return 1;
 }
 
-/* Is this role int8 (per row) rather than ternary under c? */
-static int role_is_int8(const tlm_quant_cfg *c, uint32_t role)
-{
-    const int embed_role = role == TLM_ROLE_TOK_EMBED || role == TLM_ROLE_CLASSIFIER;
-    return (embed_role ? c->embed : c->pack) == TLM_WTYPE_I8;
-}
-
 int tlm_ternary_keep(const float *w, uint32_t rows, uint32_t cols, const tlm_quant_cfg *c, int8_t *t, float *scales)
 {
     if (c->sparsity >= 0.0f) return 0;
@@ -149,7 +170,8 @@ void tlm_quant_latent_init(tlm_params *p, const tlm_quant_cfg *c)
     for (uint32_t i = 0; i < n; i++) {
         tlm_param_tensor s;
         tlm_params_tensor(p, i, &s);
-        if (!tlm_quant_role_is_quantized(c, s.role) || role_is_int8(c, s.role)) continue;
+        const uint32_t type = tlm_quant_type_of(c, s.role, s.layer);
+        if (type == TLM_WTYPE_F32 || type == TLM_WTYPE_I8) continue;
         if (!is_ternary_tensor(s.data, s.rows, s.cols, c)) continue;
         /* each unit's nonzeros times len / nnz, so that their mean |w| is the scale */
         const uint64_t nu = tlm_scale_count(c->scale_kind, s.rows, s.cols, c->group);
@@ -301,9 +323,10 @@ void tlm_quant_fake(const tlm_params *src, tlm_params *dst, const tlm_quant_cfg 
         tlm_params_tensor(src, i, &s);
         tlm_params_tensor(dst, i, &d);
         const size_t count = (size_t)s.rows * s.cols;
-        if (!tlm_quant_role_is_quantized(c, s.role)) {
+        const uint32_t type = tlm_quant_type_of(c, s.role, s.layer);
+        if (type == TLM_WTYPE_F32) {
             memcpy(d.data, s.data, count * sizeof(float));
-        } else if (role_is_int8(c, s.role)) {
+        } else if (type == TLM_WTYPE_I8) {
             tlm_int8_rows(s.data, s.rows, s.cols, NULL, NULL, d.data);
         } else {
             tlm_ternarize(s.data, s.rows, s.cols, c, NULL, NULL, d.data);
@@ -372,10 +395,10 @@ tlm_status tlm_quant_image(const tlm_params *src, const tlm_quant_cfg *c, const 
         tlm_tensor_in *o = &ts[i];
         *o = (tlm_tensor_in){.role = s.role, .layer = s.layer, .wtype = TLM_WTYPE_F32, .rows = s.rows,
                              .cols = s.cols, .data = s.data};
-        if (!tlm_quant_role_is_quantized(c, s.role)) continue;
+        uint32_t type = tlm_quant_type_of(c, s.role, s.layer);
+        if (type == TLM_WTYPE_F32) continue;
         const size_t count = (size_t)s.rows * s.cols;
-        const int embed_role = s.role == TLM_ROLE_TOK_EMBED || s.role == TLM_ROLE_CLASSIFIER;
-        if (role_is_int8(c, s.role)) {
+        if (type == TLM_WTYPE_I8) {
             int8_t *q = malloc(count);
             float *sc = malloc((size_t)s.rows * sizeof *sc);
             owned[2 * i] = q;
@@ -403,7 +426,6 @@ tlm_status tlm_quant_image(const tlm_params *src, const tlm_quant_cfg *c, const 
         if (!(c->keep_ternary && tlm_ternary_keep(s.data, s.rows, s.cols, c, t, sc)))
             tlm_ternarize(s.data, s.rows, s.cols, c, t, sc, NULL);
         const uint32_t kmax = max_row_nnz(t, s.rows, s.cols);
-        uint16_t type = embed_role ? c->embed : c->pack;
         if (type == TLM_PACK_AUTO)
             type = tlm_wtype_row_bytes(TLM_WTYPE_TS, s.cols, kmax) < tlm_wtype_row_bytes(TLM_WTYPE_T3, s.cols, 0)
                        ? TLM_WTYPE_TS

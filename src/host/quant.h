@@ -17,6 +17,9 @@ typedef enum tlm_qmethod { TLM_QM_ABSMEAN = 0, TLM_QM_THRESHOLD = 1 } tlm_qmetho
  * of t3 and ts. */
 #define TLM_PACK_AUTO 0xFFFFu
 
+/* Most layers a per-layer plan covers (what a checkpoint's header holds). */
+#define TLM_QUANT_PLAN_MAX 64u
+
 typedef struct tlm_quant_cfg {
     tlm_qmethod method;
     float sparsity;       /* < 0: the method's own; else the fraction of zeros in every row */
@@ -25,6 +28,12 @@ typedef struct tlm_quant_cfg {
     uint32_t group;       /* weights per scale group (TLM_SCALE_GROUP) */
     uint16_t pack;        /* TLM_WTYPE_T2, _T3, _TS, TLM_PACK_AUTO, or TLM_WTYPE_I8 (int8 per row, not ternary) */
     uint16_t embed;       /* embedding and classifier: TLM_WTYPE_F32, _I8, a ternary type, or TLM_PACK_AUTO */
+    /* A per-layer plan (hardware-aware quantization, --layers/--device): if
+     * n_plan is not 0 it is the model's layer count and layer l's seven
+     * matrices take plan[l] (TLM_WTYPE_F32, _I8, _T2, _T3 or _TS) instead of
+     * pack; the embedding and classifier still follow embed. */
+    uint16_t n_plan;
+    uint8_t plan[TLM_QUANT_PLAN_MAX];
     int keep_ternary;     /* tlm_quant_image (post-training quantization): a tensor that is ternary
                            * already keeps its trits and scales (tlm_ternary_keep); not saved in
                            * checkpoints, 0 for quantization-aware training */
@@ -61,8 +70,13 @@ void tlm_quant_latent_init(tlm_params *p, const tlm_quant_cfg *c);
 /* Symmetric int8 per row: q = round(w / s), s = max|w| / 127. */
 void tlm_int8_rows(const float *w, uint32_t rows, uint32_t cols, int8_t *q, float *scales, float *deq);
 
-/* Is tensor role quantized under c (embedding/classifier follow c->embed)? */
+/* Is tensor role quantized under c (embedding/classifier follow c->embed)?
+ * For a layer's matrices: in any layer (a plan may keep some fp32). */
 int tlm_quant_role_is_quantized(const tlm_quant_cfg *c, uint32_t role);
+
+/* The type tensor (role, layer) gets under c: TLM_WTYPE_F32 (left as it
+ * is, as norms always are), _I8, a ternary type, or TLM_PACK_AUTO. */
+uint32_t tlm_quant_type_of(const tlm_quant_cfg *c, uint32_t role, uint32_t layer);
 
 /* dst = the quantize-dequantize image of src (norms copied). dst must have
  * src's shapes. Used by quantization-aware training every step. */

@@ -22,8 +22,11 @@ enum {
     /* quantization-aware runs */
     C_QAT = 128, C_QMETHOD = 132, C_QSPARSITY = 136, C_QTHRESH = 140, C_QSCALE = 144, C_QPACK = 146,
     C_QEMBED = 148, C_QGROUP = 152, C_DISTILL = 156,
-    C_DROPOUT = 160, C_EMA = 164
+    C_DROPOUT = 160, C_EMA = 164,
+    /* a per-layer plan: its length, then one weight type per layer */
+    C_QNPLAN = 168, C_QPLAN = 172
 };
+_Static_assert(C_QPLAN + TLM_QUANT_PLAN_MAX <= CKPT_HEADER, "the plan must fit the header");
 
 int tlm_ckpt_is(const char *path)
 {
@@ -111,6 +114,8 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
         tlm_wr16(buf + C_QEMBED, meta->qcfg.embed);
         tlm_wr32(buf + C_QGROUP, meta->qcfg.group);
         tlm_wrf32(buf + C_DISTILL, meta->distill);
+        tlm_wr32(buf + C_QNPLAN, meta->qcfg.n_plan);
+        memcpy(buf + C_QPLAN, meta->qcfg.plan, meta->qcfg.n_plan);
     }
     memcpy(buf + CKPT_HEADER, img, img_bytes);
     memcpy(buf + CKPT_HEADER + img_bytes, opt->m, p->n * sizeof(float));
@@ -223,6 +228,10 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
         meta->qcfg.embed = tlm_rd16(buf + C_QEMBED);
         meta->qcfg.group = tlm_rd32(buf + C_QGROUP);
         meta->distill = tlm_rdf32(buf + C_DISTILL);
+        const uint32_t np = tlm_rd32(buf + C_QNPLAN);
+        /* a plan too long for the header is refused by tlm_quant_check below */
+        meta->qcfg.n_plan = (uint16_t)(np > TLM_QUANT_PLAN_MAX ? 0xFFFFu : np);
+        if (np <= TLM_QUANT_PLAN_MAX) memcpy(meta->qcfg.plan, buf + C_QPLAN, np);
     }
     opt->beta1 = meta->beta1;
     opt->beta2 = meta->beta2;

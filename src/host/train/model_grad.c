@@ -8,12 +8,12 @@
 
 typedef struct {
     float *x_in, *xn1, *inv1, *q, *k, *v, *lse, *att, *x_mid, *xn2, *inv2, *a, *b, *hh;
+    int act_q8; /* fake int8 activations into this layer's matrices */
 } layer_acts;
 
 struct tlm_train_ws {
-    uint32_t max_T;
-    int act_q8;            /* fake int8 activations into the block matrices */
-    int act_q8_classifier; /* ... and into the classifier */
+    uint32_t max_T, n_layers;
+    int act_q8_classifier; /* fake int8 activations into the classifier */
     float dropout;         /* residual-branch dropout rate for the next fwd_bwd (0: none) */
     uint64_t drop_seed;
     int8_t *qrow;          /* one row of quantized activations */
@@ -36,6 +36,7 @@ tlm_status tlm_train_ws_new(tlm_train_ws **out, const tlm_hparams *hp, uint32_t 
     tlm_train_ws *ws = calloc(1, sizeof *ws);
     if (!ws) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
     ws->max_T = max_T;
+    ws->n_layers = (uint32_t)L;
     ws->acts = calloc(L, sizeof *ws->acts);
     ws->block = malloc(total * sizeof(float));
     ws->qrow = malloc(wide_out + 64u);
@@ -64,8 +65,13 @@ tlm_status tlm_train_ws_new(tlm_train_ws **out, const tlm_hparams *hp, uint32_t 
 
 void tlm_train_ws_set_act_q8(tlm_train_ws *ws, int blocks, int classifier)
 {
-    ws->act_q8 = blocks;
+    for (uint32_t l = 0; l < ws->n_layers; l++) ws->acts[l].act_q8 = blocks;
     ws->act_q8_classifier = classifier;
+}
+
+void tlm_train_ws_set_act_q8_layer(tlm_train_ws *ws, uint32_t layer, int on)
+{
+    if (layer < ws->n_layers) ws->acts[layer].act_q8 = on;
 }
 
 void tlm_train_ws_set_dropout(tlm_train_ws *ws, float rate, uint64_t seed)
@@ -123,13 +129,13 @@ static void forward(const tlm_params *p, const uint32_t *in, uint32_t T, tlm_tra
     const uint32_t D = hp->dim, H = hp->hidden_dim, V = hp->vocab_size, L = hp->n_layers;
     const uint32_t KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads, nh = hp->n_heads, nkv = hp->n_kv_heads;
     const size_t TD = (size_t)T * D, TH = (size_t)T * H;
-    const int q8 = ws->act_q8;
 
     /* ---- forward ---- */
     tlm_embed_fwd(ws->acts[0].x_in, p->tok_embed, in, T, D);
     for (uint32_t l = 0; l < L; l++) {
         layer_acts *a = &ws->acts[l];
         const tlm_layer_params *w = &p->layers[l];
+        const int q8 = a->act_q8;
         tlm_rmsnorm_fwd(a->xn1, a->inv1, a->x_in, w->attn_norm, T, D, hp->norm_eps);
         if (q8) tlm_seq_fake_q8(a->xn1, a->xn1, T, D, ws->qrow);
         tlm_linear_fwd(a->q, a->xn1, w->wq, T, D, D, ws->wt);

@@ -38,6 +38,10 @@ const float *tlm_train_ws_logits(const tlm_train_ws *ws);
  * function of seed alone; rate 0 turns it off. */
 void tlm_train_ws_set_dropout(tlm_train_ws *ws, float rate, uint64_t seed);
 
+/* Fake int8 activations (what the integer kernels see) into every layer's
+ * matrices and into the classifier; or into one layer's (a per-layer plan
+ * keeps fp32 layers on float activations, as the device does). */
 void tlm_train_ws_set_act_q8(tlm_train_ws *ws, int blocks, int classifier);
+void tlm_train_ws_set_act_q8_layer(tlm_train_ws *ws, uint32_t layer, int on);
 
 #endif
