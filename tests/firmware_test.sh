@@ -121,6 +121,42 @@ done
 st=0
 "$tlm" firmware --target $target -m "$tmp/s.tlm" --ctx 256 --ram-kb 64 -o "$tmp/fw_big2" --run >/dev/null 2>"$tmp/big2.err" || st=$?
 if [ $st != 1 ] || ! grep -q 'bytes missing' "$tmp/big2.err"; then echo "FAIL tritlm firmware oversized: exit $st"; fail=1; fi
+# hardware-aware quantization for a device with this core: a flash budget
+# between the all-ternary and the all-int8 model forces a mix; the plan's
+# predicted instructions per token must match its firmware's (the search
+# adds per-layer costs measured on uniform builds), it must fit, and a run
+# of its firmware by hand must count the same and print the host's text
+case $target in cortex-m7) dev=stm32f722 ;; esp32c3) dev=esp32c3 ;; lx106) dev=esp8266 ;; esac
+num() { printf '%s\n' "$1" | sed -n "s/.*\"$2\":{[^}]*\"$3\":\([0-9.]*\).*/\1/p"; }
+st=0
+json=$("$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/hw.tlm" --device $dev --calib "$data/tinystories/dev.txt" \
+    --calib-stories 20 --deploy-ctx 64 --flash-kb 250 --json 2>"$tmp/hw.err") || st=$?
+pred=$(num "$json" predicted insns_per_token) meas=$(num "$json" measured insns_per_token)
+flash=$(num "$json" measured flash_bytes) ram=$(num "$json" measured ram_bytes) budget=$(num "$json" device ram_bytes)
+tern=$(printf '%s\n' "$json" | grep -o '"type":"t[23]"' | wc -l) i8=$(printf '%s\n' "$json" | grep -o '"type":"int8"' | wc -l)
+if [ $st != 0 ] || [ -z "$pred" ] || [ -z "$meas" ] || [ -z "$ram" ] || [ -z "$budget" ]; then
+    echo "FAIL quantize --device $dev: exit $st"; cat "$tmp/hw.err"; fail=1
+elif [ "$(echo "$pred $meas $flash $ram $budget $tern $i8" | awk '{d = $1 - $2; if (d < 0) d = -d;
+        print (d <= 0.01 * $2 && $3 <= 250 * 1024 && $4 <= $5 && $6 >= 1 && $7 >= 1) ? "ok" : "no"}')" != ok ]; then
+    echo "FAIL quantize --device $dev: predicted $pred, measured $meas instructions; flash $flash; RAM $ram of $budget;" \
+        "$tern ternary and $i8 int8 items"; fail=1
+else
+    fwj=$("$tlm" firmware --target $target -m "$tmp/hw.tlm" --ctx 64 -n 64 --kv-int8 -o "$tmp/fw_hw" --run --json) || true
+    want=$("$tlm" generate -m "$tmp/hw.tlm" -p "Once upon a time" -n 64 -t 0 --kv-int8 2>/dev/null | esc_json)
+    got=$(printf '%s\n' "$fwj" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')
+    again=$(printf '%s\n' "$fwj" | sed -n 's/.*"insns_per_token":\([0-9.]*\).*/\1/p')
+    if [ "$again" != "$meas" ] || [ "$got" != "$want" ]; then
+        echo "FAIL quantize --device $dev: by hand $again instructions (plan's check: $meas), text '$got' vs host '$want'"; fail=1
+    else
+        echo "ok quantize --device $dev: $tern ternary + $i8 int8 items, flash $flash, RAM $ram, predicted $pred vs measured $meas instructions/token"
+    fi
+fi
+st=0
+"$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/hw2.tlm" --device $dev --calib "$data/tinystories/dev.txt" \
+    --calib-stories 5 --deploy-ctx 64 --flash-kb 100 >/dev/null 2>"$tmp/hw2.err" || st=$?
+if [ $st != 1 ] || ! grep -q 'more bytes of flash' "$tmp/hw2.err" || [ -e "$tmp/hw2.tlm" ]; then
+    echo "FAIL quantize --device with too little flash: exit $st"; cat "$tmp/hw2.err"; fail=1
+fi
 # a load from unmapped memory: the fault handler reports it and exits 99
 out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_fault" --ctx 16 -n 2 --fault-test 0xF0000000u --run 2>&1 || true)
 status=$(echo "$out" | sed -n 's/^EXIT //p')

@@ -1,0 +1,367 @@
+/* tritlm quantize --device: hardware-aware quantization. Measures what
+ * each weight type costs a layer on the named device (loss on calibration
+ * text on the host; flash, RAM and instructions per token in the device's
+ * firmware under QEMU), chooses a type per layer with hwplan.c's exact
+ * search and, once the model is written, checks the plan in QEMU. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "../host/eval.h"
+#include "../host/fileio.h"
+#include "../host/hwplan.h"
+#include "../host/proc.h"
+#include "../host/stories.h"
+#include "cli.h"
+#include "fw_run.h"
+#include "hwaware.h"
+#include "tritlm/runtime.h"
+
+static const uint16_t hw_wtype[TLM_HW_NTYPES] = {TLM_WTYPE_F32, TLM_WTYPE_I8, TLM_WTYPE_T2, TLM_WTYPE_T3};
+static const char *const hw_name[TLM_HW_NTYPES] = {"fp32", "int8", "t2", "t3"};
+
+/* The first n stories of text (the calibration set): its length in bytes. */
+static size_t first_stories(const char *text, size_t len, uint32_t n)
+{
+    const size_t sl = strlen(TLM_STORY_SEPARATOR);
+    size_t at = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const char *s = NULL;
+        for (size_t i = at; i + sl <= len; i++)
+            if (!memcmp(text + i, TLM_STORY_SEPARATOR, sl)) {
+                s = text + i;
+                break;
+            }
+        if (!s) return len;
+        at = (size_t)(s - text) + sl;
+    }
+    return at;
+}
+
+/* Calibration loss of p quantized under q. */
+static tlm_status calib_loss(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos, uint32_t eos,
+                             const char *text, size_t len, uint32_t ctx, double *loss, tlm_error *err)
+{
+    uint8_t *img = NULL;
+    size_t bytes = 0;
+    tlm_status st = tlm_quant_image(p, q, v, bos, eos, &img, &bytes, err);
+    tlm_model m;
+    if (!st) st = tlm_model_open(&m, img, bytes, err);
+    if (!st) {
+        tlm_eval_opts eo;
+        memset(&eo, 0, sizeof eo);
+        eo.ctx = ctx;
+        tlm_eval_result r;
+        st = tlm_eval_text(&m, text, len, &eo, &r, err);
+        if (!st) *loss = r.loss;
+        tlm_eval_result_free(&r);
+    }
+    free(img);
+    return st;
+}
+
+static tlm_status write_image(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos,
+                              uint32_t eos, const char *path, size_t *bytes, tlm_error *err)
+{
+    uint8_t *img = NULL;
+    tlm_status st = tlm_quant_image(p, q, v, bos, eos, &img, bytes, err);
+    if (!st) st = tlm_write_file_atomic(path, img, *bytes, err);
+    free(img);
+    return st;
+}
+
+/* Model bytes a measurement build may have (the targets' linker scripts
+ * give flash 4 MB, and the firmware's code needs some of it). */
+#define QEMU_MODEL_MAX ((size_t)3840u * 1024u)
+
+/* One measurement build: its RAM (infinite if it did not fit the RAM
+ * budget), flash and instructions per token. */
+typedef struct {
+    size_t image_bytes;
+    double ram, flash, insns;
+} fw_cost;
+
+static int measure(const cli_hw_opts *o, const char *model, const char *dir, fw_cost *c)
+{
+    const cli_fw_job job = {.target = o->dev->target, .model = model, .dir = dir, .ctx = o->ctx,
+                            .ram_kb = o->ram_kb, .steps = o->steps, .kv8 = 1, .run = 1, .quiet = 1};
+    cli_fw_result r;
+    const int bad = cli_fw_build_run("quantize", &job, &r);
+    if (bad && r.script_status == 3) { /* too large for the RAM: this type cannot be used */
+        cli_fw_result_free(&r);
+        c->ram = INFINITY;
+        c->flash = c->insns = 0;
+        return 0;
+    }
+    const int ok = !bad && r.have_exit && r.exit_status == 0 && r.have_insns;
+    if (!bad && !ok)
+        fprintf(stderr, "tritlm quantize: the firmware of %s %s (run 'tritlm firmware --target %s -m %s --kv-int8 --run')\n",
+                model, r.have_insns || !r.have_exit ? "failed" : "ran without instruction counts", o->dev->target, model);
+    c->ram = r.static_bytes + r.stack_bytes;
+    c->flash = r.flash_bytes;
+    c->insns = r.insns_per_token;
+    cli_fw_result_free(&r);
+    return ok ? 0 : 1;
+}
+
+int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t eos, tlm_quant_cfg *q,
+                const cli_hw_opts *o, cJSON *json)
+{
+    const uint32_t L = p->hp.n_layers;
+    if (L > TLM_QUANT_PLAN_MAX) {
+        fprintf(stderr, "tritlm quantize: --device plans models of up to %u layers; this one has %u\n",
+                TLM_QUANT_PLAN_MAX, L);
+        return TLM_EXIT_USAGE;
+    }
+    tlm_error err;
+    uint8_t *text = NULL;
+    size_t tlen = 0;
+    if (tlm_read_text(o->calib, &text, &tlen, &err)) return cli_fail("quantize", &err);
+    tlen = first_stories((const char *)text, tlen, o->calib_stories);
+
+    int rc = TLM_EXIT_FAIL;
+    const char *tmp = getenv("TMPDIR");
+    char dirbuf[4096];
+    snprintf(dirbuf, sizeof dirbuf, "%s/tritlm-hw-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    char *work = mkdtemp(dirbuf);
+    if (!work) {
+        fprintf(stderr, "tritlm quantize: cannot make a temporary directory in %s\n", tmp && *tmp ? tmp : "/tmp");
+        free(text);
+        return TLM_EXIT_FAIL;
+    }
+
+    /* ---- loss: each layer (and the embedding) alone at each type ---- */
+    tlm_quant_cfg base = *q;
+    base.n_plan = (uint16_t)L;
+    base.keep_ternary = 1;
+    memset(base.plan, TLM_WTYPE_F32, sizeof base.plan);
+    base.embed = TLM_WTYPE_F32;
+    double loss0 = 0, *dl = calloc((size_t)(L + 1u) * TLM_HW_NTYPES, sizeof *dl);
+    tlm_hw_item *items = calloc(L + 1u, sizeof *items);
+    uint8_t *choice = calloc(L + 1u, 1);
+    if (!dl || !items || !choice) {
+        fprintf(stderr, "tritlm quantize: out of memory\n");
+        goto out;
+    }
+    fprintf(stderr, "quantize: measuring each layer's loss at int8 and ternary on %s (%zu bytes)\n", o->calib, tlen);
+    if (calib_loss(p, &base, v, bos, eos, (const char *)text, tlen, o->ctx, &loss0, &err)) {
+        rc = cli_fail("quantize", &err);
+        goto out;
+    }
+    for (uint32_t i = 0; i <= L; i++) {
+        for (int k = TLM_HW_I8; k <= TLM_HW_T3; k += 2) { /* t2 and t3 hold the same trits: one loss */
+            tlm_quant_cfg c = base;
+            if (i < L) c.plan[i] = (uint8_t)hw_wtype[k];
+            else c.embed = hw_wtype[k];
+            double l = 0;
+            if (calib_loss(p, &c, v, bos, eos, (const char *)text, tlen, o->ctx, &l, &err)) {
+                rc = cli_fail("quantize", &err);
+                goto out;
+            }
+            dl[i * TLM_HW_NTYPES + k] = l - loss0;
+        }
+        dl[i * TLM_HW_NTYPES + TLM_HW_T2] = dl[i * TLM_HW_NTYPES + TLM_HW_T3];
+    }
+
+    /* ---- cost on the device: every layer at one type, the embedding at int8;
+     * then the layers at int8 and the embedding at fp32 and t3 ---- */
+    fw_cost lay[TLM_HW_NTYPES], emb[TLM_HW_NTYPES];
+    memset(lay, 0, sizeof lay);
+    memset(emb, 0, sizeof emb);
+    fprintf(stderr, "quantize: measuring each weight type on %s's core (%s firmware in QEMU, context %u, %u positions)\n",
+            o->dev->name, o->dev->target, o->ctx, o->steps);
+    static const int order[TLM_HW_NTYPES + 2] = {TLM_HW_I8, TLM_HW_F32, TLM_HW_T2, TLM_HW_T3, TLM_HW_NTYPES,
+                                                  TLM_HW_NTYPES + 1}; /* int8 first: if it does not fit, stop */
+    for (int r = 0; r < TLM_HW_NTYPES + 2; r++) {
+        const int run = order[r];
+        tlm_quant_cfg c = base;
+        fw_cost *dst;
+        const int k = run < TLM_HW_NTYPES ? run : (run == TLM_HW_NTYPES ? TLM_HW_F32 : TLM_HW_T3);
+        if (run < TLM_HW_NTYPES) {
+            memset(c.plan, hw_wtype[k], sizeof c.plan);
+            c.embed = TLM_WTYPE_I8;
+            dst = &lay[k];
+        } else {
+            memset(c.plan, TLM_WTYPE_I8, sizeof c.plan);
+            c.embed = hw_wtype[k];
+            dst = &emb[k];
+        }
+        char path[4200], fwdir[4200];
+        snprintf(path, sizeof path, "%s/m%d.tlm", work, run);
+        snprintf(fwdir, sizeof fwdir, "%s/fw%d", work, run);
+        if (write_image(p, &c, v, bos, eos, path, &dst->image_bytes, &err)) {
+            rc = cli_fail("quantize", &err);
+            goto out;
+        }
+        if (dst->image_bytes > QEMU_MODEL_MAX && run != TLM_HW_I8) {
+            /* the emulator's flash is 4 MB: this type is left out (an fp32
+             * model that large fits none of the devices either) */
+            fprintf(stderr, "quantize: %s %s left out: the model with it everywhere (%zu bytes) is more than the "
+                            "emulator's flash holds\n", run < TLM_HW_NTYPES ? "layers at" : "an embedding at",
+                    hw_name[k], dst->image_bytes);
+            dst->ram = INFINITY;
+            continue;
+        }
+        if (measure(o, path, fwdir, dst)) goto out;
+        if (run == TLM_HW_I8 && !isfinite(dst->ram)) break;
+    }
+    emb[TLM_HW_I8] = lay[TLM_HW_I8];
+    if (!isfinite(lay[TLM_HW_I8].ram)) {
+        /* even int8 does not fit: the context is what to cut */
+        tlm_model m;
+        uint8_t *img = NULL;
+        size_t bytes = 0;
+        uint32_t fit = 0;
+        if (!tlm_quant_image(p, &base, v, bos, eos, &img, &bytes, &err) && !tlm_model_open(&m, img, bytes, &err))
+            for (uint32_t ctx = o->ctx; ctx >= 16 && !fit; ctx -= ctx > 64 ? 16 : 8)
+                if (tlm_runtime_arena_size_flags(&m, ctx, TLM_RT_KV_INT8) + 12u * 1024u <= (size_t)o->ram_kb * 1024u)
+                    fit = ctx;
+        free(img);
+        fprintf(stderr, "tritlm quantize: at context %u the model's activations and int8 KV cache do not fit %s's %u KB of RAM%s",
+                o->ctx, o->dev->name, o->ram_kb, fit ? "" : "\n");
+        if (fit) fprintf(stderr, "; try --deploy-ctx %u\n", fit);
+        rc = TLM_EXIT_FAIL;
+        goto out;
+    }
+
+    /* ---- items: costs relative to the all-int8 build, shifted to >= 0 ---- */
+    const fw_cost *b8 = &lay[TLM_HW_I8];
+    const double code = b8->flash - (double)b8->image_bytes; /* the firmware without the model */
+    double fixed_flash = b8->flash, fixed_insns = b8->insns;
+    for (uint32_t i = 0; i <= L; i++) {
+        tlm_hw_item *it = &items[i];
+        const fw_cost *c = i < L ? lay : emb;
+        const double share = i < L ? 1.0 / L : 1.0;
+        for (int k = 0; k < TLM_HW_NTYPES; k++) {
+            it->allowed[k] = i < L || k != TLM_HW_T2; /* the embedding's ternary is measured as t3 */
+            it->dloss[k] = dl[i * TLM_HW_NTYPES + k];
+            it->ram[k] = c[k].ram;
+            it->flash[k] = ((double)c[k].image_bytes - (double)b8->image_bytes) * share;
+            it->insns[k] = (c[k].insns - b8->insns) * share;
+        }
+        double mf = INFINITY, mi = INFINITY;
+        for (int k = 0; k < TLM_HW_NTYPES; k++)
+            if (it->allowed[k] && isfinite(it->ram[k])) {
+                if (it->flash[k] < mf) mf = it->flash[k];
+                if (it->insns[k] < mi) mi = it->insns[k];
+            }
+        if (!isfinite(mf)) mf = mi = 0;
+        for (int k = 0; k < TLM_HW_NTYPES; k++) {
+            it->flash[k] -= mf;
+            it->insns[k] -= mi;
+        }
+        fixed_flash += mf;
+        fixed_insns += mi;
+    }
+    const double flash_budget = (double)o->flash_kb * 1024.0, ram_budget = (double)o->ram_kb * 1024.0;
+    const double insn_budget = o->min_tok_s > 0 ? (double)o->mhz * 1e6 / o->min_tok_s : 0.0;
+    tlm_hw_budget b = {flash_budget - fixed_flash, insn_budget > 0 ? insn_budget - fixed_insns : 0.0, ram_budget,
+                       o->quantum};
+    if (insn_budget > 0 && b.insns <= 0) b.insns = 1e-9; /* not even the fixed part: the search says by how much */
+    tlm_hw_result res;
+    if (tlm_hw_plan(items, L + 1u, &b, choice, &res, &err)) {
+        fprintf(stderr, "tritlm quantize: nothing fits %s: %s\n", o->dev->name, err.msg);
+        rc = TLM_EXIT_FAIL;
+        goto out;
+    }
+    q->n_plan = (uint16_t)L;
+    for (uint32_t l = 0; l < L; l++) q->plan[l] = (uint8_t)hw_wtype[choice[l]];
+    q->embed = hw_wtype[choice[L]];
+
+    const double flash = fixed_flash + res.flash, insns = fixed_insns + res.insns;
+    fprintf(stderr, "quantize: %s: %s; context %u, int8 KV cache\n", o->dev->name, o->dev->chip, o->ctx);
+    fprintf(stderr, "  calibration loss with every weight fp32: %.4f; added by one item alone at int8 / ternary:\n", loss0);
+    for (uint32_t i = 0; i <= L; i++) {
+        char name[24];
+        if (i < L) snprintf(name, sizeof name, "layer %u", i);
+        else snprintf(name, sizeof name, "embedding");
+        fprintf(stderr, "  %-10s %+8.4f / %+8.4f  -> %s\n", name, dl[i * TLM_HW_NTYPES + TLM_HW_I8],
+                dl[i * TLM_HW_NTYPES + TLM_HW_T3], hw_name[choice[i]]);
+    }
+    fprintf(stderr,
+            "  predicted: flash %.0f of %.0f bytes (firmware code %.0f), RAM %.0f of %.0f, %.0f instructions per token "
+            "(about %.0f tokens/s at %u MHz), calibration loss %.4f\n",
+            flash, flash_budget, code, res.ram, ram_budget, insns, (double)o->mhz * 1e6 / insns, o->mhz, loss0 + res.dloss);
+    if (!res.exact) fprintf(stderr, "  (the search's front was cut: the plan may not be the best)\n");
+    if (json) {
+        cJSON *pj = cJSON_AddObjectToObject(json, "device");
+        cJSON_AddStringToObject(pj, "name", o->dev->name);
+        cJSON_AddStringToObject(pj, "target", o->dev->target);
+        cJSON_AddNumberToObject(pj, "ram_bytes", ram_budget);
+        cJSON_AddNumberToObject(pj, "flash_bytes", flash_budget);
+        cJSON_AddNumberToObject(pj, "mhz", o->mhz);
+        cJSON_AddNumberToObject(pj, "ctx", o->ctx);
+        cJSON *arr = cJSON_AddArrayToObject(json, "plan");
+        for (uint32_t i = 0; i <= L; i++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "item", i < L ? "layer" : "embedding");
+            if (i < L) cJSON_AddNumberToObject(e, "layer", i);
+            cJSON_AddStringToObject(e, "type", hw_name[choice[i]]);
+            cJSON_AddNumberToObject(e, "dloss_int8", dl[i * TLM_HW_NTYPES + TLM_HW_I8]);
+            cJSON_AddNumberToObject(e, "dloss_ternary", dl[i * TLM_HW_NTYPES + TLM_HW_T3]);
+            cJSON_AddItemToArray(arr, e);
+        }
+        cJSON *pr = cJSON_AddObjectToObject(json, "predicted");
+        cJSON_AddNumberToObject(pr, "flash_bytes", round(flash));
+        cJSON_AddNumberToObject(pr, "ram_bytes", res.ram);
+        cJSON_AddNumberToObject(pr, "insns_per_token", round(insns));
+        cJSON_AddNumberToObject(pr, "est_tokens_per_s", (double)o->mhz * 1e6 / insns);
+        cJSON_AddNumberToObject(pr, "calib_loss_fp32", loss0);
+        cJSON_AddNumberToObject(pr, "calib_loss", loss0 + res.dloss);
+    }
+    rc = 0;
+out:
+    free(dl);
+    free(items);
+    free(choice);
+    free(text);
+    {
+        /* the measurement builds are not the user's: remove them */
+        char *args[] = {"rm", "-rf", work, NULL};
+        if (tlm_run(args, NULL, 1) != 0) fprintf(stderr, "tritlm quantize: could not remove %s\n", work);
+    }
+    return rc;
+}
+
+int cli_hw_verify(const char *model, const cli_hw_opts *o, cJSON *json)
+{
+    char dirbuf[4096];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dirbuf, sizeof dirbuf, "%s/tritlm-hw-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    char *work = mkdtemp(dirbuf);
+    if (!work) {
+        fprintf(stderr, "tritlm quantize: cannot make a temporary directory\n");
+        return TLM_EXIT_FAIL;
+    }
+    fw_cost c;
+    memset(&c, 0, sizeof c);
+    const int bad = measure(o, model, work, &c);
+    char *args[] = {"rm", "-rf", work, NULL};
+    tlm_run(args, NULL, 1);
+    if (bad || !isfinite(c.ram)) {
+        fprintf(stderr, "tritlm quantize: the planned model %s in %s's firmware\n",
+                bad ? "failed" : "did not fit the RAM", o->dev->name);
+        return TLM_EXIT_FAIL;
+    }
+    const double flash_budget = (double)o->flash_kb * 1024.0;
+    fprintf(stderr, "  measured (QEMU, %s): flash %.0f, RAM %.0f, %.0f instructions per token (about %.0f tokens/s at %u MHz)\n",
+            o->dev->target, c.flash, c.ram, c.insns, (double)o->mhz * 1e6 / c.insns, o->mhz);
+    if (json) {
+        cJSON *m = cJSON_AddObjectToObject(json, "measured");
+        cJSON_AddNumberToObject(m, "flash_bytes", c.flash);
+        cJSON_AddNumberToObject(m, "ram_bytes", c.ram);
+        cJSON_AddNumberToObject(m, "insns_per_token", c.insns);
+        cJSON_AddNumberToObject(m, "est_tokens_per_s", (double)o->mhz * 1e6 / c.insns);
+    }
+    if (c.flash > flash_budget || c.ram > (double)o->ram_kb * 1024.0) {
+        fprintf(stderr, "tritlm quantize: the planned model does not fit %s after all (flash %.0f of %.0f)\n",
+                o->dev->name, c.flash, flash_budget);
+        return TLM_EXIT_FAIL;
+    }
+    return 0;
+}
