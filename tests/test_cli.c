@@ -100,20 +100,23 @@ static void test_usage_errors(void **state)
     assert_int_equal(run("export llama2c '%s' -o '%s' --name m", model, tu_tmp("x.bin")), 2);
     assert_int_equal(run("export c '%s' -o '%s' --ctx 4096", model, tu_tmp("x.c")), 1);
     assert_non_null(strstr(err_text, "seq_len"));
-    /* per-layer types and hardware-aware quantization */
-    assert_int_equal(run("quantize -m '%s' -o '%s' --layer-types int8,t9", model, tu_tmp("x.tlm")), 2);
-    assert_non_null(strstr(err_text, "--layer-types expects"));
-    assert_int_equal(run("quantize -m '%s' -o '%s' --layer-types int8,,t3", model, tu_tmp("x.tlm")), 2);
-    assert_int_equal(run("quantize -m '%s' -o '%s' --layer-types int8,t3", model, tu_tmp("x.tlm")), 2);
-    assert_non_null(strstr(err_text, "2 entries for a model of 5 layers"));
-    assert_int_equal(run("quantize -m '%s' -o '%s' --device nosuch --calib x", model, tu_tmp("x.tlm")), 2);
-    assert_non_null(strstr(err_text, "unknown device 'nosuch'"));
-    assert_int_equal(run("quantize -m '%s' -o '%s' --device stm32f722", model, tu_tmp("x.tlm")), 2);
-    assert_non_null(strstr(err_text, "--calib"));
-    assert_int_equal(run("quantize -m '%s' -o '%s' --device stm32f722 --calib x --layer-types int8", model, tu_tmp("x.tlm")), 2);
-    assert_int_equal(run("quantize -m '%s' -o '%s' --min-tok-s 10", model, tu_tmp("x.tlm")), 2);
-    assert_non_null(strstr(err_text, "go with --device"));
-    assert_int_equal(run("quantize -m '%s' -o '%s' --device stm32f722 --calib x --flash-kb 0", model, tu_tmp("x.tlm")), 2);
+    /* per-layer types and hardware-aware quantization: options, exit status, message (or NULL) */
+    static const struct {
+        const char *opts, *msg;
+    } quant_usage[] = {
+        {"--layer-types int8,t9", "--layer-types expects"},
+        {"--layer-types int8,,t3", "--layer-types expects"},
+        {"--layer-types int8,t3", "2 entries for a model of 5 layers"},
+        {"--device nosuch --calib x", "unknown device 'nosuch'"},
+        {"--device stm32f722", "--calib"},
+        {"--device stm32f722 --calib x --layer-types int8", "leave out --layer-types"},
+        {"--min-tok-s 10", "go with --device"},
+        {"--device stm32f722 --calib x --flash-kb 0", "--flash-kb expects"},
+    };
+    for (size_t i = 0; i < sizeof quant_usage / sizeof quant_usage[0]; i++) {
+        assert_int_equal(run("quantize -m '%s' -o '%s' %s", model, tu_tmp("x.tlm"), quant_usage[i].opts), 2);
+        assert_non_null(strstr(err_text, quant_usage[i].msg));
+    }
     assert_int_equal(run("quantize --device list"), 0);
     assert_non_null(strstr(out_text, "stm32h743"));
     assert_non_null(strstr(out_text, "esp8266"));
