@@ -111,7 +111,8 @@ else
     echo "ok tritlm firmware --json: $(printf '%s\n' "$json" | grep -o '"ram_bytes":[0-9]*'), quotes, newline, backslash in text and paths"
 fi
 for bad in "--target z80 -m $tmp/s.tlm" "-m $tmp/s.tlm" "--target $target" "--target $target -m $tmp/s.tlm --json" \
-           "--target $target -m $tmp/s.tlm --ram-kb 0"; do
+           "--target $target -m $tmp/s.tlm --ram-kb 0" "--device nosuch -m $tmp/s.tlm" \
+           "--device esp8266 --target cortex-m7 -m $tmp/s.tlm"; do
     st=0
     "$tlm" firmware $bad >/dev/null 2>"$tmp/usage.err" || st=$?
     if [ $st != 2 ] || ! grep -q 'tritlm firmware' "$tmp/usage.err"; then
@@ -156,6 +157,20 @@ st=0
     --calib-stories 5 --deploy-ctx 64 --flash-kb 100 >/dev/null 2>"$tmp/hw2.err" || st=$?
 if [ $st != 1 ] || ! grep -q 'more bytes of flash' "$tmp/hw2.err" || [ -e "$tmp/hw2.tlm" ]; then
     echo "FAIL quantize --device with too little flash: exit $st"; cat "$tmp/hw2.err"; fail=1
+fi
+# `tritlm firmware --device`: the device's core, RAM budget and clock; a
+# firmware larger than its flash fails (stories260K in fp32 on a 512 KB part)
+if [ $target = cortex-m7 ]; then
+    st=0
+    j=$("$tlm" firmware --device stm32f722 -m "$tmp/hw.tlm" --ctx 64 -n 8 --kv-int8 -o "$tmp/fw_dev" --run --json) || st=$?
+    if [ $st != 0 ] || ! printf '%s\n' "$j" | grep -q '"clock_mhz":216'; then echo "FAIL firmware --device: exit $st"; fail=1; fi
+    st=0
+    "$tlm" firmware --device stm32f722 -m "$tmp/s.tlm" --ctx 64 -n 2 --kv-int8 -o "$tmp/fw_dev2" --run >/dev/null 2>"$tmp/dev2.err" || st=$?
+    if [ $st != 1 ] || ! grep -q "more than stm32f722 has" "$tmp/dev2.err"; then
+        echo "FAIL firmware --device, too large for its flash: exit $st"; cat "$tmp/dev2.err"; fail=1
+    else
+        echo "ok firmware --device: $(cat "$tmp/dev2.err")"
+    fi
 fi
 # a load from unmapped memory: the fault handler reports it and exits 99
 out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_fault" --ctx 16 -n 2 --fault-test 0xF0000000u --run 2>&1 || true)

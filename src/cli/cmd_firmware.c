@@ -10,11 +10,12 @@
 
 #include <cjson/cJSON.h>
 
+#include "../host/device.h"
 #include "cli.h"
 #include "fw_run.h"
 
 static const char help[] =
-    "usage: tritlm firmware --target cortex-m7|esp32c3|lx106 -m MODEL.tlm [--ctx N] [--ram-kb K]\n"
+    "usage: tritlm firmware (--target cortex-m7|esp32c3|lx106 | --device NAME) -m MODEL.tlm [--ctx N] [--ram-kb K]\n"
     "                       [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR] [--run] [--json]\n"
     "\n"
     "Links MODEL into firmware for the target (the image in flash, read in place; the\n"
@@ -29,6 +30,9 @@ static const char help[] =
     "                    for which neither Debian nor QEMU has a toolchain or machine\n"
     "\n"
     "  -t, --target T     one of the above\n"
+    "      --device NAME  a device of 'tritlm quantize --device list': its core's target, its RAM\n"
+    "                     as the budget (unless --ram-kb), its clock for the estimate, and a\n"
+    "                     failure if the firmware is larger than its flash\n"
     "  -m, --model FILE   model image (.tlm)\n"
     "      --ctx N        context length the arena holds (default 256)\n"
     "      --ram-kb K     RAM budget in KB (default 256)\n"
@@ -89,10 +93,12 @@ int cmd_firmware(int argc, char **argv)
         {"steps", required_argument, 0, 'n'},  {"out", required_argument, 0, 'o'},
         {"run", no_argument, 0, 'R'},          {"json", no_argument, 0, 'j'},
         {"embed", required_argument, 0, 'e'},  {"help", no_argument, 0, 'h'},
+        {"device", required_argument, 0, 'D'},
         {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 256, ram_kb = 256, steps = 128;
-    int kv8 = 0, run = 0, json = 0, c;
+    int kv8 = 0, run = 0, json = 0, c, ram_given = 0;
+    const char *device = NULL;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":t:m:p:n:o:h", opts, NULL)) != -1) {
@@ -104,6 +110,7 @@ int cmd_firmware(int argc, char **argv)
             break;
         case 'r':
             if (!cli_parse_u32(optarg, 8, 4096, &ram_kb)) return cli_usage_error("firmware", "--ram-kb expects 8..4096, got '%s'", optarg);
+            ram_given = 1;
             break;
         case 'n':
             if (!cli_parse_u32(optarg, 1, 1u << 20, &steps)) return cli_usage_error("firmware", "--steps expects a positive integer, got '%s'", optarg);
@@ -114,6 +121,7 @@ int cmd_firmware(int argc, char **argv)
             embed = optarg;
             break;
         case 'p': prompt = optarg; break;
+        case 'D': device = optarg; break;
         case 'o': outdir = optarg; break;
         case 'R': run = 1; break;
         case 'j': json = 1; break;
@@ -122,9 +130,18 @@ int cmd_firmware(int argc, char **argv)
         }
     }
     if (optind != argc) return cli_usage_error("firmware", "unexpected argument '%s'", argv[optind]);
-    if (!target) return cli_usage_error("firmware", "missing --target (cortex-m7, esp32c3 or lx106)");
+    const tlm_device *dev = NULL;
+    if (device) {
+        dev = tlm_device_find(device);
+        if (!dev) return cli_usage_error("firmware", "unknown device '%s' ('tritlm quantize --device list' lists them)", device);
+        if (target && strcmp(target, dev->target))
+            return cli_usage_error("firmware", "%s has a %s core: leave out --target %s", device, dev->target, target);
+        target = dev->target;
+        if (!ram_given) ram_kb = dev->ram_kb;
+    }
+    if (!target) return cli_usage_error("firmware", "missing --target (cortex-m7, esp32c3 or lx106) or --device");
     if (!model) return cli_usage_error("firmware", "missing -m MODEL.tlm");
-    const double mhz = cli_fw_target_mhz(target);
+    const double mhz = dev ? (double)dev->mhz : cli_fw_target_mhz(target);
     if (mhz <= 0.0) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, esp32c3 or lx106)", target);
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
     if (access(model, R_OK)) {
@@ -197,6 +214,11 @@ int cmd_firmware(int argc, char **argv)
             printf("ESTIMATE %.1f tokens/s at %.0f MHz, one instruction per cycle\n", mhz * 1e6 / insns, mhz);
     }
     cli_fw_result_free(&r);
+    if (dev && flash_b > (double)dev->flash_kb * 1024.0) {
+        fprintf(stderr, "tritlm firmware: the firmware needs %.0f bytes of flash, %.0f more than %s has (%u KB)\n", flash_b,
+                flash_b - (double)dev->flash_kb * 1024.0, dev->name, dev->flash_kb);
+        return TLM_EXIT_FAIL;
+    }
     if (!have_exit || exit_status != 0) {
         fprintf(stderr, "tritlm firmware: the firmware exited with status %.0f (QEMU's messages: %s/run.err)\n",
                 exit_status, dir);
