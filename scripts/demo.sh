@@ -3,7 +3,8 @@
 # ships in models/ (trained by tritlm, see models/README.md): what it holds,
 # text from it, and its accuracy next to its fp32 parent, on the TinyStories
 # dev stories when ../shared/data is present, else on the stories in
-# models/sample_stories.txt. With llama2.c's stories260K in the data folder it
+# models/sample_stories.txt; then, where the Cortex-M7 toolchain and QEMU are
+# installed, on an emulated microcontroller. With llama2.c's stories260K in the data folder it
 # also imports and runs that.
 set -eu
 build=${1:-build}
@@ -23,10 +24,19 @@ set -x
 echo "Tom is 7 and his mum's number is 555-201-3344." | \
     "$tlm" privatize -m "$ternary" --mechanism rr --epsilon 12 --redact
 set +x
+mkdir -p "$build/demo"
+# on a microcontroller (emulated): the default model as STM32F722 firmware,
+# and the fp32 parent quantized per layer for an STM32H743's flash and RAM
+if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1; then
+    set -x
+    "$tlm" firmware --device stm32f722 -m "$ternary" --kv-int8 -n 64 -o "$build/demo/fw-stm32f722" --run |
+        grep -E '^(TEXT|FLASH|RAM|INSNS_PER_TOKEN|ESTIMATE)'
+    "$tlm" quantize -m "$fp32" -o "$build/demo/d128-stm32h743.tlm" --device stm32h743 --calib "$dev" --calib-stories 50
+    set +x
+fi
 ckpt=$data/llama2c/stories260K.bin tok=$data/llama2c/tok512.bin
 if [ -r "$ckpt" ] && [ -r "$tok" ]; then
     set -x
-    mkdir -p "$build/demo"
     "$tlm" import llama2c "$ckpt" "$tok" -o "$build/demo/stories260K.tlm"
     "$tlm" generate -m "$build/demo/stories260K.tlm" -n 120 -t 0
 fi
