@@ -158,6 +158,12 @@ st=0
 if [ $st != 1 ] || ! grep -q 'more bytes of flash' "$tmp/hw2.err" || [ -e "$tmp/hw2.tlm" ]; then
     echo "FAIL quantize --device with too little flash: exit $st"; cat "$tmp/hw2.err"; fail=1
 fi
+st=0
+"$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/hw3.tlm" --device $dev --calib "$data/tinystories/dev.txt" \
+    --calib-stories 5 --deploy-ctx 64 --min-tok-s 1000000 >/dev/null 2>"$tmp/hw3.err" || st=$?
+if [ $st != 1 ] || ! grep -q 'the fastest plan needs' "$tmp/hw3.err" || [ -e "$tmp/hw3.tlm" ]; then
+    echo "FAIL quantize --device asked for too much speed: exit $st"; cat "$tmp/hw3.err"; fail=1
+fi
 # `tritlm firmware --device`: the device's core, RAM budget and clock; a
 # firmware larger than its flash fails (stories260K in fp32 on a 512 KB part)
 if [ $target = cortex-m7 ]; then

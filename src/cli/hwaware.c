@@ -262,7 +262,13 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
     const double insn_budget = o->min_tok_s > 0 ? (double)o->mhz * 1e6 / o->min_tok_s : 0.0;
     tlm_hw_budget b = {flash_budget - fixed_flash, insn_budget > 0 ? insn_budget - fixed_insns : 0.0, ram_budget,
                        o->quantum};
-    if (insn_budget > 0 && b.insns <= 0) b.insns = 1e-9; /* not even the fixed part: the search says by how much */
+    if (insn_budget > 0 && b.insns <= 0) { /* not even the part no plan changes */
+        fprintf(stderr, "tritlm quantize: nothing fits %s: the fastest plan needs %.0f instructions per token "
+                        "(%.1f tokens/s at %u MHz); --min-tok-s %g allows %.0f\n", o->dev->name, fixed_insns,
+                (double)o->mhz * 1e6 / fixed_insns, o->mhz, o->min_tok_s, insn_budget);
+        rc = TLM_EXIT_FAIL;
+        goto out;
+    }
     tlm_hw_result res;
     if (tlm_hw_plan(items, L + 1u, &b, choice, &res, &err)) {
         fprintf(stderr, "tritlm quantize: nothing fits %s: %s\n", o->dev->name, err.msg);
