@@ -8,4 +8,6 @@
 #include "tritlm/runtime.h"
 #include "tritlm/tokenizer.h"
 #include "tritlm/sampler.h"
+#include "tritlm/dp.h"
+#include "tritlm/fed.h"
 #endif

@@ -1,0 +1,282 @@
+/* The federated update message (include/tritlm/fed.h, docs/FORMAT.md). */
+#include <math.h>
+#include <string.h>
+
+#include "le.h"
+#include "tritlm/fed.h"
+
+static const uint8_t fed_magic[4] = {'T', 'L', 'M', 'U'};
+
+/* header fields */
+enum { H_MAGIC = 0, H_VERSION = 4, H_HEADER = 6, H_TOTAL = 8, H_CRC = 12, H_ROUND = 16, H_CLIENT = 20,
+       H_BASE = 24, H_EXAMPLES = 28, H_ENTRIES = 32, H_RESERVED = 36 };
+/* entry fields */
+enum { E_ROLE = 0, E_LAYER = 2, E_ENC = 4, E_RESERVED = 5, E_COUNT = 8, E_SCALE = 12 };
+
+uint32_t tlm_fed_model_id(const tlm_model *m) { return tlm_crc32(0, m->image, m->image_bytes); }
+
+static size_t payload_bytes(uint32_t enc, uint32_t count)
+{
+    switch (enc) {
+    case TLM_FED_F32: return (size_t)count * 4u;
+    case TLM_FED_I8: return count;
+    case TLM_FED_T2: return ((size_t)count + 3u) / 4u;
+    default: return 0;
+    }
+}
+
+size_t tlm_fed_entry_bytes(uint32_t enc, uint32_t count)
+{
+    if (enc > TLM_FED_T2) return 0;
+    const size_t p = payload_bytes(enc, count);
+    if (p > SIZE_MAX - TLM_FED_ENTRY_BYTES - 3u) return 0;
+    return TLM_FED_ENTRY_BYTES + ((p + 3u) & ~(size_t)3u);
+}
+
+/* The checksum of a message of n bytes (its CRC field read as zero). */
+static uint32_t message_crc(const uint8_t *b, size_t n)
+{
+    static const uint8_t zero[4] = {0};
+    uint32_t c = tlm_crc32(0, b, H_CRC);
+    c = tlm_crc32(c, zero, 4);
+    return tlm_crc32(c, b + H_CRC + 4, n - H_CRC - 4);
+}
+
+tlm_status tlm_fed_begin(tlm_fed_writer *w, void *buf, size_t cap, const tlm_fed_header *h, tlm_error *err)
+{
+    memset(w, 0, sizeof *w);
+    if (!buf || !h) return tlm_fail(err, TLM_ERR_ARG, "federated update: no buffer or header");
+    if (cap < TLM_FED_HEADER_BYTES)
+        return tlm_fail(err, TLM_ERR_TRUNCATED, "federated update: the buffer holds %u bytes, the header needs %u",
+                        (unsigned)cap, TLM_FED_HEADER_BYTES);
+    uint8_t *b = buf;
+    memset(b, 0, TLM_FED_HEADER_BYTES);
+    memcpy(b + H_MAGIC, fed_magic, 4);
+    tlm_wr16(b + H_VERSION, TLM_FED_VERSION);
+    tlm_wr16(b + H_HEADER, TLM_FED_HEADER_BYTES);
+    tlm_wr32(b + H_ROUND, h->round);
+    tlm_wr32(b + H_CLIENT, h->client);
+    tlm_wr32(b + H_BASE, h->base_crc);
+    tlm_wr32(b + H_EXAMPLES, h->n_examples);
+    w->buf = b;
+    w->cap = cap;
+    w->len = TLM_FED_HEADER_BYTES;
+    return TLM_OK;
+}
+
+/* 1 with probability p in [0, 1] (p's resolution: 2^-32). */
+static int bernoulli(tlm_rand *rng, float p)
+{
+    if (!(p > 0.0f)) return 0;
+    if (p >= 1.0f) return 1;
+    const uint32_t thr = (uint32_t)((double)p * 4294967296.0);
+    return tlm_rand_u32(rng) < thr;
+}
+
+tlm_status tlm_fed_add(tlm_fed_writer *w, tlm_role role, uint32_t layer, tlm_fed_enc enc, const float *delta,
+                       uint32_t count, tlm_rand *rng, tlm_error *err)
+{
+    if (!w->buf) return tlm_fail(err, TLM_ERR_ARG, "federated update: tlm_fed_begin first");
+    if ((uint32_t)enc > TLM_FED_T2) return tlm_fail(err, TLM_ERR_ARG, "federated update: unknown encoding %u", (unsigned)enc);
+    if (role < TLM_ROLE_TOK_EMBED || role > TLM_ROLE_CLASSIFIER || layer > 0xFFFFu || count == 0 || !delta)
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: bad entry (role %u, layer %u, %u values)", (unsigned)role,
+                        (unsigned)layer, (unsigned)count);
+    if (enc != TLM_FED_F32 && !rng)
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: int8 and ternary entries need a random source");
+    const size_t eb = tlm_fed_entry_bytes(enc, count);
+    if (!eb) return tlm_fail(err, TLM_ERR_OVERFLOW, "federated update: %u values do not fit a message", (unsigned)count);
+    if (eb > w->cap - w->len)
+        return tlm_fail(err, TLM_ERR_TRUNCATED, "federated update: %u more bytes needed than the buffer has",
+                        (unsigned)(eb - (w->cap - w->len)));
+    float amax = 0.0f;
+    for (uint32_t i = 0; i < count; i++) {
+        const float a = fabsf(delta[i]);
+        if (!(a <= 3.4e38f)) return tlm_fail(err, TLM_ERR_ARG, "federated update: value %u is not finite", (unsigned)i);
+        if (a > amax) amax = a;
+    }
+    uint8_t *e = w->buf + w->len, *d = e + TLM_FED_ENTRY_BYTES;
+    memset(e, 0, eb);
+    tlm_wr16(e + E_ROLE, (uint16_t)role);
+    tlm_wr16(e + E_LAYER, (uint16_t)layer);
+    e[E_ENC] = (uint8_t)enc;
+    tlm_wr32(e + E_COUNT, count);
+    float scale = 0.0f;
+    if (enc == TLM_FED_F32) {
+        for (uint32_t i = 0; i < count; i++) tlm_wrf32(d + 4u * i, delta[i]);
+    } else if (enc == TLM_FED_I8) {
+        scale = amax / 127.0f;
+        for (uint32_t i = 0; i < count && scale > 0.0f; i++) {
+            /* v in [-127, 127] (rounding of the division may step a hair
+             * past it: clamp), rounded down or up with the odds that keep
+             * the expectation at v */
+            float v = delta[i] / scale;
+            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+            const float lo = floorf(v);
+            int q = (int)lo + bernoulli(rng, v - lo);
+            q = q > 127 ? 127 : (q < -127 ? -127 : q);
+            d[i] = (uint8_t)(int8_t)q;
+        }
+    } else {
+        scale = amax;
+        for (uint32_t i = 0; i < count && scale > 0.0f; i++) {
+            /* +-scale with probability |x| / scale, else 0: expectation x */
+            const float p = fabsf(delta[i]) / scale;
+            const uint32_t code = bernoulli(rng, p) ? (delta[i] > 0.0f ? 1u : 2u) : 0u;
+            d[i >> 2] = (uint8_t)(d[i >> 2] | (code << ((i & 3u) * 2u)));
+        }
+    }
+    tlm_wrf32(e + E_SCALE, scale);
+    if (rng && rng->failed) {
+        memset(e, 0, eb);
+        return tlm_fail(err, TLM_ERR_RNG, "federated update: the random source failed");
+    }
+    w->len += eb;
+    w->n_entries++;
+    return TLM_OK;
+}
+
+tlm_status tlm_fed_finish(tlm_fed_writer *w, size_t *bytes, tlm_error *err)
+{
+    if (!w->buf) return tlm_fail(err, TLM_ERR_ARG, "federated update: tlm_fed_begin first");
+    if (w->len > 0xFFFFFFFFu) return tlm_fail(err, TLM_ERR_OVERFLOW, "federated update: larger than 4 GB");
+    tlm_wr32(w->buf + H_TOTAL, (uint32_t)w->len);
+    tlm_wr32(w->buf + H_ENTRIES, w->n_entries);
+    tlm_wr32(w->buf + H_CRC, message_crc(w->buf, w->len));
+    if (bytes) *bytes = w->len;
+    return TLM_OK;
+}
+
+static int finite_f32(const uint8_t *p)
+{
+    const float f = tlm_rdf32(p);
+    return f == f && fabsf(f) <= 3.4e38f;
+}
+
+tlm_status tlm_fed_validate(const void *buf, size_t n, const tlm_model *m, tlm_fed_info *info, tlm_error *err)
+{
+    const uint8_t *b = buf;
+    if (!b || n < TLM_FED_HEADER_BYTES)
+        return tlm_fail(err, TLM_ERR_TRUNCATED, "federated update: %u bytes, shorter than its header", (unsigned)n);
+    if (memcmp(b + H_MAGIC, fed_magic, 4)) return tlm_fail(err, TLM_ERR_MAGIC, "federated update: not a tritlm update");
+    if (tlm_rd16(b + H_VERSION) != TLM_FED_VERSION)
+        return tlm_fail(err, TLM_ERR_VERSION, "federated update: version %u (this build reads %u)",
+                        (unsigned)tlm_rd16(b + H_VERSION), TLM_FED_VERSION);
+    if (tlm_rd16(b + H_HEADER) != TLM_FED_HEADER_BYTES || tlm_rd32(b + H_RESERVED) != 0)
+        return tlm_fail(err, TLM_ERR_TENSOR, "federated update: header fields this version does not define");
+    const uint32_t total = tlm_rd32(b + H_TOTAL);
+    if (total != n)
+        return tlm_fail(err, TLM_ERR_TRUNCATED, "federated update: it declares %u bytes, %u arrived", (unsigned)total,
+                        (unsigned)n);
+    if (tlm_rd32(b + H_CRC) != message_crc(b, n))
+        return tlm_fail(err, TLM_ERR_CHECKSUM, "federated update: checksum mismatch: the message is damaged");
+    const uint32_t ne = tlm_rd32(b + H_ENTRIES);
+    if (ne > (n - TLM_FED_HEADER_BYTES) / TLM_FED_ENTRY_BYTES)
+        return tlm_fail(err, TLM_ERR_RANGE, "federated update: %u entries do not fit %u bytes", (unsigned)ne, (unsigned)n);
+    const uint32_t base = tlm_rd32(b + H_BASE);
+    if (m && base != tlm_fed_model_id(m))
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: made from another model (id %u, this one is %u)",
+                        (unsigned)base, (unsigned)tlm_fed_model_id(m));
+    size_t at = TLM_FED_HEADER_BYTES;
+    for (uint32_t i = 0; i < ne; i++) {
+        if (n - at < TLM_FED_ENTRY_BYTES)
+            return tlm_fail(err, TLM_ERR_RANGE, "federated update: entry %u runs past the end", (unsigned)i);
+        const uint8_t *e = b + at;
+        const uint32_t role = tlm_rd16(e + E_ROLE), layer = tlm_rd16(e + E_LAYER), enc = e[E_ENC];
+        const uint32_t count = tlm_rd32(e + E_COUNT);
+        if (e[E_RESERVED] | e[E_RESERVED + 1] | e[E_RESERVED + 2])
+            return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: reserved bytes set", (unsigned)i);
+        if (role < TLM_ROLE_TOK_EMBED || role > TLM_ROLE_CLASSIFIER || count == 0)
+            return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: role %u with %u values", (unsigned)i,
+                            (unsigned)role, (unsigned)count);
+        const size_t eb = tlm_fed_entry_bytes(enc, count);
+        if (!eb) return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: unknown encoding %u", (unsigned)i, (unsigned)enc);
+        if (eb > n - at)
+            return tlm_fail(err, TLM_ERR_RANGE, "federated update: entry %u runs past the end", (unsigned)i);
+        const float scale = tlm_rdf32(e + E_SCALE);
+        if (!(scale >= 0.0f && scale <= 3.4e38f) || (enc == TLM_FED_F32 && scale != 0.0f))
+            return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: bad scale", (unsigned)i);
+        const uint8_t *d = e + TLM_FED_ENTRY_BYTES;
+        const size_t pb = payload_bytes(enc, count);
+        if (enc == TLM_FED_F32) {
+            for (uint32_t k = 0; k < count; k++)
+                if (!finite_f32(d + 4u * k))
+                    return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: value %u is not finite", (unsigned)i,
+                                    (unsigned)k);
+        } else if (enc == TLM_FED_I8) {
+            for (uint32_t k = 0; k < count; k++)
+                if (d[k] == 0x80u)
+                    return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: int8 value -128", (unsigned)i);
+        } else {
+            for (uint32_t k = 0; k < count; k++)
+                if (((d[k >> 2] >> ((k & 3u) * 2u)) & 3u) == 3u)
+                    return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: ternary code 3", (unsigned)i);
+            /* the last byte's unused codes are zero */
+            if (count & 3u && d[pb - 1] >> ((count & 3u) * 2u))
+                return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: padding set", (unsigned)i);
+        }
+        for (size_t k = pb; k < eb - TLM_FED_ENTRY_BYTES; k++)
+            if (d[k]) return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: padding set", (unsigned)i);
+        if (m) {
+            tlm_tensor t;
+            if (tlm_model_tensor(m, (tlm_role)role, layer, &t) != 0)
+                return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: the model has no tensor role %u layer %u",
+                                (unsigned)i, (unsigned)role, (unsigned)layer);
+            if ((uint64_t)t.rows * t.cols != count)
+                return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: %u values for a tensor of %u x %u",
+                                (unsigned)i, (unsigned)count, (unsigned)t.rows, (unsigned)t.cols);
+        }
+        /* each tensor at most once */
+        size_t at2 = TLM_FED_HEADER_BYTES;
+        for (uint32_t j = 0; j < i; j++) {
+            const uint8_t *f = b + at2;
+            if (tlm_rd16(f + E_ROLE) == role && tlm_rd16(f + E_LAYER) == layer)
+                return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entries %u and %u are the same tensor",
+                                (unsigned)j, (unsigned)i);
+            at2 += tlm_fed_entry_bytes(f[E_ENC], tlm_rd32(f + E_COUNT));
+        }
+        at += eb;
+    }
+    if (at != n)
+        return tlm_fail(err, TLM_ERR_RANGE, "federated update: %u bytes after the last entry", (unsigned)(n - at));
+    if (info) {
+        info->h.round = tlm_rd32(b + H_ROUND);
+        info->h.client = tlm_rd32(b + H_CLIENT);
+        info->h.base_crc = base;
+        info->h.n_examples = tlm_rd32(b + H_EXAMPLES);
+        info->n_entries = ne;
+        info->bytes = n;
+    }
+    return TLM_OK;
+}
+
+void tlm_fed_entry_at(const void *buf, uint32_t i, tlm_fed_entry *out)
+{
+    const uint8_t *b = buf;
+    size_t at = TLM_FED_HEADER_BYTES;
+    for (uint32_t j = 0; j < i; j++) {
+        const uint8_t *f = b + at;
+        at += tlm_fed_entry_bytes(f[E_ENC], tlm_rd32(f + E_COUNT));
+    }
+    const uint8_t *e = b + at;
+    out->role = (tlm_role)tlm_rd16(e + E_ROLE);
+    out->layer = tlm_rd16(e + E_LAYER);
+    out->enc = (tlm_fed_enc)e[E_ENC];
+    out->count = tlm_rd32(e + E_COUNT);
+    out->scale = tlm_rdf32(e + E_SCALE);
+    out->data = e + TLM_FED_ENTRY_BYTES;
+}
+
+void tlm_fed_entry_decode(const tlm_fed_entry *e, float *out)
+{
+    const uint8_t *d = e->data;
+    for (uint32_t i = 0; i < e->count; i++) {
+        if (e->enc == TLM_FED_F32) {
+            out[i] = tlm_rdf32(d + 4u * i);
+        } else if (e->enc == TLM_FED_I8) {
+            out[i] = (float)(int8_t)d[i] * e->scale;
+        } else {
+            const uint32_t c = (d[i >> 2] >> ((i & 3u) * 2u)) & 3u;
+            out[i] = c == 1u ? e->scale : (c == 2u ? -e->scale : 0.0f);
+        }
+    }
+}
