@@ -78,6 +78,16 @@ if [ ! -f "$out/seeds.done" ]; then
         printf 'Call +1 (555) 123-4567 or mail bob.smith@example.com. Room 42, 7 cats, x@y.z' >"$t/pii.txt"
         prefix 6 "$t/pii.txt" "$out/seeds/redact"
         prefix 2 "$t/tok.bin" "$out/seeds/tokenizer"
+        # a federated update (7): fp32, int8 and ternary entries (the harness reseals the checksum)
+        python3 -c '
+import struct, sys
+def entry(role, layer, enc, count, scale, payload):
+    payload += b"\0" * (-len(payload) % 4)
+    return struct.pack("<HHB3xIf", role, layer, enc, count, scale) + payload
+body = entry(3, 0, 0, 2, 0.0, struct.pack("<2f", 1.0, -0.5)) + entry(1, 0, 1, 3, 0.01, bytes([1, 0x81, 127])) \
+     + entry(9, 1, 2, 5, 0.2, bytes([0b10010001, 0b01]))
+head = b"TLMU" + struct.pack("<HHIIIIIIII", 1, 40, 40 + len(body), 0, 3, 77, 0, 10, 3, 0)
+sys.stdout.buffer.write(b"\x07" + head + body)' >"$out/seeds/fed_update"
         prefix 2 "$data/llama2c/tok512.bin" "$out/seeds/tokenizer512"
         for f in "$t"/f32_shared.tlm "$t"/t3_ternary_separate.tlm "$t"/ts_int8_shared.tlm "$t"/int8_int8_separate.tlm; do
             prefix 3 "$f" "$out/seeds/image_$(basename "$f")"

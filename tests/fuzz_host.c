@@ -2,7 +2,8 @@
  * checkpoints (--resume, --init), llama2.c checkpoints and tokenizers
  * (import, train --tokenizer) and model images expanded to fp32 for
  * training and quantization, text (the tokenizer must give any bytes
- * back, and so must one trained on them) and redaction. The first byte picks the reader (modulo 7;
+ * back, and so must one trained on them), redaction, and federated update messages (what a
+ * server reads from devices). The first byte picks the reader (modulo 8;
  * for tokenizers, its quotient is the token count asked for); the rest is
  * the file, with its checksums resealed so that the structural checks are
  * what is tested. Each reader must refuse with a message or succeed, and a
@@ -10,6 +11,7 @@
  * tokenizer written back reads back the same, a checkpoint's parameters
  * match its model. Build and run: scripts/fuzz.sh BUILD OUT SECONDS host. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +25,11 @@
 #include "../src/host/train/checkpoint.h"
 #include "../src/host/train/params.h"
 #include "tritlm/dp.h"
+#include "tritlm/fed.h"
 #include "tritlm/model.h"
 #include "tritlm/tokenizer.h"
 
-enum { READ_CKPT, READ_LLAMA2C, READ_TOKENIZER, READ_IMAGE, READ_TEXT, TRAIN_TOKENIZER, REDACT, READERS };
+enum { READ_CKPT, READ_LLAMA2C, READ_TOKENIZER, READ_IMAGE, READ_TEXT, TRAIN_TOKENIZER, REDACT, READ_FED, READERS };
 
 static char dir[64];
 static const char *const names[] = {"f.ckpt", "c.bin", "t.bin", "tok.bin", "again.bin"};
@@ -265,6 +268,44 @@ static void redact(const uint8_t *text, size_t n)
     free(again);
 }
 
+/* A federated update (checksum resealed): refused with a message, or every
+ * entry decodes to finite values within its scale, and an fp32 entry
+ * written again gives the same bytes. */
+static void read_fed(uint8_t *b, size_t n)
+{
+    if (n >= TLM_FED_HEADER_BYTES) {
+        memset(b + 12, 0, 4);
+        tlm_wr32(b + 12, tlm_crc32(0, b, n));
+    }
+    tlm_fed_info info;
+    tlm_error err = {0};
+    const tlm_status st = tlm_fed_validate(b, n, NULL, &info, &err);
+    refused(st, &err);
+    if (st != TLM_OK) return;
+    for (uint32_t i = 0; i < info.n_entries; i++) {
+        tlm_fed_entry e;
+        tlm_fed_entry_at(b, i, &e);
+        float *v = malloc((size_t)e.count * sizeof *v);
+        if (!v) abort();
+        tlm_fed_entry_decode(&e, v);
+        const float bound = e.enc == TLM_FED_I8 ? 127.0f * e.scale : e.scale;
+        for (uint32_t k = 0; k < e.count; k++)
+            if (!(v[k] == v[k]) || (e.enc != TLM_FED_F32 && !(fabsf(v[k]) <= bound))) abort();
+        if (e.enc == TLM_FED_F32) {
+            const size_t eb = tlm_fed_entry_bytes(TLM_FED_F32, e.count);
+            uint8_t *again = malloc(TLM_FED_HEADER_BYTES + eb);
+            tlm_fed_writer w;
+            tlm_fed_header h = {0, 0, 0, 0};
+            if (!again || tlm_fed_begin(&w, again, TLM_FED_HEADER_BYTES + eb, &h, NULL) ||
+                tlm_fed_add(&w, e.role, e.layer, TLM_FED_F32, v, e.count, NULL, NULL) ||
+                memcmp(again + TLM_FED_HEADER_BYTES, e.data - TLM_FED_ENTRY_BYTES, eb) != 0)
+                abort();
+            free(again);
+        }
+        free(v);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -281,6 +322,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (size - 1 <= 8192) round_trip(text_model(), b, size - 1);
         break;
     case TRAIN_TOKENIZER: train_tokenizer(b, size - 1); break;
+    case READ_FED: read_fed(b, size - 1); break;
     default: redact(b, size - 1); break;
     }
     free(b);
