@@ -17,6 +17,8 @@
 #include <cmocka.h>
 
 #include "../src/host/fileio.h"
+#include "../src/host/model_file.h"
+#include "../src/host/train/params.h"
 #include "testutil.h"
 
 static char *out_text, *err_text; /* owned by tu_run */
@@ -289,6 +291,70 @@ static void test_export_import_cycle(void **state)
     free(a);
 }
 
+/* Parameters of a model file. */
+static void params_of(const char *path, tlm_params *p)
+{
+    tlm_model_file f;
+    assert_int_equal(tlm_model_file_open(&f, path, NULL), TLM_OK);
+    assert_int_equal(tlm_params_from_model(p, &f.model, NULL), TLM_OK);
+    tlm_model_file_close(&f);
+}
+
+/* One federated round with files: an fp32 update aggregated alone gives the
+ * model that `tritlm train --init` makes from the same text and seed
+ * (training is deterministic); its weight is the text's token count; a
+ * damaged update is left out, and with nothing left nothing is written. */
+static void test_fed_round(void **state)
+{
+    (void)state;
+    const char *txt = tu_data("tinystories/dev.txt");
+    const char *common = "--steps 3 --batch 2 --ctx 64 --seed 5 --threads 1 --lr 1e-3";
+    assert_int_equal(run("fed update -m '%s' --data '%s' %s --encode fp32 --client 9 -o '%s'", model, txt, common,
+                         tu_tmp("u.tlmu")), 0);
+    assert_int_equal(run("train --init '%s' --data '%s' %s --eval-every 0 --ckpt-every 0 -o '%s'", model, txt, common,
+                         tu_tmp("local.tlm")), 0);
+    assert_non_null(strstr(err_text, "training tokens"));
+    const unsigned long long tokens = strtoull(strstr(err_text, "parameters, ") + 12, NULL, 10);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --json", model, tu_tmp("new.tlm"), tu_tmp("u.tlmu")), 0);
+    assert_non_null(strstr(out_text, "\"accepted\":1"));
+    tlm_params n, l;
+    params_of(tu_tmp("new.tlm"), &n);
+    params_of(tu_tmp("local.tlm"), &l);
+    assert_int_equal(n.n, l.n);
+    double worst = 0;
+    for (size_t i = 0; i < n.n; i++) worst = fmax(worst, fabs((double)n.data[i] - l.data[i]) / (1.0 + fabs(l.data[i])));
+    assert_true(worst < 1e-6);
+    tlm_params_free(&n);
+    tlm_params_free(&l);
+    uint8_t *u;
+    size_t nu;
+    assert_int_equal(tlm_read_file(tu_tmp("u.tlmu"), &u, &nu, NULL), TLM_OK);
+    assert_true(nu > 40);
+    assert_int_equal((unsigned long long)(u[28] | u[29] << 8 | u[30] << 16 | (uint32_t)u[31] << 24), tokens);
+    assert_int_equal(u[20], 9); /* the client id */
+    /* damaged: left out, and with nothing left no model is written */
+    u[nu / 2] ^= 0x10;
+    FILE *f = fopen(tu_tmp("bad.tlmu"), "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(u, 1, nu, f), nu);
+    fclose(f);
+    free(u);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s'", model, tu_tmp("new2.tlm"), tu_tmp("bad.tlmu")), 1);
+    assert_non_null(strstr(err_text, "checksum"));
+    assert_int_equal(access(tu_tmp("new2.tlm"), F_OK), -1);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' '%s'", model, tu_tmp("new2.tlm"), tu_tmp("bad.tlmu"),
+                         tu_tmp("u.tlmu")), 0);
+    assert_non_null(strstr(err_text, "1 left out"));
+    /* usage */
+    assert_int_equal(run("fed"), 2);
+    assert_int_equal(run("fed update -m '%s' -o '%s' --steps 1", model, tu_tmp("x.tlmu")), 2);
+    assert_non_null(strstr(err_text, "--data"));
+    assert_int_equal(run("fed update -m '%s' --data '%s' --steps 1 --encode q4 -o '%s'", model, txt, tu_tmp("x.tlmu")), 2);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s'", model, tu_tmp("x.tlm")), 2);
+    assert_non_null(strstr(err_text, "no updates"));
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s'", model, model, tu_tmp("u.tlmu")), 2);
+}
+
 /* Entries of a directory besides . and .. */
 static int entries(const char *dir)
 {
@@ -370,6 +436,7 @@ int main(void)
         cmocka_unit_test(test_help_everywhere),        cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_bad_files),              cmocka_unit_test(test_json_outputs),
         cmocka_unit_test(test_export_import_cycle),    cmocka_unit_test(test_atomic_files),
+        cmocka_unit_test(test_fed_round),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "../src/host/fedavg.h"
 #include "testutil.h"
 #include "tritlm/fed.h"
 
@@ -275,6 +276,73 @@ static void test_damage_refused(void **state)
     assert_int_equal(tlm_fed_validate(copy, n + 1, &tiny, NULL, NULL), TLM_ERR_RANGE);
 }
 
+/* The server's average against one computed here in double: two fp32
+ * updates weighted 100 and 300, an update of another model left out
+ * without a trace, and clipping to an L2 norm. */
+static void test_fedavg(void **state)
+{
+    (void)state;
+    tlm_params g, l1, l2;
+    assert_int_equal(tlm_params_from_model(&g, &tiny, NULL), TLM_OK);
+    assert_int_equal(tlm_params_from_model(&l1, &tiny, NULL), TLM_OK);
+    assert_int_equal(tlm_params_from_model(&l2, &tiny, NULL), TLM_OK);
+    uint64_t s = 11;
+    double n1 = 0;
+    for (size_t i = 0; i < g.n; i++) {
+        l1.data[i] += (float)((double)(tu_rand(&s) % 1001) * 1e-5 - 0.005);
+        l2.data[i] += (float)((double)(tu_rand(&s) % 1001) * 1e-5 - 0.005);
+        const double d = (double)l1.data[i] - g.data[i];
+        n1 += d * d;
+    }
+    n1 = sqrt(n1);
+    uint8_t *u1, *u2, *u3;
+    size_t b1, b2, b3;
+    tlm_fed_header h1 = {1, 1, 0, 100}, h2 = {1, 2, 0, 300};
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l1, TLM_FED_F32, &h1, NULL, &u1, &b1, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l2, TLM_FED_F32, &h2, NULL, &u2, &b2, NULL), TLM_OK);
+    /* the same update claiming another base model: refused */
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l2, TLM_FED_F32, &h2, NULL, &u3, &b3, NULL), TLM_OK);
+    u3[24] ^= 1u;
+    reseal(u3, b3);
+
+    tlm_fedavg a;
+    tlm_error err;
+    assert_int_equal(tlm_fedavg_init(&a, &tiny, 0.0, NULL), TLM_OK);
+    assert_int_equal(tlm_fedavg_add(&a, u1, b1, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fedavg_add(&a, u3, b3, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "another model"));
+    assert_int_equal(tlm_fedavg_add(&a, u2, b2, NULL), TLM_OK);
+    assert_int_equal(a.accepted, 2);
+    tlm_params out;
+    assert_int_equal(tlm_params_from_model(&out, &tiny, NULL), TLM_OK);
+    tlm_fedavg_apply(&a, &out, 1.0f);
+    double worst = 0;
+    for (size_t i = 0; i < g.n; i++) {
+        const double want = g.data[i] + (100.0 * ((double)l1.data[i] - g.data[i]) + 300.0 * ((double)l2.data[i] - g.data[i])) / 400.0;
+        worst = fmax(worst, fabs(out.data[i] - want));
+    }
+    assert_true(worst < 1e-6);
+    tlm_fedavg_free(&a);
+
+    /* clipped to half its norm: g + d1 / 2 */
+    assert_int_equal(tlm_fedavg_init(&a, &tiny, n1 / 2, NULL), TLM_OK);
+    assert_int_equal(tlm_fedavg_add(&a, u1, b1, NULL), TLM_OK);
+    assert_int_equal(a.clipped, 1);
+    memcpy(out.data, g.data, g.n * sizeof(float));
+    tlm_fedavg_apply(&a, &out, 1.0f);
+    worst = 0;
+    for (size_t i = 0; i < g.n; i++) worst = fmax(worst, fabs(out.data[i] - (g.data[i] + 0.5 * ((double)l1.data[i] - g.data[i]))));
+    assert_true(worst < 1e-6);
+    tlm_fedavg_free(&a);
+    free(u1);
+    free(u2);
+    free(u3);
+    tlm_params_free(&out);
+    tlm_params_free(&g);
+    tlm_params_free(&l1);
+    tlm_params_free(&l2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +350,7 @@ int main(void)
         cmocka_unit_test(test_unbiased),
         cmocka_unit_test(test_validation_against_model),
         cmocka_unit_test(test_damage_refused),
+        cmocka_unit_test(test_fedavg),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

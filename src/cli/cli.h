@@ -26,6 +26,7 @@ int cmd_tokenizer(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_privatize(int argc, char **argv);
 int cmd_firmware(int argc, char **argv);
+int cmd_fed(int argc, char **argv);
 
 /* The training-loop options (--data, --val, --steps, --lr, ...) that
  * 'train' and 'quantize --qat' share: a getopt_long table (terminated) and

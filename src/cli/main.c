@@ -24,6 +24,7 @@ static const command commands[] = {
     {"quantize", cmd_quantize, "ternary or int8 weights: post-training or quantization-aware training"},
     {"privatize", cmd_privatize, "differentially private text: d_chi noise on embeddings or randomized response"},
     {"firmware", cmd_firmware, "build a model into microcontroller firmware, run it in QEMU, report RAM and speed"},
+    {"fed", cmd_fed, "federated fine-tuning: a device's update from its own text, the server's aggregation"},
     {"info", cmd_info, "hyperparameters, tensor table, sizes and arena bytes of a model image"},
 };
 

@@ -442,6 +442,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         goto out;
     }
     rep->params = s.p.n;
+    rep->data_tokens = corpus.n;
     if (!o->quiet)
         fprintf(stderr, "train: %llu parameters, %llu training tokens in %llu stories, batch %u x %u, %d threads%s\n",
                 (unsigned long long)s.p.n, (unsigned long long)corpus.n, (unsigned long long)corpus.stories, B, T,

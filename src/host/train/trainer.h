@@ -39,6 +39,7 @@ typedef struct tlm_train_opts {
 
 typedef struct tlm_train_report {
     uint64_t steps, tokens, params;
+    uint64_t data_tokens;  /* tokens in the training text (tokens counts those processed) */
     double train_loss;     /* mean over the last 20 steps */
     double val_loss, val_top1;
     double seconds, tokens_per_s;

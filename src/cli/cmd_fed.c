@@ -1,0 +1,276 @@
+/* tritlm fed: one round of federated fine-tuning with files: a device's
+ * update (train locally from the global model, encode the change) and the
+ * server's aggregation (validate each update, weighted mean, new global). */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../host/csprng.h"
+#include "../host/fedavg.h"
+#include "../host/fileio.h"
+#include "../host/model_file.h"
+#include "../host/proc.h"
+#include "../host/train/trainer.h"
+#include "cli.h"
+
+static const char help[] =
+    "usage: tritlm fed update -m GLOBAL.tlm --data TEXT (--steps N | --minutes M) -o UPDATE.tlmu\n"
+    "                         [--encode fp32|int8|t2] [--round R] [--client ID] [training options]\n"
+    "       tritlm fed aggregate -m GLOBAL.tlm -o NEW.tlm [--clip C] [--server-lr A] [--json] UPDATE.tlmu...\n"
+    "\n"
+    "Federated fine-tuning, one round, with files (the message format is docs/FORMAT.md's\n"
+    "federated update; a device writes the same with the core's tlm_fed_* functions).\n"
+    "\n"
+    "update: fine-tunes GLOBAL on the local TEXT (the options of 'tritlm train' apply: --lr,\n"
+    "  --batch, --ctx, --seed, --threads, ...) and writes the change to every tensor, not the\n"
+    "  text and not the model. Its weight in the aggregation is the text's token count.\n"
+    "      --encode E   fp32 (exact), int8 or t2 (2 bits per value; both round stochastically,\n"
+    "                   so the expectation is the exact change) (default int8)\n"
+    "      --round R, --client ID   recorded in the update (default 0)\n"
+    "aggregate: checks every update against GLOBAL (format, checksum, the model it was made\n"
+    "  from, tensor shapes); a bad one is reported and left out; the others are averaged,\n"
+    "  weighted by their token counts, and added to GLOBAL's weights into NEW (fp32).\n"
+    "      --clip C        first scale each update down to an L2 norm of at most C\n"
+    "      --server-lr A   NEW = GLOBAL + A x mean change (default 1)\n"
+    "      --json          a JSON summary on stdout\n";
+
+enum { F_ENCODE = 2000, F_ROUND, F_CLIENT, F_CLIP, F_SLR, F_JSON };
+
+static int fed_update(int argc, char **argv)
+{
+    static const struct option own[] = {
+        {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
+        {"encode", required_argument, 0, F_ENCODE}, {"round", required_argument, 0, F_ROUND},
+        {"client", required_argument, 0, F_CLIENT}, {"help", no_argument, 0, 'h'}};
+    enum { N_OWN = sizeof own / sizeof own[0] };
+    struct option opts[N_OWN + CLI_TRAIN_LOOP_OPTION_COUNT];
+    memcpy(opts, own, sizeof own);
+    memcpy(opts + N_OWN, cli_train_loop_options, CLI_TRAIN_LOOP_OPTION_COUNT * sizeof cli_train_loop_options[0]);
+    tlm_train_opts o;
+    tlm_train_defaults(&o);
+    o.eval_every = 0;
+    o.ckpt_every = 0;
+    const char *model = NULL, *out = NULL;
+    tlm_fed_enc enc = TLM_FED_I8;
+    tlm_fed_header h = {0, 0, 0, 0};
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'o': out = optarg; break;
+        case 'h': fputs(help, stdout); return 0;
+        case F_ENCODE:
+            if (!strcmp(optarg, "fp32")) enc = TLM_FED_F32;
+            else if (!strcmp(optarg, "int8")) enc = TLM_FED_I8;
+            else if (!strcmp(optarg, "t2")) enc = TLM_FED_T2;
+            else return cli_usage_error("fed update", "--encode expects fp32, int8 or t2, got '%s'", optarg);
+            break;
+        case F_ROUND:
+            if (!cli_parse_u32(optarg, 0, 0xFFFFFFFFu, &h.round))
+                return cli_usage_error("fed update", "--round expects an integer, got '%s'", optarg);
+            break;
+        case F_CLIENT:
+            if (!cli_parse_u32(optarg, 0, 0xFFFFFFFFu, &h.client))
+                return cli_usage_error("fed update", "--client expects an integer, got '%s'", optarg);
+            break;
+        default: {
+            const int r = cli_train_loop_option("fed update", c, optarg, &o);
+            if (r > 0) return r;
+            if (r < 0) return cli_bad_option("fed update", argv, c);
+        }
+        }
+    }
+    if (optind != argc) return cli_usage_error("fed update", "unexpected argument '%s'", argv[optind]);
+    if (!model) return cli_usage_error("fed update", "missing -m GLOBAL.tlm");
+    if (!out) return cli_usage_error("fed update", "missing -o UPDATE.tlmu");
+    if (!o.data) return cli_usage_error("fed update", "missing --data TEXT (the device's own text)");
+    if (!o.steps && !(o.minutes > 0)) return cli_usage_error("fed update", "give --steps N or --minutes M");
+    if (o.steps && o.minutes > 0) return cli_usage_error("fed update", "give --steps or --minutes, not both");
+    if (o.resume) return cli_usage_error("fed update", "--resume is not for updates");
+    {
+        const char *in[] = {model, o.data, o.val};
+        if (cli_refuse_clobber("fed update", out, in, 3)) return TLM_EXIT_USAGE;
+    }
+
+    tlm_error err;
+    tlm_model_file g;
+    if (tlm_model_file_open(&g, model, &err)) return cli_fail("fed update", &err);
+    if (o.ctx == 256 && g.model.hp.seq_len < 256) o.ctx = g.model.hp.seq_len;
+    /* local training into a temporary folder, removed afterwards: the
+     * local model and its logs stay on the device */
+    char dirbuf[4096], local[4200];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dirbuf, sizeof dirbuf, "%s/tritlm-fed-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dirbuf)) {
+        tlm_model_file_close(&g);
+        fprintf(stderr, "tritlm fed update: cannot make a temporary directory in %s\n", tmp && *tmp ? tmp : "/tmp");
+        return TLM_EXIT_FAIL;
+    }
+    snprintf(local, sizeof local, "%s/local.tlm", dirbuf);
+    o.init = model;
+    o.out = local;
+    o.progress = isatty(2);
+    tlm_train_report rep;
+    memset(&rep, 0, sizeof rep);
+    tlm_status st = tlm_train(&o, &rep, &err);
+    tlm_params gp, lp;
+    memset(&gp, 0, sizeof gp);
+    memset(&lp, 0, sizeof lp);
+    tlm_model_file lf;
+    int lf_open = 0;
+    uint8_t *msg = NULL;
+    size_t bytes = 0;
+    if (!st) st = tlm_model_file_open(&lf, local, &err);
+    if (!st) {
+        lf_open = 1;
+        st = tlm_params_from_model(&gp, &g.model, &err);
+    }
+    if (!st) st = tlm_params_from_model(&lp, &lf.model, &err);
+    if (!st) {
+        tlm_host_source src;
+        tlm_rand rng;
+        if (tlm_host_rand(&rng, &src)) st = tlm_fail(&err, TLM_ERR_RNG, "the system gave no randomness");
+        if (!st) {
+            h.n_examples = rep.data_tokens > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)rep.data_tokens;
+            st = tlm_fed_make_update(&gp, &g.model, &lp, enc, &h, &rng, &msg, &bytes, &err);
+        }
+    }
+    if (!st) st = tlm_write_file_atomic(out, msg, bytes, &err);
+    free(msg);
+    tlm_params_free(&gp);
+    tlm_params_free(&lp);
+    if (lf_open) tlm_model_file_close(&lf);
+    tlm_model_file_close(&g);
+    {
+        char *args[] = {"rm", "-rf", dirbuf, NULL};
+        if (tlm_run(args, NULL, 1) != 0) fprintf(stderr, "tritlm fed update: could not remove %s\n", dirbuf);
+    }
+    if (st) return cli_fail("fed update", &err);
+    fprintf(stderr, "fed update: %s: %zu bytes, %llu steps on %llu local tokens (weight %u)\n", out, bytes,
+            (unsigned long long)rep.steps, (unsigned long long)rep.data_tokens, h.n_examples);
+    return 0;
+}
+
+static int fed_aggregate(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
+        {"clip", required_argument, 0, F_CLIP}, {"server-lr", required_argument, 0, F_SLR},
+        {"json", no_argument, 0, F_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *model = NULL, *out = NULL;
+    float clip = 0.0f, slr = 1.0f;
+    int json = 0, c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'o': out = optarg; break;
+        case 'h': fputs(help, stdout); return 0;
+        case F_CLIP:
+            if (!cli_parse_float(optarg, 1e-9f, 1e9f, &clip))
+                return cli_usage_error("fed aggregate", "--clip expects a positive number, got '%s'", optarg);
+            break;
+        case F_SLR:
+            if (!cli_parse_float(optarg, 1e-6f, 100.0f, &slr))
+                return cli_usage_error("fed aggregate", "--server-lr expects a number in (0, 100], got '%s'", optarg);
+            break;
+        case F_JSON: json = 1; break;
+        default: return cli_bad_option("fed aggregate", argv, c);
+        }
+    }
+    if (!model) return cli_usage_error("fed aggregate", "missing -m GLOBAL.tlm");
+    if (!out) return cli_usage_error("fed aggregate", "missing -o NEW.tlm");
+    if (optind == argc) return cli_usage_error("fed aggregate", "no updates given");
+    {
+        const char *in[] = {model};
+        if (cli_refuse_clobber("fed aggregate", out, in, 1)) return TLM_EXIT_USAGE;
+        if (cli_refuse_clobber("fed aggregate", out, (const char *const *)(argv + optind), (size_t)(argc - optind)))
+            return TLM_EXIT_USAGE;
+    }
+    tlm_error err;
+    tlm_model_file g;
+    if (tlm_model_file_open(&g, model, &err)) return cli_fail("fed aggregate", &err);
+    tlm_fedavg agg;
+    tlm_status st = tlm_fedavg_init(&agg, &g.model, clip, &err);
+    if (st) {
+        tlm_model_file_close(&g);
+        return cli_fail("fed aggregate", &err);
+    }
+    cJSON *rejected = cJSON_CreateArray();
+    for (int i = optind; i < argc; i++) {
+        uint8_t *msg = NULL;
+        size_t n = 0;
+        tlm_error e2;
+        tlm_status s2 = tlm_read_file(argv[i], &msg, &n, &e2);
+        if (!s2) s2 = tlm_fedavg_add(&agg, msg, n, &e2);
+        free(msg);
+        if (s2) {
+            fprintf(stderr, "tritlm fed aggregate: %s left out: %s\n", argv[i], e2.msg);
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "update", argv[i]);
+            cJSON_AddStringToObject(r, "error", e2.msg);
+            cJSON_AddItemToArray(rejected, r);
+        }
+    }
+    const uint32_t accepted = agg.accepted, clipped = agg.clipped;
+    if (!accepted) {
+        tlm_fedavg_free(&agg);
+        tlm_model_file_close(&g);
+        cJSON_Delete(rejected);
+        fprintf(stderr, "tritlm fed aggregate: no update passed the checks; %s not written\n", out);
+        return TLM_EXIT_FAIL;
+    }
+    tlm_params p;
+    tlm_vocab v = {0};
+    uint8_t *img = NULL;
+    size_t bytes = 0;
+    st = tlm_params_from_model(&p, &g.model, &err);
+    if (!st) {
+        tlm_fedavg_apply(&agg, &p, slr);
+        st = tlm_vocab_from_model(&g.model, &v, &err);
+        if (!st) st = tlm_params_to_image(&p, &v, g.model.bos_id, g.model.eos_id, &img, &bytes, &err);
+        if (!st) st = tlm_write_file_atomic(out, img, bytes, &err);
+        tlm_params_free(&p);
+    }
+    free(img);
+    tlm_vocab_free(&v);
+    tlm_fedavg_free(&agg);
+    tlm_model_file_close(&g);
+    if (st) {
+        cJSON_Delete(rejected);
+        return cli_fail("fed aggregate", &err);
+    }
+    const int n_rej = argc - optind - (int)accepted;
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", out);
+        cJSON_AddNumberToObject(j, "accepted", accepted);
+        cJSON_AddNumberToObject(j, "clipped", clipped);
+        cJSON_AddItemToObject(j, "rejected", rejected);
+        char *s = cJSON_PrintUnformatted(j);
+        if (s) puts(s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        cJSON_Delete(rejected);
+    }
+    fprintf(stderr, "fed aggregate: %s from %u updates (%d left out, %u clipped)\n", out, accepted, n_rej, clipped);
+    return 0;
+}
+
+int cmd_fed(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "update")) return fed_update(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "aggregate")) return fed_aggregate(argc - 1, argv + 1);
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(help, stdout);
+        return 0;
+    }
+    return cli_usage_error("fed", "expects 'update' or 'aggregate'%s%s", argc >= 2 ? ", got " : "", argc >= 2 ? argv[1] : "");
+}

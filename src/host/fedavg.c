@@ -1,0 +1,150 @@
+/* Federated averaging over tritlm update messages (fedavg.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fedavg.h"
+
+tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global_model, const tlm_params *local,
+                               tlm_fed_enc enc, const tlm_fed_header *h, tlm_rand *rng, uint8_t **msg, size_t *bytes,
+                               tlm_error *err)
+{
+    *msg = NULL;
+    *bytes = 0;
+    const uint32_t nt = tlm_params_count(global);
+    if (global->n != local->n || tlm_params_count(local) != nt)
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: the local model's shapes are not the global model's");
+    size_t cap = TLM_FED_HEADER_BYTES, widest = 0;
+    for (uint32_t i = 0; i < nt; i++) {
+        tlm_param_tensor g;
+        tlm_params_tensor(global, i, &g);
+        const size_t c = (size_t)g.rows * g.cols;
+        cap += tlm_fed_entry_bytes(enc, (uint32_t)c);
+        if (c > widest) widest = c;
+    }
+    uint8_t *buf = malloc(cap);
+    float *d = malloc((widest ? widest : 1) * sizeof *d);
+    if (!buf || !d) {
+        free(buf);
+        free(d);
+        return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    }
+    tlm_fed_writer w;
+    tlm_fed_header hh = *h;
+    hh.base_crc = tlm_fed_model_id(global_model);
+    tlm_status st = tlm_fed_begin(&w, buf, cap, &hh, err);
+    for (uint32_t i = 0; i < nt && !st; i++) {
+        tlm_param_tensor g, l;
+        tlm_params_tensor(global, i, &g);
+        tlm_params_tensor(local, i, &l);
+        const size_t c = (size_t)g.rows * g.cols;
+        for (size_t k = 0; k < c; k++) d[k] = l.data[k] - g.data[k];
+        st = tlm_fed_add(&w, (tlm_role)g.role, g.layer, enc, d, (uint32_t)c, rng, err);
+    }
+    if (!st) st = tlm_fed_finish(&w, bytes, err);
+    free(d);
+    if (st) {
+        free(buf);
+        return st;
+    }
+    *msg = buf;
+    return TLM_OK;
+}
+
+tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double clip, tlm_error *err)
+{
+    memset(a, 0, sizeof *a);
+    a->global_model = global_model;
+    a->clip = clip;
+    tlm_status st = tlm_params_alloc(&a->sum, &global_model->hp, err);
+    if (st) return st;
+    const uint32_t nt = tlm_params_count(&a->sum);
+    size_t widest = 0;
+    for (uint32_t i = 0; i < nt; i++) {
+        tlm_param_tensor t;
+        tlm_params_tensor(&a->sum, i, &t);
+        if ((size_t)t.rows * t.cols > widest) widest = (size_t)t.rows * t.cols;
+    }
+    a->tensor_weight = calloc(nt, sizeof *a->tensor_weight);
+    a->scratch_n = widest;
+    a->scratch = malloc((widest ? widest : 1) * sizeof *a->scratch);
+    if (!a->tensor_weight || !a->scratch) {
+        tlm_fedavg_free(a);
+        return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    }
+    return TLM_OK;
+}
+
+void tlm_fedavg_free(tlm_fedavg *a)
+{
+    tlm_params_free(&a->sum);
+    free(a->tensor_weight);
+    free(a->scratch);
+    memset(a, 0, sizeof *a);
+}
+
+/* The index of tensor (role, layer) in canonical order, or -1. */
+static long tensor_index(const tlm_params *p, uint32_t role, uint32_t layer)
+{
+    const uint32_t nt = tlm_params_count(p);
+    for (uint32_t i = 0; i < nt; i++) {
+        tlm_param_tensor t;
+        tlm_params_tensor(p, i, &t);
+        if (t.role == role && t.layer == layer) return (long)i;
+    }
+    return -1;
+}
+
+tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error *err)
+{
+    tlm_fed_info info;
+    tlm_status st = tlm_fed_validate(msg, n, a->global_model, &info, err);
+    if (st) return st;
+    if (info.h.n_examples == 0) return tlm_fail(err, TLM_ERR_ARG, "federated update: it comes from no examples");
+    /* the whole update's L2 norm, for clipping */
+    double norm2 = 0;
+    for (uint32_t i = 0; i < info.n_entries; i++) {
+        tlm_fed_entry e;
+        tlm_fed_entry_at(msg, i, &e);
+        if (tensor_index(&a->sum, e.role, e.layer) < 0) /* the image has it, the parameters not (a stored RoPE table) */
+            return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: tensor role %u cannot be trained", i,
+                            (unsigned)e.role);
+        tlm_fed_entry_decode(&e, a->scratch);
+        for (uint32_t k = 0; k < e.count; k++) norm2 += (double)a->scratch[k] * a->scratch[k];
+    }
+    const double norm = sqrt(norm2);
+    double f = 1.0;
+    if (a->clip > 0 && norm > a->clip) {
+        f = a->clip / norm;
+        a->clipped++;
+    }
+    if (!isfinite(norm)) return tlm_fail(err, TLM_ERR_ARG, "federated update: its norm is not finite");
+    const double wgt = info.h.n_examples;
+    for (uint32_t i = 0; i < info.n_entries; i++) {
+        tlm_fed_entry e;
+        tlm_fed_entry_at(msg, i, &e);
+        const long ti = tensor_index(&a->sum, e.role, e.layer);
+        tlm_param_tensor t;
+        tlm_params_tensor(&a->sum, (uint32_t)ti, &t);
+        tlm_fed_entry_decode(&e, a->scratch);
+        const float s = (float)(wgt * f);
+        for (uint32_t k = 0; k < e.count; k++) t.data[k] += s * a->scratch[k];
+        a->tensor_weight[ti] += wgt;
+    }
+    a->accepted++;
+    return TLM_OK;
+}
+
+void tlm_fedavg_apply(const tlm_fedavg *a, tlm_params *out, float server_lr)
+{
+    const uint32_t nt = tlm_params_count(out);
+    for (uint32_t i = 0; i < nt; i++) {
+        if (!(a->tensor_weight[i] > 0)) continue;
+        tlm_param_tensor o, s;
+        tlm_params_tensor(out, i, &o);
+        tlm_params_tensor(&a->sum, i, &s);
+        const float f = (float)(server_lr / a->tensor_weight[i]);
+        const size_t c = (size_t)o.rows * o.cols;
+        for (size_t k = 0; k < c; k++) o.data[k] += f * s.data[k];
+    }
+}

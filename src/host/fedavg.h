@@ -1,0 +1,42 @@
+/* The server's and the simulated device's side of federated fine-tuning,
+ * over the message format of include/tritlm/fed.h: an update is a local
+ * model minus the global one, encoded; aggregation is the weighted mean of
+ * the updates that pass validation (FedAvg), each first clipped to an L2
+ * norm if asked, applied to the global model's fp32 parameters. */
+#ifndef TLM_HOST_FEDAVG_H
+#define TLM_HOST_FEDAVG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "train/params.h"
+#include "tritlm/fed.h"
+
+/* The update of `local` against `global` (same shapes; global_model is the
+ * global image, whose id the update carries): every tensor, encoded with
+ * enc. *msg is malloc'd. */
+tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global_model, const tlm_params *local,
+                               tlm_fed_enc enc, const tlm_fed_header *h, tlm_rand *rng, uint8_t **msg, size_t *bytes,
+                               tlm_error *err);
+
+typedef struct tlm_fedavg {
+    const tlm_model *global_model; /* updates must name this model */
+    tlm_params sum;                /* sum of weight x (clipped) delta per value */
+    double *tensor_weight;         /* per tensor: the weights of the updates that carried it */
+    double clip;                   /* > 0: each update's delta scaled to at most this L2 norm */
+    uint32_t accepted, clipped;
+    float *scratch;
+    size_t scratch_n;
+} tlm_fedavg;
+
+tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double clip, tlm_error *err);
+void tlm_fedavg_free(tlm_fedavg *a);
+/* Validates one update against the global model and adds it (weight: its
+ * example count). On any error nothing of it is added. */
+tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error *err);
+/* out = global + server_lr x (weighted mean delta), per tensor over the
+ * updates that carried it (tensors no update carried stay as they are).
+ * out must have the global model's shapes and hold its parameters. */
+void tlm_fedavg_apply(const tlm_fedavg *a, tlm_params *out, float server_lr);
+
+#endif
