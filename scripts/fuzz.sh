@@ -22,7 +22,7 @@ image)
         -o "$out/fuzz_image" ;;
 host)
     clang $flags -mavx2 -mfma -I"$src/include" "$src"/tests/fuzz_host.c "$src"/src/host/*.c "$src"/src/host/train/*.c \
-        "$src"/src/host/nn/*.c "$src"/src/core/*.c -lsodium -lpthread -lm -o "$out/fuzz_host" ;;
+        "$src"/src/host/nn/*.c "$src"/src/core/*.c -lsodium -lmosquitto -lpthread -lm -o "$out/fuzz_host" ;;
 *) echo "fuzz.sh: the harness is image or host, not '$harness'" >&2; exit 2 ;;
 esac
 

@@ -1,0 +1,173 @@
+/* MQTT over libmosquitto (mqtt.h). Every wait runs the client's network
+ * loop until its acknowledgement arrives or the time is up. */
+#define _POSIX_C_SOURCE 200809L
+#include <mosquitto.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mqtt.h"
+
+struct tlm_mqtt {
+    struct mosquitto *m;
+    int connected, conn_rc;
+    int acked_mid; /* the last message id the broker acknowledged (publish or subscribe) */
+    int suback_granted;
+    tlm_mqtt_fn fn;
+    void *ctx;
+    int stop;
+};
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void on_connect(struct mosquitto *m, void *obj, int rc)
+{
+    (void)m;
+    tlm_mqtt *c = obj;
+    c->conn_rc = rc;
+    c->connected = rc == 0 ? 1 : -1;
+}
+static void on_publish(struct mosquitto *m, void *obj, int mid)
+{
+    (void)m;
+    ((tlm_mqtt *)obj)->acked_mid = mid;
+}
+static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const int *granted)
+{
+    (void)m;
+    tlm_mqtt *c = obj;
+    c->suback_granted = n > 0 ? granted[0] : 128;
+    c->acked_mid = mid;
+}
+static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg)
+{
+    (void)m;
+    tlm_mqtt *c = obj;
+    if (c->fn && !c->stop && c->fn(c->ctx, msg->topic, msg->payload, (size_t)(msg->payloadlen > 0 ? msg->payloadlen : 0)))
+        c->stop = 1;
+}
+
+/* Runs the loop until *flag != 0 or the deadline; 0 if the flag was set. */
+static int loop_until(tlm_mqtt *c, const volatile int *flag, double deadline, int *rc)
+{
+    while (!*flag) {
+        if (now_s() > deadline) return 1;
+        *rc = mosquitto_loop(c->m, 100, 1);
+        if (*rc != MOSQ_ERR_SUCCESS) return 2;
+    }
+    return 0;
+}
+
+tlm_status tlm_mqtt_connect(tlm_mqtt **out, const char *broker, const char *client_id, double timeout_s,
+                            tlm_error *err)
+{
+    *out = NULL;
+    char host[256];
+    int port = 1883;
+    const char *colon = strrchr(broker, ':');
+    size_t hl = colon ? (size_t)(colon - broker) : strlen(broker);
+    if (hl == 0 || hl >= sizeof host) return tlm_fail(err, TLM_ERR_ARG, "broker '%s': expected HOST or HOST:PORT", broker);
+    memcpy(host, broker, hl);
+    host[hl] = 0;
+    if (colon) {
+        char *end;
+        const long p = strtol(colon + 1, &end, 10);
+        if (*end || p < 1 || p > 65535) return tlm_fail(err, TLM_ERR_ARG, "broker '%s': bad port", broker);
+        port = (int)p;
+    }
+    mosquitto_lib_init();
+    tlm_mqtt *c = calloc(1, sizeof *c);
+    if (!c) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    c->m = mosquitto_new(client_id, true, c);
+    if (!c->m) {
+        free(c);
+        return tlm_fail(err, TLM_ERR_NOMEM, "cannot make an MQTT client");
+    }
+    mosquitto_connect_callback_set(c->m, on_connect);
+    mosquitto_publish_callback_set(c->m, on_publish);
+    mosquitto_subscribe_callback_set(c->m, on_subscribe);
+    mosquitto_message_callback_set(c->m, on_message);
+    int rc = mosquitto_connect(c->m, host, port, 60);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        tlm_mqtt_close(c);
+        return tlm_fail(err, TLM_ERR_IO, "cannot reach the MQTT broker at %s:%d (%s)", host, port, mosquitto_strerror(rc));
+    }
+    const int w = loop_until(c, &c->connected, now_s() + timeout_s, &rc);
+    if (w || c->connected < 0) {
+        tlm_mqtt_close(c);
+        return tlm_fail(err, TLM_ERR_IO, "the MQTT broker at %s:%d %s", host, port,
+                        w == 1 ? "did not answer in time" : (w == 2 ? mosquitto_strerror(rc) : "refused the connection"));
+    }
+    *out = c;
+    return TLM_OK;
+}
+
+void tlm_mqtt_close(tlm_mqtt *c)
+{
+    if (!c) return;
+    if (c->connected > 0) mosquitto_disconnect(c->m);
+    mosquitto_destroy(c->m);
+    free(c);
+    mosquitto_lib_cleanup();
+}
+
+tlm_status tlm_mqtt_publish(tlm_mqtt *c, const char *topic, const void *data, size_t n, int retain, double timeout_s,
+                            tlm_error *err)
+{
+    if (n > 256u * 1024u * 1024u) return tlm_fail(err, TLM_ERR_ARG, "MQTT: %zu bytes is more than a message holds", n);
+    int mid = 0, rc;
+    c->acked_mid = 0;
+    rc = mosquitto_publish(c->m, &mid, topic, (int)n, data, 1, retain != 0);
+    if (rc != MOSQ_ERR_SUCCESS) return tlm_fail(err, TLM_ERR_IO, "MQTT publish to %s: %s", topic, mosquitto_strerror(rc));
+    const double deadline = now_s() + timeout_s;
+    while (c->acked_mid != mid) {
+        if (now_s() > deadline)
+            return tlm_fail(err, TLM_ERR_IO, "MQTT publish to %s: the broker did not acknowledge it in time", topic);
+        rc = mosquitto_loop(c->m, 100, 1);
+        if (rc != MOSQ_ERR_SUCCESS) return tlm_fail(err, TLM_ERR_IO, "MQTT publish to %s: %s", topic, mosquitto_strerror(rc));
+    }
+    return TLM_OK;
+}
+
+tlm_status tlm_mqtt_subscribe(tlm_mqtt *c, const char *topic, double timeout_s, tlm_error *err)
+{
+    int mid = 0, rc;
+    c->acked_mid = 0;
+    rc = mosquitto_subscribe(c->m, &mid, topic, 1);
+    if (rc != MOSQ_ERR_SUCCESS) return tlm_fail(err, TLM_ERR_IO, "MQTT subscribe to %s: %s", topic, mosquitto_strerror(rc));
+    const double deadline = now_s() + timeout_s;
+    while (c->acked_mid != mid) {
+        if (now_s() > deadline) return tlm_fail(err, TLM_ERR_IO, "MQTT subscribe to %s: no acknowledgement in time", topic);
+        rc = mosquitto_loop(c->m, 100, 1);
+        if (rc != MOSQ_ERR_SUCCESS) return tlm_fail(err, TLM_ERR_IO, "MQTT subscribe to %s: %s", topic, mosquitto_strerror(rc));
+    }
+    if (c->suback_granted > 2) return tlm_fail(err, TLM_ERR_IO, "MQTT subscribe to %s: the broker refused it", topic);
+    return TLM_OK;
+}
+
+tlm_status tlm_mqtt_receive(tlm_mqtt *c, double timeout_s, tlm_mqtt_fn fn, void *ctx, int *timed_out, tlm_error *err)
+{
+    c->fn = fn;
+    c->ctx = ctx;
+    c->stop = 0;
+    *timed_out = 0;
+    const double deadline = now_s() + timeout_s;
+    while (!c->stop) {
+        if (now_s() > deadline) {
+            *timed_out = 1;
+            break;
+        }
+        const int rc = mosquitto_loop(c->m, 100, 1);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            c->fn = NULL;
+            return tlm_fail(err, TLM_ERR_IO, "MQTT: %s", mosquitto_strerror(rc));
+        }
+    }
+    c->fn = NULL;
+    return TLM_OK;
+}

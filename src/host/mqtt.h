@@ -1,0 +1,27 @@
+/* MQTT for federated rounds, over libmosquitto: connect to a broker,
+ * publish a message and wait for the broker to acknowledge it (QoS 1),
+ * subscribe and wait for the acknowledgement, receive messages. */
+#ifndef TLM_HOST_MQTT_H
+#define TLM_HOST_MQTT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tritlm/status.h"
+
+typedef struct tlm_mqtt tlm_mqtt;
+
+/* "host", "host:port" (default port 1883). */
+tlm_status tlm_mqtt_connect(tlm_mqtt **out, const char *broker, const char *client_id, double timeout_s,
+                            tlm_error *err);
+void tlm_mqtt_close(tlm_mqtt *c);
+tlm_status tlm_mqtt_publish(tlm_mqtt *c, const char *topic, const void *data, size_t n, int retain, double timeout_s,
+                            tlm_error *err);
+tlm_status tlm_mqtt_subscribe(tlm_mqtt *c, const char *topic, double timeout_s, tlm_error *err);
+
+/* Calls fn for each message until fn returns non-zero or timeout_s pass;
+ * *timed_out says which. */
+typedef int (*tlm_mqtt_fn)(void *ctx, const char *topic, const uint8_t *data, size_t n);
+tlm_status tlm_mqtt_receive(tlm_mqtt *c, double timeout_s, tlm_mqtt_fn fn, void *ctx, int *timed_out, tlm_error *err);
+
+#endif

@@ -1,0 +1,92 @@
+#!/bin/sh
+# A federated round over a real Mosquitto broker on loopback, started and
+# stopped here: the server subscribes, two devices publish their updates,
+# and in between a damaged message, an update for another round and a
+# device's second update arrive and must be left out. The model the server
+# writes must equal, byte for byte, the aggregation of the same two update
+# files (the server averages in client order, whatever order they came in).
+# Then: a round that times out with nothing, and an unreachable broker.
+# usage: fed_mqtt_test.sh SOURCE_DIR BUILD_DIR
+set -eu
+src=$1 build=$2
+tlm=$build/tritlm
+data=${TLM_DATA_DIR:-$src/../shared/data}
+required() { case "${CI:-}${TLM_REQUIRE_DATA:-}" in ""|0|false) return 1 ;; *) return 0 ;; esac; }
+broker_bin=$(command -v mosquitto || true)
+[ -z "$broker_bin" ] && [ -x /usr/sbin/mosquitto ] && broker_bin=/usr/sbin/mosquitto
+for need in "$broker_bin" "$(command -v mosquitto_pub || true)"; do
+    if [ -z "$need" ]; then
+        if required; then echo "FAIL: mosquitto or mosquitto_pub not installed"; exit 1; fi
+        echo "SKIP: mosquitto or mosquitto_pub not installed"; exit 77
+    fi
+done
+if [ ! -r "$data/llama2c/stories260K.bin" ]; then
+    if required; then echo "FAIL: no stories260K in $data"; exit 1; fi
+    echo "SKIP: no stories260K in $data"; exit 77
+fi
+tmp=$(mktemp -d)
+bpid=""
+cleanup() { [ -n "$bpid" ] && kill "$bpid" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+"$tlm" import llama2c "$data/llama2c/stories260K.bin" "$data/llama2c/tok512.bin" -o "$tmp/g.tlm" 2>/dev/null
+head -c 200000 "$data/tinystories/train.txt" >"$tmp/a.txt"
+tail -c 200000 "$data/tinystories/train.txt" >"$tmp/b.txt"
+# a broker on a free loopback port
+port=""
+for p in $(seq $((20000 + $$ % 20000)) $((20000 + $$ % 20000 + 20))); do
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$p" >"$tmp/m.conf"
+    "$broker_bin" -c "$tmp/m.conf" >"$tmp/broker.log" 2>&1 &
+    bpid=$!
+    sleep 0.5
+    if kill -0 "$bpid" 2>/dev/null && mosquitto_pub -h 127.0.0.1 -p "$p" -t probe -m x 2>/dev/null; then port=$p; break; fi
+    kill "$bpid" 2>/dev/null || true
+    bpid=""
+done
+[ -n "$port" ] || { echo "FAIL: no broker would start"; cat "$tmp/broker.log"; exit 1; }
+b=127.0.0.1:$port
+fail=0
+"$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/mq.tlm" --broker $b --expect 2 --round 3 --timeout 120 --json \
+    >"$tmp/agg.json" 2>"$tmp/agg.err" &
+apid=$!
+i=0
+until grep -q listening "$tmp/agg.err" 2>/dev/null; do
+    i=$((i + 1))
+    [ $i -gt 300 ] && { echo "FAIL: the server never listened"; cat "$tmp/agg.err"; exit 1; }
+    sleep 0.1
+done
+common="--steps 2 --batch 2 --ctx 64 --threads 1 --encode fp32"
+"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 2 --round 3 -o "$tmp/u2.tlmu" --broker $b 2>/dev/null
+head -c 3000 "$tmp/u2.tlmu" >"$tmp/junk"
+mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t tritlm/round/3/update -f "$tmp/junk"
+mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t tritlm/round/3/update -f "$tmp/u2.tlmu" # client 2 again
+"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/b.txt" $common --client 5 --round 4 -o "$tmp/u5.tlmu" 2>/dev/null
+mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t tritlm/round/3/update -f "$tmp/u5.tlmu" # made for round 4
+"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/b.txt" $common --client 1 --round 3 -o "$tmp/u1.tlmu" --broker $b 2>/dev/null
+st=0
+wait $apid || st=$?
+"$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/files.tlm" "$tmp/u1.tlmu" "$tmp/u2.tlmu" 2>/dev/null
+json=$(cat "$tmp/agg.json")
+if [ $st != 0 ] || ! printf '%s' "$json" | grep -q '"accepted":2' || ! cmp -s "$tmp/mq.tlm" "$tmp/files.tlm"; then
+    echo "FAIL: MQTT round: exit $st, $json"; cat "$tmp/agg.err"; fail=1
+fi
+for why in "arrived" "already sent" "answers round 4"; do
+    if ! grep -q "$why" "$tmp/agg.err"; then echo "FAIL: no message '$why' for a bad update"; cat "$tmp/agg.err"; fail=1; fi
+done
+[ $fail = 0 ] && echo "ok MQTT round: 2 updates averaged, the same model as from the files; left out: $(grep -c 'left out: ' "$tmp/agg.err")"
+# nobody sends: the round closes at its timeout and nothing is written
+st=0
+"$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/none.tlm" --broker $b --expect 1 --round 9 --timeout 1.5 2>"$tmp/none.err" || st=$?
+if [ $st != 1 ] || [ -e "$tmp/none.tlm" ] || ! grep -q "0 of 1" "$tmp/none.err"; then
+    echo "FAIL: an empty round: exit $st"; cat "$tmp/none.err"; fail=1
+else
+    echo "ok empty round: $(tail -n 1 "$tmp/none.err")"
+fi
+# no broker there
+kill "$bpid"
+wait "$bpid" 2>/dev/null || true
+bpid=""
+st=0
+"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" --steps 1 --batch 2 --ctx 32 --broker $b 2>"$tmp/nob.err" || st=$?
+if [ $st != 1 ] || ! grep -q "cannot reach the MQTT broker" "$tmp/nob.err" || grep -q "^train:" "$tmp/nob.err"; then echo "FAIL: no broker: exit $st"; cat "$tmp/nob.err"; fail=1;
+else echo "ok no broker: $(cat "$tmp/nob.err")"; fi
+exit $fail
