@@ -49,6 +49,14 @@ static const char help[] =
 
 enum { F_ENCODE = 2000, F_ROUND, F_CLIENT, F_CLIP, F_SLR, F_JSON, F_BROKER, F_TOPIC, F_EXPECT, F_TIMEOUT };
 
+/* A topic prefix without MQTT's wildcards (non-zero after a usage error). */
+static int bad_topic(const char *cmd, const char *topic)
+{
+    if (*topic && !strpbrk(topic, "#+")) return 0;
+    cli_usage_error(cmd, "--topic must be a plain topic without # or +, got '%s'", topic);
+    return 1;
+}
+
 static int fed_update(int argc, char **argv)
 {
     static const struct option own[] = {
@@ -101,7 +109,7 @@ static int fed_update(int argc, char **argv)
     if (optind != argc) return cli_usage_error("fed update", "unexpected argument '%s'", argv[optind]);
     if (!model) return cli_usage_error("fed update", "missing -m GLOBAL.tlm");
     if (!out && !broker) return cli_usage_error("fed update", "missing -o UPDATE.tlmu or --broker B");
-    if (!*topic || strpbrk(topic, "#+")) return cli_usage_error("fed update", "--topic must be a plain topic, got '%s'", topic);
+    if (bad_topic("fed update", topic)) return TLM_EXIT_USAGE;
     if (!o.data) return cli_usage_error("fed update", "missing --data TEXT (the device's own text)");
     if (!o.steps && !(o.minutes > 0)) return cli_usage_error("fed update", "give --steps N or --minutes M");
     if (o.steps && o.minutes > 0) return cli_usage_error("fed update", "give --steps or --minutes, not both");
@@ -299,7 +307,7 @@ static int fed_aggregate(int argc, char **argv)
     if (optind == argc && !broker) return cli_usage_error("fed aggregate", "no updates given (files, or --broker)");
     if (broker && !expect) return cli_usage_error("fed aggregate", "--broker needs --expect N (updates to wait for)");
     if (!broker && expect) return cli_usage_error("fed aggregate", "--expect, --round, --timeout and --topic go with --broker");
-    if (!*topic || strpbrk(topic, "#+")) return cli_usage_error("fed aggregate", "--topic must be a plain topic, got '%s'", topic);
+    if (bad_topic("fed aggregate", topic)) return TLM_EXIT_USAGE;
     {
         const char *in[] = {model};
         if (cli_refuse_clobber("fed aggregate", out, in, 1)) return TLM_EXIT_USAGE;
