@@ -5,7 +5,9 @@
 # device's second update arrive and must be left out. The model the server
 # writes must equal, byte for byte, the aggregation of the same two update
 # files (the server averages in client order, whatever order they came in).
-# Then: a round that times out with nothing, and an unreachable broker.
+# The server publishes the new model (retained) and a device of the next
+# round trains from it. Then: a round that times out with nothing, and an
+# unreachable broker.
 # usage: fed_mqtt_test.sh SOURCE_DIR BUILD_DIR
 set -eu
 src=$1 build=$2
@@ -45,7 +47,7 @@ done
 [ -n "$port" ] || { echo "FAIL: no broker would start"; cat "$tmp/broker.log"; exit 1; }
 b=127.0.0.1:$port
 fail=0
-"$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/mq.tlm" --broker $b --expect 2 --round 3 --timeout 120 --json \
+"$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/mq.tlm" --broker $b --expect 2 --round 3 --timeout 120 --json --publish-model \
     >"$tmp/agg.json" 2>"$tmp/agg.err" &
 apid=$!
 i=0
@@ -73,6 +75,17 @@ for why in "arrived" "already sent" "answers round 4"; do
     if ! grep -q "$why" "$tmp/agg.err"; then echo "FAIL: no message '$why' for a bad update"; cat "$tmp/agg.err"; fail=1; fi
 done
 [ $fail = 0 ] && echo "ok MQTT round: 2 updates averaged, the same model as from the files; left out: $(grep -c 'left out: ' "$tmp/agg.err")"
+# the next round: a device takes the new global model from the broker
+# (retained), and its update is one of that model
+st=0
+"$tlm" fed update --model-from-broker --broker $b --data "$tmp/a.txt" $common --client 7 --round 4 -o "$tmp/u7.tlmu" \
+    2>"$tmp/u7.err" || st=$?
+if [ $st != 0 ] || ! "$tlm" fed aggregate -m "$tmp/mq.tlm" -o "$tmp/r4.tlm" "$tmp/u7.tlmu" 2>"$tmp/r4.err" ||
+    "$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/r4b.tlm" "$tmp/u7.tlmu" 2>/dev/null; then
+    echo "FAIL: an update from the broker's model: exit $st"; cat "$tmp/u7.err" "$tmp/r4.err"; fail=1
+else
+    echo "ok model from the broker: the update applies to the new global model, not the old one"
+fi
 # nobody sends: the round closes at its timeout and nothing is written
 st=0
 "$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/none.tlm" --broker $b --expect 1 --round 9 --timeout 1.5 2>"$tmp/none.err" || st=$?

@@ -35,6 +35,7 @@ static const char help[] =
     "      --broker B   also (or instead of -o) publish it to the MQTT broker B (HOST or HOST:PORT)\n"
     "                   on TOPIC/round/R/update, QoS 1, waiting for the broker's acknowledgement\n"
     "      --topic T    the topic prefix (default tritlm)\n"
+    "      --model-from-broker   instead of -m: the global model the server keeps on TOPIC/global\n"
     "aggregate: checks every update against GLOBAL (format, checksum, the model it was made\n"
     "  from, tensor shapes); a bad one is reported and left out; the others are averaged,\n"
     "  weighted by their token counts, and added to GLOBAL's weights into NEW (fp32).\n"
@@ -45,9 +46,30 @@ static const char help[] =
     "                      and collect until N updates passed the checks or S seconds passed\n"
     "                      (default 600); a device's second update in a round, or one for another\n"
     "                      round, is left out; they are averaged in the order of their client ids\n"
-    "      --expect N, --round R, --timeout S, --topic T\n";
+    "      --expect N, --round R, --timeout S, --topic T\n"
+    "      --publish-model NEW also goes to TOPIC/global on B (retained: devices that connect\n"
+    "                      later get it; see update's --model-from-broker)\n";
 
-enum { F_ENCODE = 2000, F_ROUND, F_CLIENT, F_CLIP, F_SLR, F_JSON, F_BROKER, F_TOPIC, F_EXPECT, F_TIMEOUT };
+enum { F_ENCODE = 2000, F_ROUND, F_CLIENT, F_CLIP, F_SLR, F_JSON, F_BROKER, F_TOPIC, F_EXPECT, F_TIMEOUT, F_FROM_BROKER,
+       F_PUBLISH };
+
+/* The first message on a topic (a retained one arrives at once). */
+typedef struct {
+    uint8_t *data;
+    size_t n;
+} first_message;
+
+static int keep_first(void *ctx, const char *topic, const uint8_t *data, size_t n)
+{
+    (void)topic;
+    first_message *f = ctx;
+    f->data = malloc(n ? n : 1);
+    if (f->data) {
+        memcpy(f->data, data, n);
+        f->n = n;
+    }
+    return 1;
+}
 
 /* A topic prefix without MQTT's wildcards (non-zero after a usage error). */
 static int bad_topic(const char *cmd, const char *topic)
@@ -63,7 +85,8 @@ static int fed_update(int argc, char **argv)
         {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
         {"encode", required_argument, 0, F_ENCODE}, {"round", required_argument, 0, F_ROUND},
         {"client", required_argument, 0, F_CLIENT}, {"help", no_argument, 0, 'h'},
-        {"broker", required_argument, 0, F_BROKER}, {"topic", required_argument, 0, F_TOPIC}};
+        {"broker", required_argument, 0, F_BROKER}, {"topic", required_argument, 0, F_TOPIC},
+        {"model-from-broker", no_argument, 0, F_FROM_BROKER}};
     enum { N_OWN = sizeof own / sizeof own[0] };
     struct option opts[N_OWN + CLI_TRAIN_LOOP_OPTION_COUNT];
     memcpy(opts, own, sizeof own);
@@ -75,7 +98,7 @@ static int fed_update(int argc, char **argv)
     const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm";
     tlm_fed_enc enc = TLM_FED_I8;
     tlm_fed_header h = {0, 0, 0, 0};
-    int c;
+    int c, from_broker = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
@@ -99,6 +122,7 @@ static int fed_update(int argc, char **argv)
             break;
         case F_BROKER: broker = optarg; break;
         case F_TOPIC: topic = optarg; break;
+        case F_FROM_BROKER: from_broker = 1; break;
         default: {
             const int r = cli_train_loop_option("fed update", c, optarg, &o);
             if (r > 0) return r;
@@ -107,7 +131,9 @@ static int fed_update(int argc, char **argv)
         }
     }
     if (optind != argc) return cli_usage_error("fed update", "unexpected argument '%s'", argv[optind]);
-    if (!model) return cli_usage_error("fed update", "missing -m GLOBAL.tlm");
+    if (from_broker && (model || !broker))
+        return cli_usage_error("fed update", "--model-from-broker takes the model from --broker B, instead of -m");
+    if (!model && !from_broker) return cli_usage_error("fed update", "missing -m GLOBAL.tlm (or --model-from-broker)");
     if (!out && !broker) return cli_usage_error("fed update", "missing -o UPDATE.tlmu or --broker B");
     if (bad_topic("fed update", topic)) return TLM_EXIT_USAGE;
     if (!o.data) return cli_usage_error("fed update", "missing --data TEXT (the device's own text)");
@@ -120,25 +146,46 @@ static int fed_update(int argc, char **argv)
     }
 
     tlm_error err;
-    if (broker) { /* no training if the update could not be sent */
-        tlm_mqtt *probe = NULL;
-        if (tlm_mqtt_connect(&probe, broker, NULL, 30.0, &err)) return cli_fail("fed update", &err);
-        tlm_mqtt_close(probe);
-    }
-    tlm_model_file g;
-    if (tlm_model_file_open(&g, model, &err)) return cli_fail("fed update", &err);
-    if (o.ctx == 256 && g.model.hp.seq_len < 256) o.ctx = g.model.hp.seq_len;
     /* local training into a temporary folder, removed afterwards: the
      * local model and its logs stay on the device */
-    char dirbuf[4096], local[4200];
+    char dirbuf[4096], local[4200], fetched[4200];
     const char *tmp = getenv("TMPDIR");
     snprintf(dirbuf, sizeof dirbuf, "%s/tritlm-fed-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(dirbuf)) {
-        tlm_model_file_close(&g);
         fprintf(stderr, "tritlm fed update: cannot make a temporary directory in %s\n", tmp && *tmp ? tmp : "/tmp");
         return TLM_EXIT_FAIL;
     }
     snprintf(local, sizeof local, "%s/local.tlm", dirbuf);
+    snprintf(fetched, sizeof fetched, "%s/global.tlm", dirbuf);
+    char *rm_args[] = {"rm", "-rf", dirbuf, NULL};
+    if (broker) { /* no training if the update could not be sent; the model from the broker if asked */
+        tlm_mqtt *mq = NULL;
+        tlm_status s0 = tlm_mqtt_connect(&mq, broker, NULL, 30.0, &err);
+        if (!s0 && from_broker) {
+            char t[600];
+            snprintf(t, sizeof t, "%s/global", topic);
+            first_message fm = {NULL, 0};
+            int timed_out = 0;
+            s0 = tlm_mqtt_subscribe(mq, t, 30.0, &err);
+            if (!s0) s0 = tlm_mqtt_receive(mq, 30.0, keep_first, &fm, &timed_out, &err);
+            if (!s0 && timed_out) s0 = tlm_fail(&err, TLM_ERR_IO, "no global model on %s within 30 s", t);
+            if (!s0 && !fm.data) s0 = tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
+            if (!s0) s0 = tlm_write_file_atomic(fetched, fm.data, fm.n, &err);
+            free(fm.data);
+            model = fetched;
+        }
+        tlm_mqtt_close(mq);
+        if (s0) {
+            tlm_run(rm_args, NULL, 1);
+            return cli_fail("fed update", &err);
+        }
+    }
+    tlm_model_file g;
+    if (tlm_model_file_open(&g, model, &err)) {
+        tlm_run(rm_args, NULL, 1);
+        return cli_fail("fed update", &err);
+    }
+    if (o.ctx == 256 && g.model.hp.seq_len < 256) o.ctx = g.model.hp.seq_len;
     o.init = model;
     o.out = local;
     o.progress = isatty(2);
@@ -183,10 +230,7 @@ static int fed_update(int argc, char **argv)
     tlm_params_free(&lp);
     if (lf_open) tlm_model_file_close(&lf);
     tlm_model_file_close(&g);
-    {
-        char *args[] = {"rm", "-rf", dirbuf, NULL};
-        if (tlm_run(args, NULL, 1) != 0) fprintf(stderr, "tritlm fed update: could not remove %s\n", dirbuf);
-    }
+    if (tlm_run(rm_args, NULL, 1) != 0) fprintf(stderr, "tritlm fed update: could not remove %s\n", dirbuf);
     if (st) return cli_fail("fed update", &err);
     fprintf(stderr, "fed update: %s: %zu bytes, %llu steps on %llu local tokens (weight %u)\n", out ? out : "sent", bytes,
             (unsigned long long)rep.steps, (unsigned long long)rep.data_tokens, h.n_examples);
@@ -264,11 +308,12 @@ static int fed_aggregate(int argc, char **argv)
         {"clip", required_argument, 0, F_CLIP}, {"server-lr", required_argument, 0, F_SLR},
         {"json", no_argument, 0, F_JSON}, {"help", no_argument, 0, 'h'}, {"broker", required_argument, 0, F_BROKER},
         {"topic", required_argument, 0, F_TOPIC}, {"expect", required_argument, 0, F_EXPECT},
-        {"round", required_argument, 0, F_ROUND}, {"timeout", required_argument, 0, F_TIMEOUT}, {0, 0, 0, 0}};
+        {"round", required_argument, 0, F_ROUND}, {"timeout", required_argument, 0, F_TIMEOUT},
+        {"publish-model", no_argument, 0, F_PUBLISH}, {0, 0, 0, 0}};
     const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm";
     uint32_t expect = 0, round = 0;
     float clip = 0.0f, slr = 1.0f, timeout = 600.0f;
-    int json = 0, c;
+    int json = 0, c, publish = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
@@ -276,6 +321,7 @@ static int fed_aggregate(int argc, char **argv)
         case 'm': model = optarg; break;
         case 'o': out = optarg; break;
         case 'h': fputs(help, stdout); return 0;
+        case F_PUBLISH: publish = 1; break;
         case F_CLIP:
             if (!cli_parse_float(optarg, 1e-9f, 1e9f, &clip))
                 return cli_usage_error("fed aggregate", "--clip expects a positive number, got '%s'", optarg);
@@ -306,7 +352,8 @@ static int fed_aggregate(int argc, char **argv)
     if (!out) return cli_usage_error("fed aggregate", "missing -o NEW.tlm");
     if (optind == argc && !broker) return cli_usage_error("fed aggregate", "no updates given (files, or --broker)");
     if (broker && !expect) return cli_usage_error("fed aggregate", "--broker needs --expect N (updates to wait for)");
-    if (!broker && expect) return cli_usage_error("fed aggregate", "--expect, --round, --timeout and --topic go with --broker");
+    if (!broker && (expect || publish))
+        return cli_usage_error("fed aggregate", "--expect, --round, --timeout, --topic and --publish-model go with --broker");
     if (bad_topic("fed aggregate", topic)) return TLM_EXIT_USAGE;
     {
         const char *in[] = {model};
@@ -388,6 +435,15 @@ static int fed_aggregate(int argc, char **argv)
         if (!st) st = tlm_params_to_image(&p, &v, g.model.bos_id, g.model.eos_id, &img, &bytes, &err);
         if (!st) st = tlm_write_file_atomic(out, img, bytes, &err);
         tlm_params_free(&p);
+    }
+    if (!st && publish) {
+        char t[600];
+        snprintf(t, sizeof t, "%s/global", topic);
+        tlm_mqtt *mq = NULL;
+        st = tlm_mqtt_connect(&mq, broker, NULL, 30.0, &err);
+        if (!st) st = tlm_mqtt_publish(mq, t, img, bytes, 1, 60.0, &err);
+        tlm_mqtt_close(mq);
+        if (!st) fprintf(stderr, "fed aggregate: %s published on %s (retained)\n", out, t);
     }
     free(img);
     tlm_vocab_free(&v);
