@@ -18,7 +18,7 @@
 #include "cli.h"
 
 static const char help[] =
-    "usage: tritlm fed update -m GLOBAL.tlm --data TEXT (--steps N | --minutes M) (-o UPDATE.tlmu | --broker B)\n"
+    "usage: tritlm fed update (-m GLOBAL.tlm | --model-from-broker) --data TEXT (--steps N | --minutes M) (-o UPDATE.tlmu | --broker B)\n"
     "                         [--encode fp32|int8|t2] [--round R] [--client ID] [--topic T] [training options]\n"
     "       tritlm fed aggregate -m GLOBAL.tlm -o NEW.tlm [--clip C] [--server-lr A] [--json]\n"
     "                         [--broker B --expect N [--round R] [--timeout S] [--topic T]] [UPDATE.tlmu...]\n"
