@@ -219,10 +219,7 @@ static int fed_update(int argc, char **argv)
         char id[64], t[600];
         snprintf(id, sizeof id, "tritlm-device-%u-%ld", h.client, (long)getpid());
         snprintf(t, sizeof t, "%s/round/%u/update", topic, h.round);
-        tlm_mqtt *mq = NULL;
-        st = tlm_mqtt_connect(&mq, broker, id, 30.0, &err);
-        if (!st) st = tlm_mqtt_publish(mq, t, msg, bytes, 0, 60.0, &err);
-        tlm_mqtt_close(mq);
+        st = tlm_mqtt_send(broker, id, t, msg, bytes, 0, &err);
         if (!st) fprintf(stderr, "fed update: published to %s on %s\n", t, broker);
     }
     free(msg);
@@ -439,10 +436,7 @@ static int fed_aggregate(int argc, char **argv)
     if (!st && publish) {
         char t[600];
         snprintf(t, sizeof t, "%s/global", topic);
-        tlm_mqtt *mq = NULL;
-        st = tlm_mqtt_connect(&mq, broker, NULL, 30.0, &err);
-        if (!st) st = tlm_mqtt_publish(mq, t, img, bytes, 1, 60.0, &err);
-        tlm_mqtt_close(mq);
+        st = tlm_mqtt_send(broker, NULL, t, img, bytes, 1, &err);
         if (!st) fprintf(stderr, "fed aggregate: %s published on %s (retained)\n", out, t);
     }
     free(img);

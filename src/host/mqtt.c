@@ -134,6 +134,16 @@ tlm_status tlm_mqtt_publish(tlm_mqtt *c, const char *topic, const void *data, si
     return TLM_OK;
 }
 
+tlm_status tlm_mqtt_send(const char *broker, const char *client_id, const char *topic, const void *data, size_t n,
+                         int retain, tlm_error *err)
+{
+    tlm_mqtt *c = NULL;
+    tlm_status st = tlm_mqtt_connect(&c, broker, client_id, 30.0, err);
+    if (!st) st = tlm_mqtt_publish(c, topic, data, n, retain, 60.0, err);
+    tlm_mqtt_close(c);
+    return st;
+}
+
 tlm_status tlm_mqtt_subscribe(tlm_mqtt *c, const char *topic, double timeout_s, tlm_error *err)
 {
     int mid = 0, rc;

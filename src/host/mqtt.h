@@ -17,6 +17,9 @@ tlm_status tlm_mqtt_connect(tlm_mqtt **out, const char *broker, const char *clie
 void tlm_mqtt_close(tlm_mqtt *c);
 tlm_status tlm_mqtt_publish(tlm_mqtt *c, const char *topic, const void *data, size_t n, int retain, double timeout_s,
                             tlm_error *err);
+/* Connect, publish one message (QoS 1, acknowledged), disconnect. */
+tlm_status tlm_mqtt_send(const char *broker, const char *client_id, const char *topic, const void *data, size_t n,
+                         int retain, tlm_error *err);
 tlm_status tlm_mqtt_subscribe(tlm_mqtt *c, const char *topic, double timeout_s, tlm_error *err);
 
 /* Calls fn for each message until fn returns non-zero or timeout_s pass;
