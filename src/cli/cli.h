@@ -67,7 +67,7 @@ int cli_parse_split(const char *cmd, const char *arg, const char **sep);
 int cli_bad_option(const char *cmd, char **argv, int optopt_char);
 
 /* The quantizer options (--method, --sparsity, --scale, --group, --pack,
- * --embed, --threshold) of 'quantize' and 'train --qat', alike. */
+ * --embed, --threshold, --layer-types) of 'quantize' and 'train --qat', alike. */
 extern const struct option cli_quant_options[];
 #define CLI_QUANT_OPTION_COUNT 9
 int cli_quant_option(const char *cmd, int c, const char *arg, struct tlm_quant_cfg *q, int *scale_given);

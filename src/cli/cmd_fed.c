@@ -13,7 +13,6 @@
 #include "../host/fileio.h"
 #include "../host/model_file.h"
 #include "../host/mqtt.h"
-#include "../host/proc.h"
 #include "../host/train/trainer.h"
 #include "cli.h"
 
@@ -149,15 +148,9 @@ static int fed_update(int argc, char **argv)
     /* local training into a temporary folder, removed afterwards: the
      * local model and its logs stay on the device */
     char dirbuf[4096], local[4200], fetched[4200];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dirbuf, sizeof dirbuf, "%s/tritlm-fed-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dirbuf)) {
-        fprintf(stderr, "tritlm fed update: cannot make a temporary directory in %s\n", tmp && *tmp ? tmp : "/tmp");
-        return TLM_EXIT_FAIL;
-    }
+    if (tlm_temp_dir(dirbuf, sizeof dirbuf, "tritlm-fed", &err)) return cli_fail("fed update", &err);
     snprintf(local, sizeof local, "%s/local.tlm", dirbuf);
     snprintf(fetched, sizeof fetched, "%s/global.tlm", dirbuf);
-    char *rm_args[] = {"rm", "-rf", dirbuf, NULL};
     if (broker) { /* no training if the update could not be sent; the model from the broker if asked */
         tlm_mqtt *mq = NULL;
         tlm_status s0 = tlm_mqtt_connect(&mq, broker, NULL, 30.0, &err);
@@ -176,13 +169,13 @@ static int fed_update(int argc, char **argv)
         }
         tlm_mqtt_close(mq);
         if (s0) {
-            tlm_run(rm_args, NULL, 1);
+            tlm_remove_tree(dirbuf);
             return cli_fail("fed update", &err);
         }
     }
     tlm_model_file g;
     if (tlm_model_file_open(&g, model, &err)) {
-        tlm_run(rm_args, NULL, 1);
+        tlm_remove_tree(dirbuf);
         return cli_fail("fed update", &err);
     }
     if (o.ctx == 256 && g.model.hp.seq_len < 256) o.ctx = g.model.hp.seq_len;
@@ -227,7 +220,7 @@ static int fed_update(int argc, char **argv)
     tlm_params_free(&lp);
     if (lf_open) tlm_model_file_close(&lf);
     tlm_model_file_close(&g);
-    if (tlm_run(rm_args, NULL, 1) != 0) fprintf(stderr, "tritlm fed update: could not remove %s\n", dirbuf);
+    if (tlm_remove_tree(dirbuf) != 0) fprintf(stderr, "tritlm fed update: could not remove %s\n", dirbuf);
     if (st) return cli_fail("fed update", &err);
     fprintf(stderr, "fed update: %s: %zu bytes, %llu steps on %llu local tokens (weight %u)\n", out ? out : "sent", bytes,
             (unsigned long long)rep.steps, (unsigned long long)rep.data_tokens, h.n_examples);

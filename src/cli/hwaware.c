@@ -15,7 +15,7 @@
 #include "../host/eval.h"
 #include "../host/fileio.h"
 #include "../host/hwplan.h"
-#include "../host/proc.h"
+#include "../host/model_file.h"
 #include "../host/stories.h"
 #include "cli.h"
 #include "fw_run.h"
@@ -25,22 +25,16 @@
 static const uint16_t hw_wtype[TLM_HW_NTYPES] = {TLM_WTYPE_F32, TLM_WTYPE_I8, TLM_WTYPE_T2, TLM_WTYPE_T3};
 static const char *const hw_name[TLM_HW_NTYPES] = {"fp32", "int8", "t2", "t3"};
 
-/* The first n stories of text (the calibration set): its length in bytes. */
-static size_t first_stories(const char *text, size_t len, uint32_t n)
+/* The first n stories of text (the calibration set): the bytes up to the
+ * start of story n + 1, as the evaluation protocol splits them. */
+static tlm_status first_stories(const char *text, size_t len, uint32_t n, size_t *prefix, tlm_error *err)
 {
-    const size_t sl = strlen(TLM_STORY_SEPARATOR);
-    size_t at = 0;
-    for (uint32_t k = 0; k < n; k++) {
-        const char *s = NULL;
-        for (size_t i = at; i + sl <= len; i++)
-            if (!memcmp(text + i, TLM_STORY_SEPARATOR, sl)) {
-                s = text + i;
-                break;
-            }
-        if (!s) return len;
-        at = (size_t)(s - text) + sl;
-    }
-    return at;
+    tlm_stories s;
+    const tlm_status st = tlm_stories_split(text, len, &s, err);
+    if (st) return st;
+    *prefix = s.n > n ? (size_t)(s.items[n].text - text) : len;
+    tlm_stories_free(&s);
+    return TLM_OK;
 }
 
 /* Calibration loss of p quantized under q. */
@@ -121,18 +115,17 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
     tlm_error err;
     uint8_t *text = NULL;
     size_t tlen = 0;
-    if (tlm_read_text(o->calib, &text, &tlen, &err)) return cli_fail("quantize", &err);
-    tlen = first_stories((const char *)text, tlen, o->calib_stories);
+    if (tlm_read_text(o->calib, &text, &tlen, &err) ||
+        first_stories((const char *)text, tlen, o->calib_stories, &tlen, &err)) {
+        free(text);
+        return cli_fail("quantize", &err);
+    }
 
     int rc = TLM_EXIT_FAIL;
-    const char *tmp = getenv("TMPDIR");
-    char dirbuf[4096];
-    snprintf(dirbuf, sizeof dirbuf, "%s/tritlm-hw-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    char *work = mkdtemp(dirbuf);
-    if (!work) {
-        fprintf(stderr, "tritlm quantize: cannot make a temporary directory in %s\n", tmp && *tmp ? tmp : "/tmp");
+    char work[4096];
+    if (tlm_temp_dir(work, sizeof work, "tritlm-hw", &err)) {
         free(text);
-        return TLM_EXIT_FAIL;
+        return cli_fail("quantize", &err);
     }
 
     /* ---- loss: each layer (and the embedding) alone at each type ---- */
@@ -212,16 +205,18 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
     }
     emb[TLM_HW_I8] = lay[TLM_HW_I8];
     if (!isfinite(lay[TLM_HW_I8].ram)) {
-        /* even int8 does not fit: the context is what to cut */
-        tlm_model m;
-        uint8_t *img = NULL;
-        size_t bytes = 0;
+        /* even int8 does not fit: the context is what to cut (the arena of
+         * the int8 build just written) */
+        char path[4200];
+        snprintf(path, sizeof path, "%s/m%d.tlm", work, TLM_HW_I8);
+        tlm_model_file mf;
         uint32_t fit = 0;
-        if (!tlm_quant_image(p, &base, v, bos, eos, &img, &bytes, &err) && !tlm_model_open(&m, img, bytes, &err))
+        if (!tlm_model_file_open(&mf, path, &err)) {
             for (uint32_t ctx = o->ctx; ctx >= 16 && !fit; ctx -= ctx > 64 ? 16 : 8)
-                if (tlm_runtime_arena_size_flags(&m, ctx, TLM_RT_KV_INT8) + 12u * 1024u <= (size_t)o->ram_kb * 1024u)
+                if (tlm_runtime_arena_size_flags(&mf.model, ctx, TLM_RT_KV_INT8) + 12u * 1024u <= (size_t)o->ram_kb * 1024u)
                     fit = ctx;
-        free(img);
+            tlm_model_file_close(&mf);
+        }
         fprintf(stderr, "tritlm quantize: at context %u the model's activations and int8 KV cache do not fit %s's %u KB of RAM%s",
                 o->ctx, o->dev->name, o->ram_kb, fit ? "" : "\n");
         if (fit) fprintf(stderr, "; try --deploy-ctx %u\n", fit);
@@ -326,29 +321,20 @@ out:
     free(items);
     free(choice);
     free(text);
-    {
-        /* the measurement builds are not the user's: remove them */
-        char *args[] = {"rm", "-rf", work, NULL};
-        if (tlm_run(args, NULL, 1) != 0) fprintf(stderr, "tritlm quantize: could not remove %s\n", work);
-    }
+    /* the measurement builds are not the user's: remove them */
+    if (tlm_remove_tree(work) != 0) fprintf(stderr, "tritlm quantize: could not remove %s\n", work);
     return rc;
 }
 
 int cli_hw_verify(const char *model, const cli_hw_opts *o, cJSON *json)
 {
-    char dirbuf[4096];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dirbuf, sizeof dirbuf, "%s/tritlm-hw-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    char *work = mkdtemp(dirbuf);
-    if (!work) {
-        fprintf(stderr, "tritlm quantize: cannot make a temporary directory\n");
-        return TLM_EXIT_FAIL;
-    }
+    char work[4096];
+    tlm_error err;
+    if (tlm_temp_dir(work, sizeof work, "tritlm-hw", &err)) return cli_fail("quantize", &err);
     fw_cost c;
     memset(&c, 0, sizeof c);
     const int bad = measure(o, model, work, &c);
-    char *args[] = {"rm", "-rf", work, NULL};
-    tlm_run(args, NULL, 1);
+    tlm_remove_tree(work);
     if (bad || !isfinite(c.ram)) {
         fprintf(stderr, "tritlm quantize: the planned model %s in %s's firmware\n",
                 bad ? "failed" : "did not fit the RAM", o->dev->name);

@@ -66,7 +66,6 @@ tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double 
         if ((size_t)t.rows * t.cols > widest) widest = (size_t)t.rows * t.cols;
     }
     a->tensor_weight = calloc(nt, sizeof *a->tensor_weight);
-    a->scratch_n = widest;
     a->scratch = malloc((widest ? widest : 1) * sizeof *a->scratch);
     if (!a->tensor_weight || !a->scratch) {
         tlm_fedavg_free(a);
@@ -101,7 +100,8 @@ tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error
     tlm_status st = tlm_fed_validate(msg, n, a->global_model, &info, err);
     if (st) return st;
     if (info.h.n_examples == 0) return tlm_fail(err, TLM_ERR_ARG, "federated update: it comes from no examples");
-    /* the whole update's L2 norm, for clipping */
+    /* every entry a trainable tensor before any is added; with clipping,
+     * the whole update's L2 norm (the values are finite: validated) */
     double norm2 = 0;
     for (uint32_t i = 0; i < info.n_entries; i++) {
         tlm_fed_entry e;
@@ -109,6 +109,7 @@ tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error
         if (tensor_index(&a->sum, e.role, e.layer) < 0) /* the image has it, the parameters not (a stored RoPE table) */
             return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: tensor role %u cannot be trained", i,
                             (unsigned)e.role);
+        if (!(a->clip > 0)) continue;
         tlm_fed_entry_decode(&e, a->scratch);
         for (uint32_t k = 0; k < e.count; k++) norm2 += (double)a->scratch[k] * a->scratch[k];
     }
@@ -118,7 +119,6 @@ tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error
         f = a->clip / norm;
         a->clipped++;
     }
-    if (!isfinite(norm)) return tlm_fail(err, TLM_ERR_ARG, "federated update: its norm is not finite");
     const double wgt = info.h.n_examples;
     for (uint32_t i = 0; i < info.n_entries; i++) {
         tlm_fed_entry e;

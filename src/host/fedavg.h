@@ -25,8 +25,7 @@ typedef struct tlm_fedavg {
     double *tensor_weight;         /* per tensor: the weights of the updates that carried it */
     double clip;                   /* > 0: each update's delta scaled to at most this L2 norm */
     uint32_t accepted, clipped;
-    float *scratch;
-    size_t scratch_n;
+    float *scratch; /* one decoded entry (the widest tensor) */
 } tlm_fedavg;
 
 tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double clip, tlm_error *err);

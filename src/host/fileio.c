@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -173,4 +174,27 @@ tlm_status tlm_write_file_atomic(const char *path, const void *data, size_t n, t
         return st;
     }
     return tlm_atomic_commit(&a, err);
+}
+
+tlm_status tlm_temp_dir(char *dir, size_t cap, const char *prefix, tlm_error *err)
+{
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp) tmp = "/tmp";
+    const int n = snprintf(dir, cap, "%s/%s-XXXXXX", tmp, prefix);
+    if (n < 0 || (size_t)n >= cap) return tlm_fail(err, TLM_ERR_ARG, "the temporary directory's path is too long");
+    if (!mkdtemp(dir)) return tlm_fail(err, TLM_ERR_IO, "cannot make a temporary directory in %s: %s", tmp, strerror(errno));
+    return TLM_OK;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int tlm_remove_tree(const char *dir)
+{
+    return nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

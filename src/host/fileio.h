@@ -46,4 +46,10 @@ tlm_status tlm_atomic_open(tlm_atomic_file *a, const char *path, tlm_error *err)
 tlm_status tlm_atomic_commit(tlm_atomic_file *a, tlm_error *err);
 void tlm_atomic_abort(tlm_atomic_file *a);
 
+/* A new private directory $TMPDIR/PREFIX-XXXXXX (/tmp without TMPDIR) for
+ * work that must not outlive the command; its path goes to dir (cap
+ * bytes). tlm_remove_tree deletes it and all it holds (0 on success). */
+tlm_status tlm_temp_dir(char *dir, size_t cap, const char *prefix, tlm_error *err);
+int tlm_remove_tree(const char *dir);
+
 #endif

@@ -10,12 +10,12 @@
 
 struct tlm_mqtt {
     struct mosquitto *m;
-    int connected, conn_rc;
-    int acked_mid; /* the last message id the broker acknowledged (publish or subscribe) */
+    int connected;      /* 0 waiting, 1 connected, -1 refused */
+    int wait_mid, acked; /* the publish or subscribe waited for, and whether the broker acknowledged it */
     int suback_granted;
     tlm_mqtt_fn fn;
     void *ctx;
-    int stop;
+    int stop;           /* fn asked to stop receiving */
 };
 
 static double now_s(void)
@@ -28,21 +28,21 @@ static double now_s(void)
 static void on_connect(struct mosquitto *m, void *obj, int rc)
 {
     (void)m;
-    tlm_mqtt *c = obj;
-    c->conn_rc = rc;
-    c->connected = rc == 0 ? 1 : -1;
+    ((tlm_mqtt *)obj)->connected = rc == 0 ? 1 : -1;
 }
 static void on_publish(struct mosquitto *m, void *obj, int mid)
 {
     (void)m;
-    ((tlm_mqtt *)obj)->acked_mid = mid;
+    tlm_mqtt *c = obj;
+    if (mid == c->wait_mid) c->acked = 1;
 }
 static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const int *granted)
 {
     (void)m;
     tlm_mqtt *c = obj;
+    if (mid != c->wait_mid) return;
     c->suback_granted = n > 0 ? granted[0] : 128;
-    c->acked_mid = mid;
+    c->acked = 1;
 }
 static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg)
 {
@@ -52,9 +52,12 @@ static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_me
         c->stop = 1;
 }
 
-/* Runs the loop until *flag != 0 or the deadline; 0 if the flag was set. */
-static int loop_until(tlm_mqtt *c, const volatile int *flag, double deadline, int *rc)
+/* Runs the client's network loop (where the callbacks run) until *flag
+ * is set: 0, or 1 when timeout_s passed first, or 2 on a network error
+ * (*rc says which). */
+static int loop_until(tlm_mqtt *c, const int *flag, double timeout_s, int *rc)
 {
+    const double deadline = now_s() + timeout_s;
     while (!*flag) {
         if (now_s() > deadline) return 1;
         *rc = mosquitto_loop(c->m, 100, 1);
@@ -97,7 +100,7 @@ tlm_status tlm_mqtt_connect(tlm_mqtt **out, const char *broker, const char *clie
         tlm_mqtt_close(c);
         return tlm_fail(err, TLM_ERR_IO, "cannot reach the MQTT broker at %s:%d (%s)", host, port, mosquitto_strerror(rc));
     }
-    const int w = loop_until(c, &c->connected, now_s() + timeout_s, &rc);
+    const int w = loop_until(c, &c->connected, timeout_s, &rc);
     if (w || c->connected < 0) {
         tlm_mqtt_close(c);
         return tlm_fail(err, TLM_ERR_IO, "the MQTT broker at %s:%d %s", host, port,
@@ -121,16 +124,13 @@ tlm_status tlm_mqtt_publish(tlm_mqtt *c, const char *topic, const void *data, si
 {
     if (n > 256u * 1024u * 1024u) return tlm_fail(err, TLM_ERR_ARG, "MQTT: %zu bytes is more than a message holds", n);
     int mid = 0, rc;
-    c->acked_mid = 0;
     rc = mosquitto_publish(c->m, &mid, topic, (int)n, data, 1, retain != 0);
     if (rc != MOSQ_ERR_SUCCESS) return tlm_fail(err, TLM_ERR_IO, "MQTT publish to %s: %s", topic, mosquitto_strerror(rc));
-    const double deadline = now_s() + timeout_s;
-    while (c->acked_mid != mid) {
-        if (now_s() > deadline)
-            return tlm_fail(err, TLM_ERR_IO, "MQTT publish to %s: the broker did not acknowledge it in time", topic);
-        rc = mosquitto_loop(c->m, 100, 1);
-        if (rc != MOSQ_ERR_SUCCESS) return tlm_fail(err, TLM_ERR_IO, "MQTT publish to %s: %s", topic, mosquitto_strerror(rc));
-    }
+    c->wait_mid = mid; /* acknowledgements arrive only inside the loop */
+    c->acked = 0;
+    const int w = loop_until(c, &c->acked, timeout_s, &rc);
+    if (w == 1) return tlm_fail(err, TLM_ERR_IO, "MQTT publish to %s: the broker did not acknowledge it in time", topic);
+    if (w == 2) return tlm_fail(err, TLM_ERR_IO, "MQTT publish to %s: %s", topic, mosquitto_strerror(rc));
     return TLM_OK;
 }
 
@@ -147,15 +147,13 @@ tlm_status tlm_mqtt_send(const char *broker, const char *client_id, const char *
 tlm_status tlm_mqtt_subscribe(tlm_mqtt *c, const char *topic, double timeout_s, tlm_error *err)
 {
     int mid = 0, rc;
-    c->acked_mid = 0;
     rc = mosquitto_subscribe(c->m, &mid, topic, 1);
     if (rc != MOSQ_ERR_SUCCESS) return tlm_fail(err, TLM_ERR_IO, "MQTT subscribe to %s: %s", topic, mosquitto_strerror(rc));
-    const double deadline = now_s() + timeout_s;
-    while (c->acked_mid != mid) {
-        if (now_s() > deadline) return tlm_fail(err, TLM_ERR_IO, "MQTT subscribe to %s: no acknowledgement in time", topic);
-        rc = mosquitto_loop(c->m, 100, 1);
-        if (rc != MOSQ_ERR_SUCCESS) return tlm_fail(err, TLM_ERR_IO, "MQTT subscribe to %s: %s", topic, mosquitto_strerror(rc));
-    }
+    c->wait_mid = mid;
+    c->acked = 0;
+    const int w = loop_until(c, &c->acked, timeout_s, &rc);
+    if (w == 1) return tlm_fail(err, TLM_ERR_IO, "MQTT subscribe to %s: no acknowledgement in time", topic);
+    if (w == 2) return tlm_fail(err, TLM_ERR_IO, "MQTT subscribe to %s: %s", topic, mosquitto_strerror(rc));
     if (c->suback_granted > 2) return tlm_fail(err, TLM_ERR_IO, "MQTT subscribe to %s: the broker refused it", topic);
     return TLM_OK;
 }
@@ -165,19 +163,10 @@ tlm_status tlm_mqtt_receive(tlm_mqtt *c, double timeout_s, tlm_mqtt_fn fn, void 
     c->fn = fn;
     c->ctx = ctx;
     c->stop = 0;
-    *timed_out = 0;
-    const double deadline = now_s() + timeout_s;
-    while (!c->stop) {
-        if (now_s() > deadline) {
-            *timed_out = 1;
-            break;
-        }
-        const int rc = mosquitto_loop(c->m, 100, 1);
-        if (rc != MOSQ_ERR_SUCCESS) {
-            c->fn = NULL;
-            return tlm_fail(err, TLM_ERR_IO, "MQTT: %s", mosquitto_strerror(rc));
-        }
-    }
+    int rc = MOSQ_ERR_SUCCESS;
+    const int w = loop_until(c, &c->stop, timeout_s, &rc);
     c->fn = NULL;
+    *timed_out = w == 1;
+    if (w == 2) return tlm_fail(err, TLM_ERR_IO, "MQTT: %s", mosquitto_strerror(rc));
     return TLM_OK;
 }

@@ -70,17 +70,6 @@ uint32_t tlm_quant_type_of(const tlm_quant_cfg *c, uint32_t role, uint32_t layer
     return c->pack;
 }
 
-int tlm_quant_role_is_quantized(const tlm_quant_cfg *c, uint32_t role)
-{
-    if (is_layer_matrix(role)) {
-        if (!c->n_plan) return 1;
-        for (uint32_t l = 0; l < c->n_plan; l++)
-            if (c->plan[l] != TLM_WTYPE_F32) return 1;
-        return 0;
-    }
-    return tlm_quant_type_of(c, role, 0) != TLM_WTYPE_F32;
-}
-
 /* The k-th largest of v[0..n) (k < n), reordering v. */
 static float kth_largest(float *v, size_t n, size_t k)
 {

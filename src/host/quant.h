@@ -70,12 +70,9 @@ void tlm_quant_latent_init(tlm_params *p, const tlm_quant_cfg *c);
 /* Symmetric int8 per row: q = round(w / s), s = max|w| / 127. */
 void tlm_int8_rows(const float *w, uint32_t rows, uint32_t cols, int8_t *q, float *scales, float *deq);
 
-/* Is tensor role quantized under c (embedding/classifier follow c->embed)?
- * For a layer's matrices: in any layer (a plan may keep some fp32). */
-int tlm_quant_role_is_quantized(const tlm_quant_cfg *c, uint32_t role);
-
 /* The type tensor (role, layer) gets under c: TLM_WTYPE_F32 (left as it
- * is, as norms always are), _I8, a ternary type, or TLM_PACK_AUTO. */
+ * is, as norms always are), _I8, a ternary type, or TLM_PACK_AUTO; the
+ * embedding and classifier follow c->embed. */
 uint32_t tlm_quant_type_of(const tlm_quant_cfg *c, uint32_t role, uint32_t layer);
 
 /* dst = the quantize-dequantize image of src (norms copied). dst must have

@@ -411,10 +411,10 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     for (int k = 0; k < s.threads && !st; k++) {
         st = tlm_params_alloc(&s.grads[k], &s.p.hp, err);
         if (!st) st = tlm_train_ws_new(&s.ws[k], &s.p.hp, T, err);
-        if (!st && s.qat) {
-            tlm_train_ws_set_act_q8(s.ws[k], 1, tlm_quant_role_is_quantized(&s.qcfg, TLM_ROLE_CLASSIFIER));
-            for (uint32_t l = 0; l < s.qcfg.n_plan; l++)
-                tlm_train_ws_set_act_q8_layer(s.ws[k], l, s.qcfg.plan[l] != TLM_WTYPE_F32);
+        if (!st && s.qat) { /* int8 activations into every product the quantizer makes integer */
+            tlm_train_ws_set_act_q8(s.ws[k], 0, tlm_quant_type_of(&s.qcfg, TLM_ROLE_CLASSIFIER, 0) != TLM_WTYPE_F32);
+            for (uint32_t l = 0; l < s.p.hp.n_layers; l++)
+                tlm_train_ws_set_act_q8_layer(s.ws[k], l, tlm_quant_type_of(&s.qcfg, TLM_ROLE_WQ, l) != TLM_WTYPE_F32);
         }
     }
     if (st) goto out;
