@@ -1,7 +1,9 @@
 /* Model image validation: every damaged or hostile image gives its error,
  * never a crash or an out-of-bounds read (this suite also runs under
  * AddressSanitizer, with images in buffers of their exact length). */
+#include <math.h>
 #include <setjmp.h>
+#include <stdio.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -252,10 +254,48 @@ static void test_random_damage(void **state)
     print_message("%d of 3000 damaged images still valid (changes in scores or string bytes)\n", opened);
 }
 
+/* The core's message formatter against the C library's printf: the
+ * integer conversions exactly, %g and %f to their precision (an exact
+ * match for typical figures), and an unknown conversion reads no further
+ * argument. */
+static void test_error_messages(void **state)
+{
+    (void)state;
+    tlm_error e;
+    char want[256];
+    tlm_fail(&e, TLM_ERR_ARG, "%s|%u|%d|%lu|%ld|%llu|%zu|%x|%%", "ab", 4000000000u, -7, 123456789ul, -42l,
+             18446744073709551615ull, (size_t)77, 0xbeefu);
+    snprintf(want, sizeof want, "%s|%u|%d|%lu|%ld|%llu|%zu|%x|%%", "ab", 4000000000u, -7, 123456789ul, -42l,
+             18446744073709551615ull, (size_t)77, 0xbeefu);
+    assert_string_equal(e.msg, want);
+    const double typical[] = {0.5, 5.2215344450271424, 1e-06, 12345678.0, 0.000123, 3.0, 100.0, 1e20, -2.5, 0.0, 9.99999, 1234.5678, 0.1};
+    const char *fmts[] = {"%g", "%.4g", "%.2f", "%f", "%.6g"};
+    for (size_t i = 0; i < sizeof typical / sizeof typical[0]; i++)
+        for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
+            if (strchr(fmts[f], 'f') && fabs(typical[i]) >= 1e12) continue; /* %f of these falls back to %g */
+            tlm_fail(&e, TLM_ERR_ARG, fmts[f], typical[i]);
+            snprintf(want, sizeof want, fmts[f], typical[i]);
+            assert_string_equal(e.msg, want);
+        }
+    /* any double: within the precision asked */
+    uint64_t s = 99;
+    for (int i = 0; i < 20000; i++) {
+        const double v = (tu_uniform(&s) - 0.5) * pow(10.0, (double)(int)(tu_rand(&s) % 60) - 30);
+        tlm_fail(&e, TLM_ERR_ARG, "%.5g", v);
+        const double back = strtod(e.msg, NULL);
+        assert_true(fabs(back - v) <= 1.01e-4 * fabs(v));
+    }
+    tlm_fail(&e, TLM_ERR_ARG, "%g %g", NAN, -INFINITY);
+    assert_string_equal(e.msg, "nan -inf");
+    /* %c is not understood: the rest is copied and the string after it never read */
+    tlm_fail(&e, TLM_ERR_ARG, "a %c then %s", 'x', "zz");
+    assert_string_equal(e.msg, "a ?c then %s");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_crc32_check_value),
+        cmocka_unit_test(test_crc32_check_value), cmocka_unit_test(test_error_messages),
         cmocka_unit_test(test_valid_image_opens), cmocka_unit_test(test_truncated_at_every_length),
         cmocka_unit_test(test_misaligned_buffer), cmocka_unit_test(test_header_errors),
         cmocka_unit_test(test_hparam_errors),     cmocka_unit_test(test_tensor_errors),

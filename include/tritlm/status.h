@@ -45,9 +45,20 @@ typedef struct tlm_error {
 } tlm_error;
 
 /* Sets err (if not NULL) to status and a message built from fmt, which
- * understands %s (const char *), %u (unsigned), %llu (unsigned long long)
- * and %d (int). Returns status, so callers can `return tlm_fail(...)`. */
-tlm_status tlm_fail(tlm_error *err, tlm_status status, const char *fmt, ...);
+ * understands %s (const char *), %u, %x and %d with the lengths of printf
+ * (none, l, ll, z), and %g, %f with an optional precision (%.4g; the last
+ * digit may differ from printf's, and %f of 1e12 or more is written as
+ * %g); no widths or flags. At any other conversion the rest of fmt is
+ * copied as it is and no further argument is read. Returns status, so
+ * callers can `return tlm_fail(...)`. */
+tlm_status tlm_fail(tlm_error *err, tlm_status status, const char *fmt, ...)
+/* The compiler checks the arguments on 64-bit hosts (every host build and
+ * test). Not on 32-bit targets: there uint32_t is often unsigned long, which
+ * %u reads correctly (the same size) but printf's rules call a mismatch. */
+#if defined(__GNUC__) && defined(__LP64__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
 
 /* Clears err to TLM_OK with an empty message. */
 void tlm_error_clear(tlm_error *err);
