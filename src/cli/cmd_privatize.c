@@ -1,8 +1,6 @@
 /* tritlm privatize: text in, differentially private text out. */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,40 +74,6 @@ static int read_ledger(const char *path, tlm_budget *b, int *exists, tlm_error *
     cJSON_Delete(j);
     *exists = 1;
     return 0;
-}
-
-/* Runs that share a ledger take turns: an exclusive lock on LEDGER.lock
- * (a file that is never replaced, unlike the ledger, which is renamed over)
- * from reading the ledger to writing it back, so that two runs cannot both
- * charge against the same "spent" and lose one charge. Returns the lock's
- * descriptor (closing it releases the lock) or -1. */
-static int lock_ledger(const char *path, tlm_error *err)
-{
-    const size_t n = strlen(path);
-    char *lock = malloc(n + 6);
-    if (!lock) {
-        tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
-        return -1;
-    }
-    memcpy(lock, path, n);
-    memcpy(lock + n, ".lock", 6);
-    const int fd = open(lock, O_RDWR | O_CREAT, 0644);
-    if (fd < 0) {
-        tlm_fail(err, TLM_ERR_IO, "cannot open the ledger's lock %s: %s", lock, strerror(errno));
-        free(lock);
-        return -1;
-    }
-    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-    int r;
-    while ((r = fcntl(fd, F_SETLKW, &fl)) != 0 && errno == EINTR) {}
-    if (r) {
-        tlm_fail(err, TLM_ERR_IO, "cannot lock %s: %s", lock, strerror(errno));
-        close(fd);
-        free(lock);
-        return -1;
-    }
-    free(lock);
-    return fd;
 }
 
 static int write_ledger(const char *path, const tlm_budget *b, tlm_error *err)
@@ -216,7 +180,7 @@ int cmd_privatize(int argc, char **argv)
     }
     if (ledger) { /* locked from here until the charge is written */
         int exists;
-        if ((lock = lock_ledger(ledger, &err)) < 0 || read_ledger(ledger, &b, &exists, &err)) {
+        if ((lock = tlm_lock_beside(ledger, &err)) < 0 || read_ledger(ledger, &b, &exists, &err)) {
             rc = cli_fail("privatize", &err);
             goto done;
         }

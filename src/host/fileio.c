@@ -102,6 +102,7 @@ tlm_status tlm_atomic_open(tlm_atomic_file *a, const char *path, tlm_error *err)
 {
     a->f = NULL;
     a->path = path;
+    a->secret = 0;
     const size_t plen = strlen(path);
     a->tmp = malloc(plen + 12);
     if (!a->tmp) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
@@ -138,12 +139,18 @@ tlm_status tlm_atomic_commit(tlm_atomic_file *a, tlm_error *err)
     errno = 0;
     if (fflush(a->f) != 0 || ferror(a->f))
         st = tlm_fail(err, TLM_ERR_IO, "cannot write %s: %s", a->tmp, errno ? strerror(errno) : "stream error");
-    if (!st && fchmod(fd, 0644) != 0) st = tlm_fail(err, TLM_ERR_IO, "cannot set mode of %s: %s", a->tmp, strerror(errno));
+    if (!st && fchmod(fd, a->secret ? 0600 : 0644) != 0) st = tlm_fail(err, TLM_ERR_IO, "cannot set mode of %s: %s", a->tmp, strerror(errno));
     if (!st && fsync(fd) != 0) st = tlm_fail(err, TLM_ERR_IO, "cannot sync %s: %s", a->tmp, strerror(errno));
     const int closed = fclose(a->f);
     a->f = NULL;
     if (closed != 0 && !st) st = tlm_fail(err, TLM_ERR_IO, "cannot close %s: %s", a->tmp, strerror(errno));
-    if (!st && rename(a->tmp, a->path) != 0)
+    if (!st && a->secret) { /* link() fails on an existing target, where rename() would replace it */
+        if (link(a->tmp, a->path) != 0)
+            st = tlm_fail(err, TLM_ERR_IO, "cannot create %s: %s", a->path,
+                          errno == EEXIST ? "it exists (a secret is never overwritten)" : strerror(errno));
+        else
+            unlink(a->tmp);
+    } else if (!st && rename(a->tmp, a->path) != 0)
         st = tlm_fail(err, TLM_ERR_IO, "cannot rename %s to %s: %s", a->tmp, a->path, strerror(errno));
     if (st) {
         tlm_atomic_abort(a);
@@ -163,17 +170,28 @@ tlm_status tlm_atomic_commit(tlm_atomic_file *a, tlm_error *err)
     return TLM_OK;
 }
 
-tlm_status tlm_write_file_atomic(const char *path, const void *data, size_t n, tlm_error *err)
+static tlm_status write_whole(const char *path, const void *data, size_t n, int secret, tlm_error *err)
 {
     tlm_atomic_file a;
     tlm_status st = tlm_atomic_open(&a, path, err);
     if (st) return st;
+    a.secret = secret;
     if (n > 0 && fwrite(data, 1, n, a.f) != n) {
         st = tlm_fail(err, TLM_ERR_IO, "cannot write %s: %s", a.tmp, strerror(errno));
         tlm_atomic_abort(&a);
         return st;
     }
     return tlm_atomic_commit(&a, err);
+}
+
+tlm_status tlm_write_file_atomic(const char *path, const void *data, size_t n, tlm_error *err)
+{
+    return write_whole(path, data, n, 0, err);
+}
+
+tlm_status tlm_write_secret_atomic(const char *path, const void *data, size_t n, tlm_error *err)
+{
+    return write_whole(path, data, n, 1, err);
 }
 
 tlm_status tlm_temp_dir(char *dir, size_t cap, const char *prefix, tlm_error *err)
@@ -197,4 +215,33 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 int tlm_remove_tree(const char *dir)
 {
     return nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int tlm_lock_beside(const char *path, tlm_error *err)
+{
+    const size_t n = strlen(path);
+    char *lock = malloc(n + 6);
+    if (!lock) {
+        tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+        return -1;
+    }
+    memcpy(lock, path, n);
+    memcpy(lock + n, ".lock", 6);
+    const int fd = open(lock, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) {
+        tlm_fail(err, TLM_ERR_IO, "cannot open the lock %s: %s", lock, strerror(errno));
+        free(lock);
+        return -1;
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    int r;
+    while ((r = fcntl(fd, F_SETLKW, &fl)) != 0 && errno == EINTR) {}
+    if (r) {
+        tlm_fail(err, TLM_ERR_IO, "cannot lock %s: %s", lock, strerror(errno));
+        close(fd);
+        free(lock);
+        return -1;
+    }
+    free(lock);
+    return fd;
 }

@@ -40,11 +40,25 @@ typedef struct tlm_atomic_file {
     FILE *f;
     char *tmp;
     const char *path;
+    int secret; /* set after open: mode 0600, and the commit never replaces an existing file */
 } tlm_atomic_file;
 
 tlm_status tlm_atomic_open(tlm_atomic_file *a, const char *path, tlm_error *err);
 tlm_status tlm_atomic_commit(tlm_atomic_file *a, tlm_error *err);
 void tlm_atomic_abort(tlm_atomic_file *a);
+
+/* tlm_write_file_atomic for a secret (a private key): readable by its
+ * owner only, and refused if path exists (a secret is never overwritten:
+ * the old one may be the only copy). */
+tlm_status tlm_write_secret_atomic(const char *path, const void *data, size_t n, tlm_error *err);
+
+/* Runs that share a file they read, change and write back (a privacy
+ * ledger) take turns: an exclusive lock on PATH.lock (a file that is never
+ * replaced, unlike PATH, which is renamed over) held from reading to
+ * writing back, so that two runs cannot both start from the same contents
+ * and lose one's change. Returns the lock's descriptor (closing it
+ * releases the lock) or -1. */
+int tlm_lock_beside(const char *path, tlm_error *err);
 
 /* A new private directory $TMPDIR/PREFIX-XXXXXX (/tmp without TMPDIR) for
  * work that must not outlive the command; its path goes to dir (cap
