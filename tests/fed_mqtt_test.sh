@@ -86,6 +86,56 @@ if [ $st != 0 ] || ! "$tlm" fed aggregate -m "$tmp/mq.tlm" -o "$tmp/r4.tlm" "$tm
 else
     echo "ok model from the broker: the update applies to the new global model, not the old one"
 fi
+# a protected round: sealed, signed updates; differential privacy; a signed model
+"$tlm" fed keygen -o "$tmp/server" 2>/dev/null
+for d in d1 d2 d3; do "$tlm" fed keygen -o "$tmp/$d" 2>/dev/null; done
+printf '# enrolled devices\n1 %s\n2 %s\n' "$(cat "$tmp/d1.pub")" "$(cat "$tmp/d2.pub")" >"$tmp/devices.txt"
+"$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/p.tlm" --broker $b --expect 2 --round 5 --timeout 120 --topic sec \
+    --key "$tmp/server.key" --devices "$tmp/devices.txt" --dp-noise 1 --clip 1 --dp-clients 50 --ledger "$tmp/ledger.json" \
+    --publish-model --json >"$tmp/p.json" 2>"$tmp/p.err" &
+apid=$!
+i=0
+until grep -q listening "$tmp/p.err" 2>/dev/null; do
+    i=$((i + 1))
+    [ $i -gt 300 ] && { echo "FAIL: the protected server never listened"; cat "$tmp/p.err"; exit 1; }
+    sleep 0.1
+done
+sec="--key $tmp/d1.key --server-key $tmp/server.pub"
+"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 1 --round 5 --topic sec --broker $b \
+    --key "$tmp/d3.key" --server-key "$tmp/server.pub" 2>/dev/null # d3 is not enrolled
+"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 1 --round 5 --topic sec --broker $b 2>/dev/null # not sealed
+"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 1 --round 5 --topic sec --broker $b $sec 2>/dev/null
+"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/b.txt" $common --client 2 --round 5 --topic sec --broker $b \
+    --key "$tmp/d2.key" --server-key "$tmp/server.pub" 2>/dev/null
+st=0
+wait $apid || st=$?
+json=$(cat "$tmp/p.json")
+if [ $st != 0 ] || ! printf '%s' "$json" | grep -q '"accepted":2' || ! printf '%s' "$json" | grep -q '"epsilon_total"' ||
+    ! grep -q '"rounds": 1' "$tmp/ledger.json" || ! grep -q "not enrolled" "$tmp/p.err" || ! grep -q "not a sealed update" "$tmp/p.err"; then
+    echo "FAIL: protected round: exit $st, $json"; cat "$tmp/p.err" "$tmp/ledger.json"; fail=1
+else
+    echo "ok protected round: 2 sealed updates, 2 left out, $(grep 'differential privacy' "$tmp/p.err" | sed 's/.*privacy: //')"
+fi
+# the next round's device takes the signed model and its round from the broker
+st=0
+"$tlm" fed update --model-from-broker --broker $b --topic sec --data "$tmp/a.txt" $common --client 1 $sec \
+    -o "$tmp/s1.tlmu" 2>"$tmp/s1.err" || st=$?
+if [ $st != 0 ] || ! grep -q "round 6" "$tmp/s1.err" ||
+    ! "$tlm" fed aggregate -m "$tmp/p.tlm" -o "$tmp/p6.tlm" --key "$tmp/server.key" --devices "$tmp/devices.txt" "$tmp/s1.tlmu" 2>/dev/null; then
+    echo "FAIL: the signed model from the broker: exit $st"; cat "$tmp/s1.err"; fail=1
+else
+    echo "ok signed model: verified, trained for round 6, its sealed update accepted"
+fi
+# an unsigned model where a signed one is expected: refused before training
+mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -r -t forged/global -f "$tmp/g.tlm"
+st=0
+"$tlm" fed update --model-from-broker --broker $b --topic forged --data "$tmp/a.txt" $common --client 1 $sec \
+    -o "$tmp/f1.tlmu" 2>"$tmp/f1.err" || st=$?
+if [ $st != 1 ] || [ -e "$tmp/f1.tlmu" ] || ! grep -q "not a signed model" "$tmp/f1.err" || grep -q "^train:" "$tmp/f1.err"; then
+    echo "FAIL: an unsigned model was not refused: exit $st"; cat "$tmp/f1.err"; fail=1
+else
+    echo "ok unsigned model refused: $(tail -n 1 "$tmp/f1.err")"
+fi
 # nobody sends: the round closes at its timeout and nothing is written
 st=0
 "$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/none.tlm" --broker $b --expect 1 --round 9 --timeout 1.5 2>"$tmp/none.err" || st=$?

@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/wait.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -83,6 +84,25 @@ uint64_t tu_rand(uint64_t *s)
 }
 
 double tu_uniform(uint64_t *s) { return (double)(tu_rand(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+double tu_chi2_crit(int df)
+{
+    const double z = 4.753; /* standard normal 1 - 1e-6 quantile */
+    const double a = 2.0 / (9.0 * df);
+    return df * pow(1 - a + z * sqrt(a), 3);
+}
+
+double tu_chi2_stat(const uint64_t *counts, const double *p, int bins, double n)
+{
+    double chi = 0, psum = 0;
+    for (int i = 0; i < bins; i++) {
+        const double e = p[i] * n;
+        if (!(e >= 5.0)) return -1;
+        chi += (counts[i] - e) * (counts[i] - e) / e;
+        psum += p[i];
+    }
+    return fabs(psum - 1.0) < 1e-9 ? chi : -1;
+}
 
 uint8_t *tu_exact_copy(const uint8_t *src, size_t bytes)
 {

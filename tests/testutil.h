@@ -46,4 +46,11 @@ int tu_run(char **out, char **err, const char *fmt, ...) __attribute__((format(p
 uint64_t tu_rand(uint64_t *state);
 double tu_uniform(uint64_t *state);
 
+/* Chi-square goodness of fit: the critical value for df degrees of freedom
+ * at tail 1e-6 (Wilson-Hilferty), and the statistic of counts[i] observed
+ * in n draws against bin probabilities p[i] (-1 if a bin expects fewer
+ * than 5 or the p[i] do not sum to 1). */
+double tu_chi2_crit(int df);
+double tu_chi2_stat(const uint64_t *counts, const double *p, int bins, double n);
+
 #endif

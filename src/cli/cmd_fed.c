@@ -3,13 +3,16 @@
  * server's aggregation (validate each update, weighted mean, new global). */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "../host/csprng.h"
+#include "../host/fed_dp.h"
 #include "../host/fedavg.h"
+#include "../host/fedsec.h"
 #include "../host/fileio.h"
 #include "../host/model_file.h"
 #include "../host/mqtt.h"
@@ -18,9 +21,14 @@
 
 static const char help[] =
     "usage: tritlm fed update (-m GLOBAL.tlm | --model-from-broker) --data TEXT (--steps N | --minutes M) (-o UPDATE.tlmu | --broker B)\n"
-    "                         [--encode fp32|int8|t2] [--round R] [--client ID] [--topic T] [training options]\n"
+    "                         [--encode fp32|int8|t2] [--round R] [--client ID] [--topic T]\n"
+    "                         [--key DEVICE.key --server-key SERVER.pub] [training options]\n"
     "       tritlm fed aggregate -m GLOBAL.tlm -o NEW.tlm [--clip C] [--server-lr A] [--json]\n"
-    "                         [--broker B --expect N [--round R] [--timeout S] [--topic T]] [UPDATE.tlmu...]\n"
+    "                         [--broker B --expect N [--round R] [--timeout S] [--topic T]]\n"
+    "                         [--key SERVER.key --devices DEVICES.txt]\n"
+    "                         [--dp-noise Z --clip C [--dp-clients N] [--delta D] [--ledger FILE [--budget E]]]\n"
+    "                         [UPDATE.tlmu...]\n"
+    "       tritlm fed keygen -o NAME   (writes NAME.key, secret, and NAME.pub)\n"
     "\n"
     "Federated fine-tuning, one round, with files (the message format is docs/FORMAT.md's\n"
     "federated update; a device writes the same with the core's tlm_fed_* functions).\n"
@@ -35,6 +43,10 @@ static const char help[] =
     "                   on TOPIC/round/R/update, QoS 1, waiting for the broker's acknowledgement\n"
     "      --topic T    the topic prefix (default tritlm)\n"
     "      --model-from-broker   instead of -m: the global model the server keeps on TOPIC/global\n"
+    "      --key DEVICE.key --server-key SERVER.pub   sign the update with the device's key and\n"
+    "                   seal it to the server's (only the server can read it, only this device\n"
+    "                   can have made it); a model from the broker must carry the server's\n"
+    "                   signature, and its round is the update's unless --round says otherwise\n"
     "aggregate: checks every update against GLOBAL (format, checksum, the model it was made\n"
     "  from, tensor shapes); a bad one is reported and left out; the others are averaged,\n"
     "  weighted by their token counts, and added to GLOBAL's weights into NEW (fp32).\n"
@@ -47,10 +59,26 @@ static const char help[] =
     "                      round, is left out; they are averaged in the order of their client ids\n"
     "      --expect N, --round R, --timeout S, --topic T\n"
     "      --publish-model NEW also goes to TOPIC/global on B (retained: devices that connect\n"
-    "                      later get it; see update's --model-from-broker)\n";
+    "                      later get it; see update's --model-from-broker), signed with --key\n"
+    "                      for round R + 1\n"
+    "      --key SERVER.key --devices DEVICES.txt   take sealed updates only, each signed by a\n"
+    "                      device enrolled in DEVICES.txt (lines 'CLIENT_ID PUBLIC_KEY', the key\n"
+    "                      being the device's NAME.pub) and naming that device's client id\n"
+    "      --dp-noise Z    differential privacy (DP-FedAvg): every update weighs 1, is clipped to\n"
+    "                      --clip C and rounded to the grid C/2^18; the sum gets discrete Gaussian\n"
+    "                      noise of sigma Z x (its sensitivity) and is divided by N clients. One\n"
+    "                      round costs rho = 1/(2 Z^2) zCDP per device (adding or removing one\n"
+    "                      update); the epsilon at D is printed\n"
+    "      --dp-clients N  the mean's fixed denominator (default: --expect, or the files given)\n"
+    "      --delta D       delta of the reported epsilon (default 1e-6)\n"
+    "      --ledger FILE   JSON record of the rho spent over rounds (created if missing; locked\n"
+    "                      while in use); --budget E refuses a round that would take the total\n"
+    "                      epsilon at D past E\n"
+    "keygen: a key pair for a device or the server (libsodium: Ed25519 signatures, X25519\n"
+    "  sealed boxes). NAME.key is secret (mode 0600, never overwritten); NAME.pub is shared.\n";
 
 enum { F_ENCODE = 2000, F_ROUND, F_CLIENT, F_CLIP, F_SLR, F_JSON, F_BROKER, F_TOPIC, F_EXPECT, F_TIMEOUT, F_FROM_BROKER,
-       F_PUBLISH };
+       F_PUBLISH, F_KEY, F_SERVER_KEY, F_DEVICES, F_DP_NOISE, F_DP_CLIENTS, F_DELTA, F_LEDGER, F_BUDGET };
 
 /* The first message on a topic (a retained one arrives at once). */
 typedef struct {
@@ -85,7 +113,8 @@ static int fed_update(int argc, char **argv)
         {"encode", required_argument, 0, F_ENCODE}, {"round", required_argument, 0, F_ROUND},
         {"client", required_argument, 0, F_CLIENT}, {"help", no_argument, 0, 'h'},
         {"broker", required_argument, 0, F_BROKER}, {"topic", required_argument, 0, F_TOPIC},
-        {"model-from-broker", no_argument, 0, F_FROM_BROKER}};
+        {"model-from-broker", no_argument, 0, F_FROM_BROKER}, {"key", required_argument, 0, F_KEY},
+        {"server-key", required_argument, 0, F_SERVER_KEY}};
     enum { N_OWN = sizeof own / sizeof own[0] };
     struct option opts[N_OWN + CLI_TRAIN_LOOP_OPTION_COUNT];
     memcpy(opts, own, sizeof own);
@@ -94,10 +123,10 @@ static int fed_update(int argc, char **argv)
     tlm_train_defaults(&o);
     o.eval_every = 0;
     o.ckpt_every = 0;
-    const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm";
+    const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm", *key = NULL, *server_key = NULL;
     tlm_fed_enc enc = TLM_FED_I8;
     tlm_fed_header h = {0, 0, 0, 0};
-    int c, from_broker = 0;
+    int c, from_broker = 0, round_given = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
@@ -114,6 +143,7 @@ static int fed_update(int argc, char **argv)
         case F_ROUND:
             if (!cli_parse_u32(optarg, 0, 0xFFFFFFFFu, &h.round))
                 return cli_usage_error("fed update", "--round expects an integer, got '%s'", optarg);
+            round_given = 1;
             break;
         case F_CLIENT:
             if (!cli_parse_u32(optarg, 0, 0xFFFFFFFFu, &h.client))
@@ -122,6 +152,8 @@ static int fed_update(int argc, char **argv)
         case F_BROKER: broker = optarg; break;
         case F_TOPIC: topic = optarg; break;
         case F_FROM_BROKER: from_broker = 1; break;
+        case F_KEY: key = optarg; break;
+        case F_SERVER_KEY: server_key = optarg; break;
         default: {
             const int r = cli_train_loop_option("fed update", c, optarg, &o);
             if (r > 0) return r;
@@ -139,12 +171,18 @@ static int fed_update(int argc, char **argv)
     if (!o.steps && !(o.minutes > 0)) return cli_usage_error("fed update", "give --steps N or --minutes M");
     if (o.steps && o.minutes > 0) return cli_usage_error("fed update", "give --steps or --minutes, not both");
     if (o.resume) return cli_usage_error("fed update", "--resume is not for updates");
+    if (!key != !server_key)
+        return cli_usage_error("fed update", "--key DEVICE.key and --server-key SERVER.pub go together");
     if (out) {
-        const char *in[] = {model, o.data, o.val};
-        if (cli_refuse_clobber("fed update", out, in, 3)) return TLM_EXIT_USAGE;
+        const char *in[] = {model, o.data, o.val, key, server_key};
+        if (cli_refuse_clobber("fed update", out, in, 5)) return TLM_EXIT_USAGE;
     }
 
     tlm_error err;
+    tlm_fed_keys dev_keys;
+    tlm_fed_pub server_pub;
+    if (key && (tlm_fed_keys_read(key, &dev_keys, &err) || tlm_fed_pub_read(server_key, &server_pub, &err)))
+        return cli_fail("fed update", &err);
     /* local training into a temporary folder, removed afterwards: the
      * local model and its logs stay on the device */
     char dirbuf[4096], local[4200], fetched[4200];
@@ -163,7 +201,17 @@ static int fed_update(int argc, char **argv)
             if (!s0) s0 = tlm_mqtt_receive(mq, 30.0, keep_first, &fm, &timed_out, &err);
             if (!s0 && timed_out) s0 = tlm_fail(&err, TLM_ERR_IO, "no global model on %s within 30 s", t);
             if (!s0 && !fm.data) s0 = tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
-            if (!s0) s0 = tlm_write_file_atomic(fetched, fm.data, fm.n, &err);
+            const uint8_t *img = fm.data;
+            size_t img_n = fm.n;
+            uint32_t signed_round = 0;
+            if (!s0 && server_key) { /* only a model the server signed */
+                s0 = tlm_fed_verify_model(&server_pub, fm.data, fm.n, &img, &img_n, &signed_round, &err);
+                if (!s0 && !round_given) h.round = signed_round;
+                else if (!s0 && signed_round != h.round)
+                    s0 = tlm_fail(&err, TLM_ERR_ARG, "the broker's model is for round %u, not --round %u", signed_round,
+                                  h.round);
+            }
+            if (!s0) s0 = tlm_write_file_atomic(fetched, img, img_n, &err);
             free(fm.data);
             model = fetched;
         }
@@ -207,6 +255,12 @@ static int fed_update(int argc, char **argv)
             st = tlm_fed_make_update(&gp, &g.model, &lp, enc, &h, &rng, &msg, &bytes, &err);
         }
     }
+    if (!st && key) { /* what leaves the device: signed, sealed to the server */
+        uint8_t *sealed = NULL;
+        st = tlm_fed_seal(&dev_keys, &server_pub, msg, bytes, &sealed, &bytes, &err);
+        free(msg);
+        msg = sealed;
+    }
     if (!st && out) st = tlm_write_file_atomic(out, msg, bytes, &err);
     if (!st && broker) {
         char id[64], t[600];
@@ -220,10 +274,12 @@ static int fed_update(int argc, char **argv)
     tlm_params_free(&lp);
     if (lf_open) tlm_model_file_close(&lf);
     tlm_model_file_close(&g);
+    if (key) tlm_fed_keys_wipe(&dev_keys);
     if (tlm_remove_tree(dirbuf) != 0) fprintf(stderr, "tritlm fed update: could not remove %s\n", dirbuf);
     if (st) return cli_fail("fed update", &err);
-    fprintf(stderr, "fed update: %s: %zu bytes, %llu steps on %llu local tokens (weight %u)\n", out ? out : "sent", bytes,
-            (unsigned long long)rep.steps, (unsigned long long)rep.data_tokens, h.n_examples);
+    fprintf(stderr, "fed update: %s: %zu bytes%s, round %u, %llu steps on %llu local tokens (weight %u)\n",
+            out ? out : "sent", bytes, key ? " (signed, sealed)" : "", h.round, (unsigned long long)rep.steps,
+            (unsigned long long)rep.data_tokens, h.n_examples);
     return 0;
 }
 
@@ -236,8 +292,35 @@ typedef struct {
     uint32_t client;
 } held_update;
 
+/* How the server reads what arrives: plain updates, or (with keys)
+ * sealed ones only. */
+typedef struct {
+    const tlm_fed_keys *keys;
+    const tlm_fed_roster *roster;
+} opener;
+
+/* The plain update in data: data itself, or a sealed one opened and its
+ * signer checked (then *owned is the malloc'd update, else NULL). */
+static tlm_status open_update(const opener *op, const uint8_t *data, size_t n, const uint8_t **msg, size_t *msg_n,
+                              uint8_t **owned, tlm_error *err)
+{
+    *owned = NULL;
+    *msg = data;
+    *msg_n = n;
+    if (!op->keys) {
+        if (tlm_fed_looks_sealed(data, n))
+            return tlm_fail(err, TLM_ERR_ARG, "a sealed update: give the server's --key and --devices to open it");
+        return TLM_OK;
+    }
+    uint32_t client;
+    tlm_status st = tlm_fed_unseal(op->keys, op->roster, data, n, owned, msg_n, &client, err);
+    if (!st) *msg = *owned;
+    return st;
+}
+
 typedef struct {
     const tlm_model *global;
+    const opener *op;
     uint32_t round, expect, n;
     held_update *held;
     cJSON *rejected;
@@ -259,28 +342,35 @@ static int collect(void *ctx, const char *topic, const uint8_t *data, size_t n)
     tlm_error err;
     char what[300], why[400];
     snprintf(what, sizeof what, "a message on %s", topic);
-    if (tlm_fed_validate(data, n, c->global, &info, &err)) {
+    const uint8_t *msg;
+    size_t msg_n;
+    uint8_t *owned;
+    if (open_update(c->op, data, n, &msg, &msg_n, &owned, &err) ||
+        tlm_fed_validate(msg, msg_n, c->global, &info, &err)) {
+        free(owned);
         reject(c->rejected, what, err.msg);
         return 0;
     }
     snprintf(what, sizeof what, "client %u's update on %s", info.h.client, topic);
     if (info.h.round != c->round) {
         snprintf(why, sizeof why, "it answers round %u, this is round %u", info.h.round, c->round);
+        free(owned);
         reject(c->rejected, what, why);
         return 0;
     }
     for (uint32_t i = 0; i < c->n; i++)
         if (c->held[i].client == info.h.client) {
+            free(owned);
             reject(c->rejected, what, "that client already sent an update this round");
             return 0;
         }
-    uint8_t *copy = malloc(n);
+    uint8_t *copy = owned ? owned : malloc(msg_n);
     if (!copy) {
         reject(c->rejected, what, "out of memory");
         return 0;
     }
-    memcpy(copy, data, n);
-    c->held[c->n++] = (held_update){copy, n, info.h.client};
+    if (!owned) memcpy(copy, msg, msg_n);
+    c->held[c->n++] = (held_update){copy, msg_n, info.h.client};
     fprintf(stderr, "fed aggregate: %s (%u of %u)\n", what, c->n, c->expect);
     return c->n >= c->expect;
 }
@@ -291,6 +381,39 @@ static int by_client(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The privacy ledger of federated rounds: {"rho": R, "rounds": K}; absent
+ * means nothing spent yet. */
+static tlm_status read_fed_ledger(const char *path, double *rho, uint32_t *rounds, tlm_error *err)
+{
+    *rho = 0;
+    *rounds = 0;
+    if (access(path, F_OK) != 0) return TLM_OK;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    tlm_status st = tlm_read_text(path, &buf, &n, err);
+    if (st) return st;
+    cJSON *j = cJSON_Parse((const char *)buf);
+    free(buf);
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "rho"), *k = cJSON_GetObjectItemCaseSensitive(j, "rounds");
+    if (!cJSON_IsNumber(r) || !cJSON_IsNumber(k) || !(r->valuedouble >= 0) || !isfinite(r->valuedouble) ||
+        !(k->valuedouble >= 0) || k->valuedouble > 4e9)
+        st = tlm_fail(err, TLM_ERR_FORMAT, "%s is not a federated privacy ledger (expects {\"rho\": R, \"rounds\": K})",
+                      path);
+    else {
+        *rho = r->valuedouble;
+        *rounds = (uint32_t)k->valuedouble;
+    }
+    cJSON_Delete(j);
+    return st;
+}
+
+static tlm_status write_fed_ledger(const char *path, double rho, uint32_t rounds, tlm_error *err)
+{
+    char s[128];
+    const int k = snprintf(s, sizeof s, "{\"rho\": %.17g, \"rounds\": %u}\n", rho, rounds);
+    return tlm_write_file_atomic(path, s, (size_t)k, err);
+}
+
 static int fed_aggregate(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -299,10 +422,15 @@ static int fed_aggregate(int argc, char **argv)
         {"json", no_argument, 0, F_JSON}, {"help", no_argument, 0, 'h'}, {"broker", required_argument, 0, F_BROKER},
         {"topic", required_argument, 0, F_TOPIC}, {"expect", required_argument, 0, F_EXPECT},
         {"round", required_argument, 0, F_ROUND}, {"timeout", required_argument, 0, F_TIMEOUT},
-        {"publish-model", no_argument, 0, F_PUBLISH}, {0, 0, 0, 0}};
-    const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm";
-    uint32_t expect = 0, round = 0;
-    float clip = 0.0f, slr = 1.0f, timeout = 600.0f;
+        {"publish-model", no_argument, 0, F_PUBLISH}, {"key", required_argument, 0, F_KEY},
+        {"devices", required_argument, 0, F_DEVICES}, {"dp-noise", required_argument, 0, F_DP_NOISE},
+        {"dp-clients", required_argument, 0, F_DP_CLIENTS}, {"delta", required_argument, 0, F_DELTA},
+        {"ledger", required_argument, 0, F_LEDGER}, {"budget", required_argument, 0, F_BUDGET}, {0, 0, 0, 0}};
+    const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm", *key = NULL, *devices = NULL,
+               *ledger = NULL;
+    uint32_t expect = 0, round = 0, dp_clients = 0;
+    float clip = 0.0f, slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f;
+    double delta = 1e-6;
     int json = 0, c, publish = 0;
     optind = 1;
     opterr = 0;
@@ -328,50 +456,107 @@ static int fed_aggregate(int argc, char **argv)
                 return cli_usage_error("fed aggregate", "--expect expects a positive integer, got '%s'", optarg);
             break;
         case F_ROUND:
-            if (!cli_parse_u32(optarg, 0, 0xFFFFFFFFu, &round))
+            if (!cli_parse_u32(optarg, 0, 0xFFFFFFFEu, &round))
                 return cli_usage_error("fed aggregate", "--round expects an integer, got '%s'", optarg);
             break;
         case F_TIMEOUT:
             if (!cli_parse_float(optarg, 0.1f, 1e6f, &timeout))
                 return cli_usage_error("fed aggregate", "--timeout expects seconds, got '%s'", optarg);
             break;
+        case F_KEY: key = optarg; break;
+        case F_DEVICES: devices = optarg; break;
+        case F_DP_NOISE:
+            if (!cli_parse_float(optarg, 1e-3f, (float)TLM_FED_DP_MAX_Z, &z))
+                return cli_usage_error("fed aggregate", "--dp-noise expects a multiplier in [0.001, %g], got '%s'",
+                                       TLM_FED_DP_MAX_Z, optarg);
+            break;
+        case F_DP_CLIENTS:
+            if (!cli_parse_u32(optarg, 1, 1u << 24, &dp_clients))
+                return cli_usage_error("fed aggregate", "--dp-clients expects a positive integer, got '%s'", optarg);
+            break;
+        case F_DELTA:
+        {
+            float d;
+            if (!cli_parse_float(optarg, 1e-30f, 0.5f, &d))
+                return cli_usage_error("fed aggregate", "--delta expects a number in (0, 0.5], got '%s'", optarg);
+            delta = strtod(optarg, NULL); /* the value as written, not its float rounding */
+            break;
+        }
+        case F_LEDGER: ledger = optarg; break;
+        case F_BUDGET:
+            if (!cli_parse_float(optarg, 1e-6f, 1e6f, &budget))
+                return cli_usage_error("fed aggregate", "--budget expects a positive epsilon, got '%s'", optarg);
+            break;
         default: return cli_bad_option("fed aggregate", argv, c);
         }
     }
+    const uint32_t n_files = (uint32_t)(argc - optind);
     if (!model) return cli_usage_error("fed aggregate", "missing -m GLOBAL.tlm");
     if (!out) return cli_usage_error("fed aggregate", "missing -o NEW.tlm");
-    if (optind == argc && !broker) return cli_usage_error("fed aggregate", "no updates given (files, or --broker)");
+    if (!n_files && !broker) return cli_usage_error("fed aggregate", "no updates given (files, or --broker)");
     if (broker && !expect) return cli_usage_error("fed aggregate", "--broker needs --expect N (updates to wait for)");
     if (!broker && (expect || publish))
         return cli_usage_error("fed aggregate", "--expect, --round, --timeout, --topic and --publish-model go with --broker");
+    if (!key != !devices) return cli_usage_error("fed aggregate", "--key SERVER.key and --devices DEVICES.txt go together");
+    if (z > 0 && !(clip > 0))
+        return cli_usage_error("fed aggregate", "--dp-noise needs --clip C (the bound on one update's influence)");
+    if (!(z > 0) && (dp_clients || ledger || budget > 0))
+        return cli_usage_error("fed aggregate", "--dp-clients, --ledger and --budget go with --dp-noise");
+    if (budget > 0 && !ledger) return cli_usage_error("fed aggregate", "--budget needs --ledger FILE (the rounds' record)");
+    if (!dp_clients) dp_clients = expect + n_files;
     if (bad_topic("fed aggregate", topic)) return TLM_EXIT_USAGE;
     {
-        const char *in[] = {model};
-        if (cli_refuse_clobber("fed aggregate", out, in, 1)) return TLM_EXIT_USAGE;
+        const char *in[] = {model, key, devices, ledger};
+        if (cli_refuse_clobber("fed aggregate", out, in, 4)) return TLM_EXIT_USAGE;
         if (cli_refuse_clobber("fed aggregate", out, (const char *const *)(argv + optind), (size_t)(argc - optind)))
             return TLM_EXIT_USAGE;
     }
     tlm_error err;
-    tlm_model_file g;
-    if (tlm_model_file_open(&g, model, &err)) return cli_fail("fed aggregate", &err);
-    tlm_fedavg agg;
-    tlm_status st = tlm_fedavg_init(&agg, &g.model, clip, &err);
-    if (st) {
-        tlm_model_file_close(&g);
+    tlm_fed_keys server_keys;
+    tlm_fed_roster roster = {0, NULL, NULL};
+    if (key && (tlm_fed_keys_read(key, &server_keys, &err) || tlm_fed_roster_read(devices, &roster, &err)))
         return cli_fail("fed aggregate", &err);
-    }
+    const opener op = {key ? &server_keys : NULL, &roster};
+    tlm_model_file g;
+    tlm_fedavg agg;
+    tlm_fed_dp dp;
+    double rho_before = 0;
+    uint32_t rounds_before = 0;
+    int lock = -1, g_open = 0;
     cJSON *rejected = cJSON_CreateArray();
-    for (int i = optind; i < argc; i++) {
-        uint8_t *msg = NULL;
-        size_t n = 0;
+    tlm_status st = tlm_model_file_open(&g, model, &err);
+    g_open = !st;
+    if (!st) st = tlm_fedavg_init(&agg, &g.model, clip, &err);
+    else memset(&agg, 0, sizeof agg);
+    if (!st && z > 0) {
+        st = tlm_fed_dp_plan(&dp, clip, z, dp_clients, agg.sum.n, &err);
+        if (!st) st = tlm_fedavg_set_dp(&agg, &dp, &err);
+    }
+    if (!st && ledger) { /* locked until this round's cost is written */
+        if ((lock = tlm_lock_beside(ledger, &err)) < 0) st = err.status;
+        if (!st) st = read_fed_ledger(ledger, &rho_before, &rounds_before, &err);
+        const double e = tlm_zcdp_epsilon(rho_before + dp.rho, delta);
+        if (!st && budget > 0 && e > budget) {
+            char why[256]; /* the core's message formatter has no %g */
+            snprintf(why, sizeof why, "epsilon %.4g at delta %g (rho %.4g after %u rounds), past the budget %g", e, delta,
+                     rho_before + dp.rho, rounds_before + 1, (double)budget);
+            st = tlm_fail(&err, TLM_ERR_BUDGET, "this round would take the total to %s: nothing aggregated", why);
+        }
+    }
+    for (int i = optind; !st && i < argc; i++) {
+        uint8_t *data = NULL, *owned = NULL;
+        const uint8_t *msg;
+        size_t n = 0, msg_n = 0;
         tlm_error e2;
-        tlm_status s2 = tlm_read_file(argv[i], &msg, &n, &e2);
-        if (!s2) s2 = tlm_fedavg_add(&agg, msg, n, &e2);
-        free(msg);
+        tlm_status s2 = tlm_read_file(argv[i], &data, &n, &e2);
+        if (!s2) s2 = open_update(&op, data, n, &msg, &msg_n, &owned, &e2);
+        if (!s2) s2 = tlm_fedavg_add(&agg, msg, msg_n, &e2);
+        free(data);
+        free(owned);
         if (s2) reject(rejected, argv[i], e2.msg);
     }
-    if (broker) {
-        collector col = {&g.model, round, expect, 0, calloc(expect, sizeof(held_update)), rejected};
+    if (!st && broker) {
+        collector col = {&g.model, &op, round, expect, 0, calloc(expect, sizeof(held_update)), rejected};
         char id[64], t[600];
         snprintf(id, sizeof id, "tritlm-server-%ld", (long)getpid());
         snprintf(t, sizeof t, "%s/round/%u/update", topic, round);
@@ -399,54 +584,82 @@ static int fed_aggregate(int argc, char **argv)
             free(col.held[i].msg);
         }
         free(col.held);
-        if (st) {
-            tlm_fedavg_free(&agg);
-            tlm_model_file_close(&g);
-            cJSON_Delete(rejected);
-            return cli_fail("fed aggregate", &err);
-        }
     }
     const uint32_t accepted = agg.accepted, clipped = agg.clipped;
-    if (!accepted) {
-        tlm_fedavg_free(&agg);
-        tlm_model_file_close(&g);
-        cJSON_Delete(rejected);
+    if (!st && !accepted) {
         fprintf(stderr, "tritlm fed aggregate: no update passed the checks; %s not written\n", out);
-        return TLM_EXIT_FAIL;
+        st = TLM_ERR_ARG;
+        err.status = TLM_ERR_ARG;
+        err.msg[0] = 0;
     }
     tlm_params p;
     tlm_vocab v = {0};
     uint8_t *img = NULL;
     size_t bytes = 0;
-    st = tlm_params_from_model(&p, &g.model, &err);
+    int p_alloc = 0;
     if (!st) {
-        tlm_fedavg_apply(&agg, &p, slr);
-        st = tlm_vocab_from_model(&g.model, &v, &err);
-        if (!st) st = tlm_params_to_image(&p, &v, g.model.bos_id, g.model.eos_id, &img, &bytes, &err);
-        if (!st) st = tlm_write_file_atomic(out, img, bytes, &err);
-        tlm_params_free(&p);
+        st = tlm_params_from_model(&p, &g.model, &err);
+        p_alloc = !st;
     }
+    if (!st && z > 0) {
+        tlm_host_source src;
+        tlm_rand rng;
+        if (tlm_host_rand(&rng, &src)) st = tlm_fail(&err, TLM_ERR_RNG, "the system gave no randomness");
+        if (!st) st = tlm_fedavg_apply_dp(&agg, &p, slr, &rng, &err);
+        /* the cost is recorded before the model exists */
+        if (!st && ledger) st = write_fed_ledger(ledger, rho_before + dp.rho, rounds_before + 1, &err);
+    } else if (!st)
+        tlm_fedavg_apply(&agg, &p, slr);
+    if (lock >= 0) close(lock);
+    if (!st) st = tlm_vocab_from_model(&g.model, &v, &err);
+    if (!st) st = tlm_params_to_image(&p, &v, g.model.bos_id, g.model.eos_id, &img, &bytes, &err);
+    if (!st) st = tlm_write_file_atomic(out, img, bytes, &err);
+    if (p_alloc) tlm_params_free(&p);
     if (!st && publish) {
         char t[600];
         snprintf(t, sizeof t, "%s/global", topic);
-        st = tlm_mqtt_send(broker, NULL, t, img, bytes, 1, &err);
-        if (!st) fprintf(stderr, "fed aggregate: %s published on %s (retained)\n", out, t);
+        uint8_t *signed_img = NULL;
+        size_t signed_n = 0;
+        if (key) st = tlm_fed_sign_model(&server_keys, round + 1, img, bytes, &signed_img, &signed_n, &err);
+        if (!st) st = tlm_mqtt_send(broker, NULL, t, key ? signed_img : img, key ? signed_n : bytes, 1, &err);
+        if (!st)
+            fprintf(stderr, "fed aggregate: %s published on %s (retained%s)\n", out, t,
+                    key ? ", signed for the next round" : "");
+        free(signed_img);
     }
     free(img);
     tlm_vocab_free(&v);
     tlm_fedavg_free(&agg);
-    tlm_model_file_close(&g);
+    if (g_open) tlm_model_file_close(&g);
+    if (key) tlm_fed_keys_wipe(&server_keys);
+    tlm_fed_roster_free(&roster);
     if (st) {
         cJSON_Delete(rejected);
+        if (!err.msg[0]) return TLM_EXIT_FAIL;
         return cli_fail("fed aggregate", &err);
     }
     const int n_rej = cJSON_GetArraySize(rejected);
+    const double eps_round = z > 0 ? tlm_zcdp_epsilon(dp.rho, delta) : 0,
+                 eps_total = z > 0 ? tlm_zcdp_epsilon(rho_before + dp.rho, delta) : 0;
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", out);
         cJSON_AddNumberToObject(j, "accepted", accepted);
         cJSON_AddNumberToObject(j, "clipped", clipped);
         cJSON_AddItemToObject(j, "rejected", rejected);
+        if (z > 0) {
+            cJSON *d = cJSON_AddObjectToObject(j, "dp");
+            cJSON_AddNumberToObject(d, "noise_multiplier", z);
+            cJSON_AddNumberToObject(d, "clip", clip);
+            cJSON_AddNumberToObject(d, "clients", dp.clients);
+            cJSON_AddNumberToObject(d, "noise_std", sqrt((double)dp.sigma2) * dp.gamma / dp.clients);
+            cJSON_AddNumberToObject(d, "rho_round", dp.rho);
+            cJSON_AddNumberToObject(d, "epsilon_round", eps_round);
+            cJSON_AddNumberToObject(d, "rho_total", rho_before + dp.rho);
+            cJSON_AddNumberToObject(d, "rounds", rounds_before + 1);
+            cJSON_AddNumberToObject(d, "epsilon_total", eps_total);
+            cJSON_AddNumberToObject(d, "delta", delta);
+        }
         char *s = cJSON_PrintUnformatted(j);
         if (s) puts(s);
         free(s);
@@ -455,6 +668,39 @@ static int fed_aggregate(int argc, char **argv)
         cJSON_Delete(rejected);
     }
     fprintf(stderr, "fed aggregate: %s from %u updates (%d left out, %u clipped)\n", out, accepted, n_rej, clipped);
+    if (z > 0)
+        fprintf(stderr, "fed aggregate: differential privacy: this round rho %.4g (epsilon %.4g at delta %g); %s%u round(s): "
+                "rho %.4g, epsilon %.4g\n", dp.rho, eps_round, delta, ledger ? "with the ledger's, " : "",
+                rounds_before + 1, rho_before + dp.rho, eps_total);
+    return 0;
+}
+
+/* tritlm fed keygen -o NAME */
+static int fed_keygen(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"output", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *out = NULL;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_bad_option("fed keygen", argv, c);
+        }
+    }
+    if (optind != argc) return cli_usage_error("fed keygen", "unexpected argument '%s'", argv[optind]);
+    if (!out || !*out) return cli_usage_error("fed keygen", "missing -o NAME (writes NAME.key and NAME.pub)");
+    tlm_error err;
+    tlm_fed_keys k;
+    tlm_status st = tlm_fed_keygen(&k, &err);
+    if (!st) st = tlm_fed_keys_write(out, &k, &err);
+    tlm_fed_keys_wipe(&k);
+    if (st) return cli_fail("fed keygen", &err);
+    fprintf(stderr, "fed keygen: %s.key (secret: keep it on this machine) and %s.pub (give it to the other side)\n", out,
+            out);
     return 0;
 }
 
@@ -462,9 +708,10 @@ int cmd_fed(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "update")) return fed_update(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "aggregate")) return fed_aggregate(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "keygen")) return fed_keygen(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(help, stdout);
         return 0;
     }
-    return cli_usage_error("fed", "expects 'update' or 'aggregate'%s%s", argc >= 2 ? ", got " : "", argc >= 2 ? argv[1] : "");
+    return cli_usage_error("fed", "expects 'update', 'aggregate' or 'keygen'%s%s", argc >= 2 ? ", got " : "", argc >= 2 ? argv[1] : "");
 }

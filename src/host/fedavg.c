@@ -5,6 +5,8 @@
 
 #include "fedavg.h"
 
+__extension__ typedef unsigned __int128 u128;
+
 tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global_model, const tlm_params *local,
                                tlm_fed_enc enc, const tlm_fed_header *h, tlm_rand *rng, uint8_t **msg, size_t *bytes,
                                tlm_error *err)
@@ -74,8 +76,23 @@ tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double 
     return TLM_OK;
 }
 
+tlm_status tlm_fedavg_set_dp(tlm_fedavg *a, const tlm_fed_dp *dp, tlm_error *err)
+{
+    if (a->accepted) return tlm_fail(err, TLM_ERR_ARG, "differential privacy must be set before any update is added");
+    if (dp->dim != a->sum.n) return tlm_fail(err, TLM_ERR_ARG, "the privacy plan is for %zu values, the model has %zu",
+                                             dp->dim, a->sum.n);
+    a->dp_sum = calloc(a->sum.n, sizeof *a->dp_sum);
+    a->dp_k = malloc(a->sum.n * sizeof *a->dp_k);
+    if (!a->dp_sum || !a->dp_k) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    a->dp = dp;
+    a->clip = dp->clip;
+    return TLM_OK;
+}
+
 void tlm_fedavg_free(tlm_fedavg *a)
 {
+    free(a->dp_sum);
+    free(a->dp_k);
     tlm_params_free(&a->sum);
     free(a->tensor_weight);
     free(a->scratch);
@@ -92,6 +109,33 @@ static long tensor_index(const tlm_params *p, uint32_t role, uint32_t layer)
         if (t.role == role && t.layer == layer) return (long)i;
     }
     return -1;
+}
+
+/* The private path: the clipped update (scale f) rounded to the grid,
+ * its exact squared norm checked against the plan's bound, then added to
+ * the integer sum; weight 1 whatever its example count. */
+static tlm_status add_private(tlm_fedavg *a, const uint8_t *msg, const tlm_fed_info *info, double f, tlm_error *err)
+{
+    const tlm_fed_dp *dp = a->dp;
+    memset(a->dp_k, 0, a->sum.n * sizeof *a->dp_k);
+    u128 norm2 = 0;
+    for (uint32_t i = 0; i < info->n_entries; i++) {
+        tlm_fed_entry e;
+        tlm_fed_entry_at(msg, i, &e);
+        tlm_param_tensor t;
+        tlm_params_tensor(&a->sum, (uint32_t)tensor_index(&a->sum, e.role, e.layer), &t);
+        int64_t *k = a->dp_k + (t.data - a->sum.data);
+        tlm_fed_entry_decode(&e, a->scratch);
+        for (uint32_t j = 0; j < e.count; j++) {
+            k[j] = llround(f * (double)a->scratch[j] / dp->gamma);
+            norm2 += (u128)((uint64_t)(k[j] < 0 ? -k[j] : k[j]) * (uint64_t)(k[j] < 0 ? -k[j] : k[j]));
+        }
+    }
+    if (norm2 > dp->lim2) /* cannot happen for a clipped update: refuse rather than break the bound */
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: its rounded norm exceeds the privacy bound");
+    for (size_t i = 0; i < a->sum.n; i++) a->dp_sum[i] += a->dp_k[i];
+    a->accepted++;
+    return TLM_OK;
 }
 
 tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error *err)
@@ -119,6 +163,7 @@ tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error
         f = a->clip / norm;
         a->clipped++;
     }
+    if (a->dp) return add_private(a, msg, &info, f, err);
     const double wgt = info.h.n_examples;
     for (uint32_t i = 0; i < info.n_entries; i++) {
         tlm_fed_entry e;
@@ -147,4 +192,20 @@ void tlm_fedavg_apply(const tlm_fedavg *a, tlm_params *out, float server_lr)
         const size_t c = (size_t)o.rows * o.cols;
         for (size_t k = 0; k < c; k++) o.data[k] += f * s.data[k];
     }
+}
+
+tlm_status tlm_fedavg_apply_dp(const tlm_fedavg *a, tlm_params *out, float server_lr, tlm_rand *rng, tlm_error *err)
+{
+    if (!a->dp || out->n != a->sum.n) return tlm_fail(err, TLM_ERR_ARG, "no private aggregation to apply");
+    float *step = malloc(out->n * sizeof *step);
+    if (!step) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    const double f = (double)server_lr * a->dp->gamma / a->dp->clients;
+    for (size_t i = 0; i < out->n; i++) step[i] = (float)(f * (double)(a->dp_sum[i] + tlm_dgauss_wide(rng, a->dp->sigma2)));
+    if (rng->failed) {
+        free(step);
+        return tlm_fail(err, TLM_ERR_RNG, "the random source failed: no model written");
+    }
+    for (size_t i = 0; i < out->n; i++) out->data[i] += step[i];
+    free(step);
+    return TLM_OK;
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fed_dp.h"
 #include "train/params.h"
 #include "tritlm/fed.h"
 
@@ -26,10 +27,18 @@ typedef struct tlm_fedavg {
     double clip;                   /* > 0: each update's delta scaled to at most this L2 norm */
     uint32_t accepted, clipped;
     float *scratch; /* one decoded entry (the widest tensor) */
+    /* differential privacy (tlm_fedavg_set_dp): every update weighs 1, is
+     * clipped to dp->clip and rounded to the grid; the sum is exact */
+    const tlm_fed_dp *dp;
+    int64_t *dp_sum, *dp_k; /* sum of the rounded updates; one rounded update */
 } tlm_fedavg;
 
 tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double clip, tlm_error *err);
 void tlm_fedavg_free(tlm_fedavg *a);
+/* From here on, aggregate with differential privacy (dp planned for
+ * a->sum.n values; clip is dp's). Call before any update is added. */
+tlm_status tlm_fedavg_set_dp(tlm_fedavg *a, const tlm_fed_dp *dp, tlm_error *err);
+
 /* Validates one update against the global model and adds it (weight: its
  * example count). On any error nothing of it is added. */
 tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error *err);
@@ -37,5 +46,10 @@ tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error
  * updates that carried it (tensors no update carried stay as they are).
  * out must have the global model's shapes and hold its parameters. */
 void tlm_fedavg_apply(const tlm_fedavg *a, tlm_params *out, float server_lr);
+/* With differential privacy: out = global + server_lr x gamma x (sum +
+ * discrete Gaussian noise) / clients, on every parameter (also those no
+ * update carried). rng must be a cryptographic source; if it fails, out
+ * is left unchanged and an error returned. */
+tlm_status tlm_fedavg_apply_dp(const tlm_fedavg *a, tlm_params *out, float server_lr, tlm_rand *rng, tlm_error *err);
 
 #endif

@@ -1,0 +1,459 @@
+/* Protected federated updates: the wide discrete Gaussian against its
+ * exact distribution (chi-square), the zCDP-to-epsilon conversion against
+ * the exact privacy profile of the Gaussian mechanism, the private
+ * aggregation's noise against its stated variance, and the sealed,
+ * signed messages and keys against damage, other keys and impostors. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <cmocka.h>
+
+#include "../src/host/fed_dp.h"
+#include "../src/host/fedavg.h"
+#include "../src/host/fedsec.h"
+#include "../src/host/fileio.h"
+#include "testutil.h"
+#include "tritlm/fed.h"
+
+static uint8_t *tiny_img;
+static size_t tiny_bytes;
+static tlm_model tiny;
+
+static int setup(void **state)
+{
+    (void)state;
+    tu_tiny cfg = {.dim = 16, .hidden = 24, .layers = 2, .heads = 2, .kv_heads = 1, .seq_len = 16, .n_merges = 10, .shared = 1};
+    tu_build_tiny(&cfg, 5, &tiny_img, &tiny_bytes);
+    return tlm_model_open(&tiny, tiny_img, tiny_bytes, NULL) == TLM_OK ? 0 : -1;
+}
+static int teardown(void **state)
+{
+    (void)state;
+    free(tiny_img);
+    return 0;
+}
+
+static tlm_chacha cc;
+static tlm_rand R;
+static void seed(uint64_t s)
+{
+    tlm_chacha_seed(&cc, s);
+    tlm_rand_init(&R, tlm_chacha_fill, &cc);
+}
+
+static double phi(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
+
+/* The discrete Gaussian's probabilities from its definition: exact sums
+ * of exp(-x^2 / (2 s2)) for small variances; for large ones, the normal
+ * distribution's mass of [a - 1/2, b + 1/2] (by Poisson summation the
+ * two differ by a factor within 2 exp(-2 pi^2 s2) of 1). */
+static void check_dgauss(uint64_t s2, int n_samples)
+{
+    enum { B = 40 };
+    const double sd = sqrt((double)s2);
+    /* bins: integers when sd is small; otherwise widths of sd / 5 over +-4 sd, tails merged */
+    int64_t lo[B], hi[B];
+    int bins = 0;
+    if (sd < 4) {
+        const int64_t m = (int64_t)ceil(2.5 * sd) + 1; /* each tail expects > 5 draws */
+        lo[bins] = INT64_MIN;
+        hi[bins++] = -m;
+        for (int64_t x = -m + 1; x < m; x++) lo[bins] = hi[bins] = x, bins++;
+        lo[bins] = m;
+        hi[bins++] = INT64_MAX;
+    } else {
+        const double w = sd / 5.0;
+        int64_t edge = (int64_t)floor(-19 * w);
+        lo[bins] = INT64_MIN;
+        hi[bins++] = edge - 1;
+        for (int k = -19; k < 19; k++) {
+            const int64_t next = (int64_t)floor((k + 1) * w);
+            lo[bins] = edge;
+            hi[bins++] = next - 1;
+            edge = next;
+        }
+        lo[bins] = edge;
+        hi[bins++] = INT64_MAX;
+    }
+    double p[B];
+    if (sd < 4) {
+        double z = 0;
+        for (int64_t x = -200; x <= 200; x++) z += exp(-(double)(x * x) / (2.0 * (double)s2));
+        for (int b = 0; b < bins; b++) {
+            double m = 0;
+            for (int64_t x = -200; x <= 200; x++)
+                if (x >= lo[b] && x <= hi[b]) m += exp(-(double)(x * x) / (2.0 * (double)s2));
+            p[b] = m / z;
+        }
+    } else {
+        for (int b = 0; b < bins; b++) {
+            const double a = lo[b] == INT64_MIN ? -INFINITY : ((double)lo[b] - 0.5) / sd;
+            const double c = hi[b] == INT64_MAX ? INFINITY : ((double)hi[b] + 0.5) / sd;
+            p[b] = (isinf(c) ? 1.0 : phi(c)) - (isinf(a) ? 0.0 : phi(a));
+        }
+    }
+    uint64_t counts[B] = {0};
+    double sum = 0, sum2 = 0;
+    for (int i = 0; i < n_samples; i++) {
+        const int64_t x = tlm_dgauss_wide(&R, s2);
+        sum += (double)x;
+        sum2 += (double)x * (double)x;
+        for (int b = 0; b < bins; b++)
+            if (x >= lo[b] && x <= hi[b]) {
+                counts[b]++;
+                break;
+            }
+    }
+    assert_false(R.failed);
+    const double chi = tu_chi2_stat(counts, p, bins, n_samples), crit = tu_chi2_crit(bins - 1);
+    /* the variance: within 5 standard errors of s2 (a Gaussian's sample variance has sd s2 sqrt(2/n)) */
+    const double var = sum2 / n_samples - (sum / n_samples) * (sum / n_samples);
+    const double zvar = (var - (double)s2) / ((double)s2 * sqrt(2.0 / n_samples));
+    print_message("dgauss_wide sigma^2 %-16llu chi2 %.1f (df %d, critical %.1f), variance z %.2f\n",
+                  (unsigned long long)s2, chi, bins - 1, crit, zvar);
+    assert_true(chi >= 0 && chi < crit);
+    if (sd >= 4) assert_true(fabs(zvar) < 5.0);
+}
+
+static void test_dgauss_wide(void **state)
+{
+    (void)state;
+    seed(41);
+    check_dgauss(1, 200000);
+    check_dgauss(7, 200000);
+    check_dgauss(1000000, 200000);
+    check_dgauss(68719476736ull, 200000); /* sigma 2^18, the grid's size */
+    check_dgauss(1ull << 52, 100000);     /* the largest variance */
+}
+
+/* The exact privacy profile of the Gaussian mechanism with sensitivity
+ * 1 and noise sd s (Balle and Wang 2018): delta(eps). */
+static double gauss_delta(double s, double eps)
+{
+    return phi(0.5 / s - eps * s) - exp(eps) * phi(-0.5 / s - eps * s);
+}
+
+static void test_zcdp_epsilon(void **state)
+{
+    (void)state;
+    const double sds[] = {0.5, 1.0, 2.0, 5.0, 20.0}, deltas[] = {1e-5, 1e-6, 1e-9};
+    for (size_t i = 0; i < sizeof sds / sizeof sds[0]; i++)
+        for (size_t j = 0; j < sizeof deltas / sizeof deltas[0]; j++) {
+            const double s = sds[i], d = deltas[j], rho = 1.0 / (2.0 * s * s);
+            const double e = tlm_zcdp_epsilon(rho, d);
+            /* the exact epsilon at d, by bisection on the decreasing profile */
+            double lo = 0, hi = 200;
+            for (int k = 0; k < 200; k++) {
+                const double m = (lo + hi) / 2;
+                if (gauss_delta(s, m) > d) lo = m;
+                else hi = m;
+            }
+            print_message("sd %5.1f delta %g: epsilon %.4f, exact %.4f, textbook %.4f\n", s, d, e, hi,
+                          rho + 2 * sqrt(rho * log(1 / d)));
+            /* valid: at our epsilon the mechanism's real delta is within d */
+            assert_true(gauss_delta(s, e) <= d * (1 + 1e-9));
+            assert_true(e >= hi - 1e-9);
+            /* and useful: below the textbook conversion, within 35% of exact */
+            assert_true(e <= rho + 2 * sqrt(rho * log(1 / d)) + 1e-12);
+            assert_true(e <= 1.35 * hi);
+        }
+    assert_true(tlm_zcdp_epsilon(0.0, 1e-6) == 0.0);
+    assert_true(isinf(tlm_zcdp_epsilon(INFINITY, 1e-6)));
+}
+
+/* Makes a local model: global + small random changes of L2 norm ~ scale. */
+static void perturbed(const tlm_params *g, tlm_params *l, uint64_t *s, double amp)
+{
+    assert_int_equal(tlm_params_from_model(l, &tiny, NULL), TLM_OK);
+    for (size_t i = 0; i < g->n; i++) l->data[i] = g->data[i] + (float)(amp * (2 * tu_uniform(s) - 1));
+}
+
+/* The private aggregate: out - global - (the clipped mean computed here
+ * in double) must be noise of mean 0 and variance sigma2 (gamma /
+ * clients)^2 on every parameter: chi-square test of the variance, and a
+ * z-test of the mean. */
+static void test_private_aggregate(void **state)
+{
+    (void)state;
+    tlm_params g, l[3], out;
+    assert_int_equal(tlm_params_from_model(&g, &tiny, NULL), TLM_OK);
+    uint64_t s = 5;
+    const double amps[3] = {0.001, 0.01, 0.004};
+    uint8_t *u[3];
+    size_t b[3];
+    for (int k = 0; k < 3; k++) {
+        perturbed(&g, &l[k], &s, amps[k]);
+        tlm_fed_header h = {0, (uint32_t)k, 0, 1000u * (k + 1)};
+        assert_int_equal(tlm_fed_make_update(&g, &tiny, &l[k], TLM_FED_F32, &h, NULL, &u[k], &b[k], NULL), TLM_OK);
+    }
+    const double clip = 0.2;
+    const uint32_t clients = 10;
+    tlm_fed_dp dp;
+    tlm_fedavg a;
+    assert_int_equal(tlm_fedavg_init(&a, &tiny, 0.0, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_dp_plan(&dp, clip, 0.8, clients, a.sum.n, NULL), TLM_OK);
+    assert_true(fabs(dp.rho - 1.0 / (2 * 0.8 * 0.8)) < 1e-6);
+    assert_int_equal(tlm_fedavg_set_dp(&a, &dp, NULL), TLM_OK);
+    for (int k = 0; k < 3; k++) assert_int_equal(tlm_fedavg_add(&a, u[k], b[k], NULL), TLM_OK);
+    assert_int_equal(a.accepted, 3);
+    /* the expected step: each delta clipped to norm clip, weight 1 (not its example count), / clients */
+    double *want = calloc(g.n, sizeof *want);
+    int n_clipped = 0;
+    for (int k = 0; k < 3; k++) {
+        double n2 = 0;
+        for (size_t i = 0; i < g.n; i++) n2 += ((double)l[k].data[i] - g.data[i]) * ((double)l[k].data[i] - g.data[i]);
+        const double f = sqrt(n2) > clip ? clip / sqrt(n2) : 1.0;
+        n_clipped += f < 1.0;
+        for (size_t i = 0; i < g.n; i++) want[i] += f * ((double)l[k].data[i] - g.data[i]) / clients;
+    }
+    assert_int_equal((int)a.clipped, n_clipped);
+    assert_true(n_clipped >= 1 && n_clipped <= 2); /* the amplitudes were chosen so */
+    assert_int_equal(tlm_params_from_model(&out, &tiny, NULL), TLM_OK);
+    seed(77);
+    assert_int_equal(tlm_fedavg_apply_dp(&a, &out, 1.0f, &R, NULL), TLM_OK);
+    const double sd = sqrt((double)dp.sigma2) * dp.gamma / clients;
+    double sum = 0, sum2 = 0;
+    for (size_t i = 0; i < g.n; i++) {
+        const double r = ((double)out.data[i] - g.data[i] - want[i]) / sd;
+        sum += r;
+        sum2 += r * r;
+    }
+    const double n = (double)g.n;
+    /* sum2 ~ chi-square(n): z-score (sum2 - n) / sqrt(2n); the mean ~ N(0, 1/n) */
+    const double zv = (sum2 - n) / sqrt(2 * n), zm = sum / sqrt(n);
+    print_message("private aggregate over %zu values: noise sd %.3g, variance z %.2f, mean z %.2f\n", g.n, sd, zv, zm);
+    assert_true(fabs(zv) < 5 && fabs(zm) < 5);
+    /* noise absent or twice too large would fail the same test */
+    double alt = 0;
+    for (size_t i = 0; i < g.n; i++) {
+        const double r = ((double)out.data[i] - g.data[i] - want[i]) / (2 * sd);
+        alt += r * r;
+    }
+    assert_true(fabs((alt - n) / sqrt(2 * n)) > 5);
+
+    /* a failed random source: an error, out untouched */
+    tlm_params before;
+    assert_int_equal(tlm_params_from_model(&before, &tiny, NULL), TLM_OK);
+    memcpy(before.data, out.data, out.n * sizeof(float));
+    R.failed = 1;
+    tlm_error err;
+    assert_int_not_equal(tlm_fedavg_apply_dp(&a, &out, 1.0f, &R, &err), TLM_OK);
+    assert_memory_equal(before.data, out.data, out.n * sizeof(float));
+    /* DP must be chosen before any update is added */
+    tlm_fedavg a2;
+    assert_int_equal(tlm_fedavg_init(&a2, &tiny, clip, NULL), TLM_OK);
+    assert_int_equal(tlm_fedavg_add(&a2, u[0], b[0], NULL), TLM_OK);
+    assert_int_not_equal(tlm_fedavg_set_dp(&a2, &dp, NULL), TLM_OK);
+    tlm_fedavg_free(&a2);
+    /* plans refused */
+    assert_int_not_equal(tlm_fed_dp_plan(&dp, 0.0, 1.0, 10, 100, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fed_dp_plan(&dp, 1.0, 0.0, 10, 100, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fed_dp_plan(&dp, 1.0, 1.0, 0, 100, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fed_dp_plan(&dp, 1.0, 1000.0, 10, 100, NULL), TLM_OK);
+    tlm_fedavg_free(&a);
+    free(want);
+    for (int k = 0; k < 3; k++) {
+        free(u[k]);
+        tlm_params_free(&l[k]);
+    }
+    tlm_params_free(&before);
+    tlm_params_free(&out);
+    tlm_params_free(&g);
+}
+
+/* Keys on disk: the secret is private and never overwritten, reads back
+ * to the same public key; a public key with a typo, or a secret given
+ * as a public key, is refused. */
+static void test_keys(void **state)
+{
+    (void)state;
+    char base[4096];
+    snprintf(base, sizeof base, "%s", tu_tmp("fedkey"));
+    char path[4200];
+    snprintf(path, sizeof path, "%s.key", base);
+    remove(path);
+    snprintf(path, sizeof path, "%s.pub", base);
+    remove(path);
+    tlm_fed_keys k, k2;
+    tlm_fed_pub p;
+    tlm_error err;
+    assert_int_equal(tlm_fed_keygen(&k, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_keys_write(base, &k, NULL), TLM_OK);
+    snprintf(path, sizeof path, "%s.key", base);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(tlm_fed_keys_read(path, &k2, NULL), TLM_OK);
+    assert_memory_equal(&k.pub, &k2.pub, sizeof k.pub);
+    assert_memory_equal(k.box_sk, k2.box_sk, 32);
+    assert_int_not_equal(tlm_fed_pub_read(path, &p, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "secret key"));
+    /* a second key under the same name: refused, the first kept */
+    tlm_fed_keys k3;
+    assert_int_equal(tlm_fed_keygen(&k3, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fed_keys_write(base, &k3, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "never overwritten"));
+    assert_int_equal(tlm_fed_keys_read(path, &k2, NULL), TLM_OK);
+    assert_memory_equal(&k.pub, &k2.pub, sizeof k.pub);
+    snprintf(path, sizeof path, "%s.pub", base);
+    assert_int_equal(tlm_fed_pub_read(path, &p, NULL), TLM_OK);
+    assert_memory_equal(&p, &k.pub, sizeof p);
+    /* every single-digit typo in the public key is caught by its check bytes or its length */
+    char text[TLM_FED_PUB_TEXT];
+    tlm_fed_pub_text(&k.pub, text);
+    const size_t start = strlen("tritlm-fed-public-1 ");
+    for (size_t i = start; i < strlen(text); i++) {
+        char t2[TLM_FED_PUB_TEXT];
+        memcpy(t2, text, sizeof t2);
+        t2[i] = t2[i] == '0' ? '1' : '0';
+        FILE *f = fopen(path, "w");
+        fputs(t2, f);
+        fclose(f);
+        assert_int_not_equal(tlm_fed_pub_read(path, &p, NULL), TLM_OK);
+    }
+}
+
+static uint8_t *sample_update(uint32_t client, size_t *n)
+{
+    tlm_params g, l;
+    assert_int_equal(tlm_params_from_model(&g, &tiny, NULL), TLM_OK);
+    uint64_t s = 9 + client;
+    perturbed(&g, &l, &s, 0.01);
+    tlm_fed_header h = {3, client, 0, 500};
+    uint8_t *u;
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l, TLM_FED_I8, &h, &R, &u, n, NULL), TLM_OK);
+    tlm_params_free(&g);
+    tlm_params_free(&l);
+    return u;
+}
+
+static void write_roster(const char *path, const uint32_t *ids, const tlm_fed_pub *pubs, int n)
+{
+    FILE *f = fopen(path, "w");
+    fputs("# devices of the test\n\n", f);
+    for (int i = 0; i < n; i++) {
+        char t[TLM_FED_PUB_TEXT];
+        tlm_fed_pub_text(&pubs[i], t);
+        fprintf(f, "%u %s\n", ids[i], t);
+    }
+    fclose(f);
+}
+
+/* Sealed updates: a round trip gives the update back and names the
+ * signer; every flipped byte and every truncation is refused; another
+ * server cannot open it; an unenrolled signer, or an enrolled one naming
+ * another client, is refused. Signed models likewise. */
+static void test_sealed(void **state)
+{
+    (void)state;
+    seed(3);
+    tlm_fed_keys server, other_server, dev[3];
+    assert_int_equal(tlm_fed_keygen(&server, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_keygen(&other_server, NULL), TLM_OK);
+    for (int i = 0; i < 3; i++) assert_int_equal(tlm_fed_keygen(&dev[i], NULL), TLM_OK);
+    const uint32_t ids[2] = {4, 9};
+    const tlm_fed_pub pubs[2] = {dev[0].pub, dev[1].pub};
+    char rpath[4096];
+    snprintf(rpath, sizeof rpath, "%s", tu_tmp("roster.txt"));
+    write_roster(rpath, ids, pubs, 2);
+    tlm_fed_roster r;
+    assert_int_equal(tlm_fed_roster_read(rpath, &r, NULL), TLM_OK);
+    assert_int_equal(r.n, 2);
+
+    size_t n;
+    uint8_t *u = sample_update(9, &n);
+    uint8_t *sealed, *opened;
+    size_t sn, on;
+    uint32_t who = 0;
+    tlm_error err;
+    assert_int_equal(tlm_fed_seal(&dev[1], &server.pub, u, n, &sealed, &sn, NULL), TLM_OK);
+    assert_true(tlm_fed_looks_sealed(sealed, sn));
+    assert_null(memmem(sealed, sn, u + 40, 64)); /* the update's bytes are not readable in transit */
+    assert_int_equal(tlm_fed_unseal(&server, &r, sealed, sn, &opened, &on, &who, &err), TLM_OK);
+    assert_int_equal(who, 9);
+    assert_int_equal(on, n);
+    assert_memory_equal(opened, u, n);
+    free(opened);
+    for (size_t i = 0; i < sn; i++) {
+        sealed[i] ^= 0x20;
+        assert_int_not_equal(tlm_fed_unseal(&server, &r, sealed, sn, &opened, &on, &who, NULL), TLM_OK);
+        assert_null(opened);
+        sealed[i] ^= 0x20;
+    }
+    for (size_t k = 0; k < sn; k += 1 + k / 3)
+        assert_int_not_equal(tlm_fed_unseal(&server, &r, sealed, k, &opened, &on, &who, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fed_unseal(&other_server, &r, sealed, sn, &opened, &on, &who, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "cannot be opened"));
+    assert_int_not_equal(tlm_fed_unseal(&server, &r, u, n, &opened, &on, &who, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "not a sealed update"));
+    free(sealed);
+    /* a device that is not enrolled */
+    assert_int_equal(tlm_fed_seal(&dev[2], &server.pub, u, n, &sealed, &sn, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fed_unseal(&server, &r, sealed, sn, &opened, &on, &who, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "not enrolled"));
+    free(sealed);
+    /* device 0 (client 4) sending an update that names client 9 */
+    assert_int_equal(tlm_fed_seal(&dev[0], &server.pub, u, n, &sealed, &sn, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fed_unseal(&server, &r, sealed, sn, &opened, &on, &who, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "names client 9"));
+    free(sealed);
+    free(u);
+
+    /* the signed global model */
+    uint8_t *sm;
+    size_t smn, in;
+    const uint8_t *img;
+    uint32_t round = 0;
+    assert_int_equal(tlm_fed_sign_model(&server, 12, tiny_img, tiny_bytes, &sm, &smn, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_verify_model(&server.pub, sm, smn, &img, &in, &round, NULL), TLM_OK);
+    assert_int_equal(round, 12);
+    assert_int_equal(in, tiny_bytes);
+    assert_memory_equal(img, tiny_img, tiny_bytes);
+    assert_int_not_equal(tlm_fed_verify_model(&other_server.pub, sm, smn, &img, &in, &round, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "does not verify"));
+    for (size_t i = 0; i < smn; i += 1 + i / 64) {
+        sm[i] ^= 1;
+        assert_int_not_equal(tlm_fed_verify_model(&server.pub, sm, smn, &img, &in, &round, NULL), TLM_OK);
+        sm[i] ^= 1;
+    }
+    assert_int_not_equal(tlm_fed_verify_model(&server.pub, sm, smn - 1, &img, &in, &round, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fed_verify_model(&server.pub, tiny_img, tiny_bytes, &img, &in, &round, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "not a signed model"));
+    free(sm);
+
+    tlm_fed_roster_free(&r);
+    /* rosters refused: an id twice, a key twice, a line without a key */
+    const uint32_t twice[2] = {4, 4};
+    write_roster(rpath, twice, pubs, 2);
+    assert_int_not_equal(tlm_fed_roster_read(rpath, &r, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "enrolled twice"));
+    const tlm_fed_pub same[2] = {dev[0].pub, dev[0].pub};
+    write_roster(rpath, ids, same, 2);
+    assert_int_not_equal(tlm_fed_roster_read(rpath, &r, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "already client 4"));
+    FILE *f = fopen(rpath, "w");
+    fputs("7\n", f);
+    fclose(f);
+    assert_int_not_equal(tlm_fed_roster_read(rpath, &r, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, ":1:"));
+    tlm_fed_roster_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dgauss_wide),
+        cmocka_unit_test(test_zcdp_epsilon),
+        cmocka_unit_test(test_private_aggregate),
+        cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_sealed),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
