@@ -300,10 +300,10 @@ static void test_fedavg(void **state)
     uint8_t *u1, *u2, *u3;
     size_t b1, b2, b3;
     tlm_fed_header h1 = {1, 1, 0, 100}, h2 = {1, 2, 0, 300};
-    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l1, TLM_FED_F32, &h1, NULL, &u1, &b1, NULL), TLM_OK);
-    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l2, TLM_FED_F32, &h2, NULL, &u2, &b2, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l1, NULL, TLM_FED_F32, &h1, NULL, &u1, &b1, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l2, NULL, TLM_FED_F32, &h2, NULL, &u2, &b2, NULL), TLM_OK);
     /* the same update claiming another base model: refused */
-    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l2, TLM_FED_F32, &h2, NULL, &u3, &b3, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l2, NULL, TLM_FED_F32, &h2, NULL, &u3, &b3, NULL), TLM_OK);
     u3[24] ^= 1u;
     reseal(u3, b3);
 

@@ -191,7 +191,7 @@ static void test_private_aggregate(void **state)
     for (int k = 0; k < 3; k++) {
         perturbed(&g, &l[k], &s, amps[k]);
         tlm_fed_header h = {0, (uint32_t)k, 0, 1000u * (k + 1)};
-        assert_int_equal(tlm_fed_make_update(&g, &tiny, &l[k], TLM_FED_F32, &h, NULL, &u[k], &b[k], NULL), TLM_OK);
+        assert_int_equal(tlm_fed_make_update(&g, &tiny, &l[k], NULL, TLM_FED_F32, &h, NULL, &u[k], &b[k], NULL), TLM_OK);
     }
     const double clip = 0.2;
     const uint32_t clients = 10;
@@ -268,6 +268,61 @@ static void test_private_aggregate(void **state)
     tlm_params_free(&g);
 }
 
+/* A round that changes only some tensors: an update of those is taken,
+ * one carrying others is refused, and the private aggregate noises only
+ * those (every other parameter comes out exactly as it was). */
+static void test_restricted_round(void **state)
+{
+    (void)state;
+    tlm_params g, l, out;
+    assert_int_equal(tlm_params_from_model(&g, &tiny, NULL), TLM_OK);
+    uint64_t s = 21;
+    perturbed(&g, &l, &s, 0.01);
+    uint8_t only[64];
+    size_t values = 0;
+    assert_int_equal(tlm_params_select(&g, "norms", only, &values, NULL), TLM_OK);
+    assert_int_equal(values, 5u * 16u); /* 2 layers x 2 norms + the final one, dim 16 */
+    uint8_t *part, *whole;
+    size_t bp, bw;
+    tlm_fed_header h = {0, 1, 0, 10};
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l, only, TLM_FED_F32, &h, NULL, &part, &bp, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l, NULL, TLM_FED_F32, &h, NULL, &whole, &bw, NULL), TLM_OK);
+    assert_true(bp < bw / 20);
+    tlm_fedavg a;
+    tlm_fed_dp dp;
+    tlm_error err;
+    assert_int_equal(tlm_fedavg_init(&a, &tiny, 0.0, NULL), TLM_OK);
+    assert_int_equal(tlm_fedavg_restrict(&a, only, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_dp_plan(&dp, 0.05, 1.0, 4, a.sum.n, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fedavg_set_dp(&a, &dp, &err), TLM_OK); /* planned for the whole model */
+    assert_int_equal(tlm_fed_dp_plan(&dp, 0.05, 1.0, 4, values, NULL), TLM_OK);
+    assert_int_equal(tlm_fedavg_set_dp(&a, &dp, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fedavg_add(&a, whole, bw, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "--tensors"));
+    assert_int_equal(tlm_fedavg_add(&a, part, bp, NULL), TLM_OK);
+    assert_int_equal(tlm_params_from_model(&out, &tiny, NULL), TLM_OK);
+    seed(8);
+    assert_int_equal(tlm_fedavg_apply_dp(&a, &out, 1.0f, &R, NULL), TLM_OK);
+    const uint32_t nt = tlm_params_count(&g);
+    size_t changed = 0;
+    for (uint32_t i = 0; i < nt; i++) {
+        tlm_param_tensor t0, t1;
+        tlm_params_tensor(&g, i, &t0);
+        tlm_params_tensor(&out, i, &t1);
+        for (size_t k = 0; k < (size_t)t0.rows * t0.cols; k++) {
+            if (!only[i]) assert_true(t0.data[k] == t1.data[k]);
+            else changed += t0.data[k] != t1.data[k];
+        }
+    }
+    assert_true(changed > values * 9 / 10); /* noise of sd ~ C/4 / 2^18 x 2^18: nearly every value moves */
+    tlm_fedavg_free(&a);
+    free(part);
+    free(whole);
+    tlm_params_free(&out);
+    tlm_params_free(&l);
+    tlm_params_free(&g);
+}
+
 /* Keys on disk: the secret is private and never overwritten, reads back
  * to the same public key; a public key with a typo, or a secret given
  * as a public key, is refused. */
@@ -328,7 +383,7 @@ static uint8_t *sample_update(uint32_t client, size_t *n)
     perturbed(&g, &l, &s, 0.01);
     tlm_fed_header h = {3, client, 0, 500};
     uint8_t *u;
-    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l, TLM_FED_I8, &h, &R, &u, n, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &l, NULL, TLM_FED_I8, &h, &R, &u, n, NULL), TLM_OK);
     tlm_params_free(&g);
     tlm_params_free(&l);
     return u;
@@ -452,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_dgauss_wide),
         cmocka_unit_test(test_zcdp_epsilon),
         cmocka_unit_test(test_private_aggregate),
+        cmocka_unit_test(test_restricted_round),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_sealed),
     };

@@ -407,6 +407,88 @@ static void test_init_average(void **state)
     free((char *)a.out); free((char *)g.out); free((char *)h.out); free((char *)k.out); free((char *)n.out);
 }
 
+/* Training a selection of tensors: the frozen ones come out bit for bit
+ * as they went in (weight decay included), the selected ones change;
+ * selecting all is the same run as selecting nothing; the groups select
+ * what they say; bad selections and resuming are refused. */
+static void test_train_only(void **state)
+{
+    (void)state;
+    tlm_train_report r;
+    tlm_train_opts a = tiny_opts(strdup(tu_tmp("only_a.tlm")));
+    a.steps = 12;
+    assert_int_equal(tlm_train(&a, &r, NULL), TLM_OK);
+    tlm_train_opts f = tiny_opts(strdup(tu_tmp("only_f.tlm"))), all = tiny_opts(strdup(tu_tmp("only_all.tlm"))),
+                   plain = tiny_opts(strdup(tu_tmp("only_plain.tlm")));
+    f.tokenizer = all.tokenizer = plain.tokenizer = NULL;
+    f.init = all.init = plain.init = a.out;
+    f.steps = all.steps = plain.steps = 8;
+    f.weight_decay = 0.5f;
+    f.train_only = "norms,layer1";
+    all.train_only = "all";
+    assert_int_equal(tlm_train(&f, &r, NULL), TLM_OK);
+    assert_int_equal(tlm_train(&all, &r, NULL), TLM_OK);
+    assert_int_equal(tlm_train(&plain, &r, NULL), TLM_OK);
+    size_t na, np;
+    uint8_t *ma = slurp(all.out, &na), *mp = slurp(plain.out, &np);
+    assert_int_equal(na, np);
+    assert_memory_equal(ma, mp, na);
+    free(ma);
+    free(mp);
+    tlm_model_file m0, m1;
+    assert_int_equal(tlm_model_file_open(&m0, a.out, NULL), TLM_OK);
+    assert_int_equal(tlm_model_file_open(&m1, f.out, NULL), TLM_OK);
+    tlm_params p0, p1;
+    assert_int_equal(tlm_params_from_model(&p0, &m0.model, NULL), TLM_OK);
+    assert_int_equal(tlm_params_from_model(&p1, &m1.model, NULL), TLM_OK);
+    const uint32_t nt = tlm_params_count(&p0);
+    uint8_t mask[64];
+    size_t values = 0;
+    assert_int_equal(tlm_params_select(&p0, "norms,layer1", mask, &values, NULL), TLM_OK);
+    int selected = 0;
+    for (uint32_t i = 0; i < nt; i++) {
+        tlm_param_tensor t0, t1;
+        tlm_params_tensor(&p0, i, &t0);
+        tlm_params_tensor(&p1, i, &t1);
+        const size_t bytes = (size_t)t0.rows * t0.cols * sizeof(float);
+        const int is_norm = t0.role == TLM_ROLE_ATTN_NORM || t0.role == TLM_ROLE_FFN_NORM || t0.role == TLM_ROLE_FINAL_NORM;
+        const int in_layer1 = t0.role >= TLM_ROLE_ATTN_NORM && t0.role <= TLM_ROLE_W3 && t0.layer == 1;
+        assert_int_equal(mask[i], is_norm || in_layer1);
+        if (mask[i]) {
+            selected++;
+            assert_true(memcmp(t0.data, t1.data, bytes) != 0);
+        } else {
+            assert_memory_equal(t0.data, t1.data, bytes);
+        }
+    }
+    /* 5 norms (2 per layer and the final one) and layer 1's 9 tensors, 2 of them norms already */
+    assert_int_equal(selected, 5 + 9 - 2);
+    size_t want = 5u * 32u;
+    for (uint32_t i = 0; i < nt; i++) {
+        tlm_param_tensor t;
+        tlm_params_tensor(&p0, i, &t);
+        if (t.layer == 1 && t.role >= TLM_ROLE_WQ && t.role <= TLM_ROLE_W3 && t.role != TLM_ROLE_FFN_NORM)
+            want += (size_t)t.rows * t.cols;
+    }
+    assert_int_equal(values, want);
+    tlm_error err;
+    const char *bad[] = {"", "nrm", "layer2", "norms,", "layer-1", "layerx"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_not_equal(tlm_params_select(&p0, bad[i], mask, NULL, &err), TLM_OK);
+    tlm_params_free(&p0);
+    tlm_params_free(&p1);
+    tlm_model_file_close(&m0);
+    tlm_model_file_close(&m1);
+    /* resuming cannot know the selection */
+    char ck[600];
+    tlm_train_opts res = resume_opts(a.out, ck, sizeof ck);
+    res.train_only = "norms";
+    res.steps = 14;
+    assert_int_equal(tlm_train(&res, &r, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "cannot resume"));
+    free((char *)a.out); free((char *)f.out); free((char *)all.out); free((char *)plain.out);
+}
+
 static void test_killed_checkpoint_write(void **state)
 {
     (void)state;
@@ -729,7 +811,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_overfits_tiny_corpus),  cmocka_unit_test(test_deterministic_and_resume),
-        cmocka_unit_test(test_qat), cmocka_unit_test(test_init_average),
+        cmocka_unit_test(test_qat), cmocka_unit_test(test_init_average), cmocka_unit_test(test_train_only),
         cmocka_unit_test(test_killed_checkpoint_write), cmocka_unit_test(test_damaged_checkpoint),
         cmocka_unit_test(test_cli_train_and_export), cmocka_unit_test(test_cli_split_lines),
         cmocka_unit_test(test_cli_bad_arguments),

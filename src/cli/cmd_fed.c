@@ -39,6 +39,8 @@ static const char help[] =
     "      --encode E   fp32 (exact), int8 or t2 (2 bits per value; both round stochastically,\n"
     "                   so the expectation is the exact change) (default int8)\n"
     "      --round R, --client ID   recorded in the update (default 0)\n"
+    "      --tensors G  train and send only these tensors, the rest frozen: a comma list of\n"
+    "                   norms, embed, attn, ffn, layerN, all (default all)\n"
     "      --broker B   also (or instead of -o) publish it to the MQTT broker B (HOST or HOST:PORT)\n"
     "                   on TOPIC/round/R/update, QoS 1, waiting for the broker's acknowledgement\n"
     "      --topic T    the topic prefix (default tritlm)\n"
@@ -69,6 +71,8 @@ static const char help[] =
     "                      noise of sigma Z x (its sensitivity) and is divided by N clients. One\n"
     "                      round costs rho = 1/(2 Z^2) zCDP per device (adding or removing one\n"
     "                      update); the epsilon at D is printed\n"
+    "      --tensors G     the round changes only these tensors (update's --tensors): updates\n"
+    "                      with others are left out, and --dp-noise noises only these\n"
     "      --dp-clients N  the mean's fixed denominator (default: --expect, or the files given)\n"
     "      --delta D       delta of the reported epsilon (default 1e-6)\n"
     "      --ledger FILE   JSON record of the rho spent over rounds (created if missing; locked\n"
@@ -78,7 +82,7 @@ static const char help[] =
     "  sealed boxes). NAME.key is secret (mode 0600, never overwritten); NAME.pub is shared.\n";
 
 enum { F_ENCODE = 2000, F_ROUND, F_CLIENT, F_CLIP, F_SLR, F_JSON, F_BROKER, F_TOPIC, F_EXPECT, F_TIMEOUT, F_FROM_BROKER,
-       F_PUBLISH, F_KEY, F_SERVER_KEY, F_DEVICES, F_DP_NOISE, F_DP_CLIENTS, F_DELTA, F_LEDGER, F_BUDGET };
+       F_PUBLISH, F_KEY, F_SERVER_KEY, F_DEVICES, F_DP_NOISE, F_DP_CLIENTS, F_DELTA, F_LEDGER, F_BUDGET, F_TENSORS };
 
 /* The first message on a topic (a retained one arrives at once). */
 typedef struct {
@@ -114,7 +118,7 @@ static int fed_update(int argc, char **argv)
         {"client", required_argument, 0, F_CLIENT}, {"help", no_argument, 0, 'h'},
         {"broker", required_argument, 0, F_BROKER}, {"topic", required_argument, 0, F_TOPIC},
         {"model-from-broker", no_argument, 0, F_FROM_BROKER}, {"key", required_argument, 0, F_KEY},
-        {"server-key", required_argument, 0, F_SERVER_KEY}};
+        {"server-key", required_argument, 0, F_SERVER_KEY}, {"tensors", required_argument, 0, F_TENSORS}};
     enum { N_OWN = sizeof own / sizeof own[0] };
     struct option opts[N_OWN + CLI_TRAIN_LOOP_OPTION_COUNT];
     memcpy(opts, own, sizeof own);
@@ -154,6 +158,7 @@ static int fed_update(int argc, char **argv)
         case F_FROM_BROKER: from_broker = 1; break;
         case F_KEY: key = optarg; break;
         case F_SERVER_KEY: server_key = optarg; break;
+        case F_TENSORS: o.train_only = optarg; break;
         default: {
             const int r = cli_train_loop_option("fed update", c, optarg, &o);
             if (r > 0) return r;
@@ -252,7 +257,14 @@ static int fed_update(int argc, char **argv)
         if (tlm_host_rand(&rng, &src)) st = tlm_fail(&err, TLM_ERR_RNG, "the system gave no randomness");
         if (!st) {
             h.n_examples = rep.data_tokens > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)rep.data_tokens;
-            st = tlm_fed_make_update(&gp, &g.model, &lp, enc, &h, &rng, &msg, &bytes, &err);
+            uint8_t *only = NULL;
+            if (o.train_only) { /* the frozen tensors did not change: only the trained ones are sent */
+                only = malloc(tlm_params_count(&gp));
+                st = only ? tlm_params_select(&gp, o.train_only, only, NULL, &err)
+                          : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
+            }
+            if (!st) st = tlm_fed_make_update(&gp, &g.model, &lp, only, enc, &h, &rng, &msg, &bytes, &err);
+            free(only);
         }
     }
     if (!st && key) { /* what leaves the device: signed, sealed to the server */
@@ -425,9 +437,10 @@ static int fed_aggregate(int argc, char **argv)
         {"publish-model", no_argument, 0, F_PUBLISH}, {"key", required_argument, 0, F_KEY},
         {"devices", required_argument, 0, F_DEVICES}, {"dp-noise", required_argument, 0, F_DP_NOISE},
         {"dp-clients", required_argument, 0, F_DP_CLIENTS}, {"delta", required_argument, 0, F_DELTA},
-        {"ledger", required_argument, 0, F_LEDGER}, {"budget", required_argument, 0, F_BUDGET}, {0, 0, 0, 0}};
+        {"ledger", required_argument, 0, F_LEDGER}, {"budget", required_argument, 0, F_BUDGET},
+        {"tensors", required_argument, 0, F_TENSORS}, {0, 0, 0, 0}};
     const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm", *key = NULL, *devices = NULL,
-               *ledger = NULL;
+               *ledger = NULL, *tensors = NULL;
     uint32_t expect = 0, round = 0, dp_clients = 0;
     float clip = 0.0f, slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f;
     double delta = 1e-6;
@@ -483,6 +496,7 @@ static int fed_aggregate(int argc, char **argv)
             break;
         }
         case F_LEDGER: ledger = optarg; break;
+        case F_TENSORS: tensors = optarg; break;
         case F_BUDGET:
             if (!cli_parse_float(optarg, 1e-6f, 1e6f, &budget))
                 return cli_usage_error("fed aggregate", "--budget expects a positive epsilon, got '%s'", optarg);
@@ -528,8 +542,15 @@ static int fed_aggregate(int argc, char **argv)
     g_open = !st;
     if (!st) st = tlm_fedavg_init(&agg, &g.model, clip, &err);
     else memset(&agg, 0, sizeof agg);
+    size_t dp_dim = agg.sum.n; /* the values this round may change */
+    if (!st && tensors) {
+        uint8_t *only = malloc(tlm_params_count(&agg.sum));
+        st = only ? tlm_params_select(&agg.sum, tensors, only, &dp_dim, &err) : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
+        if (!st) st = tlm_fedavg_restrict(&agg, only, &err);
+        free(only);
+    }
     if (!st && z > 0) {
-        st = tlm_fed_dp_plan(&dp, clip, z, dp_clients, agg.sum.n, &err);
+        st = tlm_fed_dp_plan(&dp, clip, z, dp_clients, dp_dim, &err);
         if (!st) st = tlm_fedavg_set_dp(&agg, &dp, &err);
     }
     if (!st && ledger) { /* locked until this round's cost is written */
@@ -652,6 +673,7 @@ static int fed_aggregate(int argc, char **argv)
             cJSON_AddNumberToObject(d, "noise_multiplier", z);
             cJSON_AddNumberToObject(d, "clip", clip);
             cJSON_AddNumberToObject(d, "clients", dp.clients);
+            cJSON_AddNumberToObject(d, "values", (double)dp.dim);
             cJSON_AddNumberToObject(d, "noise_std", sqrt((double)dp.sigma2) * dp.gamma / dp.clients);
             cJSON_AddNumberToObject(d, "rho_round", dp.rho);
             cJSON_AddNumberToObject(d, "epsilon_round", eps_round);

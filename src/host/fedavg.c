@@ -8,7 +8,7 @@
 __extension__ typedef unsigned __int128 u128;
 
 tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global_model, const tlm_params *local,
-                               tlm_fed_enc enc, const tlm_fed_header *h, tlm_rand *rng, uint8_t **msg, size_t *bytes,
+                               const uint8_t *only, tlm_fed_enc enc, const tlm_fed_header *h, tlm_rand *rng, uint8_t **msg, size_t *bytes,
                                tlm_error *err)
 {
     *msg = NULL;
@@ -18,6 +18,7 @@ tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global
         return tlm_fail(err, TLM_ERR_ARG, "federated update: the local model's shapes are not the global model's");
     size_t cap = TLM_FED_HEADER_BYTES, widest = 0;
     for (uint32_t i = 0; i < nt; i++) {
+        if (only && !only[i]) continue;
         tlm_param_tensor g;
         tlm_params_tensor(global, i, &g);
         const size_t c = (size_t)g.rows * g.cols;
@@ -36,6 +37,7 @@ tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global
     hh.base_crc = tlm_fed_model_id(global_model);
     tlm_status st = tlm_fed_begin(&w, buf, cap, &hh, err);
     for (uint32_t i = 0; i < nt && !st; i++) {
+        if (only && !only[i]) continue;
         tlm_param_tensor g, l;
         tlm_params_tensor(global, i, &g);
         tlm_params_tensor(local, i, &l);
@@ -79,8 +81,15 @@ tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double 
 tlm_status tlm_fedavg_set_dp(tlm_fedavg *a, const tlm_fed_dp *dp, tlm_error *err)
 {
     if (a->accepted) return tlm_fail(err, TLM_ERR_ARG, "differential privacy must be set before any update is added");
-    if (dp->dim != a->sum.n) return tlm_fail(err, TLM_ERR_ARG, "the privacy plan is for %zu values, the model has %zu",
-                                             dp->dim, a->sum.n);
+    size_t dim = 0;
+    const uint32_t nt = tlm_params_count(&a->sum);
+    for (uint32_t i = 0; i < nt; i++) {
+        tlm_param_tensor t;
+        tlm_params_tensor(&a->sum, i, &t);
+        if (!a->only || a->only[i]) dim += (size_t)t.rows * t.cols;
+    }
+    if (dp->dim != dim)
+        return tlm_fail(err, TLM_ERR_ARG, "the privacy plan is for %zu values, the round changes %zu", dp->dim, dim);
     a->dp_sum = calloc(a->sum.n, sizeof *a->dp_sum);
     a->dp_k = malloc(a->sum.n * sizeof *a->dp_k);
     if (!a->dp_sum || !a->dp_k) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
@@ -89,8 +98,19 @@ tlm_status tlm_fedavg_set_dp(tlm_fedavg *a, const tlm_fed_dp *dp, tlm_error *err
     return TLM_OK;
 }
 
+tlm_status tlm_fedavg_restrict(tlm_fedavg *a, const uint8_t *only, tlm_error *err)
+{
+    if (a->accepted || a->dp) return tlm_fail(err, TLM_ERR_ARG, "the round's tensors must be chosen before anything else");
+    const uint32_t nt = tlm_params_count(&a->sum);
+    a->only = malloc(nt);
+    if (!a->only) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    memcpy(a->only, only, nt);
+    return TLM_OK;
+}
+
 void tlm_fedavg_free(tlm_fedavg *a)
 {
+    free(a->only);
     free(a->dp_sum);
     free(a->dp_k);
     tlm_params_free(&a->sum);
@@ -150,9 +170,13 @@ tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error
     for (uint32_t i = 0; i < info.n_entries; i++) {
         tlm_fed_entry e;
         tlm_fed_entry_at(msg, i, &e);
-        if (tensor_index(&a->sum, e.role, e.layer) < 0) /* the image has it, the parameters not (a stored RoPE table) */
+        const long ti = tensor_index(&a->sum, e.role, e.layer);
+        if (ti < 0) /* the image has it, the parameters not (a stored RoPE table) */
             return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: tensor role %u cannot be trained", i,
                             (unsigned)e.role);
+        if (a->only && !a->only[ti])
+            return tlm_fail(err, TLM_ERR_TENSOR, "federated update: it changes tensor role %u layer %u, which this round "
+                            "does not (--tensors)", (unsigned)e.role, (unsigned)e.layer);
         if (!(a->clip > 0)) continue;
         tlm_fed_entry_decode(&e, a->scratch);
         for (uint32_t k = 0; k < e.count; k++) norm2 += (double)a->scratch[k] * a->scratch[k];
@@ -200,7 +224,16 @@ tlm_status tlm_fedavg_apply_dp(const tlm_fedavg *a, tlm_params *out, float serve
     float *step = malloc(out->n * sizeof *step);
     if (!step) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
     const double f = (double)server_lr * a->dp->gamma / a->dp->clients;
-    for (size_t i = 0; i < out->n; i++) step[i] = (float)(f * (double)(a->dp_sum[i] + tlm_dgauss_wide(rng, a->dp->sigma2)));
+    const uint32_t nt = tlm_params_count(out);
+    for (uint32_t i = 0; i < nt; i++) {
+        tlm_param_tensor t;
+        tlm_params_tensor(out, i, &t);
+        const size_t off = (size_t)(t.data - out->data), c = (size_t)t.rows * t.cols;
+        for (size_t k = off; k < off + c; k++)
+            step[k] = a->only && !a->only[i]
+                          ? 0.0f
+                          : (float)(f * (double)(a->dp_sum[k] + tlm_dgauss_wide(rng, a->dp->sigma2)));
+    }
     if (rng->failed) {
         free(step);
         return tlm_fail(err, TLM_ERR_RNG, "the random source failed: no model written");

@@ -14,10 +14,11 @@
 #include "tritlm/fed.h"
 
 /* The update of `local` against `global` (same shapes; global_model is the
- * global image, whose id the update carries): every tensor, encoded with
- * enc. *msg is malloc'd. */
+ * global image, whose id the update carries): every tensor, or those with
+ * only[i] set (tlm_params_select; NULL: all), encoded with enc. *msg is
+ * malloc'd. */
 tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global_model, const tlm_params *local,
-                               tlm_fed_enc enc, const tlm_fed_header *h, tlm_rand *rng, uint8_t **msg, size_t *bytes,
+                               const uint8_t *only, tlm_fed_enc enc, const tlm_fed_header *h, tlm_rand *rng, uint8_t **msg, size_t *bytes,
                                tlm_error *err);
 
 typedef struct tlm_fedavg {
@@ -31,10 +32,18 @@ typedef struct tlm_fedavg {
      * clipped to dp->clip and rounded to the grid; the sum is exact */
     const tlm_fed_dp *dp;
     int64_t *dp_sum, *dp_k; /* sum of the rounded updates; one rounded update */
+    /* optional (tlm_fedavg_restrict): per tensor, 1 if this round may change it */
+    uint8_t *only;
 } tlm_fedavg;
 
 tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double clip, tlm_error *err);
 void tlm_fedavg_free(tlm_fedavg *a);
+/* The round changes only the tensors with only[i] set (tlm_params_select
+ * of a->sum): an update carrying any other is refused, and differential
+ * privacy noises only these (plan it for their size). Call before any
+ * update is added. */
+tlm_status tlm_fedavg_restrict(tlm_fedavg *a, const uint8_t *only, tlm_error *err);
+
 /* From here on, aggregate with differential privacy (dp planned for
  * a->sum.n values; clip is dp's). Call before any update is added. */
 tlm_status tlm_fedavg_set_dp(tlm_fedavg *a, const tlm_fed_dp *dp, tlm_error *err);
@@ -48,7 +57,7 @@ tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error
 void tlm_fedavg_apply(const tlm_fedavg *a, tlm_params *out, float server_lr);
 /* With differential privacy: out = global + server_lr x gamma x (sum +
  * discrete Gaussian noise) / clients, on every parameter (also those no
- * update carried). rng must be a cryptographic source; if it fails, out
+ * update carried) of the round's tensors (all, or tlm_fedavg_restrict's). rng must be a cryptographic source; if it fails, out
  * is left unchanged and an error returned. */
 tlm_status tlm_fedavg_apply_dp(const tlm_fedavg *a, tlm_params *out, float server_lr, tlm_rand *rng, tlm_error *err);
 

@@ -55,6 +55,7 @@ void tlm_adamw_step(tlm_adamw *o, tlm_params *p, const tlm_params *grad, float l
     const float step = (float)(lr / bc1), inv_bc2 = (float)(1.0 / bc2);
     const uint32_t n = tlm_params_count(p);
     for (uint32_t i = 0; i < n; i++) {
+        if (o->frozen && o->frozen[i]) continue;
         tlm_param_tensor t, g;
         tlm_params_tensor(p, i, &t);
         tlm_params_tensor(grad, i, &g);

@@ -16,6 +16,9 @@ typedef struct tlm_adamw {
      * parameters when on */
     float ema_decay;
     float *ema;
+    /* optional, per tensor (tlm_params_count entries): 1 = frozen, neither
+     * stepped nor decayed; not owned */
+    const uint8_t *frozen;
 } tlm_adamw;
 
 tlm_status tlm_adamw_init(tlm_adamw *o, size_t n, tlm_error *err);

@@ -147,3 +147,56 @@ tlm_status tlm_params_to_image(const tlm_params *p, const tlm_vocab *v, uint32_t
     free(ts);
     return st;
 }
+
+tlm_status tlm_params_select(const tlm_params *p, const char *spec, uint8_t *mask, size_t *values, tlm_error *err)
+{
+    const uint32_t n = tlm_params_count(p);
+    memset(mask, 0, n);
+    const char *s = spec;
+    while (1) {
+        const char *end = strchr(s, ',');
+        const size_t len = end ? (size_t)(end - s) : strlen(s);
+        char word[32];
+        if (len == 0 || len >= sizeof word)
+            return tlm_fail(err, TLM_ERR_ARG, "tensor selection '%s': expected groups norms, embed, attn, ffn, layerN or all, "
+                                              "separated by commas", spec);
+        memcpy(word, s, len);
+        word[len] = 0;
+        long layer = -1;
+        if (!strncmp(word, "layer", 5)) {
+            char *e = NULL;
+            layer = strtol(word + 5, &e, 10);
+            if (e == word + 5 || *e || layer < 0 || layer >= (long)p->hp.n_layers)
+                return tlm_fail(err, TLM_ERR_ARG, "tensor selection: '%s' is not a layer of this model (layer0 to layer%u)",
+                                word, p->hp.n_layers - 1u);
+        } else if (strcmp(word, "norms") && strcmp(word, "embed") && strcmp(word, "attn") && strcmp(word, "ffn") &&
+                   strcmp(word, "all"))
+            return tlm_fail(err, TLM_ERR_ARG, "tensor selection: unknown group '%s' (norms, embed, attn, ffn, layerN, all)",
+                            word);
+        for (uint32_t i = 0; i < n; i++) {
+            tlm_param_tensor t;
+            tlm_params_tensor(p, i, &t);
+            const int r = t.role;
+            const int in_layer = r >= TLM_ROLE_ATTN_NORM && r <= TLM_ROLE_W3;
+            int hit = 0;
+            if (layer >= 0) hit = in_layer && t.layer == (uint32_t)layer;
+            else if (!strcmp(word, "all")) hit = 1;
+            else if (!strcmp(word, "norms")) hit = r == TLM_ROLE_ATTN_NORM || r == TLM_ROLE_FFN_NORM || r == TLM_ROLE_FINAL_NORM;
+            else if (!strcmp(word, "embed")) hit = r == TLM_ROLE_TOK_EMBED || r == TLM_ROLE_CLASSIFIER;
+            else if (!strcmp(word, "attn")) hit = r >= TLM_ROLE_WQ && r <= TLM_ROLE_WO;
+            else hit = r == TLM_ROLE_W1 || r == TLM_ROLE_W2 || r == TLM_ROLE_W3;
+            if (hit) mask[i] = 1;
+        }
+        if (!end) break;
+        s = end + 1;
+    }
+    if (values) {
+        *values = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            tlm_param_tensor t;
+            tlm_params_tensor(p, i, &t);
+            if (mask[i]) *values += (size_t)t.rows * t.cols;
+        }
+    }
+    return TLM_OK;
+}

@@ -37,6 +37,13 @@ void tlm_params_free(tlm_params *p);
 uint32_t tlm_params_count(const tlm_params *p);
 void tlm_params_tensor(const tlm_params *p, uint32_t i, tlm_param_tensor *t);
 
+/* A selection of tensors by group: spec is a comma list of "norms" (every
+ * RMSNorm gain), "embed" (token embedding and classifier), "attn" (wq, wk,
+ * wv, wo), "ffn" (w1, w2, w3), "layerN" (every tensor of layer N, from 0)
+ * or "all". mask gets 1 for each selected tensor (tlm_params_count
+ * entries); *values, if not NULL, their total size. */
+tlm_status tlm_params_select(const tlm_params *p, const char *spec, uint8_t *mask, size_t *values, tlm_error *err);
+
 /* Norms 1, matrices normal(0, 0.02), residual outputs (wo, w2) scaled by
  * 1/sqrt(2 n_layers). Deterministic for a seed. */
 void tlm_params_init(tlm_params *p, uint64_t seed);

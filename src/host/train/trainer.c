@@ -250,6 +250,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     tlm_status st = TLM_OK;
     char path[4096];
     const int resume = o->resume != NULL;
+    uint8_t *frozen = NULL; /* per tensor, with train_only */
 
     if (!o->out) return tlm_fail(err, TLM_ERR_ARG, "missing -o MODEL.tlm");
     if (!o->data) return tlm_fail(err, TLM_ERR_ARG, "missing --data FILE");
@@ -325,6 +326,27 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             st = tlm_fail(err, TLM_ERR_ARG, "give --steps N or --minutes M");
             goto out;
         }
+    }
+    if (o->train_only) {
+        if (resume) {
+            st = tlm_fail(err, TLM_ERR_ARG, "training a selection of tensors cannot resume (checkpoints do not record it)");
+            goto out;
+        }
+        frozen = malloc(tlm_params_count(&s.p));
+        if (!frozen) {
+            st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        size_t trained = 0;
+        st = tlm_params_select(&s.p, o->train_only, frozen, &trained, err);
+        if (st) goto out;
+        if (!trained) {
+            st = tlm_fail(err, TLM_ERR_ARG, "the selection '%s' trains nothing", o->train_only);
+            goto out;
+        }
+        for (uint32_t i = 0; i < tlm_params_count(&s.p); i++) frozen[i] = !frozen[i];
+        opt.frozen = frozen;
+        if (!o->quiet) fprintf(stderr, "train: training %zu of %zu parameters (%s), the rest frozen\n", trained, s.p.n, o->train_only);
     }
     s.threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s.threads < 1) s.threads = 1;
@@ -479,6 +501,13 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (s.qat) tlm_quant_fake(&s.p, &s.pq, &s.qcfg); /* straight-through: gradients land on s.p */
         const double loss = batch_gradients(&s, &corpus, starts, B, T, meta.dropout,
                                             (meta.seed ^ 0xA0761D6478BD642Full) * 0x9E3779B97F4A7C15ull + meta.step * 0xE7037ED1A0B428DBull);
+        if (frozen) /* a frozen tensor's gradient neither steps nor counts in the clipping norm */
+            for (uint32_t i = 0; i < tlm_params_count(&s.grads[0]); i++)
+                if (frozen[i]) {
+                    tlm_param_tensor g;
+                    tlm_params_tensor(&s.grads[0], i, &g);
+                    memset(g.data, 0, (size_t)g.rows * g.cols * sizeof(float));
+                }
         const double gnorm = tlm_clip_grad(&s.grads[0], meta.clip);
         tlm_adamw_step(&opt, &s.p, &s.grads[0], lr);
         tlm_adamw_ema_update(&opt, &s.p);
@@ -582,6 +611,7 @@ out:
     free(val_text);
     tlm_corpus_free(&corpus);
     tlm_adamw_free(&opt);
+    free(frozen);
     tlm_vocab_free(&vocab);
     tlm_params_free(&s.p);
     return st;

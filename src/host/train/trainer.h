@@ -34,6 +34,8 @@ typedef struct tlm_train_opts {
      * checkpoint's settings. */
     const tlm_quant_cfg *qat;
     const char *teacher;   /* distill from this model's logits (same vocabulary) */
+    const char *train_only; /* tlm_params_select groups to train, the rest frozen (NULL: all);
+                               not recorded in checkpoints, so not for runs that resume */
     float distill;         /* weight of KL(teacher || model) in the loss, in (0, 1] */
 } tlm_train_opts;
 
