@@ -47,15 +47,19 @@ done
 [ -n "$port" ] || { echo "FAIL: no broker would start"; cat "$tmp/broker.log"; exit 1; }
 b=127.0.0.1:$port
 fail=0
+# waits until the server whose stderr is $1 subscribed (30 s at most)
+wait_listening() {
+    i=0
+    until grep -q listening "$1" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 300 ] && { echo "FAIL: the server never listened"; cat "$1"; exit 1; }
+        sleep 0.1
+    done
+}
 "$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/mq.tlm" --broker $b --expect 2 --round 3 --timeout 120 --json --publish-model \
     >"$tmp/agg.json" 2>"$tmp/agg.err" &
 apid=$!
-i=0
-until grep -q listening "$tmp/agg.err" 2>/dev/null; do
-    i=$((i + 1))
-    [ $i -gt 300 ] && { echo "FAIL: the server never listened"; cat "$tmp/agg.err"; exit 1; }
-    sleep 0.1
-done
+wait_listening "$tmp/agg.err"
 common="--steps 2 --batch 2 --ctx 64 --threads 1 --encode fp32"
 "$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 2 --round 3 -o "$tmp/u2.tlmu" --broker $b 2>/dev/null
 head -c 3000 "$tmp/u2.tlmu" >"$tmp/junk"
@@ -94,12 +98,7 @@ printf '# enrolled devices\n1 %s\n2 %s\n' "$(cat "$tmp/d1.pub")" "$(cat "$tmp/d2
     --key "$tmp/server.key" --devices "$tmp/devices.txt" --dp-noise 1 --clip 1 --dp-clients 50 --ledger "$tmp/ledger.json" \
     --publish-model --json >"$tmp/p.json" 2>"$tmp/p.err" &
 apid=$!
-i=0
-until grep -q listening "$tmp/p.err" 2>/dev/null; do
-    i=$((i + 1))
-    [ $i -gt 300 ] && { echo "FAIL: the protected server never listened"; cat "$tmp/p.err"; exit 1; }
-    sleep 0.1
-done
+wait_listening "$tmp/p.err"
 sec="--key $tmp/d1.key --server-key $tmp/server.pub"
 "$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 1 --round 5 --topic sec --broker $b \
     --key "$tmp/d3.key" --server-key "$tmp/server.pub" 2>/dev/null # d3 is not enrolled

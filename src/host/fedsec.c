@@ -125,13 +125,19 @@ static int parse_pub(const char *s, tlm_fed_pub *p, const char **end)
     return memcmp(chk, raw + 64, 4) == 0;
 }
 
+/* A key or roster file's text, with libsodium started. */
+static tlm_status read_key_text(const char *path, uint8_t **text, size_t *n, tlm_error *err)
+{
+    *text = NULL;
+    tlm_status st = need_sodium(err);
+    return st ? st : tlm_read_text(path, text, n, err);
+}
+
 tlm_status tlm_fed_keys_read(const char *path, tlm_fed_keys *k, tlm_error *err)
 {
-    tlm_status st = need_sodium(err);
-    if (st) return st;
-    uint8_t *text = NULL;
+    uint8_t *text;
     size_t n = 0;
-    st = tlm_read_text(path, &text, &n, err);
+    tlm_status st = read_key_text(path, &text, &n, err);
     if (st) return st;
     uint8_t raw[64];
     const int ok = parse_tagged((const char *)text, SECRET_TAG, raw, sizeof raw, NULL);
@@ -147,11 +153,9 @@ tlm_status tlm_fed_keys_read(const char *path, tlm_fed_keys *k, tlm_error *err)
 
 tlm_status tlm_fed_pub_read(const char *path, tlm_fed_pub *p, tlm_error *err)
 {
-    tlm_status st = need_sodium(err);
-    if (st) return st;
-    uint8_t *text = NULL;
+    uint8_t *text;
     size_t n = 0;
-    st = tlm_read_text(path, &text, &n, err);
+    tlm_status st = read_key_text(path, &text, &n, err);
     if (st) return st;
     if (!strncmp((const char *)text, SECRET_TAG, strlen(SECRET_TAG)))
         st = tlm_fail(err, TLM_ERR_ARG, "%s is a secret key: give the .pub file (never share the .key)", path);
@@ -172,11 +176,9 @@ void tlm_fed_roster_free(tlm_fed_roster *r)
 tlm_status tlm_fed_roster_read(const char *path, tlm_fed_roster *r, tlm_error *err)
 {
     memset(r, 0, sizeof *r);
-    tlm_status st = need_sodium(err);
-    if (st) return st;
-    uint8_t *text = NULL;
+    uint8_t *text;
     size_t n = 0;
-    st = tlm_read_text(path, &text, &n, err);
+    tlm_status st = read_key_text(path, &text, &n, err);
     if (st) return st;
     size_t lines = 1;
     for (size_t i = 0; i < n; i++) lines += text[i] == '\n';
