@@ -135,6 +135,24 @@ if [ $st != 1 ] || [ -e "$tmp/f1.tlmu" ] || ! grep -q "not a signed model" "$tmp
 else
     echo "ok unsigned model refused: $(tail -n 1 "$tmp/f1.err")"
 fi
+# secure aggregation over the broker: the server reads only the sum of the roster's shares
+"$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/sa.tlm" --broker $b --round 8 --timeout 120 --topic sa \
+    --key "$tmp/server.key" --devices "$tmp/devices.txt" --secure-agg --clip 1 --dp-noise 1 --tensors norms \
+    --json >"$tmp/sa.json" 2>"$tmp/sa.err" &
+apid=$!
+wait_listening "$tmp/sa.err"
+share="--secure-agg --devices $tmp/devices.txt --update-clip 1 --dp-noise 1 --tensors norms --round 8 --topic sa --broker $b"
+"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 2 --key "$tmp/d2.key" --server-key "$tmp/server.pub" \
+    $share 2>/dev/null
+"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/b.txt" $common --client 1 $sec $share 2>/dev/null
+st=0
+wait $apid || st=$?
+if [ $st != 0 ] || ! grep -q '"accepted":2' "$tmp/sa.json" || ! grep -q "only the sum of the 2 devices" "$tmp/sa.err" ||
+    ! grep -q '"noise_added_by":"devices"' "$tmp/sa.json"; then
+    echo "FAIL: secure aggregation over MQTT: exit $st"; cat "$tmp/sa.err" "$tmp/sa.json"; fail=1
+else
+    echo "ok secure aggregation over MQTT: $(grep 'differential privacy' "$tmp/sa.err" | sed 's/.*privacy: //')"
+fi
 # nobody sends: the round closes at its timeout and nothing is written
 st=0
 "$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/none.tlm" --broker $b --expect 1 --round 9 --timeout 1.5 2>"$tmp/none.err" || st=$?

@@ -19,6 +19,7 @@
 #include "../src/host/fedavg.h"
 #include "../src/host/fedsec.h"
 #include "../src/host/fileio.h"
+#include "../src/host/secagg.h"
 #include "testutil.h"
 #include "tritlm/fed.h"
 
@@ -501,6 +502,142 @@ static void test_sealed(void **state)
     tlm_fed_roster_free(&r);
 }
 
+/* Secure aggregation: the roster's masks cancel in the sum (and one
+ * device's share is uniformly random), the server's sum equals the mean of
+ * the devices' clipped, rounded updates computed here, nothing is made
+ * without every device's share, a second share or a stranger's is
+ * refused, and with noise the result's variance is the devices' shares
+ * added up. */
+static void test_secure_aggregation(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    const uint32_t ids[N] = {3, 7, 1, 9};
+    tlm_fed_keys keys[N];
+    tlm_fed_pub pubs[N];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(tlm_fed_keygen(&keys[i], NULL), TLM_OK);
+        pubs[i] = keys[i].pub;
+    }
+    char rpath[4096];
+    snprintf(rpath, sizeof rpath, "%s", tu_tmp("secagg_roster.txt"));
+    write_roster(rpath, ids, pubs, N);
+    tlm_fed_roster roster;
+    assert_int_equal(tlm_fed_roster_read(rpath, &roster, NULL), TLM_OK);
+    tlm_params g, l[N], out;
+    assert_int_equal(tlm_params_from_model(&g, &tiny, NULL), TLM_OK);
+    const size_t d = g.n;
+    /* the masks cancel; one alone is uniform (chi-square of its top byte) */
+    uint32_t *sum = calloc(d, sizeof *sum), *mask = malloc(d * sizeof *mask);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(tlm_secagg_mask(&keys[i], &roster, 5, 1234, d, mask, NULL), TLM_OK);
+        for (size_t k = 0; k < d; k++) sum[k] += mask[k];
+        if (i == 0) {
+            uint64_t c[256] = {0};
+            double p[256];
+            for (size_t k = 0; k < d; k++) c[mask[k] >> 24]++;
+            for (int b = 0; b < 256; b++) p[b] = 1.0 / 256;
+            const double chi = tu_chi2_stat(c, p, 256, (double)d);
+            print_message("one device's mask over %zu values: top-byte chi2 %.1f (df 255, critical %.1f)\n", d, chi,
+                          tu_chi2_crit(255));
+            assert_true(chi >= 0 && chi < tu_chi2_crit(255));
+        }
+    }
+    for (size_t k = 0; k < d; k++) assert_int_equal(sum[k], 0);
+    /* another round's masks differ */
+    uint32_t *mask2 = malloc(d * sizeof *mask2);
+    assert_int_equal(tlm_secagg_mask(&keys[0], &roster, 6, 1234, d, mask2, NULL), TLM_OK);
+    assert_true(memcmp(mask, mask2, d * sizeof *mask) != 0);
+
+    for (int noisy = 0; noisy < 2; noisy++) {
+        const double clip = 0.3;
+        tlm_secagg plan;
+        assert_int_equal(tlm_secagg_plan(&plan, clip, noisy ? 1.0 : 0.0, N, d, NULL), TLM_OK);
+        uint8_t *msg[N];
+        size_t bytes[N];
+        double *want = calloc(d, sizeof *want);
+        uint64_t s = 31 + (uint64_t)noisy;
+        seed(50 + (uint64_t)noisy);
+        for (int i = 0; i < N; i++) {
+            perturbed(&g, &l[i], &s, i == 2 ? 0.02 : 0.002); /* device 2 is clipped */
+            tlm_fed_header h = {5, ids[i], 0, 100};
+            assert_int_equal(tlm_fed_make_masked_update(&g, &tiny, &l[i], NULL, &h, &plan, &keys[i], &roster, &R, &msg[i],
+                                                        &bytes[i], NULL),
+                             TLM_OK);
+            double n2 = 0;
+            for (size_t k = 0; k < d; k++) n2 += ((double)l[i].data[k] - g.data[k]) * ((double)l[i].data[k] - g.data[k]);
+            const double f = sqrt(n2) > clip ? clip / sqrt(n2) : 1.0;
+            for (size_t k = 0; k < d; k++)
+                want[k] += (double)llround(f * ((double)l[i].data[k] - g.data[k]) / plan.gamma) * plan.gamma / N;
+        }
+        tlm_fedavg a;
+        tlm_error err;
+        assert_int_equal(tlm_fedavg_init(&a, &tiny, 0.0, NULL), TLM_OK);
+        assert_int_equal(tlm_fedavg_set_secure(&a, &plan, roster.client, NULL), TLM_OK);
+        assert_int_equal(tlm_params_from_model(&out, &tiny, NULL), TLM_OK);
+        for (int i = N - 1; i >= 1; i--) assert_int_equal(tlm_fedavg_add(&a, msg[i], bytes[i], NULL), TLM_OK);
+        assert_int_not_equal(tlm_fedavg_add(&a, msg[1], bytes[1], &err), TLM_OK); /* twice */
+        assert_non_null(strstr(err.msg, "already in"));
+        assert_int_not_equal(tlm_fedavg_apply_secure(&a, &out, 1.0f, &err), TLM_OK); /* one missing */
+        assert_non_null(strstr(err.msg, "missing: 3"));
+        assert_memory_equal(out.data, g.data, d * sizeof(float));
+        assert_int_equal(tlm_fedavg_add(&a, msg[0], bytes[0], NULL), TLM_OK);
+        assert_int_equal(tlm_fedavg_apply_secure(&a, &out, 1.0f, NULL), TLM_OK);
+        double worst = 0, s2 = 0;
+        for (size_t k = 0; k < d; k++) {
+            const double r = (double)out.data[k] - g.data[k] - want[k];
+            worst = fmax(worst, fabs(r));
+            s2 += r * r;
+        }
+        if (!noisy) {
+            print_message("secure sum without noise: largest difference from the mean computed here %.2g\n", worst);
+            assert_true(worst < 1e-7);
+        } else {
+            /* noise: the sum of N shares of variance share_sigma2, times gamma / N */
+            const double var = (double)N * plan.share_sigma2 * (plan.gamma / N) * (plan.gamma / N);
+            const double zv = (s2 / var - (double)d) / sqrt(2.0 * d);
+            print_message("secure sum with the devices' noise: variance z %.2f (noise sd %.3g)\n", zv, sqrt(var));
+            assert_true(fabs(zv) < 5);
+        }
+        tlm_fedavg_free(&a);
+        free(want);
+        for (int i = 0; i < N; i++) {
+            free(msg[i]);
+            tlm_params_free(&l[i]);
+        }
+        tlm_params_free(&out);
+    }
+    /* a device outside the roster cannot make a share; a plain server refuses shares */
+    tlm_fed_keys stranger;
+    assert_int_equal(tlm_fed_keygen(&stranger, NULL), TLM_OK);
+    assert_int_not_equal(tlm_secagg_mask(&stranger, &roster, 5, 1234, d, mask, NULL), TLM_OK);
+    tlm_secagg plan;
+    assert_int_equal(tlm_secagg_plan(&plan, 0.3, 0.0, N, d, NULL), TLM_OK);
+    uint8_t *m;
+    size_t mb;
+    tlm_fed_header h = {5, 3, 0, 100};
+    assert_int_equal(tlm_params_from_model(&l[0], &tiny, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_make_masked_update(&g, &tiny, &l[0], NULL, &h, &plan, &keys[0], &roster, &R, &m, &mb, NULL),
+                     TLM_OK);
+    tlm_fedavg a;
+    tlm_error err;
+    assert_int_equal(tlm_fedavg_init(&a, &tiny, 0.0, NULL), TLM_OK);
+    assert_int_not_equal(tlm_fedavg_add(&a, m, mb, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "--secure-agg"));
+    tlm_fedavg_free(&a);
+    h.client = 7; /* keys[0] is client 3 */
+    free(m);
+    assert_int_not_equal(tlm_fed_make_masked_update(&g, &tiny, &l[0], NULL, &h, &plan, &keys[0], &roster, &R, &m, &mb, NULL),
+                         TLM_OK);
+    assert_int_not_equal(tlm_secagg_plan(&plan, 0.3, 0.0, 1, d, NULL), TLM_OK);
+    tlm_params_free(&l[0]);
+    free(sum);
+    free(mask);
+    free(mask2);
+    tlm_params_free(&g);
+    tlm_fed_roster_free(&roster);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -510,6 +647,7 @@ int main(void)
         cmocka_unit_test(test_restricted_round),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_sealed),
+        cmocka_unit_test(test_secure_aggregation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

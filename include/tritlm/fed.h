@@ -27,7 +27,10 @@ extern "C" {
 typedef enum tlm_fed_enc {
     TLM_FED_F32 = 0, /* exact: 4 bytes per value */
     TLM_FED_I8 = 1,  /* q * scale, q in [-127, 127], scale = max|x| / 127 */
-    TLM_FED_T2 = 2   /* t * scale, t in {-1, 0, +1} (2-bit codes, 4 per byte), scale = max|x| */
+    TLM_FED_T2 = 2,  /* t * scale, t in {-1, 0, +1} (2-bit codes, 4 per byte), scale = max|x| */
+    TLM_FED_MASKED = 3 /* a device's share of a secure sum: u32 per value, (integer update + noise +
+                          pairwise mask) mod 2^32; scale = the grid step. Only the sum of every
+                          device's shares means anything: decoded alone it is noise */
 } tlm_fed_enc;
 
 typedef struct tlm_fed_header {
@@ -57,6 +60,10 @@ tlm_status tlm_fed_begin(tlm_fed_writer *w, void *buf, size_t cap, const tlm_fed
 /* delta: `count` finite values of tensor (role, layer). */
 tlm_status tlm_fed_add(tlm_fed_writer *w, tlm_role role, uint32_t layer, tlm_fed_enc enc, const float *delta,
                        uint32_t count, tlm_rand *rng, tlm_error *err);
+/* A masked share (secure aggregation, made on the host: src/host/secagg.h):
+ * `count` 32-bit values of tensor (role, layer) on a grid of step grid > 0. */
+tlm_status tlm_fed_add_masked(tlm_fed_writer *w, tlm_role role, uint32_t layer, const uint32_t *share, uint32_t count,
+                              float grid, tlm_error *err);
 /* Seals the message (length and checksum); *bytes is its size. */
 tlm_status tlm_fed_finish(tlm_fed_writer *w, size_t *bytes, tlm_error *err);
 

@@ -13,6 +13,7 @@
 #include "../host/fed_dp.h"
 #include "../host/fedavg.h"
 #include "../host/fedsec.h"
+#include "../host/secagg.h"
 #include "../host/fileio.h"
 #include "../host/model_file.h"
 #include "../host/mqtt.h"
@@ -22,12 +23,13 @@
 static const char help[] =
     "usage: tritlm fed update (-m GLOBAL.tlm | --model-from-broker) --data TEXT (--steps N | --minutes M) (-o UPDATE.tlmu | --broker B)\n"
     "                         [--encode fp32|int8|t2] [--round R] [--client ID] [--topic T]\n"
-    "                         [--key DEVICE.key --server-key SERVER.pub] [training options]\n"
+    "                         [--key DEVICE.key --server-key SERVER.pub] [--tensors G]\n"
+    "                         [--secure-agg --devices DEVICES.txt --update-clip C [--dp-noise Z]] [training options]\n"
     "       tritlm fed aggregate -m GLOBAL.tlm -o NEW.tlm [--clip C] [--server-lr A] [--json]\n"
     "                         [--broker B --expect N [--round R] [--timeout S] [--topic T]]\n"
     "                         [--key SERVER.key --devices DEVICES.txt]\n"
     "                         [--dp-noise Z --clip C [--dp-clients N] [--delta D] [--ledger FILE [--budget E]]]\n"
-    "                         [UPDATE.tlmu...]\n"
+    "                         [--secure-agg] [--tensors G] [UPDATE.tlmu...]\n"
     "       tritlm fed keygen -o NAME   (writes NAME.key, secret, and NAME.pub)\n"
     "\n"
     "Federated fine-tuning, one round, with files (the message format is docs/FORMAT.md's\n"
@@ -41,6 +43,11 @@ static const char help[] =
     "      --round R, --client ID   recorded in the update (default 0)\n"
     "      --tensors G  train and send only these tensors, the rest frozen: a comma list of\n"
     "                   norms, embed, attn, ffn, layerN, all (default all)\n"
+    "      --secure-agg --devices DEVICES.txt --update-clip C [--dp-noise Z]   a share for secure\n"
+    "                   aggregation: the change clipped to C, rounded to the grid C/2^18, with this\n"
+    "                   device's part of the noise (Z as the server's --dp-noise), plus masks shared\n"
+    "                   with every device of the roster; alone it is random, only the sum of all\n"
+    "                   the roster's shares means anything\n"
     "      --broker B   also (or instead of -o) publish it to the MQTT broker B (HOST or HOST:PORT)\n"
     "                   on TOPIC/round/R/update, QoS 1, waiting for the broker's acknowledgement\n"
     "      --topic T    the topic prefix (default tritlm)\n"
@@ -73,6 +80,10 @@ static const char help[] =
     "                      update); the epsilon at D is printed\n"
     "      --tensors G     the round changes only these tensors (update's --tensors): updates\n"
     "                      with others are left out, and --dp-noise noises only these\n"
+    "      --secure-agg    the server reads only the sum: every device of --devices must send a\n"
+    "                      share (update's --secure-agg, with --update-clip equal to --clip); the\n"
+    "                      devices add the noise, --dp-noise states its multiplier for the account;\n"
+    "                      no model unless every share arrives (--expect defaults to the roster)\n"
     "      --dp-clients N  the mean's fixed denominator (default: --expect, or the files given)\n"
     "      --delta D       delta of the reported epsilon (default 1e-6)\n"
     "      --ledger FILE   JSON record of the rho spent over rounds (created if missing; locked\n"
@@ -82,7 +93,7 @@ static const char help[] =
     "  sealed boxes). NAME.key is secret (mode 0600, never overwritten); NAME.pub is shared.\n";
 
 enum { F_ENCODE = 2000, F_ROUND, F_CLIENT, F_CLIP, F_SLR, F_JSON, F_BROKER, F_TOPIC, F_EXPECT, F_TIMEOUT, F_FROM_BROKER,
-       F_PUBLISH, F_KEY, F_SERVER_KEY, F_DEVICES, F_DP_NOISE, F_DP_CLIENTS, F_DELTA, F_LEDGER, F_BUDGET, F_TENSORS };
+       F_PUBLISH, F_KEY, F_SERVER_KEY, F_DEVICES, F_DP_NOISE, F_DP_CLIENTS, F_DELTA, F_LEDGER, F_BUDGET, F_TENSORS, F_SECURE, F_UPDATE_CLIP };
 
 /* The first message on a topic (a retained one arrives at once). */
 typedef struct {
@@ -110,6 +121,13 @@ static int bad_topic(const char *cmd, const char *topic)
     return 1;
 }
 
+/* The device's keys wiped from memory (if read) and its roster freed. */
+static void forget_secrets(tlm_fed_keys *k, tlm_fed_roster *r)
+{
+    if (k) tlm_fed_keys_wipe(k);
+    tlm_fed_roster_free(r);
+}
+
 static int fed_update(int argc, char **argv)
 {
     static const struct option own[] = {
@@ -118,7 +136,9 @@ static int fed_update(int argc, char **argv)
         {"client", required_argument, 0, F_CLIENT}, {"help", no_argument, 0, 'h'},
         {"broker", required_argument, 0, F_BROKER}, {"topic", required_argument, 0, F_TOPIC},
         {"model-from-broker", no_argument, 0, F_FROM_BROKER}, {"key", required_argument, 0, F_KEY},
-        {"server-key", required_argument, 0, F_SERVER_KEY}, {"tensors", required_argument, 0, F_TENSORS}};
+        {"server-key", required_argument, 0, F_SERVER_KEY}, {"tensors", required_argument, 0, F_TENSORS},
+        {"secure-agg", no_argument, 0, F_SECURE}, {"devices", required_argument, 0, F_DEVICES},
+        {"update-clip", required_argument, 0, F_UPDATE_CLIP}, {"dp-noise", required_argument, 0, F_DP_NOISE}};
     enum { N_OWN = sizeof own / sizeof own[0] };
     struct option opts[N_OWN + CLI_TRAIN_LOOP_OPTION_COUNT];
     memcpy(opts, own, sizeof own);
@@ -127,10 +147,12 @@ static int fed_update(int argc, char **argv)
     tlm_train_defaults(&o);
     o.eval_every = 0;
     o.ckpt_every = 0;
-    const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm", *key = NULL, *server_key = NULL;
+    const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm", *key = NULL, *server_key = NULL,
+               *devices = NULL;
     tlm_fed_enc enc = TLM_FED_I8;
     tlm_fed_header h = {0, 0, 0, 0};
-    int c, from_broker = 0, round_given = 0;
+    int c, from_broker = 0, round_given = 0, secure = 0;
+    float update_clip = 0.0f, z = 0.0f;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
@@ -159,6 +181,17 @@ static int fed_update(int argc, char **argv)
         case F_KEY: key = optarg; break;
         case F_SERVER_KEY: server_key = optarg; break;
         case F_TENSORS: o.train_only = optarg; break;
+        case F_SECURE: secure = 1; break;
+        case F_DEVICES: devices = optarg; break;
+        case F_UPDATE_CLIP:
+            if (!cli_parse_float(optarg, 1e-9f, 1e9f, &update_clip))
+                return cli_usage_error("fed update", "--update-clip expects a positive number, got '%s'", optarg);
+            break;
+        case F_DP_NOISE:
+            if (!cli_parse_float(optarg, 1e-3f, (float)TLM_FED_DP_MAX_Z, &z))
+                return cli_usage_error("fed update", "--dp-noise expects a multiplier in [0.001, %g], got '%s'",
+                                       TLM_FED_DP_MAX_Z, optarg);
+            break;
         default: {
             const int r = cli_train_loop_option("fed update", c, optarg, &o);
             if (r > 0) return r;
@@ -178,20 +211,33 @@ static int fed_update(int argc, char **argv)
     if (o.resume) return cli_usage_error("fed update", "--resume is not for updates");
     if (!key != !server_key)
         return cli_usage_error("fed update", "--key DEVICE.key and --server-key SERVER.pub go together");
+    if (secure && (!key || !devices || !(update_clip > 0)))
+        return cli_usage_error("fed update", "--secure-agg needs --key, --server-key, --devices (the roster) and "
+                               "--update-clip C (the server's --clip)");
+    if (!secure && (devices || update_clip > 0 || z > 0))
+        return cli_usage_error("fed update", "--devices, --update-clip and --dp-noise go with --secure-agg");
     if (out) {
-        const char *in[] = {model, o.data, o.val, key, server_key};
-        if (cli_refuse_clobber("fed update", out, in, 5)) return TLM_EXIT_USAGE;
+        const char *in[] = {model, o.data, o.val, key, server_key, devices};
+        if (cli_refuse_clobber("fed update", out, in, 6)) return TLM_EXIT_USAGE;
     }
 
     tlm_error err;
     tlm_fed_keys dev_keys;
     tlm_fed_pub server_pub;
+    tlm_fed_roster roster = {0, NULL, NULL};
     if (key && (tlm_fed_keys_read(key, &dev_keys, &err) || tlm_fed_pub_read(server_key, &server_pub, &err)))
         return cli_fail("fed update", &err);
+    if (secure && tlm_fed_roster_read(devices, &roster, &err)) {
+        tlm_fed_keys_wipe(&dev_keys);
+        return cli_fail("fed update", &err);
+    }
     /* local training into a temporary folder, removed afterwards: the
      * local model and its logs stay on the device */
     char dirbuf[4096], local[4200], fetched[4200];
-    if (tlm_temp_dir(dirbuf, sizeof dirbuf, "tritlm-fed", &err)) return cli_fail("fed update", &err);
+    if (tlm_temp_dir(dirbuf, sizeof dirbuf, "tritlm-fed", &err)) {
+        forget_secrets(key ? &dev_keys : NULL, &roster);
+        return cli_fail("fed update", &err);
+    }
     snprintf(local, sizeof local, "%s/local.tlm", dirbuf);
     snprintf(fetched, sizeof fetched, "%s/global.tlm", dirbuf);
     if (broker) { /* no training if the update could not be sent; the model from the broker if asked */
@@ -223,12 +269,14 @@ static int fed_update(int argc, char **argv)
         tlm_mqtt_close(mq);
         if (s0) {
             tlm_remove_tree(dirbuf);
+            forget_secrets(key ? &dev_keys : NULL, &roster);
             return cli_fail("fed update", &err);
         }
     }
     tlm_model_file g;
     if (tlm_model_file_open(&g, model, &err)) {
         tlm_remove_tree(dirbuf);
+        forget_secrets(key ? &dev_keys : NULL, &roster);
         return cli_fail("fed update", &err);
     }
     if (o.ctx == 256 && g.model.hp.seq_len < 256) o.ctx = g.model.hp.seq_len;
@@ -258,12 +306,20 @@ static int fed_update(int argc, char **argv)
         if (!st) {
             h.n_examples = rep.data_tokens > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)rep.data_tokens;
             uint8_t *only = NULL;
+            size_t values = gp.n;
             if (o.train_only) { /* the frozen tensors did not change: only the trained ones are sent */
                 only = malloc(tlm_params_count(&gp));
-                st = only ? tlm_params_select(&gp, o.train_only, only, NULL, &err)
+                st = only ? tlm_params_select(&gp, o.train_only, only, &values, &err)
                           : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
             }
-            if (!st) st = tlm_fed_make_update(&gp, &g.model, &lp, only, enc, &h, &rng, &msg, &bytes, &err);
+            if (!st && secure) {
+                tlm_secagg plan;
+                st = tlm_secagg_plan(&plan, update_clip, z, roster.n, values, &err);
+                if (!st)
+                    st = tlm_fed_make_masked_update(&gp, &g.model, &lp, only, &h, &plan, &dev_keys, &roster, &rng, &msg,
+                                                    &bytes, &err);
+            } else if (!st)
+                st = tlm_fed_make_update(&gp, &g.model, &lp, only, enc, &h, &rng, &msg, &bytes, &err);
             free(only);
         }
     }
@@ -286,7 +342,7 @@ static int fed_update(int argc, char **argv)
     tlm_params_free(&lp);
     if (lf_open) tlm_model_file_close(&lf);
     tlm_model_file_close(&g);
-    if (key) tlm_fed_keys_wipe(&dev_keys);
+    forget_secrets(key ? &dev_keys : NULL, &roster);
     if (tlm_remove_tree(dirbuf) != 0) fprintf(stderr, "tritlm fed update: could not remove %s\n", dirbuf);
     if (st) return cli_fail("fed update", &err);
     fprintf(stderr, "fed update: %s: %zu bytes%s, round %u, %llu steps on %llu local tokens (weight %u)\n",
@@ -438,13 +494,13 @@ static int fed_aggregate(int argc, char **argv)
         {"devices", required_argument, 0, F_DEVICES}, {"dp-noise", required_argument, 0, F_DP_NOISE},
         {"dp-clients", required_argument, 0, F_DP_CLIENTS}, {"delta", required_argument, 0, F_DELTA},
         {"ledger", required_argument, 0, F_LEDGER}, {"budget", required_argument, 0, F_BUDGET},
-        {"tensors", required_argument, 0, F_TENSORS}, {0, 0, 0, 0}};
+        {"tensors", required_argument, 0, F_TENSORS}, {"secure-agg", no_argument, 0, F_SECURE}, {0, 0, 0, 0}};
     const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm", *key = NULL, *devices = NULL,
                *ledger = NULL, *tensors = NULL;
     uint32_t expect = 0, round = 0, dp_clients = 0;
     float clip = 0.0f, slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f;
     double delta = 1e-6;
-    int json = 0, c, publish = 0;
+    int json = 0, c, publish = 0, secure = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
@@ -453,6 +509,7 @@ static int fed_aggregate(int argc, char **argv)
         case 'o': out = optarg; break;
         case 'h': fputs(help, stdout); return 0;
         case F_PUBLISH: publish = 1; break;
+        case F_SECURE: secure = 1; break;
         case F_CLIP:
             if (!cli_parse_float(optarg, 1e-9f, 1e9f, &clip))
                 return cli_usage_error("fed aggregate", "--clip expects a positive number, got '%s'", optarg);
@@ -508,7 +565,8 @@ static int fed_aggregate(int argc, char **argv)
     if (!model) return cli_usage_error("fed aggregate", "missing -m GLOBAL.tlm");
     if (!out) return cli_usage_error("fed aggregate", "missing -o NEW.tlm");
     if (!n_files && !broker) return cli_usage_error("fed aggregate", "no updates given (files, or --broker)");
-    if (broker && !expect) return cli_usage_error("fed aggregate", "--broker needs --expect N (updates to wait for)");
+    if (broker && !expect && !secure)
+        return cli_usage_error("fed aggregate", "--broker needs --expect N (updates to wait for)");
     if (!broker && (expect || publish))
         return cli_usage_error("fed aggregate", "--expect, --round, --timeout, --topic and --publish-model go with --broker");
     if (!key != !devices) return cli_usage_error("fed aggregate", "--key SERVER.key and --devices DEVICES.txt go together");
@@ -517,6 +575,9 @@ static int fed_aggregate(int argc, char **argv)
     if (!(z > 0) && (dp_clients || ledger || budget > 0))
         return cli_usage_error("fed aggregate", "--dp-clients, --ledger and --budget go with --dp-noise");
     if (budget > 0 && !ledger) return cli_usage_error("fed aggregate", "--budget needs --ledger FILE (the rounds' record)");
+    if (secure && (!key || !(clip > 0)))
+        return cli_usage_error("fed aggregate", "--secure-agg needs --key, --devices (the roster) and --clip C (the devices')");
+    if (secure && dp_clients) return cli_usage_error("fed aggregate", "with --secure-agg the clients are the roster's");
     if (!dp_clients) dp_clients = expect + n_files;
     if (bad_topic("fed aggregate", topic)) return TLM_EXIT_USAGE;
     {
@@ -549,18 +610,26 @@ static int fed_aggregate(int argc, char **argv)
         if (!st) st = tlm_fedavg_restrict(&agg, only, &err);
         free(only);
     }
-    if (!st && z > 0) {
+    tlm_secagg sec;
+    double rho = 0; /* this round's privacy cost */
+    if (!st && secure) { /* the devices clip and noise; the server sums */
+        st = tlm_secagg_plan(&sec, clip, z, roster.n, dp_dim, &err);
+        if (!st) st = tlm_fedavg_set_secure(&agg, &sec, roster.client, &err);
+        rho = sec.rho;
+        if (!expect) expect = roster.n;
+    } else if (!st && z > 0) {
         st = tlm_fed_dp_plan(&dp, clip, z, dp_clients, dp_dim, &err);
         if (!st) st = tlm_fedavg_set_dp(&agg, &dp, &err);
+        rho = dp.rho;
     }
     if (!st && ledger) { /* locked until this round's cost is written */
         if ((lock = tlm_lock_beside(ledger, &err)) < 0) st = err.status;
         if (!st) st = read_fed_ledger(ledger, &rho_before, &rounds_before, &err);
-        const double e = tlm_zcdp_epsilon(rho_before + dp.rho, delta);
+        const double e = tlm_zcdp_epsilon(rho_before + rho, delta);
         if (!st && budget > 0 && e > budget) {
             char why[256]; /* the core's message formatter has no %g */
             snprintf(why, sizeof why, "epsilon %.4g at delta %g (rho %.4g after %u rounds), past the budget %g", e, delta,
-                     rho_before + dp.rho, rounds_before + 1, (double)budget);
+                     rho_before + rho, rounds_before + 1, (double)budget);
             st = tlm_fail(&err, TLM_ERR_BUDGET, "this round would take the total to %s: nothing aggregated", why);
         }
     }
@@ -622,15 +691,17 @@ static int fed_aggregate(int argc, char **argv)
         st = tlm_params_from_model(&p, &g.model, &err);
         p_alloc = !st;
     }
-    if (!st && z > 0) {
+    if (!st && secure) {
+        st = tlm_fedavg_apply_secure(&agg, &p, slr, &err);
+    } else if (!st && z > 0) {
         tlm_host_source src;
         tlm_rand rng;
         if (tlm_host_rand(&rng, &src)) st = tlm_fail(&err, TLM_ERR_RNG, "the system gave no randomness");
         if (!st) st = tlm_fedavg_apply_dp(&agg, &p, slr, &rng, &err);
-        /* the cost is recorded before the model exists */
-        if (!st && ledger) st = write_fed_ledger(ledger, rho_before + dp.rho, rounds_before + 1, &err);
     } else if (!st)
         tlm_fedavg_apply(&agg, &p, slr);
+    /* the cost is recorded before the model exists */
+    if (!st && z > 0 && ledger) st = write_fed_ledger(ledger, rho_before + rho, rounds_before + 1, &err);
     if (lock >= 0) close(lock);
     if (!st) st = tlm_vocab_from_model(&g.model, &v, &err);
     if (!st) st = tlm_params_to_image(&p, &v, g.model.bos_id, g.model.eos_id, &img, &bytes, &err);
@@ -660,8 +731,8 @@ static int fed_aggregate(int argc, char **argv)
         return cli_fail("fed aggregate", &err);
     }
     const int n_rej = cJSON_GetArraySize(rejected);
-    const double eps_round = z > 0 ? tlm_zcdp_epsilon(dp.rho, delta) : 0,
-                 eps_total = z > 0 ? tlm_zcdp_epsilon(rho_before + dp.rho, delta) : 0;
+    const double eps_round = z > 0 ? tlm_zcdp_epsilon(rho, delta) : 0,
+                 eps_total = z > 0 ? tlm_zcdp_epsilon(rho_before + rho, delta) : 0;
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", out);
@@ -672,12 +743,14 @@ static int fed_aggregate(int argc, char **argv)
             cJSON *d = cJSON_AddObjectToObject(j, "dp");
             cJSON_AddNumberToObject(d, "noise_multiplier", z);
             cJSON_AddNumberToObject(d, "clip", clip);
-            cJSON_AddNumberToObject(d, "clients", dp.clients);
-            cJSON_AddNumberToObject(d, "values", (double)dp.dim);
-            cJSON_AddNumberToObject(d, "noise_std", sqrt((double)dp.sigma2) * dp.gamma / dp.clients);
-            cJSON_AddNumberToObject(d, "rho_round", dp.rho);
+            cJSON_AddStringToObject(d, "noise_added_by", secure ? "devices" : "server");
+            cJSON_AddNumberToObject(d, "clients", secure ? sec.n : dp.clients);
+            cJSON_AddNumberToObject(d, "values", (double)(secure ? sec.dim : dp.dim));
+            cJSON_AddNumberToObject(d, "noise_std", secure ? sqrt((double)sec.share_sigma2 * sec.n) * sec.gamma / sec.n
+                                                           : sqrt((double)dp.sigma2) * dp.gamma / dp.clients);
+            cJSON_AddNumberToObject(d, "rho_round", rho);
             cJSON_AddNumberToObject(d, "epsilon_round", eps_round);
-            cJSON_AddNumberToObject(d, "rho_total", rho_before + dp.rho);
+            cJSON_AddNumberToObject(d, "rho_total", rho_before + rho);
             cJSON_AddNumberToObject(d, "rounds", rounds_before + 1);
             cJSON_AddNumberToObject(d, "epsilon_total", eps_total);
             cJSON_AddNumberToObject(d, "delta", delta);
@@ -692,8 +765,9 @@ static int fed_aggregate(int argc, char **argv)
     fprintf(stderr, "fed aggregate: %s from %u updates (%d left out, %u clipped)\n", out, accepted, n_rej, clipped);
     if (z > 0)
         fprintf(stderr, "fed aggregate: differential privacy: this round rho %.4g (epsilon %.4g at delta %g); %s%u round(s): "
-                "rho %.4g, epsilon %.4g\n", dp.rho, eps_round, delta, ledger ? "with the ledger's, " : "",
-                rounds_before + 1, rho_before + dp.rho, eps_total);
+                "rho %.4g, epsilon %.4g\n", rho, eps_round, delta, ledger ? "with the ledger's, " : "",
+                rounds_before + 1, rho_before + rho, eps_total);
+    if (secure) fprintf(stderr, "fed aggregate: secure aggregation: only the sum of the %u devices' shares was read\n", sec.n);
     return 0;
 }
 

@@ -21,13 +21,14 @@ static size_t payload_bytes(uint32_t enc, uint32_t count)
     case TLM_FED_F32: return (size_t)count * 4u;
     case TLM_FED_I8: return count;
     case TLM_FED_T2: return ((size_t)count + 3u) / 4u;
+    case TLM_FED_MASKED: return (size_t)count * 4u;
     default: return 0;
     }
 }
 
 size_t tlm_fed_entry_bytes(uint32_t enc, uint32_t count)
 {
-    if (enc > TLM_FED_T2) return 0;
+    if (enc > TLM_FED_MASKED) return 0;
     const size_t p = payload_bytes(enc, count);
     if (p > SIZE_MAX - TLM_FED_ENTRY_BYTES - 3u) return 0;
     return TLM_FED_ENTRY_BYTES + ((p + 3u) & ~(size_t)3u);
@@ -73,11 +74,39 @@ static int bernoulli(tlm_rand *rng, float p)
     return tlm_rand_u32(rng) < thr;
 }
 
+tlm_status tlm_fed_add_masked(tlm_fed_writer *w, tlm_role role, uint32_t layer, const uint32_t *share, uint32_t count,
+                              float grid, tlm_error *err)
+{
+    if (!w->buf) return tlm_fail(err, TLM_ERR_ARG, "federated update: tlm_fed_begin first");
+    if (role < TLM_ROLE_TOK_EMBED || role > TLM_ROLE_CLASSIFIER || layer > 0xFFFFu || count == 0 || !share ||
+        !(grid > 0.0f && grid <= 3.4e38f))
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: bad masked entry (role %u, layer %u, %u values)",
+                        (unsigned)role, (unsigned)layer, (unsigned)count);
+    const size_t eb = tlm_fed_entry_bytes(TLM_FED_MASKED, count);
+    if (!eb) return tlm_fail(err, TLM_ERR_OVERFLOW, "federated update: %u values do not fit a message", (unsigned)count);
+    if (eb > w->cap - w->len)
+        return tlm_fail(err, TLM_ERR_TRUNCATED, "federated update: %u more bytes needed than the buffer has",
+                        (unsigned)(eb - (w->cap - w->len)));
+    uint8_t *e = w->buf + w->len, *d = e + TLM_FED_ENTRY_BYTES;
+    memset(e, 0, eb);
+    tlm_wr16(e + E_ROLE, (uint16_t)role);
+    tlm_wr16(e + E_LAYER, (uint16_t)layer);
+    e[E_ENC] = (uint8_t)TLM_FED_MASKED;
+    tlm_wr32(e + E_COUNT, count);
+    tlm_wrf32(e + E_SCALE, grid);
+    for (uint32_t i = 0; i < count; i++) tlm_wr32(d + 4u * i, share[i]);
+    w->len += eb;
+    w->n_entries++;
+    return TLM_OK;
+}
+
 tlm_status tlm_fed_add(tlm_fed_writer *w, tlm_role role, uint32_t layer, tlm_fed_enc enc, const float *delta,
                        uint32_t count, tlm_rand *rng, tlm_error *err)
 {
     if (!w->buf) return tlm_fail(err, TLM_ERR_ARG, "federated update: tlm_fed_begin first");
-    if ((uint32_t)enc > TLM_FED_T2) return tlm_fail(err, TLM_ERR_ARG, "federated update: unknown encoding %u", (unsigned)enc);
+    if ((uint32_t)enc > TLM_FED_T2)
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: unknown encoding %u (masked shares: tlm_fed_add_masked)",
+                        (unsigned)enc);
     if (role < TLM_ROLE_TOK_EMBED || role > TLM_ROLE_CLASSIFIER || layer > 0xFFFFu || count == 0 || !delta)
         return tlm_fail(err, TLM_ERR_ARG, "federated update: bad entry (role %u, layer %u, %u values)", (unsigned)role,
                         (unsigned)layer, (unsigned)count);
@@ -193,7 +222,8 @@ tlm_status tlm_fed_validate(const void *buf, size_t n, const tlm_model *m, tlm_f
         if (eb > n - at)
             return tlm_fail(err, TLM_ERR_RANGE, "federated update: entry %u runs past the end", (unsigned)i);
         const float scale = tlm_rdf32(e + E_SCALE);
-        if (!(scale >= 0.0f && scale <= 3.4e38f) || (enc == TLM_FED_F32 && scale != 0.0f))
+        if (!(scale >= 0.0f && scale <= 3.4e38f) || (enc == TLM_FED_F32 && scale != 0.0f) ||
+            (enc == TLM_FED_MASKED && scale == 0.0f))
             return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: bad scale", (unsigned)i);
         const uint8_t *d = e + TLM_FED_ENTRY_BYTES;
         const size_t pb = payload_bytes(enc, count);
@@ -206,6 +236,8 @@ tlm_status tlm_fed_validate(const void *buf, size_t n, const tlm_model *m, tlm_f
             for (uint32_t k = 0; k < count; k++)
                 if (d[k] == 0x80u)
                     return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: int8 value -128", (unsigned)i);
+        } else if (enc == TLM_FED_MASKED) {
+            /* every 32-bit pattern is a possible share */
         } else {
             for (uint32_t k = 0; k < count; k++)
                 if (((d[k >> 2] >> ((k & 3u) * 2u)) & 3u) == 3u)
@@ -274,6 +306,8 @@ void tlm_fed_entry_decode(const tlm_fed_entry *e, float *out)
             out[i] = tlm_rdf32(d + 4u * i);
         } else if (e->enc == TLM_FED_I8) {
             out[i] = (float)(int8_t)d[i] * e->scale;
+        } else if (e->enc == TLM_FED_MASKED) {
+            out[i] = (float)(int32_t)tlm_rd32(d + 4u * i) * e->scale;
         } else {
             const uint32_t c = (d[i >> 2] >> ((i & 3u) * 2u)) & 3u;
             out[i] = c == 1u ? e->scale : (c == 2u ? -e->scale : 0.0f);

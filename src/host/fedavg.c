@@ -1,5 +1,6 @@
 /* Federated averaging over tritlm update messages (fedavg.h). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,8 +109,23 @@ tlm_status tlm_fedavg_restrict(tlm_fedavg *a, const uint8_t *only, tlm_error *er
     return TLM_OK;
 }
 
+tlm_status tlm_fedavg_set_secure(tlm_fedavg *a, const tlm_secagg *plan, const uint32_t *clients, tlm_error *err)
+{
+    if (a->accepted || a->dp || a->sec) return tlm_fail(err, TLM_ERR_ARG, "secure aggregation must be set first, and alone");
+    a->sec_sum = calloc(a->sum.n, sizeof *a->sec_sum);
+    a->sec_clients = malloc(plan->n * sizeof *a->sec_clients);
+    a->sec_seen = calloc(plan->n, 1);
+    if (!a->sec_sum || !a->sec_clients || !a->sec_seen) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    memcpy(a->sec_clients, clients, plan->n * sizeof *clients);
+    a->sec = plan;
+    return TLM_OK;
+}
+
 void tlm_fedavg_free(tlm_fedavg *a)
 {
+    free(a->sec_sum);
+    free(a->sec_clients);
+    free(a->sec_seen);
     free(a->only);
     free(a->dp_sum);
     free(a->dp_k);
@@ -158,6 +174,44 @@ static tlm_status add_private(tlm_fedavg *a, const uint8_t *msg, const tlm_fed_i
     return TLM_OK;
 }
 
+/* The secure path: one share per roster device, of exactly the round's
+ * tensors, on the plan's grid, added mod 2^32. */
+static tlm_status add_secure(tlm_fedavg *a, const uint8_t *msg, const tlm_fed_info *info, tlm_error *err)
+{
+    long who = -1;
+    for (uint32_t i = 0; i < a->sec->n; i++)
+        if (a->sec_clients[i] == info->h.client) who = (long)i;
+    if (who < 0) return tlm_fail(err, TLM_ERR_ARG, "federated update: client %u is not in the roster", info->h.client);
+    if (a->sec_seen[who]) return tlm_fail(err, TLM_ERR_ARG, "federated update: client %u's share is already in", info->h.client);
+    const uint32_t nt = tlm_params_count(&a->sum);
+    uint32_t round_tensors = 0;
+    for (uint32_t i = 0; i < nt; i++) round_tensors += !a->only || a->only[i];
+    if (info->n_entries != round_tensors)
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: a share of %u tensors, the round has %u", info->n_entries,
+                        round_tensors);
+    const float grid = (float)a->sec->gamma;
+    for (uint32_t i = 0; i < info->n_entries; i++) {
+        tlm_fed_entry e;
+        tlm_fed_entry_at(msg, i, &e);
+        if (e.enc != TLM_FED_MASKED || e.scale != grid)
+            return tlm_fail(err, TLM_ERR_ARG, "federated update: entry %u is not a masked share on this round's grid "
+                            "(secure aggregation needs the devices' --secure-agg with the same --clip)", i);
+    }
+    for (uint32_t i = 0; i < info->n_entries; i++) {
+        tlm_fed_entry e;
+        tlm_fed_entry_at(msg, i, &e);
+        tlm_param_tensor t;
+        tlm_params_tensor(&a->sum, (uint32_t)tensor_index(&a->sum, e.role, e.layer), &t);
+        uint32_t *sum = a->sec_sum + (t.data - a->sum.data);
+        for (uint32_t k = 0; k < e.count; k++)
+            sum[k] += (uint32_t)e.data[4 * k] | (uint32_t)e.data[4 * k + 1] << 8 | (uint32_t)e.data[4 * k + 2] << 16 |
+                      (uint32_t)e.data[4 * k + 3] << 24;
+    }
+    a->sec_seen[who] = 1;
+    a->accepted++;
+    return TLM_OK;
+}
+
 tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error *err)
 {
     tlm_fed_info info;
@@ -177,10 +231,15 @@ tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error
         if (a->only && !a->only[ti])
             return tlm_fail(err, TLM_ERR_TENSOR, "federated update: it changes tensor role %u layer %u, which this round "
                             "does not (--tensors)", (unsigned)e.role, (unsigned)e.layer);
+        if (!a->sec && e.enc == TLM_FED_MASKED)
+            return tlm_fail(err, TLM_ERR_ARG, "federated update: a masked share (secure aggregation: the server needs "
+                            "--secure-agg)");
+        if (a->sec) continue;
         if (!(a->clip > 0)) continue;
         tlm_fed_entry_decode(&e, a->scratch);
         for (uint32_t k = 0; k < e.count; k++) norm2 += (double)a->scratch[k] * a->scratch[k];
     }
+    if (a->sec) return add_secure(a, msg, &info, err);
     const double norm = sqrt(norm2);
     double f = 1.0;
     if (a->clip > 0 && norm > a->clip) {
@@ -240,5 +299,28 @@ tlm_status tlm_fedavg_apply_dp(const tlm_fedavg *a, tlm_params *out, float serve
     }
     for (size_t i = 0; i < out->n; i++) out->data[i] += step[i];
     free(step);
+    return TLM_OK;
+}
+
+tlm_status tlm_fedavg_apply_secure(const tlm_fedavg *a, tlm_params *out, float server_lr, tlm_error *err)
+{
+    if (!a->sec || out->n != a->sum.n) return tlm_fail(err, TLM_ERR_ARG, "no secure aggregation to apply");
+    if (a->accepted != a->sec->n) {
+        char missing[200] = "";
+        size_t len = 0;
+        for (uint32_t i = 0; i < a->sec->n && len < sizeof missing - 16; i++)
+            if (!a->sec_seen[i]) len += (size_t)snprintf(missing + len, sizeof missing - len, " %u", a->sec_clients[i]);
+        return tlm_fail(err, TLM_ERR_ARG, "secure aggregation: %u of %u devices sent their share (missing:%s); the masks "
+                        "cancel only in the sum of all of them: no model", a->accepted, a->sec->n, missing);
+    }
+    const double f = (double)server_lr * a->sec->gamma / a->sec->n;
+    const uint32_t nt = tlm_params_count(out);
+    for (uint32_t i = 0; i < nt; i++) {
+        if (a->only && !a->only[i]) continue;
+        tlm_param_tensor t;
+        tlm_params_tensor(out, i, &t);
+        const size_t off = (size_t)(t.data - out->data), c = (size_t)t.rows * t.cols;
+        for (size_t k = 0; k < c; k++) t.data[k] += (float)(f * (double)(int32_t)a->sec_sum[off + k]);
+    }
     return TLM_OK;
 }

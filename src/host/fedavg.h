@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "fed_dp.h"
+#include "secagg.h"
 #include "train/params.h"
 #include "tritlm/fed.h"
 
@@ -34,6 +35,11 @@ typedef struct tlm_fedavg {
     int64_t *dp_sum, *dp_k; /* sum of the rounded updates; one rounded update */
     /* optional (tlm_fedavg_restrict): per tensor, 1 if this round may change it */
     uint8_t *only;
+    /* secure aggregation (tlm_fedavg_set_secure): masked shares summed mod 2^32 */
+    const tlm_secagg *sec;
+    uint32_t *sec_sum;     /* as many values as the parameters (the round's tensors used) */
+    uint32_t *sec_clients; /* the roster's client ids, sec->n of them */
+    uint8_t *sec_seen;     /* whether each has sent its share */
 } tlm_fedavg;
 
 tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double clip, tlm_error *err);
@@ -48,6 +54,13 @@ tlm_status tlm_fedavg_restrict(tlm_fedavg *a, const uint8_t *only, tlm_error *er
  * a->sum.n values; clip is dp's). Call before any update is added. */
 tlm_status tlm_fedavg_set_dp(tlm_fedavg *a, const tlm_fed_dp *dp, tlm_error *err);
 
+/* From here on, aggregate masked shares (secure aggregation) of the
+ * devices `clients` (plan->n ids, the roster): each must send exactly one
+ * share of exactly the round's tensors (all, or tlm_fedavg_restrict's) on
+ * the plan's grid. Call before any update is added; not with
+ * tlm_fedavg_set_dp (the devices add the noise). */
+tlm_status tlm_fedavg_set_secure(tlm_fedavg *a, const tlm_secagg *plan, const uint32_t *clients, tlm_error *err);
+
 /* Validates one update against the global model and adds it (weight: its
  * example count). On any error nothing of it is added. */
 tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error *err);
@@ -59,6 +72,11 @@ void tlm_fedavg_apply(const tlm_fedavg *a, tlm_params *out, float server_lr);
  * discrete Gaussian noise) / clients, on every parameter (also those no
  * update carried) of the round's tensors (all, or tlm_fedavg_restrict's). rng must be a cryptographic source; if it fails, out
  * is left unchanged and an error returned. */
+/* With secure aggregation: out = global + server_lr x gamma x (the sum of
+ * every device's share, as int32) / n, on the round's tensors. Refused
+ * (out unchanged) unless every device of the roster sent its share: the
+ * masks cancel only in the whole sum. */
+tlm_status tlm_fedavg_apply_secure(const tlm_fedavg *a, tlm_params *out, float server_lr, tlm_error *err);
 tlm_status tlm_fedavg_apply_dp(const tlm_fedavg *a, tlm_params *out, float server_lr, tlm_rand *rng, tlm_error *err);
 
 #endif
