@@ -3,8 +3,9 @@
 # ships in models/ (trained by tritlm, see models/README.md): what it holds,
 # text from it, and its accuracy next to its fp32 parent, on the TinyStories
 # dev stories when ../shared/data is present, else on the stories in
-# models/sample_stories.txt; then, where the Cortex-M7 toolchain and QEMU are
-# installed, on an emulated microcontroller. With llama2.c's stories260K in the data folder it
+# models/sample_stories.txt; a protected federated round on the same text;
+# then, where the Cortex-M7 toolchain and QEMU are installed, on an
+# emulated microcontroller. With llama2.c's stories260K in the data folder it
 # also imports and runs that.
 set -eu
 build=${1:-build}
@@ -25,6 +26,30 @@ echo "Tom is 7 and his mum's number is 555-201-3344." | \
     "$tlm" privatize -m "$ternary" --mechanism rr --epsilon 12 --redact
 set +x
 mkdir -p "$build/demo"
+# a federated round on files: two enrolled devices fine-tune the norms of the
+# fp32 model on their own stories and send signed, sealed, masked shares
+# with their part of the privacy noise; the server reads only their sum
+# (secure aggregation) and states the round's epsilon
+fed=$build/demo/fed
+rm -rf "$fed"
+mkdir -p "$fed"
+head -c 40000 "$dev" >"$fed/device1.txt" # the two ends of the text (all of it for the small sample)
+tail -c 40000 "$dev" >"$fed/device2.txt"
+set -x
+"$tlm" fed keygen -o "$fed/server"
+"$tlm" fed keygen -o "$fed/device1"
+"$tlm" fed keygen -o "$fed/device2"
+set +x
+printf '1 %s\n2 %s\n' "$(cat "$fed/device1.pub")" "$(cat "$fed/device2.pub")" >"$fed/devices.txt"
+share="--secure-agg --devices $fed/devices.txt --update-clip 0.5 --dp-noise 1 --tensors norms --server-key $fed/server.pub"
+set -x
+"$tlm" fed update -m "$fp32" --data "$fed/device1.txt" --steps 4 --batch 4 --ctx 64 --client 1 --key "$fed/device1.key" \
+    $share -o "$fed/u1.tlmu" 2>&1 | grep '^fed'
+"$tlm" fed update -m "$fp32" --data "$fed/device2.txt" --steps 4 --batch 4 --ctx 64 --client 2 --key "$fed/device2.key" \
+    $share -o "$fed/u2.tlmu" 2>&1 | grep '^fed'
+"$tlm" fed aggregate -m "$fp32" -o "$fed/global2.tlm" --key "$fed/server.key" --devices "$fed/devices.txt" \
+    --secure-agg --clip 0.5 --dp-noise 1 --tensors norms "$fed/u1.tlmu" "$fed/u2.tlmu"
+set +x
 # on a microcontroller (emulated): the default model as STM32F722 firmware,
 # and the fp32 parent quantized per layer for an STM32H743's flash and RAM
 if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1; then
