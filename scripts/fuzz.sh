@@ -2,8 +2,9 @@
 # Fuzzes tritlm's readers of untrusted files under libFuzzer, ASan and UBSan.
 #   image: the device core with model images (tests/fuzz_image.c)
 #   host:  the host tool's readers: training checkpoints, llama2.c
-#          checkpoints and tokenizers, images expanded for training, and
-#          text through the tokenizer, tokenizer training and redaction
+#          checkpoints and tokenizers, images expanded for training,
+#          text through the tokenizer, tokenizer training and redaction,
+#          federated updates, key files and rosters, sealed updates
 #          (tests/fuzz_host.c)
 # The seeds are small models, checkpoints and tokenizers of every kind, made
 # with the tritlm built in BUILD; crashes are written to OUT/crashes.
@@ -88,6 +89,19 @@ body = entry(3, 0, 0, 2, 0.0, struct.pack("<2f", 1.0, -0.5)) + entry(1, 0, 1, 3,
      + entry(9, 1, 2, 5, 0.2, bytes([0b10010001, 0b01]))
 head = b"TLMU" + struct.pack("<HHIIIIIIII", 1, 40, 40 + len(body), 0, 3, 77, 0, 10, 3, 0)
 sys.stdout.buffer.write(b"\x07" + head + body)' >"$out/seeds/fed_update"
+        # keys and rosters (8) and sealed updates and signed models as a forger would send them (9)
+        "$tlm" fed keygen -o "$t/k1" 2>/dev/null
+        "$tlm" fed keygen -o "$t/k2" 2>/dev/null
+        printf '# roster\n3 %s\n9 %s  # second\n' "$(cat "$t/k1.pub")" "$(cat "$t/k2.pub")" >"$t/roster.txt"
+        prefix 8 "$t/roster.txt" "$out/seeds/roster"
+        prefix 8 "$t/k1.pub" "$out/seeds/pub"
+        prefix 8 "$t/k1.key" "$out/seeds/key"
+        printf 'TLMS\001\000\000\000' >"$t/sealed"
+        head -c 400 /dev/urandom >>"$t/sealed"
+        prefix 9 "$t/sealed" "$out/seeds/sealed"
+        printf 'TLMG\001\000\000\000\005\000\000\000' >"$t/signed"
+        head -c 400 /dev/urandom >>"$t/signed"
+        prefix 9 "$t/signed" "$out/seeds/signed"
         prefix 2 "$data/llama2c/tok512.bin" "$out/seeds/tokenizer512"
         for f in "$t"/f32_shared.tlm "$t"/t3_ternary_separate.tlm "$t"/ts_int8_shared.tlm "$t"/int8_int8_separate.tlm; do
             prefix 3 "$f" "$out/seeds/image_$(basename "$f")"

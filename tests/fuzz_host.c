@@ -2,8 +2,10 @@
  * checkpoints (--resume, --init), llama2.c checkpoints and tokenizers
  * (import, train --tokenizer) and model images expanded to fp32 for
  * training and quantization, text (the tokenizer must give any bytes
- * back, and so must one trained on them), redaction, and federated update messages (what a
- * server reads from devices). The first byte picks the reader (modulo 8;
+ * back, and so must one trained on them), redaction, federated update messages (what a
+ * server reads from devices), key files and rosters, and sealed updates
+ * and signed models as a broker could forge them. The first byte picks
+ * the reader (modulo 10;
  * for tokenizers, its quotient is the token count asked for); the rest is
  * the file, with its checksums resealed so that the structural checks are
  * what is tested. Each reader must refuse with a message or succeed, and a
@@ -20,6 +22,7 @@
 
 #include "../src/core/le.h"
 #include "../src/host/bpe_train.h"
+#include "../src/host/fedsec.h"
 #include "../src/host/image_build.h"
 #include "../src/host/llama2c.h"
 #include "../src/host/train/checkpoint.h"
@@ -29,10 +32,11 @@
 #include "tritlm/model.h"
 #include "tritlm/tokenizer.h"
 
-enum { READ_CKPT, READ_LLAMA2C, READ_TOKENIZER, READ_IMAGE, READ_TEXT, TRAIN_TOKENIZER, REDACT, READ_FED, READERS };
+enum { READ_CKPT, READ_LLAMA2C, READ_TOKENIZER, READ_IMAGE, READ_TEXT, TRAIN_TOKENIZER, REDACT, READ_FED, READ_KEYS,
+       OPEN_SEALED, READERS };
 
 static char dir[64];
-static const char *const names[] = {"f.ckpt", "c.bin", "t.bin", "tok.bin", "again.bin"};
+static const char *const names[] = {"f.ckpt", "c.bin", "t.bin", "tok.bin", "again.bin", "k.txt", "k2.txt"};
 
 static void remove_dir(void)
 {
@@ -288,7 +292,9 @@ static void read_fed(uint8_t *b, size_t n)
         float *v = malloc((size_t)e.count * sizeof *v);
         if (!v) abort();
         tlm_fed_entry_decode(&e, v);
-        const float bound = e.enc == TLM_FED_I8 ? 127.0f * e.scale : e.scale;
+        const float bound = e.enc == TLM_FED_I8       ? 127.0f * e.scale
+                            : e.enc == TLM_FED_MASKED ? 2147483648.0f * e.scale
+                                                      : e.scale;
         for (uint32_t k = 0; k < e.count; k++)
             if (!(v[k] == v[k]) || (e.enc != TLM_FED_F32 && !(fabsf(v[k]) <= bound))) abort();
         if (e.enc == TLM_FED_F32) {
@@ -304,6 +310,80 @@ static void read_fed(uint8_t *b, size_t n)
         }
         free(v);
     }
+}
+
+/* Key files and rosters as text: each reader refuses with a message or
+ * succeeds; an enrolled key written out again reads back the same, and a
+ * roster written out from what was read reads back the same. */
+static void read_keys(const uint8_t *b, size_t n)
+{
+    if (n > 65536) return;
+    char path[96], again[96];
+    snprintf(path, sizeof path, "%s/k.txt", dir);
+    snprintf(again, sizeof again, "%s/k2.txt", dir);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(b, 1, n, f) != n || fclose(f)) abort();
+    tlm_error err = {0};
+    tlm_fed_pub p, p2;
+    tlm_status st = tlm_fed_pub_read(path, &p, &err);
+    refused(st, &err);
+    tlm_fed_keys k;
+    st = tlm_fed_keys_read(path, &k, &err);
+    refused(st, &err);
+    tlm_fed_roster r, r2;
+    st = tlm_fed_roster_read(path, &r, &err);
+    refused(st, &err);
+    if (st != TLM_OK) return;
+    f = fopen(again, "wb");
+    if (!f) abort();
+    for (uint32_t i = 0; i < r.n; i++) {
+        char t[TLM_FED_PUB_TEXT];
+        tlm_fed_pub_text(&r.pub[i], t);
+        fprintf(f, "%u %s\n", r.client[i], t);
+        if (i == 0) {
+            FILE *g = fopen(path, "wb");
+            if (!g || fprintf(g, "%s\n", t) < 0 || fclose(g)) abort();
+        }
+    }
+    if (fclose(f)) abort();
+    if (tlm_fed_roster_read(again, &r2, NULL) != TLM_OK || r2.n != r.n ||
+        memcmp(r2.client, r.client, r.n * sizeof *r.client) || memcmp(r2.pub, r.pub, r.n * sizeof *r.pub))
+        abort();
+    if (tlm_fed_pub_read(path, &p2, NULL) != TLM_OK || memcmp(&p2, &r.pub[0], sizeof p2)) abort();
+    (void)p;
+    tlm_fed_roster_free(&r);
+    tlm_fed_roster_free(&r2);
+}
+
+/* Bytes arriving where a sealed update or a signed model is expected: a
+ * forger without the keys gets a refusal with a message, never an update
+ * or a model. */
+static void open_sealed(const uint8_t *b, size_t n)
+{
+    static tlm_fed_keys server, device;
+    static tlm_fed_roster roster;
+    static int ready;
+    if (!ready) {
+        if (tlm_fed_keygen(&server, NULL) || tlm_fed_keygen(&device, NULL)) abort();
+        roster.n = 1;
+        roster.client = malloc(sizeof *roster.client);
+        roster.pub = malloc(sizeof *roster.pub);
+        if (!roster.client || !roster.pub) abort();
+        roster.client[0] = 7;
+        roster.pub[0] = device.pub;
+        ready = 1;
+    }
+    uint8_t *msg = NULL;
+    size_t msg_n = 0;
+    uint32_t client = 0, round = 0;
+    tlm_error err = {0};
+    if (tlm_fed_unseal(&server, &roster, b, n, &msg, &msg_n, &client, &err) == TLM_OK) abort();
+    if (!err.msg[0] || msg) abort();
+    const uint8_t *img = NULL;
+    size_t img_n = 0;
+    err.msg[0] = 0;
+    if (tlm_fed_verify_model(&server.pub, b, n, &img, &img_n, &round, &err) == TLM_OK) abort();
+    if (!err.msg[0]) abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -323,6 +403,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case TRAIN_TOKENIZER: train_tokenizer(b, size - 1); break;
     case READ_FED: read_fed(b, size - 1); break;
+    case READ_KEYS: read_keys(b, size - 1); break;
+    case OPEN_SEALED: open_sealed(b, size - 1); break;
     default: redact(b, size - 1); break;
     }
     free(b);
