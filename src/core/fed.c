@@ -74,6 +74,29 @@ static int bernoulli(tlm_rand *rng, float p)
     return tlm_rand_u32(rng) < thr;
 }
 
+/* Room for an entry of `count` values with encoding enc: its size in *eb. */
+static tlm_status entry_room(const tlm_fed_writer *w, uint32_t enc, uint32_t count, size_t *eb, tlm_error *err)
+{
+    *eb = tlm_fed_entry_bytes(enc, count);
+    if (!*eb) return tlm_fail(err, TLM_ERR_OVERFLOW, "federated update: %u values do not fit a message", (unsigned)count);
+    if (*eb > w->cap - w->len)
+        return tlm_fail(err, TLM_ERR_TRUNCATED, "federated update: %u more bytes needed than the buffer has",
+                        (unsigned)(*eb - (w->cap - w->len)));
+    return TLM_OK;
+}
+
+/* The entry's head written (scale 0) and its eb bytes zeroed after it: the entry's start. */
+static uint8_t *entry_head(tlm_fed_writer *w, tlm_role role, uint32_t layer, uint32_t enc, uint32_t count, size_t eb)
+{
+    uint8_t *e = w->buf + w->len;
+    memset(e, 0, eb);
+    tlm_wr16(e + E_ROLE, (uint16_t)role);
+    tlm_wr16(e + E_LAYER, (uint16_t)layer);
+    e[E_ENC] = (uint8_t)enc;
+    tlm_wr32(e + E_COUNT, count);
+    return e;
+}
+
 tlm_status tlm_fed_add_masked(tlm_fed_writer *w, tlm_role role, uint32_t layer, const uint32_t *share, uint32_t count,
                               float grid, tlm_error *err)
 {
@@ -82,17 +105,10 @@ tlm_status tlm_fed_add_masked(tlm_fed_writer *w, tlm_role role, uint32_t layer, 
         !(grid > 0.0f && grid <= 3.4e38f))
         return tlm_fail(err, TLM_ERR_ARG, "federated update: bad masked entry (role %u, layer %u, %u values)",
                         (unsigned)role, (unsigned)layer, (unsigned)count);
-    const size_t eb = tlm_fed_entry_bytes(TLM_FED_MASKED, count);
-    if (!eb) return tlm_fail(err, TLM_ERR_OVERFLOW, "federated update: %u values do not fit a message", (unsigned)count);
-    if (eb > w->cap - w->len)
-        return tlm_fail(err, TLM_ERR_TRUNCATED, "federated update: %u more bytes needed than the buffer has",
-                        (unsigned)(eb - (w->cap - w->len)));
-    uint8_t *e = w->buf + w->len, *d = e + TLM_FED_ENTRY_BYTES;
-    memset(e, 0, eb);
-    tlm_wr16(e + E_ROLE, (uint16_t)role);
-    tlm_wr16(e + E_LAYER, (uint16_t)layer);
-    e[E_ENC] = (uint8_t)TLM_FED_MASKED;
-    tlm_wr32(e + E_COUNT, count);
+    size_t eb;
+    const tlm_status st = entry_room(w, TLM_FED_MASKED, count, &eb, err);
+    if (st) return st;
+    uint8_t *e = entry_head(w, role, layer, TLM_FED_MASKED, count, eb), *d = e + TLM_FED_ENTRY_BYTES;
     tlm_wrf32(e + E_SCALE, grid);
     for (uint32_t i = 0; i < count; i++) tlm_wr32(d + 4u * i, share[i]);
     w->len += eb;
@@ -112,23 +128,16 @@ tlm_status tlm_fed_add(tlm_fed_writer *w, tlm_role role, uint32_t layer, tlm_fed
                         (unsigned)layer, (unsigned)count);
     if (enc != TLM_FED_F32 && !rng)
         return tlm_fail(err, TLM_ERR_ARG, "federated update: int8 and ternary entries need a random source");
-    const size_t eb = tlm_fed_entry_bytes(enc, count);
-    if (!eb) return tlm_fail(err, TLM_ERR_OVERFLOW, "federated update: %u values do not fit a message", (unsigned)count);
-    if (eb > w->cap - w->len)
-        return tlm_fail(err, TLM_ERR_TRUNCATED, "federated update: %u more bytes needed than the buffer has",
-                        (unsigned)(eb - (w->cap - w->len)));
+    size_t eb;
+    const tlm_status st = entry_room(w, (uint32_t)enc, count, &eb, err);
+    if (st) return st;
     float amax = 0.0f;
     for (uint32_t i = 0; i < count; i++) {
         const float a = fabsf(delta[i]);
         if (!(a <= 3.4e38f)) return tlm_fail(err, TLM_ERR_ARG, "federated update: value %u is not finite", (unsigned)i);
         if (a > amax) amax = a;
     }
-    uint8_t *e = w->buf + w->len, *d = e + TLM_FED_ENTRY_BYTES;
-    memset(e, 0, eb);
-    tlm_wr16(e + E_ROLE, (uint16_t)role);
-    tlm_wr16(e + E_LAYER, (uint16_t)layer);
-    e[E_ENC] = (uint8_t)enc;
-    tlm_wr32(e + E_COUNT, count);
+    uint8_t *e = entry_head(w, role, layer, (uint32_t)enc, count, eb), *d = e + TLM_FED_ENTRY_BYTES;
     float scale = 0.0f;
     if (enc == TLM_FED_F32) {
         for (uint32_t i = 0; i < count; i++) tlm_wrf32(d + 4u * i, delta[i]);
