@@ -353,6 +353,39 @@ static void test_fed_round(void **state)
     assert_int_equal(run("fed aggregate -m '%s' -o '%s'", model, tu_tmp("x.tlm")), 2);
     assert_non_null(strstr(err_text, "no updates"));
     assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s'", model, model, tu_tmp("u.tlmu")), 2);
+    /* the protection options: each wrong combination is a usage error that names what is missing */
+    char upd[4096];
+    snprintf(upd, sizeof upd, "%s", tu_tmp("u.tlmu"));
+    static const struct {
+        const char *args, *says;
+    } bad[] = {
+        {"fed aggregate -m M -o O --dp-noise 1 U", "--clip"},
+        {"fed aggregate -m M -o O --ledger L.json U", "--dp-noise"},
+        {"fed aggregate -m M -o O --dp-noise 1 --clip 1 --budget 3 U", "--ledger"},
+        {"fed aggregate -m M -o O --dp-noise 0 --clip 1 U", "--dp-noise"},
+        {"fed aggregate -m M -o O --key K U", "--devices"},
+        {"fed aggregate -m M -o O --secure-agg --clip 1 U", "--key"},
+        {"fed update -m M --data T --steps 1 -o O --key K", "--server-key"},
+        {"fed update -m M --data T --steps 1 -o O --secure-agg", "--secure-agg needs"},
+        {"fed update -m M --data T --steps 1 -o O --update-clip 1", "go with --secure-agg"},
+        {"fed keygen", "-o NAME"},
+        {"fed keygen -o K extra", "unexpected"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char cmd[8192];
+        size_t n = 0;
+        for (const char *p = bad[i].args; *p && n < sizeof cmd - 4200; p++) {
+            /* M, T, U, O, K and L.json: the model, the text, an update, outputs and a key that need not exist */
+            if (p[0] == 'M' && (p[1] == ' ' || !p[1])) n += (size_t)snprintf(cmd + n, sizeof cmd - n, "'%s'", model);
+            else if (p[0] == 'T' && p[1] == ' ') n += (size_t)snprintf(cmd + n, sizeof cmd - n, "'%s'", txt);
+            else if (p[0] == 'U' && !p[1]) n += (size_t)snprintf(cmd + n, sizeof cmd - n, "'%s'", upd);
+            else cmd[n++] = *p;
+            cmd[n] = 0;
+        }
+        assert_int_equal(run("%s", cmd), 2);
+        if (!strstr(err_text, bad[i].says)) print_message("'%s' said: %s\n", cmd, err_text);
+        assert_non_null(strstr(err_text, bad[i].says));
+    }
 }
 
 /* Entries of a directory besides . and .. */
