@@ -351,6 +351,12 @@ static void test_keys(void **state)
     assert_memory_equal(k.box_sk, k2.box_sk, 32);
     assert_int_not_equal(tlm_fed_pub_read(path, &p, &err), TLM_OK);
     assert_non_null(strstr(err.msg, "secret key"));
+    /* readable by others: refused until made private again */
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_not_equal(tlm_fed_keys_read(path, &k2, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "chmod 600"));
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_int_equal(tlm_fed_keys_read(path, &k2, NULL), TLM_OK);
     /* a second key under the same name: refused, the first kept */
     tlm_fed_keys k3;
     assert_int_equal(tlm_fed_keygen(&k3, NULL), TLM_OK);
