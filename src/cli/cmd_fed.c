@@ -231,6 +231,16 @@ static int fed_update(int argc, char **argv)
         tlm_fed_keys_wipe(&dev_keys);
         return cli_fail("fed update", &err);
     }
+    if (secure) { /* before any training: the roster must list this device's key as its client id */
+        int listed = 0;
+        for (uint32_t i = 0; i < roster.n; i++)
+            listed |= roster.client[i] == h.client && !memcmp(roster.pub[i].sign_pk, dev_keys.pub.sign_pk, 32);
+        if (!listed) {
+            forget_secrets(&dev_keys, &roster);
+            tlm_fail(&err, TLM_ERR_ARG, "%s does not list this device's key (%s) as client %u", devices, key, h.client);
+            return cli_fail("fed update", &err);
+        }
+    }
     /* local training into a temporary folder, removed afterwards: the
      * local model and its logs stay on the device */
     char dirbuf[4096], local[4200], fetched[4200];
