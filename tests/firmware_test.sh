@@ -151,6 +151,15 @@ else
     else
         echo "ok quantize --device $dev: $tern ternary + $i8 int8 items, flash $flash, RAM $ram, predicted $pred vs measured $meas instructions/token"
     fi
+    # the plan written is the candidate with the least measured calibration loss
+    chosen=$(printf '%s\n' "$json" | sed -n 's/.*"predicted":{[^}]*"calib_loss_measured":\([0-9.e+-]*\).*/\1/p')
+    least=$(printf '%s\n' "$json" | grep -o '"calib_loss_measured":[0-9.e+-]*,"chosen"' | sed 's/.*://; s/,.*//' | sort -g | head -n 1)
+    cands=$(printf '%s\n' "$json" | grep -o '"chosen":' | wc -l)
+    if [ -z "$chosen" ] || [ "$chosen" != "$least" ] || [ "$cands" -lt 2 ]; then
+        echo "FAIL quantize --device $dev: chose measured loss $chosen, least of $cands candidates $least"; fail=1
+    else
+        echo "ok quantize --device $dev: of $cands candidates measured on the calibration text, the least loss ($chosen) written"
+    fi
 fi
 st=0
 "$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/hw2.tlm" --device $dev --calib "$data/tinystories/dev.txt" \

@@ -179,6 +179,80 @@ static void test_many_layers_against_counts(void **state)
     }
 }
 
+/* The search's K leaders against enumeration: the feasible plans no other
+ * feasible plan beats in loss, instructions and flash at once, as distinct
+ * (loss, instructions, flash) values in the search's order; the first K
+ * of them are what tlm_hw_plans returns. */
+static int objective_cmp(const void *pa, const void *pb)
+{
+    const plan_value *a = pa, *b = pb;
+    if (a->lq != b->lq) return a->lq < b->lq ? -1 : 1;
+    if (a->insns != b->insns) return a->insns < b->insns ? -1 : 1;
+    if (a->flash != b->flash) return a->flash < b->flash ? -1 : 1;
+    return 0;
+}
+
+static void test_leaders_match_enumeration(void **state)
+{
+    (void)state;
+    enum { K = 5 };
+    int checked = 0, several = 0;
+    static plan_value all[4096], front[4096];
+    for (int trial = 0; trial < 1500; trial++) {
+        const size_t n = 1 + next_u64() % 6;
+        tlm_hw_item it[8];
+        double fl = 0, in = 0;
+        for (size_t i = 0; i < n; i++) {
+            random_item(&it[i]);
+            fl += it[i].flash[TLM_HW_I8];
+            in += it[i].insns[TLM_HW_I8];
+        }
+        tlm_hw_budget b = {fl * (0.4 + 1.2 * uni()), (trial % 3) ? in * (0.8 + uni()) : 0.0, 4000.0,
+                           (trial % 2) ? 0.001 : 0.05};
+        size_t total = 1, m = 0;
+        for (size_t i = 0; i < n; i++) total *= TLM_HW_NTYPES;
+        for (size_t code = 0; code < total; code++) {
+            uint8_t c[8];
+            size_t x = code;
+            for (size_t i = 0; i < n; i++, x /= TLM_HW_NTYPES) c[i] = (uint8_t)(x % TLM_HW_NTYPES);
+            const plan_value v = value_of(it, n, c, &b);
+            if (v.feasible) all[m++] = v;
+        }
+        size_t f = 0;
+        for (size_t i = 0; i < m; i++) {
+            int dominated = 0;
+            for (size_t j = 0; j < m && !dominated; j++) {
+                const plan_value *a = &all[j], *v = &all[i];
+                const int le = a->lq <= v->lq && a->insns <= v->insns && a->flash <= v->flash;
+                const int same = a->lq == v->lq && a->insns == v->insns && a->flash == v->flash;
+                dominated = le && (!same || j < i); /* equal values: the first one stands for all */
+            }
+            if (!dominated) front[f++] = all[i];
+        }
+        qsort(front, f, sizeof *front, objective_cmp);
+        uint8_t choices[K * 8];
+        tlm_hw_result res[K];
+        size_t found = 0;
+        const tlm_status st = tlm_hw_plans(it, n, &b, K, choices, res, &found, NULL);
+        if (!f) {
+            assert_int_not_equal(st, TLM_OK);
+            continue;
+        }
+        assert_int_equal(st, TLM_OK);
+        assert_int_equal(found, f < K ? f : K);
+        for (size_t j = 0; j < found; j++) {
+            const plan_value got = value_of(it, n, choices + j * n, &b);
+            assert_true(got.feasible);
+            assert_int_equal(objective_cmp(&got, &front[j]), 0);
+            assert_true(res[j].insns == got.insns && res[j].flash == got.flash);
+        }
+        checked++;
+        several += found > 1;
+    }
+    print_message("%d instances, %d with several leaders\n", checked, several);
+    assert_true(checked > 500 && several > 200);
+}
+
 static void test_refusals_say_which_budget(void **state)
 {
     (void)state;
@@ -218,6 +292,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_exhaustive_search),
         cmocka_unit_test(test_many_layers_against_counts),
+        cmocka_unit_test(test_leaders_match_enumeration),
         cmocka_unit_test(test_refusals_say_which_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -264,12 +264,90 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
         rc = TLM_EXIT_FAIL;
         goto out;
     }
-    tlm_hw_result res;
-    if (tlm_hw_plan(items, L + 1u, &b, choice, &res, &err)) {
+    /* the search adds the items' losses, which is exact for int8 but not
+     * for several ternary layers together: the front's leaders are
+     * measured on the calibration text and the least real loss wins */
+    enum { SEARCHED = 64, LEADERS = 4 };
+    tlm_hw_result cand_res[SEARCHED];
+    double measured[SEARCHED];
+    size_t found = 0, pick = 0;
+    uint8_t *cands = calloc((size_t)SEARCHED * (L + 1u), 1);
+    if (!cands) {
+        fprintf(stderr, "tritlm quantize: out of memory\n");
+        goto out;
+    }
+    if (tlm_hw_plans(items, L + 1u, &b, SEARCHED, cands, cand_res, &found, &err)) {
         fprintf(stderr, "tritlm quantize: nothing fits %s: %s\n", o->dev->name, err.msg);
+        free(cands);
         rc = TLM_EXIT_FAIL;
         goto out;
     }
+    { /* leaders that differ in more than t2 against t3 (the same trits: the same loss), best first */
+        size_t kept = 0;
+        for (size_t j = 0; j < found && kept < LEADERS; j++) {
+            int same = 0;
+            for (size_t k = 0; k < kept && !same; k++) {
+                same = 1;
+                for (uint32_t i = 0; i <= L && same; i++) {
+                    const int x = cands[j * (L + 1u) + i], y = cands[k * (L + 1u) + i];
+                    same = x == y || (x >= TLM_HW_T2 && y >= TLM_HW_T2);
+                }
+            }
+            if (same) continue;
+            memmove(cands + kept * (L + 1u), cands + j * (L + 1u), L + 1u);
+            cand_res[kept++] = cand_res[j];
+        }
+        found = kept;
+        /* and the best plan with two layers' types swapped: the same flash
+         * and instructions (the layers have one shape), more loss by the
+         * sum, which the sum may misjudge; the SWAPS least lossy by it */
+        enum { SWAPS = 3 };
+        size_t added = 0;
+        while (added < SWAPS && found < SEARCHED) {
+            double best = INFINITY;
+            uint32_t bi = 0, bj = 0;
+            for (uint32_t i = 0; i < L; i++)
+                for (uint32_t j = i + 1; j < L; j++) {
+                    const int ti = cands[i], tj = cands[j];
+                    if (ti == tj || (ti >= TLM_HW_T2 && tj >= TLM_HW_T2)) continue;
+                    uint8_t *t = cands + found * (L + 1u); /* the swapped plan, if not a candidate already */
+                    memcpy(t, cands, L + 1u);
+                    t[i] = (uint8_t)tj;
+                    t[j] = (uint8_t)ti;
+                    int seen = 0;
+                    for (size_t k = 0; k < found && !seen; k++) seen = !memcmp(cands + k * (L + 1u), t, L + 1u);
+                    if (seen) continue;
+                    const double d = items[i].dloss[tj] + items[j].dloss[ti] - items[i].dloss[ti] - items[j].dloss[tj];
+                    if (d < best) {
+                        best = d;
+                        bi = i;
+                        bj = j;
+                    }
+                }
+            if (!isfinite(best)) break;
+            uint8_t *c = cands + found * (L + 1u);
+            memcpy(c, cands, L + 1u);
+            c[bi] = cands[bj];
+            c[bj] = cands[bi];
+            cand_res[found] = cand_res[0];
+            cand_res[found].dloss += best;
+            found++;
+            added++;
+        }
+    }
+    for (size_t j = 0; j < found; j++) {
+        tlm_quant_cfg c = base;
+        for (uint32_t l = 0; l < L; l++) c.plan[l] = (uint8_t)hw_wtype[cands[j * (L + 1u) + l]];
+        c.embed = hw_wtype[cands[j * (L + 1u) + L]];
+        if (calib_loss(p, &c, v, bos, eos, (const char *)text, tlen, o->ctx, &measured[j], &err)) {
+            free(cands);
+            rc = cli_fail("quantize", &err);
+            goto out;
+        }
+        if (measured[j] < measured[pick]) pick = j;
+    }
+    memcpy(choice, cands + pick * (L + 1u), L + 1u);
+    const tlm_hw_result res = cand_res[pick];
     q->n_plan = (uint16_t)L;
     for (uint32_t l = 0; l < L; l++) q->plan[l] = (uint8_t)hw_wtype[choice[l]];
     q->embed = hw_wtype[choice[L]];
@@ -286,9 +364,23 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
     }
     fprintf(stderr,
             "  predicted: flash %.0f of %.0f bytes (firmware code %.0f), RAM %.0f of %.0f, %.0f instructions per token "
-            "(about %.0f tokens/s at %u MHz), calibration loss %.4f\n",
-            flash, flash_budget, code, res.ram, ram_budget, insns, (double)o->mhz * 1e6 / insns, o->mhz, loss0 + res.dloss);
+            "(about %.0f tokens/s at %u MHz), calibration loss %.4f (measured %.4f)\n",
+            flash, flash_budget, code, res.ram, ram_budget, insns, (double)o->mhz * 1e6 / insns, o->mhz, loss0 + res.dloss,
+            measured[pick]);
     if (!res.exact) fprintf(stderr, "  (the search's front was cut: the plan may not be the best)\n");
+    if (found > 1) {
+        fprintf(stderr, "  the search's best plans with different trits, and the best with two layers swapped; "
+                        "calibration loss predicted (sum of the items) / measured:\n");
+        for (size_t j = 0; j < found; j++) {
+            char types[4 * TLM_QUANT_PLAN_MAX + 16];
+            size_t tl = 0;
+            for (uint32_t i = 0; i <= L && tl + 8 < sizeof types; i++)
+                tl += (size_t)snprintf(types + tl, sizeof types - tl, "%s%s", i ? (i == L ? "; " : ",") : "",
+                                       hw_name[cands[j * (L + 1u) + i]]);
+            fprintf(stderr, "    %s %-40s %.4f / %.4f, %.0f instructions per token\n", j == pick ? "->" : "  ", types,
+                    loss0 + cand_res[j].dloss, measured[j], fixed_insns + cand_res[j].insns);
+        }
+    }
     if (json) {
         cJSON *pj = cJSON_AddObjectToObject(json, "device");
         cJSON_AddStringToObject(pj, "name", o->dev->name);
@@ -314,7 +406,19 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
         cJSON_AddNumberToObject(pr, "est_tokens_per_s", (double)o->mhz * 1e6 / insns);
         cJSON_AddNumberToObject(pr, "calib_loss_fp32", loss0);
         cJSON_AddNumberToObject(pr, "calib_loss", loss0 + res.dloss);
+        cJSON_AddNumberToObject(pr, "calib_loss_measured", measured[pick]);
+        cJSON *ld = cJSON_AddArrayToObject(json, "candidates");
+        for (size_t j = 0; j < found; j++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON *ty = cJSON_AddArrayToObject(e, "types");
+            for (uint32_t i = 0; i <= L; i++) cJSON_AddItemToArray(ty, cJSON_CreateString(hw_name[cands[j * (L + 1u) + i]]));
+            cJSON_AddNumberToObject(e, "calib_loss_predicted", loss0 + cand_res[j].dloss);
+            cJSON_AddNumberToObject(e, "calib_loss_measured", measured[j]);
+            cJSON_AddBoolToObject(e, "chosen", j == pick);
+            cJSON_AddItemToArray(ld, e);
+        }
     }
+    free(cands);
     rc = 0;
 out:
     free(dl);

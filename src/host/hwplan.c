@@ -72,7 +72,16 @@ static size_t keep_front(state *s, size_t n, double *stair_i, double *stair_f)
 tlm_status tlm_hw_plan(const tlm_hw_item *items, size_t n, const tlm_hw_budget *b, uint8_t *choice,
                        tlm_hw_result *res, tlm_error *err)
 {
-    memset(res, 0, sizeof *res);
+    size_t found = 0;
+    return tlm_hw_plans(items, n, b, 1, choice, res, &found, err);
+}
+
+tlm_status tlm_hw_plans(const tlm_hw_item *items, size_t n, const tlm_hw_budget *b, size_t kmax, uint8_t *choices,
+                        tlm_hw_result *res, size_t *found, tlm_error *err)
+{
+    *found = 0;
+    if (!kmax) return tlm_fail(err, TLM_ERR_ARG, "no plan asked for");
+    memset(res, 0, kmax * sizeof *res);
     res->exact = 1;
     if (!(b->quantum > 0.0)) return tlm_fail(err, TLM_ERR_ARG, "the loss quantum must be positive");
     /* types over the RAM budget are out; the least flash and instructions
@@ -165,18 +174,25 @@ tlm_status tlm_hw_plan(const tlm_hw_item *items, size_t n, const tlm_hw_budget *
                       "ask for less speed or give more flash");
         goto out;
     }
-    size_t at = 0;
-    const state *best = &fronts[n][0];
-    res->dloss = 0;
-    res->flash = best->flash;
-    res->insns = best->insns;
-    res->ram = best->ram;
-    for (size_t i = n; i-- > 0;) {
-        const state *s = &fronts[i + 1][at];
-        choice[i] = s->type;
-        res->dloss += items[i].dloss[s->type] > 0.0 ? items[i].dloss[s->type] : 0.0;
-        at = s->parent;
+    const size_t k_out = sizes[n] < kmax ? sizes[n] : kmax;
+    for (size_t j = 0; j < k_out; j++) {
+        size_t at = j;
+        const state *plan = &fronts[n][j];
+        tlm_hw_result *r = &res[j];
+        r->front = res[0].front;
+        r->exact = res[0].exact;
+        r->dloss = 0;
+        r->flash = plan->flash;
+        r->insns = plan->insns;
+        r->ram = plan->ram;
+        for (size_t i = n; i-- > 0;) {
+            const state *s = &fronts[i + 1][at];
+            choices[j * n + i] = s->type;
+            r->dloss += items[i].dloss[s->type] > 0.0 ? items[i].dloss[s->type] : 0.0;
+            at = s->parent;
+        }
     }
+    *found = k_out;
 out:
     for (size_t i = 0; i <= n; i++) free(fronts[i]);
     free(fronts);

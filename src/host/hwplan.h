@@ -43,6 +43,14 @@ typedef struct tlm_hw_result {
 tlm_status tlm_hw_plan(const tlm_hw_item *items, size_t n, const tlm_hw_budget *b, uint8_t *choice,
                        tlm_hw_result *res, tlm_error *err);
 
+/* The same search, keeping up to kmax plans: the first kmax of the final
+ * Pareto front in the order of the objective (least loss, then
+ * instructions, then flash), plan j in choices[j * n ..], its sums in
+ * res[j]; *found plans were kept (at least 1 on success). For checking the
+ * front's leaders against a measurement of their real loss. */
+tlm_status tlm_hw_plans(const tlm_hw_item *items, size_t n, const tlm_hw_budget *b, size_t kmax, uint8_t *choices,
+                        tlm_hw_result *res, size_t *found, tlm_error *err);
+
 /* A plan's loss in quanta (what the search minimizes first). */
 long tlm_hw_loss_quanta(const tlm_hw_item *items, size_t n, const uint8_t *choice, double quantum);
 
