@@ -152,7 +152,8 @@ static int fed_update(int argc, char **argv)
     tlm_fed_enc enc = TLM_FED_I8;
     tlm_fed_header h = {0, 0, 0, 0};
     int c, from_broker = 0, round_given = 0, secure = 0;
-    float update_clip = 0.0f, z = 0.0f;
+    double update_clip = 0.0;
+    float z = 0.0f;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
@@ -183,10 +184,13 @@ static int fed_update(int argc, char **argv)
         case F_TENSORS: o.train_only = optarg; break;
         case F_SECURE: secure = 1; break;
         case F_DEVICES: devices = optarg; break;
-        case F_UPDATE_CLIP:
-            if (!cli_parse_float(optarg, 1e-9f, 1e9f, &update_clip))
+        case F_UPDATE_CLIP: {
+            float f;
+            if (!cli_parse_float(optarg, 1e-9f, 1e9f, &f))
                 return cli_usage_error("fed update", "--update-clip expects a positive number, got '%s'", optarg);
+            update_clip = strtod(optarg, NULL); /* as the server reads its --clip */
             break;
+        }
         case F_DP_NOISE:
             if (!cli_parse_float(optarg, 1e-3f, (float)TLM_FED_DP_MAX_Z, &z))
                 return cli_usage_error("fed update", "--dp-noise expects a multiplier in [0.001, %g], got '%s'",
@@ -508,7 +512,8 @@ static int fed_aggregate(int argc, char **argv)
     const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm", *key = NULL, *devices = NULL,
                *ledger = NULL, *tensors = NULL;
     uint32_t expect = 0, round = 0, dp_clients = 0;
-    float clip = 0.0f, slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f;
+    double clip = 0.0;
+    float slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f;
     double delta = 1e-6;
     int json = 0, c, publish = 0, secure = 0;
     optind = 1;
@@ -520,10 +525,13 @@ static int fed_aggregate(int argc, char **argv)
         case 'h': fputs(help, stdout); return 0;
         case F_PUBLISH: publish = 1; break;
         case F_SECURE: secure = 1; break;
-        case F_CLIP:
-            if (!cli_parse_float(optarg, 1e-9f, 1e9f, &clip))
+        case F_CLIP: {
+            float f;
+            if (!cli_parse_float(optarg, 1e-9f, 1e9f, &f))
                 return cli_usage_error("fed aggregate", "--clip expects a positive number, got '%s'", optarg);
+            clip = strtod(optarg, NULL); /* as written (a device's --update-clip is read the same way) */
             break;
+        }
         case F_SLR:
             if (!cli_parse_float(optarg, 1e-6f, 100.0f, &slr))
                 return cli_usage_error("fed aggregate", "--server-lr expects a number in (0, 100], got '%s'", optarg);
