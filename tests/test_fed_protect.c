@@ -269,6 +269,77 @@ static void test_private_aggregate(void **state)
     tlm_params_free(&g);
 }
 
+/* An empirical audit of the private aggregation: the best test between
+ * "a canary device took part" and "it did not" (its update of norm C, the
+ * projection of the new model on its direction) separates the two by
+ * mu = C / (noise sd), which for the Gaussian mechanism is exactly what
+ * rho = mu^2 / 2 claims (Gaussian DP). Measured over many rounds, mu must
+ * match 1/Z: a mechanism with too little noise (or a wrong account) would
+ * show a larger separation than the epsilon it reports. */
+static void test_private_aggregate_audit(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 400 };
+    const double clip = 1.0, z = 1.0;
+    tlm_params g, bg, canary, out;
+    assert_int_equal(tlm_params_from_model(&g, &tiny, NULL), TLM_OK);
+    uint64_t s = 77;
+    perturbed(&g, &bg, &s, 0.002); /* another device, in both worlds */
+    assert_int_equal(tlm_params_from_model(&canary, &tiny, NULL), TLM_OK);
+    double *u = malloc(g.n * sizeof *u), n2 = 0;
+    for (size_t i = 0; i < g.n; i++) {
+        u[i] = 2 * tu_uniform(&s) - 1;
+        n2 += u[i] * u[i];
+    }
+    for (size_t i = 0; i < g.n; i++) {
+        u[i] /= sqrt(n2);
+        canary.data[i] = g.data[i] + (float)(0.999 * clip * u[i]); /* just inside the clip */
+    }
+    uint8_t *ub, *uc;
+    size_t nb, nc;
+    tlm_fed_header hb = {0, 1, 0, 10}, hc = {0, 2, 0, 10};
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &bg, NULL, TLM_FED_F32, &hb, NULL, &ub, &nb, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_make_update(&g, &tiny, &canary, NULL, TLM_FED_F32, &hc, NULL, &uc, &nc, NULL), TLM_OK);
+    tlm_fed_dp dp;
+    assert_int_equal(tlm_fed_dp_plan(&dp, clip, z, 2, g.n, NULL), TLM_OK);
+    assert_int_equal(tlm_params_from_model(&out, &tiny, NULL), TLM_OK);
+    double sum[2] = {0, 0}, sum2[2] = {0, 0};
+    seed(123);
+    for (int r = 0; r < 2 * ROUNDS; r++) {
+        const int with = r & 1;
+        tlm_fedavg a;
+        assert_int_equal(tlm_fedavg_init(&a, &tiny, 0.0, NULL), TLM_OK);
+        assert_int_equal(tlm_fedavg_set_dp(&a, &dp, NULL), TLM_OK);
+        assert_int_equal(tlm_fedavg_add(&a, ub, nb, NULL), TLM_OK);
+        if (with) assert_int_equal(tlm_fedavg_add(&a, uc, nc, NULL), TLM_OK);
+        memcpy(out.data, g.data, g.n * sizeof(float));
+        assert_int_equal(tlm_fedavg_apply_dp(&a, &out, 1.0f, &R, NULL), TLM_OK);
+        double proj = 0;
+        for (size_t i = 0; i < g.n; i++) proj += ((double)out.data[i] - g.data[i]) * u[i];
+        sum[with] += proj;
+        sum2[with] += proj * proj;
+        tlm_fedavg_free(&a);
+    }
+    const double m0 = sum[0] / ROUNDS, m1 = sum[1] / ROUNDS;
+    const double v0 = sum2[0] / ROUNDS - m0 * m0, v1 = sum2[1] / ROUNDS - m1 * m1;
+    const double mu = (m1 - m0) / sqrt((v0 + v1) / 2);
+    /* the claim: mu = Delta / sigma with Delta the canary's norm in grid steps (the bound, less 0.1%) */
+    const double claimed = 1.0 / z, se = sqrt(2.0 / ROUNDS + claimed * claimed / (4.0 * ROUNDS));
+    print_message("audit over %d rounds a side: separation mu %.3f (the account's 1/Z = %.3f, se %.3f); "
+                  "noise sd %.4g, stated %.4g\n", ROUNDS, mu, claimed, se, sqrt((v0 + v1) / 2),
+                  sqrt((double)dp.sigma2) * dp.gamma / 2);
+    assert_true(fabs(mu - 0.999 * claimed) < 5 * se);
+    /* the noise on the projection is the stated per-value noise (a unit direction) */
+    assert_true(fabs(sqrt((v0 + v1) / 2) / (sqrt((double)dp.sigma2) * dp.gamma / 2) - 1) < 0.15);
+    free(u);
+    free(ub);
+    free(uc);
+    tlm_params_free(&out);
+    tlm_params_free(&canary);
+    tlm_params_free(&bg);
+    tlm_params_free(&g);
+}
+
 /* A round that changes only some tensors: an update of those is taken,
  * one carrying others is refused, and the private aggregate noises only
  * those (every other parameter comes out exactly as it was). */
@@ -650,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_dgauss_wide),
         cmocka_unit_test(test_zcdp_epsilon),
         cmocka_unit_test(test_private_aggregate),
+        cmocka_unit_test(test_private_aggregate_audit),
         cmocka_unit_test(test_restricted_round),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_sealed),
