@@ -345,6 +345,13 @@ static void test_fed_round(void **state)
     assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' '%s'", model, tu_tmp("new2.tlm"), tu_tmp("bad.tlmu"),
                          tu_tmp("u.tlmu")), 0);
     assert_non_null(strstr(err_text, "1 left out"));
+    /* fed info: the update's header and entries; the damaged one refused with its reason */
+    assert_int_equal(run("fed info -m '%s' '%s' --json", model, tu_tmp("u.tlmu")), 0);
+    assert_non_null(strstr(out_text, "\"kind\":\"update\""));
+    assert_non_null(strstr(out_text, "\"client\":9"));
+    assert_non_null(strstr(out_text, "\"encoding\":\"fp32\""));
+    assert_int_equal(run("fed info '%s' '%s'", tu_tmp("u.tlmu"), tu_tmp("bad.tlmu")), 1);
+    assert_non_null(strstr(err_text, "checksum"));
     /* usage */
     assert_int_equal(run("fed"), 2);
     assert_int_equal(run("fed update -m '%s' -o '%s' --steps 1", model, tu_tmp("x.tlmu")), 2);

@@ -31,6 +31,7 @@ static const char help[] =
     "                         [--dp-noise Z --clip C [--dp-clients N] [--delta D] [--ledger FILE [--budget E]]]\n"
     "                         [--secure-agg] [--tensors G] [UPDATE.tlmu...]\n"
     "       tritlm fed keygen -o NAME   (writes NAME.key, secret, and NAME.pub)\n"
+    "       tritlm fed info [-m GLOBAL.tlm] [--server-key SERVER.pub] [--json] MESSAGE...\n"
     "\n"
     "Federated fine-tuning, one round, with files (the message format is docs/FORMAT.md's\n"
     "federated update; a device writes the same with the core's tlm_fed_* functions).\n"
@@ -89,6 +90,9 @@ static const char help[] =
     "      --ledger FILE   JSON record of the rho spent over rounds (created if missing; locked\n"
     "                      while in use); --budget E refuses a round that would take the total\n"
     "                      epsilon at D past E\n"
+    "info: what a message holds: an update's round, client, base model and entries (checked\n"
+    "  against GLOBAL with -m); a sealed update's size (only the server can open it); a signed\n"
+    "  model's round (its signature checked with --server-key). Exit 1 if any is damaged.\n"
     "keygen: a key pair for a device or the server (libsodium: Ed25519 signatures, X25519\n"
     "  sealed boxes). NAME.key is secret (mode 0600, never overwritten); NAME.pub is shared.\n";
 
@@ -818,14 +822,133 @@ static int fed_keygen(int argc, char **argv)
     return 0;
 }
 
+/* tritlm fed info [-m MODEL] [--server-key PUB] [--json] FILE... */
+static const char *enc_name(tlm_fed_enc e)
+{
+    switch (e) {
+    case TLM_FED_F32: return "fp32";
+    case TLM_FED_I8: return "int8";
+    case TLM_FED_T2: return "t2";
+    case TLM_FED_MASKED: return "masked";
+    }
+    return "?";
+}
+
+static int fed_info(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"server-key", required_argument, 0, F_SERVER_KEY},
+        {"json", no_argument, 0, F_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *model = NULL, *server_key = NULL;
+    int c, json = 0;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case F_SERVER_KEY: server_key = optarg; break;
+        case F_JSON: json = 1; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_bad_option("fed info", argv, c);
+        }
+    }
+    if (optind == argc) return cli_usage_error("fed info", "no message given");
+    tlm_error err;
+    tlm_model_file g;
+    tlm_fed_pub pub;
+    if (server_key && tlm_fed_pub_read(server_key, &pub, &err)) return cli_fail("fed info", &err);
+    if (model && tlm_model_file_open(&g, model, &err)) return cli_fail("fed info", &err);
+    int bad = 0;
+    cJSON *all = cJSON_CreateArray();
+    for (int i = optind; i < argc; i++) {
+        uint8_t *b = NULL;
+        size_t n = 0;
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "file", argv[i]);
+        cJSON_AddItemToArray(all, j);
+        if (tlm_read_file(argv[i], &b, &n, &err)) {
+            cJSON_AddStringToObject(j, "error", err.msg);
+            if (!json) fprintf(stderr, "tritlm fed info: %s: %s\n", argv[i], err.msg);
+            bad = 1;
+            continue;
+        }
+        cJSON_AddNumberToObject(j, "bytes", (double)n);
+        if (tlm_fed_looks_sealed(b, n)) {
+            cJSON_AddStringToObject(j, "kind", "sealed update");
+            if (!json) printf("%s: sealed update, %zu bytes (only the server's key opens it)\n", argv[i], n);
+        } else if (n >= 4 && !memcmp(b, TLM_FED_SIGNED_MAGIC, 4)) {
+            const uint8_t *img;
+            size_t img_n;
+            uint32_t round = n >= 12 ? (uint32_t)b[8] | (uint32_t)b[9] << 8 | (uint32_t)b[10] << 16 | (uint32_t)b[11] << 24 : 0;
+            cJSON_AddStringToObject(j, "kind", "signed model");
+            cJSON_AddNumberToObject(j, "round", round);
+            const char *sig = "not checked (give --server-key)";
+            if (server_key) {
+                if (tlm_fed_verify_model(&pub, b, n, &img, &img_n, &round, &err)) {
+                    sig = err.msg;
+                    bad = 1;
+                } else {
+                    sig = "verified";
+                }
+                cJSON_AddStringToObject(j, "signature", sig);
+            }
+            if (!json) printf("%s: signed model for round %u, %zu bytes; signature %s\n", argv[i], round, n, sig);
+        } else {
+            tlm_fed_info info;
+            if (tlm_fed_validate(b, n, model ? &g.model : NULL, &info, &err)) {
+                cJSON_AddStringToObject(j, "error", err.msg);
+                if (!json) fprintf(stderr, "tritlm fed info: %s: %s\n", argv[i], err.msg);
+                bad = 1;
+                free(b);
+                continue;
+            }
+            char base[16];
+            snprintf(base, sizeof base, "%08x", info.h.base_crc);
+            cJSON_AddStringToObject(j, "kind", "update");
+            cJSON_AddNumberToObject(j, "round", info.h.round);
+            cJSON_AddNumberToObject(j, "client", info.h.client);
+            cJSON_AddStringToObject(j, "base_model_id", base);
+            cJSON_AddNumberToObject(j, "examples", info.h.n_examples);
+            if (!json)
+                printf("%s: update, %zu bytes: round %u, client %u, base model %s%s, %u examples, %u entries\n", argv[i], n,
+                       info.h.round, info.h.client, base, model ? " (this model)" : "", info.h.n_examples, info.n_entries);
+            cJSON *es = cJSON_AddArrayToObject(j, "entries");
+            for (uint32_t k = 0; k < info.n_entries; k++) {
+                tlm_fed_entry e;
+                tlm_fed_entry_at(b, k, &e);
+                cJSON *ej = cJSON_CreateObject();
+                cJSON_AddStringToObject(ej, "role", tlm_role_name(e.role));
+                cJSON_AddNumberToObject(ej, "layer", e.layer);
+                cJSON_AddStringToObject(ej, "encoding", enc_name(e.enc));
+                cJSON_AddNumberToObject(ej, "values", e.count);
+                cJSON_AddNumberToObject(ej, "scale", e.scale);
+                cJSON_AddItemToArray(es, ej);
+                if (!json)
+                    printf("  %-12s layer %-3u %-6s %8u values, scale %g\n", tlm_role_name(e.role), e.layer, enc_name(e.enc),
+                           e.count, (double)e.scale);
+            }
+        }
+        free(b);
+    }
+    if (model) tlm_model_file_close(&g);
+    if (json) {
+        char *s = cJSON_PrintUnformatted(all);
+        if (s) puts(s);
+        free(s);
+    }
+    cJSON_Delete(all);
+    return bad ? TLM_EXIT_FAIL : 0;
+}
+
 int cmd_fed(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "update")) return fed_update(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "aggregate")) return fed_aggregate(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "keygen")) return fed_keygen(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "info")) return fed_info(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(help, stdout);
         return 0;
     }
-    return cli_usage_error("fed", "expects 'update', 'aggregate' or 'keygen'%s%s", argc >= 2 ? ", got " : "", argc >= 2 ? argv[1] : "");
+    return cli_usage_error("fed", "expects 'update', 'aggregate', 'keygen' or 'info'%s%s", argc >= 2 ? ", got " : "", argc >= 2 ? argv[1] : "");
 }
