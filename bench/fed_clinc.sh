@@ -64,19 +64,31 @@ for v in "$@"; do
     t0=$(date +%s)
     r=1
     while [ $r -le "$rounds" ]; do
-        rm -f "$out"/u_*.tlmu
+        rm -f "$out"/u_*.tlmu "$out"/r_*.tlmr "$out"/state_*
         c=0
         for f in "$out"/data/dev_*; do
             # shellcheck disable=SC2086
             devkey=""
-            [ -n "$secure" ] && devkey="--key $out/keys$devices/d$c.key"
+            [ -n "$secure" ] && devkey="--key $out/keys$devices/d$c.key --state $out/state_$c"
             "$tlm" fed update -m "$cur" --data "$f" --split lines --steps 10 --batch 8 --ctx 32 --lr 2e-3 --threads 1 \
                 --client $c --round $r --seed $((r * 1000 + c)) $uopts $devkey -o "$out/u_$c.tlmu" 2>/dev/null
             c=$((c + 1))
         done
         next=$out/${name%% *}_$r.tlm
+        if [ -n "$secure" ]; then # step 1: the request; each device's reveal; step 2 below
+            rm -f "$out"/r_*.tlmr
+            # shellcheck disable=SC2086
+            "$tlm" fed aggregate -m "$cur" -o "$next" $aopts "$out"/u_*.tlmu 2>/dev/null >/dev/null
+            c=0
+            for f in "$out"/data/dev_*; do
+                "$tlm" fed reveal --key "$out/keys$devices/d$c.key" --server-key "$out/keys$devices/server.pub" \
+                    --devices "$out/keys$devices/roster.txt" --state "$out/state_$c" --request "$next.request" \
+                    -o "$out/r_$c.tlmr" 2>/dev/null
+                c=$((c + 1))
+            done
+        fi
         # shellcheck disable=SC2086
-        "$tlm" fed aggregate -m "$cur" -o "$next" $aopts "$out"/u_*.tlmu 2>"$out/agg.err" >/dev/null
+        "$tlm" fed aggregate -m "$cur" -o "$next" $aopts "$out"/u_*.tlmu $(ls "$out"/r_*.tlmr 2>/dev/null) 2>"$out/agg.err" >/dev/null
         cur=$next
         row="$row $(ev "$cur") |"
         r=$((r + 1))

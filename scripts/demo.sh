@@ -28,8 +28,9 @@ set +x
 mkdir -p "$build/demo"
 # a federated round on files: two enrolled devices fine-tune the norms of the
 # fp32 model on their own stories and send signed, sealed, masked shares
-# with their part of the privacy noise; the server reads only their sum
-# (secure aggregation) and states the round's epsilon
+# with their part of the privacy noise; the server names who dropped out
+# (nobody), the devices reveal their self masks, and the server reads only
+# the sum (secure aggregation) and states the round's epsilon
 fed=$build/demo/fed
 rm -rf "$fed"
 mkdir -p "$fed"
@@ -42,13 +43,18 @@ set -x
 set +x
 printf '1 %s\n2 %s\n' "$(cat "$fed/device1.pub")" "$(cat "$fed/device2.pub")" >"$fed/devices.txt"
 share="--secure-agg --devices $fed/devices.txt --update-clip 0.5 --dp-noise 1 --tensors norms --server-key $fed/server.pub"
+agg="--key $fed/server.key --devices $fed/devices.txt --secure-agg --clip 0.5 --dp-noise 1 --tensors norms"
 set -x
 "$tlm" fed update -m "$fp32" --data "$fed/device1.txt" --steps 4 --batch 4 --ctx 64 --client 1 --key "$fed/device1.key" \
-    $share -o "$fed/u1.tlmu" 2>&1 | grep '^fed'
+    $share --state "$fed/device1.state" -o "$fed/u1.tlmu" 2>&1 | grep '^fed'
 "$tlm" fed update -m "$fp32" --data "$fed/device2.txt" --steps 4 --batch 4 --ctx 64 --client 2 --key "$fed/device2.key" \
-    $share -o "$fed/u2.tlmu" 2>&1 | grep '^fed'
-"$tlm" fed aggregate -m "$fp32" -o "$fed/global2.tlm" --key "$fed/server.key" --devices "$fed/devices.txt" \
-    --secure-agg --clip 0.5 --dp-noise 1 --tensors norms "$fed/u1.tlmu" "$fed/u2.tlmu"
+    $share --state "$fed/device2.state" -o "$fed/u2.tlmu" 2>&1 | grep '^fed'
+"$tlm" fed aggregate -m "$fp32" -o "$fed/global2.tlm" $agg "$fed/u1.tlmu" "$fed/u2.tlmu"
+"$tlm" fed reveal --key "$fed/device1.key" --server-key "$fed/server.pub" --devices "$fed/devices.txt" \
+    --state "$fed/device1.state" --request "$fed/global2.tlm.request" -o "$fed/r1.tlmr"
+"$tlm" fed reveal --key "$fed/device2.key" --server-key "$fed/server.pub" --devices "$fed/devices.txt" \
+    --state "$fed/device2.state" --request "$fed/global2.tlm.request" -o "$fed/r2.tlmr"
+"$tlm" fed aggregate -m "$fp32" -o "$fed/global2.tlm" $agg "$fed/u1.tlmu" "$fed/u2.tlmu" "$fed/r1.tlmr" "$fed/r2.tlmr"
 set +x
 # on a microcontroller (emulated): the default model as STM32F722 firmware,
 # and the fp32 parent quantized per layer for an STM32H743's flash and RAM

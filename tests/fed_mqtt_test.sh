@@ -135,23 +135,31 @@ if [ $st != 1 ] || [ -e "$tmp/f1.tlmu" ] || ! grep -q "not a signed model" "$tmp
 else
     echo "ok unsigned model refused: $(tail -n 1 "$tmp/f1.err")"
 fi
-# secure aggregation over the broker: the server reads only the sum of the roster's shares
-"$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/sa.tlm" --broker $b --round 8 --timeout 120 --topic sa \
-    --key "$tmp/server.key" --devices "$tmp/devices.txt" --secure-agg --clip 1 --dp-noise 1 --tensors norms \
+# secure aggregation over the broker with a device that never reports: the
+# server waits for the roster's shares, names the missing device in a signed
+# request, and reads the survivors' sum once both revealed
+printf '1 %s\n2 %s\n3 %s\n' "$(cat "$tmp/d1.pub")" "$(cat "$tmp/d2.pub")" "$(cat "$tmp/d3.pub")" >"$tmp/roster3.txt"
+"$tlm" fed aggregate -m "$tmp/g.tlm" -o "$tmp/sa.tlm" --broker $b --round 8 --timeout 10 --topic sa \
+    --key "$tmp/server.key" --devices "$tmp/roster3.txt" --secure-agg --clip 1 --dp-noise 1 --tensors norms \
     --json >"$tmp/sa.json" 2>"$tmp/sa.err" &
 apid=$!
 wait_listening "$tmp/sa.err"
-share="--secure-agg --devices $tmp/devices.txt --update-clip 1 --dp-noise 1 --tensors norms --round 8 --topic sa --broker $b"
+share="--secure-agg --devices $tmp/roster3.txt --update-clip 1 --dp-noise 1 --tensors norms --round 8 --topic sa --broker $b"
 "$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 2 --key "$tmp/d2.key" --server-key "$tmp/server.pub" \
-    $share 2>/dev/null
-"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/b.txt" $common --client 1 $sec $share 2>/dev/null
-st=0
+    $share --reveal-timeout 60 2>"$tmp/sa2.err" &
+d2pid=$!
+"$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/b.txt" $common --client 1 $sec $share --reveal-timeout 60 2>"$tmp/sa1.err" &
+d1pid=$!
+st=0 st1=0 st2=0
 wait $apid || st=$?
-if [ $st != 0 ] || ! grep -q '"accepted":2' "$tmp/sa.json" || ! grep -q "only the sum of the 2 devices" "$tmp/sa.err" ||
-    ! grep -q '"noise_added_by":"devices"' "$tmp/sa.json"; then
-    echo "FAIL: secure aggregation over MQTT: exit $st"; cat "$tmp/sa.err" "$tmp/sa.json"; fail=1
+wait $d1pid || st1=$?
+wait $d2pid || st2=$?
+if [ $st != 0 ] || [ $st1 != 0 ] || [ $st2 != 0 ] || ! grep -q '"accepted":2' "$tmp/sa.json" ||
+    ! grep -q "dropped: 3" "$tmp/sa.err" || ! grep -q "only the sum of the 2 shares" "$tmp/sa.err" ||
+    ! grep -q "reveal published" "$tmp/sa1.err" || ! grep -q '"noise_added_by":"devices"' "$tmp/sa.json"; then
+    echo "FAIL: secure aggregation over MQTT: exit $st (devices $st1 $st2)"; cat "$tmp/sa.err" "$tmp/sa.json" "$tmp/sa1.err"; fail=1
 else
-    echo "ok secure aggregation over MQTT: $(grep 'differential privacy' "$tmp/sa.err" | sed 's/.*privacy: //')"
+    echo "ok secure aggregation over MQTT, device 3 never reporting: $(grep 'differential privacy' "$tmp/sa.err" | sed 's/.*privacy: //')"
 fi
 # nobody sends: the round closes at its timeout and nothing is written
 st=0

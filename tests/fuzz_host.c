@@ -23,6 +23,7 @@
 #include "../src/core/le.h"
 #include "../src/host/bpe_train.h"
 #include "../src/host/fedsec.h"
+#include "../src/host/secagg.h"
 #include "../src/host/image_build.h"
 #include "../src/host/llama2c.h"
 #include "../src/host/train/checkpoint.h"
@@ -384,6 +385,18 @@ static void open_sealed(const uint8_t *b, size_t n)
     err.msg[0] = 0;
     if (tlm_fed_verify_model(&server.pub, b, n, &img, &img_n, &round, &err) == TLM_OK) abort();
     if (!err.msg[0]) abort();
+    /* a forged request for reveals is refused; a reveal is parsed or refused, and parsed holds its count */
+    uint32_t base = 0, nd = 0, *dropped = NULL;
+    err.msg[0] = 0;
+    if (tlm_secagg_request_verify(&server.pub, b, n, &round, &base, &dropped, &nd, &err) == TLM_OK || !err.msg[0]) abort();
+    tlm_secagg_reveal r;
+    err.msg[0] = 0;
+    if (tlm_secagg_reveal_parse(b, n, &r, &err) == TLM_OK) {
+        if (n != 56u + 36u * (size_t)r.n_dropped) abort();
+        tlm_secagg_reveal_free(&r);
+    } else if (!err.msg[0]) {
+        abort();
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -375,6 +375,9 @@ static void test_fed_round(void **state)
         {"fed update -m M --data T --steps 1 -o O --key K", "--server-key"},
         {"fed update -m M --data T --steps 1 -o O --secure-agg", "--secure-agg needs"},
         {"fed update -m M --data T --steps 1 -o O --update-clip 1", "go with --secure-agg"},
+        {"fed update -m M --data T --steps 1 -o O --secure-agg --key K --server-key K --devices D --update-clip 1",
+         "--state"},
+        {"fed reveal --key K --server-key K --devices D --state S -o O", "--request"},
         {"fed keygen", "-o NAME"},
         {"fed keygen -o K extra", "unexpected"},
     };

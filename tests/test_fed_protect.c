@@ -579,12 +579,165 @@ static void test_sealed(void **state)
     tlm_fed_roster_free(&r);
 }
 
-/* Secure aggregation: the roster's masks cancel in the sum (and one
- * device's share is uniformly random), the server's sum equals the mean of
- * the devices' clipped, rounded updates computed here, nothing is made
- * without every device's share, a second share or a stranger's is
- * refused, and with noise the result's variance is the devices' shares
- * added up. */
+/* Secure aggregation: the roster's pairwise masks cancel (and one
+ * device's share is uniformly random); with every device in, and with one
+ * dropped out, the server's result after the survivors' reveals equals
+ * the mean of their clipped, rounded updates computed here; a dropped
+ * device's share that arrives after the reveals is still uniform once the
+ * revealed pair masks are removed (its self mask holds); refusals: a
+ * second share, a missing or disagreeing reveal, a request naming the
+ * device itself or leaving one device; with noise, the variance is the
+ * senders' parts added up. */
+static void secure_round(const tlm_fed_keys *keys, const uint32_t *ids, int n, const tlm_fed_roster *roster,
+                         const tlm_params *g, const int *drop, double z, uint64_t seedv)
+{
+    const size_t d = g->n;
+    const double clip = 0.3;
+    tlm_secagg plan;
+    assert_int_equal(tlm_secagg_plan(&plan, clip, z, (uint32_t)n, d, NULL), TLM_OK);
+    uint8_t *msg[8], seeds[8][32];
+    size_t bytes[8];
+    tlm_params l[8], out;
+    double *want = calloc(d, sizeof *want);
+    uint64_t s = seedv;
+    seed(seedv);
+    int senders = 0;
+    for (int i = 0; i < n; i++) senders += !drop[i];
+    for (int i = 0; i < n; i++) {
+        perturbed(g, &l[i], &s, i == 2 ? 0.02 : 0.002); /* device 2 is clipped */
+        tlm_fed_header h = {5, ids[i], 0, 100};
+        assert_int_equal(tlm_fed_make_masked_update(g, &tiny, &l[i], NULL, &h, &plan, &keys[i], roster, &R, seeds[i], &msg[i],
+                                                    &bytes[i], NULL),
+                         TLM_OK);
+        if (drop[i]) continue;
+        double n2 = 0;
+        for (size_t k = 0; k < d; k++) n2 += ((double)l[i].data[k] - g->data[k]) * ((double)l[i].data[k] - g->data[k]);
+        const double f = sqrt(n2) > clip ? clip / sqrt(n2) : 1.0;
+        for (size_t k = 0; k < d; k++)
+            want[k] += (double)llround(f * ((double)l[i].data[k] - g->data[k]) / plan.gamma) * plan.gamma / senders;
+    }
+    tlm_fedavg a;
+    tlm_error err;
+    assert_int_equal(tlm_fedavg_init(&a, &tiny, 0.0, NULL), TLM_OK);
+    assert_int_equal(tlm_fedavg_set_secure(&a, &plan, roster, NULL), TLM_OK);
+    assert_int_equal(tlm_params_from_model(&out, &tiny, NULL), TLM_OK);
+    int first = -1;
+    for (int i = n - 1; i >= 0; i--)
+        if (!drop[i]) {
+            assert_int_equal(tlm_fedavg_add(&a, msg[i], bytes[i], NULL), TLM_OK);
+            first = i;
+        }
+    assert_int_not_equal(tlm_fedavg_add(&a, msg[first], bytes[first], &err), TLM_OK); /* twice */
+    assert_non_null(strstr(err.msg, "already in"));
+    /* the request: who dropped out */
+    uint32_t missing[8];
+    const uint32_t nd = tlm_fedavg_secure_missing(&a, missing);
+    assert_int_equal((int)nd, n - senders);
+    const uint32_t base = tlm_fed_model_id(&tiny);
+    tlm_secagg_reveal rev[8];
+    int nr = 0;
+    for (int i = 0; i < n; i++) {
+        if (drop[i]) {
+            uint8_t *m;
+            size_t mn;
+            assert_int_not_equal(tlm_secagg_reveal_make(&keys[i], roster, 5, base, seeds[i], missing, nd, &m, &mn, &err),
+                                 TLM_OK);
+            assert_non_null(strstr(err.msg, "dropped out"));
+            continue;
+        }
+        uint8_t *m;
+        size_t mn;
+        assert_int_equal(tlm_secagg_reveal_make(&keys[i], roster, 5, base, seeds[i], missing, nd, &m, &mn, NULL), TLM_OK);
+        assert_int_equal(tlm_secagg_reveal_parse(m, mn, &rev[nr], NULL), TLM_OK);
+        nr++;
+        free(m);
+    }
+    /* a reveal missing: no model, the missing client named */
+    assert_int_not_equal(tlm_fedavg_apply_secure(&a, &out, 1.0f, rev + 1, (size_t)nr - 1, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "no reveal yet"));
+    assert_memory_equal(out.data, g->data, d * sizeof(float));
+    assert_int_equal(tlm_fedavg_apply_secure(&a, &out, 1.0f, rev, (size_t)nr, NULL), TLM_OK);
+    double worst = 0, s2 = 0;
+    for (size_t k = 0; k < d; k++) {
+        const double r = (double)out.data[k] - g->data[k] - want[k];
+        worst = fmax(worst, fabs(r));
+        s2 += r * r;
+    }
+    if (z == 0) {
+        print_message("secure sum, %d of %d devices, no noise: largest difference from the mean computed here %.2g\n",
+                      senders, n, worst);
+        assert_true(worst < 1e-7);
+    } else {
+        const double var = (double)senders * plan.share_sigma2 * (plan.gamma / senders) * (plan.gamma / senders);
+        const double zv = (s2 / var - (double)d) / sqrt(2.0 * d);
+        print_message("secure sum, %d of %d devices, with their noise: variance z %.2f\n", senders, n, zv);
+        assert_true(fabs(zv) < 5);
+        assert_true(fabs(tlm_secagg_rho(&plan, (uint32_t)senders) - plan.rho * n / senders) < 1e-9);
+    }
+    /* a dropped device's late share: remove every pair mask the reveals gave away; its self mask keeps it uniform */
+    for (int i = 0; i < n; i++) {
+        if (!drop[i]) continue;
+        tlm_fed_entry e;
+        uint32_t *late = malloc(d * sizeof *late);
+        size_t k = 0;
+        for (uint32_t t = 0; t < tlm_params_count(g); t++) {
+            tlm_fed_entry_at(msg[i] + 0, t, &e);
+            for (uint32_t j = 0; j < e.count; j++, k++)
+                late[k] = (uint32_t)e.data[4 * j] | (uint32_t)e.data[4 * j + 1] << 8 | (uint32_t)e.data[4 * j + 2] << 16 |
+                          (uint32_t)e.data[4 * j + 3] << 24;
+        }
+        /* the server knows every pair key of this device with a survivor: it computes their masks the device's way */
+        uint32_t *pm = calloc(d, sizeof *pm);
+        tlm_fed_roster pair = *roster;
+        for (int r = 0; r < nr; r++) {
+            uint32_t *one = malloc(d * sizeof *one);
+            /* the survivor's mask restricted to this dropped device: the survivor's full mask minus its other pairs
+             * is not computable, so recompute the pair stream through a two-device roster of the same keys */
+            uint32_t ids2[2] = {ids[i], rev[r].client};
+            tlm_fed_pub pubs2[2];
+            for (uint32_t q = 0; q < roster->n; q++) {
+                if (roster->client[q] == ids[i]) pubs2[0] = roster->pub[q];
+                if (roster->client[q] == rev[r].client) pubs2[1] = roster->pub[q];
+            }
+            pair.n = 2;
+            pair.client = ids2;
+            pair.pub = pubs2;
+            assert_int_equal(tlm_secagg_mask(&keys[i], &pair, 5, base, d, one, NULL), TLM_OK);
+            for (size_t q = 0; q < d; q++) pm[q] += one[q];
+            free(one);
+        }
+        uint64_t c[256] = {0};
+        double p[256];
+        for (size_t q = 0; q < d; q++) c[(late[q] - pm[q]) >> 24]++;
+        for (int b = 0; b < 256; b++) p[b] = 1.0 / 256;
+        const double chi = tu_chi2_stat(c, p, 256, (double)d);
+        print_message("a late share of a dropped device, pair masks removed: top-byte chi2 %.1f (critical %.1f)\n", chi,
+                      tu_chi2_crit(255));
+        assert_true(chi >= 0 && chi < tu_chi2_crit(255));
+        if (nd == 1 && z == 0) { /* what holds it is the self mask: without it, the update itself */
+            uint32_t *self = malloc(d * sizeof *self);
+            assert_int_equal(tlm_secagg_self_mask(seeds[i], 5, base, d, self, NULL), TLM_OK);
+            double n2 = 0;
+            for (size_t q = 0; q < d; q++) n2 += ((double)l[i].data[q] - g->data[q]) * ((double)l[i].data[q] - g->data[q]);
+            const double f = sqrt(n2) > clip ? clip / sqrt(n2) : 1.0;
+            for (size_t q = 0; q < d; q++)
+                assert_int_equal((int32_t)(late[q] - pm[q] - self[q]),
+                                 llround(f * ((double)l[i].data[q] - g->data[q]) / plan.gamma));
+            free(self);
+        }
+        free(pm);
+        free(late);
+    }
+    for (int r = 0; r < nr; r++) tlm_secagg_reveal_free(&rev[r]);
+    tlm_fedavg_free(&a);
+    free(want);
+    for (int i = 0; i < n; i++) {
+        free(msg[i]);
+        tlm_params_free(&l[i]);
+    }
+    tlm_params_free(&out);
+}
+
 static void test_secure_aggregation(void **state)
 {
     (void)state;
@@ -601,10 +754,10 @@ static void test_secure_aggregation(void **state)
     write_roster(rpath, ids, pubs, N);
     tlm_fed_roster roster;
     assert_int_equal(tlm_fed_roster_read(rpath, &roster, NULL), TLM_OK);
-    tlm_params g, l[N], out;
+    tlm_params g;
     assert_int_equal(tlm_params_from_model(&g, &tiny, NULL), TLM_OK);
     const size_t d = g.n;
-    /* the masks cancel; one alone is uniform (chi-square of its top byte) */
+    /* the pairwise masks cancel; one alone is uniform (chi-square of its top byte) */
     uint32_t *sum = calloc(d, sizeof *sum), *mask = malloc(d * sizeof *mask);
     for (int i = 0; i < N; i++) {
         assert_int_equal(tlm_secagg_mask(&keys[i], &roster, 5, 1234, d, mask, NULL), TLM_OK);
@@ -621,96 +774,61 @@ static void test_secure_aggregation(void **state)
         }
     }
     for (size_t k = 0; k < d; k++) assert_int_equal(sum[k], 0);
-    /* another round's masks differ */
-    uint32_t *mask2 = malloc(d * sizeof *mask2);
-    assert_int_equal(tlm_secagg_mask(&keys[0], &roster, 6, 1234, d, mask2, NULL), TLM_OK);
-    assert_true(memcmp(mask, mask2, d * sizeof *mask) != 0);
-
-    for (int noisy = 0; noisy < 2; noisy++) {
-        const double clip = 0.3;
-        tlm_secagg plan;
-        assert_int_equal(tlm_secagg_plan(&plan, clip, noisy ? 1.0 : 0.0, N, d, NULL), TLM_OK);
-        uint8_t *msg[N];
-        size_t bytes[N];
-        double *want = calloc(d, sizeof *want);
-        uint64_t s = 31 + (uint64_t)noisy;
-        seed(50 + (uint64_t)noisy);
-        for (int i = 0; i < N; i++) {
-            perturbed(&g, &l[i], &s, i == 2 ? 0.02 : 0.002); /* device 2 is clipped */
-            tlm_fed_header h = {5, ids[i], 0, 100};
-            assert_int_equal(tlm_fed_make_masked_update(&g, &tiny, &l[i], NULL, &h, &plan, &keys[i], &roster, &R, &msg[i],
-                                                        &bytes[i], NULL),
-                             TLM_OK);
-            double n2 = 0;
-            for (size_t k = 0; k < d; k++) n2 += ((double)l[i].data[k] - g.data[k]) * ((double)l[i].data[k] - g.data[k]);
-            const double f = sqrt(n2) > clip ? clip / sqrt(n2) : 1.0;
-            for (size_t k = 0; k < d; k++)
-                want[k] += (double)llround(f * ((double)l[i].data[k] - g.data[k]) / plan.gamma) * plan.gamma / N;
-        }
-        tlm_fedavg a;
-        tlm_error err;
-        assert_int_equal(tlm_fedavg_init(&a, &tiny, 0.0, NULL), TLM_OK);
-        assert_int_equal(tlm_fedavg_set_secure(&a, &plan, roster.client, NULL), TLM_OK);
-        assert_int_equal(tlm_params_from_model(&out, &tiny, NULL), TLM_OK);
-        for (int i = N - 1; i >= 1; i--) assert_int_equal(tlm_fedavg_add(&a, msg[i], bytes[i], NULL), TLM_OK);
-        assert_int_not_equal(tlm_fedavg_add(&a, msg[1], bytes[1], &err), TLM_OK); /* twice */
-        assert_non_null(strstr(err.msg, "already in"));
-        assert_int_not_equal(tlm_fedavg_apply_secure(&a, &out, 1.0f, &err), TLM_OK); /* one missing */
-        assert_non_null(strstr(err.msg, "missing: 3"));
-        assert_memory_equal(out.data, g.data, d * sizeof(float));
-        assert_int_equal(tlm_fedavg_add(&a, msg[0], bytes[0], NULL), TLM_OK);
-        assert_int_equal(tlm_fedavg_apply_secure(&a, &out, 1.0f, NULL), TLM_OK);
-        double worst = 0, s2 = 0;
-        for (size_t k = 0; k < d; k++) {
-            const double r = (double)out.data[k] - g.data[k] - want[k];
-            worst = fmax(worst, fabs(r));
-            s2 += r * r;
-        }
-        if (!noisy) {
-            print_message("secure sum without noise: largest difference from the mean computed here %.2g\n", worst);
-            assert_true(worst < 1e-7);
-        } else {
-            /* noise: the sum of N shares of variance share_sigma2, times gamma / N */
-            const double var = (double)N * plan.share_sigma2 * (plan.gamma / N) * (plan.gamma / N);
-            const double zv = (s2 / var - (double)d) / sqrt(2.0 * d);
-            print_message("secure sum with the devices' noise: variance z %.2f (noise sd %.3g)\n", zv, sqrt(var));
-            assert_true(fabs(zv) < 5);
-        }
-        tlm_fedavg_free(&a);
-        free(want);
-        for (int i = 0; i < N; i++) {
-            free(msg[i]);
-            tlm_params_free(&l[i]);
-        }
-        tlm_params_free(&out);
+    static const int none[N] = {0, 0, 0, 0}, one[N] = {0, 1, 0, 0}, two[N] = {1, 0, 0, 1};
+    secure_round(keys, ids, N, &roster, &g, none, 0.0, 31);
+    secure_round(keys, ids, N, &roster, &g, one, 0.0, 32);
+    secure_round(keys, ids, N, &roster, &g, two, 1.0, 33);
+    /* refusals of the protocol's second step */
+    uint8_t seedv[32] = {1}, *m;
+    size_t mn;
+    tlm_error err;
+    const uint32_t three[3] = {3, 7, 9}, twice[2] = {7, 7}, stranger[1] = {42};
+    assert_int_not_equal(tlm_secagg_reveal_make(&keys[2], &roster, 5, 1, seedv, three, 3, &m, &mn, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "1 of 4 devices left"));
+    assert_int_not_equal(tlm_secagg_reveal_make(&keys[2], &roster, 5, 1, seedv, twice, 2, &m, &mn, &err), TLM_OK);
+    assert_int_not_equal(tlm_secagg_reveal_make(&keys[2], &roster, 5, 1, seedv, stranger, 1, &m, &mn, &err), TLM_OK);
+    /* the request: signed by the server, refused under another key or when changed */
+    tlm_fed_keys server, other;
+    assert_int_equal(tlm_fed_keygen(&server, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_keygen(&other, NULL), TLM_OK);
+    const uint32_t drop1[1] = {7};
+    assert_int_equal(tlm_secagg_request_sign(&server, 5, 99, drop1, 1, &m, &mn, NULL), TLM_OK);
+    uint32_t rr, rb, rn, *rd;
+    assert_int_equal(tlm_secagg_request_verify(&server.pub, m, mn, &rr, &rb, &rd, &rn, NULL), TLM_OK);
+    assert_true(rr == 5 && rb == 99 && rn == 1 && rd[0] == 7);
+    free(rd);
+    assert_int_not_equal(tlm_secagg_request_verify(&other.pub, m, mn, &rr, &rb, &rd, &rn, NULL), TLM_OK);
+    for (size_t i = 0; i < mn; i++) {
+        m[i] ^= 4;
+        assert_int_not_equal(tlm_secagg_request_verify(&server.pub, m, mn, &rr, &rb, &rd, &rn, NULL), TLM_OK);
+        m[i] ^= 4;
     }
+    free(m);
     /* a device outside the roster cannot make a share; a plain server refuses shares */
-    tlm_fed_keys stranger;
-    assert_int_equal(tlm_fed_keygen(&stranger, NULL), TLM_OK);
-    assert_int_not_equal(tlm_secagg_mask(&stranger, &roster, 5, 1234, d, mask, NULL), TLM_OK);
+    tlm_fed_keys stranger_key;
+    assert_int_equal(tlm_fed_keygen(&stranger_key, NULL), TLM_OK);
+    assert_int_not_equal(tlm_secagg_mask(&stranger_key, &roster, 5, 1234, d, mask, NULL), TLM_OK);
     tlm_secagg plan;
     assert_int_equal(tlm_secagg_plan(&plan, 0.3, 0.0, N, d, NULL), TLM_OK);
-    uint8_t *m;
-    size_t mb;
+    tlm_params l;
+    assert_int_equal(tlm_params_from_model(&l, &tiny, NULL), TLM_OK);
     tlm_fed_header h = {5, 3, 0, 100};
-    assert_int_equal(tlm_params_from_model(&l[0], &tiny, NULL), TLM_OK);
-    assert_int_equal(tlm_fed_make_masked_update(&g, &tiny, &l[0], NULL, &h, &plan, &keys[0], &roster, &R, &m, &mb, NULL),
+    uint8_t sd[32];
+    assert_int_equal(tlm_fed_make_masked_update(&g, &tiny, &l, NULL, &h, &plan, &keys[0], &roster, &R, sd, &m, &mn, NULL),
                      TLM_OK);
     tlm_fedavg a;
-    tlm_error err;
     assert_int_equal(tlm_fedavg_init(&a, &tiny, 0.0, NULL), TLM_OK);
-    assert_int_not_equal(tlm_fedavg_add(&a, m, mb, &err), TLM_OK);
+    assert_int_not_equal(tlm_fedavg_add(&a, m, mn, &err), TLM_OK);
     assert_non_null(strstr(err.msg, "--secure-agg"));
     tlm_fedavg_free(&a);
     h.client = 7; /* keys[0] is client 3 */
     free(m);
-    assert_int_not_equal(tlm_fed_make_masked_update(&g, &tiny, &l[0], NULL, &h, &plan, &keys[0], &roster, &R, &m, &mb, NULL),
+    assert_int_not_equal(tlm_fed_make_masked_update(&g, &tiny, &l, NULL, &h, &plan, &keys[0], &roster, &R, sd, &m, &mn, NULL),
                          TLM_OK);
     assert_int_not_equal(tlm_secagg_plan(&plan, 0.3, 0.0, 1, d, NULL), TLM_OK);
-    tlm_params_free(&l[0]);
+    tlm_params_free(&l);
     free(sum);
     free(mask);
-    free(mask2);
     tlm_params_free(&g);
     tlm_fed_roster_free(&roster);
 }

@@ -14,6 +14,7 @@
 #include "../host/fedavg.h"
 #include "../host/fedsec.h"
 #include "../host/secagg.h"
+#include <sodium.h>
 #include "../host/fileio.h"
 #include "../host/model_file.h"
 #include "../host/mqtt.h"
@@ -24,12 +25,15 @@ static const char help[] =
     "usage: tritlm fed update (-m GLOBAL.tlm | --model-from-broker) --data TEXT (--steps N | --minutes M) (-o UPDATE.tlmu | --broker B)\n"
     "                         [--encode fp32|int8|t2] [--round R] [--client ID] [--topic T]\n"
     "                         [--key DEVICE.key --server-key SERVER.pub] [--tensors G]\n"
-    "                         [--secure-agg --devices DEVICES.txt --update-clip C [--dp-noise Z]] [training options]\n"
+    "                         [--secure-agg --devices DEVICES.txt --update-clip C [--dp-noise Z]\n"
+    "                          (--state STATE | --broker B [--reveal-timeout S])] [training options]\n"
     "       tritlm fed aggregate -m GLOBAL.tlm -o NEW.tlm [--clip C] [--server-lr A] [--json]\n"
     "                         [--broker B --expect N [--round R] [--timeout S] [--topic T]]\n"
     "                         [--key SERVER.key --devices DEVICES.txt]\n"
     "                         [--dp-noise Z --clip C [--dp-clients N] [--delta D] [--ledger FILE [--budget E]]]\n"
     "                         [--secure-agg] [--tensors G] [UPDATE.tlmu...]\n"
+    "       tritlm fed reveal --key DEVICE.key --server-key SERVER.pub --devices DEVICES.txt --state STATE\n"
+    "                         --request NEW.tlm.request -o REVEAL\n"
     "       tritlm fed keygen -o NAME   (writes NAME.key, secret, and NAME.pub)\n"
     "       tritlm fed info [-m GLOBAL.tlm] [--server-key SERVER.pub] [--json] MESSAGE...\n"
     "\n"
@@ -47,8 +51,10 @@ static const char help[] =
     "      --secure-agg --devices DEVICES.txt --update-clip C [--dp-noise Z]   a share for secure\n"
     "                   aggregation: the change clipped to C, rounded to the grid C/2^18, with this\n"
     "                   device's part of the noise (Z as the server's --dp-noise), plus masks shared\n"
-    "                   with every device of the roster; alone it is random, only the sum of all\n"
-    "                   the roster's shares means anything\n"
+    "                   with every device of the roster and a self mask; alone it is random. The\n"
+    "                   server then names who dropped out and each sender reveals its self-mask\n"
+    "                   seed and its keys with those: over MQTT this process waits for that request\n"
+    "                   and answers; with files the seed waits in --state for 'fed reveal'\n"
     "      --broker B   also (or instead of -o) publish it to the MQTT broker B (HOST or HOST:PORT)\n"
     "                   on TOPIC/round/R/update, QoS 1, waiting for the broker's acknowledgement\n"
     "      --topic T    the topic prefix (default tritlm)\n"
@@ -81,15 +87,20 @@ static const char help[] =
     "                      update); the epsilon at D is printed\n"
     "      --tensors G     the round changes only these tensors (update's --tensors): updates\n"
     "                      with others are left out, and --dp-noise noises only these\n"
-    "      --secure-agg    the server reads only the sum: every device of --devices must send a\n"
-    "                      share (update's --secure-agg, with --update-clip equal to --clip); the\n"
-    "                      devices add the noise, --dp-noise states its multiplier for the account;\n"
-    "                      no model unless every share arrives (--expect defaults to the roster)\n"
+    "      --secure-agg    the server reads only the sum: the devices of --devices send shares\n"
+    "                      (update's --secure-agg, with --update-clip equal to --clip; they add the\n"
+    "                      noise, --dp-noise states its multiplier for the account); then the server\n"
+    "                      names who dropped out (signed request: on TOPIC/round/R/request, or in\n"
+    "                      NEW.tlm.request with files) and takes one reveal per share (the broker's\n"
+    "                      TOPIC/round/R/reveal, or reveal files given with the shares); at least 2\n"
+    "                      shares; --expect defaults to the roster\n"
     "      --dp-clients N  the mean's fixed denominator (default: --expect, or the files given)\n"
     "      --delta D       delta of the reported epsilon (default 1e-6)\n"
     "      --ledger FILE   JSON record of the rho spent over rounds (created if missing; locked\n"
     "                      while in use); --budget E refuses a round that would take the total\n"
     "                      epsilon at D past E\n"
+    "reveal: a device's answer to the server's request in secure aggregation with files (the\n"
+    "  --state of its 'fed update'; the state is removed after, so it answers once)\n"
     "info: what a message holds: an update's round, client, base model and entries (checked\n"
     "  against GLOBAL with -m); a sealed update's size (only the server can open it); a signed\n"
     "  model's round (its signature checked with --server-key). Exit 1 if any is damaged.\n"
@@ -97,7 +108,7 @@ static const char help[] =
     "  sealed boxes). NAME.key is secret (mode 0600, never overwritten); NAME.pub is shared.\n";
 
 enum { F_ENCODE = 2000, F_ROUND, F_CLIENT, F_CLIP, F_SLR, F_JSON, F_BROKER, F_TOPIC, F_EXPECT, F_TIMEOUT, F_FROM_BROKER,
-       F_PUBLISH, F_KEY, F_SERVER_KEY, F_DEVICES, F_DP_NOISE, F_DP_CLIENTS, F_DELTA, F_LEDGER, F_BUDGET, F_TENSORS, F_SECURE, F_UPDATE_CLIP };
+       F_PUBLISH, F_KEY, F_SERVER_KEY, F_DEVICES, F_DP_NOISE, F_DP_CLIENTS, F_DELTA, F_LEDGER, F_BUDGET, F_TENSORS, F_SECURE, F_UPDATE_CLIP, F_STATE, F_REVEAL_TIMEOUT, F_REQUEST };
 
 /* The first message on a topic (a retained one arrives at once). */
 typedef struct {
@@ -115,6 +126,51 @@ static int keep_first(void *ctx, const char *topic, const uint8_t *data, size_t 
         f->n = n;
     }
     return 1;
+}
+
+/* The first message on `topic` at `broker` within `timeout` seconds
+ * (*data malloc'd); a timeout is an error naming the topic. */
+static tlm_status fetch_first(const char *broker, const char *topic, double timeout, uint8_t **data, size_t *n,
+                              tlm_error *err)
+{
+    tlm_mqtt *mq = NULL;
+    first_message fm = {NULL, 0};
+    int timed_out = 0;
+    tlm_status st = tlm_mqtt_connect(&mq, broker, NULL, 30.0, err);
+    if (!st) st = tlm_mqtt_subscribe(mq, topic, 30.0, err);
+    if (!st) st = tlm_mqtt_receive(mq, timeout, keep_first, &fm, &timed_out, err);
+    tlm_mqtt_close(mq);
+    if (!st && timed_out) st = tlm_fail(err, TLM_ERR_IO, "nothing on %s within %.0f s", topic, timeout);
+    if (!st && !fm.data) st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    if (st) {
+        free(fm.data);
+        return st;
+    }
+    *data = fm.data;
+    *n = fm.n;
+    return TLM_OK;
+}
+
+/* A device's reveal for the server's signed request (secure aggregation's
+ * second step), sealed to the server: checks the request is for this
+ * round and model. */
+static tlm_status make_reveal(const tlm_fed_keys *me, const tlm_fed_pub *server, const tlm_fed_roster *roster,
+                              uint32_t round, uint32_t base_id, const uint8_t seed[32], const uint8_t *req, size_t req_n,
+                              uint8_t **out, size_t *out_n, tlm_error *err)
+{
+    uint32_t r_round = 0, r_base = 0, nd = 0, *dropped = NULL;
+    tlm_status st = tlm_secagg_request_verify(server, req, req_n, &r_round, &r_base, &dropped, &nd, err);
+    if (!st && (r_round != round || r_base != base_id))
+        st = tlm_fail(err, TLM_ERR_ARG, "the server's request is for round %u of model %08x, this share was round %u of "
+                      "%08x", r_round, r_base, round, base_id);
+    uint8_t *rev = NULL;
+    size_t rn = 0;
+    if (!st) st = tlm_secagg_reveal_make(me, roster, round, base_id, seed, dropped, nd, &rev, &rn, err);
+    if (!st) st = tlm_fed_seal(me, server, rev, rn, out, out_n, err);
+    if (rev) sodium_memzero(rev, rn);
+    free(rev);
+    free(dropped);
+    return st;
 }
 
 /* A topic prefix without MQTT's wildcards (non-zero after a usage error). */
@@ -142,7 +198,8 @@ static int fed_update(int argc, char **argv)
         {"model-from-broker", no_argument, 0, F_FROM_BROKER}, {"key", required_argument, 0, F_KEY},
         {"server-key", required_argument, 0, F_SERVER_KEY}, {"tensors", required_argument, 0, F_TENSORS},
         {"secure-agg", no_argument, 0, F_SECURE}, {"devices", required_argument, 0, F_DEVICES},
-        {"update-clip", required_argument, 0, F_UPDATE_CLIP}, {"dp-noise", required_argument, 0, F_DP_NOISE}};
+        {"update-clip", required_argument, 0, F_UPDATE_CLIP}, {"dp-noise", required_argument, 0, F_DP_NOISE},
+        {"state", required_argument, 0, F_STATE}, {"reveal-timeout", required_argument, 0, F_REVEAL_TIMEOUT}};
     enum { N_OWN = sizeof own / sizeof own[0] };
     struct option opts[N_OWN + CLI_TRAIN_LOOP_OPTION_COUNT];
     memcpy(opts, own, sizeof own);
@@ -152,7 +209,8 @@ static int fed_update(int argc, char **argv)
     o.eval_every = 0;
     o.ckpt_every = 0;
     const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm", *key = NULL, *server_key = NULL,
-               *devices = NULL;
+               *devices = NULL, *state = NULL;
+    float reveal_timeout = 600.0f;
     tlm_fed_enc enc = TLM_FED_I8;
     tlm_fed_header h = {0, 0, 0, 0};
     int c, from_broker = 0, round_given = 0, secure = 0;
@@ -188,6 +246,11 @@ static int fed_update(int argc, char **argv)
         case F_TENSORS: o.train_only = optarg; break;
         case F_SECURE: secure = 1; break;
         case F_DEVICES: devices = optarg; break;
+        case F_STATE: state = optarg; break;
+        case F_REVEAL_TIMEOUT:
+            if (!cli_parse_float(optarg, 0.1f, 1e6f, &reveal_timeout))
+                return cli_usage_error("fed update", "--reveal-timeout expects seconds, got '%s'", optarg);
+            break;
         case F_UPDATE_CLIP: {
             float f;
             if (!cli_parse_float(optarg, 1e-9f, 1e9f, &f))
@@ -222,11 +285,16 @@ static int fed_update(int argc, char **argv)
     if (secure && (!key || !devices || !(update_clip > 0)))
         return cli_usage_error("fed update", "--secure-agg needs --key, --server-key, --devices (the roster) and "
                                "--update-clip C (the server's --clip)");
-    if (!secure && (devices || update_clip > 0 || z > 0))
-        return cli_usage_error("fed update", "--devices, --update-clip and --dp-noise go with --secure-agg");
+    if (!secure && (devices || update_clip > 0 || z > 0 || state))
+        return cli_usage_error("fed update", "--devices, --update-clip, --dp-noise and --state go with --secure-agg");
+    if (secure && !broker && !state)
+        return cli_usage_error("fed update", "--secure-agg without --broker needs --state FILE (kept secret until "
+                               "'tritlm fed reveal' answers the server's request)");
+    if (secure && broker && state)
+        return cli_usage_error("fed update", "with --broker the device answers the server's request itself: no --state");
     if (out) {
-        const char *in[] = {model, o.data, o.val, key, server_key, devices};
-        if (cli_refuse_clobber("fed update", out, in, 6)) return TLM_EXIT_USAGE;
+        const char *in[] = {model, o.data, o.val, key, server_key, devices, state};
+        if (cli_refuse_clobber("fed update", out, in, 7)) return TLM_EXIT_USAGE;
     }
 
     tlm_error err;
@@ -309,7 +377,7 @@ static int fed_update(int argc, char **argv)
     memset(&lp, 0, sizeof lp);
     tlm_model_file lf;
     int lf_open = 0;
-    uint8_t *msg = NULL;
+    uint8_t *msg = NULL, seed[32];
     size_t bytes = 0;
     if (!st) st = tlm_model_file_open(&lf, local, &err);
     if (!st) {
@@ -334,8 +402,8 @@ static int fed_update(int argc, char **argv)
                 tlm_secagg plan;
                 st = tlm_secagg_plan(&plan, update_clip, z, roster.n, values, &err);
                 if (!st)
-                    st = tlm_fed_make_masked_update(&gp, &g.model, &lp, only, &h, &plan, &dev_keys, &roster, &rng, &msg,
-                                                    &bytes, &err);
+                    st = tlm_fed_make_masked_update(&gp, &g.model, &lp, only, &h, &plan, &dev_keys, &roster, &rng, seed,
+                                                    &msg, &bytes, &err);
             } else if (!st)
                 st = tlm_fed_make_update(&gp, &g.model, &lp, only, enc, &h, &rng, &msg, &bytes, &err);
             free(only);
@@ -355,6 +423,33 @@ static int fed_update(int argc, char **argv)
         st = tlm_mqtt_send(broker, id, t, msg, bytes, 0, &err);
         if (!st) fprintf(stderr, "fed update: published to %s on %s\n", t, broker);
     }
+    const uint32_t base_id = tlm_fed_model_id(&g.model);
+    if (!st && secure && state) { /* the seed waits, secret, for 'fed reveal' */
+        char hex[65], line[160];
+        sodium_bin2hex(hex, sizeof hex, seed, 32);
+        const int len = snprintf(line, sizeof line, "tritlm-secagg-state-1 %u %08x %u %s\n", h.round, base_id, h.client, hex);
+        st = tlm_write_secret_atomic(state, line, (size_t)len, &err);
+        sodium_memzero(hex, sizeof hex);
+        sodium_memzero(line, sizeof line);
+        if (!st) fprintf(stderr, "fed update: self-mask seed kept in %s until 'tritlm fed reveal'\n", state);
+    }
+    if (!st && secure && broker) { /* the second step: the server's request, then this device's reveal */
+        char t[600];
+        snprintf(t, sizeof t, "%s/round/%u/request", topic, h.round);
+        fprintf(stderr, "fed update: waiting up to %.0f s for the server's request on %s\n", reveal_timeout, t);
+        uint8_t *req = NULL, *rev = NULL;
+        size_t req_n = 0, rev_n = 0;
+        st = fetch_first(broker, t, reveal_timeout, &req, &req_n, &err);
+        if (!st) st = make_reveal(&dev_keys, &server_pub, &roster, h.round, base_id, seed, req, req_n, &rev, &rev_n, &err);
+        if (!st) {
+            snprintf(t, sizeof t, "%s/round/%u/reveal", topic, h.round);
+            st = tlm_mqtt_send(broker, NULL, t, rev, rev_n, 0, &err);
+            if (!st) fprintf(stderr, "fed update: reveal published to %s\n", t);
+        }
+        free(req);
+        free(rev);
+    }
+    sodium_memzero(seed, sizeof seed);
     free(msg);
     tlm_params_free(&gp);
     tlm_params_free(&lp);
@@ -461,6 +556,54 @@ static int collect(void *ctx, const char *topic, const uint8_t *data, size_t n)
     return c->n >= c->expect;
 }
 
+/* Secure aggregation's reveals: one per device whose share arrived. */
+typedef struct {
+    tlm_secagg_reveal *r;
+    size_t n, cap;
+    const tlm_fedavg *agg;
+    const opener *op;
+    cJSON *rejected;
+} reveal_set;
+
+static tlm_status keep_reveal(reveal_set *rs, const uint8_t *msg, size_t n, tlm_error *err)
+{
+    tlm_secagg_reveal r;
+    tlm_status st = tlm_secagg_reveal_parse(msg, n, &r, err);
+    if (st) return st;
+    int sender = 0;
+    for (uint32_t i = 0; i < rs->agg->sec->n; i++)
+        sender |= rs->agg->sec_roster->client[i] == r.client && rs->agg->sec_seen[i];
+    for (size_t i = 0; i < rs->n && !st; i++)
+        if (rs->r[i].client == r.client) st = tlm_fail(err, TLM_ERR_ARG, "client %u's reveal is already in", r.client);
+    if (!st && !sender) st = tlm_fail(err, TLM_ERR_ARG, "client %u sent no share this round", r.client);
+    if (!st && rs->n >= rs->cap) st = tlm_fail(err, TLM_ERR_ARG, "too many reveals");
+    if (st) {
+        tlm_secagg_reveal_free(&r);
+        return st;
+    }
+    rs->r[rs->n++] = r;
+    return TLM_OK;
+}
+
+static int collect_reveal(void *ctx, const char *topic, const uint8_t *data, size_t n)
+{
+    reveal_set *rs = ctx;
+    const uint8_t *msg;
+    size_t msg_n;
+    uint8_t *owned;
+    tlm_error err;
+    char what[300];
+    snprintf(what, sizeof what, "a reveal on %s", topic);
+    if (open_update(rs->op, data, n, &msg, &msg_n, &owned, &err) || keep_reveal(rs, msg, msg_n, &err))
+        reject(rs->rejected, what, err.msg);
+    else
+        fprintf(stderr, "fed aggregate: client %u's reveal (%zu of %u)\n", rs->r[rs->n - 1].client, rs->n,
+                rs->agg->accepted);
+    if (owned) sodium_memzero(owned, msg_n);
+    free(owned);
+    return rs->n >= rs->agg->accepted;
+}
+
 static int by_client(const void *a, const void *b)
 {
     const uint32_t x = ((const held_update *)a)->client, y = ((const held_update *)b)->client;
@@ -519,7 +662,7 @@ static int fed_aggregate(int argc, char **argv)
     double clip = 0.0;
     float slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f;
     double delta = 1e-6;
-    int json = 0, c, publish = 0, secure = 0;
+    int json = 0, c, publish = 0, secure = 0, waiting = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
@@ -636,7 +779,7 @@ static int fed_aggregate(int argc, char **argv)
     double rho = 0; /* this round's privacy cost */
     if (!st && secure) { /* the devices clip and noise; the server sums */
         st = tlm_secagg_plan(&sec, clip, z, roster.n, dp_dim, &err);
-        if (!st) st = tlm_fedavg_set_secure(&agg, &sec, roster.client, &err);
+        if (!st) st = tlm_fedavg_set_secure(&agg, &sec, &roster, &err);
         rho = sec.rho;
         if (!expect) expect = roster.n;
     } else if (!st && z > 0) {
@@ -655,6 +798,10 @@ static int fed_aggregate(int argc, char **argv)
             st = tlm_fail(&err, TLM_ERR_BUDGET, "this round would take the total to %s: nothing aggregated", why);
         }
     }
+    /* secure aggregation's reveals (files now, the broker later) */
+    reveal_set rs = {secure ? calloc(roster.n + n_files + 1u, sizeof(tlm_secagg_reveal)) : NULL, 0,
+                     roster.n + n_files + 1u, &agg, &op, rejected};
+    if (!st && secure && !rs.r) st = tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
     for (int i = optind; !st && i < argc; i++) {
         uint8_t *data = NULL, *owned = NULL;
         const uint8_t *msg;
@@ -662,7 +809,10 @@ static int fed_aggregate(int argc, char **argv)
         tlm_error e2;
         tlm_status s2 = tlm_read_file(argv[i], &data, &n, &e2);
         if (!s2) s2 = open_update(&op, data, n, &msg, &msg_n, &owned, &e2);
-        if (!s2) s2 = tlm_fedavg_add(&agg, msg, msg_n, &e2);
+        if (!s2 && secure && msg_n >= 4 && !memcmp(msg, TLM_SECAGG_REVEAL_MAGIC, 4))
+            s2 = keep_reveal(&rs, msg, msg_n, &e2);
+        else if (!s2)
+            s2 = tlm_fedavg_add(&agg, msg, msg_n, &e2);
         free(data);
         free(owned);
         if (s2) reject(rejected, argv[i], e2.msg);
@@ -697,6 +847,62 @@ static int fed_aggregate(int argc, char **argv)
         }
         free(col.held);
     }
+    if (!st && secure && agg.accepted >= 2 && rs.n < agg.accepted) {
+        /* the second step: name who dropped out (signed), then every sender's reveal */
+        uint32_t *missing = malloc(roster.n * sizeof *missing);
+        const uint32_t nd = missing ? tlm_fedavg_secure_missing(&agg, missing) : 0;
+        uint8_t *req = NULL;
+        size_t req_n = 0;
+        st = missing ? tlm_secagg_request_sign(&server_keys, agg.sec_round, tlm_fed_model_id(&g.model), missing, nd, &req,
+                                               &req_n, &err)
+                     : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
+        char ids[200] = "none";
+        for (uint32_t i = 0, l = 0; i < nd && l < sizeof ids - 16; i++)
+            l += (uint32_t)snprintf(ids + l, sizeof ids - l, "%s%u", i ? "," : "", missing[i]);
+        free(missing);
+        if (!st && broker) {
+            /* subscribed to the reveals before the request goes out, so that none is missed */
+            char t[600], tr[600];
+            snprintf(tr, sizeof tr, "%s/round/%u/reveal", topic, agg.sec_round);
+            snprintf(t, sizeof t, "%s/round/%u/request", topic, agg.sec_round);
+            tlm_mqtt *mq = NULL;
+            int timed_out = 0;
+            st = tlm_mqtt_connect(&mq, broker, NULL, 30.0, &err);
+            if (!st) st = tlm_mqtt_subscribe(mq, tr, 30.0, &err);
+            if (!st) st = tlm_mqtt_send(broker, NULL, t, req, req_n, 1, &err);
+            if (!st) {
+                fprintf(stderr, "fed aggregate: %u shares in, dropped: %s; request published on %s\n", agg.accepted, ids, t);
+                st = tlm_mqtt_receive(mq, timeout, collect_reveal, &rs, &timed_out, &err);
+            }
+            tlm_mqtt_close(mq);
+            if (!st && timed_out)
+                fprintf(stderr, "tritlm fed aggregate: %.0f s passed with %zu of %u reveals\n", timeout, rs.n, agg.accepted);
+        } else if (!st) { /* files: the request goes beside the output, for the devices' 'fed reveal' */
+            char path[4200];
+            snprintf(path, sizeof path, "%s.request", out);
+            st = tlm_write_file_atomic(path, req, req_n, &err);
+            if (!st) {
+                fprintf(stderr, "fed aggregate: secure aggregation, step 1 of 2 done: %u shares in, dropped: %s; request in "
+                                "%s. Each device that sent a share runs 'tritlm fed reveal --request %s ...'; then this "
+                                "again with the shares and the reveals writes %s\n", agg.accepted, ids, path, path, out);
+                waiting = 1; /* not a failure: the round goes on; skip the rest, exit 0 */
+                st = TLM_ERR_ARG;
+                err.status = TLM_ERR_ARG;
+                err.msg[0] = 0;
+            }
+        }
+        free(req);
+    }
+    if (!st && secure) { /* the noise of the devices that dropped out is missing: the cost is the senders' */
+        rho = tlm_secagg_rho(&sec, agg.accepted);
+        const double e = tlm_zcdp_epsilon(rho_before + rho, delta);
+        if (z > 0 && budget > 0 && e > budget) {
+            char why[256];
+            snprintf(why, sizeof why, "epsilon %.4g at delta %g with %u of %u devices' noise, past the budget %g", e, delta,
+                     agg.accepted, sec.n, (double)budget);
+            st = tlm_fail(&err, TLM_ERR_BUDGET, "this round would take the total to %s: nothing written", why);
+        }
+    }
     const uint32_t accepted = agg.accepted, clipped = agg.clipped;
     if (!st && !accepted) {
         fprintf(stderr, "tritlm fed aggregate: no update passed the checks; %s not written\n", out);
@@ -714,7 +920,7 @@ static int fed_aggregate(int argc, char **argv)
         p_alloc = !st;
     }
     if (!st && secure) {
-        st = tlm_fedavg_apply_secure(&agg, &p, slr, &err);
+        st = tlm_fedavg_apply_secure(&agg, &p, slr, rs.r, rs.n, &err);
     } else if (!st && z > 0) {
         tlm_host_source src;
         tlm_rand rng;
@@ -743,12 +949,15 @@ static int fed_aggregate(int argc, char **argv)
     }
     free(img);
     tlm_vocab_free(&v);
+    for (size_t i = 0; i < rs.n; i++) tlm_secagg_reveal_free(&rs.r[i]);
+    free(rs.r);
     tlm_fedavg_free(&agg);
     if (g_open) tlm_model_file_close(&g);
     if (key) tlm_fed_keys_wipe(&server_keys);
     tlm_fed_roster_free(&roster);
     if (st) {
         cJSON_Delete(rejected);
+        if (waiting) return 0;
         if (!err.msg[0]) return TLM_EXIT_FAIL;
         return cli_fail("fed aggregate", &err);
     }
@@ -766,9 +975,9 @@ static int fed_aggregate(int argc, char **argv)
             cJSON_AddNumberToObject(d, "noise_multiplier", z);
             cJSON_AddNumberToObject(d, "clip", clip);
             cJSON_AddStringToObject(d, "noise_added_by", secure ? "devices" : "server");
-            cJSON_AddNumberToObject(d, "clients", secure ? sec.n : dp.clients);
+            cJSON_AddNumberToObject(d, "clients", secure ? accepted : dp.clients);
             cJSON_AddNumberToObject(d, "values", (double)(secure ? sec.dim : dp.dim));
-            cJSON_AddNumberToObject(d, "noise_std", secure ? sqrt((double)sec.share_sigma2 * sec.n) * sec.gamma / sec.n
+            cJSON_AddNumberToObject(d, "noise_std", secure ? sqrt((double)sec.share_sigma2 * accepted) * sec.gamma / accepted
                                                            : sqrt((double)dp.sigma2) * dp.gamma / dp.clients);
             cJSON_AddNumberToObject(d, "rho_round", rho);
             cJSON_AddNumberToObject(d, "epsilon_round", eps_round);
@@ -789,7 +998,9 @@ static int fed_aggregate(int argc, char **argv)
         fprintf(stderr, "fed aggregate: differential privacy: this round rho %.4g (epsilon %.4g at delta %g); %s%u round(s): "
                 "rho %.4g, epsilon %.4g\n", rho, eps_round, delta, ledger ? "with the ledger's, " : "",
                 rounds_before + 1, rho_before + rho, eps_total);
-    if (secure) fprintf(stderr, "fed aggregate: secure aggregation: only the sum of the %u devices' shares was read\n", sec.n);
+    if (secure)
+        fprintf(stderr, "fed aggregate: secure aggregation: only the sum of the %u shares that arrived was read (%u of the "
+                        "roster's %u devices)\n", accepted, accepted, sec.n);
     return 0;
 }
 
@@ -819,6 +1030,75 @@ static int fed_keygen(int argc, char **argv)
     if (st) return cli_fail("fed keygen", &err);
     fprintf(stderr, "fed keygen: %s.key (secret: keep it on this machine) and %s.pub (give it to the other side)\n", out,
             out);
+    return 0;
+}
+
+/* tritlm fed reveal: secure aggregation's second step on a device, with
+ * files: the seed kept by 'fed update --secure-agg --state' and the
+ * server's signed request give the reveal; the state is then deleted, so
+ * a device answers one request per share. */
+static int fed_reveal(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"key", required_argument, 0, F_KEY}, {"server-key", required_argument, 0, F_SERVER_KEY},
+        {"devices", required_argument, 0, F_DEVICES}, {"state", required_argument, 0, F_STATE},
+        {"request", required_argument, 0, F_REQUEST}, {"output", required_argument, 0, 'o'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *key = NULL, *server_key = NULL, *devices = NULL, *state = NULL, *request = NULL, *out = NULL;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case F_KEY: key = optarg; break;
+        case F_SERVER_KEY: server_key = optarg; break;
+        case F_DEVICES: devices = optarg; break;
+        case F_STATE: state = optarg; break;
+        case F_REQUEST: request = optarg; break;
+        case 'o': out = optarg; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_bad_option("fed reveal", argv, c);
+        }
+    }
+    if (optind != argc) return cli_usage_error("fed reveal", "unexpected argument '%s'", argv[optind]);
+    if (!key || !server_key || !devices || !state || !request || !out)
+        return cli_usage_error("fed reveal", "needs --key, --server-key, --devices, --state, --request and -o");
+    {
+        const char *in[] = {key, server_key, devices, state, request};
+        if (cli_refuse_clobber("fed reveal", out, in, 5)) return TLM_EXIT_USAGE;
+    }
+    tlm_error err;
+    tlm_fed_keys me;
+    tlm_fed_pub server;
+    tlm_fed_roster roster = {0, NULL, NULL};
+    uint8_t *text = NULL, *req = NULL, *rev = NULL, seed[32];
+    size_t tn = 0, req_n = 0, rev_n = 0;
+    tlm_status st = tlm_fed_keys_read(key, &me, &err);
+    int have_key = !st;
+    if (!st) st = tlm_fed_pub_read(server_key, &server, &err);
+    if (!st) st = tlm_fed_roster_read(devices, &roster, &err);
+    if (!st) st = tlm_read_text(state, &text, &tn, &err);
+    unsigned round = 0, base = 0, client = 0;
+    char hex[80];
+    if (!st && (sscanf((const char *)text, "tritlm-secagg-state-1 %u %x %u %70s", &round, &base, &client, hex) != 4 ||
+                strlen(hex) != 64 || sodium_hex2bin(seed, 32, hex, 64, NULL, NULL, NULL) != 0))
+        st = tlm_fail(&err, TLM_ERR_FORMAT, "%s is not a secure aggregation state ('fed update --secure-agg --state' writes one)",
+                      state);
+    if (text) sodium_memzero(text, tn);
+    sodium_memzero(hex, sizeof hex);
+    if (!st) st = tlm_read_file(request, &req, &req_n, &err);
+    if (!st) st = make_reveal(&me, &server, &roster, round, base, seed, req, req_n, &rev, &rev_n, &err);
+    if (!st) st = tlm_write_file_atomic(out, rev, rev_n, &err);
+    if (!st && remove(state) != 0) /* consumed: no second answer from this share's seed */
+        st = tlm_fail(&err, TLM_ERR_IO, "cannot remove %s after revealing: remove it by hand", state);
+    sodium_memzero(seed, sizeof seed);
+    if (have_key) tlm_fed_keys_wipe(&me);
+    tlm_fed_roster_free(&roster);
+    free(text);
+    free(req);
+    free(rev);
+    if (st) return cli_fail("fed reveal", &err);
+    fprintf(stderr, "fed reveal: %s for round %u (client %u); %s removed\n", out, round, client, state);
     return 0;
 }
 
@@ -946,9 +1226,10 @@ int cmd_fed(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "aggregate")) return fed_aggregate(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "keygen")) return fed_keygen(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "info")) return fed_info(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "reveal")) return fed_reveal(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(help, stdout);
         return 0;
     }
-    return cli_usage_error("fed", "expects 'update', 'aggregate', 'keygen' or 'info'%s%s", argc >= 2 ? ", got " : "", argc >= 2 ? argv[1] : "");
+    return cli_usage_error("fed", "expects 'update', 'aggregate', 'reveal', 'keygen' or 'info'%s%s", argc >= 2 ? ", got " : "", argc >= 2 ? argv[1] : "");
 }

@@ -109,22 +109,35 @@ tlm_status tlm_fedavg_restrict(tlm_fedavg *a, const uint8_t *only, tlm_error *er
     return TLM_OK;
 }
 
-tlm_status tlm_fedavg_set_secure(tlm_fedavg *a, const tlm_secagg *plan, const uint32_t *clients, tlm_error *err)
+tlm_status tlm_fedavg_set_secure(tlm_fedavg *a, const tlm_secagg *plan, const tlm_fed_roster *roster, tlm_error *err)
 {
     if (a->accepted || a->dp || a->sec) return tlm_fail(err, TLM_ERR_ARG, "secure aggregation must be set first, and alone");
+    if (roster->n != plan->n) return tlm_fail(err, TLM_ERR_ARG, "the plan is for %u devices, the roster has %u", plan->n, roster->n);
     a->sec_sum = calloc(a->sum.n, sizeof *a->sec_sum);
-    a->sec_clients = malloc(plan->n * sizeof *a->sec_clients);
     a->sec_seen = calloc(plan->n, 1);
-    if (!a->sec_sum || !a->sec_clients || !a->sec_seen) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
-    memcpy(a->sec_clients, clients, plan->n * sizeof *clients);
+    if (!a->sec_sum || !a->sec_seen) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    a->sec_roster = roster;
     a->sec = plan;
     return TLM_OK;
+}
+
+uint32_t tlm_fedavg_secure_missing(const tlm_fedavg *a, uint32_t *ids)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < a->sec->n; i++)
+        if (!a->sec_seen[i]) ids[k++] = a->sec_roster->client[i];
+    for (uint32_t i = 1; i < k; i++) /* ascending (insertion sort: rosters are small) */
+        for (uint32_t j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
+            const uint32_t t = ids[j];
+            ids[j] = ids[j - 1];
+            ids[j - 1] = t;
+        }
+    return k;
 }
 
 void tlm_fedavg_free(tlm_fedavg *a)
 {
     free(a->sec_sum);
-    free(a->sec_clients);
     free(a->sec_seen);
     free(a->only);
     free(a->dp_sum);
@@ -180,9 +193,12 @@ static tlm_status add_secure(tlm_fedavg *a, const uint8_t *msg, const tlm_fed_in
 {
     long who = -1;
     for (uint32_t i = 0; i < a->sec->n; i++)
-        if (a->sec_clients[i] == info->h.client) who = (long)i;
+        if (a->sec_roster->client[i] == info->h.client) who = (long)i;
     if (who < 0) return tlm_fail(err, TLM_ERR_ARG, "federated update: client %u is not in the roster", info->h.client);
     if (a->sec_seen[who]) return tlm_fail(err, TLM_ERR_ARG, "federated update: client %u's share is already in", info->h.client);
+    if (a->accepted && info->h.round != a->sec_round)
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: a share for round %u, the others are for round %u",
+                        info->h.round, a->sec_round);
     const uint32_t nt = tlm_params_count(&a->sum);
     uint32_t round_tensors = 0;
     for (uint32_t i = 0; i < nt; i++) round_tensors += !a->only || a->only[i];
@@ -208,6 +224,7 @@ static tlm_status add_secure(tlm_fedavg *a, const uint8_t *msg, const tlm_fed_in
                       (uint32_t)e.data[4 * k + 3] << 24;
     }
     a->sec_seen[who] = 1;
+    a->sec_round = info->h.round;
     a->accepted++;
     return TLM_OK;
 }
@@ -302,25 +319,44 @@ tlm_status tlm_fedavg_apply_dp(const tlm_fedavg *a, tlm_params *out, float serve
     return TLM_OK;
 }
 
-tlm_status tlm_fedavg_apply_secure(const tlm_fedavg *a, tlm_params *out, float server_lr, tlm_error *err)
+tlm_status tlm_fedavg_apply_secure(const tlm_fedavg *a, tlm_params *out, float server_lr, const tlm_secagg_reveal *rev,
+                                   size_t n_rev, tlm_error *err)
 {
     if (!a->sec || out->n != a->sum.n) return tlm_fail(err, TLM_ERR_ARG, "no secure aggregation to apply");
-    if (a->accepted != a->sec->n) {
-        char missing[200] = "";
-        size_t len = 0;
-        for (uint32_t i = 0; i < a->sec->n && len < sizeof missing - 16; i++)
-            if (!a->sec_seen[i]) len += (size_t)snprintf(missing + len, sizeof missing - len, " %u", a->sec_clients[i]);
-        return tlm_fail(err, TLM_ERR_ARG, "secure aggregation: %u of %u devices sent their share (missing:%s); the masks "
-                        "cancel only in the sum of all of them: no model", a->accepted, a->sec->n, missing);
-    }
-    const double f = (double)server_lr * a->sec->gamma / a->sec->n;
+    /* the round's values in the order the masks were made (the round's tensors, canonical order) */
     const uint32_t nt = tlm_params_count(out);
+    size_t d = 0;
     for (uint32_t i = 0; i < nt; i++) {
         if (a->only && !a->only[i]) continue;
         tlm_param_tensor t;
         tlm_params_tensor(out, i, &t);
-        const size_t off = (size_t)(t.data - out->data), c = (size_t)t.rows * t.cols;
-        for (size_t k = 0; k < c; k++) t.data[k] += (float)(f * (double)(int32_t)a->sec_sum[off + k]);
+        d += (size_t)t.rows * t.cols;
     }
+    uint32_t *c = malloc((d ? d : 1) * sizeof *c);
+    if (!c) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    for (uint32_t i = 0; i < nt; i++) {
+        if (a->only && !a->only[i]) continue;
+        tlm_param_tensor t;
+        tlm_params_tensor(out, i, &t);
+        const size_t off = (size_t)(t.data - out->data), n = (size_t)t.rows * t.cols;
+        memcpy(c + k, a->sec_sum + off, n * sizeof *c);
+        k += n;
+    }
+    const tlm_status st = tlm_secagg_unmask(a->sec_roster, a->sec_seen, a->sec_round, tlm_fed_model_id(a->global_model),
+                                            rev, n_rev, d, c, err);
+    if (st) {
+        free(c);
+        return st;
+    }
+    const double f = (double)server_lr * a->sec->gamma / a->accepted;
+    k = 0;
+    for (uint32_t i = 0; i < nt; i++) {
+        if (a->only && !a->only[i]) continue;
+        tlm_param_tensor t;
+        tlm_params_tensor(out, i, &t);
+        for (size_t j = 0; j < (size_t)t.rows * t.cols; j++, k++) t.data[j] += (float)(f * (double)(int32_t)c[k]);
+    }
+    free(c);
     return TLM_OK;
 }

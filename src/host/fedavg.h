@@ -37,9 +37,10 @@ typedef struct tlm_fedavg {
     uint8_t *only;
     /* secure aggregation (tlm_fedavg_set_secure): masked shares summed mod 2^32 */
     const tlm_secagg *sec;
+    const tlm_fed_roster *sec_roster; /* sec->n devices */
     uint32_t *sec_sum;     /* as many values as the parameters (the round's tensors used) */
-    uint32_t *sec_clients; /* the roster's client ids, sec->n of them */
-    uint8_t *sec_seen;     /* whether each has sent its share */
+    uint8_t *sec_seen;     /* whether each roster device has sent its share */
+    uint32_t sec_round;    /* the round of the first share (all must agree) */
 } tlm_fedavg;
 
 tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double clip, tlm_error *err);
@@ -55,11 +56,14 @@ tlm_status tlm_fedavg_restrict(tlm_fedavg *a, const uint8_t *only, tlm_error *er
 tlm_status tlm_fedavg_set_dp(tlm_fedavg *a, const tlm_fed_dp *dp, tlm_error *err);
 
 /* From here on, aggregate masked shares (secure aggregation) of the
- * devices `clients` (plan->n ids, the roster): each must send exactly one
- * share of exactly the round's tensors (all, or tlm_fedavg_restrict's) on
- * the plan's grid. Call before any update is added; not with
- * tlm_fedavg_set_dp (the devices add the noise). */
-tlm_status tlm_fedavg_set_secure(tlm_fedavg *a, const tlm_secagg *plan, const uint32_t *clients, tlm_error *err);
+ * roster's devices (plan->n): each may send one share of exactly the
+ * round's tensors (all, or tlm_fedavg_restrict's) on the plan's grid, all
+ * for the same round. Call before any update is added; not with
+ * tlm_fedavg_set_dp (the devices add the noise). roster stays alive. */
+tlm_status tlm_fedavg_set_secure(tlm_fedavg *a, const tlm_secagg *plan, const tlm_fed_roster *roster, tlm_error *err);
+/* The clients whose shares have not arrived (ascending; ids: plan->n
+ * entries), their count returned. */
+uint32_t tlm_fedavg_secure_missing(const tlm_fedavg *a, uint32_t *ids);
 
 /* Validates one update against the global model and adds it (weight: its
  * example count). On any error nothing of it is added. */
@@ -72,11 +76,13 @@ void tlm_fedavg_apply(const tlm_fedavg *a, tlm_params *out, float server_lr);
  * discrete Gaussian noise) / clients, on every parameter (also those no
  * update carried) of the round's tensors (all, or tlm_fedavg_restrict's). rng must be a cryptographic source; if it fails, out
  * is left unchanged and an error returned. */
-/* With secure aggregation: out = global + server_lr x gamma x (the sum of
- * every device's share, as int32) / n, on the round's tensors. Refused
- * (out unchanged) unless every device of the roster sent its share: the
- * masks cancel only in the whole sum. */
-tlm_status tlm_fedavg_apply_secure(const tlm_fedavg *a, tlm_params *out, float server_lr, tlm_error *err);
+/* With secure aggregation: the sum of the shares that arrived, unmasked
+ * with one reveal per sender (tlm_secagg_unmask), read as int32: out =
+ * global + server_lr x gamma x sum / senders, on the round's tensors.
+ * Refused (out unchanged) if fewer than 2 shares came or a reveal is
+ * missing or disagrees. */
+tlm_status tlm_fedavg_apply_secure(const tlm_fedavg *a, tlm_params *out, float server_lr, const tlm_secagg_reveal *rev,
+                                   size_t n_rev, tlm_error *err);
 tlm_status tlm_fedavg_apply_dp(const tlm_fedavg *a, tlm_params *out, float server_lr, tlm_rand *rng, tlm_error *err);
 
 #endif

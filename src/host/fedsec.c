@@ -17,6 +17,16 @@
 /* Domain strings: a signature made for one kind of message never verifies
  * as another. */
 static const char update_domain[] = "tritlm federated update v1";
+static const char reveal_domain[] = "tritlm federated reveal v1";
+
+/* What a device signs: an update (TLMU) or a secure aggregation reveal
+ * (TLMR), each under its own domain; NULL for anything else. */
+static const char *domain_of(const uint8_t *msg, size_t n)
+{
+    if (n >= 4 && !memcmp(msg, "TLMU", 4)) return update_domain;
+    if (n >= 4 && !memcmp(msg, "TLMR", 4)) return reveal_domain;
+    return NULL;
+}
 static const char model_domain[] = "tritlm federated model v1";
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -261,12 +271,14 @@ tlm_status tlm_fed_seal(const tlm_fed_keys *device, const tlm_fed_pub *server, c
     *out_n = 0;
     tlm_status st = need_sodium(err);
     if (st) return st;
-    /* inside the box: the sender's signing key, the signature, the update */
+    /* inside the box: the sender's signing key, the signature, the message */
     const size_t inner_n = 32 + crypto_sign_BYTES + n;
     if (n > SIZE_MAX / 2) return tlm_fail(err, TLM_ERR_OVERFLOW, "update too large");
+    const char *domain = domain_of(msg, n);
+    if (!domain) return tlm_fail(err, TLM_ERR_ARG, "only updates and reveals are sealed");
     uint8_t *inner = malloc(inner_n);
     size_t signed_n = 0;
-    uint8_t *covered = with_domain(update_domain, NULL, 0, msg, n, &signed_n);
+    uint8_t *covered = with_domain(domain, NULL, 0, msg, n, &signed_n);
     const size_t total = 8 + crypto_box_SEALBYTES + inner_n;
     uint8_t *o = malloc(total);
     if (!inner || !covered || !o) {
@@ -326,21 +338,33 @@ tlm_status tlm_fed_unseal(const tlm_fed_keys *server, const tlm_fed_roster *r, c
     const uint8_t *body = inner + 32 + crypto_sign_BYTES;
     const size_t body_n = inner_n - 32 - crypto_sign_BYTES;
     size_t signed_n = 0;
-    uint8_t *covered = with_domain(update_domain, NULL, 0, body, body_n, &signed_n);
+    const char *domain = domain_of(body, body_n);
+    if (!domain) {
+        free(inner);
+        return tlm_fail(err, TLM_ERR_MAGIC, "sealed message: neither an update nor a reveal");
+    }
+    uint8_t *covered = with_domain(domain, NULL, 0, body, body_n, &signed_n);
     if (!covered) {
         free(inner);
         return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
     }
     const int bad = crypto_sign_verify_detached(inner + 32, covered, signed_n, r->pub[who].sign_pk);
     free(covered);
-    tlm_fed_info info;
-    if (bad)
+    uint32_t named = 0;
+    if (bad) {
         st = tlm_fail(err, TLM_ERR_CHECKSUM, "sealed update: client %u's signature does not verify", r->client[who]);
-    else
+    } else if (domain == update_domain) {
+        tlm_fed_info info;
         st = tlm_fed_validate(body, body_n, NULL, &info, err);
-    if (!st && info.h.client != r->client[who])
+        named = info.h.client;
+    } else if (body_n < 16) {
+        st = tlm_fail(err, TLM_ERR_TRUNCATED, "sealed reveal: too short");
+    } else {
+        named = (uint32_t)body[12] | (uint32_t)body[13] << 8 | (uint32_t)body[14] << 16 | (uint32_t)body[15] << 24;
+    }
+    if (!st && named != r->client[who])
         st = tlm_fail(err, TLM_ERR_ARG, "sealed update: signed by client %u's key but names client %u", r->client[who],
-                      info.h.client);
+                      named);
     if (st) {
         free(inner);
         return st;

@@ -59,9 +59,11 @@ void tlm_fed_roster_free(tlm_fed_roster *r);
  * to the server's: *out is malloc'd. */
 tlm_status tlm_fed_seal(const tlm_fed_keys *device, const tlm_fed_pub *server, const uint8_t *msg, size_t n,
                         uint8_t **out, size_t *out_n, tlm_error *err);
-/* Opens a sealed update with the server's key, checks the signature of an
- * enrolled device and that the update names that device's client id. *msg
- * (malloc'd) is the update, still to be validated against the model. */
+/* Opens a sealed update (or secure aggregation reveal, which seals the
+ * same way: its first bytes say which) with the server's key, checks the
+ * signature of an enrolled device and that the message names that
+ * device's client id. *msg (malloc'd) is the update, still to be validated
+ * against the model, or the reveal, still to be parsed. */
 tlm_status tlm_fed_unseal(const tlm_fed_keys *server, const tlm_fed_roster *r, const uint8_t *in, size_t n,
                           uint8_t **msg, size_t *msg_n, uint32_t *client, tlm_error *err);
 /* Whether in starts like a sealed update (for a clear message when a

@@ -7,7 +7,13 @@
  * (+ towards higher client ids, - towards lower), keyed by their X25519
  * shared secret, the round and the global model. Summed over the whole
  * roster mod 2^32 the masks cancel; any part of the roster's shares is
- * uniformly random to whoever lacks the other devices' secret keys.
+ * uniformly random to whoever lacks the other devices' secret keys. Each
+ * share also carries a self mask from a seed only its device knows (double
+ * masking): after the shares, the server names the devices that dropped
+ * out (a signed request), and every device that sent a share reveals its
+ * seed and the pair keys it shares with the dropped ones, once; the server
+ * removes both and reads the survivors' sum. A share that arrives after
+ * the reveals stays hidden by its own self mask.
  * docs/FEDERATED.md states the guarantees and their limits. */
 #ifndef TLM_HOST_SECAGG_H
 #define TLM_HOST_SECAGG_H
@@ -33,6 +39,9 @@ typedef struct tlm_secagg {
 } tlm_secagg;
 
 tlm_status tlm_secagg_plan(tlm_secagg *s, double clip, double z, uint32_t n, size_t dim, tlm_error *err);
+/* The round's zCDP cost when `senders` devices' noise made it into the sum
+ * (fewer than planned when some dropped out: each adds only its part). */
+double tlm_secagg_rho(const tlm_secagg *s, uint32_t senders);
 
 /* The mask of the roster member with keys `me` for (round, base model id):
  * d values, mod 2^32. */
@@ -40,11 +49,52 @@ tlm_status tlm_secagg_mask(const tlm_fed_keys *me, const tlm_fed_roster *roster,
                            size_t d, uint32_t *mask, tlm_error *err);
 
 /* A device's masked update: local - global over the tensors with only[i]
- * set (NULL: all), clipped, rounded, noised, masked; h->client must be
- * me's id in the roster. *msg is malloc'd. */
+ * set (NULL: all), clipped, rounded, noised, masked (pairwise and with a
+ * fresh self-mask seed, returned in self_seed for the reveal); h->client
+ * must be me's id in the roster. *msg is malloc'd. */
 tlm_status tlm_fed_make_masked_update(const tlm_params *global, const tlm_model *global_model, const tlm_params *local,
                                       const uint8_t *only, const tlm_fed_header *h, const tlm_secagg *plan,
                                       const tlm_fed_keys *me, const tlm_fed_roster *roster, tlm_rand *rng,
-                                      uint8_t **msg, size_t *bytes, tlm_error *err);
+                                      uint8_t self_seed[32], uint8_t **msg, size_t *bytes, tlm_error *err);
+
+/* Adds the self mask of a device's seed for (round, model): d values. */
+tlm_status tlm_secagg_self_mask(const uint8_t seed[32], uint32_t round, uint32_t base_id, size_t d, uint32_t *mask,
+                                tlm_error *err);
+
+#define TLM_SECAGG_REQUEST_MAGIC "TLMQ"
+#define TLM_SECAGG_REVEAL_MAGIC "TLMR"
+#define TLM_SECAGG_MAX_DEVICES 2048u
+
+/* The server's request for reveals: the round, the global model's id and
+ * the clients whose shares did not arrive, signed with its key. */
+tlm_status tlm_secagg_request_sign(const tlm_fed_keys *server, uint32_t round, uint32_t base_id, const uint32_t *dropped,
+                                   uint32_t nd, uint8_t **msg, size_t *n, tlm_error *err);
+/* Checks the signature; *dropped is malloc'd. */
+tlm_status tlm_secagg_request_verify(const tlm_fed_pub *server, const uint8_t *msg, size_t n, uint32_t *round,
+                                     uint32_t *base_id, uint32_t **dropped, uint32_t *nd, tlm_error *err);
+
+/* A device's reveal: its self-mask seed and, for each dropped client, the
+ * pair key they share. Refused if the request names this device, names a
+ * client not in the roster or twice, or leaves fewer than 2 devices. */
+tlm_status tlm_secagg_reveal_make(const tlm_fed_keys *me, const tlm_fed_roster *roster, uint32_t round, uint32_t base_id,
+                                  const uint8_t self_seed[32], const uint32_t *dropped, uint32_t nd, uint8_t **msg,
+                                  size_t *n, tlm_error *err);
+
+typedef struct tlm_secagg_reveal {
+    uint32_t round, client, base_id, n_dropped;
+    uint8_t self_seed[32];
+    uint32_t *dropped;
+    uint8_t (*pair_key)[32];
+} tlm_secagg_reveal;
+tlm_status tlm_secagg_reveal_parse(const uint8_t *msg, size_t n, tlm_secagg_reveal *r, tlm_error *err);
+void tlm_secagg_reveal_free(tlm_secagg_reveal *r);
+
+/* Removes from the sum of the shares (d values, in the round's order) the
+ * self masks of every device that sent one (seen[i] for roster entry i)
+ * and their pair masks with the devices that did not, from one reveal per
+ * sender; refused (sum unusable) if a reveal is missing or disagrees on
+ * the round, the model or who dropped out, or fewer than 2 shares came. */
+tlm_status tlm_secagg_unmask(const tlm_fed_roster *roster, const uint8_t *seen, uint32_t round, uint32_t base_id,
+                             const tlm_secagg_reveal *rev, size_t n_rev, size_t d, uint32_t *sum, tlm_error *err);
 
 #endif
