@@ -86,19 +86,27 @@ static void random_item(tlm_hw_item *it)
     }
 }
 
+/* 1 to 6 random items; the flash and instructions of their all-int8 plan. */
+static size_t random_items(tlm_hw_item *it, double *fl, double *in)
+{
+    const size_t n = 1 + next_u64() % 6;
+    *fl = *in = 0;
+    for (size_t i = 0; i < n; i++) {
+        random_item(&it[i]);
+        *fl += it[i].flash[TLM_HW_I8];
+        *in += it[i].insns[TLM_HW_I8];
+    }
+    return n;
+}
+
 static void test_matches_exhaustive_search(void **state)
 {
     (void)state;
     int feasible = 0, infeasible = 0;
     for (int trial = 0; trial < 3000; trial++) {
-        const size_t n = 1 + next_u64() % 6;
         tlm_hw_item it[8];
-        double fl = 0, in = 0;
-        for (size_t i = 0; i < n; i++) {
-            random_item(&it[i]);
-            fl += it[i].flash[TLM_HW_I8];
-            in += it[i].insns[TLM_HW_I8];
-        }
+        double fl, in;
+        const size_t n = random_items(it, &fl, &in);
         tlm_hw_budget b = {fl * (0.2 + 1.2 * uni()), (trial % 3) ? in * (0.5 + uni()) : 0.0,
                            1000.0 * (double)(1 + next_u64() % 4), (trial % 2) ? 0.001 : 0.05};
         const plan_value want = brute_force(it, n, &b);
@@ -199,14 +207,9 @@ static void test_leaders_match_enumeration(void **state)
     int checked = 0, several = 0;
     static plan_value all[4096], front[4096];
     for (int trial = 0; trial < 1500; trial++) {
-        const size_t n = 1 + next_u64() % 6;
         tlm_hw_item it[8];
-        double fl = 0, in = 0;
-        for (size_t i = 0; i < n; i++) {
-            random_item(&it[i]);
-            fl += it[i].flash[TLM_HW_I8];
-            in += it[i].insns[TLM_HW_I8];
-        }
+        double fl, in;
+        const size_t n = random_items(it, &fl, &in);
         tlm_hw_budget b = {fl * (0.4 + 1.2 * uni()), (trial % 3) ? in * (0.8 + uni()) : 0.0, 4000.0,
                            (trial % 2) ? 0.001 : 0.05};
         size_t total = 1, m = 0;
