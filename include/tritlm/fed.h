@@ -77,6 +77,11 @@ typedef struct tlm_fed_info {
 } tlm_fed_info;
 
 tlm_status tlm_fed_validate(const void *buf, size_t n, const tlm_model *m, tlm_fed_info *info, tlm_error *err);
+/* The same with m's id already computed (model_id = tlm_fed_model_id(m),
+ * a checksum of the whole image): for a server that checks many updates
+ * against one model. */
+tlm_status tlm_fed_validate_for(const void *buf, size_t n, const tlm_model *m, uint32_t model_id, tlm_fed_info *info,
+                                tlm_error *err);
 
 typedef struct tlm_fed_entry {
     tlm_role role;

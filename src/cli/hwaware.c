@@ -103,6 +103,65 @@ static int measure(const cli_hw_opts *o, const char *model, const char *dir, fw_
     return ok ? 0 : 1;
 }
 
+/* Two plans give the same trits (t2 and t3 pack the same ternary
+ * weights, so they have the same loss). */
+static int same_trits(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i] && !(a[i] >= TLM_HW_T2 && b[i] >= TLM_HW_T2)) return 0;
+    return 1;
+}
+
+/* The plans worth measuring, from the search's `found` leaders (n items
+ * each in cands, their sums in res; room for cap): the first LEADERS that
+ * differ in their trits, then up to SWAPS plans made from the best by
+ * swapping two layers' types (the same flash and instructions, since the
+ * layers have one shape; more loss by the sum, which may misjudge it),
+ * least added loss by the sum first. Returns how many. */
+static size_t measured_candidates(const tlm_hw_item *items, size_t n, uint8_t *cands, tlm_hw_result *res, size_t found,
+                                  size_t cap)
+{
+    enum { LEADERS = 4, SWAPS = 3 };
+    const size_t L = n - 1u; /* the layers; the last item is the embedding */
+    size_t kept = 0;
+    for (size_t j = 0; j < found && kept < LEADERS; j++) {
+        int dup = 0;
+        for (size_t k = 0; k < kept && !dup; k++) dup = same_trits(cands + j * n, cands + k * n, n);
+        if (dup) continue;
+        memmove(cands + kept * n, cands + j * n, n);
+        res[kept++] = res[j];
+    }
+    for (size_t added = 0; added < SWAPS && kept < cap; added++) {
+        double best = INFINITY;
+        size_t bi = 0, bj = 0;
+        uint8_t *t = cands + kept * n; /* the next slot, as scratch */
+        for (size_t i = 0; i < L; i++)
+            for (size_t j = i + 1; j < L; j++) {
+                const int ti = cands[i], tj = cands[j];
+                if (same_trits(&cands[i], &cands[j], 1)) continue;
+                memcpy(t, cands, n);
+                t[i] = (uint8_t)tj;
+                t[j] = (uint8_t)ti;
+                int seen = 0;
+                for (size_t k = 0; k < kept && !seen; k++) seen = !memcmp(cands + k * n, t, n);
+                const double d = items[i].dloss[tj] + items[j].dloss[ti] - items[i].dloss[ti] - items[j].dloss[tj];
+                if (!seen && d < best) {
+                    best = d;
+                    bi = i;
+                    bj = j;
+                }
+            }
+        if (!isfinite(best)) break;
+        memcpy(t, cands, n);
+        t[bi] = cands[bj];
+        t[bj] = cands[bi];
+        res[kept] = res[0];
+        res[kept].dloss += best;
+        kept++;
+    }
+    return kept;
+}
+
 int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t eos, tlm_quant_cfg *q,
                 const cli_hw_opts *o, cJSON *json)
 {
@@ -267,7 +326,7 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
     /* the search adds the items' losses, which is exact for int8 but not
      * for several ternary layers together: the front's leaders are
      * measured on the calibration text and the least real loss wins */
-    enum { SEARCHED = 64, LEADERS = 4 };
+    enum { SEARCHED = 64 };
     tlm_hw_result cand_res[SEARCHED];
     double measured[SEARCHED];
     size_t found = 0, pick = 0;
@@ -282,59 +341,7 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
         rc = TLM_EXIT_FAIL;
         goto out;
     }
-    { /* leaders that differ in more than t2 against t3 (the same trits: the same loss), best first */
-        size_t kept = 0;
-        for (size_t j = 0; j < found && kept < LEADERS; j++) {
-            int same = 0;
-            for (size_t k = 0; k < kept && !same; k++) {
-                same = 1;
-                for (uint32_t i = 0; i <= L && same; i++) {
-                    const int x = cands[j * (L + 1u) + i], y = cands[k * (L + 1u) + i];
-                    same = x == y || (x >= TLM_HW_T2 && y >= TLM_HW_T2);
-                }
-            }
-            if (same) continue;
-            memmove(cands + kept * (L + 1u), cands + j * (L + 1u), L + 1u);
-            cand_res[kept++] = cand_res[j];
-        }
-        found = kept;
-        /* and the best plan with two layers' types swapped: the same flash
-         * and instructions (the layers have one shape), more loss by the
-         * sum, which the sum may misjudge; the SWAPS least lossy by it */
-        enum { SWAPS = 3 };
-        size_t added = 0;
-        while (added < SWAPS && found < SEARCHED) {
-            double best = INFINITY;
-            uint32_t bi = 0, bj = 0;
-            for (uint32_t i = 0; i < L; i++)
-                for (uint32_t j = i + 1; j < L; j++) {
-                    const int ti = cands[i], tj = cands[j];
-                    if (ti == tj || (ti >= TLM_HW_T2 && tj >= TLM_HW_T2)) continue;
-                    uint8_t *t = cands + found * (L + 1u); /* the swapped plan, if not a candidate already */
-                    memcpy(t, cands, L + 1u);
-                    t[i] = (uint8_t)tj;
-                    t[j] = (uint8_t)ti;
-                    int seen = 0;
-                    for (size_t k = 0; k < found && !seen; k++) seen = !memcmp(cands + k * (L + 1u), t, L + 1u);
-                    if (seen) continue;
-                    const double d = items[i].dloss[tj] + items[j].dloss[ti] - items[i].dloss[ti] - items[j].dloss[tj];
-                    if (d < best) {
-                        best = d;
-                        bi = i;
-                        bj = j;
-                    }
-                }
-            if (!isfinite(best)) break;
-            uint8_t *c = cands + found * (L + 1u);
-            memcpy(c, cands, L + 1u);
-            c[bi] = cands[bj];
-            c[bj] = cands[bi];
-            cand_res[found] = cand_res[0];
-            cand_res[found].dloss += best;
-            found++;
-            added++;
-        }
-    }
+    found = measured_candidates(items, L + 1u, cands, cand_res, found, SEARCHED);
     for (size_t j = 0; j < found; j++) {
         tlm_quant_cfg c = base;
         for (uint32_t l = 0; l < L; l++) c.plan[l] = (uint8_t)hw_wtype[cands[j * (L + 1u) + l]];

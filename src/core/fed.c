@@ -192,6 +192,12 @@ static int finite_f32(const uint8_t *p)
 
 tlm_status tlm_fed_validate(const void *buf, size_t n, const tlm_model *m, tlm_fed_info *info, tlm_error *err)
 {
+    return tlm_fed_validate_for(buf, n, m, m ? tlm_fed_model_id(m) : 0u, info, err);
+}
+
+tlm_status tlm_fed_validate_for(const void *buf, size_t n, const tlm_model *m, uint32_t model_id, tlm_fed_info *info,
+                                tlm_error *err)
+{
     const uint8_t *b = buf;
     if (!b || n < TLM_FED_HEADER_BYTES)
         return tlm_fail(err, TLM_ERR_TRUNCATED, "federated update: %u bytes, shorter than its header", (unsigned)n);
@@ -211,9 +217,9 @@ tlm_status tlm_fed_validate(const void *buf, size_t n, const tlm_model *m, tlm_f
     if (ne > (n - TLM_FED_HEADER_BYTES) / TLM_FED_ENTRY_BYTES)
         return tlm_fail(err, TLM_ERR_RANGE, "federated update: %u entries do not fit %u bytes", (unsigned)ne, (unsigned)n);
     const uint32_t base = tlm_rd32(b + H_BASE);
-    if (m && base != tlm_fed_model_id(m))
+    if (m && base != model_id)
         return tlm_fail(err, TLM_ERR_ARG, "federated update: made from another model (id %u, this one is %u)",
-                        (unsigned)base, (unsigned)tlm_fed_model_id(m));
+                        (unsigned)base, (unsigned)model_id);
     size_t at = TLM_FED_HEADER_BYTES;
     for (uint32_t i = 0; i < ne; i++) {
         if (n - at < TLM_FED_ENTRY_BYTES)

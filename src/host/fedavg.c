@@ -60,6 +60,7 @@ tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double 
 {
     memset(a, 0, sizeof *a);
     a->global_model = global_model;
+    a->model_id = tlm_fed_model_id(global_model);
     a->clip = clip;
     tlm_status st = tlm_params_alloc(&a->sum, &global_model->hp, err);
     if (st) return st;
@@ -160,6 +161,15 @@ static long tensor_index(const tlm_params *p, uint32_t role, uint32_t layer)
     return -1;
 }
 
+/* Where a checked entry's values start in the parameters (and in the
+ * private and secure sums, which share their layout). */
+static size_t entry_offset(const tlm_fedavg *a, const tlm_fed_entry *e)
+{
+    tlm_param_tensor t;
+    tlm_params_tensor(&a->sum, (uint32_t)tensor_index(&a->sum, e->role, e->layer), &t);
+    return (size_t)(t.data - a->sum.data);
+}
+
 /* The private path: the clipped update (scale f) rounded to the grid,
  * its exact squared norm checked against the plan's bound, then added to
  * the integer sum; weight 1 whatever its example count. */
@@ -171,9 +181,7 @@ static tlm_status add_private(tlm_fedavg *a, const uint8_t *msg, const tlm_fed_i
     for (uint32_t i = 0; i < info->n_entries; i++) {
         tlm_fed_entry e;
         tlm_fed_entry_at(msg, i, &e);
-        tlm_param_tensor t;
-        tlm_params_tensor(&a->sum, (uint32_t)tensor_index(&a->sum, e.role, e.layer), &t);
-        int64_t *k = a->dp_k + (t.data - a->sum.data);
+        int64_t *k = a->dp_k + entry_offset(a, &e);
         tlm_fed_entry_decode(&e, a->scratch);
         for (uint32_t j = 0; j < e.count; j++) {
             k[j] = llround(f * (double)a->scratch[j] / dp->gamma);
@@ -216,9 +224,7 @@ static tlm_status add_secure(tlm_fedavg *a, const uint8_t *msg, const tlm_fed_in
     for (uint32_t i = 0; i < info->n_entries; i++) {
         tlm_fed_entry e;
         tlm_fed_entry_at(msg, i, &e);
-        tlm_param_tensor t;
-        tlm_params_tensor(&a->sum, (uint32_t)tensor_index(&a->sum, e.role, e.layer), &t);
-        uint32_t *sum = a->sec_sum + (t.data - a->sum.data);
+        uint32_t *sum = a->sec_sum + entry_offset(a, &e);
         for (uint32_t k = 0; k < e.count; k++)
             sum[k] += (uint32_t)e.data[4 * k] | (uint32_t)e.data[4 * k + 1] << 8 | (uint32_t)e.data[4 * k + 2] << 16 |
                       (uint32_t)e.data[4 * k + 3] << 24;
@@ -232,7 +238,7 @@ static tlm_status add_secure(tlm_fedavg *a, const uint8_t *msg, const tlm_fed_in
 tlm_status tlm_fedavg_add(tlm_fedavg *a, const uint8_t *msg, size_t n, tlm_error *err)
 {
     tlm_fed_info info;
-    tlm_status st = tlm_fed_validate(msg, n, a->global_model, &info, err);
+    tlm_status st = tlm_fed_validate_for(msg, n, a->global_model, a->model_id, &info, err);
     if (st) return st;
     if (info.h.n_examples == 0) return tlm_fail(err, TLM_ERR_ARG, "federated update: it comes from no examples");
     /* every entry a trainable tensor before any is added; with clipping,
@@ -343,7 +349,7 @@ tlm_status tlm_fedavg_apply_secure(const tlm_fedavg *a, tlm_params *out, float s
         memcpy(c + k, a->sec_sum + off, n * sizeof *c);
         k += n;
     }
-    const tlm_status st = tlm_secagg_unmask(a->sec_roster, a->sec_seen, a->sec_round, tlm_fed_model_id(a->global_model),
+    const tlm_status st = tlm_secagg_unmask(a->sec_roster, a->sec_seen, a->sec_round, a->model_id,
                                             rev, n_rev, d, c, err);
     if (st) {
         free(c);

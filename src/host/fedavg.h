@@ -24,6 +24,7 @@ tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global
 
 typedef struct tlm_fedavg {
     const tlm_model *global_model; /* updates must name this model */
+    uint32_t model_id;             /* its tlm_fed_model_id, computed once */
     tlm_params sum;                /* sum of weight x (clipped) delta per value */
     double *tensor_weight;         /* per tensor: the weights of the updates that carried it */
     double clip;                   /* > 0: each update's delta scaled to at most this L2 norm */

@@ -53,9 +53,14 @@ tlm_status tlm_fed_keygen(tlm_fed_keys *k, tlm_error *err)
     return TLM_OK;
 }
 
+void tlm_secret_wipe(void *p, size_t n)
+{
+    sodium_memzero(p, n);
+}
+
 void tlm_fed_keys_wipe(tlm_fed_keys *k)
 {
-    sodium_memzero(k, sizeof *k);
+    tlm_secret_wipe(k, sizeof *k);
 }
 
 /* The 4 check bytes a public key line ends with (typos in a copied key). */

@@ -34,6 +34,8 @@ typedef struct tlm_fed_keys {
 tlm_status tlm_fed_keygen(tlm_fed_keys *k, tlm_error *err);
 /* Overwrites the secrets in memory (when done with them). */
 void tlm_fed_keys_wipe(tlm_fed_keys *k);
+/* The same for any n bytes (a seed, a decrypted message). */
+void tlm_secret_wipe(void *p, size_t n);
 /* BASE.key (the secret, mode 0600, never overwriting a file) and BASE.pub
  * (one line to give to the other side). */
 tlm_status tlm_fed_keys_write(const char *base, const tlm_fed_keys *k, tlm_error *err);

@@ -1,10 +1,12 @@
 /* Secure aggregation with pairwise masks (secagg.h). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sodium.h>
 
 #include "fed_dp.h"
+#include "fileio.h"
 #include "secagg.h"
 
 tlm_status tlm_secagg_plan(tlm_secagg *s, double clip, double z, uint32_t n, size_t dim, tlm_error *err)
@@ -166,6 +168,7 @@ tlm_status tlm_fed_make_masked_update(const tlm_params *global, const tlm_model 
     }
     if (d != plan->dim)
         return tlm_fail(err, TLM_ERR_ARG, "secure aggregation: the plan is for %zu values, the update has %zu", plan->dim, d);
+    const uint32_t base_id = tlm_fed_model_id(global_model); /* a checksum of the whole image: once */
     double *x = malloc(d * sizeof *x);
     uint32_t *share = malloc(d * sizeof *share);
     uint8_t *buf = malloc(cap);
@@ -197,7 +200,7 @@ tlm_status tlm_fed_make_masked_update(const tlm_params *global, const tlm_model 
     uint32_t *mask = NULL;
     if (!st) {
         mask = malloc(d * sizeof *mask);
-        st = mask ? tlm_secagg_mask(me, roster, h->round, tlm_fed_model_id(global_model), d, mask, err)
+        st = mask ? tlm_secagg_mask(me, roster, h->round, base_id, d, mask, err)
                   : tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
     }
     if (!st)
@@ -208,13 +211,13 @@ tlm_status tlm_fed_make_masked_update(const tlm_params *global, const tlm_model 
             for (int b = 0; b < 8; b++) self_seed[8 * i + b] = (uint8_t)(v >> (8 * b));
         }
         st = rng->failed ? tlm_fail(err, TLM_ERR_RNG, "the random source failed")
-                         : tlm_secagg_self_mask(self_seed, h->round, tlm_fed_model_id(global_model), d, mask, err);
+                         : tlm_secagg_self_mask(self_seed, h->round, base_id, d, mask, err);
         if (!st)
             for (k = 0; k < d; k++) share[k] += mask[k];
     }
     tlm_fed_writer w;
     tlm_fed_header hh = *h;
-    hh.base_crc = tlm_fed_model_id(global_model);
+    hh.base_crc = base_id;
     if (!st) st = tlm_fed_begin(&w, buf, cap, &hh, err);
     k = 0;
     for (uint32_t i = 0; i < nt && !st; i++) {
@@ -451,5 +454,62 @@ tlm_status tlm_secagg_unmask(const tlm_fed_roster *roster, const uint8_t *seen, 
                       "must answer the server's request)", missing);
     free(dropped);
     free(stream);
+    return st;
+}
+
+tlm_status tlm_secagg_answer(const tlm_fed_keys *me, const tlm_fed_pub *server, const tlm_fed_roster *roster,
+                             uint32_t round, uint32_t base_id, const uint8_t self_seed[32], const uint8_t *request,
+                             size_t request_n, uint8_t **out, size_t *out_n, tlm_error *err)
+{
+    uint32_t r_round = 0, r_base = 0, nd = 0, *dropped = NULL;
+    tlm_status st = tlm_secagg_request_verify(server, request, request_n, &r_round, &r_base, &dropped, &nd, err);
+    if (!st && (r_round != round || r_base != base_id))
+        st = tlm_fail(err, TLM_ERR_ARG, "the server's request is for round %u of model %08x, this share was round %u of "
+                      "%08x", r_round, r_base, round, base_id);
+    uint8_t *rev = NULL;
+    size_t rn = 0;
+    if (!st) st = tlm_secagg_reveal_make(me, roster, round, base_id, self_seed, dropped, nd, &rev, &rn, err);
+    if (!st) st = tlm_fed_seal(me, server, rev, rn, out, out_n, err);
+    if (rev) sodium_memzero(rev, rn);
+    free(rev);
+    free(dropped);
+    return st;
+}
+
+#define STATE_TAG "tritlm-secagg-state-1"
+
+tlm_status tlm_secagg_state_write(const char *path, uint32_t round, uint32_t base_id, uint32_t client,
+                                  const uint8_t self_seed[32], tlm_error *err)
+{
+    if (sodium_init() < 0) return tlm_fail(err, TLM_ERR_RNG, "libsodium could not start");
+    char hex[65], line[160];
+    sodium_bin2hex(hex, sizeof hex, self_seed, 32);
+    const int len = snprintf(line, sizeof line, STATE_TAG " %u %08x %u %s\n", round, base_id, client, hex);
+    const tlm_status st = tlm_write_secret_atomic(path, line, (size_t)len, err);
+    sodium_memzero(hex, sizeof hex);
+    sodium_memzero(line, sizeof line);
+    return st;
+}
+
+tlm_status tlm_secagg_state_read(const char *path, uint32_t *round, uint32_t *base_id, uint32_t *client,
+                                 uint8_t self_seed[32], tlm_error *err)
+{
+    if (sodium_init() < 0) return tlm_fail(err, TLM_ERR_RNG, "libsodium could not start");
+    uint8_t *text = NULL;
+    size_t n = 0;
+    tlm_status st = tlm_read_text(path, &text, &n, err);
+    if (st) return st;
+    unsigned r = 0, b = 0, c = 0;
+    char hex[80];
+    if (sscanf((const char *)text, STATE_TAG " %u %x %u %70s", &r, &b, &c, hex) != 4 || strlen(hex) != 64 ||
+        sodium_hex2bin(self_seed, 32, hex, 64, NULL, NULL, NULL) != 0)
+        st = tlm_fail(err, TLM_ERR_FORMAT, "%s is not a secure aggregation state ('fed update --secure-agg --state' writes one)",
+                      path);
+    sodium_memzero(text, n);
+    sodium_memzero(hex, sizeof hex);
+    free(text);
+    *round = r;
+    *base_id = b;
+    *client = c;
     return st;
 }

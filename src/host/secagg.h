@@ -89,6 +89,21 @@ typedef struct tlm_secagg_reveal {
 tlm_status tlm_secagg_reveal_parse(const uint8_t *msg, size_t n, tlm_secagg_reveal *r, tlm_error *err);
 void tlm_secagg_reveal_free(tlm_secagg_reveal *r);
 
+/* A device's answer to the server's signed request (verified with
+ * `server`, and for this round and model): its reveal, sealed to the
+ * server. *out is malloc'd. */
+tlm_status tlm_secagg_answer(const tlm_fed_keys *me, const tlm_fed_pub *server, const tlm_fed_roster *roster,
+                             uint32_t round, uint32_t base_id, const uint8_t self_seed[32], const uint8_t *request,
+                             size_t request_n, uint8_t **out, size_t *out_n, tlm_error *err);
+
+/* What a device keeps between its share and its reveal when the round
+ * goes through files: one line "tritlm-secagg-state-1 ROUND MODEL_ID_HEX
+ * CLIENT SEED_HEX" in a secret file (0600, never over an existing one). */
+tlm_status tlm_secagg_state_write(const char *path, uint32_t round, uint32_t base_id, uint32_t client,
+                                  const uint8_t self_seed[32], tlm_error *err);
+tlm_status tlm_secagg_state_read(const char *path, uint32_t *round, uint32_t *base_id, uint32_t *client,
+                                 uint8_t self_seed[32], tlm_error *err);
+
 /* Removes from the sum of the shares (d values, in the round's order) the
  * self masks of every device that sent one (seen[i] for roster entry i)
  * and their pair masks with the devices that did not, from one reveal per
