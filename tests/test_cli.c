@@ -53,6 +53,46 @@ static void test_prompt_and_seed(void **state)
     free(first);
 }
 
+/* --stories: story k is the text a single run with seed S+k prints, in
+ * order, whatever the thread count; the file is a corpus eval reads. */
+static void test_story_corpus(void **state)
+{
+    (void)state;
+    enum { N = 7 };
+    char *want = NULL;
+    size_t want_len = 0;
+    FILE *w = open_memstream(&want, &want_len);
+    assert_non_null(w);
+    for (int k = 0; k < N; k++) {
+        assert_int_equal(run("generate -m '%s' -p 'Tom' -n 48 -t 1 --top-p 1 --seed %d", model, 40 + k), 0);
+        fprintf(w, "%s<|endoftext|>\n", out_text);
+    }
+    fclose(w);
+    assert_int_equal(run("generate -m '%s' -p 'Tom' -n 48 -t 1 --top-p 1 --seed 40 --stories %d --threads 1", model, N), 0);
+    assert_string_equal(out_text, want);
+    assert_non_null(strstr(err_text, "7 stories"));
+    assert_int_equal(run("generate -m '%s' -p 'Tom' -n 48 -t 1 --top-p 1 --seed 40 --stories %d --threads 3 -o '%s'",
+                         model, N, tu_tmp("corpus.txt")), 0);
+    uint8_t *got;
+    size_t n;
+    assert_int_equal(tlm_read_file(tu_tmp("corpus.txt"), &got, &n, NULL), TLM_OK);
+    assert_int_equal(n, want_len);
+    assert_memory_equal(got, want, n);
+    free(got);
+    free(want);
+    assert_int_equal(run("eval -m '%s' --text '%s' --json", model, tu_tmp("corpus.txt")), 0);
+    cJSON *j = cJSON_Parse(out_text);
+    assert_non_null(j);
+    assert_int_equal((int)cJSON_GetObjectItem(j, "stories")->valuedouble, N);
+    cJSON_Delete(j);
+    assert_int_equal(run("generate -m '%s' -o '%s'", model, tu_tmp("x.txt")), 2);
+    assert_non_null(strstr(err_text, "go with --stories"));
+    assert_int_equal(run("generate -m '%s' --stories 0", model), 2);
+    assert_int_equal(run("generate -m '%s' --stories 2 --privatize dx --epsilon 5", model), 2);
+    assert_non_null(strstr(err_text, "not with --stories"));
+    assert_int_equal(run("generate -m '%s' --stories 2 -n 8 -o /nonexistent/dir/c.txt", model), 1);
+}
+
 static void test_help_everywhere(void **state)
 {
     (void)state;
@@ -476,6 +516,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conformance_greedy_200), cmocka_unit_test(test_prompt_and_seed),
+        cmocka_unit_test(test_story_corpus),
         cmocka_unit_test(test_help_everywhere),        cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_bad_files),              cmocka_unit_test(test_json_outputs),
         cmocka_unit_test(test_export_import_cycle),    cmocka_unit_test(test_atomic_files),
