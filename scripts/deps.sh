@@ -2,7 +2,7 @@
 # Makes sure the Debian packages tritlm needs are installed. As root it
 # installs what is missing with apt-get; otherwise it prints the command.
 set -eu
-PKGS="cmake make gcc libc6-dev libcmocka-dev libcjson-dev libsodium-dev libmosquitto-dev mosquitto mosquitto-clients gnuplot-nox
+PKGS="cmake make gcc libc6-dev libcmocka-dev libcjson-dev libsodium-dev libmosquitto-dev mosquitto mosquitto-clients openssl gnuplot-nox
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf gcc-xtensa-lx106 picolibc-xtensa-lx106-elf gcc-12-source
   qemu-system-misc"

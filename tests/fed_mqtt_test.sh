@@ -169,6 +169,91 @@ if [ $st != 1 ] || [ -e "$tmp/none.tlm" ] || ! grep -q "0 of 1" "$tmp/none.err";
 else
     echo "ok empty round: $(tail -n 1 "$tmp/none.err")"
 fi
+# TLS and a login: a broker that takes only TLS connections (its certificate
+# from a CA made here, for localhost) from users with a password
+if ! command -v openssl >/dev/null 2>&1 || ! command -v mosquitto_passwd >/dev/null 2>&1; then
+    if required; then echo "FAIL: openssl or mosquitto_passwd not installed"; exit 1; fi
+    echo "SKIP: TLS round (openssl or mosquitto_passwd not installed)"
+else
+    t=$tmp/tls
+    mkdir "$t"
+    ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    openssl req -x509 $ec -keyout "$t/ca.key" -out "$t/ca.crt" -days 2 -subj "/CN=tritlm test CA" 2>/dev/null
+    openssl req -x509 $ec -keyout "$t/other.key" -out "$t/other.crt" -days 2 -subj "/CN=another CA" 2>/dev/null
+    openssl req $ec -keyout "$t/srv.key" -out "$t/srv.csr" -subj "/CN=localhost" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$t/ext"
+    openssl x509 -req -in "$t/srv.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial -out "$t/srv.crt" -days 2 \
+        -extfile "$t/ext" 2>/dev/null
+    openssl req $ec -keyout "$t/dev1.key" -out "$t/dev1.csr" -subj "/CN=dev1" 2>/dev/null
+    openssl x509 -req -in "$t/dev1.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial -out "$t/dev1.crt" -days 2 2>/dev/null
+    touch "$t/users"
+    chmod 600 "$t/users"
+    mosquitto_passwd -b "$t/users" dev1 dev1-pass
+    mosquitto_passwd -b "$t/users" server server-pass
+    (umask 077 && printf 'dev1-pass\n' >"$t/dev1.pass" && printf 'server-pass\n' >"$t/server.pass" &&
+        printf 'wrong\n' >"$t/bad.pass")
+    printf 'dev1-pass\n' >"$t/open.pass"
+    chmod 644 "$t/open.pass"
+    tport="" tpid=""
+    for p in $(seq $((port + 1)) 2 $((port + 40))); do
+        # a second listener, one port up, also asks for a client certificate
+        printf 'allow_anonymous false\npassword_file %s\nuser %s\n' "$t/users" "$(id -un)" >"$t/m.conf"
+        for l in "$p" "$((p + 1))"; do
+            printf 'listener %s 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n' "$l" "$t/ca.crt" "$t/srv.crt" "$t/srv.key" >>"$t/m.conf"
+        done
+        echo "require_certificate true" >>"$t/m.conf"
+        "$broker_bin" -c "$t/m.conf" >"$t/broker.log" 2>&1 &
+        tpid=$!
+        sleep 0.5
+        if kill -0 "$tpid" 2>/dev/null && grep -q running "$t/broker.log"; then tport=$p; break; fi
+        kill "$tpid" 2>/dev/null || true
+        tpid=""
+    done
+    [ -n "$tport" ] || { echo "FAIL: no TLS broker would start"; cat "$t/broker.log"; exit 1; }
+    tb="--broker localhost:$tport --tls-ca $t/ca.crt"
+    "$tlm" fed aggregate -m "$tmp/g.tlm" -o "$t/tls.tlm" $tb --username server --password-file "$t/server.pass" \
+        --expect 1 --round 10 --topic tls --timeout 60 --json >"$t/agg.json" 2>"$t/agg.err" &
+    apid=$!
+    wait_listening "$t/agg.err"
+    # refused before any training: no CA, a wrong password, another CA, a password others can read
+    for bad in "--broker localhost:$tport|give its CA with --tls-ca" \
+        "$tb --username dev1 --password-file $t/bad.pass|not authorised" \
+        "--broker localhost:$tport --tls-ca $t/other.crt --username dev1 --password-file $t/dev1.pass|TLS handshake failed" \
+        "$tb --username dev1 --password-file $t/open.pass|must be private" \
+        "--broker localhost:$((tport + 1)) --tls-ca $t/ca.crt --username dev1 --password-file $t/dev1.pass|give --tls-cert and --tls-key"; do
+        opts=${bad%%|*} want=${bad#*|}
+        st=0
+        "$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 1 --round 10 --topic tls $opts \
+            2>"$t/bad.err" || st=$?
+        if [ $st != 1 ] || ! grep -q "$want" "$t/bad.err" || grep -q "^train:" "$t/bad.err"; then
+            echo "FAIL: TLS broker, '$opts': exit $st, expected '$want'"; cat "$t/bad.err"; fail=1
+        else
+            echo "ok TLS broker refuses '$want': $(tail -n 1 "$t/bad.err")"
+        fi
+    done
+    st=0
+    "$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 1 --round 10 --topic tls $tb \
+        --username dev1 --password-file "$t/dev1.pass" -o "$t/u1.tlmu" 2>"$t/u1.err" || st=$?
+    sta=0
+    wait $apid || sta=$?
+    "$tlm" fed aggregate -m "$tmp/g.tlm" -o "$t/files.tlm" "$t/u1.tlmu" 2>/dev/null
+    if [ $st != 0 ] || [ $sta != 0 ] || ! grep -q '"accepted":1' "$t/agg.json" || ! cmp -s "$t/tls.tlm" "$t/files.tlm"; then
+        echo "FAIL: a round over TLS: device exit $st, server exit $sta"; cat "$t/u1.err" "$t/agg.err"; fail=1
+    else
+        echo "ok a round over TLS with logins: the update arrived and the model equals the files' aggregation"
+    fi
+    # the listener that asks for a client certificate takes one signed by the CA
+    st=0
+    "$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 1 --round 11 --topic tls \
+        --broker "localhost:$((tport + 1))" --tls-ca "$t/ca.crt" --tls-cert "$t/dev1.crt" --tls-key "$t/dev1.key" \
+        --username dev1 --password-file "$t/dev1.pass" 2>"$t/c1.err" || st=$?
+    if [ $st != 0 ] || ! grep -q "published to tls/round/11/update" "$t/c1.err"; then
+        echo "FAIL: a client certificate: exit $st"; cat "$t/c1.err"; fail=1
+    else
+        echo "ok a client certificate: published where the broker asks for one (refused above without it)"
+    fi
+    kill "$tpid" 2>/dev/null || true
+fi
 # no broker there
 kill "$bpid"
 wait "$bpid" 2>/dev/null || true

@@ -418,6 +418,11 @@ static void test_fed_round(void **state)
         {"fed update -m M --data T --steps 1 -o O --secure-agg --key K --server-key K --devices D --update-clip 1",
          "--state"},
         {"fed reveal --key K --server-key K --devices D --state S -o O", "--request"},
+        {"fed update -m M --data T --steps 1 -o O --tls-ca K", "go with --broker"},
+        {"fed update -m M --data T --steps 1 --broker 127.0.0.1:1 --tls-ca K --tls-cert K", "--tls-key go together"},
+        {"fed update -m M --data T --steps 1 --broker 127.0.0.1:1 --tls-cert K --tls-key K", "--tls-cert needs --tls-ca"},
+        {"fed aggregate -m M -o O --broker 127.0.0.1:1 --expect 1 --password-file K", "needs --username"},
+        {"fed aggregate -m M -o O --username u U", "go with --broker"},
         {"fed keygen", "-o NAME"},
         {"fed keygen -o K extra", "unexpected"},
     };

@@ -59,6 +59,11 @@ const char cli_fed_help[] =
     "      --broker B   also (or instead of -o) publish it to the MQTT broker B (HOST or HOST:PORT)\n"
     "                   on TOPIC/round/R/update, QoS 1, waiting for the broker's acknowledgement\n"
     "      --topic T    the topic prefix (default tritlm)\n"
+    "      --tls-ca CA.crt [--tls-cert C.crt --tls-key C.key]   reach the broker over TLS\n"
+    "                   (default port 8883), checking its certificate against CA.crt and its\n"
+    "                   host name; with a client certificate if the broker asks for one\n"
+    "      --username U --password-file F   log in to the broker (the password is F's first\n"
+    "                   line; F must not be readable by others)\n"
     "      --model-from-broker   instead of -m: the global model the server keeps on TOPIC/global\n"
     "      --key DEVICE.key --server-key SERVER.pub   sign the update with the device's key and\n"
     "                   seal it to the server's (only the server can read it, only this device\n"
@@ -75,6 +80,7 @@ const char cli_fed_help[] =
     "                      (default 600); a device's second update in a round, or one for another\n"
     "                      round, is left out; they are averaged in the order of their client ids\n"
     "      --expect N, --round R, --timeout S, --topic T\n"
+    "      --tls-ca, --tls-cert, --tls-key, --username, --password-file   as update's\n"
     "      --publish-model NEW also goes to TOPIC/global on B (retained: devices that connect\n"
     "                      later get it; see update's --model-from-broker), signed with --key\n"
     "                      for round R + 1\n"
@@ -128,9 +134,42 @@ static int keep_first(void *ctx, const char *topic, const uint8_t *data, size_t 
     return 1;
 }
 
+int cli_fed_broker_option(int c, const char *arg, cli_broker *cb)
+{
+    switch (c) {
+    case F_BROKER: cb->b.addr = arg; return 1;
+    case F_TLS_CA: cb->b.ca_file = arg; return 1;
+    case F_TLS_CERT: cb->b.cert_file = arg; return 1;
+    case F_TLS_KEY: cb->b.key_file = arg; return 1;
+    case F_USERNAME: cb->b.username = arg; return 1;
+    case F_PASSWORD_FILE: cb->password_file = arg; return 1;
+    default: return 0;
+    }
+}
+
+int cli_fed_broker_ready(const char *cmd, cli_broker *cb)
+{
+    const tlm_mqtt_broker *b = &cb->b;
+    if (!b->addr && (b->ca_file || b->cert_file || b->key_file || b->username || cb->password_file))
+        return cli_usage_error(cmd, "--tls-ca, --tls-cert, --tls-key, --username and --password-file go with --broker");
+    if (!b->cert_file != !b->key_file) return cli_usage_error(cmd, "--tls-cert and --tls-key go together");
+    if (b->cert_file && !b->ca_file) return cli_usage_error(cmd, "--tls-cert needs --tls-ca (the broker's CA)");
+    if (cb->password_file && !b->username) return cli_usage_error(cmd, "--password-file needs --username");
+    if (cb->password_file) {
+        tlm_error err;
+        if (tlm_mqtt_read_password(&cb->b, cb->password_file, &err)) return cli_fail(cmd, &err);
+    }
+    return 0;
+}
+
+void cli_fed_broker_forget(cli_broker *cb)
+{
+    tlm_secret_wipe(cb->b.password, sizeof cb->b.password);
+}
+
 /* The first message on `topic` at `broker` within `timeout` seconds
  * (*data malloc'd); a timeout is an error naming the topic. */
-static tlm_status fetch_first(const char *broker, const char *topic, double timeout, uint8_t **data, size_t *n,
+static tlm_status fetch_first(const tlm_mqtt_broker *broker, const char *topic, double timeout, uint8_t **data, size_t *n,
                               tlm_error *err)
 {
     tlm_mqtt *mq = NULL;
@@ -164,7 +203,7 @@ static int fed_update(int argc, char **argv)
         {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
         {"encode", required_argument, 0, F_ENCODE}, {"round", required_argument, 0, F_ROUND},
         {"client", required_argument, 0, F_CLIENT}, {"help", no_argument, 0, 'h'},
-        {"broker", required_argument, 0, F_BROKER}, {"topic", required_argument, 0, F_TOPIC},
+        CLI_FED_BROKER_OPTIONS, {"topic", required_argument, 0, F_TOPIC},
         {"model-from-broker", no_argument, 0, F_FROM_BROKER}, {"key", required_argument, 0, F_KEY},
         {"server-key", required_argument, 0, F_SERVER_KEY}, {"tensors", required_argument, 0, F_TENSORS},
         {"secure-agg", no_argument, 0, F_SECURE}, {"devices", required_argument, 0, F_DEVICES},
@@ -184,6 +223,8 @@ static int fed_update(int argc, char **argv)
     tlm_fed_enc enc = TLM_FED_I8;
     tlm_fed_header h = {0, 0, 0, 0};
     int c, from_broker = 0, round_given = 0, secure = 0;
+    cli_broker cb;
+    memset(&cb, 0, sizeof cb);
     double update_clip = 0.0;
     float z = 0.0f;
     optind = 1;
@@ -208,7 +249,6 @@ static int fed_update(int argc, char **argv)
             if (!cli_parse_u32(optarg, 0, 0xFFFFFFFFu, &h.client))
                 return cli_usage_error("fed update", "--client expects an integer, got '%s'", optarg);
             break;
-        case F_BROKER: broker = optarg; break;
         case F_TOPIC: topic = optarg; break;
         case F_FROM_BROKER: from_broker = 1; break;
         case F_KEY: key = optarg; break;
@@ -234,6 +274,7 @@ static int fed_update(int argc, char **argv)
                                        TLM_FED_DP_MAX_Z, optarg);
             break;
         default: {
+            if (cli_fed_broker_option(c, optarg, &cb)) break;
             const int r = cli_train_loop_option("fed update", c, optarg, &o);
             if (r > 0) return r;
             if (r < 0) return cli_bad_option("fed update", argv, c);
@@ -241,6 +282,7 @@ static int fed_update(int argc, char **argv)
         }
     }
     if (optind != argc) return cli_usage_error("fed update", "unexpected argument '%s'", argv[optind]);
+    broker = cb.b.addr;
     if (from_broker && (model || !broker))
         return cli_usage_error("fed update", "--model-from-broker takes the model from --broker B, instead of -m");
     if (!model && !from_broker) return cli_usage_error("fed update", "missing -m GLOBAL.tlm (or --model-from-broker)");
@@ -267,6 +309,8 @@ static int fed_update(int argc, char **argv)
         if (cli_refuse_clobber("fed update", out, in, 7)) return TLM_EXIT_USAGE;
     }
 
+    const int br = cli_fed_broker_ready("fed update", &cb);
+    if (br) return br;
     tlm_error err;
     tlm_fed_keys dev_keys;
     tlm_fed_pub server_pub;
@@ -303,7 +347,7 @@ static int fed_update(int argc, char **argv)
             snprintf(t, sizeof t, "%s/global", topic);
             uint8_t *data = NULL;
             size_t dn = 0;
-            s0 = fetch_first(broker, t, 30.0, &data, &dn, &err);
+            s0 = fetch_first(&cb.b, t, 30.0, &data, &dn, &err);
             const uint8_t *img = data;
             size_t img_n = dn;
             uint32_t signed_round = 0;
@@ -319,7 +363,7 @@ static int fed_update(int argc, char **argv)
             model = fetched;
         } else { /* the broker must be reachable before any training */
             tlm_mqtt *mq = NULL;
-            s0 = tlm_mqtt_connect(&mq, broker, NULL, 30.0, &err);
+            s0 = tlm_mqtt_connect(&mq, &cb.b, NULL, 30.0, &err);
             tlm_mqtt_close(mq);
         }
         if (s0) {
@@ -389,7 +433,7 @@ static int fed_update(int argc, char **argv)
         char id[64], t[600];
         snprintf(id, sizeof id, "tritlm-device-%u-%ld", h.client, (long)getpid());
         snprintf(t, sizeof t, "%s/round/%u/update", topic, h.round);
-        st = tlm_mqtt_send(broker, id, t, msg, bytes, 0, &err);
+        st = tlm_mqtt_send(&cb.b, id, t, msg, bytes, 0, &err);
         if (!st) fprintf(stderr, "fed update: published to %s on %s\n", t, broker);
     }
     const uint32_t base_id = tlm_fed_model_id(&g.model);
@@ -403,11 +447,11 @@ static int fed_update(int argc, char **argv)
         fprintf(stderr, "fed update: waiting up to %.0f s for the server's request on %s\n", reveal_timeout, t);
         uint8_t *req = NULL, *rev = NULL;
         size_t req_n = 0, rev_n = 0;
-        st = fetch_first(broker, t, reveal_timeout, &req, &req_n, &err);
+        st = fetch_first(&cb.b, t, reveal_timeout, &req, &req_n, &err);
         if (!st) st = tlm_secagg_answer(&dev_keys, &server_pub, &roster, h.round, base_id, seed, req, req_n, &rev, &rev_n, &err);
         if (!st) {
             snprintf(t, sizeof t, "%s/round/%u/reveal", topic, h.round);
-            st = tlm_mqtt_send(broker, NULL, t, rev, rev_n, 0, &err);
+            st = tlm_mqtt_send(&cb.b, NULL, t, rev, rev_n, 0, &err);
             if (!st) fprintf(stderr, "fed update: reveal published to %s\n", t);
         }
         free(req);
@@ -420,6 +464,7 @@ static int fed_update(int argc, char **argv)
     if (lf_open) tlm_model_file_close(&lf);
     tlm_model_file_close(&g);
     forget_secrets(key ? &dev_keys : NULL, &roster);
+    cli_fed_broker_forget(&cb);
     if (tlm_remove_tree(dirbuf) != 0) fprintf(stderr, "tritlm fed update: could not remove %s\n", dirbuf);
     if (st) return cli_fail("fed update", &err);
     fprintf(stderr, "fed update: %s: %zu bytes%s, round %u, %llu steps on %llu local tokens (weight %u)\n",

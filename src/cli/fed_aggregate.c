@@ -215,7 +215,7 @@ int cli_fed_aggregate(int argc, char **argv)
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
         {"clip", required_argument, 0, F_CLIP}, {"server-lr", required_argument, 0, F_SLR},
-        {"json", no_argument, 0, F_JSON}, {"help", no_argument, 0, 'h'}, {"broker", required_argument, 0, F_BROKER},
+        {"json", no_argument, 0, F_JSON}, {"help", no_argument, 0, 'h'}, CLI_FED_BROKER_OPTIONS,
         {"topic", required_argument, 0, F_TOPIC}, {"expect", required_argument, 0, F_EXPECT},
         {"round", required_argument, 0, F_ROUND}, {"timeout", required_argument, 0, F_TIMEOUT},
         {"publish-model", no_argument, 0, F_PUBLISH}, {"key", required_argument, 0, F_KEY},
@@ -230,6 +230,8 @@ int cli_fed_aggregate(int argc, char **argv)
     float slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f;
     double delta = 1e-6;
     int json = 0, c, publish = 0, secure = 0, waiting = 0;
+    cli_broker cb;
+    memset(&cb, 0, sizeof cb);
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
@@ -251,7 +253,6 @@ int cli_fed_aggregate(int argc, char **argv)
                 return cli_usage_error("fed aggregate", "--server-lr expects a number in (0, 100], got '%s'", optarg);
             break;
         case F_JSON: json = 1; break;
-        case F_BROKER: broker = optarg; break;
         case F_TOPIC: topic = optarg; break;
         case F_EXPECT:
             if (!cli_parse_u32(optarg, 1, 1u << 20, &expect))
@@ -290,9 +291,12 @@ int cli_fed_aggregate(int argc, char **argv)
             if (!cli_parse_float(optarg, 1e-6f, 1e6f, &budget))
                 return cli_usage_error("fed aggregate", "--budget expects a positive epsilon, got '%s'", optarg);
             break;
-        default: return cli_bad_option("fed aggregate", argv, c);
+        default:
+            if (cli_fed_broker_option(c, optarg, &cb)) break;
+            return cli_bad_option("fed aggregate", argv, c);
         }
     }
+    broker = cb.b.addr;
     const uint32_t n_files = (uint32_t)(argc - optind);
     if (!model) return cli_usage_error("fed aggregate", "missing -m GLOBAL.tlm");
     if (!out) return cli_usage_error("fed aggregate", "missing -o NEW.tlm");
@@ -318,6 +322,8 @@ int cli_fed_aggregate(int argc, char **argv)
         if (cli_refuse_clobber("fed aggregate", out, (const char *const *)(argv + optind), (size_t)(argc - optind)))
             return TLM_EXIT_USAGE;
     }
+    const int br = cli_fed_broker_ready("fed aggregate", &cb);
+    if (br) return br;
     tlm_error err;
     tlm_fed_keys server_keys;
     tlm_fed_roster roster = {0, NULL, NULL};
@@ -392,7 +398,7 @@ int cli_fed_aggregate(int argc, char **argv)
         tlm_mqtt *mq = NULL;
         int timed_out = 0;
         st = col.held ? TLM_OK : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
-        if (!st) st = tlm_mqtt_connect(&mq, broker, id, 30.0, &err);
+        if (!st) st = tlm_mqtt_connect(&mq, &cb.b, id, 30.0, &err);
         if (!st) st = tlm_mqtt_subscribe(mq, t, 30.0, &err);
         if (!st) {
             fprintf(stderr, "fed aggregate: listening on %s for %u updates on %s\n", broker, expect, t);
@@ -434,9 +440,9 @@ int cli_fed_aggregate(int argc, char **argv)
             snprintf(t, sizeof t, "%s/round/%u/request", topic, agg.sec_round);
             tlm_mqtt *mq = NULL;
             int timed_out = 0;
-            st = tlm_mqtt_connect(&mq, broker, NULL, 30.0, &err);
+            st = tlm_mqtt_connect(&mq, &cb.b, NULL, 30.0, &err);
             if (!st) st = tlm_mqtt_subscribe(mq, tr, 30.0, &err);
-            if (!st) st = tlm_mqtt_send(broker, NULL, t, req, req_n, 1, &err);
+            if (!st) st = tlm_mqtt_send(&cb.b, NULL, t, req, req_n, 1, &err);
             if (!st) {
                 fprintf(stderr, "fed aggregate: %u shares in, dropped: %s; request published on %s\n", agg.accepted, ids, t);
                 st = tlm_mqtt_receive(mq, timeout, collect_reveal, &rs, &timed_out, &err);
@@ -508,7 +514,7 @@ int cli_fed_aggregate(int argc, char **argv)
         uint8_t *signed_img = NULL;
         size_t signed_n = 0;
         if (key) st = tlm_fed_sign_model(&server_keys, round + 1, img, bytes, &signed_img, &signed_n, &err);
-        if (!st) st = tlm_mqtt_send(broker, NULL, t, key ? signed_img : img, key ? signed_n : bytes, 1, &err);
+        if (!st) st = tlm_mqtt_send(&cb.b, NULL, t, key ? signed_img : img, key ? signed_n : bytes, 1, &err);
         if (!st)
             fprintf(stderr, "fed aggregate: %s published on %s (retained%s)\n", out, t,
                     key ? ", signed for the next round" : "");
@@ -521,6 +527,7 @@ int cli_fed_aggregate(int argc, char **argv)
     tlm_fedavg_free(&agg);
     if (g_open) tlm_model_file_close(&g);
     if (key) tlm_fed_keys_wipe(&server_keys);
+    cli_fed_broker_forget(&cb);
     tlm_fed_roster_free(&roster);
     if (st) {
         cJSON_Delete(rejected);

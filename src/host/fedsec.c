@@ -151,17 +151,10 @@ static tlm_status read_key_text(const char *path, uint8_t **text, size_t *n, tlm
 
 tlm_status tlm_fed_keys_read(const char *path, tlm_fed_keys *k, tlm_error *err)
 {
-    /* like ssh: a secret others can read is refused, not used */
-    struct stat sb;
-    if (stat(path, &sb) == 0 && (sb.st_mode & 077)) {
-        char mode[16]; /* the core's formatter has no %o */
-        snprintf(mode, sizeof mode, "%03o", (unsigned)(sb.st_mode & 0777));
-        return tlm_fail(err, TLM_ERR_ARG, "%s can be read by others (mode %s): a secret key must be private (chmod 600 %s)",
-                        path, mode, path);
-    }
     uint8_t *text;
     size_t n = 0;
-    tlm_status st = read_key_text(path, &text, &n, err);
+    tlm_status st = tlm_require_private(path, "a secret key", err);
+    if (!st) st = read_key_text(path, &text, &n, err);
     if (st) return st;
     uint8_t raw[64];
     const int ok = parse_tagged((const char *)text, SECRET_TAG, raw, sizeof raw, NULL);

@@ -245,3 +245,15 @@ int tlm_lock_beside(const char *path, tlm_error *err)
     free(lock);
     return fd;
 }
+
+tlm_status tlm_require_private(const char *path, const char *what, tlm_error *err)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 && (sb.st_mode & 077)) {
+        char mode[16]; /* the core's formatter has no %o */
+        snprintf(mode, sizeof mode, "%03o", (unsigned)(sb.st_mode & 0777));
+        return tlm_fail(err, TLM_ERR_ARG, "%s can be read by others (mode %s): %s must be private (chmod 600 %s)", path,
+                        mode, what, path);
+    }
+    return TLM_OK;
+}

@@ -52,6 +52,11 @@ void tlm_atomic_abort(tlm_atomic_file *a);
  * the old one may be the only copy). */
 tlm_status tlm_write_secret_atomic(const char *path, const void *data, size_t n, tlm_error *err);
 
+/* Refuses (TLM_ERR_ARG) a file that its group or others may read: a secret
+ * (what: "a secret key", "a password") must be private, as ssh requires of
+ * its keys. A file that cannot be examined passes; reading it will say why. */
+tlm_status tlm_require_private(const char *path, const char *what, tlm_error *err);
+
 /* Runs that share a file they read, change and write back (a privacy
  * ledger) take turns: an exclusive lock on PATH.lock (a file that is never
  * replaced, unlike PATH, which is renamed over) held from reading to

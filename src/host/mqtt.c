@@ -1,11 +1,13 @@
 /* MQTT over libmosquitto (mqtt.h). Every wait runs the client's network
  * loop until its acknowledgement arrives or the time is up. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <mosquitto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "fileio.h"
 #include "mqtt.h"
 
 struct tlm_mqtt {
@@ -16,6 +18,7 @@ struct tlm_mqtt {
     tlm_mqtt_fn fn;
     void *ctx;
     int stop;           /* fn asked to stop receiving */
+    int connack;        /* the broker's answer to the connection (0 accepted) */
 };
 
 static double now_s(void)
@@ -28,7 +31,9 @@ static double now_s(void)
 static void on_connect(struct mosquitto *m, void *obj, int rc)
 {
     (void)m;
-    ((tlm_mqtt *)obj)->connected = rc == 0 ? 1 : -1;
+    tlm_mqtt *c = obj;
+    c->connected = rc == 0 ? 1 : -1;
+    c->connack = rc;
 }
 static void on_publish(struct mosquitto *m, void *obj, int mid)
 {
@@ -66,12 +71,70 @@ static int loop_until(tlm_mqtt *c, const int *flag, double timeout_s, int *rc)
     return 0;
 }
 
-tlm_status tlm_mqtt_connect(tlm_mqtt **out, const char *broker, const char *client_id, double timeout_s,
+tlm_status tlm_mqtt_read_password(tlm_mqtt_broker *b, const char *path, tlm_error *err)
+{
+    uint8_t *text = NULL;
+    size_t n = 0;
+    tlm_status st = tlm_require_private(path, "a password", err);
+    if (!st) st = tlm_read_text(path, &text, &n, err);
+    if (st) return st;
+    size_t len = strcspn((const char *)text, "\r\n");
+    if (len == 0 || len >= sizeof b->password)
+        st = tlm_fail(err, TLM_ERR_FORMAT, "%s: the password is its first line, 1 to %zu bytes", path,
+                      sizeof b->password - 1);
+    else {
+        memcpy(b->password, text, len);
+        b->password[len] = 0;
+    }
+    memset(text, 0, n); /* the file's copy of the password */
+    free(text);
+    return st;
+}
+
+/* What a refused CONNACK means (MQTT 3.1.1 return codes). */
+static const char *connack_str(int rc)
+{
+    switch (rc) {
+    case 1: return "refused the connection: protocol version";
+    case 2: return "refused the connection: client identifier";
+    case 3: return "refused the connection: server unavailable";
+    case 4: return "refused the user name or password";
+    case 5: return "refused the connection: not authorised (a user name and password, or the right ones, needed)";
+    default: return "refused the connection";
+    }
+}
+
+/* Why a connection failed, with a hint at the likely cause: w from
+ * loop_until (2: network or TLS error rc), or the refusing CONNACK. */
+static tlm_status connect_failed(tlm_error *err, const char *host, int port, const tlm_mqtt_broker *b, int w, int rc,
+                                 int connack, int errno_then)
+{
+    /* a TLS peer that gives up on the handshake: an alert, or EPROTO from the socket */
+    const int tls_broke = rc == MOSQ_ERR_TLS || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_PROTOCOL ||
+                          (rc == MOSQ_ERR_ERRNO && errno_then == EPROTO);
+    if (connack) return tlm_fail(err, TLM_ERR_IO, "the MQTT broker at %s:%d %s", host, port, connack_str(connack));
+    if (w == 1)
+        return tlm_fail(err, TLM_ERR_IO, "the MQTT broker at %s:%d did not answer in time%s", host, port,
+                        b->ca_file ? "" : "; if it speaks TLS, give its CA with --tls-ca");
+    const char *hint = "";
+    if (!b->ca_file)
+        hint = tls_broke ? "; if it speaks TLS, give its CA with --tls-ca" : "";
+    else if (rc == MOSQ_ERR_TLS)
+        hint = ": the TLS handshake failed: is the broker's certificate signed by the CA given, for this host name?";
+    if (b->ca_file && !b->cert_file && tls_broke)
+        return tlm_fail(err, TLM_ERR_IO, "cannot reach the MQTT broker at %s:%d (%s)%s; if it asks for a client "
+                        "certificate, give --tls-cert and --tls-key", host, port, mosquitto_strerror(rc), hint);
+    return tlm_fail(err, TLM_ERR_IO, "cannot reach the MQTT broker at %s:%d (%s)%s", host, port, mosquitto_strerror(rc),
+                    hint);
+}
+
+tlm_status tlm_mqtt_connect(tlm_mqtt **out, const tlm_mqtt_broker *b, const char *client_id, double timeout_s,
                             tlm_error *err)
 {
     *out = NULL;
+    const char *broker = b->addr;
     char host[256];
-    int port = 1883;
+    int port = b->ca_file ? 8883 : 1883;
     const char *colon = strrchr(broker, ':');
     size_t hl = colon ? (size_t)(colon - broker) : strlen(broker);
     if (hl == 0 || hl >= sizeof host) return tlm_fail(err, TLM_ERR_ARG, "broker '%s': expected HOST or HOST:PORT", broker);
@@ -83,6 +146,10 @@ tlm_status tlm_mqtt_connect(tlm_mqtt **out, const char *broker, const char *clie
         if (*end || p < 1 || p > 65535) return tlm_fail(err, TLM_ERR_ARG, "broker '%s': bad port", broker);
         port = (int)p;
     }
+    if (!b->cert_file != !b->key_file)
+        return tlm_fail(err, TLM_ERR_ARG, "a TLS client certificate needs both its certificate and its key file");
+    if (b->cert_file && !b->ca_file) return tlm_fail(err, TLM_ERR_ARG, "a TLS client certificate needs the broker's CA");
+    if (b->password[0] && !b->username) return tlm_fail(err, TLM_ERR_ARG, "a broker password needs a user name");
     mosquitto_lib_init();
     tlm_mqtt *c = calloc(1, sizeof *c);
     if (!c) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
@@ -95,16 +162,29 @@ tlm_status tlm_mqtt_connect(tlm_mqtt **out, const char *broker, const char *clie
     mosquitto_publish_callback_set(c->m, on_publish);
     mosquitto_subscribe_callback_set(c->m, on_subscribe);
     mosquitto_message_callback_set(c->m, on_message);
-    int rc = mosquitto_connect(c->m, host, port, 60);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        tlm_mqtt_close(c);
-        return tlm_fail(err, TLM_ERR_IO, "cannot reach the MQTT broker at %s:%d (%s)", host, port, mosquitto_strerror(rc));
+    int rc = MOSQ_ERR_SUCCESS;
+    if (b->ca_file) {
+        rc = mosquitto_tls_set(c->m, b->ca_file, NULL, b->cert_file, b->key_file, NULL);
+        if (rc == MOSQ_ERR_SUCCESS) rc = mosquitto_tls_opts_set(c->m, 1, "tlsv1.2", NULL); /* 1: verify the broker */
+        if (rc != MOSQ_ERR_SUCCESS) {
+            tlm_mqtt_close(c);
+            return tlm_fail(err, TLM_ERR_ARG, "TLS with CA %s%s%s: %s", b->ca_file, b->cert_file ? " and certificate " : "",
+                            b->cert_file ? b->cert_file : "", mosquitto_strerror(rc));
+        }
     }
-    const int w = loop_until(c, &c->connected, timeout_s, &rc);
+    if (b->username) {
+        rc = mosquitto_username_pw_set(c->m, b->username, b->password[0] ? b->password : NULL);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            tlm_mqtt_close(c);
+            return tlm_fail(err, TLM_ERR_ARG, "MQTT user name: %s", mosquitto_strerror(rc));
+        }
+    }
+    rc = mosquitto_connect(c->m, host, port, 60);
+    const int w = rc != MOSQ_ERR_SUCCESS ? 2 : loop_until(c, &c->connected, timeout_s, &rc);
     if (w || c->connected < 0) {
+        const int connack = c->connected < 0 ? c->connack : 0, errno_then = errno;
         tlm_mqtt_close(c);
-        return tlm_fail(err, TLM_ERR_IO, "the MQTT broker at %s:%d %s", host, port,
-                        w == 1 ? "did not answer in time" : (w == 2 ? mosquitto_strerror(rc) : "refused the connection"));
+        return connect_failed(err, host, port, b, w, rc, connack, errno_then);
     }
     *out = c;
     return TLM_OK;
@@ -134,7 +214,7 @@ tlm_status tlm_mqtt_publish(tlm_mqtt *c, const char *topic, const void *data, si
     return TLM_OK;
 }
 
-tlm_status tlm_mqtt_send(const char *broker, const char *client_id, const char *topic, const void *data, size_t n,
+tlm_status tlm_mqtt_send(const tlm_mqtt_broker *broker, const char *client_id, const char *topic, const void *data, size_t n,
                          int retain, tlm_error *err)
 {
     tlm_mqtt *c = NULL;

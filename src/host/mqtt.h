@@ -11,14 +11,30 @@
 
 typedef struct tlm_mqtt tlm_mqtt;
 
-/* "host", "host:port" (default port 1883). */
-tlm_status tlm_mqtt_connect(tlm_mqtt **out, const char *broker, const char *client_id, double timeout_s,
+/* Where and how to reach the broker. addr is "host" or "host:port" (port
+ * 1883, or 8883 with TLS). With ca_file the connection is TLS (1.2 or
+ * later): the broker's certificate must chain to that CA and name the
+ * host; cert_file and key_file (both or neither) are this client's own
+ * certificate for brokers that ask for one. username and password (empty:
+ * none) log in to brokers that require it. */
+typedef struct tlm_mqtt_broker {
+    const char *addr;
+    const char *ca_file, *cert_file, *key_file;
+    const char *username;
+    char password[256];
+} tlm_mqtt_broker;
+
+/* Reads the broker password from the first line of path (the file must not
+ * be readable by others, like a key; at most 255 bytes). */
+tlm_status tlm_mqtt_read_password(tlm_mqtt_broker *b, const char *path, tlm_error *err);
+
+tlm_status tlm_mqtt_connect(tlm_mqtt **out, const tlm_mqtt_broker *broker, const char *client_id, double timeout_s,
                             tlm_error *err);
 void tlm_mqtt_close(tlm_mqtt *c);
 tlm_status tlm_mqtt_publish(tlm_mqtt *c, const char *topic, const void *data, size_t n, int retain, double timeout_s,
                             tlm_error *err);
 /* Connect, publish one message (QoS 1, acknowledged), disconnect. */
-tlm_status tlm_mqtt_send(const char *broker, const char *client_id, const char *topic, const void *data, size_t n,
+tlm_status tlm_mqtt_send(const tlm_mqtt_broker *broker, const char *client_id, const char *topic, const void *data, size_t n,
                          int retain, tlm_error *err);
 tlm_status tlm_mqtt_subscribe(tlm_mqtt *c, const char *topic, double timeout_s, tlm_error *err);
 
