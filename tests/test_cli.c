@@ -53,6 +53,17 @@ static void test_prompt_and_seed(void **state)
     free(first);
 }
 
+/* The file at path holds exactly want[0..n). */
+static void assert_file_holds(const char *path, const void *want, size_t n)
+{
+    uint8_t *got;
+    size_t got_n;
+    assert_int_equal(tlm_read_file(path, &got, &got_n, NULL), TLM_OK);
+    assert_int_equal(got_n, n);
+    assert_memory_equal(got, want, n);
+    free(got);
+}
+
 /* --stories: story k is the text a single run with seed S+k prints, in
  * order, whatever the thread count; the file is a corpus eval reads. */
 static void test_story_corpus(void **state)
@@ -73,12 +84,7 @@ static void test_story_corpus(void **state)
     assert_non_null(strstr(err_text, "7 stories"));
     assert_int_equal(run("generate -m '%s' -p 'Tom' -n 48 -t 1 --top-p 1 --seed 40 --stories %d --threads 3 -o '%s'",
                          model, N, tu_tmp("corpus.txt")), 0);
-    uint8_t *got;
-    size_t n;
-    assert_int_equal(tlm_read_file(tu_tmp("corpus.txt"), &got, &n, NULL), TLM_OK);
-    assert_int_equal(n, want_len);
-    assert_memory_equal(got, want, n);
-    free(got);
+    assert_file_holds(tu_tmp("corpus.txt"), want, want_len);
     free(want);
     assert_int_equal(run("eval -m '%s' --text '%s' --json", model, tu_tmp("corpus.txt")), 0);
     cJSON *j = cJSON_Parse(out_text);
@@ -88,6 +94,7 @@ static void test_story_corpus(void **state)
     assert_int_equal(run("generate -m '%s' -o '%s'", model, tu_tmp("x.txt")), 2);
     assert_non_null(strstr(err_text, "go with --stories"));
     assert_int_equal(run("generate -m '%s' --stories 0", model), 2);
+    assert_int_equal(run("generate -m '%s' --stories 1 -o '%s'", model, model), 2); /* the model is not overwritten */
     assert_int_equal(run("generate -m '%s' --stories 2 --privatize dx --epsilon 5", model), 2);
     assert_non_null(strstr(err_text, "not with --stories"));
     assert_int_equal(run("generate -m '%s' --stories 2 -n 8 -o /nonexistent/dir/c.txt", model), 1);
@@ -310,14 +317,11 @@ static void test_export_import_cycle(void **state)
     (void)state;
     assert_int_equal(run("export llama2c '%s' -o '%s' --tokenizer-out '%s'", model, tu_tmp("x.bin"), tu_tmp("x_tok.bin")), 0);
     assert_int_equal(run("import llama2c '%s' '%s' -o '%s'", tu_tmp("x.bin"), tu_tmp("x_tok.bin"), tu_tmp("x.tlm")), 0);
-    uint8_t *a, *b;
+    uint8_t *a;
     size_t na, nb;
-    assert_int_equal(tlm_read_file(model, &a, &na, NULL), TLM_OK);
-    assert_int_equal(tlm_read_file(tu_tmp("x.tlm"), &b, &nb, NULL), TLM_OK);
-    assert_int_equal(na, nb);
-    assert_memory_equal(a, b, na);
+    assert_int_equal(tlm_read_file(model, &a, &nb, NULL), TLM_OK);
+    assert_file_holds(tu_tmp("x.tlm"), a, nb);
     free(a);
-    free(b);
     /* a file name that is no identifier gives one; the header declares it */
     assert_int_equal(run("export c '%s' -o '%s'", model, tu_tmp("9 lives.c")), 0);
     assert_int_equal(tlm_read_file(tu_tmp("9 lives.h"), &a, &na, NULL), TLM_OK);

@@ -271,6 +271,10 @@ int cmd_generate(int argc, char **argv)
     if ((mech != TLM_MECH_NONE) != (eps > 0.0f)) return cli_usage_error("generate", "--privatize and --epsilon go together");
     if (!n_stories && (out_path || threads)) return cli_usage_error("generate", "-o and --threads go with --stories");
     if (n_stories && mech) return cli_usage_error("generate", "--privatize privatizes one prompt: not with --stories");
+    if (out_path) {
+        const char *in[] = {model_path};
+        if (cli_refuse_clobber("generate", out_path, in, 1)) return TLM_EXIT_USAGE;
+    }
 
     tlm_model_file mf;
     tlm_error err;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fedsec.h"
 #include "fileio.h"
 #include "mqtt.h"
 
@@ -86,7 +87,7 @@ tlm_status tlm_mqtt_read_password(tlm_mqtt_broker *b, const char *path, tlm_erro
         memcpy(b->password, text, len);
         b->password[len] = 0;
     }
-    memset(text, 0, n); /* the file's copy of the password */
+    tlm_secret_wipe(text, n); /* the file's copy of the password */
     free(text);
     return st;
 }
