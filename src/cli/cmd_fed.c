@@ -609,7 +609,7 @@ static int fed_info(int argc, char **argv)
         cJSON_AddItemToArray(all, j);
         if (tlm_read_file(argv[i], &b, &n, &err)) {
             cJSON_AddStringToObject(j, "error", err.msg);
-            if (!json) fprintf(stderr, "tritlm fed info: %s: %s\n", argv[i], err.msg);
+            fprintf(stderr, "tritlm fed info: %s: %s\n", argv[i], err.msg); /* also with --json: errors go to stderr */
             bad = 1;
             continue;
         }
@@ -638,7 +638,7 @@ static int fed_info(int argc, char **argv)
             tlm_fed_info info;
             if (tlm_fed_validate(b, n, model ? &g.model : NULL, &info, &err)) {
                 cJSON_AddStringToObject(j, "error", err.msg);
-                if (!json) fprintf(stderr, "tritlm fed info: %s: %s\n", argv[i], err.msg);
+                fprintf(stderr, "tritlm fed info: %s: %s\n", argv[i], err.msg); /* also with --json: errors go to stderr */
                 bad = 1;
                 free(b);
                 continue;
