@@ -1,4 +1,5 @@
 /* Status strings and the small message formatter (no stdio on devices). */
+#include <float.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -88,10 +89,22 @@ static void put_scaled(sink *o, unsigned long long m, int count, int point, int 
     }
 }
 
-/* A double as %g with sig significant digits (1..17), or as %f with
+/* The arithmetic of put_double: double, except on cores without hardware
+ * floating point (RV32IMC, the LX106), where the double routines it would
+ * link cost about 7 KB of flash for error messages; there float's 7 digits
+ * and range do. */
+#if defined(__riscv_float_abi_soft) || defined(__XTENSA_SOFT_FLOAT__) || defined(__SOFTFP__)
+typedef float fmt_real;
+#define FMT_REAL_MAX FLT_MAX
+#else
+typedef double fmt_real;
+#define FMT_REAL_MAX DBL_MAX
+#endif
+
+/* A number as %g with sig significant digits (1..17), or as %f with
  * `decimals` decimals when fixed: enough for messages, not for data (the
  * last digit may differ from printf's). */
-static void put_double(sink *o, double v, int sig, int fixed, int decimals)
+static void put_double(sink *o, fmt_real v, int sig, int fixed, int decimals)
 {
     if (v != v) {
         put_str(o, "nan");
@@ -101,15 +114,15 @@ static void put_double(sink *o, double v, int sig, int fixed, int decimals)
         put_char(o, '-');
         v = -v;
     }
-    if (v > 1.7976931348623157e308) {
+    if (v > FMT_REAL_MAX) {
         put_str(o, "inf");
         return;
     }
     if (fixed) {
-        double scale = 1;
+        fmt_real scale = 1;
         for (int i = 0; i < decimals; i++) scale *= 10;
-        if (v * scale < 1e18) {
-            const unsigned long long m = (unsigned long long)(v * scale + 0.5);
+        if (v * scale < (fmt_real)1e18) {
+            const unsigned long long m = (unsigned long long)(v * scale + (fmt_real)0.5);
             /* digits: at least decimals + 1 */
             int count = 1;
             for (unsigned long long t = m; t >= 10u; t /= 10u) count++;
@@ -124,7 +137,7 @@ static void put_double(sink *o, double v, int sig, int fixed, int decimals)
         return;
     }
     int e = 0;
-    double a = v;
+    fmt_real a = v;
     while (a >= 10) {
         a /= 10;
         e++;
@@ -133,10 +146,10 @@ static void put_double(sink *o, double v, int sig, int fixed, int decimals)
         a *= 10;
         e--;
     }
-    double scale = 1;
+    fmt_real scale = 1;
     for (int i = 1; i < sig; i++) scale *= 10;
-    unsigned long long m = (unsigned long long)(a * scale + 0.5);
-    if ((double)m >= scale * 10) {
+    unsigned long long m = (unsigned long long)(a * scale + (fmt_real)0.5);
+    if ((fmt_real)m >= scale * 10) {
         m /= 10u;
         e++;
     }
@@ -183,7 +196,7 @@ tlm_status tlm_fail(tlm_error *err, tlm_status status, const char *fmt, ...)
             for (p++; *p >= '0' && *p <= '9'; p++) prec = prec * 10 + (*p - '0');
         }
         if (*p == 'g' || *p == 'f') {
-            const double v = va_arg(ap, double);
+            const fmt_real v = (fmt_real)va_arg(ap, double);
             if (*p == 'g') put_double(&o, v, prec < 0 ? 6 : prec < 1 ? 1 : prec > 17 ? 17 : prec, 0, 0);
             else put_double(&o, v, 17, 1, prec < 0 ? 6 : prec > 17 ? 17 : prec);
             continue;
