@@ -93,6 +93,7 @@ esp32c3)
     LDF="-nostartfiles -T link.ld -Wl,--gc-sections"
     LIBS="-lc -lgcc"
     SRCS="start.S startup.c"
+    FLOAT_SRCS="softfloat.c" # in common: faster float routines than libgcc's
     max_ram=400 # the chip's SRAM
     ;;
 lx106)
@@ -106,6 +107,7 @@ lx106)
     # ESP8266 has them in ROM): built from GCC's own source by libgcc-extra.sh
     LIBS="-lc -lgcc-lx106-extra -lgcc -lgcc-lx106-extra"
     SRCS="start.S startup.c int64.c"
+    # (softfloat.c is slower here: its 24 x 24-bit products become __muldi3 calls on this core)
     max_ram=512 # dataram1 + dataram0 of the sim machine
     ;;
 *) echo "build.sh: unknown target $target (cortex-m7, esp32c3, lx106)" >&2; exit 2 ;;
@@ -127,6 +129,7 @@ set -- -std=c11 -Wall -Wextra -Werror "-I$root/include" "-I$here/common" "-I$por
     "-DTLM_FW_PROMPT_BYTES=$prompt_bytes" "-DTLM_FW_PROMPT_LEN=${plen}u"
 for f in "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/fw_start.c"; do set -- "$@" "$f"; done
 for f in $SRCS; do set -- "$@" "$port/$f"; done
+for f in ${FLOAT_SRCS:-}; do set -- "$@" "$here/common/$f"; done
 if [ "$embed" = c ]; then
     set -- "$@" tlm_fw_model_c.c -DTLM_FW_MODEL_C -I.
 else
