@@ -19,19 +19,8 @@
 #include "../firmware/common/softfloat.h"
 #include "testutil.h"
 
-static uint32_t bits_of(float f)
-{
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    return b;
-}
-
-static float float_of(uint32_t b)
-{
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
-}
+#define bits_of tlm_sf_bits
+#define float_of tlm_sf_float
 
 static int is_nan(uint32_t b) { return (b & 0x7FFFFFFFu) > TLM_SF_INF; }
 
@@ -44,14 +33,27 @@ static uint32_t hw_mul(uint32_t a, uint32_t b)
     return bits_of(sink_a * sink_b);
 }
 
+static uint32_t hw_add(uint32_t a, uint32_t b)
+{
+    sink_a = float_of(a);
+    sink_b = float_of(b);
+    return bits_of(sink_a + sink_b);
+}
+
 static unsigned long mismatches;
 
-static void check_mul(uint32_t a, uint32_t b)
+/* One operation on (a, b) by the hardware and by softfloat.h: the same
+ * bits, or both NaN; the first mismatches are printed. */
+static void check_op(const char *op, uint32_t (*hw)(uint32_t, uint32_t), uint32_t (*sf)(uint32_t, uint32_t),
+                     uint32_t a, uint32_t b)
 {
-    const uint32_t want = hw_mul(a, b), got = tlm_sf_mul(a, b);
+    const uint32_t want = hw(a, b), got = sf(a, b);
     if (want == got || (is_nan(want) && is_nan(got))) return;
-    if (mismatches++ < 10) print_message("mul %08x x %08x: hardware %08x, softfloat %08x\n", a, b, want, got);
+    if (mismatches++ < 10) print_message("%s %08x %08x: hardware %08x, softfloat %08x\n", op, a, b, want, got);
 }
+
+static void check_mul(uint32_t a, uint32_t b) { check_op("mul", hw_mul, tlm_sf_mul, a, b); }
+static void check_add(uint32_t a, uint32_t b) { check_op("add", hw_add, tlm_sf_add, a, b); }
 
 static const uint32_t specials[] = {
     0x00000000u, 0x80000000u, 0x00000001u, 0x80000001u, 0x00000002u, 0x00000003u, 0x003FFFFFu, 0x00400000u,
@@ -139,20 +141,6 @@ static void test_mul_ties(void **state)
         check_mul((ea << 23) | ((uint32_t)(r >> 16) & 0x7FF000u), (eb << 23) | ((uint32_t)(r >> 40) & 0x7FF800u));
     }
     assert_int_equal(mismatches, 0);
-}
-
-static uint32_t hw_add(uint32_t a, uint32_t b)
-{
-    sink_a = float_of(a);
-    sink_b = float_of(b);
-    return bits_of(sink_a + sink_b);
-}
-
-static void check_add(uint32_t a, uint32_t b)
-{
-    const uint32_t want = hw_add(a, b), got = tlm_sf_add(a, b);
-    if (want == got || (is_nan(want) && is_nan(got))) return;
-    if (mismatches++ < 10) print_message("add %08x + %08x: hardware %08x, softfloat %08x\n", a, b, want, got);
 }
 
 static void test_add_specials(void **state)

@@ -21,10 +21,26 @@
 #define TLM_FW_SOFTFLOAT_H
 
 #include <stdint.h>
+#include <string.h>
 
 #define TLM_SF_SIGN 0x80000000u
 #define TLM_SF_QNAN 0x7FC00000u
 #define TLM_SF_INF 0x7F800000u
+
+/* A float's bits and back. */
+static inline uint32_t tlm_sf_bits(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    return b;
+}
+
+static inline float tlm_sf_float(uint32_t b)
+{
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
 
 /* A subnormal's significand (m != 0, below 2^23) brought to [2^23, 2^24);
  * *e becomes its exponent field as if normal (1 minus the shift). Rare: a loop. */
