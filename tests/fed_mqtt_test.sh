@@ -192,12 +192,15 @@ else
     mosquitto_passwd -b "$t/users" server server-pass
     (umask 077 && printf 'dev1-pass\n' >"$t/dev1.pass" && printf 'server-pass\n' >"$t/server.pass" &&
         printf 'wrong\n' >"$t/bad.pass")
+    # what each user may do (docs/FEDERATED.md's example): a device sends updates and reveals
+    # and reads the requests and the global model, never another device's update
+    printf 'user server\ntopic readwrite tls/#\nuser dev1\ntopic write tls/round/+/update\ntopic write tls/round/+/reveal\ntopic read tls/round/+/request\ntopic read tls/global\n' >"$t/acl"
     printf 'dev1-pass\n' >"$t/open.pass"
     chmod 644 "$t/open.pass"
     tport="" tpid=""
     for p in $(seq $((port + 1)) 2 $((port + 40))); do
         # a second listener, one port up, also asks for a client certificate
-        printf 'allow_anonymous false\npassword_file %s\nuser %s\n' "$t/users" "$(id -un)" >"$t/m.conf"
+        printf 'allow_anonymous false\npassword_file %s\nacl_file %s\nuser %s\n' "$t/users" "$t/acl" "$(id -un)" >"$t/m.conf"
         for l in "$p" "$((p + 1))"; do
             printf 'listener %s 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n' "$l" "$t/ca.crt" "$t/srv.crt" "$t/srv.key" >>"$t/m.conf"
         done
@@ -241,6 +244,26 @@ else
         echo "FAIL: a round over TLS: device exit $st, server exit $sta"; cat "$t/u1.err" "$t/agg.err"; fail=1
     else
         echo "ok a round over TLS with logins: the update arrived and the model equals the files' aggregation"
+    fi
+    # the broker's access list: a device that listens to the updates gets none of them,
+    # while the server, listening at the same time, gets the update sent
+    "$tlm" fed aggregate -m "$tmp/g.tlm" -o "$t/spy.tlm" $tb --username dev1 --password-file "$t/dev1.pass" \
+        --expect 1 --round 12 --topic tls --timeout 8 2>"$t/spy.err" &
+    spid=$!
+    "$tlm" fed aggregate -m "$tmp/g.tlm" -o "$t/r12.tlm" $tb --username server --password-file "$t/server.pass" \
+        --expect 1 --round 12 --topic tls --timeout 60 2>"$t/r12.err" &
+    apid=$!
+    wait_listening "$t/spy.err"
+    wait_listening "$t/r12.err"
+    "$tlm" fed update -m "$tmp/g.tlm" --data "$tmp/a.txt" $common --client 1 --round 12 --topic tls $tb \
+        --username dev1 --password-file "$t/dev1.pass" 2>/dev/null
+    st=0 sta=0
+    wait $spid || st=$?
+    wait $apid || sta=$?
+    if [ $st != 1 ] || [ -e "$t/spy.tlm" ] || ! grep -q "0 of 1" "$t/spy.err" || [ $sta != 0 ] || [ ! -e "$t/r12.tlm" ]; then
+        echo "FAIL: the access list: device listening exit $st, server exit $sta"; cat "$t/spy.err" "$t/r12.err"; fail=1
+    else
+        echo "ok the access list: the server got the update, a device listening beside it did not"
     fi
     # the listener that asks for a client certificate takes one signed by the CA
     st=0
