@@ -52,6 +52,7 @@ check() {
     esac
 }
 echo "$cases" | while IFS='|' read -r cmd helpcmd base; do
+    runs=0
     # shellcheck disable=SC2086
     opts=$("$tlm" $helpcmd --help | grep -o -- '--[a-z0-9][a-z0-9-]*' | sort -u)
     [ -n "$opts" ] || { echo "FAIL: no options in '$helpcmd --help'"; echo 1 >"$tmp/failed"; continue; }

@@ -107,6 +107,7 @@ typedef struct corpus_job {
 
 typedef struct corpus_worker {
     corpus_job *job;
+    void *arena; /* its runtime's */
     tlm_runtime rt;
 } corpus_worker;
 
@@ -133,7 +134,7 @@ static void *corpus_work(void *arg)
 }
 
 /* Writes n_stories stories with <|endoftext|> after each to out, with
- * `threads` runtimes (arenas of arena_bytes). */
+ * `threads` workers, each with its own runtime. */
 static int write_corpus(const tlm_model *m, const uint32_t *ids, size_t n_prompt, uint32_t steps, float temp,
                         float top_p, uint64_t seed, uint32_t rt_flags, uint32_t n_stories, int threads, FILE *out)
 {
@@ -142,7 +143,6 @@ static int write_corpus(const tlm_model *m, const uint32_t *ids, size_t n_prompt
     size_t batch = (size_t)threads * BATCH_PER_THREAD;
     size_t arena_bytes = tlm_runtime_arena_size_flags(m, steps, rt_flags);
     corpus_worker *w = calloc((size_t)threads, sizeof *w);
-    void **arenas = calloc((size_t)threads, sizeof *arenas);
     pthread_t *tid = calloc((size_t)threads, sizeof *tid);
     corpus_job j = {.m = m, .ids = ids, .n_prompt = n_prompt, .steps = steps, .temp = temp, .top_p = top_p, .seed = seed};
     j.text = calloc(batch, sizeof *j.text);
@@ -151,17 +151,17 @@ static int write_corpus(const tlm_model *m, const uint32_t *ids, size_t n_prompt
     atomic_init(&j.failed, 0);
     int rc = TLM_EXIT_FAIL;
     tlm_error err;
-    if (!w || !arenas || !tid || !j.text || !j.len) {
+    if (!w || !tid || !j.text || !j.len) {
         fprintf(stderr, "tritlm generate: out of memory\n");
         goto out;
     }
     for (int t = 0; t < threads; t++) {
         w[t].job = &j;
-        if (!(arenas[t] = malloc(arena_bytes))) {
+        if (!(w[t].arena = malloc(arena_bytes))) {
             fprintf(stderr, "tritlm generate: out of memory\n");
             goto out;
         }
-        if (tlm_runtime_init_flags(&w[t].rt, m, steps, rt_flags, arenas[t], arena_bytes, &err)) {
+        if (tlm_runtime_init_flags(&w[t].rt, m, steps, rt_flags, w[t].arena, arena_bytes, &err)) {
             rc = cli_fail("generate", &err);
             goto out;
         }
@@ -196,8 +196,7 @@ static int write_corpus(const tlm_model *m, const uint32_t *ids, size_t n_prompt
             secs, secs > 0 ? (double)positions / secs : 0.0);
     rc = 0;
 out:
-    for (int t = 0; arenas && t < threads; t++) free(arenas[t]);
-    free(arenas);
+    for (int t = 0; w && t < threads; t++) free(w[t].arena);
     free(w);
     free(tid);
     free(j.text);
@@ -286,16 +285,10 @@ int cmd_generate(int argc, char **argv)
     size_t plen = strlen(prompt), cap = TLM_ENCODE_MAX_IDS(plen);
     uint32_t *ids = malloc(cap * sizeof *ids);
     int32_t *scratch = malloc(TLM_ENCODE_SCRATCH(cap) * sizeof *scratch);
-    size_t arena_bytes = tlm_runtime_arena_size_flags(m, steps, rt_flags);
-    void *arena = malloc(arena_bytes);
-    tlm_runtime rt;
+    void *arena = NULL; /* one story's runtime; --stories gives each worker its own */
     size_t n_prompt = 0;
-    if (!ids || !scratch || !arena) {
+    if (!ids || !scratch) {
         fprintf(stderr, "tritlm generate: out of memory\n");
-        goto out;
-    }
-    if (tlm_runtime_init_flags(&rt, m, steps, rt_flags, arena, arena_bytes, &err)) {
-        rc = cli_fail("generate", &err);
         goto out;
     }
     tlm_status st = tlm_encode(m, prompt, plen, TLM_ENCODE_BOS, ids, cap, scratch, &n_prompt);
@@ -345,6 +338,16 @@ int cmd_generate(int argc, char **argv)
             fprintf(stderr, "tritlm generate: cannot write the stories to stdout\n");
             rc = TLM_EXIT_FAIL;
         }
+        goto out;
+    }
+    size_t arena_bytes = tlm_runtime_arena_size_flags(m, steps, rt_flags);
+    tlm_runtime rt;
+    if (!(arena = malloc(arena_bytes))) {
+        fprintf(stderr, "tritlm generate: out of memory\n");
+        goto out;
+    }
+    if (tlm_runtime_init_flags(&rt, m, steps, rt_flags, arena, arena_bytes, &err)) {
+        rc = cli_fail("generate", &err);
         goto out;
     }
     tlm_sampler sampler;
