@@ -10,4 +10,5 @@
 #include "tritlm/sampler.h"
 #include "tritlm/dp.h"
 #include "tritlm/fed.h"
+#include "tritlm/tune.h"
 #endif

@@ -1,0 +1,80 @@
+/* On-device fine-tuning: the small training step a device runs on its own
+ * text, so that its text never leaves it. It tunes the model's RMSNorm
+ * gains (two per layer and the final one: (2 n_layers + 1) * dim values),
+ * kept in RAM beside a model image that stays read-only in flash. Each
+ * step runs forward and backward through every layer in fp32 over a
+ * window of tokens (weights decoded row by row from any weight type, the
+ * same math as the host's training), takes the mean cross-entropy of
+ * next-token prediction, and Adam moves the gains. What the steps changed
+ * becomes a federated update (tritlm/fed.h) for the server to average.
+ *
+ * No allocation: the caller's arena holds the gains, Adam's moments, the
+ * residual stream of every layer for the window and one layer's
+ * activations, recomputed during the backward pass (tlm_tune_arena_size). */
+#ifndef TRITLM_TUNE_H
+#define TRITLM_TUNE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tritlm/dp.h"
+#include "tritlm/fed.h"
+#include "tritlm/model.h"
+#include "tritlm/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tlm_tune {
+    const tlm_model *model;
+    uint32_t window;  /* most predicted positions per step */
+    uint32_t n_gains; /* (2 n_layers + 1) * dim */
+    /* The tuned gains, dim each: layer l's attention norm at 2 l dim, its
+     * feed-forward norm at (2 l + 1) dim, the final norm at 2 n_layers dim.
+     * They start as the model's. */
+    float *gains;
+    float *grad;   /* gradient of the last tlm_tune_loss with grad set */
+    float *m, *v;  /* Adam's moments */
+    uint32_t steps; /* Adam steps taken */
+    float *ws;     /* activations (the rest of the arena) */
+} tlm_tune;
+
+/* Arena bytes for windows of up to `window` positions (0 if the model's
+ * shapes overflow the size arithmetic). */
+size_t tlm_tune_arena_size(const tlm_model *m, uint32_t window);
+
+/* Lays out the arena (any alignment; a few bytes of it may go to aligning)
+ * and copies the model's gains into tu->gains. window: 1 to the model's
+ * seq_len - 1. */
+tlm_status tlm_tune_init(tlm_tune *tu, const tlm_model *m, uint32_t window, void *arena, size_t arena_bytes,
+                         tlm_error *err);
+
+/* Mean cross-entropy (nats) of tokens[t + 1] given tokens[0..t] for
+ * t < n - 1, with the current gains (2 <= n <= window + 1, every token
+ * below the vocabulary size). With grad nonzero its gradient with respect
+ * to the gains goes to tu->grad. */
+tlm_status tlm_tune_loss(tlm_tune *tu, const uint32_t *tokens, uint32_t n, int grad, float *loss, tlm_error *err);
+
+/* One Adam step (beta1 0.9, beta2 0.999, eps 1e-8, bias-corrected) with
+ * learning rate lr from tu->grad. */
+void tlm_tune_adam(tlm_tune *tu, float lr);
+
+/* `steps` Adam steps (learning rate lr) over windows of window + 1 tokens
+ * taken in order from tokens[0..n): each step's window starts at *cursor,
+ * the next one `window` tokens further (so that every token is predicted
+ * once per pass), back to 0 when a window would run past the end. losses,
+ * if not NULL, gets each step's loss (before its update). */
+tlm_status tlm_tune_run(tlm_tune *tu, const uint32_t *tokens, size_t n, uint32_t steps, float lr, size_t *cursor,
+                        float *losses, tlm_error *err);
+
+/* Adds the change the tuning made (tuned gains minus the model's) to a
+ * federated update: one entry per norm tensor, coded as enc (rng for the
+ * stochastic rounding of I8 and T2; NULL is fine for F32). It uses the
+ * activation workspace, which holds nothing between steps. */
+tlm_status tlm_tune_add_update(const tlm_tune *tu, tlm_fed_writer *w, tlm_fed_enc enc, tlm_rand *rng, tlm_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,464 @@
+/* On-device fine-tuning of the RMSNorm gains (tritlm/tune.h).
+ *
+ * The forward pass keeps only each layer's input (the residual stream) for
+ * the window; the backward pass recomputes one layer's activations from its
+ * input, then goes back through it. Matrices are read one row at a time,
+ * decoded to float (row_to_f32 of the weight type), and each decoded row
+ * serves every position of the window: forward Y[t][r] = row . X[t],
+ * backward dX[t] += dY[t][r] row. The classifier never holds a window of
+ * logits: one pass over its rows finds each position's log-sum-exp, a
+ * second one forms dlogits row by row and sends them back. Only gains get
+ * gradients; weights stay where they are. */
+#include <math.h>
+#include <string.h>
+
+#include "tritlm/tune.h"
+#include "ops.h"
+
+#define TUNE_ALIGN 16u
+
+/* Where everything sits in the workspace, in floats from ws. */
+typedef struct {
+    size_t xs, xn, inv, q, k, v, att, xmid, xn2, inv2, a, b;
+    size_t dx, dxn, dq, datt, dk, dv, dh, row, p, rope, lse, total;
+} tune_plan;
+
+static size_t round4(size_t n) { return (n + 3u) & ~(size_t)3u; } /* 16-byte steps */
+
+static int plan_ws(const tlm_hparams *hp, uint32_t T, tune_plan *p)
+{
+    const size_t D = hp->dim, H = hp->hidden_dim, L = hp->n_layers, KV = tlm_hparams_kv_dim(hp);
+    const size_t hs = D / hp->n_heads, TD = round4((size_t)T * D), TH = round4((size_t)T * H);
+    const size_t TK = round4((size_t)T * KV), Tr = round4(T);
+    if (T == 0 || D == 0 || D > ((size_t)1 << 20) || H > ((size_t)1 << 22) || L > 1024u || T > ((size_t)1 << 20))
+        return 0;
+    size_t at = 0;
+#define TAKE(field, n) do { p->field = at; at += (n); } while (0)
+    TAKE(xs, (L + 1u) * TD);
+    TAKE(xn, TD); TAKE(inv, Tr); TAKE(q, TD); TAKE(k, TK); TAKE(v, TK); TAKE(att, TD); TAKE(xmid, TD);
+    TAKE(xn2, TD); TAKE(inv2, Tr); TAKE(a, TH); TAKE(b, TH);
+    TAKE(dx, TD); TAKE(dxn, TD); TAKE(dq, TD); TAKE(datt, TD); TAKE(dk, TK); TAKE(dv, TK); TAKE(dh, TH);
+    TAKE(row, round4(H > D ? H : D)); TAKE(p, Tr); TAKE(rope, round4(hs)); TAKE(lse, Tr);
+#undef TAKE
+    p->total = at;
+    return 1;
+}
+
+size_t tlm_tune_arena_size(const tlm_model *m, uint32_t window)
+{
+    tune_plan p;
+    if (!m || !plan_ws(&m->hp, window, &p)) return 0;
+    const size_t gains = round4((2u * (size_t)m->hp.n_layers + 1u) * m->hp.dim);
+    return (4u * gains + p.total) * sizeof(float) + TUNE_ALIGN;
+}
+
+/* Gains of norm k (2 l: layer l's attention norm, 2 l + 1: its feed-forward
+ * norm, 2 L: the final norm). */
+static float *gains_of(float *g, const tlm_hparams *hp, uint32_t k) { return g + (size_t)k * hp->dim; }
+
+static void norm_tensor(const tlm_model *m, uint32_t k, tlm_tensor *t)
+{
+    const uint32_t L = m->hp.n_layers;
+    if (k == 2u * L)
+        tlm_model_tensor(m, TLM_ROLE_FINAL_NORM, 0, t);
+    else
+        tlm_model_tensor(m, (k & 1u) ? TLM_ROLE_FFN_NORM : TLM_ROLE_ATTN_NORM, k >> 1, t);
+}
+
+tlm_status tlm_tune_init(tlm_tune *tu, const tlm_model *m, uint32_t window, void *arena, size_t arena_bytes,
+                         tlm_error *err)
+{
+    tlm_error_clear(err);
+    if (!tu || !m) return tlm_fail(err, TLM_ERR_ARG, "no tuner or no model");
+    if (window == 0 || window >= m->hp.seq_len)
+        return tlm_fail(err, TLM_ERR_ARG, "tuning window %u must be between 1 and the model's seq_len - 1 (%u)", window,
+                        m->hp.seq_len - 1u);
+    const size_t need = tlm_tune_arena_size(m, window);
+    if (need == 0) return tlm_fail(err, TLM_ERR_OVERFLOW, "the model's shapes overflow the tuning arena's size");
+    if (!arena || arena_bytes < need)
+        return tlm_fail(err, TLM_ERR_ARENA, "arena of %llu bytes; tuning this model over %u positions needs %llu",
+                        (unsigned long long)arena_bytes, window, (unsigned long long)need);
+    const uintptr_t a = (uintptr_t)arena;
+    float *base = (float *)(void *)((uint8_t *)arena + ((TUNE_ALIGN - a % TUNE_ALIGN) % TUNE_ALIGN));
+    const tlm_hparams *hp = &m->hp;
+    const uint32_t n = (2u * hp->n_layers + 1u) * hp->dim;
+    const size_t gstride = round4(n);
+    memset(tu, 0, sizeof *tu);
+    tu->model = m;
+    tu->window = window;
+    tu->n_gains = n;
+    tu->gains = base;
+    tu->grad = base + gstride;
+    tu->m = base + 2u * gstride;
+    tu->v = base + 3u * gstride;
+    tu->ws = base + 4u * gstride;
+    for (uint32_t k = 0; k <= 2u * hp->n_layers; k++) {
+        tlm_tensor t;
+        norm_tensor(m, k, &t);
+        tlm_wtype_get(t.wtype)->row_to_f32(gains_of(tu->gains, hp, k), &t, 0);
+    }
+    memset(tu->grad, 0, 3u * gstride * sizeof(float));
+    return TLM_OK;
+}
+
+/* ---- matrices, one decoded row at a time ---- */
+
+/* Y[t][r] = W[r] . X[t] for t < T (X rows of cols, Y rows of ystride). */
+static void mat_fwd(float *Y, uint32_t ystride, const float *X, uint32_t T, const tlm_tensor *w, float *row)
+{
+    const tlm_wtype_traits *tr = tlm_wtype_get(w->wtype);
+    for (uint32_t r = 0; r < w->rows; r++) {
+        tr->row_to_f32(row, w, r);
+        for (uint32_t t = 0; t < T; t++) Y[(size_t)t * ystride + r] = tlm_dot_f32(row, X + (size_t)t * w->cols, w->cols);
+    }
+}
+
+/* dX[t] += sum over r of dY[t][r] W[r] (dX rows of cols, dY rows of rows). */
+static void mat_bwd(float *dX, const float *dY, uint32_t T, const tlm_tensor *w, float *row)
+{
+    const tlm_wtype_traits *tr = tlm_wtype_get(w->wtype);
+    const uint32_t cols = w->cols;
+    for (uint32_t r = 0; r < w->rows; r++) {
+        tr->row_to_f32(row, w, r);
+        for (uint32_t t = 0; t < T; t++) {
+            const float g = dY[(size_t)t * w->rows + r];
+            float *dx = dX + (size_t)t * cols;
+            for (uint32_t i = 0; i < cols; i++) dx[i] += g * row[i];
+        }
+    }
+}
+
+/* ---- RMSNorm over T rows of n: y = g x r, r = (mean(x^2) + eps)^-1/2 ---- */
+
+static void norm_fwd(float *Y, float *inv, const float *X, const float *g, uint32_t T, uint32_t n, float eps)
+{
+    for (uint32_t t = 0; t < T; t++) {
+        const float *x = X + (size_t)t * n;
+        float ss = 0.0f;
+        for (uint32_t i = 0; i < n; i++) ss += x[i] * x[i];
+        const float r = 1.0f / sqrtf(ss / (float)n + eps);
+        inv[t] = r;
+        for (uint32_t i = 0; i < n; i++) Y[(size_t)t * n + i] = g[i] * (r * x[i]);
+    }
+}
+
+/* dx_j += r g_j dy_j - x_j r^3 / n sum_i dy_i g_i x_i;  dg_i += dy_i x_i r */
+static void norm_bwd(float *dX, float *dg, const float *dY, const float *X, const float *inv, const float *g, uint32_t T,
+                     uint32_t n)
+{
+    for (uint32_t t = 0; t < T; t++) {
+        const float *x = X + (size_t)t * n, *dy = dY + (size_t)t * n;
+        float *dx = dX + (size_t)t * n;
+        const float r = inv[t];
+        float dot = 0.0f;
+        for (uint32_t i = 0; i < n; i++) {
+            dot += dy[i] * g[i] * x[i];
+            dg[i] += dy[i] * x[i] * r;
+        }
+        const float c = dot * r * r * r / (float)n;
+        for (uint32_t i = 0; i < n; i++) dx[i] += r * g[i] * dy[i] - c * x[i];
+    }
+}
+
+/* ---- RoPE on T rows of width (row t at position t); back: the inverse
+ * rotation, which is the transpose ---- */
+
+static void rope_rows(float *X, uint32_t T, uint32_t width, uint32_t hs, float theta, float *rope, int back)
+{
+    for (uint32_t t = 0; t < T; t++) {
+        tlm_rope_table(rope, t, hs, theta);
+        if (back)
+            for (uint32_t i = 1; i < hs; i += 2) rope[i] = -rope[i];
+        tlm_rope_apply(X + (size_t)t * width, width, hs, rope);
+    }
+}
+
+/* ---- causal grouped-query attention ----
+ * Scores of query head h at position t against positions s <= t, softmax
+ * probabilities into p (t + 1 of them); returns nothing, p is the result. */
+static void attn_probs(float *p, const float *Q, const float *K, uint32_t t, uint32_t h, uint32_t D, uint32_t KV,
+                       uint32_t hs, uint32_t group)
+{
+    const float *q = Q + (size_t)t * D + (size_t)h * hs;
+    const uint32_t ko = (h / group) * hs;
+    const float sc = 1.0f / sqrtf((float)hs);
+    for (uint32_t s = 0; s <= t; s++) p[s] = tlm_dot_f32(q, K + (size_t)s * KV + ko, hs) * sc;
+    tlm_softmax(p, t + 1u);
+}
+
+static void attn_fwd(float *O, const float *Q, const float *K, const float *V, uint32_t T, const tlm_hparams *hp,
+                     float *p)
+{
+    const uint32_t D = hp->dim, KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads;
+    const uint32_t group = hp->n_heads / hp->n_kv_heads;
+    for (uint32_t t = 0; t < T; t++)
+        for (uint32_t h = 0; h < hp->n_heads; h++) {
+            attn_probs(p, Q, K, t, h, D, KV, hs, group);
+            float *o = O + (size_t)t * D + (size_t)h * hs;
+            const uint32_t vo = (h / group) * hs;
+            memset(o, 0, hs * sizeof(float));
+            for (uint32_t s = 0; s <= t; s++)
+                for (uint32_t i = 0; i < hs; i++) o[i] += p[s] * V[(size_t)s * KV + vo + i];
+        }
+}
+
+/* o = sum_s p_s v_s, p = softmax(q . k_s / sqrt(hs)):
+ * dv_s += p_s do;  dp_s = do . v_s;  ds_s = p_s (dp_s - sum_u p_u dp_u);
+ * dq += sum_s ds_s k_s / sqrt(hs);  dk_s += ds_s q / sqrt(hs). */
+static void attn_bwd(float *dQ, float *dK, float *dV, const float *dO, const float *Q, const float *K, const float *V,
+                     uint32_t T, const tlm_hparams *hp, float *p)
+{
+    const uint32_t D = hp->dim, KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads;
+    const uint32_t group = hp->n_heads / hp->n_kv_heads;
+    const float sc = 1.0f / sqrtf((float)hs);
+    for (uint32_t t = 0; t < T; t++)
+        for (uint32_t h = 0; h < hp->n_heads; h++) {
+            attn_probs(p, Q, K, t, h, D, KV, hs, group);
+            const float *dO_th = dO + (size_t)t * D + (size_t)h * hs, *q = Q + (size_t)t * D + (size_t)h * hs;
+            float *dq = dQ + (size_t)t * D + (size_t)h * hs;
+            const uint32_t ko = (h / group) * hs;
+            float pdp = 0.0f;
+            for (uint32_t s = 0; s <= t; s++) pdp += p[s] * tlm_dot_f32(dO_th, V + (size_t)s * KV + ko, hs);
+            for (uint32_t s = 0; s <= t; s++) {
+                const float dp = tlm_dot_f32(dO_th, V + (size_t)s * KV + ko, hs);
+                const float ds = p[s] * (dp - pdp) * sc;
+                float *dk = dK + (size_t)s * KV + ko, *dv = dV + (size_t)s * KV + ko;
+                const float *k = K + (size_t)s * KV + ko;
+                for (uint32_t i = 0; i < hs; i++) {
+                    dv[i] += p[s] * dO_th[i];
+                    dq[i] += ds * k[i];
+                    dk[i] += ds * q[i];
+                }
+            }
+        }
+}
+
+/* ---- one layer ---- */
+
+typedef struct {
+    tlm_tensor wq, wk, wv, wo, w1, w2, w3;
+} layer_w;
+
+static void layer_tensors(const tlm_model *m, uint32_t l, layer_w *w)
+{
+    tlm_model_tensor(m, TLM_ROLE_WQ, l, &w->wq);
+    tlm_model_tensor(m, TLM_ROLE_WK, l, &w->wk);
+    tlm_model_tensor(m, TLM_ROLE_WV, l, &w->wv);
+    tlm_model_tensor(m, TLM_ROLE_WO, l, &w->wo);
+    tlm_model_tensor(m, TLM_ROLE_W1, l, &w->w1);
+    tlm_model_tensor(m, TLM_ROLE_W2, l, &w->w2);
+    tlm_model_tensor(m, TLM_ROLE_W3, l, &w->w3);
+}
+
+/* Layer l's forward pass from X (T x D) with its activations left in the
+ * workspace; with Xout, its output too. */
+static void layer_fwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T, const float *X, float *Xout)
+{
+    const tlm_hparams *hp = &tu->model->hp;
+    const uint32_t D = hp->dim, H = hp->hidden_dim, KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads;
+    float *ws = tu->ws;
+    layer_w w;
+    layer_tensors(tu->model, l, &w);
+    norm_fwd(ws + pl->xn, ws + pl->inv, X, gains_of(tu->gains, hp, 2u * l), T, D, hp->norm_eps);
+    mat_fwd(ws + pl->q, D, ws + pl->xn, T, &w.wq, ws + pl->row);
+    mat_fwd(ws + pl->k, KV, ws + pl->xn, T, &w.wk, ws + pl->row);
+    mat_fwd(ws + pl->v, KV, ws + pl->xn, T, &w.wv, ws + pl->row);
+    rope_rows(ws + pl->q, T, D, hs, hp->rope_theta, ws + pl->rope, 0);
+    rope_rows(ws + pl->k, T, KV, hs, hp->rope_theta, ws + pl->rope, 0);
+    attn_fwd(ws + pl->att, ws + pl->q, ws + pl->k, ws + pl->v, T, hp, ws + pl->p);
+    float *xmid = ws + pl->xmid;
+    mat_fwd(xmid, D, ws + pl->att, T, &w.wo, ws + pl->row);
+    for (size_t i = 0; i < (size_t)T * D; i++) xmid[i] += X[i];
+    norm_fwd(ws + pl->xn2, ws + pl->inv2, xmid, gains_of(tu->gains, hp, 2u * l + 1u), T, D, hp->norm_eps);
+    mat_fwd(ws + pl->a, H, ws + pl->xn2, T, &w.w1, ws + pl->row);
+    mat_fwd(ws + pl->b, H, ws + pl->xn2, T, &w.w3, ws + pl->row);
+    if (!Xout) return;
+    float *hh = ws + pl->dh; /* free until the backward pass */
+    memcpy(hh, ws + pl->a, (size_t)T * H * sizeof(float));
+    tlm_swiglu(hh, ws + pl->b, T * H);
+    mat_fwd(Xout, D, hh, T, &w.w2, ws + pl->row);
+    for (size_t i = 0; i < (size_t)T * D; i++) Xout[i] += xmid[i];
+}
+
+/* From dx = d(layer output) to dx = d(layer input), with the gains'
+ * gradients added; the layer's activations must be in the workspace. */
+static void layer_bwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T, const float *X)
+{
+    const tlm_hparams *hp = &tu->model->hp;
+    const uint32_t D = hp->dim, H = hp->hidden_dim, KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads;
+    float *ws = tu->ws, *dx = ws + pl->dx, *dxn = ws + pl->dxn, *dh = ws + pl->dh, *a = ws + pl->a, *b = ws + pl->b;
+    layer_w w;
+    layer_tensors(tu->model, l, &w);
+    /* feed-forward: out = xmid + W2 (silu(W1 xn2) * W3 xn2) */
+    memset(dh, 0, (size_t)T * H * sizeof(float));
+    mat_bwd(dh, dx, T, &w.w2, ws + pl->row);
+    for (size_t i = 0; i < (size_t)T * H; i++) { /* dh becomes d(W1 xn2), b becomes d(W3 xn2) */
+        const float g = dh[i], x = a[i], s = 1.0f / (1.0f + expf(-x));
+        dh[i] = g * b[i] * s * (1.0f + x * (1.0f - s));
+        b[i] = g * x * s;
+    }
+    memset(dxn, 0, (size_t)T * D * sizeof(float));
+    mat_bwd(dxn, dh, T, &w.w1, ws + pl->row);
+    mat_bwd(dxn, b, T, &w.w3, ws + pl->row);
+    norm_bwd(dx, gains_of(tu->grad, hp, 2u * l + 1u), dxn, ws + pl->xmid, ws + pl->inv2,
+             gains_of(tu->gains, hp, 2u * l + 1u), T, D); /* dx: d xmid */
+    /* attention: xmid = X + Wo attn(rope(Wq xn), rope(Wk xn), Wv xn) */
+    float *datt = ws + pl->datt, *dq = ws + pl->dq, *dk = ws + pl->dk, *dv = ws + pl->dv;
+    memset(datt, 0, (size_t)T * D * sizeof(float));
+    mat_bwd(datt, dx, T, &w.wo, ws + pl->row);
+    memset(dq, 0, (size_t)T * D * sizeof(float));
+    memset(dk, 0, (size_t)T * KV * sizeof(float));
+    memset(dv, 0, (size_t)T * KV * sizeof(float));
+    attn_bwd(dq, dk, dv, datt, ws + pl->q, ws + pl->k, ws + pl->v, T, hp, ws + pl->p);
+    rope_rows(dq, T, D, hs, hp->rope_theta, ws + pl->rope, 1);
+    rope_rows(dk, T, KV, hs, hp->rope_theta, ws + pl->rope, 1);
+    memset(dxn, 0, (size_t)T * D * sizeof(float));
+    mat_bwd(dxn, dq, T, &w.wq, ws + pl->row);
+    mat_bwd(dxn, dk, T, &w.wk, ws + pl->row);
+    mat_bwd(dxn, dv, T, &w.wv, ws + pl->row);
+    norm_bwd(dx, gains_of(tu->grad, hp, 2u * l), dxn, X, ws + pl->inv, gains_of(tu->gains, hp, 2u * l), T, D);
+}
+
+/* ---- the classifier and the loss ---- */
+
+/* Mean cross-entropy of targets from the final normed states xn (T x D);
+ * with back, dxn (T x D) = d(mean loss)/d xn. Two passes over the
+ * classifier's rows: log-sum-exps (streamed: a running max and sum per
+ * position), then dlogits = (softmax - onehot) / T row by row. */
+static float head_loss(tlm_tune *tu, const tune_plan *pl, const float *xn, const uint32_t *targets, uint32_t T,
+                       float *dxn, int back)
+{
+    const tlm_hparams *hp = &tu->model->hp;
+    const uint32_t D = hp->dim;
+    float *ws = tu->ws, *row = ws + pl->row, *mx = ws + pl->lse, *sum = ws + pl->p, *tl = ws + pl->inv2;
+    tlm_tensor c;
+    tlm_model_tensor(tu->model, TLM_ROLE_CLASSIFIER, 0, &c);
+    const tlm_wtype_traits *tr = tlm_wtype_get(c.wtype);
+    for (uint32_t t = 0; t < T; t++) {
+        mx[t] = -INFINITY;
+        sum[t] = 0.0f;
+    }
+    for (uint32_t r = 0; r < c.rows; r++) {
+        tr->row_to_f32(row, &c, r);
+        for (uint32_t t = 0; t < T; t++) {
+            const float z = tlm_dot_f32(row, xn + (size_t)t * D, D);
+            if (r == targets[t]) tl[t] = z;
+            if (z > mx[t]) { /* rescale the running sum to the new max */
+                sum[t] = sum[t] * expf(mx[t] - z) + 1.0f;
+                mx[t] = z;
+            } else {
+                sum[t] += expf(z - mx[t]);
+            }
+        }
+    }
+    double loss = 0.0;
+    for (uint32_t t = 0; t < T; t++) {
+        mx[t] += logf(sum[t]); /* log-sum-exp */
+        loss += (double)(mx[t] - tl[t]);
+    }
+    if (back) {
+        memset(dxn, 0, (size_t)T * D * sizeof(float));
+        const float scale = 1.0f / (float)T;
+        for (uint32_t r = 0; r < c.rows; r++) {
+            tr->row_to_f32(row, &c, r);
+            for (uint32_t t = 0; t < T; t++) {
+                const float z = tlm_dot_f32(row, xn + (size_t)t * D, D);
+                const float g = (expf(z - mx[t]) - (r == targets[t] ? 1.0f : 0.0f)) * scale;
+                float *d = dxn + (size_t)t * D;
+                for (uint32_t i = 0; i < D; i++) d[i] += g * row[i];
+            }
+        }
+    }
+    return (float)(loss / T);
+}
+
+tlm_status tlm_tune_loss(tlm_tune *tu, const uint32_t *tokens, uint32_t n, int grad, float *loss, tlm_error *err)
+{
+    tlm_error_clear(err);
+    if (!tu || !tu->model || !tokens || !loss) return tlm_fail(err, TLM_ERR_ARG, "no tuner, tokens or loss");
+    const tlm_model *m = tu->model;
+    const tlm_hparams *hp = &m->hp;
+    if (n < 2u || n - 1u > tu->window)
+        return tlm_fail(err, TLM_ERR_ARG, "%u tokens: tuning takes 2 to %u (its window + 1)", n, tu->window + 1u);
+    for (uint32_t i = 0; i < n; i++)
+        if (tokens[i] >= hp->vocab_size)
+            return tlm_fail(err, TLM_ERR_ARG, "token %u at %u is outside the vocabulary (%u)", tokens[i], i,
+                            hp->vocab_size);
+    tune_plan pl;
+    plan_ws(hp, tu->window, &pl);
+    const uint32_t T = n - 1u, D = hp->dim, L = hp->n_layers;
+    const size_t TD = round4((size_t)tu->window * D);
+    float *ws = tu->ws, *xs = ws + pl.xs;
+    /* embeddings, then each layer's output into the next one's input */
+    tlm_tensor e;
+    tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &e);
+    for (uint32_t t = 0; t < T; t++) tlm_wtype_get(e.wtype)->row_to_f32(xs + (size_t)t * D, &e, tokens[t]);
+    for (uint32_t l = 0; l < L; l++) layer_fwd(tu, &pl, l, T, xs + l * TD, xs + (l + 1u) * TD);
+    /* final norm and classifier: dx = d loss / d(last layer's output) */
+    float *xfin = xs + L * TD, *xn = ws + pl.xn, *dxn = ws + pl.dxn, *dx = ws + pl.dx;
+    float *gf = gains_of(tu->gains, hp, 2u * L);
+    norm_fwd(xn, ws + pl.inv, xfin, gf, T, D, hp->norm_eps);
+    *loss = head_loss(tu, &pl, xn, tokens + 1, T, dxn, grad);
+    if (!grad) return TLM_OK;
+    memset(tu->grad, 0, tu->n_gains * sizeof(float));
+    memset(dx, 0, (size_t)T * D * sizeof(float));
+    norm_bwd(dx, gains_of(tu->grad, hp, 2u * L), dxn, xfin, ws + pl.inv, gf, T, D);
+    for (uint32_t l = L; l-- > 0;) {
+        layer_fwd(tu, &pl, l, T, xs + l * TD, NULL); /* recompute this layer's activations */
+        layer_bwd(tu, &pl, l, T, xs + l * TD);
+    }
+    return TLM_OK;
+}
+
+void tlm_tune_adam(tlm_tune *tu, float lr)
+{
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    tu->steps++;
+    const float c1 = 1.0f - powf(b1, (float)tu->steps), c2 = 1.0f - powf(b2, (float)tu->steps);
+    for (uint32_t i = 0; i < tu->n_gains; i++) {
+        const float g = tu->grad[i];
+        tu->m[i] = b1 * tu->m[i] + (1.0f - b1) * g;
+        tu->v[i] = b2 * tu->v[i] + (1.0f - b2) * g * g;
+        tu->gains[i] -= lr * (tu->m[i] / c1) / (sqrtf(tu->v[i] / c2) + eps);
+    }
+}
+
+tlm_status tlm_tune_run(tlm_tune *tu, const uint32_t *tokens, size_t n, uint32_t steps, float lr, size_t *cursor,
+                        float *losses, tlm_error *err)
+{
+    tlm_error_clear(err);
+    if (!tu || !tokens || !cursor) return tlm_fail(err, TLM_ERR_ARG, "no tuner, tokens or cursor");
+    const size_t w = tu->window;
+    if (n < w + 1u) return tlm_fail(err, TLM_ERR_ARG, "%llu tokens: a window needs %u", (unsigned long long)n, tu->window + 1u);
+    for (uint32_t s = 0; s < steps; s++) {
+        if (*cursor > n - (w + 1u)) *cursor = 0;
+        float loss;
+        const tlm_status st = tlm_tune_loss(tu, tokens + *cursor, tu->window + 1u, 1, &loss, err);
+        if (st != TLM_OK) return st;
+        tlm_tune_adam(tu, lr);
+        if (losses) losses[s] = loss;
+        *cursor += w;
+    }
+    return TLM_OK;
+}
+
+tlm_status tlm_tune_add_update(const tlm_tune *tu, tlm_fed_writer *w, tlm_fed_enc enc, tlm_rand *rng, tlm_error *err)
+{
+    tlm_error_clear(err);
+    if (!tu || !tu->model || !w) return tlm_fail(err, TLM_ERR_ARG, "no tuner or no update");
+    const tlm_hparams *hp = &tu->model->hp;
+    const uint32_t D = hp->dim;
+    float *delta = tu->ws; /* scratch between steps */
+    for (uint32_t k = 0; k <= 2u * hp->n_layers; k++) {
+        tlm_tensor t;
+        norm_tensor(tu->model, k, &t);
+        tlm_wtype_get(t.wtype)->row_to_f32(delta, &t, 0);
+        const float *g = gains_of(tu->gains, hp, k);
+        for (uint32_t i = 0; i < D; i++) delta[i] = g[i] - delta[i];
+        const tlm_role role = k == 2u * hp->n_layers ? TLM_ROLE_FINAL_NORM
+                                                     : ((k & 1u) ? TLM_ROLE_FFN_NORM : TLM_ROLE_ATTN_NORM);
+        const tlm_status st = tlm_fed_add(w, role, k == 2u * hp->n_layers ? 0u : k >> 1, enc, delta, D, rng, err);
+        if (st != TLM_OK) return st;
+    }
+    return TLM_OK;
+}
