@@ -396,6 +396,13 @@ static void test_fed_round(void **state)
     assert_non_null(strstr(out_text, "\"encoding\":\"fp32\""));
     assert_int_equal(run("fed info '%s' '%s'", tu_tmp("u.tlmu"), tu_tmp("bad.tlmu")), 1);
     assert_non_null(strstr(err_text, "checksum"));
+    /* --device-step: the core's tuning step, norms only, its token count as the weight */
+    assert_int_equal(run("fed update -m '%s' --data '%s' --device-step --steps 2 --ctx 16 --encode fp32 -o '%s'", model,
+                         txt, tu_tmp("d.tlmu")), 0);
+    assert_non_null(strstr(err_text, "device step: window 16, 2 steps"));
+    assert_int_equal(run("fed info -m '%s' '%s' --json", model, tu_tmp("d.tlmu")), 0);
+    assert_non_null(strstr(out_text, "\"role\":\"attn_norm\""));
+    assert_null(strstr(out_text, "\"role\":\"wq\""));
     /* usage */
     assert_int_equal(run("fed"), 2);
     assert_int_equal(run("fed update -m '%s' -o '%s' --steps 1", model, tu_tmp("x.tlmu")), 2);
@@ -427,6 +434,8 @@ static void test_fed_round(void **state)
         {"fed update -m M --data T --steps 1 --broker 127.0.0.1:1 --tls-cert K --tls-key K", "--tls-cert needs --tls-ca"},
         {"fed aggregate -m M -o O --broker 127.0.0.1:1 --expect 1 --password-file K", "needs --username"},
         {"fed aggregate -m M -o O --username u U", "go with --broker"},
+        {"fed update -m M --data T --minutes 1 -o O --device-step", "--device-step takes --steps"},
+        {"fed update -m M --data T --steps 1 -o O --device-step --tensors attn", "norms only"},
         {"fed keygen", "-o NAME"},
         {"fed keygen -o K extra", "unexpected"},
     };

@@ -21,11 +21,12 @@
 #include "../host/train/trainer.h"
 #include "cli.h"
 #include "fed_cli.h"
+#include "../host/tune_local.h"
 
 const char cli_fed_help[] =
     "usage: tritlm fed update (-m GLOBAL.tlm | --model-from-broker) --data TEXT (--steps N | --minutes M) (-o UPDATE.tlmu | --broker B)\n"
     "                         [--encode fp32|int8|t2] [--round R] [--client ID] [--topic T]\n"
-    "                         [--key DEVICE.key --server-key SERVER.pub] [--tensors G]\n"
+    "                         [--key DEVICE.key --server-key SERVER.pub] [--tensors G] [--device-step]\n"
     "                         [--secure-agg --devices DEVICES.txt --update-clip C [--dp-noise Z]\n"
     "                          (--state STATE | --broker B [--reveal-timeout S])] [training options]\n"
     "       tritlm fed aggregate -m GLOBAL.tlm -o NEW.tlm [--clip C] [--server-lr A] [--json]\n"
@@ -49,6 +50,10 @@ const char cli_fed_help[] =
     "      --round R, --client ID   recorded in the update (default 0)\n"
     "      --tensors G  train and send only these tensors, the rest frozen: a comma list of\n"
     "                   norms, embed, attn, ffn, layerN, all (default all)\n"
+    "      --device-step   tune with the device's own training step (the core's tlm_tune, what\n"
+    "                   a microcontroller runs in firmware): the norm gains only, Adam over\n"
+    "                   --steps windows of --ctx tokens (default 32) taken in order through the\n"
+    "                   text, at --lr (default 1e-2); weights of any type, read in place\n"
     "      --secure-agg --devices DEVICES.txt --update-clip C [--dp-noise Z]   a share for secure\n"
     "                   aggregation: the change clipped to C, rounded to the grid C/2^18, with this\n"
     "                   device's part of the noise (Z as the server's --dp-noise), plus masks shared\n"
@@ -208,7 +213,8 @@ static int fed_update(int argc, char **argv)
         {"server-key", required_argument, 0, F_SERVER_KEY}, {"tensors", required_argument, 0, F_TENSORS},
         {"secure-agg", no_argument, 0, F_SECURE}, {"devices", required_argument, 0, F_DEVICES},
         {"update-clip", required_argument, 0, F_UPDATE_CLIP}, {"dp-noise", required_argument, 0, F_DP_NOISE},
-        {"state", required_argument, 0, F_STATE}, {"reveal-timeout", required_argument, 0, F_REVEAL_TIMEOUT}};
+        {"state", required_argument, 0, F_STATE}, {"reveal-timeout", required_argument, 0, F_REVEAL_TIMEOUT},
+        {"device-step", no_argument, 0, F_DEVICE_STEP}};
     enum { N_OWN = sizeof own / sizeof own[0] };
     struct option opts[N_OWN + CLI_TRAIN_LOOP_OPTION_COUNT];
     memcpy(opts, own, sizeof own);
@@ -222,18 +228,24 @@ static int fed_update(int argc, char **argv)
     float reveal_timeout = 600.0f;
     tlm_fed_enc enc = TLM_FED_I8;
     tlm_fed_header h = {0, 0, 0, 0};
-    int c, from_broker = 0, round_given = 0, secure = 0;
+    int c, from_broker = 0, round_given = 0, secure = 0, device_step = 0, ctx_given = 0, lr_given = 0, li = -1;
     cli_broker cb;
     memset(&cb, 0, sizeof cb);
     double update_clip = 0.0;
     float z = 0.0f;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":m:o:h", opts, &li)) != -1) {
+        if (c != '?' && c != ':' && li >= 0) { /* the device step has its own defaults for these two */
+            ctx_given |= !strcmp(opts[li].name, "ctx");
+            lr_given |= !strcmp(opts[li].name, "lr");
+        }
+        li = -1;
         switch (c) {
         case 'm': model = optarg; break;
         case 'o': out = optarg; break;
         case 'h': fputs(cli_fed_help, stdout); return 0;
+        case F_DEVICE_STEP: device_step = 1; break;
         case F_ENCODE:
             if (!strcmp(optarg, "fp32")) enc = TLM_FED_F32;
             else if (!strcmp(optarg, "int8")) enc = TLM_FED_I8;
@@ -292,6 +304,11 @@ static int fed_update(int argc, char **argv)
     if (!o.steps && !(o.minutes > 0)) return cli_usage_error("fed update", "give --steps N or --minutes M");
     if (o.steps && o.minutes > 0) return cli_usage_error("fed update", "give --steps or --minutes, not both");
     if (o.resume) return cli_usage_error("fed update", "--resume is not for updates");
+    if (device_step && (o.minutes > 0 || o.steps > 0xFFFFFFFFu))
+        return cli_usage_error("fed update", "--device-step takes --steps N (a device counts steps, not minutes)");
+    if (device_step && o.train_only && strcmp(o.train_only, "norms"))
+        return cli_usage_error("fed update", "--device-step tunes the norms only, not --tensors %s", o.train_only);
+    if (device_step) o.train_only = "norms";
     if (!key != !server_key)
         return cli_usage_error("fed update", "--key DEVICE.key and --server-key SERVER.pub go together");
     if (secure && (!key || !devices || !(update_clip > 0)))
@@ -384,7 +401,6 @@ static int fed_update(int argc, char **argv)
     o.progress = isatty(2);
     tlm_train_report rep;
     memset(&rep, 0, sizeof rep);
-    tlm_status st = tlm_train(&o, &rep, &err);
     tlm_params gp, lp;
     memset(&gp, 0, sizeof gp);
     memset(&lp, 0, sizeof lp);
@@ -392,12 +408,28 @@ static int fed_update(int argc, char **argv)
     int lf_open = 0;
     uint8_t *msg = NULL, seed[32];
     size_t bytes = 0;
-    if (!st) st = tlm_model_file_open(&lf, local, &err);
-    if (!st) {
-        lf_open = 1;
-        st = tlm_params_from_model(&gp, &g.model, &err);
+    tlm_status st;
+    if (device_step) { /* the core's tuning step, as a device runs it */
+        tlm_tune_local_opts to = {o.data, o.separator, ctx_given ? o.ctx : 32u, (uint32_t)o.steps,
+                                  lr_given ? o.lr : 1e-2f};
+        if (to.window >= g.model.hp.seq_len) to.window = g.model.hp.seq_len - 1u;
+        tlm_tune_local_report tr;
+        st = tlm_tune_local(&g.model, &to, &lp, &tr, &err);
+        if (!st) {
+            rep.data_tokens = tr.data_tokens;
+            rep.steps = o.steps;
+            fprintf(stderr, "fed update: device step: window %u, %llu steps, training loss %.4f -> %.4f\n", to.window,
+                    (unsigned long long)o.steps, tr.first_loss, tr.last_loss);
+        }
+    } else {
+        st = tlm_train(&o, &rep, &err);
+        if (!st) st = tlm_model_file_open(&lf, local, &err);
+        if (!st) {
+            lf_open = 1;
+            st = tlm_params_from_model(&lp, &lf.model, &err);
+        }
     }
-    if (!st) st = tlm_params_from_model(&lp, &lf.model, &err);
+    if (!st) st = tlm_params_from_model(&gp, &g.model, &err);
     if (!st) {
         tlm_host_source src;
         tlm_rand rng;

@@ -8,28 +8,35 @@
 #include "cli.h"
 #include "tritlm/dp.h"
 #include "tritlm/runtime.h"
+#include "tritlm/tune.h"
 
 static const char help[] =
-    "usage: tritlm info MODEL.tlm [--ctx N] [--json]\n"
+    "usage: tritlm info MODEL.tlm [--ctx N] [--tune-window W] [--json]\n"
     "\n"
     "Validates a model image and prints its hyperparameters, tensor table, bytes by\n"
     "weight type and the runtime arena it needs at context length N.\n"
     "\n"
     "      --ctx N   context length for the arena figure (default: seq_len)\n"
+    "      --tune-window W   positions per on-device tuning step for the tuning arena's\n"
+    "                figure (default 32, at most seq_len - 1)\n"
     "      --json    one JSON object on stdout\n"
     "  -h, --help    this text\n";
 
 int cmd_info(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"ctx", required_argument, 0, 'c'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    uint32_t ctx = 0;
+        {"ctx", required_argument, 0, 'c'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
+        {"tune-window", required_argument, 0, 'w'}, {0, 0, 0, 0}};
+    uint32_t ctx = 0, tune_window = 0;
     int json = 0, c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         if (c == 'c') {
             if (!cli_parse_u32(optarg, 1, 1u << 20, &ctx)) return cli_usage_error("info", "--ctx expects a positive integer, got '%s'", optarg);
+        } else if (c == 'w') {
+            if (!cli_parse_u32(optarg, 1, 1u << 20, &tune_window))
+                return cli_usage_error("info", "--tune-window expects a positive integer, got '%s'", optarg);
         } else if (c == 'j') json = 1;
         else if (c == 'h') {
             fputs(help, stdout);
@@ -47,7 +54,13 @@ int cmd_info(int argc, char **argv)
         tlm_model_file_close(&mf);
         return cli_usage_error("info", "--ctx %u exceeds the model's seq_len %u", ctx, hp->seq_len);
     }
+    if (tune_window >= hp->seq_len) {
+        tlm_model_file_close(&mf);
+        return cli_usage_error("info", "--tune-window %u must be below the model's seq_len %u", tune_window, hp->seq_len);
+    }
+    if (!tune_window) tune_window = hp->seq_len > 32u ? 32u : hp->seq_len - 1u;
     size_t arena = tlm_runtime_arena_size(m, ctx), arena8 = tlm_runtime_arena_size_flags(m, ctx, TLM_RT_KV_INT8);
+    const size_t tune_arena = tlm_tune_arena_size(m, tune_window);
     tlm_privatizer probe; /* the d_chi search index's size (none if the embedding cannot be read) */
     const size_t dx_index = tlm_privatizer_init(&probe, m, TLM_MECH_DX, 1.0f, NULL) ? 0 : tlm_privatizer_index_bytes(&probe);
     uint64_t by_type[TLM_WTYPE_COUNT] = {0}, weights_by_type[TLM_WTYPE_COUNT] = {0};
@@ -118,6 +131,8 @@ int cmd_info(int argc, char **argv)
         cJSON_AddNumberToObject(root, "arena_bytes", (double)arena);
         cJSON_AddNumberToObject(root, "arena_bytes_kv_int8", (double)arena8);
         cJSON_AddNumberToObject(root, "dx_index_bytes", (double)dx_index);
+        cJSON_AddNumberToObject(root, "tune_window", tune_window);
+        cJSON_AddNumberToObject(root, "tune_arena_bytes", (double)tune_arena);
         char *s = cJSON_PrintUnformatted(root);
         puts(s);
         free(s);
@@ -133,6 +148,7 @@ int cmd_info(int argc, char **argv)
                m->image_bytes);
         printf("arena at ctx %u: %zu bytes (%zu with the KV cache in int8); d_chi search index %zu bytes\n", ctx, arena,
                arena8, dx_index);
+        printf("on-device tuning (norm gains) over %u positions: an arena of %zu bytes\n", tune_window, tune_arena);
     }
     cJSON_Delete(root);
     tlm_model_file_close(&mf);
