@@ -8,6 +8,9 @@
 #        [--fault-test ADDR]   (tests: read unmapped memory before anything else)
 #        [--embed asm|c]   (how the image gets into flash: model.S's .incbin, the default, or the C
 #                           array of `tritlm export c`, whose header then also sizes the arena)
+#        [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR]]   (on-device tuning instead of
+#                           decoding: fw_tune.c tunes the norm gains on TEXT, linked into flash, for
+#                           N steps (default 8) of W positions (default 16) and prints the update)
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
 #      TLM_FW_ARENA (arena bytes, instead of asking tritlm info),
 #      TLM_PROFILE=N (the N functions that ran the most instructions, in OUTDIR/run.err),
@@ -18,7 +21,7 @@ root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
 ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
-embed=asm
+embed=asm tune="" tune_steps=8 tune_window=16 tune_lr=0.01
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -33,6 +36,10 @@ while [ $# -gt 0 ]; do
     --priv-index) priv_index=1; shift ;; # d_chi: build the search index in a static array
     --kv-int8) kv8=1; shift ;;
     --embed) embed=$2; shift 2 ;;
+    --tune) tune=$2; shift 2 ;;
+    --tune-steps) tune_steps=$2; shift 2 ;;
+    --tune-window) tune_window=$2; shift 2 ;;
+    --lr) tune_lr=$2; shift 2 ;;
     --fault-test) fault="-DTLM_FW_FAULT_TEST=$2"; shift 2 ;; # tests: load from this unmapped address first
     *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -41,7 +48,22 @@ tlm=${TLM_BIN:-tritlm}
 mkdir -p "$out"
 out=$(cd "$out" && pwd) # absolute: the compiler runs in it (below)
 model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
-if [ -n "${TLM_FW_ARENA:-}" ]; then
+if [ -n "$tune" ]; then
+    [ "$embed" = asm ] || { echo "build.sh: --tune takes the model by .incbin (--embed asm)" >&2; exit 2; }
+    [ -f "$tune" ] || { echo "build.sh: no text file $tune" >&2; exit 2; }
+    case "$tune_steps$tune_window" in *[!0-9]*) echo "build.sh: --tune-steps and --tune-window take integers" >&2; exit 2 ;; esac
+    info=$("$tlm" info "$model" --tune-window "$tune_window" --json 2>"$out/info.err") || {
+        echo "build.sh: $(head -n 1 "$out/info.err" | sed 's/^tritlm info: //')" >&2
+        exit 2
+    }
+    arena=$(echo "$info" | sed -n 's/.*"tune_arena_bytes":\([0-9]*\).*/\1/p')
+    tune=$(cd "$(dirname "$tune")" && pwd)/$(basename "$tune")
+    tbytes=$(wc -c <"$tune")
+    tlines=$(wc -l <"$tune")
+    # room for the tokens: at most one per byte, plus BOS and the dummy prefix per line
+    tune_defs="-DTLM_FW_TUNE_STEPS=${tune_steps}u -DTLM_FW_TUNE_WINDOW=${tune_window}u -DTLM_FW_TUNE_LR=((float)$tune_lr)"
+    tune_defs="$tune_defs -DTLM_FW_TEXT_IDS=$((tbytes + 3 * (tlines + 1)))u"
+elif [ -n "${TLM_FW_ARENA:-}" ]; then
     arena=$TLM_FW_ARENA # tests: build an image the host would refuse, to see the firmware refuse it
 else
     info=$("$tlm" info "$model" --ctx "$ctx" --json 2>"$out/info.err") || {
@@ -76,7 +98,7 @@ c) # the image as C source; its header's arena figure (for --ctx) sizes the aren
     ;;
 *) echo "build.sh: --embed takes asm or c, not $embed" >&2; exit 2 ;;
 esac
-defs="$priv $fault -DTLM_FW_RT_FLAGS=${kv8}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
+defs="${tune_defs:-} $priv $fault -DTLM_FW_RT_FLAGS=${kv8}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
 port=$here/$target
 case $target in
 cortex-m7)
@@ -127,7 +149,13 @@ command -v "$CC" >/dev/null || { echo "build.sh: $CC not installed" >&2; exit 2;
 # linker script and the exported C array have plain relative names.
 set -- -std=c11 -Wall -Wextra -Werror "-I$root/include" "-I$here/common" "-I$port" \
     "-DTLM_FW_PROMPT_BYTES=$prompt_bytes" "-DTLM_FW_PROMPT_LEN=${plen}u"
-for f in "$root"/src/core/*.c "$here/common/fw_main.c" "$here/common/fw_start.c"; do set -- "$@" "$f"; done
+main_c=$here/common/fw_main.c
+[ -n "$tune" ] && main_c=$here/common/fw_tune.c
+for f in "$root"/src/core/*.c "$main_c" "$here/common/fw_start.c"; do set -- "$@" "$f"; done
+if [ -n "$tune" ]; then # the text under a fixed name, as the model
+    [ "$tune" -ef "$out/tlm_fw_text.txt" ] || ln -sf "$tune" "$out/tlm_fw_text.txt"
+    set -- "$@" "$here/common/text.S" '-DTLM_FW_TEXT_PATH="tlm_fw_text.txt"'
+fi
 for f in $SRCS; do set -- "$@" "$port/$f"; done
 for f in ${FLOAT_SRCS:-}; do set -- "$@" "$here/common/$f"; done
 if [ "$embed" = c ]; then

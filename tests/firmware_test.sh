@@ -6,7 +6,9 @@
 # the text is identical), also when the image is linked as the C source of
 # `tritlm export c`; a model too large for the RAM budget must fail to
 # link with a message that says how much is missing; a damaged image must
-# make the firmware exit non-zero, and so must a memory fault.
+# make the firmware exit non-zero, and so must a memory fault. The tuning
+# firmware (--tune) must tune on the device's own text and send an update
+# the server takes, equal in effect to the host's run of the same core step.
 # usage: firmware_test.sh SOURCE_DIR BUILD_DIR TARGET (cortex-m7, esp32c3, lx106)
 set -eu
 src=$1 build=$2 target=$3
@@ -186,6 +188,36 @@ if [ $target = cortex-m7 ]; then
     else
         echo "ok firmware --device: $(cat "$tmp/dev2.err")"
     fi
+fi
+# On-device tuning (fw_tune.c through `tritlm firmware --tune`): the device
+# tokenizes its own text (60 CLINC150 requests, far from the model's
+# stories), tunes the norm gains with the core's step and prints a
+# federated update. The server must accept it for this model, the model it
+# aggregates must score the text better than the base model, and as well as
+# the model made from the host's `fed update --device-step` (the same core
+# step on x86-64; float libraries may differ in the last bit).
+grep -o '\["[^"]*", "[a-z_]*"\]' "$data/clinc150/train_val.json" | sed -n '1~50p' | head -60 |
+    sed 's/^\["\(.*\)", "[a-z_]*"\]$/\1/' >"$tmp/own.txt"
+case $target in cortex-m7) tw=16 ts=3 ;; *) tw=8 ts=2 ;; esac # soft float: fewer, shorter steps
+st=0
+j=$("$tlm" firmware --target $target -m "$tmp/s.tlm" --tune "$tmp/own.txt" --tune-window $tw --tune-steps $ts \
+    -o "$tmp/fw_tune" --run --json --update "$tmp/dev.tlmu") || st=$?
+"$tlm" fed update -m "$tmp/s.tlm" --data "$tmp/own.txt" --split lines --device-step --ctx $tw --steps $ts \
+    --encode fp32 -o "$tmp/host.tlmu" 2>/dev/null || st=$?
+info=$("$tlm" fed info -m "$tmp/s.tlm" "$tmp/dev.tlmu") || st=$?
+loss_of() { "$tlm" eval -m "$1" --text "$tmp/own.txt" --split lines --json 2>/dev/null | sed -n 's/.*"loss":\([0-9.e+-]*\).*/\1/p'; }
+if [ $st = 0 ]; then
+    "$tlm" fed aggregate -m "$tmp/s.tlm" -o "$tmp/agg_dev.tlm" "$tmp/dev.tlmu" 2>/dev/null || st=$?
+    "$tlm" fed aggregate -m "$tmp/s.tlm" -o "$tmp/agg_host.tlm" "$tmp/host.tlmu" 2>/dev/null || st=$?
+fi
+if [ $st = 0 ]; then l_base=$(loss_of "$tmp/s.tlm") l_dev=$(loss_of "$tmp/agg_dev.tlm") l_host=$(loss_of "$tmp/agg_host.tlm"); fi
+if [ $st != 0 ] || ! printf '%s\n' "$info" | grep -q '(this model)' ||
+    ! awk -v b="${l_base:-0}" -v d="${l_dev:-9}" -v h="${l_host:-0}" 'BEGIN { exit !(d < b && d - h < 1e-4 && h - d < 1e-4) }'; then
+    echo "FAIL on-device tuning: exit $st; loss base ${l_base:-?}, device ${l_dev:-?}, host ${l_host:-?}"
+    printf '%s\n%s\n' "$j" "$info"; fail=1
+else
+    echo "ok on-device tuning: $ts steps of $tw, own-text loss $l_base -> $l_dev (host's step: $l_host);" \
+        "$(printf '%s\n' "$j" | grep -o '"ram_bytes":[0-9]*\|"insns_per_step":[0-9]*' | tr '\n' ' ')"
 fi
 # a load from unmapped memory: the fault handler reports it and exits 99
 out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_fault" --ctx 16 -n 2 --fault-test 0xF0000000u --run 2>&1 || true)

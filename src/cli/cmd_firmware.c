@@ -11,12 +11,14 @@
 #include <cjson/cJSON.h>
 
 #include "../host/device.h"
+#include "../host/fileio.h"
 #include "cli.h"
 #include "fw_run.h"
 
 static const char help[] =
     "usage: tritlm firmware (--target cortex-m7|esp32c3|lx106 | --device NAME) -m MODEL.tlm [--ctx N] [--ram-kb K]\n"
     "                       [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR] [--run] [--json]\n"
+    "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--update FILE]]\n"
     "\n"
     "Links MODEL into firmware for the target (the image in flash, read in place; the\n"
     "runtime's arena a static array sized for N positions; RAM capped at K KB, so a model\n"
@@ -44,6 +46,13 @@ static const char help[] =
     "  -n, --steps N      positions to decode, counting BOS (default 128)\n"
     "  -o, --out DIR      where the ELF and logs go (default tritlm-fw-TARGET)\n"
     "      --run          run it in QEMU and report\n"
+    "      --tune TEXT    on-device fine-tuning instead of decoding: TEXT (the device's own,\n"
+    "                     one line a story) goes into flash, the firmware tokenizes it and\n"
+    "                     tunes the norm gains for N steps (default 8) over windows of W\n"
+    "                     positions (default 16) at learning rate LR (default 0.01), the\n"
+    "                     core's tlm_tune (the same as 'fed update --device-step'), and prints\n"
+    "                     the change as a federated update; the arena is the tuner's\n"
+    "      --update FILE  with --tune --run: write that update to FILE, for 'fed aggregate'\n"
     "      --json         one JSON object on stdout (with --run)\n"
     "  -h, --help         this text\n"
     "\n"
@@ -84,6 +93,107 @@ static size_t unescape_text(const char *s, size_t n, char *out)
     return o;
 }
 
+/* The device's flash and the firmware's exit status: 0 if both are fine. */
+static int check_flash_exit(const tlm_device *dev, double flash_b, int have_exit, double exit_status, const char *dir)
+{
+    if (dev && flash_b > (double)dev->flash_kb * 1024.0) {
+        fprintf(stderr, "tritlm firmware: the firmware needs %.0f bytes of flash, %.0f more than %s has (%u KB)\n", flash_b,
+                flash_b - (double)dev->flash_kb * 1024.0, dev->name, dev->flash_kb);
+        return TLM_EXIT_FAIL;
+    }
+    if (!have_exit || exit_status != 0) {
+        fprintf(stderr, "tritlm firmware: the firmware exited with status %.0f (QEMU's messages: %s/run.err)\n",
+                exit_status, dir);
+        return TLM_EXIT_FAIL;
+    }
+    return 0;
+}
+
+/* What the tuning firmware printed (fw_tune.c): each step's loss as the
+ * hex of its float's bits, the update in hex. Writes the update to `update`
+ * if asked; prints JSON or the report. Returns 0 or an exit status. */
+static int report_tune(const cli_fw_result *r, const char *target, const char *model, const char *text,
+                       uint32_t steps, uint32_t window, double mhz, int json, const char *update, const char *dir)
+{
+    size_t ll = 0, ul = 0;
+    const char *ls = cli_fw_field(r->out, "LOSSES", &ll), *us = cli_fw_field(r->out, "UPDATE", &ul);
+    double losses[64];
+    uint32_t nl = 0;
+    for (size_t i = 0; ls && i + 9 <= ll + 1 && nl < 64; i += 9) { /* " XXXXXXXX" from after the key */
+        uint32_t bits = 0;
+        int ok = 1;
+        for (size_t j = 0; j < 8; j++) {
+            const int h = i + j < ll ? hex_value(ls[i + j]) : -1;
+            ok &= h >= 0;
+            bits = bits << 4 | (uint32_t)(h < 0 ? 0 : h);
+        }
+        if (!ok) break;
+        float f;
+        memcpy(&f, &bits, 4);
+        losses[nl++] = f;
+    }
+    uint8_t *msg = us && ul % 2 == 0 ? malloc(ul / 2 + 1) : NULL;
+    size_t mb = 0;
+    for (size_t i = 0; msg && i < ul; i += 2) {
+        const int a = hex_value(us[i]), b = hex_value(us[i + 1]);
+        if (a < 0 || b < 0) {
+            free(msg);
+            msg = NULL;
+            break;
+        }
+        msg[mb++] = (uint8_t)(a * 16 + b);
+    }
+    const double ram = r->static_bytes + r->stack_bytes;
+    if (json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "target", target);
+        cJSON_AddStringToObject(root, "model", model);
+        cJSON_AddStringToObject(root, "tune_text", text);
+        cJSON_AddNumberToObject(root, "tune_window", window);
+        cJSON_AddNumberToObject(root, "tune_steps", steps);
+        cJSON_AddNumberToObject(root, "tune_tokens", r->tune_tokens);
+        cJSON *la = cJSON_AddArrayToObject(root, "losses");
+        for (uint32_t i = 0; i < nl; i++) cJSON_AddItemToArray(la, cJSON_CreateNumber(losses[i]));
+        cJSON_AddNumberToObject(root, "update_bytes", (double)mb);
+        cJSON_AddNumberToObject(root, "ram_bytes", ram);
+        cJSON_AddNumberToObject(root, "static_bytes", r->static_bytes);
+        cJSON_AddNumberToObject(root, "stack_bytes", r->stack_bytes);
+        cJSON_AddNumberToObject(root, "arena_bytes", r->arena_bytes);
+        cJSON_AddNumberToObject(root, "flash_bytes", r->flash_bytes);
+        if (r->have_insns) {
+            cJSON_AddNumberToObject(root, "insns_per_step", r->insns_per_token);
+            cJSON_AddNumberToObject(root, "clock_mhz", mhz);
+            cJSON_AddNumberToObject(root, "est_seconds_per_step", r->insns_per_token / (mhz * 1e6));
+        } else {
+            cJSON_AddNullToObject(root, "insns_per_step");
+        }
+        cJSON_AddNumberToObject(root, "exit_status", r->exit_status);
+        char *s = cJSON_PrintUnformatted(root);
+        if (s) puts(s);
+        free(s);
+        cJSON_Delete(root);
+    } else {
+        printf("%s", r->out);
+        printf("RAM %.0f (static incl. arena %.0f + stack %.0f)\n", ram, r->static_bytes, r->stack_bytes);
+        if (nl) printf("LOSS first step %.4f, last step %.4f\n", losses[0], losses[nl - 1]);
+        if (r->have_insns)
+            printf("ESTIMATE %.2f s per step at %.0f MHz, one instruction per cycle\n", r->insns_per_token / (mhz * 1e6),
+                   mhz);
+    }
+    int st = 0;
+    if (update) {
+        tlm_error err;
+        if (!msg || mb == 0) {
+            fprintf(stderr, "tritlm firmware: the firmware printed no update (its output: %s/run.out)\n", dir);
+            st = TLM_EXIT_FAIL;
+        } else if (tlm_write_file_atomic(update, msg, mb, &err)) {
+            st = cli_fail("firmware", &err);
+        }
+    }
+    free(msg);
+    return st;
+}
+
 int cmd_firmware(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -93,12 +203,15 @@ int cmd_firmware(int argc, char **argv)
         {"steps", required_argument, 0, 'n'},  {"out", required_argument, 0, 'o'},
         {"run", no_argument, 0, 'R'},          {"json", no_argument, 0, 'j'},
         {"embed", required_argument, 0, 'e'},  {"help", no_argument, 0, 'h'},
-        {"device", required_argument, 0, 'D'},
+        {"device", required_argument, 0, 'D'}, {"tune", required_argument, 0, 'T'},
+        {"tune-steps", required_argument, 0, 'S'}, {"tune-window", required_argument, 0, 'W'},
+        {"lr", required_argument, 0, 'L'},     {"update", required_argument, 0, 'U'},
         {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
-    uint32_t ctx = 256, ram_kb = 256, steps = 128;
-    int kv8 = 0, run = 0, json = 0, c, ram_given = 0;
-    const char *device = NULL;
+    uint32_t ctx = 256, ram_kb = 256, steps = 128, tune_steps = 8, tune_window = 16;
+    float tune_lr = 0.01f;
+    int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0;
+    const char *device = NULL, *tune = NULL, *update = NULL;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":t:m:p:n:o:h", opts, NULL)) != -1) {
@@ -122,6 +235,23 @@ int cmd_firmware(int argc, char **argv)
             break;
         case 'p': prompt = optarg; break;
         case 'D': device = optarg; break;
+        case 'T': tune = optarg; break;
+        case 'S':
+            if (!cli_parse_u32(optarg, 1, 1u << 20, &tune_steps))
+                return cli_usage_error("firmware", "--tune-steps expects a positive integer, got '%s'", optarg);
+            tune_opts = 1;
+            break;
+        case 'W':
+            if (!cli_parse_u32(optarg, 1, 1u << 16, &tune_window))
+                return cli_usage_error("firmware", "--tune-window expects a positive integer, got '%s'", optarg);
+            tune_opts = 1;
+            break;
+        case 'L':
+            if (!cli_parse_float(optarg, 1e-9f, 10.0f, &tune_lr))
+                return cli_usage_error("firmware", "--lr expects a learning rate in (0, 10], got '%s'", optarg);
+            tune_opts = 1;
+            break;
+        case 'U': update = optarg; break;
         case 'o': outdir = optarg; break;
         case 'R': run = 1; break;
         case 'j': json = 1; break;
@@ -144,6 +274,19 @@ int cmd_firmware(int argc, char **argv)
     const double mhz = dev ? (double)dev->mhz : cli_fw_target_mhz(target);
     if (mhz <= 0.0) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, esp32c3 or lx106)", target);
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
+    if (!tune && (tune_opts || update))
+        return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr and --update go with --tune TEXT");
+    if (update && !run) return cli_usage_error("firmware", "--update writes what a run printed: add --run");
+    if (tune && (kv8 || strcmp(embed, "asm")))
+        return cli_usage_error("firmware", "--tune builds the tuner, not the decoder: no --kv-int8 or --embed c");
+    if (tune && access(tune, R_OK)) {
+        fprintf(stderr, "tritlm firmware: cannot read %s: %s\n", tune, strerror(errno));
+        return TLM_EXIT_FAIL;
+    }
+    if (update) {
+        const char *in[] = {model, tune};
+        if (cli_refuse_clobber("firmware", update, in, 2)) return TLM_EXIT_USAGE;
+    }
     if (access(model, R_OK)) {
         fprintf(stderr, "tritlm firmware: cannot read %s: %s\n", model, strerror(errno));
         return TLM_EXIT_FAIL;
@@ -153,7 +296,8 @@ int cmd_firmware(int argc, char **argv)
     if (outdir) snprintf(dir, sizeof dir, "%s", outdir);
     else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
     const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
-                            .ctx = ctx, .ram_kb = ram_kb, .steps = steps, .kv8 = kv8, .run = run};
+                            .ctx = ctx, .ram_kb = ram_kb, .steps = steps, .kv8 = kv8, .run = run,
+                            .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr};
     cli_fw_result r;
     if (cli_fw_build_run("firmware", &job, &r)) {
         cli_fw_result_free(&r);
@@ -171,6 +315,11 @@ int cmd_firmware(int argc, char **argv)
     }
     /* the arena is part of .bss, so static + stack is the whole RAM */
     const double ram = stat_b + stack_b;
+    if (tune) {
+        const int st = report_tune(&r, target, model, tune, tune_steps, tune_window, mhz, json, update, dir);
+        cli_fw_result_free(&r);
+        return st ? st : check_flash_exit(dev, flash_b, have_exit, exit_status, dir);
+    }
     size_t tl = 0;
     const char *text = cli_fw_field(out, "TEXT", &tl);
     if (json) {
@@ -214,15 +363,5 @@ int cmd_firmware(int argc, char **argv)
             printf("ESTIMATE %.1f tokens/s at %.0f MHz, one instruction per cycle\n", mhz * 1e6 / insns, mhz);
     }
     cli_fw_result_free(&r);
-    if (dev && flash_b > (double)dev->flash_kb * 1024.0) {
-        fprintf(stderr, "tritlm firmware: the firmware needs %.0f bytes of flash, %.0f more than %s has (%u KB)\n", flash_b,
-                flash_b - (double)dev->flash_kb * 1024.0, dev->name, dev->flash_kb);
-        return TLM_EXIT_FAIL;
-    }
-    if (!have_exit || exit_status != 0) {
-        fprintf(stderr, "tritlm firmware: the firmware exited with status %.0f (QEMU's messages: %s/run.err)\n",
-                exit_status, dir);
-        return TLM_EXIT_FAIL;
-    }
-    return 0;
+    return check_flash_exit(dev, flash_b, have_exit, exit_status, dir);
 }

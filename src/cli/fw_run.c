@@ -60,7 +60,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
 {
     memset(res, 0, sizeof *res);
     res->exit_status = -1;
-    char script[4096], self[4096], num[3][16];
+    char script[4096], self[4096], num[6][24];
     const char *fwdir = getenv("TLM_FIRMWARE_DIR");
     snprintf(script, sizeof script, "%s/build.sh", fwdir && *fwdir ? fwdir : TLM_FIRMWARE_DIR);
     if (access(script, R_OK)) {
@@ -79,7 +79,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     snprintf(num[0], sizeof num[0], "%u", job->ctx);
     snprintf(num[1], sizeof num[1], "%u", job->ram_kb);
     snprintf(num[2], sizeof num[2], "%u", job->steps);
-    char *args[24];
+    char *args[32];
     int k = 0;
     args[k++] = "sh";
     args[k++] = script;
@@ -98,6 +98,19 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     args[k++] = "--embed";
     args[k++] = (char *)(job->embed ? job->embed : "asm");
     if (job->run) args[k++] = "--run";
+    if (job->tune_text) {
+        snprintf(num[3], sizeof num[3], "%u", job->tune_steps);
+        snprintf(num[4], sizeof num[4], "%u", job->tune_window);
+        snprintf(num[5], sizeof num[5], "%.9g", (double)job->tune_lr);
+        args[k++] = "--tune";
+        args[k++] = (char *)job->tune_text;
+        args[k++] = "--tune-steps";
+        args[k++] = num[3];
+        args[k++] = "--tune-window";
+        args[k++] = num[4];
+        args[k++] = "--lr";
+        args[k++] = num[5];
+    }
     args[k] = NULL;
 
     res->script_status = tlm_run(args, &res->out, job->quiet);
@@ -116,6 +129,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     field_num(out, "FLASH", &res->flash_bytes);
     field_num(out, "MODEL", &res->model_bytes);
     field_num(out, "TOKENS", &res->tokens);
+    field_num(out, "TUNE_TOKENS", &res->tune_tokens);
     res->have_insns = field_num(out, "INSNS_PER_TOKEN", &res->insns_per_token) && res->insns_per_token > 0;
     return 0;
 }

@@ -16,6 +16,9 @@ typedef struct cli_fw_job {
     const char *embed;   /* asm or c */
     uint32_t ctx, ram_kb, steps;
     int kv8, run;
+    const char *tune_text; /* on-device tuning on this text instead of decoding (build.sh --tune) */
+    uint32_t tune_steps, tune_window;
+    float tune_lr;
     int quiet;           /* the build's messages to /dev/null, and none of ours if the model does
                           * not fit the RAM (script_status 3: the caller asked whether it does) */
 } cli_fw_job;
@@ -25,6 +28,7 @@ typedef struct cli_fw_result {
     int script_status;   /* build.sh's exit status (3: the model does not fit the RAM) */
     int have_exit, have_insns;
     double exit_status, static_bytes, stack_bytes, arena_bytes, flash_bytes, model_bytes, insns_per_token, tokens;
+    double tune_tokens;  /* with tune_text: the text's tokens (insns_per_token then counts a step) */
 } cli_fw_result;
 
 /* The typical clock (MHz) of the chip a target stands for; 0 if unknown. */
