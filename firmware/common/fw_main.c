@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fw_io.h"
 #include "fw_port.h"
 #include "tritlm/dp.h"
 #include "tritlm/runtime.h"
@@ -35,31 +36,6 @@ static uint32_t ids[TLM_FW_PROMPT_CAP];
 static int32_t enc_scratch[TLM_ENCODE_SCRATCH(TLM_FW_PROMPT_CAP)];
 static uint32_t out_ids[TLM_FW_STEPS];
 
-__attribute__((noinline)) void tlm_fw_token_begin(void) { __asm__ volatile("" ::: "memory"); }
-__attribute__((noinline)) void tlm_fw_token_end(void) { __asm__ volatile("" ::: "memory"); }
-__attribute__((noinline)) void tlm_fw_priv_begin(void) { __asm__ volatile("" ::: "memory"); }
-__attribute__((noinline)) void tlm_fw_priv_end(void) { __asm__ volatile("" ::: "memory"); }
-
-static char line[160];
-static size_t line_n;
-
-static void flush(void)
-{
-    line[line_n] = 0;
-    fw_puts(line);
-    line_n = 0;
-}
-
-static void put_bytes(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (line_n + 1 >= sizeof line) flush();
-        line[line_n++] = p[i] ? (char)p[i] : '?';
-    }
-}
-
-static void put_str(const char *s) { put_bytes((const uint8_t *)s, strlen(s)); }
-
 /* Text on the one TEXT line: a newline as \n, a backslash as \\, other
  * control bytes (and DEL) as \xHH; everything else, UTF-8 included, as is
  * ('tritlm firmware' undoes it). */
@@ -68,25 +44,13 @@ static void put_text(const uint8_t *p, size_t n)
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
         const uint8_t c = p[i];
-        if (c == '\n') put_str("\\n");
-        else if (c == '\\') put_str("\\\\");
+        if (c == '\n') fw_put_str("\\n");
+        else if (c == '\\') fw_put_str("\\\\");
         else if (c < 0x20u || c == 0x7Fu) {
             const uint8_t e[4] = {'\\', 'x', (uint8_t)hex[c >> 4], (uint8_t)hex[c & 15u]};
-            put_bytes(e, sizeof e);
-        } else put_bytes(&c, 1);
+            fw_put_bytes(e, sizeof e);
+        } else fw_put_bytes(&c, 1);
     }
-}
-
-static void put_u32(uint32_t v)
-{
-    char b[12];
-    int k = 11;
-    b[k] = 0;
-    do {
-        b[--k] = (char)('0' + v % 10u);
-        v /= 10u;
-    } while (v);
-    put_str(b + k);
 }
 
 /* Bit-exactness of this target's fast kernels against the portable
@@ -158,63 +122,49 @@ static int kernel_selftest(uint8_t *mem, size_t bytes)
     return (int)cases;
 }
 
-/* "ERROR what[: detail]" on its own line; returns status for main to exit with. */
-static int fail(const char *what, const char *detail, int status)
-{
-    put_str("ERROR ");
-    put_str(what);
-    if (detail) {
-        put_str(": ");
-        put_str(detail);
-    }
-    put_str("\n");
-    flush();
-    return status;
-}
-
 /* "LABEL id id ..." on one line (wrapped into several writes). */
 static void put_ids(const char *label, const uint32_t *v, size_t n)
 {
-    put_str(label);
+    fw_put_str(label);
     for (size_t i = 0; i < n; i++) {
-        put_str(" ");
-        put_u32(v[i]);
-        if (line_n > 120) flush();
+        fw_put_str(" ");
+        fw_put_u32(v[i]);
+        if (fw_line_used() > 120) fw_flush();
     }
-    put_str("\n");
-    flush();
+    fw_put_str("\n");
+    fw_flush();
 }
 
 int main(void)
 {
 #ifdef TLM_FW_FAULT_TEST
     /* tests: a load from unmapped memory must end in the fault handler */
-    put_str("FAULT TEST\n");
-    flush();
-    put_u32(*(volatile const uint32_t *)(uintptr_t)TLM_FW_FAULT_TEST);
-    flush();
+    fw_put_str("FAULT TEST\n");
+    fw_flush();
+    fw_put_u32(*(volatile const uint32_t *)(uintptr_t)TLM_FW_FAULT_TEST);
+    fw_flush();
 #endif
     const int checked = kernel_selftest(arena, sizeof arena);
-    if (checked < 0) return fail("SIMD kernel differs from the reference", NULL, 5);
-    put_str("KERNELS ");
-    put_u32((uint32_t)checked);
-    put_str(" cases bit-exact\n");
-    flush();
+    if (checked < 0) return fw_fail("SIMD kernel differs from the reference", NULL, 5);
+    fw_put_str("KERNELS ");
+    fw_put_u32((uint32_t)checked);
+    fw_put_str(" cases bit-exact\n");
+    fw_flush();
     tlm_model m;
     tlm_error err;
     if (tlm_model_open(&m, FW_MODEL, FW_MODEL_BYTES, &err))
-        return fail("model", err.msg, 2);
+        return fw_fail("model", err.msg, 2);
     tlm_runtime rt;
 #ifndef TLM_FW_RT_FLAGS
 #define TLM_FW_RT_FLAGS 0u
 #endif
     if (tlm_runtime_init_flags(&rt, &m, TLM_FW_CTX, TLM_FW_RT_FLAGS, arena, sizeof arena, &err))
-        return fail("runtime", err.msg, 3);
+        return fw_fail("runtime", err.msg, 3);
     static const unsigned char prompt[TLM_FW_PROMPT_LEN + 1u] = {TLM_FW_PROMPT_BYTES 0};
     size_t n_prompt = 0;
     if (tlm_encode(&m, (const char *)prompt, TLM_FW_PROMPT_LEN, TLM_ENCODE_BOS, ids, TLM_FW_PROMPT_CAP, enc_scratch,
                    &n_prompt))
-        return fail("prompt does not encode", NULL, 4);
+        return fw_fail("prompt does not encode", NULL, 4);
 #ifdef TLM_FW_PRIV_MECH
     /* privatize the prompt's tokens with seeded noise (TLM_FW_PRIV_SEED) and
      * print the ids: the host's `tritlm privatize --seed` must print the same */
@@ -225,10 +175,10 @@ int main(void)
         tlm_chacha cc;
         tlm_rand rnd;
         if (m.hp.dim > 1024 || tlm_privatizer_init(&p, &m, (tlm_mech)TLM_FW_PRIV_MECH, TLM_FW_PRIV_EPS, &err))
-            return fail("privatizer", NULL, 6);
+            return fw_fail("privatizer", NULL, 6);
 #if defined(TLM_FW_PRIV_INDEX_BYTES) && TLM_FW_PRIV_INDEX_BYTES > 0
         static uint8_t priv_index[TLM_FW_PRIV_INDEX_BYTES] __attribute__((aligned(16)));
-        if (tlm_privatizer_index_bytes(&p) > sizeof priv_index) return fail("privacy index", NULL, 6);
+        if (tlm_privatizer_index_bytes(&p) > sizeof priv_index) return fw_fail("privacy index", NULL, 6);
         tlm_privatizer_set_index(&p, priv_index);
 #endif
         tlm_chacha_seed(&cc, TLM_FW_PRIV_SEED);
@@ -242,7 +192,7 @@ int main(void)
         put_ids("PRIV", priv_out, n_prompt);
     }
 #endif
-    put_str("TEXT ");
+    fw_put_str("TEXT ");
     uint32_t token = ids[0], pos = 0, steps = TLM_FW_STEPS < TLM_FW_CTX ? TLM_FW_STEPS : TLM_FW_CTX;
     while (pos < steps) {
         float *logits;
@@ -258,22 +208,22 @@ int main(void)
         put_text(piece, k);
         token = next;
     }
-    put_str("\n");
-    flush();
+    fw_put_str("\n");
+    fw_flush();
     put_ids("IDS", out_ids, pos);
-    put_str("TOKENS ");
-    put_u32(pos);
-    put_str("\nSTACK ");
-    put_u32(fw_stack_used());
-    put_str("\nSTATIC ");
-    put_u32(fw_static_ram());
-    put_str("\nARENA ");
-    put_u32((uint32_t)sizeof arena);
-    put_str("\nFLASH ");
-    put_u32(fw_flash_bytes());
-    put_str("\nMODEL ");
-    put_u32((uint32_t)FW_MODEL_BYTES);
-    put_str("\n");
-    flush();
+    fw_put_str("TOKENS ");
+    fw_put_u32(pos);
+    fw_put_str("\nSTACK ");
+    fw_put_u32(fw_stack_used());
+    fw_put_str("\nSTATIC ");
+    fw_put_u32(fw_static_ram());
+    fw_put_str("\nARENA ");
+    fw_put_u32((uint32_t)sizeof arena);
+    fw_put_str("\nFLASH ");
+    fw_put_u32(fw_flash_bytes());
+    fw_put_str("\nMODEL ");
+    fw_put_u32((uint32_t)FW_MODEL_BYTES);
+    fw_put_str("\n");
+    fw_flush();
     return 0;
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fw_io.h"
 #include "fw_port.h"
 #include "tritlm/fed.h"
 #include "tritlm/tokenizer.h"
@@ -33,62 +34,6 @@ extern const uint8_t tlm_fw_text_end[];
 static uint8_t arena[TLM_FW_ARENA_BYTES] __attribute__((aligned(64)));
 static uint32_t ids[TLM_FW_TEXT_IDS];
 static float losses[TLM_FW_TUNE_STEPS];
-
-__attribute__((noinline)) void tlm_fw_token_begin(void) { __asm__ volatile("" ::: "memory"); }
-__attribute__((noinline)) void tlm_fw_token_end(void) { __asm__ volatile("" ::: "memory"); }
-
-static char line[160];
-static size_t line_n;
-
-static void flush(void)
-{
-    line[line_n] = 0;
-    fw_puts(line);
-    line_n = 0;
-}
-
-static void put_str(const char *s)
-{
-    for (; *s; s++) {
-        if (line_n + 1 >= sizeof line) flush();
-        line[line_n++] = *s;
-    }
-}
-
-static void put_u32(uint32_t v)
-{
-    char b[12];
-    int k = 11;
-    b[k] = 0;
-    do {
-        b[--k] = (char)('0' + v % 10u);
-        v /= 10u;
-    } while (v);
-    put_str(b + k);
-}
-
-/* n bytes as lowercase hex, no separators */
-static void put_hex(const uint8_t *p, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        const char e[3] = {hex[p[i] >> 4], hex[p[i] & 15u], 0};
-        put_str(e);
-    }
-}
-
-static int fail(const char *what, const char *detail, int status)
-{
-    put_str("ERROR ");
-    put_str(what);
-    if (detail) {
-        put_str(": ");
-        put_str(detail);
-    }
-    put_str("\n");
-    flush();
-    return status;
-}
 
 static int is_strip(uint8_t c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
@@ -121,33 +66,33 @@ int main(void)
     tlm_model m;
     tlm_error err;
     if (tlm_model_open(&m, tlm_fw_model, (size_t)(tlm_fw_model_end - tlm_fw_model), &err))
-        return fail("model", err.msg, 2);
+        return fw_fail("model", err.msg, 2);
     /* the arena is free until the tuner takes it: the tokenizer's scratch */
     const long n = encode_lines(&m, (int32_t *)(void *)arena, sizeof arena / sizeof(int32_t));
-    if (n < 0) return fail("the text does not encode in the room built for it", NULL, 4);
-    put_str("TUNE_TOKENS ");
-    put_u32((uint32_t)n);
-    put_str("\n");
-    flush();
+    if (n < 0) return fw_fail("the text does not encode in the room built for it", NULL, 4);
+    fw_put_str("TUNE_TOKENS ");
+    fw_put_u32((uint32_t)n);
+    fw_put_str("\n");
+    fw_flush();
     tlm_tune tu;
-    if (tlm_tune_init(&tu, &m, TLM_FW_TUNE_WINDOW, arena, sizeof arena, &err)) return fail("tuner", err.msg, 3);
+    if (tlm_tune_init(&tu, &m, TLM_FW_TUNE_WINDOW, arena, sizeof arena, &err)) return fw_fail("tuner", err.msg, 3);
     size_t cursor = 0;
     for (uint32_t s = 0; s < TLM_FW_TUNE_STEPS; s++) {
         tlm_fw_token_begin();
         const tlm_status st = tlm_tune_run(&tu, ids, (size_t)n, 1, TLM_FW_TUNE_LR, &cursor, losses + s, &err);
         tlm_fw_token_end();
-        if (st) return fail("tuning step", err.msg, 5);
+        if (st) return fw_fail("tuning step", err.msg, 5);
     }
-    put_str("LOSSES");
+    fw_put_str("LOSSES");
     for (uint32_t s = 0; s < TLM_FW_TUNE_STEPS; s++) {
         uint32_t bits;
         memcpy(&bits, &losses[s], 4);
-        put_str(" ");
+        fw_put_str(" ");
         const uint8_t be[4] = {(uint8_t)(bits >> 24), (uint8_t)(bits >> 16), (uint8_t)(bits >> 8), (uint8_t)bits};
-        put_hex(be, 4);
+        fw_put_hex(be, 4);
     }
-    put_str("\n");
-    flush();
+    fw_put_str("\n");
+    fw_flush();
     /* the update, built in the arena's activation room (free between steps) */
     tlm_fed_writer w;
     const tlm_fed_header h = {TLM_FW_ROUND, TLM_FW_CLIENT, tlm_fed_model_id(&m), (uint32_t)n};
@@ -156,20 +101,20 @@ int main(void)
     size_t bytes = 0;
     if (tlm_fed_begin(&w, msg, cap, &h, &err) || tlm_tune_add_update(&tu, &w, TLM_FED_F32, NULL, &err) ||
         tlm_fed_finish(&w, &bytes, &err))
-        return fail("update", err.msg, 6);
-    put_str("UPDATE ");
-    put_hex(msg, bytes);
-    put_str("\nUPDATE_BYTES ");
-    put_u32((uint32_t)bytes);
-    put_str("\nSTACK ");
-    put_u32(fw_stack_used());
-    put_str("\nSTATIC ");
-    put_u32(fw_static_ram());
-    put_str("\nARENA ");
-    put_u32((uint32_t)sizeof arena);
-    put_str("\nFLASH ");
-    put_u32(fw_flash_bytes());
-    put_str("\n");
-    flush();
+        return fw_fail("update", err.msg, 6);
+    fw_put_str("UPDATE ");
+    fw_put_hex(msg, bytes);
+    fw_put_str("\nUPDATE_BYTES ");
+    fw_put_u32((uint32_t)bytes);
+    fw_put_str("\nSTACK ");
+    fw_put_u32(fw_stack_used());
+    fw_put_str("\nSTATIC ");
+    fw_put_u32(fw_static_ram());
+    fw_put_str("\nARENA ");
+    fw_put_u32((uint32_t)sizeof arena);
+    fw_put_str("\nFLASH ");
+    fw_put_u32(fw_flash_bytes());
+    fw_put_str("\n");
+    fw_flush();
     return 0;
 }

@@ -93,6 +93,16 @@ static size_t unescape_text(const char *s, size_t n, char *out)
     return o;
 }
 
+/* RAM (static, the arena in it, plus the painted stack) and flash of a run. */
+static void add_memory(cJSON *root, const cli_fw_result *r)
+{
+    cJSON_AddNumberToObject(root, "ram_bytes", r->static_bytes + r->stack_bytes);
+    cJSON_AddNumberToObject(root, "static_bytes", r->static_bytes);
+    cJSON_AddNumberToObject(root, "stack_bytes", r->stack_bytes);
+    cJSON_AddNumberToObject(root, "arena_bytes", r->arena_bytes);
+    cJSON_AddNumberToObject(root, "flash_bytes", r->flash_bytes);
+}
+
 /* The device's flash and the firmware's exit status: 0 if both are fine. */
 static int check_flash_exit(const tlm_device *dev, double flash_b, int have_exit, double exit_status, const char *dir)
 {
@@ -155,11 +165,7 @@ static int report_tune(const cli_fw_result *r, const char *target, const char *m
         cJSON *la = cJSON_AddArrayToObject(root, "losses");
         for (uint32_t i = 0; i < nl; i++) cJSON_AddItemToArray(la, cJSON_CreateNumber(losses[i]));
         cJSON_AddNumberToObject(root, "update_bytes", (double)mb);
-        cJSON_AddNumberToObject(root, "ram_bytes", ram);
-        cJSON_AddNumberToObject(root, "static_bytes", r->static_bytes);
-        cJSON_AddNumberToObject(root, "stack_bytes", r->stack_bytes);
-        cJSON_AddNumberToObject(root, "arena_bytes", r->arena_bytes);
-        cJSON_AddNumberToObject(root, "flash_bytes", r->flash_bytes);
+        add_memory(root, r);
         if (r->have_insns) {
             cJSON_AddNumberToObject(root, "insns_per_step", r->insns_per_token);
             cJSON_AddNumberToObject(root, "clock_mhz", mhz);
@@ -305,7 +311,7 @@ int cmd_firmware(int argc, char **argv)
     }
     const char *out = r.out;
     const double exit_status = r.exit_status, stat_b = r.static_bytes, stack_b = r.stack_bytes;
-    const double arena_b = r.arena_bytes, flash_b = r.flash_bytes, model_b = r.model_bytes, tokens = r.tokens;
+    const double flash_b = r.flash_bytes, model_b = r.model_bytes, tokens = r.tokens;
     const double insns = r.insns_per_token;
     const int have_exit = r.have_exit, have_insns = r.have_insns;
     if (!run) {
@@ -335,11 +341,7 @@ int cmd_firmware(int argc, char **argv)
             free(t);
         }
         cJSON_AddNumberToObject(root, "tokens", tokens);
-        cJSON_AddNumberToObject(root, "ram_bytes", ram);
-        cJSON_AddNumberToObject(root, "static_bytes", stat_b);
-        cJSON_AddNumberToObject(root, "stack_bytes", stack_b);
-        cJSON_AddNumberToObject(root, "arena_bytes", arena_b);
-        cJSON_AddNumberToObject(root, "flash_bytes", flash_b);
+        add_memory(root, &r);
         cJSON_AddNumberToObject(root, "model_bytes", model_b);
         if (have_insns) {
             cJSON_AddNumberToObject(root, "insns_per_token", insns);

@@ -14,6 +14,15 @@
 /* out = weight * x / sqrt(mean(x^2) + eps); out may alias x. */
 void tlm_rmsnorm(float *out, const float *x, const float *weight, uint32_t n, float eps);
 
+/* The same over T rows of n (Y may alias X), keeping each row's
+ * 1/sqrt(mean(x^2) + eps) in inv[t] for the backward pass below. */
+void tlm_rmsnorm_rows(float *Y, float *inv, const float *X, const float *w, uint32_t T, uint32_t n, float eps);
+
+/* Its backward pass, accumulating: dX += dL/dX and dw += dL/dw from dY
+ * (the training step on a device and the host's trainer both use it). */
+void tlm_rmsnorm_rows_back(float *dX, float *dw, const float *dY, const float *X, const float *inv, const float *w,
+                           uint32_t T, uint32_t n);
+
 /* In-place softmax over x[0..n). */
 void tlm_softmax(float *x, uint32_t n);
 

@@ -128,38 +128,6 @@ static void mat_bwd(float *dX, const float *dY, uint32_t T, const tlm_tensor *w,
     }
 }
 
-/* ---- RMSNorm over T rows of n: y = g x r, r = (mean(x^2) + eps)^-1/2 ---- */
-
-static void norm_fwd(float *Y, float *inv, const float *X, const float *g, uint32_t T, uint32_t n, float eps)
-{
-    for (uint32_t t = 0; t < T; t++) {
-        const float *x = X + (size_t)t * n;
-        float ss = 0.0f;
-        for (uint32_t i = 0; i < n; i++) ss += x[i] * x[i];
-        const float r = 1.0f / sqrtf(ss / (float)n + eps);
-        inv[t] = r;
-        for (uint32_t i = 0; i < n; i++) Y[(size_t)t * n + i] = g[i] * (r * x[i]);
-    }
-}
-
-/* dx_j += r g_j dy_j - x_j r^3 / n sum_i dy_i g_i x_i;  dg_i += dy_i x_i r */
-static void norm_bwd(float *dX, float *dg, const float *dY, const float *X, const float *inv, const float *g, uint32_t T,
-                     uint32_t n)
-{
-    for (uint32_t t = 0; t < T; t++) {
-        const float *x = X + (size_t)t * n, *dy = dY + (size_t)t * n;
-        float *dx = dX + (size_t)t * n;
-        const float r = inv[t];
-        float dot = 0.0f;
-        for (uint32_t i = 0; i < n; i++) {
-            dot += dy[i] * g[i] * x[i];
-            dg[i] += dy[i] * x[i] * r;
-        }
-        const float c = dot * r * r * r / (float)n;
-        for (uint32_t i = 0; i < n; i++) dx[i] += r * g[i] * dy[i] - c * x[i];
-    }
-}
-
 /* ---- RoPE on T rows of width (row t at position t); back: the inverse
  * rotation, which is the transpose ---- */
 
@@ -259,7 +227,7 @@ static void layer_fwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T,
     float *ws = tu->ws;
     layer_w w;
     layer_tensors(tu->model, l, &w);
-    norm_fwd(ws + pl->xn, ws + pl->inv, X, gains_of(tu->gains, hp, 2u * l), T, D, hp->norm_eps);
+    tlm_rmsnorm_rows(ws + pl->xn, ws + pl->inv, X, gains_of(tu->gains, hp, 2u * l), T, D, hp->norm_eps);
     mat_fwd(ws + pl->q, D, ws + pl->xn, T, &w.wq, ws + pl->row);
     mat_fwd(ws + pl->k, KV, ws + pl->xn, T, &w.wk, ws + pl->row);
     mat_fwd(ws + pl->v, KV, ws + pl->xn, T, &w.wv, ws + pl->row);
@@ -269,7 +237,7 @@ static void layer_fwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T,
     float *xmid = ws + pl->xmid;
     mat_fwd(xmid, D, ws + pl->att, T, &w.wo, ws + pl->row);
     for (size_t i = 0; i < (size_t)T * D; i++) xmid[i] += X[i];
-    norm_fwd(ws + pl->xn2, ws + pl->inv2, xmid, gains_of(tu->gains, hp, 2u * l + 1u), T, D, hp->norm_eps);
+    tlm_rmsnorm_rows(ws + pl->xn2, ws + pl->inv2, xmid, gains_of(tu->gains, hp, 2u * l + 1u), T, D, hp->norm_eps);
     mat_fwd(ws + pl->a, H, ws + pl->xn2, T, &w.w1, ws + pl->row);
     mat_fwd(ws + pl->b, H, ws + pl->xn2, T, &w.w3, ws + pl->row);
     if (!Xout) return;
@@ -300,7 +268,7 @@ static void layer_bwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T,
     memset(dxn, 0, (size_t)T * D * sizeof(float));
     mat_bwd(dxn, dh, T, &w.w1, ws + pl->row);
     mat_bwd(dxn, b, T, &w.w3, ws + pl->row);
-    norm_bwd(dx, gains_of(tu->grad, hp, 2u * l + 1u), dxn, ws + pl->xmid, ws + pl->inv2,
+    tlm_rmsnorm_rows_back(dx, gains_of(tu->grad, hp, 2u * l + 1u), dxn, ws + pl->xmid, ws + pl->inv2,
              gains_of(tu->gains, hp, 2u * l + 1u), T, D); /* dx: d xmid */
     /* attention: xmid = X + Wo attn(rope(Wq xn), rope(Wk xn), Wv xn) */
     float *datt = ws + pl->datt, *dq = ws + pl->dq, *dk = ws + pl->dk, *dv = ws + pl->dv;
@@ -316,7 +284,7 @@ static void layer_bwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T,
     mat_bwd(dxn, dq, T, &w.wq, ws + pl->row);
     mat_bwd(dxn, dk, T, &w.wk, ws + pl->row);
     mat_bwd(dxn, dv, T, &w.wv, ws + pl->row);
-    norm_bwd(dx, gains_of(tu->grad, hp, 2u * l), dxn, X, ws + pl->inv, gains_of(tu->gains, hp, 2u * l), T, D);
+    tlm_rmsnorm_rows_back(dx, gains_of(tu->grad, hp, 2u * l), dxn, X, ws + pl->inv, gains_of(tu->gains, hp, 2u * l), T, D);
 }
 
 /* ---- the classifier and the loss ---- */
@@ -397,12 +365,12 @@ tlm_status tlm_tune_loss(tlm_tune *tu, const uint32_t *tokens, uint32_t n, int g
     /* final norm and classifier: dx = d loss / d(last layer's output) */
     float *xfin = xs + L * TD, *xn = ws + pl.xn, *dxn = ws + pl.dxn, *dx = ws + pl.dx;
     float *gf = gains_of(tu->gains, hp, 2u * L);
-    norm_fwd(xn, ws + pl.inv, xfin, gf, T, D, hp->norm_eps);
+    tlm_rmsnorm_rows(xn, ws + pl.inv, xfin, gf, T, D, hp->norm_eps);
     *loss = head_loss(tu, &pl, xn, tokens + 1, T, dxn, grad);
     if (!grad) return TLM_OK;
     memset(tu->grad, 0, tu->n_gains * sizeof(float));
     memset(dx, 0, (size_t)T * D * sizeof(float));
-    norm_bwd(dx, gains_of(tu->grad, hp, 2u * L), dxn, xfin, ws + pl.inv, gf, T, D);
+    tlm_rmsnorm_rows_back(dx, gains_of(tu->grad, hp, 2u * L), dxn, xfin, ws + pl.inv, gf, T, D);
     for (uint32_t l = L; l-- > 0;) {
         layer_fwd(tu, &pl, l, T, xs + l * TD, NULL); /* recompute this layer's activations */
         layer_bwd(tu, &pl, l, T, xs + l * TD);
