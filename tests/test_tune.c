@@ -18,11 +18,13 @@
 #include <cmocka.h>
 
 #include "../src/host/fileio.h"
+#include "../src/host/image_build.h"
 #include "../src/host/quant.h"
 #include "../src/host/train/model_grad.h"
 #include "../src/host/train/params.h"
 #include "testutil.h"
 #include "tritlm/fed.h"
+#include "tritlm/runtime.h"
 #include "tritlm/tokenizer.h"
 #include "tritlm/tune.h"
 
@@ -312,6 +314,79 @@ static void test_run_windows(void **state)
     free(img);
 }
 
+/* The runtime decoding with tuned gains (tlm_runtime_use_gains) gives,
+ * bit for bit, the logits of an image whose norm tensors hold those gains
+ * (built by the host's image writer), with the fp32 and the int8 KV cache;
+ * NULL goes back to the image's gains. */
+static void test_runtime_uses_gains(void **state)
+{
+    (void)state;
+    const tu_tiny cfg = {.dim = 32, .hidden = 48, .layers = 2, .heads = 4, .kv_heads = 2, .seq_len = 24, .n_merges = 10,
+                         .shared = 0};
+    uint8_t *img;
+    size_t bytes;
+    tu_build_tiny(&cfg, 12, &img, &bytes);
+    tlm_model m;
+    assert_int_equal(tlm_model_open(&m, img, bytes, NULL), TLM_OK);
+    tuner t;
+    tuner_open(&t, &m, 12);
+    uint32_t tok[24];
+    random_tokens(tok, 24, m.hp.vocab_size, 21);
+    size_t cursor = 0;
+    assert_int_equal(tlm_tune_run(&t.tu, tok, 24, 4, 0.05f, &cursor, NULL, NULL), TLM_OK);
+    /* the image with the tuned gains in its norm tensors */
+    tlm_params p;
+    tlm_vocab v;
+    assert_int_equal(tlm_params_from_model(&p, &m, NULL), TLM_OK);
+    assert_int_equal(tlm_vocab_from_model(&m, &v, NULL), TLM_OK);
+    const uint32_t D = m.hp.dim, L = m.hp.n_layers;
+    for (uint32_t l = 0; l < L; l++) {
+        memcpy(p.layers[l].attn_norm, t.tu.gains + (size_t)(2u * l) * D, D * sizeof(float));
+        memcpy(p.layers[l].ffn_norm, t.tu.gains + (size_t)(2u * l + 1u) * D, D * sizeof(float));
+    }
+    memcpy(p.final_norm, t.tu.gains + (size_t)(2u * L) * D, D * sizeof(float));
+    uint8_t *timg;
+    size_t tbytes;
+    assert_int_equal(tlm_params_to_image(&p, &v, m.bos_id, m.eos_id, &timg, &tbytes, NULL), TLM_OK);
+    uint8_t *al = tu_exact_copy(timg, tbytes);
+    tlm_model tm;
+    assert_int_equal(tlm_model_open(&tm, al, tbytes, NULL), TLM_OK);
+    const uint32_t V = m.hp.vocab_size;
+    float *want = malloc((size_t)V * sizeof(float));
+    for (uint32_t flags = 0; flags <= TLM_RT_KV_INT8; flags += TLM_RT_KV_INT8) {
+        const size_t ab = tlm_runtime_arena_size_flags(&m, 24, flags);
+        void *a1 = malloc(ab), *a2 = malloc(ab), *a3 = malloc(ab);
+        tlm_runtime r1, r2, r3;
+        assert_int_equal(tlm_runtime_init_flags(&r1, &m, 24, flags, a1, ab, NULL), TLM_OK);
+        assert_int_equal(tlm_runtime_init_flags(&r2, &tm, 24, flags, a2, ab, NULL), TLM_OK);
+        assert_int_equal(tlm_runtime_init_flags(&r3, &m, 24, flags, a3, ab, NULL), TLM_OK);
+        tlm_runtime_use_gains(&r1, t.tu.gains);
+        tlm_runtime_use_gains(&r3, t.tu.gains);
+        tlm_runtime_use_gains(&r3, NULL); /* back to the image's */
+        int moved = 0;
+        for (uint32_t pos = 0; pos < 24; pos++) {
+            float *l1, *l2, *l3;
+            assert_int_equal(tlm_runtime_forward(&r2, tok[pos], pos, &l2), TLM_OK);
+            memcpy(want, l2, (size_t)V * sizeof(float));
+            assert_int_equal(tlm_runtime_forward(&r1, tok[pos], pos, &l1), TLM_OK);
+            assert_memory_equal(l1, want, (size_t)V * sizeof(float));
+            assert_int_equal(tlm_runtime_forward(&r3, tok[pos], pos, &l3), TLM_OK);
+            moved |= memcmp(l3, want, (size_t)V * sizeof(float)) != 0;
+        }
+        assert_true(moved); /* the tuning changed the logits, and NULL undid it */
+        free(a1);
+        free(a2);
+        free(a3);
+    }
+    free(want);
+    free(al);
+    free(timg);
+    tlm_params_free(&p);
+    tlm_vocab_free(&v);
+    free(t.arena);
+    free(img);
+}
+
 /* Utterances of one CLINC150 split joined by newlines (every `every`-th
  * of the first `take` * `every`). */
 static char *clinc_text(const char *split, int take, int every)
@@ -444,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_adam),
         cmocka_unit_test(test_run_windows),
+        cmocka_unit_test(test_runtime_uses_gains),
         cmocka_unit_test(test_learns_new_domain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

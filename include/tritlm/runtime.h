@@ -40,6 +40,7 @@ typedef struct tlm_runtime {
     int8_t *act_q8;        /* TLM_ACT_Q8_(LUT_)BYTES(max(dim, hidden_dim)): quantized activations */
     tlm_act_q8 act;        /* the vector act_q8 holds ... */
     const float *act_src;  /* ... quantized from this buffer (NULL: none) */
+    const float *gains;    /* NULL: the image's norm gains; else tlm_runtime_use_gains's */
 } tlm_runtime;
 
 /* Runtime options (flags). */
@@ -67,6 +68,17 @@ tlm_status tlm_runtime_init(tlm_runtime *rt, const tlm_model *m, uint32_t ctx,
                             void *arena, size_t arena_bytes, tlm_error *err);
 tlm_status tlm_runtime_init_flags(tlm_runtime *rt, const tlm_model *m, uint32_t ctx, uint32_t flags,
                                   void *arena, size_t arena_bytes, tlm_error *err);
+
+/* Decodes with these RMSNorm gains instead of the image's: (2 n_layers + 1)
+ * * dim floats in tlm_tune's layout (layer l's attention norm at 2 l dim,
+ * its feed-forward norm at (2 l + 1) dim, the final norm at 2 n_layers
+ * dim), e.g. tlm_tune's gains after tuning on the device's text, so that
+ * the device uses what it learned before any federated round. They are
+ * read, not copied: they must stay valid and unchanged while decoding
+ * (copy them out before the tuner's arena is reused). NULL goes back to
+ * the image's. Positions already in the KV cache keep what they were
+ * computed with. */
+void tlm_runtime_use_gains(tlm_runtime *rt, const float *gains);
 
 /* Runs the model on `token` at position `pos` (0-based, < ctx), appending
  * to the KV cache, and points *logits at vocab_size logits (valid until the

@@ -165,12 +165,21 @@ static void matvec(tlm_runtime *rt, float *out, const float *x, tlm_role role, u
     tlm_wtype_matvec_q8(t.wtype)(out, &rt->act, &t);
 }
 
-static const float *norm_weights(const tlm_model *m, tlm_role role, uint32_t layer)
+/* The gains of a norm: the caller's (tlm_runtime_use_gains) or the image's. */
+static const float *norm_weights(const tlm_runtime *rt, tlm_role role, uint32_t layer)
 {
+    const tlm_hparams *hp = &rt->model->hp;
+    if (rt->gains) {
+        const uint32_t k = role == TLM_ROLE_FINAL_NORM ? 2u * hp->n_layers
+                                                       : 2u * layer + (role == TLM_ROLE_FFN_NORM ? 1u : 0u);
+        return rt->gains + (size_t)k * hp->dim;
+    }
     tlm_tensor t;
-    tlm_model_tensor(m, role, layer, &t);
+    tlm_model_tensor(rt->model, role, layer, &t);
     return (const float *)(const void *)t.data;
 }
+
+void tlm_runtime_use_gains(tlm_runtime *rt, const float *gains) { rt->gains = gains; }
 
 /* Causal attention of one position over the cached keys and values. (Both
  * attentions stay out of the forward pass: inlined, each would change the
@@ -519,7 +528,7 @@ tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, fl
     for (uint32_t l = 0; l < hp->n_layers; l++) {
         float *k = kv8 ? rt->kbuf : rt->key_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
         float *v = kv8 ? rt->vbuf : rt->value_cache + ((size_t)l * rt->ctx + pos) * kv_dim;
-        tlm_rmsnorm(rt->xb, rt->x, norm_weights(m, TLM_ROLE_ATTN_NORM, l), dim, hp->norm_eps);
+        tlm_rmsnorm(rt->xb, rt->x, norm_weights(rt, TLM_ROLE_ATTN_NORM, l), dim, hp->norm_eps);
         rt->act_src = NULL;
         matvec(rt, rt->q, rt->xb, TLM_ROLE_WQ, l);
         matvec(rt, k, rt->xb, TLM_ROLE_WK, l);
@@ -536,7 +545,7 @@ tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, fl
         matvec(rt, rt->xb2, rt->xb, TLM_ROLE_WO, l);
         for (uint32_t i = 0; i < dim; i++) rt->x[i] += rt->xb2[i];
 
-        tlm_rmsnorm(rt->xb, rt->x, norm_weights(m, TLM_ROLE_FFN_NORM, l), dim, hp->norm_eps);
+        tlm_rmsnorm(rt->xb, rt->x, norm_weights(rt, TLM_ROLE_FFN_NORM, l), dim, hp->norm_eps);
         rt->act_src = NULL;
         matvec(rt, rt->hb, rt->xb, TLM_ROLE_W1, l);
         matvec(rt, rt->hb2, rt->xb, TLM_ROLE_W3, l);
@@ -545,7 +554,7 @@ tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, fl
         matvec(rt, rt->xb, rt->hb, TLM_ROLE_W2, l);
         for (uint32_t i = 0; i < dim; i++) rt->x[i] += rt->xb[i];
     }
-    tlm_rmsnorm(rt->x, rt->x, norm_weights(m, TLM_ROLE_FINAL_NORM, 0), dim, hp->norm_eps);
+    tlm_rmsnorm(rt->x, rt->x, norm_weights(rt, TLM_ROLE_FINAL_NORM, 0), dim, hp->norm_eps);
     rt->act_src = NULL;
     matvec(rt, rt->logits, rt->x, TLM_ROLE_CLASSIFIER, 0);
     *logits = rt->logits;
