@@ -170,6 +170,10 @@ fi
 (cd "$out" && "$CC" $CF "$@" $defs $LDF $LIBS -o fw.elf) 2>"$out/link.err" || {
     missing=$(sed -n "s/.*region .RAM' overflowed by \([0-9]*\) bytes.*/\1/p" "$out/link.err" | head -1)
     if [ -n "$missing" ]; then
+        if [ -n "$tune" ]; then
+            echo "build.sh: tuning does not fit: RAM budget ${ram_kb} KB, tuning arena $arena bytes for windows of $tune_window, and room for the text's tokens; $missing bytes missing (a smaller --tune-window or text helps)" >&2
+            exit 3
+        fi
         echo "build.sh: the model does not fit: RAM budget ${ram_kb} KB, arena $arena bytes at context $ctx; $missing bytes missing" >&2
         if [ "$kv8" = 0 ] && [ -n "${info:-}" ]; then # what the int8 KV cache would need instead
             a8=$(echo "$info" | sed -n 's/.*"arena_bytes_kv_int8":\([0-9]*\).*/\1/p')

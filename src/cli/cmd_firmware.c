@@ -180,9 +180,11 @@ static int report_tune(const cli_fw_result *r, const char *target, const char *m
         cJSON_Delete(root);
     } else {
         printf("%s", r->out);
-        printf("RAM %.0f (static incl. arena %.0f + stack %.0f)\n", ram, r->static_bytes, r->stack_bytes);
-        if (nl) printf("LOSS first step %.4f, last step %.4f\n", losses[0], losses[nl - 1]);
-        if (r->have_insns)
+        if (r->have_exit && r->exit_status == 0) { /* else the firmware said why: nothing to sum up */
+            printf("RAM %.0f (static incl. arena %.0f + stack %.0f)\n", ram, r->static_bytes, r->stack_bytes);
+            if (nl) printf("LOSS first step %.4f, last step %.4f\n", losses[0], losses[nl - 1]);
+        }
+        if (r->have_insns && r->have_exit && r->exit_status == 0)
             printf("ESTIMATE %.2f s per step at %.0f MHz, one instruction per cycle\n", r->insns_per_token / (mhz * 1e6),
                    mhz);
     }
