@@ -8,9 +8,11 @@
 #        [--fault-test ADDR]   (tests: read unmapped memory before anything else)
 #        [--embed asm|c]   (how the image gets into flash: model.S's .incbin, the default, or the C
 #                           array of `tritlm export c`, whose header then also sizes the arena)
-#        [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR]]   (on-device tuning instead of
-#                           decoding: fw_tune.c tunes the norm gains on TEXT, linked into flash, for
-#                           N steps (default 8) of W positions (default 16) and prints the update)
+#        [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode fp32|int8|t2]]
+#                          (on-device tuning instead of decoding: fw_tune.c tunes the norm gains on
+#                           TEXT, linked into flash, for N steps (default 8) of W positions (default
+#                           16) and prints the update, coded as --encode (default fp32; --seed seeds
+#                           the stochastic rounding of int8 and t2))
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
 #      TLM_FW_ARENA (arena bytes, instead of asking tritlm info),
 #      TLM_PROFILE=N (the N functions that ran the most instructions, in OUTDIR/run.err),
@@ -21,7 +23,7 @@ root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
 ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
-embed=asm tune="" tune_steps=8 tune_window=16 tune_lr=0.01
+embed=asm tune="" tune_steps=8 tune_window=16 tune_lr=0.01 tune_enc=0
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -40,6 +42,10 @@ while [ $# -gt 0 ]; do
     --tune-steps) tune_steps=$2; shift 2 ;;
     --tune-window) tune_window=$2; shift 2 ;;
     --lr) tune_lr=$2; shift 2 ;;
+    --encode)
+        case $2 in fp32) tune_enc=0 ;; int8) tune_enc=1 ;; t2) tune_enc=2 ;;
+        *) echo "build.sh: --encode takes fp32, int8 or t2, not $2" >&2; exit 2 ;; esac
+        shift 2 ;;
     --fault-test) fault="-DTLM_FW_FAULT_TEST=$2"; shift 2 ;; # tests: load from this unmapped address first
     *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -62,7 +68,7 @@ if [ -n "$tune" ]; then
     tlines=$(wc -l <"$tune")
     # room for the tokens: at most one per byte, plus BOS and the dummy prefix per line
     tune_defs="-DTLM_FW_TUNE_STEPS=${tune_steps}u -DTLM_FW_TUNE_WINDOW=${tune_window}u -DTLM_FW_TUNE_LR=((float)$tune_lr)"
-    tune_defs="$tune_defs -DTLM_FW_TEXT_IDS=$((tbytes + 3 * (tlines + 1)))u"
+    tune_defs="$tune_defs -DTLM_FW_TEXT_IDS=$((tbytes + 3 * (tlines + 1)))u -DTLM_FW_TUNE_ENC=${tune_enc}u -DTLM_FW_SEED=${priv_seed}u"
 elif [ -n "${TLM_FW_ARENA:-}" ]; then
     arena=$TLM_FW_ARENA # tests: build an image the host would refuse, to see the firmware refuse it
 else

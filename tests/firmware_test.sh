@@ -219,6 +219,25 @@ else
     echo "ok on-device tuning: $ts steps of $tw, own-text loss $l_base -> $l_dev (host's step: $l_host);" \
         "$(printf '%s\n' "$j" | grep -o '"ram_bytes":[0-9]*\|"insns_per_step":[0-9]*' | tr '\n' ' ')"
 fi
+# ... and with the update coded in int8 (stochastic rounding from the seeded
+# generator): a third of the bytes, the server takes it, and the model it
+# makes scores the text within 1e-3 of the fp32 update's
+if [ $target = cortex-m7 ] && [ $st = 0 ]; then
+    st8=0
+    j8=$("$tlm" firmware --target $target -m "$tmp/s.tlm" --tune "$tmp/own.txt" --tune-window $tw --tune-steps $ts \
+        --encode int8 -o "$tmp/fw_tune8" --run --json --update "$tmp/dev8.tlmu") || st8=$?
+    "$tlm" fed info -m "$tmp/s.tlm" "$tmp/dev8.tlmu" 2>/dev/null | grep -q ' int8 ' || st8=1
+    "$tlm" fed aggregate -m "$tmp/s.tlm" -o "$tmp/agg_dev8.tlm" "$tmp/dev8.tlmu" 2>/dev/null || st8=$?
+    l_dev8=$(loss_of "$tmp/agg_dev8.tlm")
+    b8=$(printf '%s\n' "$j8" | sed -n 's/.*"update_bytes":\([0-9]*\).*/\1/p') b32=$(wc -c <"$tmp/dev.tlmu")
+    if [ $st8 != 0 ] || ! awk -v a="${l_dev8:-9}" -v b="$l_dev" -v n="${b8:-0}" -v m="$b32" \
+        'BEGIN { exit !(a - b < 1e-3 && b - a < 1e-3 && n > 0 && 3 * n < m) }'; then
+        echo "FAIL on-device tuning, int8 update: exit $st8, loss ${l_dev8:-?} (fp32: $l_dev), ${b8:-?} bytes (fp32: $b32)"
+        fail=1
+    else
+        echo "ok on-device tuning, int8 update: $b8 bytes (fp32 $b32), own-text loss $l_dev8 (fp32 $l_dev)"
+    fi
+fi
 # a load from unmapped memory: the fault handler reports it and exits 99
 out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_fault" --ctx 16 -n 2 --fault-test 0xF0000000u --run 2>&1 || true)
 status=$(echo "$out" | sed -n 's/^EXIT //p')

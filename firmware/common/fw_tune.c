@@ -3,13 +3,16 @@
  * device (one line a story, BOS first, as 'tritlm fed update --split lines'
  * reads a file), the core's tuning step (tritlm/tune.h) moves the model's
  * norm gains for a number of steps, and the change goes out as a federated
- * update (fp32 entries) in hex: the text itself never leaves. The arena is
+ * update in hex: the text itself never leaves. The arena is
  * a static array of the tuning arena's size; the QEMU plugin counts each
  * step between tlm_fw_token_begin and tlm_fw_token_end.
  *
  * Build-time macros: TLM_FW_ARENA_BYTES, TLM_FW_TUNE_WINDOW,
  * TLM_FW_TUNE_STEPS, TLM_FW_TUNE_LR, TLM_FW_TEXT_IDS (room for the text's
- * tokens), TLM_FW_ROUND, TLM_FW_CLIENT. */
+ * tokens), TLM_FW_ROUND, TLM_FW_CLIENT, TLM_FW_TUNE_ENC (the update's
+ * coding, a tlm_fed_enc: 0 fp32, 1 int8, 2 t2), TLM_FW_SEED (int8 and t2
+ * round stochastically: QEMU has no random source, so the generator is
+ * seeded with this constant; a device seeds it from its hardware RNG). */
 #include <stdint.h>
 #include <string.h>
 
@@ -29,6 +32,12 @@ extern const uint8_t tlm_fw_text_end[];
 #endif
 #ifndef TLM_FW_CLIENT
 #define TLM_FW_CLIENT 0u
+#endif
+#ifndef TLM_FW_TUNE_ENC
+#define TLM_FW_TUNE_ENC 0u
+#endif
+#ifndef TLM_FW_SEED
+#define TLM_FW_SEED 1u
 #endif
 
 static uint8_t arena[TLM_FW_ARENA_BYTES] __attribute__((aligned(64)));
@@ -99,7 +108,12 @@ int main(void)
     uint8_t *msg = (uint8_t *)(void *)(tu.ws + (size_t)tu.n_gains); /* past the deltas' room */
     const size_t cap = (size_t)(arena + sizeof arena - msg);
     size_t bytes = 0;
-    if (tlm_fed_begin(&w, msg, cap, &h, &err) || tlm_tune_add_update(&tu, &w, TLM_FED_F32, NULL, &err) ||
+    tlm_chacha cc;
+    tlm_rand rnd;
+    tlm_chacha_seed(&cc, TLM_FW_SEED);
+    tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
+    if (tlm_fed_begin(&w, msg, cap, &h, &err) ||
+        tlm_tune_add_update(&tu, &w, (tlm_fed_enc)TLM_FW_TUNE_ENC, &rnd, &err) ||
         tlm_fed_finish(&w, &bytes, &err))
         return fw_fail("update", err.msg, 6);
     fw_put_str("UPDATE ");

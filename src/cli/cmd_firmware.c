@@ -18,7 +18,8 @@
 static const char help[] =
     "usage: tritlm firmware (--target cortex-m7|esp32c3|lx106 | --device NAME) -m MODEL.tlm [--ctx N] [--ram-kb K]\n"
     "                       [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR] [--run] [--json]\n"
-    "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--update FILE]]\n"
+    "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E]\n"
+    "                        [--update FILE]]\n"
     "\n"
     "Links MODEL into firmware for the target (the image in flash, read in place; the\n"
     "runtime's arena a static array sized for N positions; RAM capped at K KB, so a model\n"
@@ -52,6 +53,9 @@ static const char help[] =
     "                     positions (default 16) at learning rate LR (default 0.01), the\n"
     "                     core's tlm_tune (the same as 'fed update --device-step'), and prints\n"
     "                     the change as a federated update; the arena is the tuner's\n"
+    "      --encode E     the update's coding: fp32 (exact, default), int8 or t2 (stochastic\n"
+    "                     rounding from a generator the QEMU firmware seeds with a constant;\n"
+    "                     a device seeds it from its hardware RNG)\n"
     "      --update FILE  with --tune --run: write that update to FILE, for 'fed aggregate'\n"
     "      --json         one JSON object on stdout (with --run)\n"
     "  -h, --help         this text\n"
@@ -214,12 +218,13 @@ int cmd_firmware(int argc, char **argv)
         {"device", required_argument, 0, 'D'}, {"tune", required_argument, 0, 'T'},
         {"tune-steps", required_argument, 0, 'S'}, {"tune-window", required_argument, 0, 'W'},
         {"lr", required_argument, 0, 'L'},     {"update", required_argument, 0, 'U'},
+        {"encode", required_argument, 0, 'E'},
         {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 256, ram_kb = 256, steps = 128, tune_steps = 8, tune_window = 16;
     float tune_lr = 0.01f;
     int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0;
-    const char *device = NULL, *tune = NULL, *update = NULL;
+    const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":t:m:p:n:o:h", opts, NULL)) != -1) {
@@ -260,6 +265,12 @@ int cmd_firmware(int argc, char **argv)
             tune_opts = 1;
             break;
         case 'U': update = optarg; break;
+        case 'E':
+            if (strcmp(optarg, "fp32") && strcmp(optarg, "int8") && strcmp(optarg, "t2"))
+                return cli_usage_error("firmware", "--encode expects fp32, int8 or t2, got '%s'", optarg);
+            encode = optarg;
+            tune_opts = 1;
+            break;
         case 'o': outdir = optarg; break;
         case 'R': run = 1; break;
         case 'j': json = 1; break;
@@ -283,7 +294,7 @@ int cmd_firmware(int argc, char **argv)
     if (mhz <= 0.0) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, esp32c3 or lx106)", target);
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
     if (!tune && (tune_opts || update))
-        return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr and --update go with --tune TEXT");
+        return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr, --encode and --update go with --tune TEXT");
     if (update && !run) return cli_usage_error("firmware", "--update writes what a run printed: add --run");
     if (tune && (kv8 || strcmp(embed, "asm")))
         return cli_usage_error("firmware", "--tune builds the tuner, not the decoder: no --kv-int8 or --embed c");
@@ -305,7 +316,8 @@ int cmd_firmware(int argc, char **argv)
     else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
     const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
                             .ctx = ctx, .ram_kb = ram_kb, .steps = steps, .kv8 = kv8, .run = run,
-                            .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr};
+                            .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr,
+                            .tune_encode = encode};
     cli_fw_result r;
     if (cli_fw_build_run("firmware", &job, &r)) {
         cli_fw_result_free(&r);

@@ -110,6 +110,8 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
         args[k++] = num[4];
         args[k++] = "--lr";
         args[k++] = num[5];
+        args[k++] = "--encode";
+        args[k++] = (char *)(job->tune_encode ? job->tune_encode : "fp32");
     }
     args[k] = NULL;
 
