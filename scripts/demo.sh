@@ -5,7 +5,7 @@
 # dev stories when ../shared/data is present, else on the stories in
 # models/sample_stories.txt; a protected federated round on the same text;
 # then, where the Cortex-M7 toolchain and QEMU are installed, on an
-# emulated microcontroller. With llama2.c's stories260K in the data folder it
+# emulated microcontroller: decoding, and tuning on the device's own text. With llama2.c's stories260K in the data folder it
 # also imports and runs that.
 set -eu
 build=${1:-build}
@@ -56,12 +56,19 @@ set -x
     --state "$fed/device2.state" --request "$fed/global2.tlm.request" -o "$fed/r2.tlmr"
 "$tlm" fed aggregate -m "$fp32" -o "$fed/global2.tlm" $agg "$fed/u1.tlmu" "$fed/u2.tlmu" "$fed/r1.tlmr" "$fed/r2.tlmr"
 set +x
-# on a microcontroller (emulated): the default model as STM32F722 firmware,
-# and the fp32 parent quantized per layer for an STM32H743's flash and RAM
+# on a microcontroller (emulated): the default model as STM32F722 firmware;
+# the same model tuning its norm gains on a device's own text in 256 KB of
+# RAM and printing the update it would send; and the fp32 parent quantized
+# per layer for an STM32H743's flash and RAM
 if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1; then
+    head -c 3000 "$fed/device1.txt" >"$fed/own.txt"
     set -x
     "$tlm" firmware --device stm32f722 -m "$ternary" --kv-int8 -n 64 -o "$build/demo/fw-stm32f722" --run |
         grep -E '^(TEXT|FLASH|RAM|INSNS_PER_TOKEN|ESTIMATE)'
+    "$tlm" firmware --target cortex-m7 -m "$ternary" --tune "$fed/own.txt" --tune-steps 2 --encode int8 \
+        -o "$build/demo/fw-tune" --run --update "$fed/device1-on-chip.tlmu" |
+        grep -E '^(TUNE_TOKENS|UPDATE_BYTES|RAM|LOSS|ESTIMATE)'
+    "$tlm" fed info -m "$ternary" "$fed/device1-on-chip.tlmu" | head -1
     "$tlm" quantize -m "$fp32" -o "$build/demo/d128-stm32h743.tlm" --device stm32h743 --calib "$dev" --calib-stories 50
     set +x
 fi
