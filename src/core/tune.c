@@ -7,8 +7,12 @@
  * serves every position of the window: forward Y[t][r] = row . X[t],
  * backward dX[t] += dY[t][r] row. The classifier never holds a window of
  * logits: one pass over its rows finds each position's log-sum-exp, a
- * second one forms dlogits row by row and sends them back. Only gains get
- * gradients; weights stay where they are. */
+ * second one forms dlogits row by row and sends them back. The feed-forward
+ * block works on FFN_CHUNK positions at a time (it mixes nothing across
+ * positions), so only that many rows of its hidden activations are held,
+ * and buffers the backward pass no longer reads take its gradients (the
+ * normed inputs, the attention output). Only gains get gradients; weights
+ * stay where they are. */
 #include <math.h>
 #include <string.h>
 
@@ -16,8 +20,11 @@
 #include "ops.h"
 
 #define TUNE_ALIGN 16u
+#define FFN_CHUNK 8u /* positions of the feed-forward block at a time */
 
-/* Where everything sits in the workspace, in floats from ws. */
+/* Where everything sits in the workspace, in floats from ws. a, b and dh
+ * hold FFN_CHUNK positions; dxn shares xn2's room and datt att's (each
+ * written only once the forward value is spent). */
 typedef struct {
     size_t xs, xn, inv, q, k, v, att, xmid, xn2, inv2, a, b;
     size_t dx, dxn, dq, datt, dk, dv, dh, row, p, rope, lse, total;
@@ -28,7 +35,8 @@ static size_t round4(size_t n) { return (n + 3u) & ~(size_t)3u; } /* 16-byte ste
 static int plan_ws(const tlm_hparams *hp, uint32_t T, tune_plan *p)
 {
     const size_t D = hp->dim, H = hp->hidden_dim, L = hp->n_layers, KV = tlm_hparams_kv_dim(hp);
-    const size_t hs = D / hp->n_heads, TD = round4((size_t)T * D), TH = round4((size_t)T * H);
+    const size_t hs = D / hp->n_heads, TD = round4((size_t)T * D);
+    const size_t TH = round4((size_t)(T < FFN_CHUNK ? T : FFN_CHUNK) * H);
     const size_t TK = round4((size_t)T * KV), Tr = round4(T);
     if (T == 0 || D == 0 || D > ((size_t)1 << 20) || H > ((size_t)1 << 22) || L > 1024u || T > ((size_t)1 << 20))
         return 0;
@@ -37,7 +45,9 @@ static int plan_ws(const tlm_hparams *hp, uint32_t T, tune_plan *p)
     TAKE(xs, (L + 1u) * TD);
     TAKE(xn, TD); TAKE(inv, Tr); TAKE(q, TD); TAKE(k, TK); TAKE(v, TK); TAKE(att, TD); TAKE(xmid, TD);
     TAKE(xn2, TD); TAKE(inv2, Tr); TAKE(a, TH); TAKE(b, TH);
-    TAKE(dx, TD); TAKE(dxn, TD); TAKE(dq, TD); TAKE(datt, TD); TAKE(dk, TK); TAKE(dv, TK); TAKE(dh, TH);
+    TAKE(dx, TD); TAKE(dq, TD); TAKE(dk, TK); TAKE(dv, TK); TAKE(dh, TH);
+    p->dxn = p->xn2;
+    p->datt = p->att;
     TAKE(row, round4(H > D ? H : D)); TAKE(p, Tr); TAKE(rope, round4(hs)); TAKE(lse, Tr);
 #undef TAKE
     p->total = at;
@@ -238,14 +248,18 @@ static void layer_fwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T,
     mat_fwd(xmid, D, ws + pl->att, T, &w.wo, ws + pl->row);
     for (size_t i = 0; i < (size_t)T * D; i++) xmid[i] += X[i];
     tlm_rmsnorm_rows(ws + pl->xn2, ws + pl->inv2, xmid, gains_of(tu->gains, hp, 2u * l + 1u), T, D, hp->norm_eps);
-    mat_fwd(ws + pl->a, H, ws + pl->xn2, T, &w.w1, ws + pl->row);
-    mat_fwd(ws + pl->b, H, ws + pl->xn2, T, &w.w3, ws + pl->row);
-    if (!Xout) return;
-    float *hh = ws + pl->dh; /* free until the backward pass */
-    memcpy(hh, ws + pl->a, (size_t)T * H * sizeof(float));
-    tlm_swiglu(hh, ws + pl->b, T * H);
-    mat_fwd(Xout, D, hh, T, &w.w2, ws + pl->row);
-    for (size_t i = 0; i < (size_t)T * D; i++) Xout[i] += xmid[i];
+    if (!Xout) return; /* the backward pass recomputes the feed-forward block chunk by chunk */
+    float *a = ws + pl->a, *b = ws + pl->b;
+    for (uint32_t t0 = 0; t0 < T; t0 += FFN_CHUNK) {
+        const uint32_t n = T - t0 < FFN_CHUNK ? T - t0 : FFN_CHUNK;
+        const float *xn2 = ws + pl->xn2 + (size_t)t0 * D;
+        mat_fwd(a, H, xn2, n, &w.w1, ws + pl->row);
+        mat_fwd(b, H, xn2, n, &w.w3, ws + pl->row);
+        tlm_swiglu(a, b, n * H);
+        float *out = Xout + (size_t)t0 * D;
+        mat_fwd(out, D, a, n, &w.w2, ws + pl->row);
+        for (size_t i = 0; i < (size_t)n * D; i++) out[i] += xmid[(size_t)t0 * D + i];
+    }
 }
 
 /* From dx = d(layer output) to dx = d(layer input), with the gains'
@@ -257,17 +271,26 @@ static void layer_bwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T,
     float *ws = tu->ws, *dx = ws + pl->dx, *dxn = ws + pl->dxn, *dh = ws + pl->dh, *a = ws + pl->a, *b = ws + pl->b;
     layer_w w;
     layer_tensors(tu->model, l, &w);
-    /* feed-forward: out = xmid + W2 (silu(W1 xn2) * W3 xn2) */
-    memset(dh, 0, (size_t)T * H * sizeof(float));
-    mat_bwd(dh, dx, T, &w.w2, ws + pl->row);
-    for (size_t i = 0; i < (size_t)T * H; i++) { /* dh becomes d(W1 xn2), b becomes d(W3 xn2) */
-        const float g = dh[i], x = a[i], s = 1.0f / (1.0f + expf(-x));
-        dh[i] = g * b[i] * s * (1.0f + x * (1.0f - s));
-        b[i] = g * x * s;
+    /* feed-forward: out = xmid + W2 (silu(W1 xn2) * W3 xn2), a chunk of
+     * positions at a time: its activations again, then back through it
+     * (its xn2 rows are spent once its dxn rows are written over them) */
+    for (uint32_t t0 = 0; t0 < T; t0 += FFN_CHUNK) {
+        const uint32_t n = T - t0 < FFN_CHUNK ? T - t0 : FFN_CHUNK;
+        const size_t nh = (size_t)n * H;
+        mat_fwd(a, H, ws + pl->xn2 + (size_t)t0 * D, n, &w.w1, ws + pl->row);
+        mat_fwd(b, H, ws + pl->xn2 + (size_t)t0 * D, n, &w.w3, ws + pl->row);
+        memset(dh, 0, nh * sizeof(float));
+        mat_bwd(dh, dx + (size_t)t0 * D, n, &w.w2, ws + pl->row);
+        for (size_t i = 0; i < nh; i++) { /* dh becomes d(W1 xn2), b becomes d(W3 xn2) */
+            const float g = dh[i], x = a[i], s = 1.0f / (1.0f + expf(-x));
+            dh[i] = g * b[i] * s * (1.0f + x * (1.0f - s));
+            b[i] = g * x * s;
+        }
+        float *dxc = dxn + (size_t)t0 * D;
+        memset(dxc, 0, (size_t)n * D * sizeof(float));
+        mat_bwd(dxc, dh, n, &w.w1, ws + pl->row);
+        mat_bwd(dxc, b, n, &w.w3, ws + pl->row);
     }
-    memset(dxn, 0, (size_t)T * D * sizeof(float));
-    mat_bwd(dxn, dh, T, &w.w1, ws + pl->row);
-    mat_bwd(dxn, b, T, &w.w3, ws + pl->row);
     tlm_rmsnorm_rows_back(dx, gains_of(tu->grad, hp, 2u * l + 1u), dxn, ws + pl->xmid, ws + pl->inv2,
              gains_of(tu->gains, hp, 2u * l + 1u), T, D); /* dx: d xmid */
     /* attention: xmid = X + Wo attn(rope(Wq xn), rope(Wk xn), Wv xn) */
