@@ -52,6 +52,19 @@ void fw_put_hex(const uint8_t *p, size_t n)
 
 size_t fw_line_used(void) { return line_n; }
 
+void fw_put_memory(uint32_t arena_bytes)
+{
+    fw_put_str("STACK ");
+    fw_put_u32(fw_stack_used());
+    fw_put_str("\nSTATIC ");
+    fw_put_u32(fw_static_ram());
+    fw_put_str("\nARENA ");
+    fw_put_u32(arena_bytes);
+    fw_put_str("\nFLASH ");
+    fw_put_u32(fw_flash_bytes());
+    fw_put_str("\n");
+}
+
 int fw_fail(const char *what, const char *detail, int status)
 {
     fw_put_str("ERROR ");

@@ -20,6 +20,11 @@ void fw_put_u32(uint32_t v);
 void fw_put_hex(const uint8_t *p, size_t n); /* lowercase, no separators */
 size_t fw_line_used(void);                   /* bytes buffered */
 
+/* The memory lines every run ends with: STACK (the painted stack's
+ * high-water mark), STATIC (.data + .bss, the arena included), ARENA and
+ * FLASH, each on its own line. */
+void fw_put_memory(uint32_t arena_bytes);
+
 /* "ERROR what[: detail]" on its own line; returns status, for main to exit with. */
 int fw_fail(const char *what, const char *detail, int status);
 

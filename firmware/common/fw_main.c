@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "fw_io.h"
-#include "fw_port.h"
 #include "tritlm/dp.h"
 #include "tritlm/runtime.h"
 #include "tritlm/sampler.h"
@@ -213,15 +212,9 @@ int main(void)
     put_ids("IDS", out_ids, pos);
     fw_put_str("TOKENS ");
     fw_put_u32(pos);
-    fw_put_str("\nSTACK ");
-    fw_put_u32(fw_stack_used());
-    fw_put_str("\nSTATIC ");
-    fw_put_u32(fw_static_ram());
-    fw_put_str("\nARENA ");
-    fw_put_u32((uint32_t)sizeof arena);
-    fw_put_str("\nFLASH ");
-    fw_put_u32(fw_flash_bytes());
-    fw_put_str("\nMODEL ");
+    fw_put_str("\n");
+    fw_put_memory((uint32_t)sizeof arena);
+    fw_put_str("MODEL ");
     fw_put_u32((uint32_t)FW_MODEL_BYTES);
     fw_put_str("\n");
     fw_flush();

@@ -17,7 +17,6 @@
 #include <string.h>
 
 #include "fw_io.h"
-#include "fw_port.h"
 #include "tritlm/fed.h"
 #include "tritlm/tokenizer.h"
 #include "tritlm/tune.h"
@@ -120,15 +119,8 @@ int main(void)
     fw_put_hex(msg, bytes);
     fw_put_str("\nUPDATE_BYTES ");
     fw_put_u32((uint32_t)bytes);
-    fw_put_str("\nSTACK ");
-    fw_put_u32(fw_stack_used());
-    fw_put_str("\nSTATIC ");
-    fw_put_u32(fw_static_ram());
-    fw_put_str("\nARENA ");
-    fw_put_u32((uint32_t)sizeof arena);
-    fw_put_str("\nFLASH ");
-    fw_put_u32(fw_flash_bytes());
     fw_put_str("\n");
+    fw_put_memory((uint32_t)sizeof arena);
     fw_flush();
     return 0;
 }
