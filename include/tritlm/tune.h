@@ -40,6 +40,15 @@ typedef struct tlm_tune {
     float *ws;     /* activations (the rest of the arena) */
 } tlm_tune;
 
+/* Where norm (role, layer) sits among the gains, in units of dim: layer
+ * l's attention norm at 2 l, its feed-forward norm at 2 l + 1, the final
+ * norm at 2 n_layers (its layer ignored). The runtime's
+ * tlm_runtime_use_gains takes the same layout. */
+uint32_t tlm_tune_norm_index(const tlm_hparams *hp, uint32_t role, uint32_t layer);
+
+/* The other way: norm k's role, and its layer in *layer (0 for the final norm). */
+tlm_role tlm_tune_norm_at(const tlm_hparams *hp, uint32_t k, uint32_t *layer);
+
 /* Arena bytes for windows of up to `window` positions (0 if the model's
  * shapes overflow the size arithmetic). */
 size_t tlm_tune_arena_size(const tlm_model *m, uint32_t window);

@@ -97,6 +97,17 @@ static size_t unescape_text(const char *s, size_t n, char *out)
     return o;
 }
 
+/* n hex digits (n even) into n / 2 bytes at out; 0 on a digit that is not one. */
+static int unhex(const char *s, size_t n, uint8_t *out)
+{
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        const int a = hex_value(s[i]), b = hex_value(s[i + 1]);
+        if (a < 0 || b < 0) return 0;
+        out[i / 2] = (uint8_t)(a * 16 + b);
+    }
+    return n % 2 == 0;
+}
+
 /* RAM (static, the arena in it, plus the painted stack) and flash of a run. */
 static void add_memory(cJSON *root, const cli_fw_result *r)
 {
@@ -133,29 +144,19 @@ static int report_tune(const cli_fw_result *r, const char *target, const char *m
     const char *ls = cli_fw_field(r->out, "LOSSES", &ll), *us = cli_fw_field(r->out, "UPDATE", &ul);
     double losses[64];
     uint32_t nl = 0;
-    for (size_t i = 0; ls && i + 9 <= ll + 1 && nl < 64; i += 9) { /* " XXXXXXXX" from after the key */
-        uint32_t bits = 0;
-        int ok = 1;
-        for (size_t j = 0; j < 8; j++) {
-            const int h = i + j < ll ? hex_value(ls[i + j]) : -1;
-            ok &= h >= 0;
-            bits = bits << 4 | (uint32_t)(h < 0 ? 0 : h);
-        }
-        if (!ok) break;
+    uint8_t be[4]; /* each loss: its float's bits, big-endian, as "XXXXXXXX" words after the key */
+    for (size_t i = 0; ls && i + 8 <= ll && nl < 64 && unhex(ls + i, 8, be); i += 9) {
+        const uint32_t bits = (uint32_t)be[0] << 24 | (uint32_t)be[1] << 16 | (uint32_t)be[2] << 8 | be[3];
         float f;
         memcpy(&f, &bits, 4);
         losses[nl++] = f;
     }
-    uint8_t *msg = us && ul % 2 == 0 ? malloc(ul / 2 + 1) : NULL;
+    uint8_t *msg = us ? malloc(ul / 2 + 1) : NULL;
     size_t mb = 0;
-    for (size_t i = 0; msg && i < ul; i += 2) {
-        const int a = hex_value(us[i]), b = hex_value(us[i + 1]);
-        if (a < 0 || b < 0) {
-            free(msg);
-            msg = NULL;
-            break;
-        }
-        msg[mb++] = (uint8_t)(a * 16 + b);
+    if (msg && unhex(us, ul, msg)) mb = ul / 2;
+    else {
+        free(msg);
+        msg = NULL;
     }
     const double ram = r->static_bytes + r->stack_bytes;
     if (json) {

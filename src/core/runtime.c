@@ -7,6 +7,7 @@
 #include "ops.h"
 #include "tritlm/runtime.h"
 #include "tritlm/sampler.h"
+#include "tritlm/tune.h"
 
 #define ARENA_ALIGN 64u
 
@@ -169,11 +170,7 @@ static void matvec(tlm_runtime *rt, float *out, const float *x, tlm_role role, u
 static const float *norm_weights(const tlm_runtime *rt, tlm_role role, uint32_t layer)
 {
     const tlm_hparams *hp = &rt->model->hp;
-    if (rt->gains) {
-        const uint32_t k = role == TLM_ROLE_FINAL_NORM ? 2u * hp->n_layers
-                                                       : 2u * layer + (role == TLM_ROLE_FFN_NORM ? 1u : 0u);
-        return rt->gains + (size_t)k * hp->dim;
-    }
+    if (rt->gains) return rt->gains + (size_t)tlm_tune_norm_index(hp, role, layer) * hp->dim;
     tlm_tensor t;
     tlm_model_tensor(rt->model, role, layer, &t);
     return (const float *)(const void *)t.data;

@@ -24,7 +24,8 @@
 
 /* Where everything sits in the workspace, in floats from ws. a, b and dh
  * hold FFN_CHUNK positions; dxn shares xn2's room and datt att's (each
- * written only once the forward value is spent). */
+ * written only once the forward value is spent); lse, the head's
+ * log-sum-exps, holds the attention backward pass's dp in between. */
 typedef struct {
     size_t xs, xn, inv, q, k, v, att, xmid, xn2, inv2, a, b;
     size_t dx, dxn, dq, datt, dk, dv, dh, row, p, rope, lse, total;
@@ -66,13 +67,22 @@ size_t tlm_tune_arena_size(const tlm_model *m, uint32_t window)
  * norm, 2 L: the final norm). */
 static float *gains_of(float *g, const tlm_hparams *hp, uint32_t k) { return g + (size_t)k * hp->dim; }
 
+uint32_t tlm_tune_norm_index(const tlm_hparams *hp, uint32_t role, uint32_t layer)
+{
+    return role == TLM_ROLE_FINAL_NORM ? 2u * hp->n_layers : 2u * layer + (role == TLM_ROLE_FFN_NORM ? 1u : 0u);
+}
+
+tlm_role tlm_tune_norm_at(const tlm_hparams *hp, uint32_t k, uint32_t *layer)
+{
+    *layer = k == 2u * hp->n_layers ? 0u : k >> 1;
+    return k == 2u * hp->n_layers ? TLM_ROLE_FINAL_NORM : ((k & 1u) ? TLM_ROLE_FFN_NORM : TLM_ROLE_ATTN_NORM);
+}
+
 static void norm_tensor(const tlm_model *m, uint32_t k, tlm_tensor *t)
 {
-    const uint32_t L = m->hp.n_layers;
-    if (k == 2u * L)
-        tlm_model_tensor(m, TLM_ROLE_FINAL_NORM, 0, t);
-    else
-        tlm_model_tensor(m, (k & 1u) ? TLM_ROLE_FFN_NORM : TLM_ROLE_ATTN_NORM, k >> 1, t);
+    uint32_t layer;
+    const tlm_role role = tlm_tune_norm_at(&m->hp, k, &layer);
+    tlm_model_tensor(m, role, layer, t);
 }
 
 tlm_status tlm_tune_init(tlm_tune *tu, const tlm_model *m, uint32_t window, void *arena, size_t arena_bytes,
@@ -182,9 +192,10 @@ static void attn_fwd(float *O, const float *Q, const float *K, const float *V, u
 
 /* o = sum_s p_s v_s, p = softmax(q . k_s / sqrt(hs)):
  * dv_s += p_s do;  dp_s = do . v_s;  ds_s = p_s (dp_s - sum_u p_u dp_u);
- * dq += sum_s ds_s k_s / sqrt(hs);  dk_s += ds_s q / sqrt(hs). */
+ * dq += sum_s ds_s k_s / sqrt(hs);  dk_s += ds_s q / sqrt(hs).
+ * p and dp: T floats of scratch each. */
 static void attn_bwd(float *dQ, float *dK, float *dV, const float *dO, const float *Q, const float *K, const float *V,
-                     uint32_t T, const tlm_hparams *hp, float *p)
+                     uint32_t T, const tlm_hparams *hp, float *p, float *dp)
 {
     const uint32_t D = hp->dim, KV = tlm_hparams_kv_dim(hp), hs = D / hp->n_heads;
     const uint32_t group = hp->n_heads / hp->n_kv_heads;
@@ -196,10 +207,12 @@ static void attn_bwd(float *dQ, float *dK, float *dV, const float *dO, const flo
             float *dq = dQ + (size_t)t * D + (size_t)h * hs;
             const uint32_t ko = (h / group) * hs;
             float pdp = 0.0f;
-            for (uint32_t s = 0; s <= t; s++) pdp += p[s] * tlm_dot_f32(dO_th, V + (size_t)s * KV + ko, hs);
             for (uint32_t s = 0; s <= t; s++) {
-                const float dp = tlm_dot_f32(dO_th, V + (size_t)s * KV + ko, hs);
-                const float ds = p[s] * (dp - pdp) * sc;
+                dp[s] = tlm_dot_f32(dO_th, V + (size_t)s * KV + ko, hs);
+                pdp += p[s] * dp[s];
+            }
+            for (uint32_t s = 0; s <= t; s++) {
+                const float ds = p[s] * (dp[s] - pdp) * sc;
                 float *dk = dK + (size_t)s * KV + ko, *dv = dV + (size_t)s * KV + ko;
                 const float *k = K + (size_t)s * KV + ko;
                 for (uint32_t i = 0; i < hs; i++) {
@@ -300,7 +313,7 @@ static void layer_bwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T,
     memset(dq, 0, (size_t)T * D * sizeof(float));
     memset(dk, 0, (size_t)T * KV * sizeof(float));
     memset(dv, 0, (size_t)T * KV * sizeof(float));
-    attn_bwd(dq, dk, dv, datt, ws + pl->q, ws + pl->k, ws + pl->v, T, hp, ws + pl->p);
+    attn_bwd(dq, dk, dv, datt, ws + pl->q, ws + pl->k, ws + pl->v, T, hp, ws + pl->p, ws + pl->lse);
     rope_rows(dq, T, D, hs, hp->rope_theta, ws + pl->rope, 1);
     rope_rows(dk, T, KV, hs, hp->rope_theta, ws + pl->rope, 1);
     memset(dxn, 0, (size_t)T * D * sizeof(float));
@@ -441,14 +454,14 @@ tlm_status tlm_tune_add_update(const tlm_tune *tu, tlm_fed_writer *w, tlm_fed_en
     const uint32_t D = hp->dim;
     float *delta = tu->ws; /* scratch between steps */
     for (uint32_t k = 0; k <= 2u * hp->n_layers; k++) {
+        uint32_t layer;
+        const tlm_role role = tlm_tune_norm_at(hp, k, &layer);
         tlm_tensor t;
-        norm_tensor(tu->model, k, &t);
+        tlm_model_tensor(tu->model, role, layer, &t);
         tlm_wtype_get(t.wtype)->row_to_f32(delta, &t, 0);
         const float *g = gains_of(tu->gains, hp, k);
         for (uint32_t i = 0; i < D; i++) delta[i] = g[i] - delta[i];
-        const tlm_role role = k == 2u * hp->n_layers ? TLM_ROLE_FINAL_NORM
-                                                     : ((k & 1u) ? TLM_ROLE_FFN_NORM : TLM_ROLE_ATTN_NORM);
-        const tlm_status st = tlm_fed_add(w, role, k == 2u * hp->n_layers ? 0u : k >> 1, enc, delta, D, rng, err);
+        const tlm_status st = tlm_fed_add(w, role, layer, enc, delta, D, rng, err);
         if (st != TLM_OK) return st;
     }
     return TLM_OK;

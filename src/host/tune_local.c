@@ -13,10 +13,10 @@ tlm_status tlm_tune_local(const tlm_model *m, const tlm_tune_local_opts *o, tlm_
     tlm_status st = tlm_corpus_load(&c, m, o->data, o->separator, err);
     if (st) return st;
     rep->data_tokens = c.n;
-    if (c.n < (size_t)o->window + 2u) {
+    if (c.n < (size_t)o->window + 1u) { /* tlm_tune_run's own rule, with the file named */
         tlm_corpus_free(&c);
         return tlm_fail(err, TLM_ERR_ARG, "%s has %llu tokens; a window of %u needs at least %u", o->data,
-                        (unsigned long long)c.n, o->window, o->window + 2u);
+                        (unsigned long long)c.n, o->window, o->window + 1u);
     }
     const size_t bytes = tlm_tune_arena_size(m, o->window);
     void *arena = bytes ? malloc(bytes) : NULL;
@@ -36,13 +36,12 @@ tlm_status tlm_tune_local(const tlm_model *m, const tlm_tune_local_opts *o, tlm_
     }
     free(losses);
     if (!st) st = tlm_params_from_model(local, m, err);
-    if (!st) {
-        const uint32_t D = m->hp.dim, L = m->hp.n_layers;
-        for (uint32_t l = 0; l < L; l++) {
-            memcpy(local->layers[l].attn_norm, tu.gains + (size_t)(2u * l) * D, D * sizeof(float));
-            memcpy(local->layers[l].ffn_norm, tu.gains + (size_t)(2u * l + 1u) * D, D * sizeof(float));
-        }
-        memcpy(local->final_norm, tu.gains + (size_t)(2u * L) * D, D * sizeof(float));
+    for (uint32_t i = 0; !st && i < tlm_params_count(local); i++) { /* the norm tensors take the tuned gains */
+        tlm_param_tensor t;
+        tlm_params_tensor(local, i, &t);
+        if (t.role == TLM_ROLE_ATTN_NORM || t.role == TLM_ROLE_FFN_NORM || t.role == TLM_ROLE_FINAL_NORM)
+            memcpy(t.data, tu.gains + (size_t)tlm_tune_norm_index(&m->hp, t.role, t.layer) * m->hp.dim,
+                   (size_t)t.cols * sizeof(float));
     }
     free(arena);
     tlm_corpus_free(&c);
