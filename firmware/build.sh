@@ -2,7 +2,8 @@
 # Builds a model image into firmware for TARGET and, with --run, runs it in
 # QEMU and prints a KEY VALUE summary (see fw_main.c for the firmware's own
 # lines; INSNS_PER_TOKEN comes from the instruction-counting plugin).
-# usage: firmware/build.sh TARGET MODEL.tlm OUTDIR [--ctx N] [--ram-kb K] [--kv-int8] [-p PROMPT] [-n STEPS] [--run]
+# usage: firmware/build.sh TARGET MODEL.tlm OUTDIR [--ctx N] [--ram-kb K] [--stack-kb S] [--kv-int8] [-p PROMPT] [-n STEPS] [--run]
+#        (--stack-kb: the stack's region within the RAM budget, default 8; the firmware exits 98 if it used all of it)
 #        [--privatize 1|2 --epsilon E --seed S [--count priv] [--priv-index]]   (privatize the prompt: 1 dx, 2 rr;
 #        --priv-index: d_chi with its search index in static RAM)
 #        [--fault-test ADDR]   (tests: read unmapped memory before anything else)
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
     --ram-kb) ram_kb=$2; shift 2 ;;
+    --stack-kb) stack_kb=$2; shift 2 ;;
     -p) prompt=$2; shift 2 ;;
     -n) steps=$2; shift 2 ;;
     --run) run=1; shift ;;
@@ -107,9 +109,12 @@ esac
 defs="${tune_defs:-} $priv $fault -DTLM_FW_RT_FLAGS=${kv8}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
 port=$here/$target
 case $target in
-cortex-m7)
+cortex-m7 | cortex-m4)
+    port=$here/cortex-m # one startup and linker script for both MPS2 boards
     CC=arm-none-eabi-gcc
-    CF="-mcpu=cortex-m7 -mfpu=fpv5-d16 -mfloat-abi=hard -mthumb -O2 -ffunction-sections -fdata-sections"
+    fpu=fpv5-d16 # the M7's double-precision FPv5; the M4 has single-precision FPv4
+    [ "$target" = cortex-m4 ] && fpu=fpv4-sp-d16
+    CF="-mcpu=$target -mfpu=$fpu -mfloat-abi=hard -mthumb -O2 -ffunction-sections -fdata-sections"
     LDF="-nostartfiles --specs=nano.specs -T link.ld -Wl,--gc-sections"
     LIBS="-lm -lc -lgcc"
     SRCS="startup.c" # in $port
@@ -138,8 +143,9 @@ lx106)
     # (softfloat.c is slower here: its 24 x 24-bit products become __muldi3 calls on this core)
     max_ram=512 # dataram1 + dataram0 of the sim machine
     ;;
-*) echo "build.sh: unknown target $target (cortex-m7, esp32c3, lx106)" >&2; exit 2 ;;
+*) echo "build.sh: unknown target $target (cortex-m7, cortex-m4, esp32c3, lx106)" >&2; exit 2 ;;
 esac
+case "$stack_kb" in '' | *[!0-9]* | 0) echo "build.sh: --stack-kb takes a whole number of KB, at least 1" >&2; exit 2 ;; esac
 if [ "$ram_kb" -gt "$max_ram" ]; then
     echo "build.sh: --ram-kb $ram_kb exceeds the $target's $max_ram KB" >&2
     exit 2
@@ -177,10 +183,10 @@ fi
     missing=$(sed -n "s/.*region .RAM' overflowed by \([0-9]*\) bytes.*/\1/p" "$out/link.err" | head -1)
     if [ -n "$missing" ]; then
         if [ -n "$tune" ]; then
-            echo "build.sh: tuning does not fit: RAM budget ${ram_kb} KB, tuning arena $arena bytes for windows of $tune_window, and room for the text's tokens; $missing bytes missing (a smaller --tune-window or text helps)" >&2
+            echo "build.sh: tuning does not fit: RAM budget ${ram_kb} KB, tuning arena $arena bytes for windows of $tune_window, stack ${stack_kb} KB, and room for the text's tokens; $missing bytes missing (a smaller --tune-window or text helps)" >&2
             exit 3
         fi
-        echo "build.sh: the model does not fit: RAM budget ${ram_kb} KB, arena $arena bytes at context $ctx; $missing bytes missing" >&2
+        echo "build.sh: the model does not fit: RAM budget ${ram_kb} KB, arena $arena bytes at context $ctx, stack ${stack_kb} KB; $missing bytes missing" >&2
         if [ "$kv8" = 0 ] && [ -n "${info:-}" ]; then # what the int8 KV cache would need instead
             a8=$(echo "$info" | sed -n 's/.*"arena_bytes_kv_int8":\([0-9]*\).*/\1/p')
             [ -n "$a8" ] && [ "$a8" -lt "$arena" ] &&
@@ -194,8 +200,10 @@ fi
 echo "ELF $out/fw.elf"
 [ "$run" = 1 ] || exit 0
 case $target in
-cortex-m7)
-    set -- qemu-system-arm -M mps2-an500 -display none -chardev stdio,id=sh0 \
+cortex-m7 | cortex-m4)
+    board=mps2-an500
+    [ "$target" = cortex-m4 ] && board=mps2-an386
+    set -- qemu-system-arm -M $board -display none -chardev stdio,id=sh0 \
         -semihosting-config enable=on,target=native,chardev=sh0 -kernel "$out/fw.elf"
     ;;
 esp32c3)

@@ -6,17 +6,18 @@
 # the text is identical), also when the image is linked as the C source of
 # `tritlm export c`; a model too large for the RAM budget must fail to
 # link with a message that says how much is missing; a damaged image must
-# make the firmware exit non-zero, and so must a memory fault. The tuning
+# make the firmware exit non-zero, and so must a memory fault and a stack
+# that overflows its region. The tuning
 # firmware (--tune) must tune on the device's own text and send an update
 # the server takes, equal in effect to the host's run of the same core step.
-# usage: firmware_test.sh SOURCE_DIR BUILD_DIR TARGET (cortex-m7, esp32c3, lx106)
+# usage: firmware_test.sh SOURCE_DIR BUILD_DIR TARGET (cortex-m7, cortex-m4, esp32c3, lx106)
 set -eu
 src=$1 build=$2 target=$3
 tlm=$build/tritlm
 data=${TLM_DATA_DIR:-$src/../shared/data}
 required() { case "${CI:-}${TLM_REQUIRE_DATA:-}" in ""|0|false) return 1 ;; *) return 0 ;; esac; }
 case $target in
-cortex-m7) tools="arm-none-eabi-gcc qemu-system-arm" ;;
+cortex-m7 | cortex-m4) tools="arm-none-eabi-gcc qemu-system-arm" ;;
 esp32c3) tools="riscv64-unknown-elf-gcc qemu-system-riscv32" ;;
 lx106) tools="xtensa-lx106-elf-gcc qemu-system-xtensa" ;;
 *) echo "FAIL: unknown target $target"; exit 1 ;;
@@ -114,7 +115,8 @@ else
 fi
 for bad in "--target z80 -m $tmp/s.tlm" "-m $tmp/s.tlm" "--target $target" "--target $target -m $tmp/s.tlm --json" \
            "--target $target -m $tmp/s.tlm --ram-kb 0" "--device nosuch -m $tmp/s.tlm" \
-           "--device esp8266 --target cortex-m7 -m $tmp/s.tlm"; do
+           "--device esp8266 --target cortex-m7 -m $tmp/s.tlm" "--target $target -m $tmp/s.tlm --stack-kb 0" \
+           "--target $target -m $tmp/s.tlm --ram-kb 64 --stack-kb 64"; do
     st=0
     "$tlm" firmware $bad >/dev/null 2>"$tmp/usage.err" || st=$?
     if [ $st != 2 ] || ! grep -q 'tritlm firmware' "$tmp/usage.err"; then
@@ -129,7 +131,7 @@ if [ $st != 1 ] || ! grep -q 'bytes missing' "$tmp/big2.err"; then echo "FAIL tr
 # predicted instructions per token must match its firmware's (the search
 # adds per-layer costs measured on uniform builds), it must fit, and a run
 # of its firmware by hand must count the same and print the host's text
-case $target in cortex-m7) dev=stm32f722 ;; esp32c3) dev=esp32c3 ;; lx106) dev=esp8266 ;; esac
+case $target in cortex-m7) dev=stm32f722 ;; cortex-m4) dev=nrf52840 ;; esp32c3) dev=esp32c3 ;; lx106) dev=esp8266 ;; esac
 num() { printf '%s\n' "$1" | sed -n "s/.*\"$2\":{[^}]*\"$3\":\([0-9.]*\).*/\1/p"; }
 st=0
 json=$("$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/hw.tlm" --device $dev --calib "$data/tinystories/dev.txt" \
@@ -198,7 +200,7 @@ fi
 # step on x86-64; float libraries may differ in the last bit).
 grep -o '\["[^"]*", "[a-z_]*"\]' "$data/clinc150/train_val.json" | sed -n '1~50p' | head -60 |
     sed 's/^\["\(.*\)", "[a-z_]*"\]$/\1/' >"$tmp/own.txt"
-case $target in cortex-m7) tw=16 ts=3 ;; *) tw=8 ts=2 ;; esac # soft float: fewer, shorter steps
+case $target in cortex-m*) tw=16 ts=3 ;; *) tw=8 ts=2 ;; esac # soft float: fewer, shorter steps
 st=0
 j=$("$tlm" firmware --target $target -m "$tmp/s.tlm" --tune "$tmp/own.txt" --tune-window $tw --tune-steps $ts \
     -o "$tmp/fw_tune" --run --json --update "$tmp/dev.tlmu") || st=$?
@@ -236,6 +238,30 @@ if [ $target = cortex-m7 ] && [ $st = 0 ]; then
         fail=1
     else
         echo "ok on-device tuning, int8 update: $b8 bytes (fp32 $b32), own-text loss $l_dev8 (fp32 $l_dev)"
+    fi
+fi
+# a stack region smaller than the decoder's peak (about 1.2 KB): the check
+# after main exits 98 with a message, or, if the overflow wrecked static RAM
+# the code needs first, the fault handler exits 99; never a clean exit
+out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_stack" --ctx 16 -n 2 --stack-kb 1 --run 2>&1 || true)
+status=$(echo "$out" | sed -n 's/^EXIT //p')
+if { [ "$status" = 98 ] && echo "$out" | grep -q '^ERROR stack:'; } || { [ "$status" = 99 ] && echo "$out" | grep -q '^FAULT$'; }; then
+    echo "ok stack overflow: exit $status"
+else
+    echo "FAIL: a 1 KB stack gave exit '$status'"; echo "$out"; fail=1
+fi
+# a 128 KB part (STM32F411): stories260K as t2 at context 256 with the int8
+# KV cache fits once the stack's region is 4 KB instead of 8 (peak ~1.2 KB)
+if [ $target = cortex-m4 ]; then
+    st=0
+    j=$("$tlm" firmware --device stm32f411 -m "$tmp/t.tlm" --ctx 256 --kv-int8 --stack-kb 4 -n 24 -o "$tmp/fw_f411" --run --json) || st=$?
+    want=$("$tlm" generate -m "$tmp/t.tlm" -p "Once upon a time" -n 24 -t 0 --kv-int8 2>/dev/null | esc_json)
+    got=$(printf '%s\n' "$j" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')
+    ram=$(printf '%s\n' "$j" | sed -n 's/.*"ram_bytes":\([0-9]*\).*/\1/p')
+    if [ $st != 0 ] || [ "$got" != "$want" ] || [ -z "$ram" ] || [ "$ram" -gt 131072 ]; then
+        echo "FAIL stm32f411 at context 256: exit $st, RAM ${ram:-?}, text '$got' vs host '$want'"; fail=1
+    else
+        echo "ok stm32f411: context 256 in $ram bytes of RAM (128 KB part), the host's text"
     fi
 fi
 # a load from unmapped memory: the fault handler reports it and exits 99

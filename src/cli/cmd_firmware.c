@@ -16,8 +16,9 @@
 #include "fw_run.h"
 
 static const char help[] =
-    "usage: tritlm firmware (--target cortex-m7|esp32c3|lx106 | --device NAME) -m MODEL.tlm [--ctx N] [--ram-kb K]\n"
-    "                       [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR] [--run] [--json]\n"
+    "usage: tritlm firmware (--target cortex-m7|cortex-m4|esp32c3|lx106 | --device NAME) -m MODEL.tlm [--ctx N]\n"
+    "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
+    "                       [--run] [--json]\n"
     "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E]\n"
     "                        [--update FILE]]\n"
     "\n"
@@ -27,7 +28,9 @@ static const char help[] =
     "it in QEMU: the firmware checks its kernels, decodes greedily from PROMPT for STEPS\n"
     "positions and reports text, RAM, flash and instructions per token.\n"
     "\n"
-    "targets: cortex-m7  Arm Cortex-M7, hard float, DSP (QEMU mps2-an500)\n"
+    "targets: cortex-m7  Arm Cortex-M7, hard float (FPv5), DSP (QEMU mps2-an500)\n"
+    "         cortex-m4  Arm Cortex-M4F, hard float (single-precision FPv4), DSP (QEMU\n"
+    "                    mps2-an386): STM32F4, nRF52840 and the like\n"
     "         esp32c3    RV32IMC, the ESP32-C3's core (QEMU riscv32 virt, at most 400 KB)\n"
     "         lx106      Xtensa LX106 (QEMU sim), the stand-in for the ESP32's Xtensa LX6,\n"
     "                    for which neither Debian nor QEMU has a toolchain or machine\n"
@@ -39,6 +42,8 @@ static const char help[] =
     "  -m, --model FILE   model image (.tlm)\n"
     "      --ctx N        context length the arena holds (default 256)\n"
     "      --ram-kb K     RAM budget in KB (default 256)\n"
+    "      --stack-kb S   the stack's share of that budget in KB (default 8); the firmware\n"
+    "                     reports its peak (STACK) and exits 98 if it used all of it\n"
     "      --kv-int8      KV cache in int8 (a quarter of its RAM)\n"
     "      --embed asm|c  how the image reaches flash: an assembler .incbin (default), or\n"
     "                     the C array of 'tritlm export c' (left in DIR; its header then\n"
@@ -62,9 +67,9 @@ static const char help[] =
     "\n"
     "Instruction counts are QEMU's executed instructions between the firmware's marker\n"
     "functions, per generated token; est_tokens_per_s divides a typical clock of the\n"
-    "target's chip (Cortex-M7 480 MHz as in STM32H7, ESP32-C3 160 MHz, ESP32 240 MHz for\n"
-    "the Xtensa stand-in) by them, taking one instruction per cycle: an estimate, not a\n"
-    "measurement. Environment: TLM_FIRMWARE_DIR (firmware sources), TLM_PLUGIN (counting\n"
+    "target's chip (Cortex-M7 480 MHz as in STM32H7, Cortex-M4 168 MHz as in STM32F407,\n"
+    "ESP32-C3 160 MHz, ESP32 240 MHz for the Xtensa stand-in; --device: that part's clock) by\n"
+    "them, taking one instruction per cycle: an estimate, not a measurement. Environment: TLM_FIRMWARE_DIR (firmware sources), TLM_PLUGIN (counting\n"
     "plugin).\n";
 
 static int hex_value(char c)
@@ -219,10 +224,10 @@ int cmd_firmware(int argc, char **argv)
         {"device", required_argument, 0, 'D'}, {"tune", required_argument, 0, 'T'},
         {"tune-steps", required_argument, 0, 'S'}, {"tune-window", required_argument, 0, 'W'},
         {"lr", required_argument, 0, 'L'},     {"update", required_argument, 0, 'U'},
-        {"encode", required_argument, 0, 'E'},
+        {"encode", required_argument, 0, 'E'}, {"stack-kb", required_argument, 0, 'k'},
         {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
-    uint32_t ctx = 256, ram_kb = 256, steps = 128, tune_steps = 8, tune_window = 16;
+    uint32_t ctx = 256, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16;
     float tune_lr = 0.01f;
     int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0;
     const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL;
@@ -238,6 +243,9 @@ int cmd_firmware(int argc, char **argv)
         case 'r':
             if (!cli_parse_u32(optarg, 8, 4096, &ram_kb)) return cli_usage_error("firmware", "--ram-kb expects 8..4096, got '%s'", optarg);
             ram_given = 1;
+            break;
+        case 'k':
+            if (!cli_parse_u32(optarg, 1, 1024, &stack_kb)) return cli_usage_error("firmware", "--stack-kb expects 1..1024, got '%s'", optarg);
             break;
         case 'n':
             if (!cli_parse_u32(optarg, 1, 1u << 20, &steps)) return cli_usage_error("firmware", "--steps expects a positive integer, got '%s'", optarg);
@@ -289,11 +297,12 @@ int cmd_firmware(int argc, char **argv)
         target = dev->target;
         if (!ram_given) ram_kb = dev->ram_kb;
     }
-    if (!target) return cli_usage_error("firmware", "missing --target (cortex-m7, esp32c3 or lx106) or --device");
+    if (!target) return cli_usage_error("firmware", "missing --target (cortex-m7, cortex-m4, esp32c3 or lx106) or --device");
     if (!model) return cli_usage_error("firmware", "missing -m MODEL.tlm");
     const double mhz = dev ? (double)dev->mhz : cli_fw_target_mhz(target);
-    if (mhz <= 0.0) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, esp32c3 or lx106)", target);
+    if (mhz <= 0.0) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, cortex-m4, esp32c3 or lx106)", target);
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
+    if (stack_kb >= ram_kb) return cli_usage_error("firmware", "--stack-kb %u leaves nothing of the %u KB of RAM", stack_kb, ram_kb);
     if (!tune && (tune_opts || update))
         return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr, --encode and --update go with --tune TEXT");
     if (update && !run) return cli_usage_error("firmware", "--update writes what a run printed: add --run");
@@ -316,7 +325,7 @@ int cmd_firmware(int argc, char **argv)
     if (outdir) snprintf(dir, sizeof dir, "%s", outdir);
     else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
     const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
-                            .ctx = ctx, .ram_kb = ram_kb, .steps = steps, .kv8 = kv8, .run = run,
+                            .ctx = ctx, .ram_kb = ram_kb, .stack_kb = stack_kb, .steps = steps, .kv8 = kv8, .run = run,
                             .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr,
                             .tune_encode = encode};
     cli_fw_result r;

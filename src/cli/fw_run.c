@@ -18,7 +18,7 @@
 static const struct {
     const char *name;
     double mhz;
-} targets[] = {{"cortex-m7", 480.0}, {"esp32c3", 160.0}, {"lx106", 240.0}};
+} targets[] = {{"cortex-m7", 480.0}, {"cortex-m4", 168.0}, {"esp32c3", 160.0}, {"lx106", 240.0}};
 
 double cli_fw_target_mhz(const char *target)
 {
@@ -60,7 +60,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
 {
     memset(res, 0, sizeof *res);
     res->exit_status = -1;
-    char script[4096], self[4096], num[6][24];
+    char script[4096], self[4096], num[7][24];
     const char *fwdir = getenv("TLM_FIRMWARE_DIR");
     snprintf(script, sizeof script, "%s/build.sh", fwdir && *fwdir ? fwdir : TLM_FIRMWARE_DIR);
     if (access(script, R_OK)) {
@@ -90,6 +90,11 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     args[k++] = num[0];
     args[k++] = "--ram-kb";
     args[k++] = num[1];
+    if (job->stack_kb) {
+        snprintf(num[6], sizeof num[6], "%u", job->stack_kb);
+        args[k++] = "--stack-kb";
+        args[k++] = num[6];
+    }
     args[k++] = "-p";
     args[k++] = (char *)(job->prompt ? job->prompt : "Once upon a time");
     args[k++] = "-n";

@@ -9,12 +9,13 @@
 #include <stdint.h>
 
 typedef struct cli_fw_job {
-    const char *target;  /* cortex-m7, esp32c3 or lx106 */
+    const char *target;  /* cortex-m7, cortex-m4, esp32c3 or lx106 */
     const char *model;   /* the image to link */
     const char *dir;     /* where the ELF and logs go */
     const char *prompt;
     const char *embed;   /* asm or c */
     uint32_t ctx, ram_kb, steps;
+    uint32_t stack_kb;   /* the stack's region in KB; 0: build.sh's default (8) */
     int kv8, run;
     const char *tune_text; /* on-device tuning on this text instead of decoding (build.sh --tune) */
     uint32_t tune_steps, tune_window;

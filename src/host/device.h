@@ -8,7 +8,7 @@
 
 typedef struct tlm_device {
     const char *name;   /* what users type: stm32h743, esp32c3, ... */
-    const char *target; /* the firmware target (QEMU) with its core: cortex-m7, esp32c3, lx106 */
+    const char *target; /* the firmware target (QEMU) with its core: cortex-m7, cortex-m4, esp32c3, lx106 */
     const char *chip;   /* one line for listings */
     uint32_t ram_kb;    /* RAM for the firmware's statics, stack and the model's arena */
     uint32_t flash_kb;  /* flash for the firmware's code and the model image */

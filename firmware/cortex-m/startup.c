@@ -1,4 +1,5 @@
-/* Cortex-M7 startup for QEMU's mps2-an500: vector table (faults go to the
+/* Cortex-M7 and Cortex-M4F startup for QEMU's mps2-an500 and mps2-an386
+ * (the same memory map and semihosting): vector table (faults go to the
  * common FAULT report), FPU enable, stack painting, console and exit
  * through semihosting; the rest is common/fw_start.c. */
 #include <stdint.h>
