@@ -7,7 +7,7 @@ set -eu
 build=$1 model=$2 text=$3 out=$4 steps=${5:-2}
 shift 4
 [ $# -gt 0 ] && shift
-runs=${*:-cortex-m7:16 cortex-m7:32 esp32c3:8 esp32c3:16 lx106:8 lx106:16}
+runs=${*:-cortex-m7:16 cortex-m7:32 cortex-m4:16 esp32c3:8 esp32c3:16 lx106:8 lx106:16}
 tlm=$build/tritlm
 mkdir -p "$out"
 get() { echo "$j" | sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p"; }

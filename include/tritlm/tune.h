@@ -9,8 +9,10 @@
  * becomes a federated update (tritlm/fed.h) for the server to average.
  *
  * No allocation: the caller's arena holds the gains, Adam's moments, the
- * residual stream of every layer for the window and one layer's
- * activations, recomputed during the backward pass (tlm_tune_arena_size). */
+ * residual stream between layers for the window (the first layer's input,
+ * the embeddings, is decoded again instead) and one layer's activations,
+ * recomputed during the backward pass, in buffers that share room where
+ * their lives do not overlap (tlm_tune_arena_size). */
 #ifndef TRITLM_TUNE_H
 #define TRITLM_TUNE_H
 

@@ -1,18 +1,18 @@
 /* On-device fine-tuning of the RMSNorm gains (tritlm/tune.h).
  *
  * The forward pass keeps only each layer's input (the residual stream) for
- * the window; the backward pass recomputes one layer's activations from its
- * input, then goes back through it. Matrices are read one row at a time,
+ * the window, except the first layer's, which is the embeddings, decoded
+ * again when the backward pass reaches it; the backward pass recomputes one
+ * layer's activations from its input, then goes back through it. Matrices are read one row at a time,
  * decoded to float (row_to_f32 of the weight type), and each decoded row
  * serves every position of the window: forward Y[t][r] = row . X[t],
  * backward dX[t] += dY[t][r] row. The classifier never holds a window of
  * logits: one pass over its rows finds each position's log-sum-exp, a
  * second one forms dlogits row by row and sends them back. The feed-forward
  * block works on FFN_CHUNK positions at a time (it mixes nothing across
- * positions), so only that many rows of its hidden activations are held,
- * and buffers the backward pass no longer reads take its gradients (the
- * normed inputs, the attention output). Only gains get gradients; weights
- * stay where they are. */
+ * positions), so only that many rows of its hidden activations are held.
+ * Buffers share room wherever their lives do not overlap (tune_plan). Only
+ * gains get gradients; weights stay where they are. */
 #include <math.h>
 #include <string.h>
 
@@ -22,10 +22,18 @@
 #define TUNE_ALIGN 16u
 #define FFN_CHUNK 8u /* positions of the feed-forward block at a time */
 
-/* Where everything sits in the workspace, in floats from ws. a, b and dh
- * hold FFN_CHUNK positions; dxn shares xn2's room and datt att's (each
- * written only once the forward value is spent); lse, the head's
- * log-sum-exps, holds the attention backward pass's dp in between. */
+/* Where everything sits in the workspace, in floats from ws. xs holds the
+ * inputs of layers 1 .. L-1 and the last layer's output (slot l: layer l's
+ * output); layer 0 reads the embeddings from slot 0 and writes its output
+ * over them (it reads its input only before it writes). a, b and dh hold
+ * FFN_CHUNK positions. Shared rooms, by when each buffer lives within a
+ * layer (forward, then the backward pass's recompute and its way back):
+ * - xn (until q, k and v are made) and dq (attention backward on);
+ * - xn2 and dxn (each chunk's rows written once their xn2 rows are spent);
+ * - att (until Wo has read it), then the feed-forward block's a, b and dh,
+ *   then datt, dk and dv (from the attention's backward pass on).
+ * lse, the head's log-sum-exps, holds the attention backward pass's dp in
+ * between. */
 typedef struct {
     size_t xs, xn, inv, q, k, v, att, xmid, xn2, inv2, a, b;
     size_t dx, dxn, dq, datt, dk, dv, dh, row, p, rope, lse, total;
@@ -39,16 +47,22 @@ static int plan_ws(const tlm_hparams *hp, uint32_t T, tune_plan *p)
     const size_t hs = D / hp->n_heads, TD = round4((size_t)T * D);
     const size_t TH = round4((size_t)(T < FFN_CHUNK ? T : FFN_CHUNK) * H);
     const size_t TK = round4((size_t)T * KV), Tr = round4(T);
-    if (T == 0 || D == 0 || D > ((size_t)1 << 20) || H > ((size_t)1 << 22) || L > 1024u || T > ((size_t)1 << 20))
+    if (T == 0 || D == 0 || L == 0 || D > ((size_t)1 << 20) || H > ((size_t)1 << 22) || L > 1024u || T > ((size_t)1 << 20))
         return 0;
     size_t at = 0;
 #define TAKE(field, n) do { p->field = at; at += (n); } while (0)
-    TAKE(xs, (L + 1u) * TD);
-    TAKE(xn, TD); TAKE(inv, Tr); TAKE(q, TD); TAKE(k, TK); TAKE(v, TK); TAKE(att, TD); TAKE(xmid, TD);
-    TAKE(xn2, TD); TAKE(inv2, Tr); TAKE(a, TH); TAKE(b, TH);
-    TAKE(dx, TD); TAKE(dq, TD); TAKE(dk, TK); TAKE(dv, TK); TAKE(dh, TH);
+    TAKE(xs, L * TD);
+    TAKE(xn, TD); TAKE(inv, Tr); TAKE(q, TD); TAKE(k, TK); TAKE(v, TK); TAKE(xmid, TD);
+    TAKE(xn2, TD); TAKE(inv2, Tr); TAKE(dx, TD);
+    p->dq = p->xn;
     p->dxn = p->xn2;
-    p->datt = p->att;
+    const size_t ffn = 3u * TH, attb = TD + 2u * TK; /* a, b, dh; datt, dk, dv */
+    p->att = p->datt = p->a = at;
+    p->b = at + TH;
+    p->dh = at + 2u * TH;
+    p->dk = at + TD;
+    p->dv = at + TD + TK;
+    at += ffn > attb ? ffn : attb;
     TAKE(row, round4(H > D ? H : D)); TAKE(p, Tr); TAKE(rope, round4(hs)); TAKE(lse, Tr);
 #undef TAKE
     p->total = at;
@@ -323,6 +337,14 @@ static void layer_bwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T,
     tlm_rmsnorm_rows_back(dx, gains_of(tu->grad, hp, 2u * l), dxn, X, ws + pl->inv, gains_of(tu->gains, hp, 2u * l), T, D);
 }
 
+/* The embeddings of tokens[0..T) as T rows of D floats. */
+static void embed_rows(const tlm_model *m, const uint32_t *tokens, uint32_t T, float *X)
+{
+    tlm_tensor e;
+    tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &e);
+    for (uint32_t t = 0; t < T; t++) tlm_wtype_get(e.wtype)->row_to_f32(X + (size_t)t * m->hp.dim, &e, tokens[t]);
+}
+
 /* ---- the classifier and the loss ---- */
 
 /* Mean cross-entropy of targets from the final normed states xn (T x D);
@@ -393,13 +415,12 @@ tlm_status tlm_tune_loss(tlm_tune *tu, const uint32_t *tokens, uint32_t n, int g
     const uint32_t T = n - 1u, D = hp->dim, L = hp->n_layers;
     const size_t TD = round4((size_t)tu->window * D);
     float *ws = tu->ws, *xs = ws + pl.xs;
-    /* embeddings, then each layer's output into the next one's input */
-    tlm_tensor e;
-    tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &e);
-    for (uint32_t t = 0; t < T; t++) tlm_wtype_get(e.wtype)->row_to_f32(xs + (size_t)t * D, &e, tokens[t]);
-    for (uint32_t l = 0; l < L; l++) layer_fwd(tu, &pl, l, T, xs + l * TD, xs + (l + 1u) * TD);
+    /* embeddings into slot 0, then each layer's output into slot l (layer
+     * l + 1's input); layer 0 writes its output over its input */
+    embed_rows(m, tokens, T, xs);
+    for (uint32_t l = 0; l < L; l++) layer_fwd(tu, &pl, l, T, xs + (l ? l - 1u : 0u) * TD, xs + l * TD);
     /* final norm and classifier: dx = d loss / d(last layer's output) */
-    float *xfin = xs + L * TD, *xn = ws + pl.xn, *dxn = ws + pl.dxn, *dx = ws + pl.dx;
+    float *xfin = xs + (L - 1u) * TD, *xn = ws + pl.xn, *dxn = ws + pl.dxn, *dx = ws + pl.dx;
     float *gf = gains_of(tu->gains, hp, 2u * L);
     tlm_rmsnorm_rows(xn, ws + pl.inv, xfin, gf, T, D, hp->norm_eps);
     *loss = head_loss(tu, &pl, xn, tokens + 1, T, dxn, grad);
@@ -408,8 +429,10 @@ tlm_status tlm_tune_loss(tlm_tune *tu, const uint32_t *tokens, uint32_t n, int g
     memset(dx, 0, (size_t)T * D * sizeof(float));
     tlm_rmsnorm_rows_back(dx, gains_of(tu->grad, hp, 2u * L), dxn, xfin, ws + pl.inv, gf, T, D);
     for (uint32_t l = L; l-- > 0;) {
-        layer_fwd(tu, &pl, l, T, xs + l * TD, NULL); /* recompute this layer's activations */
-        layer_bwd(tu, &pl, l, T, xs + l * TD);
+        float *X = xs + (l ? l - 1u : 0u) * TD;
+        if (l == 0) embed_rows(m, tokens, T, X); /* slot 0, layer 1's input, is spent */
+        layer_fwd(tu, &pl, l, T, X, NULL); /* recompute this layer's activations */
+        layer_bwd(tu, &pl, l, T, X);
     }
     return TLM_OK;
 }
