@@ -403,6 +403,16 @@ static void test_fed_round(void **state)
     assert_int_equal(run("fed info -m '%s' '%s' --json", model, tu_tmp("d.tlmu")), 0);
     assert_non_null(strstr(out_text, "\"role\":\"attn_norm\""));
     assert_null(strstr(out_text, "\"role\":\"wq\""));
+    /* --lora: adapters of rank 2 on the attention and feed-forward matrices;
+     * the update holds those matrices only, not the gains or the embedding */
+    assert_int_equal(run("fed update -m '%s' --data '%s' --lora 2 --steps 2 --ctx 16 --batch 2 --encode fp32 -o '%s'",
+                         model, txt, tu_tmp("l.tlmu")), 0);
+    assert_non_null(strstr(err_text, "adapters of rank 2"));
+    assert_int_equal(run("fed info -m '%s' '%s' --json", model, tu_tmp("l.tlmu")), 0);
+    assert_non_null(strstr(out_text, "\"role\":\"wq\""));
+    assert_non_null(strstr(out_text, "\"role\":\"w2\""));
+    assert_null(strstr(out_text, "\"role\":\"attn_norm\""));
+    assert_null(strstr(out_text, "\"role\":\"tok_embed\""));
     /* usage */
     assert_int_equal(run("fed"), 2);
     assert_int_equal(run("fed update -m '%s' -o '%s' --steps 1", model, tu_tmp("x.tlmu")), 2);
@@ -436,6 +446,9 @@ static void test_fed_round(void **state)
         {"fed aggregate -m M -o O --username u U", "go with --broker"},
         {"fed update -m M --data T --minutes 1 -o O --device-step", "--device-step takes --steps"},
         {"fed update -m M --data T --steps 1 -o O --device-step --tensors attn", "norms only"},
+        {"fed update -m M --data T --steps 1 -o O --device-step --lora 2", "no --lora"},
+        {"fed update -m M --data T --steps 1 -o O --lora-alpha 2", "goes with --lora"},
+        {"fed update -m M --data T --steps 1 -o O --lora 0", "--lora expects"},
         {"fed keygen", "-o NAME"},
         {"fed keygen -o K extra", "unexpected"},
     };

@@ -805,6 +805,18 @@ static void test_cli_bad_arguments(void **state)
     assert_true(err_has("fewer than --ctx"));
     assert_int_equal(run("tokenizer train --vocab 100 '%s'", corpus_path), 2);
     assert_int_equal(run("tokenizer train --vocab 300 -o '%s' /nonexistent.txt", tu_tmp("t.bin")), 1);
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --lora-alpha 4 --steps 3 -o x.tlm", corpus_path, tok_path), 2);
+    assert_true(err_has("--lora-alpha goes with --lora"));
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --lora 2 --qat --steps 3 -o x.tlm", corpus_path, tok_path), 2);
+    assert_true(err_has("--lora does not go with --qat"));
+    assert_int_equal(run("train --data '%s' --resume x.ckpt --lora 2 -o x.tlm", corpus_path), 2);
+    assert_true(err_has("--lora does not go with --resume"));
+    assert_int_equal(run("train --data '%s' --resume x.ckpt --tensors norms -o x.tlm", corpus_path), 2);
+    assert_int_equal(run("train --data '%s' --tokenizer '%s' --tensors nrm --steps 3 -o '%s'", corpus_path, tok_path,
+                         tu_tmp("x.tlm")), 1);
+    assert_true(err_has("unknown group 'nrm'"));
+    assert_int_equal(run("quantize -m x.tlm -o y.tlm --lora 2"), 2);
+    assert_true(err_has("'tritlm train'"));
     assert_int_equal(run("train --help"), 0);
     assert_int_equal(run("tokenizer train --help"), 0);
 }

@@ -50,6 +50,9 @@ const char cli_fed_help[] =
     "      --round R, --client ID   recorded in the update (default 0)\n"
     "      --tensors G  train and send only these tensors, the rest frozen: a comma list of\n"
     "                   norms, embed, attn, ffn, layerN, all (default all)\n"
+    "      --lora R     low-rank adapters of rank R on the matrices of --tensors (default attn,ffn;\n"
+    "                   'tritlm train --help'): the update is still the change of each matrix,\n"
+    "                   but of rank R at most\n"
     "      --device-step   tune with the device's own training step (the core's tlm_tune, what\n"
     "                   a microcontroller runs in firmware): the norm gains only, Adam over\n"
     "                   --steps windows of --ctx tokens (default 32) taken in order through the\n"
@@ -308,7 +311,10 @@ static int fed_update(int argc, char **argv)
         return cli_usage_error("fed update", "--device-step takes --steps N (a device counts steps, not minutes)");
     if (device_step && o.train_only && strcmp(o.train_only, "norms"))
         return cli_usage_error("fed update", "--device-step tunes the norms only, not --tensors %s", o.train_only);
+    if (device_step && o.lora_rank) return cli_usage_error("fed update", "--device-step tunes the norms only: no --lora");
     if (device_step) o.train_only = "norms";
+    if (o.lora_alpha > 0.0f && !o.lora_rank) return cli_usage_error("fed update", "--lora-alpha goes with --lora R");
+    if (o.lora_rank && !o.train_only) o.train_only = "attn,ffn"; /* the adapted matrices are what changes and is sent */
     if (!key != !server_key)
         return cli_usage_error("fed update", "--key DEVICE.key and --server-key SERVER.pub go together");
     if (secure && (!key || !devices || !(update_clip > 0)))

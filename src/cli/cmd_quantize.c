@@ -255,6 +255,9 @@ int cmd_quantize(int argc, char **argv)
         }
     }
     if (optind != argc) return cli_usage_error("quantize", "unexpected argument '%s'", argv[optind]);
+    if (o.lora_rank || o.lora_alpha > 0.0f)
+        return cli_usage_error("quantize", "--lora and --lora-alpha are for 'tritlm train' and 'tritlm fed update' (adapters need "
+                                           "whole fp32 matrices, not a quantized forward pass)");
     if (device && !strcmp(device, "list")) {
         printf("%-10s %-9s %8s %9s %6s  %s\n", "device", "target", "RAM KB", "flash KB", "MHz", "chip");
         for (size_t i = 0; i < tlm_device_count(); i++) {

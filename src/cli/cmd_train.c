@@ -53,6 +53,14 @@ static const char help[] =
     "      --threads N        (default: all cores)\n"
     "      --eval-every N     validation every N steps (default 200)\n"
     "      --ckpt-every N     checkpoint every N steps (default 200)\n"
+    "      --tensors G        train only these tensors, the rest frozen: a comma list of\n"
+    "                         norms, embed, attn, ffn, layerN, all (default all; a run with\n"
+    "                         --tensors or --lora cannot be resumed from its checkpoint)\n"
+    "      --lora R           low-rank adapters: each matrix of --tensors (default attn,ffn)\n"
+    "                         trains as W + (alpha/R) B A with A (R x cols) and B (rows x R),\n"
+    "                         W frozen (norms in --tensors train as they are); -o gets the\n"
+    "                         merged model. Fewer values to fit: for fine-tuning on little text\n"
+    "      --lora-alpha A     the adapters' scale numerator (default R: scale 1)\n"
     "  -o, --output FILE      trained model image\n"
     "quantization-aware training (see 'tritlm quantize --help' for the quantizer options):\n"
     "      --qat              ternary forward pass, straight-through gradients; -o gets the\n"
@@ -64,7 +72,7 @@ static const char help[] =
 
 enum { O_DATA = 256, O_VAL, O_TOK, O_INIT, O_RESUME, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV, O_SEP, O_CTX,
        O_BATCH, O_STEPS, O_MIN, O_LR, O_MINLR, O_WARM, O_WD, O_CLIP, O_SEED, O_THREADS, O_EVAL, O_CKPT, O_JSON,
-       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP, O_EMA, O_INITAVG, O_SPLIT };
+       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP, O_EMA, O_INITAVG, O_SPLIT, O_LORA, O_LORA_ALPHA, O_TENSORS };
 
 /* Options of the training loop, shared with 'tritlm quantize --qat'. */
 const struct option cli_train_loop_options[] = {
@@ -77,7 +85,8 @@ const struct option cli_train_loop_options[] = {
     {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
     {"eval-every", required_argument, 0, O_EVAL}, {"ckpt-every", required_argument, 0, O_CKPT},
     {"stop-after", required_argument, 0, O_STOP}, {"dropout", required_argument, 0, O_DROP},
-    {"ema", required_argument, 0, O_EMA}, {"split", required_argument, 0, O_SPLIT}, {0, 0, 0, 0}};
+    {"ema", required_argument, 0, O_EMA}, {"split", required_argument, 0, O_SPLIT},
+    {"lora", required_argument, 0, O_LORA}, {"lora-alpha", required_argument, 0, O_LORA_ALPHA}, {0, 0, 0, 0}};
 
 int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opts *o)
 {
@@ -115,6 +124,8 @@ int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opt
     case O_CLIP: F32("--clip", 0.0f, 1e9f, o->clip); break;
     case O_DROP: F32("--dropout", 0.0f, 0.9f, o->dropout); break;
     case O_EMA: F32("--ema", 0.0f, 0.99999f, o->ema); break;
+    case O_LORA: U32("--lora", 1, 4096, o->lora_rank); break;
+    case O_LORA_ALPHA: F32("--lora-alpha", 1e-6f, 1e6f, o->lora_alpha); break;
     case O_SEED: U32("--seed", 0, 0xFFFFFFFFu, o->seed); break;
     case O_THREADS: U32("--threads", 1, 1024, o->threads); break;
     case O_EVAL: U32("--eval-every", 0, 0xFFFFFFFFu, o->eval_every); break;
@@ -136,7 +147,7 @@ int cmd_train(int argc, char **argv)
         {"layers", required_argument, 0, O_LAYERS}, {"heads", required_argument, 0, O_HEADS},
         {"kv-heads", required_argument, 0, O_KV}, {"separate-classifier", no_argument, 0, O_SEP},
         {"qat", no_argument, 0, O_QAT}, {"teacher", required_argument, 0, O_TEACHER},
-        {"distill-weight", required_argument, 0, O_DWEIGHT},
+        {"distill-weight", required_argument, 0, O_DWEIGHT}, {"tensors", required_argument, 0, O_TENSORS},
         {"output", required_argument, 0, 'o'}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}};
     enum { N_OWN = sizeof own / sizeof own[0], N_Q = CLI_QUANT_OPTION_COUNT - 1 };
     struct option opts[N_OWN + N_Q + CLI_TRAIN_LOOP_OPTION_COUNT];
@@ -174,6 +185,7 @@ int cmd_train(int argc, char **argv)
         case O_JSON: json = 1; break;
         case O_QAT: qat = 1; break;
         case O_TEACHER: o.teacher = optarg; break;
+        case O_TENSORS: o.train_only = optarg; break;
         case O_DWEIGHT:
             if (!cli_parse_float(optarg, 0.001f, 1.0f, &dweight))
                 return cli_usage_error("train", "--distill-weight expects a number in (0, 1], got '%s'", optarg);
@@ -213,6 +225,11 @@ int cmd_train(int argc, char **argv)
     if (quant_given && !qat) return cli_usage_error("train", "quantizer options (--method, --pack, ...) go with --qat");
     if (cli_quant_finish("train", &q, scale_given)) return TLM_EXIT_USAGE;
     if (qat) o.qat = &q;
+    if (o.lora_alpha > 0.0f && !o.lora_rank) return cli_usage_error("train", "--lora-alpha goes with --lora R");
+    if (o.lora_rank && (qat || o.resume))
+        return cli_usage_error("train", "--lora does not go with %s", qat ? "--qat (a quantized forward pass needs whole matrices)"
+                                                                          : "--resume (checkpoints do not record adapters)");
+    if (o.train_only && o.resume) return cli_usage_error("train", "--tensors does not go with --resume (checkpoints do not record it)");
     if (o.teacher) o.distill = dweight;
     o.progress = isatty(2);
 

@@ -17,6 +17,7 @@
 #include "adamw.h"
 #include "checkpoint.h"
 #include "corpus.h"
+#include "lora.h"
 #include "model_grad.h"
 #include "rng.h"
 #include "trainer.h"
@@ -251,6 +252,8 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     char path[4096];
     const int resume = o->resume != NULL;
     uint8_t *frozen = NULL; /* per tensor, with train_only */
+    tlm_lora lora = {0};
+    const char *train_only = o->train_only;
 
     if (!o->out) return tlm_fail(err, TLM_ERR_ARG, "missing -o MODEL.tlm");
     if (!o->data) return tlm_fail(err, TLM_ERR_ARG, "missing --data FILE");
@@ -327,7 +330,18 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             goto out;
         }
     }
-    if (o->train_only) {
+    if (o->lora_rank) {
+        if (resume) {
+            st = tlm_fail(err, TLM_ERR_ARG, "a run with adapters cannot resume (checkpoints do not record them)");
+            goto out;
+        }
+        if (o->qat) {
+            st = tlm_fail(err, TLM_ERR_ARG, "adapters do not go with --qat (a quantized forward pass needs the whole matrices)");
+            goto out;
+        }
+        if (!train_only) train_only = "attn,ffn";
+    }
+    if (train_only) {
         if (resume) {
             st = tlm_fail(err, TLM_ERR_ARG, "training a selection of tensors cannot resume (checkpoints do not record it)");
             goto out;
@@ -338,15 +352,33 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             goto out;
         }
         size_t trained = 0;
-        st = tlm_params_select(&s.p, o->train_only, frozen, &trained, err);
+        st = tlm_params_select(&s.p, train_only, frozen, &trained, err);
         if (st) goto out;
         if (!trained) {
-            st = tlm_fail(err, TLM_ERR_ARG, "the selection '%s' trains nothing", o->train_only);
+            st = tlm_fail(err, TLM_ERR_ARG, "the selection '%s' trains nothing", train_only);
             goto out;
         }
-        for (uint32_t i = 0; i < tlm_params_count(&s.p); i++) frozen[i] = !frozen[i];
+        if (o->lora_rank) {
+            /* adapters on the selected matrices; the selected gains train as
+             * they are; every matrix is frozen for AdamW */
+            st = tlm_lora_init(&lora, &s.p, frozen, o->lora_rank, o->lora_alpha > 0.0f ? o->lora_alpha : (float)o->lora_rank,
+                               meta.seed, err);
+            if (st) goto out;
+            trained = lora.values;
+            for (uint32_t i = 0; i < tlm_params_count(&s.p); i++) {
+                tlm_param_tensor t;
+                tlm_params_tensor(&s.p, i, &t);
+                if (t.rows == 1 && frozen[i]) trained += t.cols;
+                frozen[i] = !(frozen[i] && t.rows == 1);
+            }
+            if (!o->quiet)
+                fprintf(stderr, "train: adapters of rank %u (scale %g) on %u matrices of '%s': %zu trained values, the model's %zu frozen\n",
+                        lora.rank, (double)lora.scale, lora.n, train_only, trained, s.p.n);
+        } else {
+            for (uint32_t i = 0; i < tlm_params_count(&s.p); i++) frozen[i] = !frozen[i];
+            if (!o->quiet) fprintf(stderr, "train: training %zu of %zu parameters (%s), the rest frozen\n", trained, s.p.n, train_only);
+        }
         opt.frozen = frozen;
-        if (!o->quiet) fprintf(stderr, "train: training %zu of %zu parameters (%s), the rest frozen\n", trained, s.p.n, o->train_only);
     }
     s.threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s.threads < 1) s.threads = 1;
@@ -501,6 +533,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (s.qat) tlm_quant_fake(&s.p, &s.pq, &s.qcfg); /* straight-through: gradients land on s.p */
         const double loss = batch_gradients(&s, &corpus, starts, B, T, meta.dropout,
                                             (meta.seed ^ 0xA0761D6478BD642Full) * 0x9E3779B97F4A7C15ull + meta.step * 0xE7037ED1A0B428DBull);
+        if (lora.n) tlm_lora_backward(&lora, &s.grads[0]); /* the matrices' gradients onto their adapters */
         if (frozen) /* a frozen tensor's gradient neither steps nor counts in the clipping norm */
             for (uint32_t i = 0; i < tlm_params_count(&s.grads[0]); i++)
                 if (frozen[i]) {
@@ -508,8 +541,12 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
                     tlm_params_tensor(&s.grads[0], i, &g);
                     memset(g.data, 0, (size_t)g.rows * g.cols * sizeof(float));
                 }
-        const double gnorm = tlm_clip_grad(&s.grads[0], meta.clip);
+        const double gnorm = lora.n ? tlm_lora_clip(&lora, &s.grads[0], meta.clip) : tlm_clip_grad(&s.grads[0], meta.clip);
         tlm_adamw_step(&opt, &s.p, &s.grads[0], lr);
+        if (lora.n) {
+            tlm_lora_step(&lora, &opt, lr);
+            tlm_lora_apply(&lora, &s.p); /* the effective weights for the next step, the average and the output */
+        }
         tlm_adamw_ema_update(&opt, &s.p);
         meta.step++;
         meta.tokens_seen += (uint64_t)B * T;
@@ -612,6 +649,7 @@ out:
     tlm_corpus_free(&corpus);
     tlm_adamw_free(&opt);
     free(frozen);
+    tlm_lora_free(&lora);
     tlm_vocab_free(&vocab);
     tlm_params_free(&s.p);
     return st;

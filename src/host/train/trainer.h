@@ -37,6 +37,11 @@ typedef struct tlm_train_opts {
     const char *train_only; /* tlm_params_select groups to train, the rest frozen (NULL: all);
                                not recorded in checkpoints, so not for runs that resume */
     float distill;         /* weight of KL(teacher || model) in the loss, in (0, 1] */
+    uint32_t lora_rank;    /* > 0: low-rank adapters (lora.h) of this rank on the matrices of
+                              train_only (default "attn,ffn"), whose gains, if selected, train
+                              as they are; the output is the merged model. Not for --qat, and
+                              not recorded in checkpoints, so not for runs that resume */
+    float lora_alpha;      /* adapter scale alpha / rank (0: alpha = rank, scale 1) */
 } tlm_train_opts;
 
 typedef struct tlm_train_report {
