@@ -5,7 +5,7 @@
 # EVERY steps; prints a Markdown table (trained values, validation loss
 # and top-1 at the end and at the best validation) and a CSV.
 # usage: bench/finetune_small.sh BUILD_DIR MODEL.tlm TRAIN.txt VAL.txt OUT_DIR STEPS EVERY "NAME@ARGS" ...
-#        ARGS: extra 'tritlm train' options, commas for spaces (e.g. "lora 4@--lora,4,--lr,1e-2")
+#        ARGS: extra 'tritlm train' options, colons for spaces (e.g. "lora 4@--lora:4:--tensors:attn,ffn")
 set -eu
 build=$1 model=$2 train=$3 val=$4 out=$5 steps=$6 every=$7
 shift 7
@@ -20,7 +20,7 @@ echo "$base" | sed -n 's/.*"loss":\([0-9.]*\).*"top1":\([0-9.]*\).*/\1 \2/p' |
     awk '{ printf "| the model itself | 0 | %.4f | %.4f | | | |\n", $1, $2 }'
 i=0
 for v in "$@"; do
-    name=${v%%@*} args=$(echo "${v#*@}" | tr ',' ' ')
+    name=$(echo "${v%%@*}" | tr ',' ';') args=$(echo "${v#*@}" | tr ':' ' ')
     i=$((i + 1))
     o=$out/v$i.tlm
     # shellcheck disable=SC2086
