@@ -79,7 +79,7 @@ if [ ! -f "$out/seeds.done" ]; then
         printf 'Call +1 (555) 123-4567 or mail bob.smith@example.com. Room 42, 7 cats, x@y.z' >"$t/pii.txt"
         prefix 6 "$t/pii.txt" "$out/seeds/redact"
         prefix 2 "$t/tok.bin" "$out/seeds/tokenizer"
-        # a federated update (7): fp32, int8 and ternary entries (the harness reseals the checksum)
+        # a federated update (7): fp32, int8, ternary and low-rank entries (the harness reseals the checksum)
         python3 -c '
 import struct, sys
 def entry(role, layer, enc, count, scale, payload):
@@ -87,7 +87,10 @@ def entry(role, layer, enc, count, scale, payload):
     return struct.pack("<HHB3xIf", role, layer, enc, count, scale) + payload
 body = entry(3, 0, 0, 2, 0.0, struct.pack("<2f", 1.0, -0.5)) + entry(1, 0, 1, 3, 0.01, bytes([1, 0x81, 127])) \
      + entry(9, 1, 2, 5, 0.2, bytes([0b10010001, 0b01]))
-head = b"TLMU" + struct.pack("<HHIIIIIIII", 1, 40, 40 + len(body), 0, 3, 77, 0, 10, 3, 0)
+lr = struct.pack("<f", 0.5) + bytes([1, 2, 0xFF, 4, 5, 6, 7, 8]) + bytes([9, 0xF0, 11, 12, 13, 14])
+lr += b"\0" * (-len(lr) % 4)
+body += struct.pack("<HHBBHIf", 4, 1, 4, 2, 4, 12, 0.25) + lr
+head = b"TLMU" + struct.pack("<HHIIIIIIII", 1, 40, 40 + len(body), 0, 3, 77, 0, 10, 4, 0)
 sys.stdout.buffer.write(b"\x07" + head + body)' >"$out/seeds/fed_update"
         # keys and rosters (8) and sealed updates and signed models as a forger would send them (9)
         "$tlm" fed keygen -o "$t/k1" 2>/dev/null

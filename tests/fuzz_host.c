@@ -293,8 +293,11 @@ static void read_fed(uint8_t *b, size_t n)
         float *v = malloc((size_t)e.count * sizeof *v);
         if (!v) abort();
         tlm_fed_entry_decode(&e, v);
+        float sb;
+        memcpy(&sb, e.data, sizeof sb); /* a low-rank entry's B scale (little-endian host) */
         const float bound = e.enc == TLM_FED_I8       ? 127.0f * e.scale
                             : e.enc == TLM_FED_MASKED ? 2147483648.0f * e.scale
+                            : e.enc == TLM_FED_LOWRANK_I8 ? (float)(4112895.0 * sb * e.scale)
                                                       : e.scale;
         for (uint32_t k = 0; k < e.count; k++)
             if (!(v[k] == v[k]) || (e.enc != TLM_FED_F32 && !(fabsf(v[k]) <= bound))) abort();

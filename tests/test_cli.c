@@ -413,6 +413,19 @@ static void test_fed_round(void **state)
     assert_non_null(strstr(out_text, "\"role\":\"w2\""));
     assert_null(strstr(out_text, "\"role\":\"attn_norm\""));
     assert_null(strstr(out_text, "\"role\":\"tok_embed\""));
+    /* --rank 2: the same kind of change as rank-2 int8 factors, a fraction of the bytes; the server takes it */
+    assert_int_equal(run("fed update -m '%s' --data '%s' --lora 2 --rank 2 --steps 2 --ctx 16 --batch 2 -o '%s'", model, txt,
+                         tu_tmp("lr.tlmu")), 0);
+    assert_int_equal(run("fed info -m '%s' '%s' --json", model, tu_tmp("lr.tlmu")), 0);
+    assert_non_null(strstr(out_text, "\"encoding\":\"lowrank-int8\""));
+    assert_non_null(strstr(out_text, "\"rank\":2"));
+    {
+        struct stat sl, sd;
+        assert_int_equal(stat(tu_tmp("lr.tlmu"), &sl), 0);
+        assert_int_equal(stat(tu_tmp("l.tlmu"), &sd), 0);
+        assert_true(sl.st_size * 2 < sd.st_size / 4); /* under half the bytes of int8 (the fp32 update above: 4x int8) */
+    }
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s'", model, tu_tmp("lra.tlm"), tu_tmp("lr.tlmu")), 0);
     /* usage */
     assert_int_equal(run("fed"), 2);
     assert_int_equal(run("fed update -m '%s' -o '%s' --steps 1", model, tu_tmp("x.tlmu")), 2);
@@ -449,6 +462,8 @@ static void test_fed_round(void **state)
         {"fed update -m M --data T --steps 1 -o O --device-step --lora 2", "no --lora"},
         {"fed update -m M --data T --steps 1 -o O --lora-alpha 2", "goes with --lora"},
         {"fed update -m M --data T --steps 1 -o O --lora 0", "--lora expects"},
+        {"fed update -m M --data T --steps 1 -o O --rank 2 --encode fp32", "--rank sends int8 factors"},
+        {"fed update -m M --data T --steps 1 -o O --rank 0", "--rank expects"},
         {"fed keygen", "-o NAME"},
         {"fed keygen -o K extra", "unexpected"},
     };

@@ -1,7 +1,8 @@
 /* Federated update messages: exact fp32 round trips, int8 and ternary
  * deltas unbiased (mean of many encodings against the analytic variance),
  * validation against a model's tensors, and every damaged or hostile
- * message refused. */
+ * message refused. Low-rank entries: the factorization against a matrix
+ * of known singular values, the decoded product unbiased, damage refused. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include "../src/host/fedavg.h"
+#include "../src/host/lowrank.h"
 #include "testutil.h"
 #include "tritlm/fed.h"
 
@@ -345,6 +347,156 @@ static void test_fedavg(void **state)
     tlm_params_free(&l2);
 }
 
+/* Orthonormal columns: n x r from seed (Gram-Schmidt of Gaussian columns). */
+static void orthonormal(double *Q, uint32_t n, uint32_t r, uint64_t seed)
+{
+    for (size_t i = 0; i < (size_t)n * r; i++) Q[i] = tu_uniform(&seed) - 0.5;
+    for (uint32_t k = 0; k < r; k++) {
+        for (int pass = 0; pass < 2; pass++)
+            for (uint32_t p = 0; p < k; p++) {
+                double d = 0;
+                for (uint32_t i = 0; i < n; i++) d += Q[i * r + p] * Q[i * r + k];
+                for (uint32_t i = 0; i < n; i++) Q[i * r + k] -= d * Q[i * r + p];
+            }
+        double nn = 0;
+        for (uint32_t i = 0; i < n; i++) nn += Q[i * r + k] * Q[i * r + k];
+        for (uint32_t i = 0; i < n; i++) Q[i * r + k] /= sqrt(nn);
+    }
+}
+
+static void test_lowrank(void **state)
+{
+    (void)state;
+    enum { R = 24, C = 40, K = 8 };
+    /* D = U diag(s) V^T with known singular values: the best rank-3 part
+     * leaves sqrt(sum of the others' squares) (Eckart-Young) */
+    static const double sv[K] = {10, 6, 3, 1, 0.5, 0.25, 0.1, 0.05};
+    double U[R * K], V[C * K];
+    orthonormal(U, R, K, 5);
+    orthonormal(V, C, K, 6);
+    float D[R * C], B[R * 3], A[3 * C];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) {
+            double x = 0;
+            for (int k = 0; k < K; k++) x += U[i * K + k] * sv[k] * V[j * K + k];
+            D[i * C + j] = (float)x;
+        }
+    assert_int_equal(tlm_lowrank_factor(D, R, C, 3, 1, B, A, NULL), TLM_OK);
+    double res = 0, best = 0;
+    for (int k = 3; k < K; k++) best += sv[k] * sv[k];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) {
+            double x = 0;
+            for (int k = 0; k < 3; k++) x += (double)B[i * 3 + k] * A[k * C + j];
+            res += (x - D[i * C + j]) * (x - D[i * C + j]);
+        }
+    print_message("rank 3 of singular values 10 6 3 1 ...: residual %.5f, the best possible %.5f\n", sqrt(res), sqrt(best));
+    assert_true(sqrt(res) < 1.01 * sqrt(best));
+    /* a matrix of rank 3 comes back exactly (to float rounding) */
+    float E[R * C];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) {
+            double x = 0;
+            for (int k = 0; k < 3; k++) x += U[i * K + k] * sv[k] * V[j * K + k];
+            E[i * C + j] = (float)x;
+        }
+    assert_int_equal(tlm_lowrank_factor(E, R, C, 3, 2, B, A, NULL), TLM_OK);
+    double worst = 0;
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) {
+            double x = 0;
+            for (int k = 0; k < 3; k++) x += (double)B[i * 3 + k] * A[k * C + j];
+            worst = fmax(worst, fabs(x - E[i * C + j]));
+        }
+    assert_true(worst < 1e-5);
+    /* encoded (int8 factors, stochastic rounding), decoded: the product B A
+     * on average; each entry's mean within 5 standard errors of it */
+    enum { N = 600 };
+    static uint8_t buf[4096];
+    double *sum = calloc(R * C, sizeof *sum), *sq = calloc(R * C, sizeof *sq);
+    float out[R * C];
+    tlm_chacha cc;
+    tlm_rand rng = seeded(&cc, 77);
+    const tlm_fed_header h = {1, 2, 3, 4};
+    size_t n = 0;
+    for (int t = 0; t < N; t++) {
+        tlm_fed_writer w;
+        assert_int_equal(tlm_fed_begin(&w, buf, sizeof buf, &h, NULL), TLM_OK);
+        assert_int_equal(tlm_fed_add_lowrank(&w, TLM_ROLE_W1, 0, B, A, R, C, 3, &rng, NULL), TLM_OK);
+        assert_int_equal(tlm_fed_finish(&w, &n, NULL), TLM_OK);
+        tlm_fed_info info;
+        assert_int_equal(tlm_fed_validate(buf, n, NULL, &info, NULL), TLM_OK);
+        tlm_fed_entry e;
+        tlm_fed_entry_at(buf, 0, &e);
+        assert_int_equal(e.enc, TLM_FED_LOWRANK_I8);
+        assert_int_equal(e.rank, 3);
+        assert_int_equal(e.rows, R);
+        assert_int_equal(e.count, R * C);
+        tlm_fed_entry_decode(&e, out);
+        for (int i = 0; i < R * C; i++) {
+            sum[i] += out[i];
+            sq[i] += (double)out[i] * out[i];
+        }
+    }
+    assert_int_equal(n, tlm_fed_lowrank_entry_bytes(R, C, 3) + TLM_FED_HEADER_BYTES);
+    assert_true(n < tlm_fed_entry_bytes(TLM_FED_I8, R * C) + TLM_FED_HEADER_BYTES);
+    double zmax = 0;
+    for (int i = 0; i < R * C; i++) {
+        const double mean = sum[i] / N, var = sq[i] / N - mean * mean, se = sqrt(fmax(var, 1e-30) / N);
+        zmax = fmax(zmax, fabs(mean - E[i]) / se);
+    }
+    print_message("low-rank int8: largest |z| of %d means over %d encodings: %.2f\n", R * C, N, zmax);
+    assert_true(zmax < 5.0);
+    free(sum);
+    free(sq);
+
+    /* against the tiny model: w1 of layer 0 is hidden x dim (24 x 16) */
+    tlm_tensor t;
+    assert_int_equal(tlm_model_tensor(&tiny, TLM_ROLE_W1, 0, &t), 0);
+    float b2[24 * 2], a2[2 * 16];
+    for (int i = 0; i < 24 * 2; i++) b2[i] = (float)(i % 7) - 3.0f;
+    for (int i = 0; i < 2 * 16; i++) a2[i] = (float)(i % 5) - 2.0f;
+    tlm_fed_writer w;
+    tlm_fed_header hm = h;
+    hm.base_crc = tlm_fed_model_id(&tiny);
+    assert_int_equal(tlm_fed_begin(&w, buf, sizeof buf, &hm, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_add_lowrank(&w, TLM_ROLE_W1, 0, b2, a2, t.rows, t.cols, 2, &rng, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_finish(&w, &n, NULL), TLM_OK);
+    tlm_error err;
+    assert_int_equal(tlm_fed_validate(buf, n, &tiny, NULL, &err), TLM_OK);
+    /* hostile edits, resealed: rank 0, rank above the smaller side, rows that do not match the
+     * tensor (but divide the count), rows that do not divide it, a -128 code, a NaN scale */
+    static uint8_t copy[4096];
+    const size_t e0 = TLM_FED_HEADER_BYTES, d0 = e0 + TLM_FED_ENTRY_BYTES;
+    const struct {
+        size_t at;
+        uint8_t value;
+        const char *says;
+    } edits[] = {
+        {e0 + 5, 0, "low-rank shape"},  {e0 + 5, 17, "low-rank shape"}, {e0 + 6, 16, "factors of 16 rows"},
+        {e0 + 6, 7, "low-rank shape"},  {d0 + 4, 0x80, "-128"},         {d0 + 3, 0xFF, "bad scale"},
+    };
+    for (size_t k = 0; k < sizeof edits / sizeof edits[0]; k++) {
+        memcpy(copy, buf, n);
+        copy[edits[k].at] = edits[k].value;
+        reseal(copy, n);
+        assert_int_not_equal(tlm_fed_validate(copy, n, &tiny, NULL, &err), TLM_OK);
+        assert_non_null(strstr(err.msg, edits[k].says));
+    }
+    for (size_t i = 0; i < n; i++) { /* any single byte changed, unsealed */
+        memcpy(copy, buf, n);
+        copy[i] ^= 0x41;
+        assert_int_not_equal(tlm_fed_validate(copy, n, &tiny, NULL, NULL), TLM_OK);
+    }
+    /* the writer refuses shapes the format cannot hold */
+    assert_int_equal(tlm_fed_begin(&w, buf, sizeof buf, &hm, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_add_lowrank(&w, TLM_ROLE_W1, 0, b2, a2, 24, 16, 0, &rng, &err), TLM_ERR_ARG);
+    assert_int_equal(tlm_fed_add_lowrank(&w, TLM_ROLE_W1, 0, b2, a2, 24, 16, 300, &rng, &err), TLM_ERR_ARG);
+    b2[0] = NAN;
+    assert_int_equal(tlm_fed_add_lowrank(&w, TLM_ROLE_W1, 0, b2, a2, 24, 16, 2, &rng, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "not finite"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -353,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_validation_against_model),
         cmocka_unit_test(test_damage_refused),
         cmocka_unit_test(test_fedavg),
+        cmocka_unit_test(test_lowrank),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -2,9 +2,11 @@
  * its local training made to some of the model's tensors) and a server
  * validates before it touches the global model. Versioned, length-prefixed
  * and checksummed; layout in docs/FORMAT.md. Deltas travel as fp32, int8
- * or ternary (2 bits per value) with one scale per tensor; int8 and ternary
- * round stochastically, so a decoded delta is an unbiased estimate of the
- * device's (its expectation is the exact delta). No allocation, no I/O. */
+ * or ternary (2 bits per value) with one scale per tensor, or, for a
+ * matrix, as two int8 factors of a low rank; int8 and ternary round
+ * stochastically, so a decoded delta is an unbiased estimate of the
+ * device's (its expectation is the exact delta, or the exact product of
+ * the factors). No allocation, no I/O. */
 #ifndef TRITLM_FED_H
 #define TRITLM_FED_H
 
@@ -28,9 +30,13 @@ typedef enum tlm_fed_enc {
     TLM_FED_F32 = 0, /* exact: 4 bytes per value */
     TLM_FED_I8 = 1,  /* q * scale, q in [-127, 127], scale = max|x| / 127 */
     TLM_FED_T2 = 2,  /* t * scale, t in {-1, 0, +1} (2-bit codes, 4 per byte), scale = max|x| */
-    TLM_FED_MASKED = 3 /* a device's share of a secure sum: u32 per value, (integer update + noise +
+    TLM_FED_MASKED = 3, /* a device's share of a secure sum: u32 per value, (integer update + noise +
                           pairwise mask) mod 2^32; scale = the grid step. Only the sum of every
                           device's shares means anything: decoded alone it is noise */
+    TLM_FED_LOWRANK_I8 = 4 /* a rows x cols matrix as B A, B (rows x rank) and A (rank x cols)
+                              each in int8 with its own scale (A's in the entry's scale field,
+                              B's at the start of the payload), rounded stochastically each;
+                              decoded, the product. tlm_fed_add_lowrank writes it */
 } tlm_fed_enc;
 
 typedef struct tlm_fed_header {
@@ -44,8 +50,11 @@ typedef struct tlm_fed_header {
 uint32_t tlm_fed_model_id(const tlm_model *m);
 
 /* Bytes one entry of `count` values takes with encoding enc (0 if enc is
- * unknown or the size overflows). */
+ * unknown, TLM_FED_LOWRANK_I8, or the size overflows). */
 size_t tlm_fed_entry_bytes(uint32_t enc, uint32_t count);
+/* Bytes of a TLM_FED_LOWRANK_I8 entry (0 if the shape is out of range:
+ * rank 1..255 and at most min(rows, cols), rows below 65536). */
+size_t tlm_fed_lowrank_entry_bytes(uint32_t rows, uint32_t cols, uint32_t rank);
 
 /* Writing: begin, add one entry per tensor, finish. The message is built
  * in buf (cap bytes); rng drives the stochastic rounding of I8 and T2
@@ -60,6 +69,10 @@ tlm_status tlm_fed_begin(tlm_fed_writer *w, void *buf, size_t cap, const tlm_fed
 /* delta: `count` finite values of tensor (role, layer). */
 tlm_status tlm_fed_add(tlm_fed_writer *w, tlm_role role, uint32_t layer, tlm_fed_enc enc, const float *delta,
                        uint32_t count, tlm_rand *rng, tlm_error *err);
+/* The delta of tensor (role, layer), a rows x cols matrix, as b a with b
+ * (rows x rank) and a (rank x cols), finite values, in TLM_FED_LOWRANK_I8. */
+tlm_status tlm_fed_add_lowrank(tlm_fed_writer *w, tlm_role role, uint32_t layer, const float *b, const float *a,
+                               uint32_t rows, uint32_t cols, uint32_t rank, tlm_rand *rng, tlm_error *err);
 /* A masked share (secure aggregation, made on the host: src/host/secagg.h):
  * `count` 32-bit values of tensor (role, layer) on a grid of step grid > 0. */
 tlm_status tlm_fed_add_masked(tlm_fed_writer *w, tlm_role role, uint32_t layer, const uint32_t *share, uint32_t count,
@@ -89,12 +102,14 @@ typedef struct tlm_fed_entry {
     tlm_fed_enc enc;
     uint32_t count;
     float scale;
+    uint32_t rank, rows; /* TLM_FED_LOWRANK_I8: the factors' rank and the matrix's rows; else 0 */
     const uint8_t *data;
 } tlm_fed_entry;
 
 /* Entry i of a validated message (i < n_entries). */
 void tlm_fed_entry_at(const void *buf, uint32_t i, tlm_fed_entry *e);
-/* Its values as floats (e->count of them). */
+/* Its values as floats (e->count of them; a low-rank entry's product row
+ * by row, each value an exact integer sum times the two scales). */
 void tlm_fed_entry_decode(const tlm_fed_entry *e, float *out);
 
 #ifdef __cplusplus

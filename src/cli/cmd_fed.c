@@ -51,8 +51,11 @@ const char cli_fed_help[] =
     "      --tensors G  train and send only these tensors, the rest frozen: a comma list of\n"
     "                   norms, embed, attn, ffn, layerN, all (default all)\n"
     "      --lora R     low-rank adapters of rank R on the matrices of --tensors (default attn,ffn;\n"
-    "                   'tritlm train --help'): the update is still the change of each matrix,\n"
-    "                   but of rank R at most\n"
+    "                   'tritlm train --help'): each matrix changes by rank R at most\n"
+    "      --rank R     send each matrix's change as two int8 factors of rank R (R (rows + cols)\n"
+    "                   values instead of rows x cols) where that is smaller: exact up to the\n"
+    "                   rounding when the change has rank R (after --lora R), else its leading\n"
+    "                   rank-R part; int8 only, not with --secure-agg\n"
     "      --device-step   tune with the device's own training step (the core's tlm_tune, what\n"
     "                   a microcontroller runs in firmware): the norm gains only, Adam over\n"
     "                   --steps windows of --ctx tokens (default 32) taken in order through the\n"
@@ -217,7 +220,7 @@ static int fed_update(int argc, char **argv)
         {"secure-agg", no_argument, 0, F_SECURE}, {"devices", required_argument, 0, F_DEVICES},
         {"update-clip", required_argument, 0, F_UPDATE_CLIP}, {"dp-noise", required_argument, 0, F_DP_NOISE},
         {"state", required_argument, 0, F_STATE}, {"reveal-timeout", required_argument, 0, F_REVEAL_TIMEOUT},
-        {"device-step", no_argument, 0, F_DEVICE_STEP}};
+        {"device-step", no_argument, 0, F_DEVICE_STEP}, {"rank", required_argument, 0, F_RANK}};
     enum { N_OWN = sizeof own / sizeof own[0] };
     struct option opts[N_OWN + CLI_TRAIN_LOOP_OPTION_COUNT];
     memcpy(opts, own, sizeof own);
@@ -231,7 +234,8 @@ static int fed_update(int argc, char **argv)
     float reveal_timeout = 600.0f;
     tlm_fed_enc enc = TLM_FED_I8;
     tlm_fed_header h = {0, 0, 0, 0};
-    int c, from_broker = 0, round_given = 0, secure = 0, device_step = 0, ctx_given = 0, lr_given = 0, li = -1;
+    int c, from_broker = 0, round_given = 0, secure = 0, device_step = 0, ctx_given = 0, lr_given = 0, li = -1, enc_given = 0;
+    uint32_t rank = 0;
     cli_broker cb;
     memset(&cb, 0, sizeof cb);
     double update_clip = 0.0;
@@ -249,11 +253,15 @@ static int fed_update(int argc, char **argv)
         case 'o': out = optarg; break;
         case 'h': fputs(cli_fed_help, stdout); return 0;
         case F_DEVICE_STEP: device_step = 1; break;
+        case F_RANK:
+            if (!cli_parse_u32(optarg, 1, 255, &rank)) return cli_usage_error("fed update", "--rank expects 1..255, got '%s'", optarg);
+            break;
         case F_ENCODE:
             if (!strcmp(optarg, "fp32")) enc = TLM_FED_F32;
             else if (!strcmp(optarg, "int8")) enc = TLM_FED_I8;
             else if (!strcmp(optarg, "t2")) enc = TLM_FED_T2;
             else return cli_usage_error("fed update", "--encode expects fp32, int8 or t2, got '%s'", optarg);
+            enc_given = 1;
             break;
         case F_ROUND:
             if (!cli_parse_u32(optarg, 0, 0xFFFFFFFFu, &h.round))
@@ -315,6 +323,9 @@ static int fed_update(int argc, char **argv)
     if (device_step) o.train_only = "norms";
     if (o.lora_alpha > 0.0f && !o.lora_rank) return cli_usage_error("fed update", "--lora-alpha goes with --lora R");
     if (o.lora_rank && !o.train_only) o.train_only = "attn,ffn"; /* the adapted matrices are what changes and is sent */
+    if (rank && ((enc_given && enc != TLM_FED_I8) || secure))
+        return cli_usage_error("fed update", "--rank sends int8 factors: not with --encode %s", secure ? "masked shares (--secure-agg)"
+                                                                                                     : enc == TLM_FED_F32 ? "fp32" : "t2");
     if (!key != !server_key)
         return cli_usage_error("fed update", "--key DEVICE.key and --server-key SERVER.pub go together");
     if (secure && (!key || !devices || !(update_clip > 0)))
@@ -456,7 +467,7 @@ static int fed_update(int argc, char **argv)
                     st = tlm_fed_make_masked_update(&gp, &g.model, &lp, only, &h, &plan, &dev_keys, &roster, &rng, seed,
                                                     &msg, &bytes, &err);
             } else if (!st)
-                st = tlm_fed_make_update(&gp, &g.model, &lp, only, enc, &h, &rng, &msg, &bytes, &err);
+                st = tlm_fed_make_update_rank(&gp, &g.model, &lp, only, enc, rank, &h, &rng, &msg, &bytes, &err);
             free(only);
         }
     }
@@ -609,6 +620,7 @@ static const char *enc_name(tlm_fed_enc e)
     case TLM_FED_I8: return "int8";
     case TLM_FED_T2: return "t2";
     case TLM_FED_MASKED: return "masked";
+    case TLM_FED_LOWRANK_I8: return "lowrank-int8";
     }
     return "?";
 }
@@ -701,8 +713,12 @@ static int fed_info(int argc, char **argv)
                 cJSON_AddStringToObject(ej, "encoding", enc_name(e.enc));
                 cJSON_AddNumberToObject(ej, "values", e.count);
                 cJSON_AddNumberToObject(ej, "scale", e.scale);
+                if (e.rank) cJSON_AddNumberToObject(ej, "rank", e.rank);
                 cJSON_AddItemToArray(es, ej);
-                if (!json)
+                if (!json && e.rank)
+                    printf("  %-12s layer %-3u %-6s %8u values as rank %u factors (%u x %u, %u x %u)\n", tlm_role_name(e.role),
+                           e.layer, enc_name(e.enc), e.count, e.rank, e.rows, e.rank, e.rank, e.count / e.rows);
+                else if (!json)
                     printf("  %-12s layer %-3u %-6s %8u values, scale %g\n", tlm_role_name(e.role), e.layer, enc_name(e.enc),
                            e.count, (double)e.scale);
             }

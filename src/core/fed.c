@@ -10,8 +10,9 @@ static const uint8_t fed_magic[4] = {'T', 'L', 'M', 'U'};
 /* header fields */
 enum { H_MAGIC = 0, H_VERSION = 4, H_HEADER = 6, H_TOTAL = 8, H_CRC = 12, H_ROUND = 16, H_CLIENT = 20,
        H_BASE = 24, H_EXAMPLES = 28, H_ENTRIES = 32, H_RESERVED = 36 };
-/* entry fields */
-enum { E_ROLE = 0, E_LAYER = 2, E_ENC = 4, E_RESERVED = 5, E_COUNT = 8, E_SCALE = 12 };
+/* entry fields; a low-rank entry keeps its rank in E_RANK and its rows in
+ * E_ROWS, bytes every other encoding keeps zero (E_RESERVED) */
+enum { E_ROLE = 0, E_LAYER = 2, E_ENC = 4, E_RESERVED = 5, E_RANK = 5, E_ROWS = 6, E_COUNT = 8, E_SCALE = 12 };
 
 uint32_t tlm_fed_model_id(const tlm_model *m) { return tlm_crc32(0, m->image, m->image_bytes); }
 
@@ -32,6 +33,30 @@ size_t tlm_fed_entry_bytes(uint32_t enc, uint32_t count)
     const size_t p = payload_bytes(enc, count);
     if (p > SIZE_MAX - TLM_FED_ENTRY_BYTES - 3u) return 0;
     return TLM_FED_ENTRY_BYTES + ((p + 3u) & ~(size_t)3u);
+}
+
+/* A low-rank entry's payload: B's scale, B's codes, A's codes. */
+static size_t lowrank_payload(uint32_t rows, uint32_t cols, uint32_t rank)
+{
+    return 4u + (size_t)rank * ((size_t)rows + cols);
+}
+
+size_t tlm_fed_lowrank_entry_bytes(uint32_t rows, uint32_t cols, uint32_t rank)
+{
+    if (rank == 0 || rank > 255u || rows == 0 || rows > 0xFFFFu || cols == 0 || rank > rows || rank > cols ||
+        (uint64_t)rows * cols > 0xFFFFFFFFu)
+        return 0;
+    return TLM_FED_ENTRY_BYTES + ((lowrank_payload(rows, cols, rank) + 3u) & ~(size_t)3u);
+}
+
+/* The size of the entry at e, from its head (0 if its fields are out of range). */
+static size_t entry_size(const uint8_t *e)
+{
+    const uint32_t enc = e[E_ENC], count = tlm_rd32(e + E_COUNT);
+    if (enc != TLM_FED_LOWRANK_I8) return tlm_fed_entry_bytes(enc, count);
+    const uint32_t rank = e[E_RANK], rows = tlm_rd16(e + E_ROWS);
+    if (rows == 0 || count % rows) return 0;
+    return tlm_fed_lowrank_entry_bytes(rows, count / rows, rank);
 }
 
 /* The checksum of a message of n bytes (its CRC field read as zero). */
@@ -116,6 +141,66 @@ tlm_status tlm_fed_add_masked(tlm_fed_writer *w, tlm_role role, uint32_t layer, 
     return TLM_OK;
 }
 
+/* Largest |x[i]|, or -1 if a value is not finite. */
+static float finite_absmax(const float *x, uint32_t n)
+{
+    float amax = 0.0f;
+    for (uint32_t i = 0; i < n; i++) {
+        const float a = fabsf(x[i]);
+        if (!(a <= 3.4e38f)) return -1.0f;
+        if (a > amax) amax = a;
+    }
+    return amax;
+}
+
+/* x as int8 codes q with x ~ q * scale, scale = amax / 127, each rounded
+ * down or up with the odds that keep its expectation at x; returns scale. */
+static float int8_stochastic(uint8_t *d, const float *x, uint32_t n, float amax, tlm_rand *rng)
+{
+    const float scale = amax / 127.0f;
+    for (uint32_t i = 0; i < n && scale > 0.0f; i++) {
+        /* v in [-127, 127] (rounding of the division may step a hair past
+         * it: clamp) */
+        float v = x[i] / scale;
+        v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+        const float lo = floorf(v);
+        int q = (int)lo + bernoulli(rng, v - lo);
+        q = q > 127 ? 127 : (q < -127 ? -127 : q);
+        d[i] = (uint8_t)(int8_t)q;
+    }
+    return scale;
+}
+
+tlm_status tlm_fed_add_lowrank(tlm_fed_writer *w, tlm_role role, uint32_t layer, const float *b, const float *a,
+                               uint32_t rows, uint32_t cols, uint32_t rank, tlm_rand *rng, tlm_error *err)
+{
+    if (!w->buf) return tlm_fail(err, TLM_ERR_ARG, "federated update: tlm_fed_begin first");
+    if (role < TLM_ROLE_TOK_EMBED || role > TLM_ROLE_CLASSIFIER || layer > 0xFFFFu || !b || !a || !rng)
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: bad low-rank entry (role %u, layer %u)", (unsigned)role,
+                        (unsigned)layer);
+    const size_t eb = tlm_fed_lowrank_entry_bytes(rows, cols, rank);
+    if (!eb)
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: a %u x %u matrix does not take rank %u (1 to 255, at most "
+                                          "its smaller side; rows below 65536)", (unsigned)rows, (unsigned)cols, (unsigned)rank);
+    if (eb > w->cap - w->len)
+        return tlm_fail(err, TLM_ERR_TRUNCATED, "federated update: %u more bytes needed than the buffer has",
+                        (unsigned)(eb - (w->cap - w->len)));
+    const float mb = finite_absmax(b, rows * rank), ma = finite_absmax(a, rank * cols);
+    if (mb < 0.0f || ma < 0.0f) return tlm_fail(err, TLM_ERR_ARG, "federated update: a factor holds a value that is not finite");
+    uint8_t *e = entry_head(w, role, layer, TLM_FED_LOWRANK_I8, rows * cols, eb), *d = e + TLM_FED_ENTRY_BYTES;
+    e[E_RANK] = (uint8_t)rank;
+    tlm_wr16(e + E_ROWS, (uint16_t)rows);
+    tlm_wrf32(d, int8_stochastic(d + 4, b, rows * rank, mb, rng));
+    tlm_wrf32(e + E_SCALE, int8_stochastic(d + 4 + (size_t)rows * rank, a, rank * cols, ma, rng));
+    if (rng->failed) {
+        memset(e, 0, eb);
+        return tlm_fail(err, TLM_ERR_RNG, "federated update: the random source failed");
+    }
+    w->len += eb;
+    w->n_entries++;
+    return TLM_OK;
+}
+
 tlm_status tlm_fed_add(tlm_fed_writer *w, tlm_role role, uint32_t layer, tlm_fed_enc enc, const float *delta,
                        uint32_t count, tlm_rand *rng, tlm_error *err)
 {
@@ -131,29 +216,14 @@ tlm_status tlm_fed_add(tlm_fed_writer *w, tlm_role role, uint32_t layer, tlm_fed
     size_t eb;
     const tlm_status st = entry_room(w, (uint32_t)enc, count, &eb, err);
     if (st) return st;
-    float amax = 0.0f;
-    for (uint32_t i = 0; i < count; i++) {
-        const float a = fabsf(delta[i]);
-        if (!(a <= 3.4e38f)) return tlm_fail(err, TLM_ERR_ARG, "federated update: value %u is not finite", (unsigned)i);
-        if (a > amax) amax = a;
-    }
+    const float amax = finite_absmax(delta, count);
+    if (amax < 0.0f) return tlm_fail(err, TLM_ERR_ARG, "federated update: a value is not finite");
     uint8_t *e = entry_head(w, role, layer, (uint32_t)enc, count, eb), *d = e + TLM_FED_ENTRY_BYTES;
     float scale = 0.0f;
     if (enc == TLM_FED_F32) {
         for (uint32_t i = 0; i < count; i++) tlm_wrf32(d + 4u * i, delta[i]);
     } else if (enc == TLM_FED_I8) {
-        scale = amax / 127.0f;
-        for (uint32_t i = 0; i < count && scale > 0.0f; i++) {
-            /* v in [-127, 127] (rounding of the division may step a hair
-             * past it: clamp), rounded down or up with the odds that keep
-             * the expectation at v */
-            float v = delta[i] / scale;
-            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
-            const float lo = floorf(v);
-            int q = (int)lo + bernoulli(rng, v - lo);
-            q = q > 127 ? 127 : (q < -127 ? -127 : q);
-            d[i] = (uint8_t)(int8_t)q;
-        }
+        scale = int8_stochastic(d, delta, count, amax, rng);
     } else {
         scale = amax;
         for (uint32_t i = 0; i < count && scale > 0.0f; i++) {
@@ -227,13 +297,17 @@ tlm_status tlm_fed_validate_for(const void *buf, size_t n, const tlm_model *m, u
         const uint8_t *e = b + at;
         const uint32_t role = tlm_rd16(e + E_ROLE), layer = tlm_rd16(e + E_LAYER), enc = e[E_ENC];
         const uint32_t count = tlm_rd32(e + E_COUNT);
-        if (e[E_RESERVED] | e[E_RESERVED + 1] | e[E_RESERVED + 2])
+        if (enc != TLM_FED_LOWRANK_I8 && (e[E_RESERVED] | e[E_RESERVED + 1] | e[E_RESERVED + 2]))
             return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: reserved bytes set", (unsigned)i);
         if (role < TLM_ROLE_TOK_EMBED || role > TLM_ROLE_CLASSIFIER || count == 0)
             return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: role %u with %u values", (unsigned)i,
                             (unsigned)role, (unsigned)count);
-        const size_t eb = tlm_fed_entry_bytes(enc, count);
-        if (!eb) return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: unknown encoding %u", (unsigned)i, (unsigned)enc);
+        const size_t eb = entry_size(e);
+        if (!eb)
+            return tlm_fail(err, TLM_ERR_TENSOR, enc == TLM_FED_LOWRANK_I8
+                                                     ? "federated update: entry %u: a low-rank shape that does not fit its %u values"
+                                                     : "federated update: entry %u: unknown encoding %u",
+                            (unsigned)i, enc == TLM_FED_LOWRANK_I8 ? (unsigned)count : (unsigned)enc);
         if (eb > n - at)
             return tlm_fail(err, TLM_ERR_RANGE, "federated update: entry %u runs past the end", (unsigned)i);
         const float scale = tlm_rdf32(e + E_SCALE);
@@ -241,8 +315,17 @@ tlm_status tlm_fed_validate_for(const void *buf, size_t n, const tlm_model *m, u
             (enc == TLM_FED_MASKED && scale == 0.0f))
             return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: bad scale", (unsigned)i);
         const uint8_t *d = e + TLM_FED_ENTRY_BYTES;
-        const size_t pb = payload_bytes(enc, count);
-        if (enc == TLM_FED_F32) {
+        const uint32_t rows = tlm_rd16(e + E_ROWS);
+        const size_t pb = enc == TLM_FED_LOWRANK_I8 ? lowrank_payload(rows, count / rows, e[E_RANK]) : payload_bytes(enc, count);
+        if (enc == TLM_FED_LOWRANK_I8) {
+            const float sb = tlm_rdf32(d);
+            /* the largest decoded value, 255 * 127 * 127 * sb * sa, finite */
+            if (!(sb >= 0.0f && sb <= 3.4e38f) || (double)sb * scale * 4112895.0 > 3.4e38)
+                return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: bad scale", (unsigned)i);
+            for (size_t k = 4; k < pb; k++)
+                if (d[k] == 0x80u)
+                    return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: int8 value -128", (unsigned)i);
+        } else if (enc == TLM_FED_F32) {
             for (uint32_t k = 0; k < count; k++)
                 if (!finite_f32(d + 4u * k))
                     return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: value %u is not finite", (unsigned)i,
@@ -271,6 +354,9 @@ tlm_status tlm_fed_validate_for(const void *buf, size_t n, const tlm_model *m, u
             if ((uint64_t)t.rows * t.cols != count)
                 return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: %u values for a tensor of %u x %u",
                                 (unsigned)i, (unsigned)count, (unsigned)t.rows, (unsigned)t.cols);
+            if (enc == TLM_FED_LOWRANK_I8 && rows != t.rows)
+                return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entry %u: factors of %u rows for a tensor of %u x %u",
+                                (unsigned)i, (unsigned)rows, (unsigned)t.rows, (unsigned)t.cols);
         }
         /* each tensor at most once */
         size_t at2 = TLM_FED_HEADER_BYTES;
@@ -279,7 +365,7 @@ tlm_status tlm_fed_validate_for(const void *buf, size_t n, const tlm_model *m, u
             if (tlm_rd16(f + E_ROLE) == role && tlm_rd16(f + E_LAYER) == layer)
                 return tlm_fail(err, TLM_ERR_TENSOR, "federated update: entries %u and %u are the same tensor",
                                 (unsigned)j, (unsigned)i);
-            at2 += tlm_fed_entry_bytes(f[E_ENC], tlm_rd32(f + E_COUNT));
+            at2 += entry_size(f);
         }
         at += eb;
     }
@@ -301,8 +387,7 @@ void tlm_fed_entry_at(const void *buf, uint32_t i, tlm_fed_entry *out)
     const uint8_t *b = buf;
     size_t at = TLM_FED_HEADER_BYTES;
     for (uint32_t j = 0; j < i; j++) {
-        const uint8_t *f = b + at;
-        at += tlm_fed_entry_bytes(f[E_ENC], tlm_rd32(f + E_COUNT));
+        at += entry_size(b + at);
     }
     const uint8_t *e = b + at;
     out->role = (tlm_role)tlm_rd16(e + E_ROLE);
@@ -310,12 +395,26 @@ void tlm_fed_entry_at(const void *buf, uint32_t i, tlm_fed_entry *out)
     out->enc = (tlm_fed_enc)e[E_ENC];
     out->count = tlm_rd32(e + E_COUNT);
     out->scale = tlm_rdf32(e + E_SCALE);
+    out->rank = out->enc == TLM_FED_LOWRANK_I8 ? e[E_RANK] : 0u;
+    out->rows = out->enc == TLM_FED_LOWRANK_I8 ? tlm_rd16(e + E_ROWS) : 0u;
     out->data = e + TLM_FED_ENTRY_BYTES;
 }
 
 void tlm_fed_entry_decode(const tlm_fed_entry *e, float *out)
 {
     const uint8_t *d = e->data;
+    if (e->enc == TLM_FED_LOWRANK_I8) {
+        const uint32_t rows = e->rows, cols = e->count / rows, r = e->rank;
+        const float s = tlm_rdf32(d) * e->scale; /* B's scale times A's */
+        const int8_t *qb = (const int8_t *)(const void *)(d + 4), *qa = qb + (size_t)rows * r;
+        for (uint32_t i = 0; i < rows; i++)
+            for (uint32_t j = 0; j < cols; j++) {
+                int32_t acc = 0; /* at most 255 * 127 * 127: exact */
+                for (uint32_t k = 0; k < r; k++) acc += (int32_t)qb[(size_t)i * r + k] * qa[(size_t)k * cols + j];
+                out[(size_t)i * cols + j] = (float)acc * s;
+            }
+        return;
+    }
     for (uint32_t i = 0; i < e->count; i++) {
         if (e->enc == TLM_FED_F32) {
             out[i] = tlm_rdf32(d + 4u * i);

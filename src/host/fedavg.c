@@ -5,32 +5,51 @@
 #include <string.h>
 
 #include "fedavg.h"
+#include "lowrank.h"
 
 __extension__ typedef unsigned __int128 u128;
 
-tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global_model, const tlm_params *local,
-                               const uint8_t *only, tlm_fed_enc enc, const tlm_fed_header *h, tlm_rand *rng, uint8_t **msg, size_t *bytes,
-                               tlm_error *err)
+/* Whether tensor g goes as rank-`rank` factors: a matrix whose factors
+ * take fewer bytes than its int8 entry. */
+static int as_factors(const tlm_param_tensor *g, uint32_t rank)
+{
+    if (!rank || g->rows < 2 || g->cols < 2) return 0;
+    const size_t lb = tlm_fed_lowrank_entry_bytes(g->rows, g->cols, rank);
+    return lb && lb < tlm_fed_entry_bytes(TLM_FED_I8, g->rows * g->cols);
+}
+
+tlm_status tlm_fed_make_update_rank(const tlm_params *global, const tlm_model *global_model, const tlm_params *local,
+                                    const uint8_t *only, tlm_fed_enc enc, uint32_t rank, const tlm_fed_header *h,
+                                    tlm_rand *rng, uint8_t **msg, size_t *bytes, tlm_error *err)
 {
     *msg = NULL;
     *bytes = 0;
     const uint32_t nt = tlm_params_count(global);
     if (global->n != local->n || tlm_params_count(local) != nt)
         return tlm_fail(err, TLM_ERR_ARG, "federated update: the local model's shapes are not the global model's");
-    size_t cap = TLM_FED_HEADER_BYTES, widest = 0;
+    if (rank && enc != TLM_FED_I8)
+        return tlm_fail(err, TLM_ERR_ARG, "federated update: low-rank factors go in int8 (the other tensors too)");
+    size_t cap = TLM_FED_HEADER_BYTES, widest = 0, widest_f = 0;
     for (uint32_t i = 0; i < nt; i++) {
         if (only && !only[i]) continue;
         tlm_param_tensor g;
         tlm_params_tensor(global, i, &g);
         const size_t c = (size_t)g.rows * g.cols;
-        cap += tlm_fed_entry_bytes(enc, (uint32_t)c);
+        if (as_factors(&g, rank)) {
+            cap += tlm_fed_lowrank_entry_bytes(g.rows, g.cols, rank);
+            const size_t f = (size_t)rank * (g.rows + g.cols);
+            if (f > widest_f) widest_f = f;
+        } else {
+            cap += tlm_fed_entry_bytes(enc, (uint32_t)c);
+        }
         if (c > widest) widest = c;
     }
     uint8_t *buf = malloc(cap);
-    float *d = malloc((widest ? widest : 1) * sizeof *d);
-    if (!buf || !d) {
+    float *d = malloc((widest ? widest : 1) * sizeof *d), *fac = malloc((widest_f ? widest_f : 1) * sizeof *fac);
+    if (!buf || !d || !fac) {
         free(buf);
         free(d);
+        free(fac);
         return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
     }
     tlm_fed_writer w;
@@ -44,16 +63,30 @@ tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global
         tlm_params_tensor(local, i, &l);
         const size_t c = (size_t)g.rows * g.cols;
         for (size_t k = 0; k < c; k++) d[k] = l.data[k] - g.data[k];
-        st = tlm_fed_add(&w, (tlm_role)g.role, g.layer, enc, d, (uint32_t)c, rng, err);
+        if (as_factors(&g, rank)) {
+            float *fb = fac, *fa = fac + (size_t)g.rows * rank;
+            st = tlm_lowrank_factor(d, g.rows, g.cols, rank, 0x1F2E3D4C5B6A7988ull + i, fb, fa, err);
+            if (!st) st = tlm_fed_add_lowrank(&w, (tlm_role)g.role, g.layer, fb, fa, g.rows, g.cols, rank, rng, err);
+        } else {
+            st = tlm_fed_add(&w, (tlm_role)g.role, g.layer, enc, d, (uint32_t)c, rng, err);
+        }
     }
     if (!st) st = tlm_fed_finish(&w, bytes, err);
     free(d);
+    free(fac);
     if (st) {
         free(buf);
         return st;
     }
     *msg = buf;
     return TLM_OK;
+}
+
+tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global_model, const tlm_params *local,
+                               const uint8_t *only, tlm_fed_enc enc, const tlm_fed_header *h, tlm_rand *rng, uint8_t **msg, size_t *bytes,
+                               tlm_error *err)
+{
+    return tlm_fed_make_update_rank(global, global_model, local, only, enc, 0, h, rng, msg, bytes, err);
 }
 
 tlm_status tlm_fedavg_init(tlm_fedavg *a, const tlm_model *global_model, double clip, tlm_error *err)

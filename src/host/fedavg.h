@@ -21,6 +21,13 @@
 tlm_status tlm_fed_make_update(const tlm_params *global, const tlm_model *global_model, const tlm_params *local,
                                const uint8_t *only, tlm_fed_enc enc, const tlm_fed_header *h, tlm_rand *rng, uint8_t **msg, size_t *bytes,
                                tlm_error *err);
+/* The same with each matrix whose change is smaller that way sent as
+ * rank-`rank` int8 factors (tlm_lowrank_factor: exact when the change has
+ * that rank, as after fine-tuning with adapters of that rank; else its
+ * leading part), the other tensors in int8; enc must be TLM_FED_I8. */
+tlm_status tlm_fed_make_update_rank(const tlm_params *global, const tlm_model *global_model, const tlm_params *local,
+                                    const uint8_t *only, tlm_fed_enc enc, uint32_t rank, const tlm_fed_header *h,
+                                    tlm_rand *rng, uint8_t **msg, size_t *bytes, tlm_error *err);
 
 typedef struct tlm_fedavg {
     const tlm_model *global_model; /* updates must name this model */
