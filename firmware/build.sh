@@ -192,6 +192,10 @@ fi
             [ -n "$a8" ] && [ "$a8" -lt "$arena" ] &&
                 echo "build.sh: with --kv-int8 the arena would be $a8 bytes ($((arena - a8)) fewer); a smaller --ctx also helps" >&2
         fi
+        # the decoder's stack peaks near 1.3 KB: a smaller stack region may be all that is missing
+        if [ "$stack_kb" -gt 2 ] && [ "$missing" -le $(((stack_kb - 2) * 1024)) ]; then
+            echo "build.sh: --stack-kb $((stack_kb - (missing + 1023) / 1024)) would make room (the decoder's stack peaks near 1.3 KB; the firmware reports STACK and exits 98 if it runs out)" >&2
+        fi
         exit 3
     fi
     cat "$out/link.err" >&2

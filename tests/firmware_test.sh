@@ -263,6 +263,12 @@ if [ $target = cortex-m4 ]; then
     else
         echo "ok stm32f411: context 256 in $ram bytes of RAM (128 KB part), the host's text"
     fi
+    # with the default 8 KB stack region it misses by less than that region's slack: the build says which --stack-kb fits
+    st=0
+    "$tlm" firmware --device stm32f411 -m "$tmp/t.tlm" --ctx 256 --kv-int8 -n 2 -o "$tmp/fw_f411b" --run >/dev/null 2>"$tmp/f411.err" || st=$?
+    if [ $st != 1 ] || ! grep -q 'bytes missing' "$tmp/f411.err" || ! grep -q -- '--stack-kb [0-9]* would make room' "$tmp/f411.err"; then
+        echo "FAIL stm32f411 with an 8 KB stack: exit $st"; cat "$tmp/f411.err"; fail=1
+    fi
 fi
 # a load from unmapped memory: the fault handler reports it and exits 99
 out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_fault" --ctx 16 -n 2 --fault-test 0xF0000000u --run 2>&1 || true)
