@@ -426,6 +426,38 @@ static void test_fed_round(void **state)
         assert_true(sl.st_size * 2 < sd.st_size / 4); /* under half the bytes of int8 (the fp32 update above: 4x int8) */
     }
     assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s'", model, tu_tmp("lra.tlm"), tu_tmp("lr.tlmu")), 0);
+    /* a ternary global model: a round that tunes the gains leaves every matrix in its packing, byte for byte
+     * (the new model is as large as the old); a round that changes matrices writes those in fp32, and says so */
+    assert_int_equal(run("quantize -m '%s' -o '%s' --pack t2", model, tu_tmp("gt.tlm")), 0);
+    assert_int_equal(run("fed update -m '%s' --data '%s' --tensors norms --steps 2 --ctx 16 --batch 2 -o '%s'",
+                         tu_tmp("gt.tlm"), txt, tu_tmp("gn.tlmu")), 0);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s'", tu_tmp("gt.tlm"), tu_tmp("gt1.tlm"), tu_tmp("gn.tlmu")), 0);
+    assert_null(strstr(err_text, "written in fp32"));
+    {
+        tlm_model_file a, b;
+        assert_int_equal(tlm_model_file_open(&a, tu_tmp("gt.tlm"), NULL), TLM_OK);
+        assert_int_equal(tlm_model_file_open(&b, tu_tmp("gt1.tlm"), NULL), TLM_OK);
+        assert_int_equal(a.model.image_bytes, b.model.image_bytes);
+        int gains_changed = 0;
+        assert_int_equal(a.model.n_tensors, b.model.n_tensors);
+        for (uint32_t i = 0; i < a.model.n_tensors; i++) {
+            tlm_tensor ta, tb;
+            tlm_model_tensor_at(&a.model, i, &ta);
+            tlm_model_tensor_at(&b.model, i, &tb);
+            assert_int_equal(ta.wtype, tb.wtype);
+            assert_int_equal(ta.data_bytes, tb.data_bytes);
+            const int same = !memcmp(ta.data, tb.data, ta.data_bytes);
+            if (ta.rows > 1) assert_true(same); /* matrices and the embedding: untouched */
+            else gains_changed += !same;
+        }
+        assert_true(gains_changed > 0);
+        tlm_model_file_close(&a);
+        tlm_model_file_close(&b);
+    }
+    assert_int_equal(run("fed update -m '%s' --data '%s' --tensors attn --steps 2 --ctx 16 --batch 2 -o '%s'",
+                         tu_tmp("gt.tlm"), txt, tu_tmp("ga.tlmu")), 0);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s'", tu_tmp("gt.tlm"), tu_tmp("gt2.tlm"), tu_tmp("ga.tlmu")), 0);
+    assert_non_null(strstr(err_text, "quantized tensors changed and are written in fp32"));
     /* usage */
     assert_int_equal(run("fed"), 2);
     assert_int_equal(run("fed update -m '%s' -o '%s' --steps 1", model, tu_tmp("x.tlmu")), 2);

@@ -505,7 +505,14 @@ int cli_fed_aggregate(int argc, char **argv)
     if (!st && z > 0 && ledger) st = write_fed_ledger(ledger, rho_before + rho, rounds_before + 1, &err);
     if (lock >= 0) close(lock);
     if (!st) st = tlm_vocab_from_model(&g.model, &v, &err);
-    if (!st) st = tlm_params_to_image(&p, &v, g.model.bos_id, g.model.eos_id, &img, &bytes, &err);
+    /* the new global model in the old one's weight types where the round
+     * left a tensor as it was (a ternary model whose gains were tuned stays
+     * ternary); a changed quantized tensor is written in fp32, and said */
+    uint32_t widened = 0;
+    if (!st) st = tlm_params_to_image_like(&p, &g.model, &v, &img, &bytes, &widened, &err);
+    if (!st && widened)
+        fprintf(stderr, "fed aggregate: %u quantized tensors changed and are written in fp32 (%zu bytes); quantize the "
+                        "model again for a device ('tritlm quantize', or --qat)\n", widened, bytes);
     if (!st) st = tlm_write_file_atomic(out, img, bytes, &err);
     if (p_alloc) tlm_params_free(&p);
     if (!st && publish) {

@@ -51,6 +51,14 @@ void tlm_params_init(tlm_params *p, uint64_t seed);
 /* Parameters of an image (any weight type, expanded to fp32). */
 tlm_status tlm_params_from_model(tlm_params *p, const tlm_model *m, tlm_error *err);
 
+/* An image of the parameters in the layout of `like` (a model of the same
+ * shapes): each tensor whose values equal like's, expanded, keeps like's
+ * weight type, packing and scales byte for byte; each other one is written
+ * in fp32 (*widened, if not NULL, counts those that were not fp32 in like).
+ * BOS and EOS come from like. */
+tlm_status tlm_params_to_image_like(const tlm_params *p, const tlm_model *like, const tlm_vocab *v, uint8_t **image,
+                                    size_t *bytes, uint32_t *widened, tlm_error *err);
+
 /* An fp32 image of the parameters with this vocabulary. */
 tlm_status tlm_params_to_image(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t eos, uint8_t **image,
                                size_t *bytes, tlm_error *err);
