@@ -58,8 +58,9 @@ set -x
 set +x
 # on a microcontroller (emulated): the default model as STM32F722 firmware;
 # the same model tuning its norm gains on a device's own text in 256 KB of
-# RAM and printing the update it would send; and the fp32 parent quantized
-# per layer for an STM32H743's flash and RAM
+# RAM and printing the update it would send, which the server folds into a
+# next global model that stays ternary; and the fp32 parent quantized per
+# layer for an STM32H743's flash and RAM
 if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1; then
     head -c 3000 "$fed/device1.txt" >"$fed/own.txt"
     set -x
@@ -69,6 +70,9 @@ if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/
         -o "$build/demo/fw-tune" --run --update "$fed/device1-on-chip.tlmu" |
         grep -E '^(TUNE_TOKENS|UPDATE_BYTES|RAM|LOSS|ESTIMATE)'
     "$tlm" fed info -m "$ternary" "$fed/device1-on-chip.tlmu" | head -1
+    # the server folds it into the next global model, still ternary (same size)
+    "$tlm" fed aggregate -m "$ternary" -o "$build/demo/ternary-round1.tlm" "$fed/device1-on-chip.tlmu"
+    wc -c "$ternary" "$build/demo/ternary-round1.tlm"
     "$tlm" quantize -m "$fp32" -o "$build/demo/d128-stm32h743.tlm" --device stm32h743 --calib "$dev" --calib-stories 50
     set +x
 fi
