@@ -18,6 +18,7 @@
 #include "../host/fileio.h"
 #include "../host/model_file.h"
 #include "../host/mqtt.h"
+#include "../host/train/lora.h"
 #include "../host/train/trainer.h"
 #include "cli.h"
 #include "fed_cli.h"
@@ -234,7 +235,7 @@ static int fed_update(int argc, char **argv)
     float reveal_timeout = 600.0f;
     tlm_fed_enc enc = TLM_FED_I8;
     tlm_fed_header h = {0, 0, 0, 0};
-    int c, from_broker = 0, round_given = 0, secure = 0, device_step = 0, ctx_given = 0, lr_given = 0, li = -1, enc_given = 0;
+    int c, from_broker = 0, round_given = 0, secure = 0, device_step = 0, ctx_given = 0, lr_given = 0, li = -1;
     uint32_t rank = 0;
     cli_broker cb;
     memset(&cb, 0, sizeof cb);
@@ -261,7 +262,6 @@ static int fed_update(int argc, char **argv)
             else if (!strcmp(optarg, "int8")) enc = TLM_FED_I8;
             else if (!strcmp(optarg, "t2")) enc = TLM_FED_T2;
             else return cli_usage_error("fed update", "--encode expects fp32, int8 or t2, got '%s'", optarg);
-            enc_given = 1;
             break;
         case F_ROUND:
             if (!cli_parse_u32(optarg, 0, 0xFFFFFFFFu, &h.round))
@@ -322,8 +322,8 @@ static int fed_update(int argc, char **argv)
     if (device_step && o.lora_rank) return cli_usage_error("fed update", "--device-step tunes the norms only: no --lora");
     if (device_step) o.train_only = "norms";
     if (o.lora_alpha > 0.0f && !o.lora_rank) return cli_usage_error("fed update", "--lora-alpha goes with --lora R");
-    if (o.lora_rank && !o.train_only) o.train_only = "attn,ffn"; /* the adapted matrices are what changes and is sent */
-    if (rank && ((enc_given && enc != TLM_FED_I8) || secure))
+    if (o.lora_rank && !o.train_only) o.train_only = TLM_LORA_DEFAULT_TENSORS; /* the adapted matrices: what changes and is sent */
+    if (rank && (enc != TLM_FED_I8 || secure))
         return cli_usage_error("fed update", "--rank sends int8 factors: not with --encode %s", secure ? "masked shares (--secure-agg)"
                                                                                                      : enc == TLM_FED_F32 ? "fp32" : "t2");
     if (!key != !server_key)

@@ -28,6 +28,12 @@ void tlm_adamw_free(tlm_adamw *o);
  * `decay` flag is set (matrices and embeddings, not norms). */
 void tlm_adamw_step(tlm_adamw *o, tlm_params *p, const tlm_params *grad, float lr);
 
+/* The AdamW update of n values x with gradients g and moments m, v, at
+ * step o->t (counted by tlm_adamw_step), with o's betas, epsilon and (if
+ * decay) weight decay: what tlm_adamw_step does to each tensor, for
+ * values outside a tlm_params (adapters). */
+void tlm_adamw_update(const tlm_adamw *o, float *x, const float *g, float *m, float *v, size_t n, float lr, int decay);
+
 /* Turns the weight average on with this decay, starting from p. */
 tlm_status tlm_adamw_ema_init(tlm_adamw *o, const tlm_params *p, float decay, tlm_error *err);
 /* After a step: ema += (1 - d) (p - ema) with d = min(decay, (1 + t) / (10 + t)),
@@ -41,5 +47,7 @@ float tlm_lr_at(uint64_t step, uint64_t total, uint64_t warmup, float lr, float 
 /* Scales grad so that its global L2 norm is at most max_norm (if > 0);
  * returns the norm before clipping. */
 double tlm_clip_grad(tlm_params *grad, double max_norm);
+/* The same over grad and n_extra more gradient values (adapters) together. */
+double tlm_clip_grad_with(tlm_params *grad, float *extra, size_t n_extra, double max_norm);
 
 #endif

@@ -22,7 +22,7 @@ static int adapted(const tlm_param_tensor *t, const uint8_t *mask, uint32_t i)
 {
     if (t->rows < 2 || t->cols < 2) return 0; /* gains train as they are, if at all */
     if (mask) return mask[i] != 0;
-    return t->role >= TLM_ROLE_WQ && t->role <= TLM_ROLE_W3 && t->role != TLM_ROLE_FFN_NORM;
+    return t->role >= TLM_ROLE_WQ && t->role <= TLM_ROLE_W3; /* attention and feed-forward (gains left above) */
 }
 
 tlm_status tlm_lora_init(tlm_lora *lo, const tlm_params *p, const uint8_t *mask, uint32_t rank, float alpha,
@@ -121,29 +121,7 @@ void tlm_lora_backward(tlm_lora *lo, tlm_params *g)
     }
 }
 
-double tlm_lora_clip(tlm_lora *lo, tlm_params *g, double max_norm)
-{
-    double ss = 0;
-    for (size_t i = 0; i < g->n; i++) ss += (double)g->data[i] * g->data[i];
-    for (size_t i = 0; i < lo->values; i++) ss += (double)lo->grad[i] * lo->grad[i];
-    const double norm = sqrt(ss);
-    if (max_norm > 0 && norm > max_norm) {
-        const float f = (float)(max_norm / norm);
-        for (size_t i = 0; i < g->n; i++) g->data[i] *= f;
-        for (size_t i = 0; i < lo->values; i++) lo->grad[i] *= f;
-    }
-    return norm;
-}
-
 void tlm_lora_step(tlm_lora *lo, const tlm_adamw *o, float lr)
 {
-    const uint64_t t = o->t ? o->t : 1;
-    const double bc1 = 1.0 - pow(o->beta1, (double)t), bc2 = 1.0 - pow(o->beta2, (double)t);
-    const float step = (float)(lr / bc1), inv_bc2 = (float)(1.0 / bc2), decay = 1.0f - lr * o->weight_decay;
-    for (size_t j = 0; j < lo->values; j++) {
-        const float gj = lo->grad[j];
-        lo->m[j] = o->beta1 * lo->m[j] + (1.0f - o->beta1) * gj;
-        lo->v[j] = o->beta2 * lo->v[j] + (1.0f - o->beta2) * gj * gj;
-        lo->data[j] = lo->data[j] * decay - step * lo->m[j] / (sqrtf(lo->v[j] * inv_bc2) + o->eps);
-    }
+    tlm_adamw_update(o, lo->data, lo->grad, lo->m, lo->v, lo->values, lr, 1);
 }

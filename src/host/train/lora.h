@@ -16,6 +16,9 @@
 #include "adamw.h"
 #include "params.h"
 
+/* The tensors that get adapters when nothing else is said. */
+#define TLM_LORA_DEFAULT_TENSORS "attn,ffn"
+
 typedef struct tlm_lora_tensor {
     uint32_t index;   /* the tensor (tlm_params_tensor order) */
     uint32_t rows, cols;
@@ -51,12 +54,9 @@ void tlm_lora_apply(const tlm_lora *lo, tlm_params *p);
  * adapters' gradients into lo->grad; g's adapted tensors then zeroed. */
 void tlm_lora_backward(tlm_lora *lo, tlm_params *g);
 
-/* Global-norm clipping over g and the adapters' gradients together
- * (as tlm_clip_grad); returns the norm before clipping. */
-double tlm_lora_clip(tlm_lora *lo, tlm_params *g, double max_norm);
-
-/* One AdamW step on A and B with o's betas, epsilon and weight decay,
- * after tlm_adamw_step counted the step (o->t). */
+/* One AdamW step on A and B (tlm_adamw_update, weight decay included),
+ * after tlm_adamw_step counted the step (o->t). Clipping: tlm_clip_grad_with
+ * over the model's gradient and lo->grad. */
 void tlm_lora_step(tlm_lora *lo, const tlm_adamw *o, float lr);
 
 #endif

@@ -132,24 +132,7 @@ tlm_status tlm_params_from_model(tlm_params *p, const tlm_model *m, tlm_error *e
     return TLM_OK;
 }
 
-tlm_status tlm_params_to_image(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t eos, uint8_t **image,
-                               size_t *bytes, tlm_error *err)
-{
-    const uint32_t n = tlm_params_count(p);
-    tlm_tensor_in *ts = calloc(n, sizeof *ts);
-    if (!ts) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
-    for (uint32_t i = 0; i < n; i++) {
-        tlm_param_tensor t;
-        tlm_params_tensor(p, i, &t);
-        ts[i] = (tlm_tensor_in){.role = t.role, .layer = t.layer, .wtype = TLM_WTYPE_F32, .rows = t.rows,
-                                .cols = t.cols, .data = t.data};
-    }
-    tlm_status st = tlm_image_build(&p->hp, bos, eos, ts, n, v, image, bytes, err);
-    free(ts);
-    return st;
-}
-
-/* Whether tensor t of `like` expands to exactly the n floats at x. */
+/* Whether tensor t of `like` expands to exactly the floats at x. */
 static int same_values(const tlm_tensor *t, const float *x, float *row)
 {
     const tlm_wtype_traits *tr = tlm_wtype_get(t->wtype);
@@ -160,14 +143,12 @@ static int same_values(const tlm_tensor *t, const float *x, float *row)
     return 1;
 }
 
-tlm_status tlm_params_to_image_like(const tlm_params *p, const tlm_model *like, const tlm_vocab *v, uint8_t **image,
-                                    size_t *bytes, uint32_t *widened, tlm_error *err)
+/* The image of p: every tensor in fp32, or, with like, each tensor whose
+ * values equal like's in like's own encoding (tlm_params_to_image_like). */
+static tlm_status build_image(const tlm_params *p, const tlm_model *like, const tlm_vocab *v, uint32_t bos, uint32_t eos,
+                              uint8_t **image, size_t *bytes, uint32_t *widened, tlm_error *err)
 {
     const uint32_t n = tlm_params_count(p);
-    if (widened) *widened = 0;
-    if (like->hp.dim != p->hp.dim || like->hp.n_layers != p->hp.n_layers || like->hp.hidden_dim != p->hp.hidden_dim ||
-        like->hp.vocab_size != p->hp.vocab_size || like->hp.shared_classifier != p->hp.shared_classifier)
-        return tlm_fail(err, TLM_ERR_ARG, "the parameters do not have the model's shapes");
     uint32_t widest = 1;
     for (uint32_t i = 0; i < n; i++) {
         tlm_param_tensor t;
@@ -175,8 +156,8 @@ tlm_status tlm_params_to_image_like(const tlm_params *p, const tlm_model *like, 
         if (t.cols > widest) widest = t.cols;
     }
     tlm_tensor_in *ts = calloc(n, sizeof *ts);
-    float *row = malloc((size_t)widest * sizeof *row);
-    if (!ts || !row) {
+    float *row = like ? malloc((size_t)widest * sizeof *row) : NULL;
+    if (!ts || (like && !row)) {
         free(ts);
         free(row);
         return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
@@ -185,25 +166,41 @@ tlm_status tlm_params_to_image_like(const tlm_params *p, const tlm_model *like, 
     for (uint32_t i = 0; i < n; i++) {
         tlm_param_tensor t;
         tlm_params_tensor(p, i, &t);
+        ts[i] = (tlm_tensor_in){.role = t.role, .layer = t.layer, .wtype = TLM_WTYPE_F32, .rows = t.rows,
+                                .cols = t.cols, .data = t.data};
+        if (!like) continue;
         tlm_tensor o;
         if (tlm_model_tensor(like, (tlm_role)t.role, t.layer, &o) != 0 || o.rows != t.rows || o.cols != t.cols) {
             st = tlm_fail(err, TLM_ERR_ARG, "the model has no %u x %u tensor of role %u layer %u", t.rows, t.cols, t.role, t.layer);
             break;
         }
-        if (same_values(&o, t.data, row)) { /* unchanged: its own type, packing and scales */
+        if (same_values(&o, t.data, row)) /* unchanged: its own type, packing and scales */
             ts[i] = (tlm_tensor_in){.role = o.role, .layer = o.layer, .wtype = o.wtype, .scale_kind = o.scale_kind,
                                     .rows = o.rows, .cols = o.cols, .group = o.group, .param = o.param,
                                     .data = o.data, .scales = o.scales};
-        } else {
-            ts[i] = (tlm_tensor_in){.role = t.role, .layer = t.layer, .wtype = TLM_WTYPE_F32, .rows = t.rows,
-                                    .cols = t.cols, .data = t.data};
-            if (widened && o.wtype != TLM_WTYPE_F32) (*widened)++;
-        }
+        else if (widened && o.wtype != TLM_WTYPE_F32)
+            (*widened)++;
     }
-    if (!st) st = tlm_image_build(&p->hp, like->bos_id, like->eos_id, ts, n, v, image, bytes, err);
+    if (!st) st = tlm_image_build(&p->hp, bos, eos, ts, n, v, image, bytes, err);
     free(ts);
     free(row);
     return st;
+}
+
+tlm_status tlm_params_to_image(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t eos, uint8_t **image,
+                               size_t *bytes, tlm_error *err)
+{
+    return build_image(p, NULL, v, bos, eos, image, bytes, NULL, err);
+}
+
+tlm_status tlm_params_to_image_like(const tlm_params *p, const tlm_model *like, const tlm_vocab *v, uint8_t **image,
+                                    size_t *bytes, uint32_t *widened, tlm_error *err)
+{
+    if (widened) *widened = 0;
+    if (like->hp.dim != p->hp.dim || like->hp.n_layers != p->hp.n_layers || like->hp.hidden_dim != p->hp.hidden_dim ||
+        like->hp.vocab_size != p->hp.vocab_size || like->hp.shared_classifier != p->hp.shared_classifier)
+        return tlm_fail(err, TLM_ERR_ARG, "the parameters do not have the model's shapes");
+    return build_image(p, like, v, like->bos_id, like->eos_id, image, bytes, widened, err);
 }
 
 tlm_status tlm_params_select(const tlm_params *p, const char *spec, uint8_t *mask, size_t *values, tlm_error *err)

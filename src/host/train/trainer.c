@@ -339,7 +339,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             st = tlm_fail(err, TLM_ERR_ARG, "adapters do not go with --qat (a quantized forward pass needs the whole matrices)");
             goto out;
         }
-        if (!train_only) train_only = "attn,ffn";
+        if (!train_only) train_only = TLM_LORA_DEFAULT_TENSORS;
     }
     if (train_only) {
         if (resume) {
@@ -541,7 +541,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
                     tlm_params_tensor(&s.grads[0], i, &g);
                     memset(g.data, 0, (size_t)g.rows * g.cols * sizeof(float));
                 }
-        const double gnorm = lora.n ? tlm_lora_clip(&lora, &s.grads[0], meta.clip) : tlm_clip_grad(&s.grads[0], meta.clip);
+        const double gnorm = tlm_clip_grad_with(&s.grads[0], lora.grad, lora.values, meta.clip);
         tlm_adamw_step(&opt, &s.p, &s.grads[0], lr);
         if (lora.n) {
             tlm_lora_step(&lora, &opt, lr);
