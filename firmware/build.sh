@@ -7,6 +7,10 @@
 #        [--privatize 1|2 --epsilon E --seed S [--count priv] [--priv-index]]   (privatize the prompt: 1 dx, 2 rr;
 #        --priv-index: d_chi with its search index in static RAM)
 #        [--fault-test ADDR]   (tests: read unmapped memory before anything else)
+#        [--adapter UPDATE]   (decode with a low-rank update on top of the model, linked into flash
+#                              next to it: 'tritlm fed update --lora R --rank R'; exit 7 if refused)
+#        [--no-stop]   (decode all STEPS positions, past the end-of-text token: benchmarks that
+#                       compare two builds at the same positions)
 #        [--embed asm|c]   (how the image gets into flash: model.S's .incbin, the default, or the C
 #                           array of `tritlm export c`, whose header then also sizes the arena)
 #        [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode fp32|int8|t2]]
@@ -24,7 +28,7 @@ root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
 ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
-embed=asm tune="" tune_steps=8 tune_window=16 tune_lr=0.01 tune_enc=0
+adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr=0.01 tune_enc=0
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -40,6 +44,8 @@ while [ $# -gt 0 ]; do
     --priv-index) priv_index=1; shift ;; # d_chi: build the search index in a static array
     --kv-int8) kv8=1; shift ;;
     --embed) embed=$2; shift 2 ;;
+    --adapter) adapter=$2; shift 2 ;;
+    --no-stop) nostop=-DTLM_FW_NO_STOP; shift ;;
     --tune) tune=$2; shift 2 ;;
     --tune-steps) tune_steps=$2; shift 2 ;;
     --tune-window) tune_window=$2; shift 2 ;;
@@ -56,6 +62,11 @@ tlm=${TLM_BIN:-tritlm}
 mkdir -p "$out"
 out=$(cd "$out" && pwd) # absolute: the compiler runs in it (below)
 model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
+if [ -n "$adapter" ]; then
+    [ -z "$tune" ] || { echo "build.sh: --adapter decodes; not with --tune" >&2; exit 2; }
+    [ -f "$adapter" ] || { echo "build.sh: no adapter file $adapter" >&2; exit 2; }
+    adapter=$(cd "$(dirname "$adapter")" && pwd)/$(basename "$adapter")
+fi
 if [ -n "$tune" ]; then
     [ "$embed" = asm ] || { echo "build.sh: --tune takes the model by .incbin (--embed asm)" >&2; exit 2; }
     [ -f "$tune" ] || { echo "build.sh: no text file $tune" >&2; exit 2; }
@@ -80,6 +91,7 @@ else
     }
     key=arena_bytes
     [ "$kv8" = 1 ] && key=arena_bytes_kv_int8
+    [ -n "$adapter" ] && key=${key}_adapter
     arena=$(echo "$info" | sed -n "s/.*\"$key\":\([0-9]*\).*/\1/p")
 fi
 plen=$(printf '%s' "$prompt" | wc -c)
@@ -102,11 +114,13 @@ c) # the image as C source; its header's arena figure (for --ctx) sizes the aren
     }
     arena_def=tlm_fw_model_c_ARENA_BYTES
     [ "$kv8" = 1 ] && arena_def=tlm_fw_model_c_ARENA_BYTES_KV_INT8
-    [ -n "${TLM_FW_ARENA:-}" ] && arena_def=$arena
+    [ -n "${TLM_FW_ARENA:-}" ] || [ -n "$adapter" ] && arena_def=$arena # (the header's figures have no adapter)
     ;;
 *) echo "build.sh: --embed takes asm or c, not $embed" >&2; exit 2 ;;
 esac
-defs="${tune_defs:-} $priv $fault -DTLM_FW_RT_FLAGS=${kv8}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
+rt_flags=$kv8
+[ -n "$adapter" ] && rt_flags=$((kv8 + 2)) && defs_adapter=-DTLM_FW_ADAPTER # TLM_RT_KV_INT8 = 1, TLM_RT_ADAPTER = 2
+defs="${tune_defs:-} ${defs_adapter:-} ${nostop:-} $priv $fault -DTLM_FW_RT_FLAGS=${rt_flags}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
 port=$here/$target
 case $target in
 cortex-m7 | cortex-m4)
@@ -176,6 +190,10 @@ else
     # a link to the model under a fixed name (unless the model is that file)
     [ "$model" -ef "$out/tlm_fw_model.tlm" ] || ln -sf "$model" "$out/tlm_fw_model.tlm"
     set -- "$@" "$here/common/model.S" '-DTLM_FW_MODEL_PATH="tlm_fw_model.tlm"'
+fi
+if [ -n "$adapter" ]; then
+    [ "$adapter" -ef "$out/tlm_fw_adapter.tlmu" ] || ln -sf "$adapter" "$out/tlm_fw_adapter.tlmu"
+    set -- "$@" "$here/common/adapter.S" '-DTLM_FW_ADAPTER_PATH="tlm_fw_adapter.tlmu"'
 fi
 [ "$target" = lx106 ] && set -- "$@" "-L$cache"
 # shellcheck disable=SC2086

@@ -92,6 +92,11 @@ lr += b"\0" * (-len(lr) % 4)
 body += struct.pack("<HHBBHIf", 4, 1, 4, 2, 4, 12, 0.25) + lr
 head = b"TLMU" + struct.pack("<HHIIIIIIII", 1, 40, 40 + len(body), 0, 3, 77, 0, 10, 4, 0)
 sys.stdout.buffer.write(b"\x07" + head + body)' >"$out/seeds/fed_update"
+        # ... and a low-rank update of the shipped model, which the harness also decodes with as an adapter
+        printf 'what is my balance\nbook a flight to paris\n' >"$t/own.txt"
+        "$tlm" fed update -m "$src/models/tinystories-d128-ternary.tlm" --data "$t/own.txt" --split lines --lora 2 \
+            --rank 2 --tensors attn --steps 1 --ctx 8 --batch 1 -o "$t/adapter.tlmu" 2>/dev/null
+        prefix 7 "$t/adapter.tlmu" "$out/seeds/fed_adapter"
         # keys and rosters (8) and sealed updates and signed models as a forger would send them (9)
         "$tlm" fed keygen -o "$t/k1" 2>/dev/null
         "$tlm" fed keygen -o "$t/k2" 2>/dev/null

@@ -240,6 +240,35 @@ if [ $target = cortex-m7 ] && [ $st = 0 ]; then
         echo "ok on-device tuning, int8 update: $b8 bytes (fp32 $b32), own-text loss $l_dev8 (fp32 $l_dev)"
     fi
 fi
+# An adapter: a rank-4 low-rank update made on the host for the ternary
+# model (fed update --lora 4 --rank 4 on the device's own text) is linked
+# into flash next to the model and applied while decoding: the firmware's
+# greedy text must be the host's with the same adapter (and differ from the
+# text without it), the adapter must lower the own-text loss, and an update
+# that is not low-rank must be refused (exit 7)
+sta=0
+"$tlm" fed update -m "$tmp/t.tlm" --data "$tmp/own.txt" --split lines --lora 4 --rank 4 --steps 40 --batch 8 \
+    --ctx 32 --lr 1e-2 --seed 1 -o "$tmp/ad.tlmu" 2>/dev/null || sta=$?
+pa="what is my"
+want=$("$tlm" generate -m "$tmp/t.tlm" -p "$pa" -n 40 -t 0 --kv-int8 --adapter "$tmp/ad.tlmu" 2>/dev/null | esc) || sta=$?
+plain=$("$tlm" generate -m "$tmp/t.tlm" -p "$pa" -n 40 -t 0 --kv-int8 2>/dev/null | esc) || sta=$?
+out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_ad" --ctx 64 -n 40 --kv-int8 -p "$pa" \
+    --adapter "$tmp/ad.tlmu" --run) || sta=$?
+got=$(printf '%s\n' "$out" | sed -n 's/^TEXT //p')
+la=$("$tlm" eval -m "$tmp/t.tlm" --text "$tmp/own.txt" --split lines --kv-int8 --adapter "$tmp/ad.tlmu" --json 2>/dev/null |
+    sed -n 's/.*"loss":\([0-9.e+-]*\).*/\1/p')
+l0=$("$tlm" eval -m "$tmp/t.tlm" --text "$tmp/own.txt" --split lines --kv-int8 --json 2>/dev/null |
+    sed -n 's/.*"loss":\([0-9.e+-]*\).*/\1/p')
+bad=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/s.tlm" "$tmp/fw_adbad" --ctx 64 -n 8 --adapter "$tmp/host.tlmu" --run 2>&1) || sta=$?
+if [ $sta != 0 ] || [ "$(echo "$out" | sed -n 's/^EXIT //p')" != 0 ] || [ "$got" != "$want" ] || [ "$got" = "$plain" ] ||
+    ! awk -v a="${la:-9}" -v b="${l0:-0}" 'BEGIN { exit !(a < b) }' ||
+    [ "$(echo "$bad" | sed -n 's/^EXIT //p')" != 7 ] || ! echo "$bad" | grep -q "not a low-rank change"; then
+    echo "FAIL adapter: exit $sta; own-text loss ${l0:-?} -> ${la:-?}"; echo " host:     $want"; echo " firmware: $got"
+    echo " without:  $plain"; printf '%s\n' "$bad" | grep -E 'EXIT|adapter'; fail=1
+else
+    echo "ok adapter: $(wc -c <"$tmp/ad.tlmu") bytes, own-text loss $l0 -> $la, text \"$got\";" \
+        "$(echo "$out" | grep -E '^(STATIC|FLASH)' | tr '\n' ' ')"
+fi
 # a stack region smaller than the decoder's peak (about 1.2 KB): the check
 # after main exits 98 with a message, or, if the overflow wrecked static RAM
 # the code needs first, the fault handler exits 99; never a clean exit

@@ -31,6 +31,7 @@
 #include "tritlm/dp.h"
 #include "tritlm/fed.h"
 #include "tritlm/model.h"
+#include "tritlm/runtime.h"
 #include "tritlm/tokenizer.h"
 
 enum { READ_CKPT, READ_LLAMA2C, READ_TOKENIZER, READ_IMAGE, READ_TEXT, TRAIN_TOKENIZER, REDACT, READ_FED, READ_KEYS,
@@ -273,10 +274,39 @@ static void redact(const uint8_t *text, size_t n)
     free(again);
 }
 
+static const tlm_model *text_model(void);
+
+/* The same bytes as an adapter of TLM_FUZZ_MODEL (base id set, checksum
+ * resealed): refused with a message, or attached and decoded with. */
+static void use_adapter(uint8_t *b, size_t n)
+{
+    if (n < TLM_FED_HEADER_BYTES) return;
+    const tlm_model *m = text_model();
+    tlm_wr32(b + 24, tlm_fed_model_id(m));
+    memset(b + 12, 0, 4);
+    tlm_wr32(b + 12, tlm_crc32(0, b, n));
+    tlm_error err = {0};
+    const tlm_status st = tlm_runtime_adapter_check(m, b, n, &err);
+    refused(st, &err);
+    if (st != TLM_OK) return;
+    const uint32_t flags = TLM_RT_ADAPTER | (b[n / 2] & 1u ? TLM_RT_KV_INT8 : 0u);
+    const size_t ab = tlm_runtime_arena_size_flags(m, 4, flags);
+    void *arena = malloc(ab);
+    tlm_runtime rt;
+    if (!arena || tlm_runtime_init_flags(&rt, m, 4, flags, arena, ab, NULL) ||
+        tlm_runtime_use_adapter(&rt, b, n, NULL))
+        abort();
+    for (uint32_t t = 0; t < 4; t++) {
+        float *lg;
+        if (tlm_runtime_forward(&rt, (t * 97u + b[t % n]) % m->hp.vocab_size, t, &lg)) abort();
+    }
+    free(arena);
+}
+
 /* A federated update (checksum resealed): refused with a message, or every
  * entry decodes to finite values within its scale, and an fp32 entry
  * written again gives the same bytes. */
-static void read_fed(uint8_t *b, size_t n)
+static void read_fed_entries(uint8_t *b, size_t n)
 {
     if (n >= TLM_FED_HEADER_BYTES) {
         memset(b + 12, 0, 4);
@@ -314,6 +344,13 @@ static void read_fed(uint8_t *b, size_t n)
         }
         free(v);
     }
+}
+
+/* An update: its entries, then the same bytes as an adapter. */
+static void read_fed(uint8_t *b, size_t n)
+{
+    read_fed_entries(b, n);
+    use_adapter(b, n);
 }
 
 /* Key files and rosters as text: each reader refuses with a message or

@@ -426,6 +426,35 @@ static void test_fed_round(void **state)
         assert_true(sl.st_size * 2 < sd.st_size / 4); /* under half the bytes of int8 (the fp32 update above: 4x int8) */
     }
     assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s'", model, tu_tmp("lra.tlm"), tu_tmp("lr.tlmu")), 0);
+    /* ... or the device decodes with it on top of the model as it is (--adapter): the same loss and greedy text
+     * as the model the server merged it into; an update that is not low-rank is refused with the reason */
+    {
+        double la, lm;
+        char text_a[4096], text_m[4096];
+        assert_int_equal(run("eval -m '%s' --text '%s' --adapter '%s' --json", model, txt, tu_tmp("lr.tlmu")), 0);
+        assert_non_null(strstr(out_text, "\"loss\":"));
+        la = strtod(strstr(out_text, "\"loss\":") + 7, NULL);
+        assert_int_equal(run("eval -m '%s' --text '%s' --token-by-token --json", tu_tmp("lra.tlm"), txt), 0);
+        lm = strtod(strstr(out_text, "\"loss\":") + 7, NULL);
+        assert_int_equal(run("eval -m '%s' --text '%s' --json", model, txt), 0);
+        const double l0 = strtod(strstr(out_text, "\"loss\":") + 7, NULL);
+        print_message("--adapter: loss %.8f, merged model %.8f, without %.8f\n", la, lm, l0);
+        assert_true(fabs(la - lm) < 1e-5 && fabs(la - l0) > 1e-4); /* (two steps: a small change) */
+        assert_int_equal(run("generate -m '%s' -p 'The' -n 24 -t 0 --adapter '%s'", model, tu_tmp("lr.tlmu")), 0);
+        snprintf(text_a, sizeof text_a, "%s", out_text);
+        assert_int_equal(run("generate -m '%s' -p 'The' -n 24 -t 0", tu_tmp("lra.tlm")), 0);
+        snprintf(text_m, sizeof text_m, "%s", out_text);
+        assert_string_equal(text_a, text_m);
+        assert_int_equal(run("eval -m '%s' --text '%s' --adapter '%s'", model, txt, tu_tmp("l.tlmu")), 1);
+        assert_non_null(strstr(err_text, "not a low-rank change"));
+        assert_int_equal(run("generate -m '%s' -n 4 --adapter '%s'", model, tu_tmp("l.tlmu")), 1);
+        assert_non_null(strstr(err_text, "not a low-rank change"));
+        assert_int_equal(run("eval -m '%s' --text '%s' --adapter '%s'", tu_tmp("lra.tlm"), txt, tu_tmp("lr.tlmu")), 1);
+        assert_non_null(strstr(err_text, "another model"));
+        assert_int_equal(run("eval -m '%s' --text '%s' --adapter '%s' --versus '%s'", model, txt, tu_tmp("lr.tlmu"),
+                             model), 2);
+        assert_int_equal(run("generate -m '%s' -n 4 --adapter '%s'", model, tu_tmp("missing.tlmu")), 1);
+    }
     /* a ternary global model: a round that tunes the gains leaves every matrix in its packing, byte for byte
      * (the new model is as large as the old); a round that changes matrices writes those in fp32, and says so */
     assert_int_equal(run("quantize -m '%s' -o '%s' --pack t2", model, tu_tmp("gt.tlm")), 0);

@@ -9,7 +9,10 @@
  * TLM_FW_PROMPT_BYTES (its byte values, each followed by a comma),
  * TLM_FW_PROMPT_LEN, TLM_FW_ARENA_BYTES, TLM_FW_PROMPT_CAP, TLM_FW_RT_FLAGS (runtime
  * flags, e.g. TLM_RT_KV_INT8); TLM_FW_MODEL_C when the image comes as the C
- * array of 'tritlm export c' (build.sh --embed c) instead of model.S. */
+ * array of 'tritlm export c' (build.sh --embed c) instead of model.S;
+ * TLM_FW_ADAPTER when adapter.S links a low-rank update to decode with
+ * (build.sh --adapter; TLM_FW_RT_FLAGS then has TLM_RT_ADAPTER);
+ * TLM_FW_NO_STOP to decode all TLM_FW_STEPS positions, past BOS. */
 #include <stdint.h>
 #include <string.h>
 
@@ -28,6 +31,11 @@ extern const uint8_t tlm_fw_model[];
 extern const uint8_t tlm_fw_model_end[];
 #define FW_MODEL tlm_fw_model
 #define FW_MODEL_BYTES ((size_t)(tlm_fw_model_end - tlm_fw_model))
+#endif
+
+#ifdef TLM_FW_ADAPTER
+extern const uint8_t tlm_fw_adapter[];
+extern const uint8_t tlm_fw_adapter_end[];
 #endif
 
 static uint8_t arena[TLM_FW_ARENA_BYTES] __attribute__((aligned(64)));
@@ -159,6 +167,14 @@ int main(void)
 #endif
     if (tlm_runtime_init_flags(&rt, &m, TLM_FW_CTX, TLM_FW_RT_FLAGS, arena, sizeof arena, &err))
         return fw_fail("runtime", err.msg, 3);
+#ifdef TLM_FW_ADAPTER
+    /* the update stays in flash; the runtime keeps 4 bytes per tensor to find its entries */
+    if (tlm_runtime_use_adapter(&rt, tlm_fw_adapter, (size_t)(tlm_fw_adapter_end - tlm_fw_adapter), &err))
+        return fw_fail("adapter", err.msg, 7);
+    fw_put_str("ADAPTER ");
+    fw_put_u32((uint32_t)(tlm_fw_adapter_end - tlm_fw_adapter));
+    fw_put_str("\n");
+#endif
     static const unsigned char prompt[TLM_FW_PROMPT_LEN + 1u] = {TLM_FW_PROMPT_BYTES 0};
     size_t n_prompt = 0;
     if (tlm_encode(&m, (const char *)prompt, TLM_FW_PROMPT_LEN, TLM_ENCODE_BOS, ids, TLM_FW_PROMPT_CAP, enc_scratch,
@@ -201,7 +217,9 @@ int main(void)
         tlm_fw_token_end();
         const uint32_t next = pos + 1u < n_prompt ? ids[pos + 1u] : best;
         out_ids[pos++] = next;
+#ifndef TLM_FW_NO_STOP
         if (next == m.bos_id) break;
+#endif
         const uint8_t *piece;
         const size_t k = tlm_decode_piece(&m, token, next, &piece);
         put_text(piece, k);

@@ -108,6 +108,10 @@ typedef struct tlm_fed_entry {
 
 /* Entry i of a validated message (i < n_entries). */
 void tlm_fed_entry_at(const void *buf, uint32_t i, tlm_fed_entry *e);
+/* The entry whose head starts at `entry` (an entry of a validated message,
+ * e.g. tlm_fed_entry_at's e->data - TLM_FED_ENTRY_BYTES), without walking
+ * the message to it. */
+void tlm_fed_entry_read(const void *entry, tlm_fed_entry *e);
 /* Its values as floats (e->count of them; a low-rank entry's product row
  * by row, each value an exact integer sum times the two scales). */
 void tlm_fed_entry_decode(const tlm_fed_entry *e, float *out);

@@ -57,6 +57,8 @@ void tlm_model_tensor_at(const tlm_model *m, uint32_t i, tlm_tensor *out);
  * fills `out` when present, -1 otherwise. The classifier resolves to the
  * token embedding when shared. */
 int tlm_model_tensor(const tlm_model *m, tlm_role role, uint32_t layer, tlm_tensor *out);
+/* Its index in the table (for tlm_model_tensor_at): 0 and *index, or -1. */
+int tlm_model_tensor_index(const tlm_model *m, tlm_role role, uint32_t layer, uint32_t *index);
 
 /* Shape (rows x cols) a tensor of this role has in a model with these
  * hyperparameters; returns 0 for unknown roles. Per-layer roles are

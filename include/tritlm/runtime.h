@@ -41,6 +41,11 @@ typedef struct tlm_runtime {
     tlm_act_q8 act;        /* the vector act_q8 holds ... */
     const float *act_src;  /* ... quantized from this buffer (NULL: none) */
     const float *gains;    /* NULL: the image's norm gains; else tlm_runtime_use_gains's */
+    /* TLM_RT_ADAPTER: for each tensor of the image (by table index), where
+     * the attached update's low-rank entry for it starts (a byte offset into
+     * the update; 0 where none) */
+    uint32_t *adapter_at;
+    const void *adapter;   /* the attached update (NULL: none) */
 } tlm_runtime;
 
 /* Runtime options (flags). */
@@ -53,9 +58,15 @@ enum {
      * tables, relative error < 1e-4), the values summed in int32 with the
      * weights normalized to 2^14. Needs a head size of at most
      * TLM_RT_MAX_HEAD. */
-    TLM_RT_KV_INT8 = 1u
+    TLM_RT_KV_INT8 = 1u,
+    /* Reserve room (4 bytes per tensor of the image) for an adapter:
+     * see tlm_runtime_use_adapter. */
+    TLM_RT_ADAPTER = 2u
 };
 #define TLM_RT_MAX_HEAD 128u
+/* The largest rank of an adapter's entries (tlm_runtime_use_adapter keeps
+ * one float per rank on the stack while it applies an entry). */
+#define TLM_RT_MAX_ADAPTER_RANK 64u
 
 /* Bytes of arena the runtime needs for model m at context length ctx
  * (including alignment slack, so any arena address works). 0 if ctx is 0
@@ -79,6 +90,25 @@ tlm_status tlm_runtime_init_flags(tlm_runtime *rt, const tlm_model *m, uint32_t 
  * the image's. Positions already in the KV cache keep what they were
  * computed with. */
 void tlm_runtime_use_gains(tlm_runtime *rt, const float *gains);
+
+/* Decodes with a low-rank update on top of the image, which stays as it is
+ * (read in place, in flash on a device): a federated update message
+ * (tritlm/fed.h; 'tritlm fed update --lora R --rank R' writes one) whose
+ * entries are all TLM_FED_LOWRANK_I8, made for this very image (its
+ * base_crc is checked), of rank at most TLM_RT_MAX_ADAPTER_RANK. Each
+ * product with a matrix W that has an entry then computes W x + B (A x)
+ * with the entry's int8 factors: on integer paths A against the int8
+ * activations (exact int32 sums), and the embedding row of a token gets
+ * its row of B A added (when the classifier is the shared embedding, the
+ * logits follow). So a ternary model in flash can be personalized with an
+ * update of a few kilobytes, in place of a merged fp32 model. The runtime
+ * must have been initialized with TLM_RT_ADAPTER. The update is read, not
+ * copied: it must stay valid and unchanged while decoding. NULL (bytes 0)
+ * detaches it. Positions already in the KV cache keep what they were
+ * computed with. On error nothing changes. */
+tlm_status tlm_runtime_use_adapter(tlm_runtime *rt, const void *update, size_t bytes, tlm_error *err);
+/* The checks tlm_runtime_use_adapter makes, without a runtime. */
+tlm_status tlm_runtime_adapter_check(const tlm_model *m, const void *update, size_t bytes, tlm_error *err);
 
 /* Runs the model on `token` at position `pos` (0-based, < ctx), appending
  * to the KV cache, and points *logits at vocab_size logits (valid until the

@@ -17,7 +17,7 @@
 static const char help[] =
     "usage: tritlm eval -m MODEL --text FILE [--ctx N] [--windows [--stride S]] [--split stories|lines]\n"
     "                   [--threads N] [--token-by-token [--kv-int8]] [--privatize dx|rr --epsilon E [--seed S]]\n"
-    "                   [--versus MODEL_B [--resamples N]] [--json]\n"
+    "                   [--versus MODEL_B [--resamples N]] [--adapter UPDATE] [--json]\n"
     "\n"
     "Splits FILE into stories on <|endoftext|> lines, encodes each with BOS, truncates\n"
     "it to N tokens and scores the prediction of every token after the first. Prints\n"
@@ -37,6 +37,9 @@ static const char help[] =
     "      --token-by-token decode one position at a time with the device runtime\n"
     "                       (slower; a cross-check of the sequence path)\n"
     "      --kv-int8        ... with the KV cache in int8 (implies --token-by-token)\n"
+    "      --adapter U      decode with the low-rank update U ('tritlm fed update --lora R\n"
+    "                       --rank R -m MODEL') on top of MODEL, left as it is (implies\n"
+    "                       --token-by-token; not with --versus)\n"
     "      --privatize M    the model reads each story privatized by mechanism M (see\n"
     "                       'tritlm privatize') and is scored on the original next tokens\n"
     "      --epsilon E      per token, with --privatize\n"
@@ -58,9 +61,9 @@ int cmd_eval(int argc, char **argv)
         {"seed", required_argument, 0, 'S'}, {"kv-int8", no_argument, 0, 'K'},
         {"versus", required_argument, 0, 'V'}, {"resamples", required_argument, 0, 'R'},
         {"windows", no_argument, 0, 'W'},     {"split", required_argument, 0, 'L'},
-        {"stride", required_argument, 0, 'D'},
+        {"stride", required_argument, 0, 'D'}, {"adapter", required_argument, 0, 'A'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
-    const char *model_path = NULL, *text_path = NULL, *versus = NULL;
+    const char *model_path = NULL, *text_path = NULL, *versus = NULL, *adapter_path = NULL;
     tlm_eval_opts eo = {0};
     uint32_t u, resamples = 2000;
     int json = 0, c;
@@ -97,6 +100,7 @@ int cmd_eval(int argc, char **argv)
             eo.priv_seeded = 1;
             break;
         case 'V': versus = optarg; break;
+        case 'A': adapter_path = optarg; break;
         case 'W': eo.windows = 1; break;
         case 'D':
             if (!cli_parse_u32(optarg, 1, 1u << 20, &eo.stride)) return cli_usage_error("eval", "--stride expects an integer >= 1, got '%s'", optarg);
@@ -118,6 +122,8 @@ int cmd_eval(int argc, char **argv)
     if ((mech != TLM_MECH_NONE) != (eps > 0.0f)) return cli_usage_error("eval", "--privatize and --epsilon go together");
     if (eo.stride && !eo.windows) return cli_usage_error("eval", "--stride goes with --windows");
     if (versus && mech) return cli_usage_error("eval", "--versus compares models on the original text: no --privatize");
+    if (versus && adapter_path)
+        return cli_usage_error("eval", "--adapter applies to one model: evaluate with and without it in two runs");
     eo.progress = isatty(2);
     eo.per_story = versus != NULL;
 
@@ -133,14 +139,20 @@ int cmd_eval(int argc, char **argv)
     tlm_eval_result r = {0};
     tlm_privatizer priv;
     tlm_status st = TLM_OK;
+    uint8_t *adapter = NULL;
+    if (adapter_path) {
+        st = tlm_read_file(adapter_path, &adapter, &eo.adapter_bytes, &err);
+        eo.adapter = adapter;
+    }
     void *index = NULL;
-    if (mech) {
+    if (!st && mech) {
         st = tlm_privatizer_init(&priv, &mf.model, mech, eps, &err);
         if (!st) st = tlm_privatizer_index_alloc(&priv, &index, &err);
         eo.priv = &priv;
     }
     if (!st) st = tlm_eval_text(&mf.model, (const char *)text, len, &eo, &r, &err);
     free(index);
+    free(adapter);
     tlm_model_file_close(&mf);
     tlm_eval_result rb = {0};
     tlm_paired pc;

@@ -18,7 +18,7 @@
 static const char help[] =
     "usage: tritlm firmware (--target cortex-m7|cortex-m4|esp32c3|lx106 | --device NAME) -m MODEL.tlm [--ctx N]\n"
     "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
-    "                       [--run] [--json]\n"
+    "                       [--adapter UPDATE] [--run] [--json]\n"
     "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E]\n"
     "                        [--update FILE]]\n"
     "\n"
@@ -45,6 +45,9 @@ static const char help[] =
     "      --stack-kb S   the stack's share of that budget in KB (default 8); the firmware\n"
     "                     reports its peak (STACK) and exits 98 if it used all of it\n"
     "      --kv-int8      KV cache in int8 (a quarter of its RAM)\n"
+    "      --adapter U    decode with the low-rank update U ('tritlm fed update --lora R\n"
+    "                     --rank R -m MODEL') on top of the model: U goes into flash next to\n"
+    "                     it, read in place; the arena grows by 4 bytes per tensor\n"
     "      --embed asm|c  how the image reaches flash: an assembler .incbin (default), or\n"
     "                     the C array of 'tritlm export c' (left in DIR; its header then\n"
     "                     sizes the arena), as a project without .incbin would use it\n"
@@ -225,12 +228,12 @@ int cmd_firmware(int argc, char **argv)
         {"tune-steps", required_argument, 0, 'S'}, {"tune-window", required_argument, 0, 'W'},
         {"lr", required_argument, 0, 'L'},     {"update", required_argument, 0, 'U'},
         {"encode", required_argument, 0, 'E'}, {"stack-kb", required_argument, 0, 'k'},
-        {0, 0, 0, 0}};
+        {"adapter", required_argument, 0, 'A'}, {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 256, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16;
     float tune_lr = 0.01f;
     int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0;
-    const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL;
+    const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL, *adapter = NULL;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":t:m:p:n:o:h", opts, NULL)) != -1) {
@@ -274,6 +277,7 @@ int cmd_firmware(int argc, char **argv)
             tune_opts = 1;
             break;
         case 'U': update = optarg; break;
+        case 'A': adapter = optarg; break;
         case 'E':
             if (strcmp(optarg, "fp32") && strcmp(optarg, "int8") && strcmp(optarg, "t2"))
                 return cli_usage_error("firmware", "--encode expects fp32, int8 or t2, got '%s'", optarg);
@@ -308,6 +312,11 @@ int cmd_firmware(int argc, char **argv)
     if (update && !run) return cli_usage_error("firmware", "--update writes what a run printed: add --run");
     if (tune && (kv8 || strcmp(embed, "asm")))
         return cli_usage_error("firmware", "--tune builds the tuner, not the decoder: no --kv-int8 or --embed c");
+    if (tune && adapter) return cli_usage_error("firmware", "--adapter decodes with an update: not with --tune");
+    if (adapter && access(adapter, R_OK)) {
+        fprintf(stderr, "tritlm firmware: cannot read %s: %s\n", adapter, strerror(errno));
+        return TLM_EXIT_FAIL;
+    }
     if (tune && access(tune, R_OK)) {
         fprintf(stderr, "tritlm firmware: cannot read %s: %s\n", tune, strerror(errno));
         return TLM_EXIT_FAIL;
@@ -325,7 +334,7 @@ int cmd_firmware(int argc, char **argv)
     if (outdir) snprintf(dir, sizeof dir, "%s", outdir);
     else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
     const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
-                            .ctx = ctx, .ram_kb = ram_kb, .stack_kb = stack_kb, .steps = steps, .kv8 = kv8, .run = run,
+                            .ctx = ctx, .ram_kb = ram_kb, .stack_kb = stack_kb, .steps = steps, .kv8 = kv8, .run = run, .adapter = adapter,
                             .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr,
                             .tune_encode = encode};
     cli_fw_result r;
@@ -358,6 +367,14 @@ int cmd_firmware(int argc, char **argv)
         cJSON_AddStringToObject(root, "model", model);
         cJSON_AddNumberToObject(root, "ctx", ctx);
         cJSON_AddBoolToObject(root, "kv_int8", kv8);
+        if (adapter) {
+            cJSON_AddStringToObject(root, "adapter", adapter);
+            double ab = 0;
+            size_t al = 0;
+            const char *a = cli_fw_field(out, "ADAPTER", &al);
+            if (a) ab = strtod(a, NULL);
+            cJSON_AddNumberToObject(root, "adapter_bytes", ab);
+        }
         char *t = malloc(tl + 1);
         if (t) {
             const size_t n = unescape_text(text ? text : "", text ? tl : 0, t);

@@ -23,9 +23,9 @@
 
 static const char help[] =
     "usage: tritlm generate -m MODEL [-p PROMPT] [-n STEPS] [-t TEMP] [--top-p P] [--seed S]\n"
-    "                       [--privatize dx|rr --epsilon E] [--kv-int8]\n"
+    "                       [--privatize dx|rr --epsilon E] [--kv-int8] [--adapter UPDATE]\n"
     "       tritlm generate -m MODEL --stories N [-o FILE] [--threads K] [-p PROMPT] [-n STEPS]\n"
-    "                       [-t TEMP] [--top-p P] [--seed S] [--kv-int8]\n"
+    "                       [-t TEMP] [--top-p P] [--seed S] [--kv-int8] [--adapter UPDATE]\n"
     "\n"
     "Generates text and prints it alone on stdout, followed by one newline; speed goes\n"
     "to stderr. Generation stops after STEPS positions or when the model emits BOS.\n"
@@ -50,6 +50,9 @@ static const char help[] =
     "                     the system's CSPRNG\n"
     "      --epsilon E    per prompt token, with --privatize\n"
     "      --kv-int8      keep the KV cache in int8 (a quarter of its RAM)\n"
+    "      --adapter U    decode with the low-rank update U (from 'tritlm fed update\n"
+    "                     --lora R --rank R -m MODEL') on top of MODEL, which is left as\n"
+    "                     it is: what a device does with a ternary model in flash\n"
     "      --stories N    write a corpus of N stories (see above)\n"
     "  -o, --output FILE  with --stories: write the corpus to FILE (atomically) instead\n"
     "                     of stdout\n"
@@ -136,7 +139,8 @@ static void *corpus_work(void *arg)
 /* Writes n_stories stories with <|endoftext|> after each to out, with
  * `threads` workers, each with its own runtime. */
 static int write_corpus(const tlm_model *m, const uint32_t *ids, size_t n_prompt, uint32_t steps, float temp,
-                        float top_p, uint64_t seed, uint32_t rt_flags, uint32_t n_stories, int threads, FILE *out)
+                        float top_p, uint64_t seed, uint32_t rt_flags, const uint8_t *adapter, size_t adapter_bytes,
+                        uint32_t n_stories, int threads, FILE *out)
 {
     enum { BATCH_PER_THREAD = 64 };
     if ((uint32_t)threads > n_stories) threads = (int)n_stories;
@@ -161,7 +165,8 @@ static int write_corpus(const tlm_model *m, const uint32_t *ids, size_t n_prompt
             fprintf(stderr, "tritlm generate: out of memory\n");
             goto out;
         }
-        if (tlm_runtime_init_flags(&w[t].rt, m, steps, rt_flags, w[t].arena, arena_bytes, &err)) {
+        if (tlm_runtime_init_flags(&w[t].rt, m, steps, rt_flags, w[t].arena, arena_bytes, &err) ||
+            (adapter && tlm_runtime_use_adapter(&w[t].rt, adapter, adapter_bytes, &err))) {
             rc = cli_fail("generate", &err);
             goto out;
         }
@@ -214,8 +219,9 @@ int cmd_generate(int argc, char **argv)
         {"privatize", required_argument, 0, 'R'}, {"epsilon", required_argument, 0, 'E'},
         {"kv-int8", no_argument, 0, 'K'},     {"stories", required_argument, 0, 'N'},
         {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 'T'},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
-    const char *model_path = NULL, *prompt = "", *out_path = NULL;
+        {"adapter", required_argument, 0, 'A'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *model_path = NULL, *prompt = "", *out_path = NULL, *adapter_path = NULL;
     uint32_t steps = 256, n_stories = 0, threads = 0;
     float temp = 1.0f, top_p = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
@@ -257,6 +263,7 @@ int cmd_generate(int argc, char **argv)
                 return cli_usage_error("generate", "--stories expects a positive integer, got '%s'", optarg);
             break;
         case 'o': out_path = optarg; break;
+        case 'A': adapter_path = optarg; break;
         case 'T':
             if (!cli_parse_u32(optarg, 1, 1024, &threads))
                 return cli_usage_error("generate", "--threads expects 1..1024, got '%s'", optarg);
@@ -271,8 +278,8 @@ int cmd_generate(int argc, char **argv)
     if (!n_stories && (out_path || threads)) return cli_usage_error("generate", "-o and --threads go with --stories");
     if (n_stories && mech) return cli_usage_error("generate", "--privatize privatizes one prompt: not with --stories");
     if (out_path) {
-        const char *in[] = {model_path};
-        if (cli_refuse_clobber("generate", out_path, in, 1)) return TLM_EXIT_USAGE;
+        const char *in[] = {model_path, adapter_path};
+        if (cli_refuse_clobber("generate", out_path, in, adapter_path ? 2 : 1)) return TLM_EXIT_USAGE;
     }
 
     tlm_model_file mf;
@@ -287,9 +294,18 @@ int cmd_generate(int argc, char **argv)
     int32_t *scratch = malloc(TLM_ENCODE_SCRATCH(cap) * sizeof *scratch);
     void *arena = NULL; /* one story's runtime; --stories gives each worker its own */
     size_t n_prompt = 0;
+    uint8_t *adapter = NULL;
+    size_t adapter_bytes = 0;
     if (!ids || !scratch) {
         fprintf(stderr, "tritlm generate: out of memory\n");
         goto out;
+    }
+    if (adapter_path) {
+        if (tlm_read_file(adapter_path, &adapter, &adapter_bytes, &err)) {
+            rc = cli_fail("generate", &err);
+            goto out;
+        }
+        rt_flags |= TLM_RT_ADAPTER;
     }
     tlm_status st = tlm_encode(m, prompt, plen, TLM_ENCODE_BOS, ids, cap, scratch, &n_prompt);
     if (st) {
@@ -330,7 +346,8 @@ int cmd_generate(int argc, char **argv)
             }
             out = af.f;
         }
-        rc = write_corpus(m, ids, n_prompt, steps, temp, top_p, seed, rt_flags, n_stories, (int)threads, out);
+        rc = write_corpus(m, ids, n_prompt, steps, temp, top_p, seed, rt_flags, adapter, adapter_bytes, n_stories,
+                          (int)threads, out);
         if (out_path) {
             if (rc) tlm_atomic_abort(&af);
             else if (tlm_atomic_commit(&af, &err)) rc = cli_fail("generate", &err);
@@ -346,7 +363,8 @@ int cmd_generate(int argc, char **argv)
         fprintf(stderr, "tritlm generate: out of memory\n");
         goto out;
     }
-    if (tlm_runtime_init_flags(&rt, m, steps, rt_flags, arena, arena_bytes, &err)) {
+    if (tlm_runtime_init_flags(&rt, m, steps, rt_flags, arena, arena_bytes, &err) ||
+        (adapter && tlm_runtime_use_adapter(&rt, adapter, adapter_bytes, &err))) {
         rc = cli_fail("generate", &err);
         goto out;
     }
@@ -363,6 +381,7 @@ out:
     free(ids);
     free(scratch);
     free(arena);
+    free(adapter);
     tlm_model_file_close(&mf);
     return rc;
 }

@@ -130,6 +130,10 @@ int cmd_info(int argc, char **argv)
         cJSON_AddNumberToObject(root, "ctx", ctx);
         cJSON_AddNumberToObject(root, "arena_bytes", (double)arena);
         cJSON_AddNumberToObject(root, "arena_bytes_kv_int8", (double)arena8);
+        /* with room for an adapter (TLM_RT_ADAPTER) */
+        cJSON_AddNumberToObject(root, "arena_bytes_adapter", (double)tlm_runtime_arena_size_flags(m, ctx, TLM_RT_ADAPTER));
+        cJSON_AddNumberToObject(root, "arena_bytes_kv_int8_adapter",
+                                (double)tlm_runtime_arena_size_flags(m, ctx, TLM_RT_KV_INT8 | TLM_RT_ADAPTER));
         cJSON_AddNumberToObject(root, "dx_index_bytes", (double)dx_index);
         cJSON_AddNumberToObject(root, "tune_window", tune_window);
         cJSON_AddNumberToObject(root, "tune_arena_bytes", (double)tune_arena);

@@ -100,6 +100,10 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     args[k++] = "-n";
     args[k++] = num[2];
     if (job->kv8) args[k++] = "--kv-int8";
+    if (job->adapter) {
+        args[k++] = "--adapter";
+        args[k++] = (char *)job->adapter;
+    }
     args[k++] = "--embed";
     args[k++] = (char *)(job->embed ? job->embed : "asm");
     if (job->run) args[k++] = "--run";

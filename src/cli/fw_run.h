@@ -17,6 +17,7 @@ typedef struct cli_fw_job {
     uint32_t ctx, ram_kb, steps;
     uint32_t stack_kb;   /* the stack's region in KB; 0: build.sh's default (8) */
     int kv8, run;
+    const char *adapter; /* a low-rank update to decode with (build.sh --adapter); NULL: none */
     const char *tune_text; /* on-device tuning on this text instead of decoding (build.sh --tune) */
     uint32_t tune_steps, tune_window;
     float tune_lr;

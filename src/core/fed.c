@@ -389,7 +389,12 @@ void tlm_fed_entry_at(const void *buf, uint32_t i, tlm_fed_entry *out)
     for (uint32_t j = 0; j < i; j++) {
         at += entry_size(b + at);
     }
-    const uint8_t *e = b + at;
+    tlm_fed_entry_read(b + at, out);
+}
+
+void tlm_fed_entry_read(const void *entry, tlm_fed_entry *out)
+{
+    const uint8_t *e = entry;
     out->role = (tlm_role)tlm_rd16(e + E_ROLE);
     out->layer = tlm_rd16(e + E_LAYER);
     out->enc = (tlm_fed_enc)e[E_ENC];

@@ -385,6 +385,14 @@ void tlm_model_tensor_at(const tlm_model *m, uint32_t i, tlm_tensor *t)
 
 int tlm_model_tensor(const tlm_model *m, tlm_role role, uint32_t layer, tlm_tensor *out)
 {
+    uint32_t idx;
+    if (tlm_model_tensor_index(m, role, layer, &idx)) return -1;
+    tlm_model_tensor_at(m, idx, out);
+    return 0;
+}
+
+int tlm_model_tensor_index(const tlm_model *m, tlm_role role, uint32_t layer, uint32_t *index)
+{
     const uint32_t L = m->hp.n_layers;
     uint32_t idx;
     if (role == TLM_ROLE_TOK_EMBED) {
@@ -401,6 +409,6 @@ int tlm_model_tensor(const tlm_model *m, tlm_role role, uint32_t layer, tlm_tens
             if (tlm_rd16(m->table + (size_t)idx * TLM_TENSOR_ENTRY_BYTES + TLM_T_ROLE) == (uint16_t)role) break;
         if (idx >= m->n_tensors) return -1;
     }
-    tlm_model_tensor_at(m, idx, out);
+    *index = idx;
     return 0;
 }

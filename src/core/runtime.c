@@ -5,6 +5,8 @@
 #include "exp2_q15.h"
 #include "kernels.h"
 #include "ops.h"
+#include "le.h"
+#include "tritlm/fed.h"
 #include "tritlm/runtime.h"
 #include "tritlm/sampler.h"
 #include "tritlm/tune.h"
@@ -29,7 +31,8 @@ static size_t reserve(layout *l, size_t count, size_t elem)
 }
 
 typedef struct {
-    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, ks, vs, atts, attw, kbuf, vbuf, qq, scratch, actq, total;
+    size_t x, xb, xb2, q, hb, hb2, att, rope, logits, kc, vc, ks, vs, atts, attw, kbuf, vbuf, qq, scratch, actq, adapter,
+        total;
 } arena_plan;
 
 static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_plan *p)
@@ -75,6 +78,7 @@ static int plan_arena(const tlm_model *m, uint32_t ctx, uint32_t flags, arena_pl
     }
     const uint32_t widest = hp->hidden_dim > hp->dim ? hp->hidden_dim : hp->dim;
     p->actq = reserve(&l, tables ? TLM_ACT_Q8_LUT_BYTES(widest) : TLM_ACT_Q8_BYTES(widest), 1);
+    p->adapter = (flags & TLM_RT_ADAPTER) ? reserve(&l, m->n_tensors, 4) : 0;
     if (l.overflow || l.off > SIZE_MAX - ARENA_ALIGN) return 0;
     p->total = l.off + ARENA_ALIGN; /* slack to align any arena address */
     return 1;
@@ -100,7 +104,8 @@ tlm_status tlm_runtime_init_flags(tlm_runtime *rt, const tlm_model *m, uint32_t 
 {
     tlm_error_clear(err);
     if (!rt || !m) return tlm_fail(err, TLM_ERR_ARG, "no runtime or no model");
-    if (flags & ~(uint32_t)TLM_RT_KV_INT8) return tlm_fail(err, TLM_ERR_ARG, "unknown runtime flags 0x%x", flags);
+    if (flags & ~(uint32_t)(TLM_RT_KV_INT8 | TLM_RT_ADAPTER))
+        return tlm_fail(err, TLM_ERR_ARG, "unknown runtime flags 0x%x", flags);
     if ((flags & TLM_RT_KV_INT8) && m->hp.dim / m->hp.n_heads > TLM_RT_MAX_HEAD)
         return tlm_fail(err, TLM_ERR_UNSUPPORTED, "the int8 KV cache takes head sizes up to %u, this model has %u",
                         TLM_RT_MAX_HEAD, m->hp.dim / m->hp.n_heads);
@@ -144,7 +149,177 @@ tlm_status tlm_runtime_init_flags(tlm_runtime *rt, const tlm_model *m, uint32_t 
     }
     rt->sample_scratch = base + p.scratch;
     rt->act_q8 = (int8_t *)(void *)(base + p.actq);
+    if (flags & TLM_RT_ADAPTER) {
+        rt->adapter_at = (uint32_t *)(void *)(base + p.adapter);
+        for (uint32_t i = 0; i < m->n_tensors; i++) rt->adapter_at[i] = 0;
+    }
     return TLM_OK;
+}
+
+/* ---- adapters: low-rank updates applied while decoding ---- */
+
+/* tlm_runtime_adapter_check, and the number of entries. */
+static tlm_status adapter_check(const tlm_model *m, const void *update, size_t bytes, uint32_t *n_entries,
+                                tlm_error *err)
+{
+    tlm_error_clear(err);
+    if (!m || !update) return tlm_fail(err, TLM_ERR_ARG, "no model or no adapter");
+    tlm_fed_info info;
+    tlm_status st = tlm_fed_validate(update, bytes, m, &info, err);
+    if (st) return st;
+    *n_entries = info.n_entries;
+    if (info.n_entries == 0) return tlm_fail(err, TLM_ERR_FORMAT, "the adapter changes no tensor");
+    for (uint32_t i = 0; i < info.n_entries; i++) {
+        tlm_fed_entry e;
+        tlm_fed_entry_at(update, i, &e);
+        const int matrix = e.role == TLM_ROLE_TOK_EMBED || e.role == TLM_ROLE_CLASSIFIER ||
+                           (e.role >= TLM_ROLE_WQ && e.role <= TLM_ROLE_W3 && e.role != TLM_ROLE_FFN_NORM);
+        if (e.enc != TLM_FED_LOWRANK_I8 || !matrix)
+            return tlm_fail(err, TLM_ERR_UNSUPPORTED,
+                            "entry %u (%s, layer %u) is not a low-rank change of a matrix: only those apply while "
+                            "decoding (make the update with --lora R --rank R, or fold it into the model with "
+                            "'tritlm fed aggregate')",
+                            (unsigned)i, tlm_role_name(e.role), (unsigned)e.layer);
+        if (e.rank > TLM_RT_MAX_ADAPTER_RANK)
+            return tlm_fail(err, TLM_ERR_UNSUPPORTED, "entry %u (%s, layer %u) has rank %u; adapters take up to %u",
+                            (unsigned)i, tlm_role_name(e.role), (unsigned)e.layer, (unsigned)e.rank,
+                            TLM_RT_MAX_ADAPTER_RANK);
+        /* two names of one matrix (the shared classifier is the embedding) would add twice */
+        uint32_t idx, jdx;
+        (void)tlm_model_tensor_index(m, e.role, e.layer, &idx); /* (validated: it exists) */
+        for (uint32_t j = 0; j < i; j++) {
+            tlm_fed_entry f;
+            tlm_fed_entry_at(update, j, &f);
+            (void)tlm_model_tensor_index(m, f.role, f.layer, &jdx);
+            if (jdx == idx)
+                return tlm_fail(err, TLM_ERR_FORMAT, "entries %u and %u change the same matrix", (unsigned)j,
+                                (unsigned)i);
+        }
+    }
+    return TLM_OK;
+}
+
+tlm_status tlm_runtime_adapter_check(const tlm_model *m, const void *update, size_t bytes, tlm_error *err)
+{
+    uint32_t n;
+    return adapter_check(m, update, bytes, &n, err);
+}
+
+tlm_status tlm_runtime_use_adapter(tlm_runtime *rt, const void *update, size_t bytes, tlm_error *err)
+{
+    tlm_error_clear(err);
+    if (!rt || !rt->model) return tlm_fail(err, TLM_ERR_ARG, "no runtime");
+    if (!rt->adapter_at)
+        return tlm_fail(err, TLM_ERR_ARG, "the runtime was initialized without TLM_RT_ADAPTER: no room for an adapter");
+    const tlm_model *m = rt->model;
+    uint32_t n = 0;
+    if (update) {
+        tlm_status st = adapter_check(m, update, bytes, &n, err);
+        if (st) return st;
+    }
+    for (uint32_t i = 0; i < m->n_tensors; i++) rt->adapter_at[i] = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        tlm_fed_entry e;
+        uint32_t idx;
+        tlm_fed_entry_at(update, i, &e);
+        if (tlm_model_tensor_index(m, e.role, e.layer, &idx) == 0)
+            rt->adapter_at[idx] = (uint32_t)(e.data - TLM_FED_ENTRY_BYTES - (const uint8_t *)update);
+    }
+    rt->adapter = update;
+    return TLM_OK;
+}
+
+/* out (rows) += B (A x) for the low-rank entry at `head`. From the int8
+ * activations `act` the product is integer but for one scale per row:
+ * u = A q exactly in int32, brought to int16 by a rounding shift (2^-15 of
+ * the largest, far below the factors' own int8 rounding), then each row's
+ * B u exactly in int32 (|B u| < 127 * 2^15 * 64 < 2^31), so cores without
+ * an FPU do one float multiply and add per row, and the Arm DSP path takes
+ * two ranks per SMLAD. With act NULL, from the float x. */
+static TLM_NOINLINE void adapter_matvec(float *out, const uint8_t *head, const float *x, const tlm_act_q8 *act)
+{
+    tlm_fed_entry e;
+    tlm_fed_entry_read(head, &e);
+    const uint32_t rows = e.rows, cols = e.count / rows, r = e.rank;
+    const float scale_b = tlm_rdf32(e.data);
+    const int8_t *b = (const int8_t *)(const void *)(e.data + 4), *a = b + (size_t)rows * r;
+    if (act) {
+        int32_t u[TLM_RT_MAX_ADAPTER_RANK];
+        uint32_t umax = 0;
+        for (uint32_t k = 0; k < r; k++, a += cols) {
+            u[k] = tlm_dot_i8(a, act->q, cols); /* |u| <= 127 * 127 * cols: fits */
+            const uint32_t m = u[k] < 0 ? 0u - (uint32_t)u[k] : (uint32_t)u[k];
+            umax = m > umax ? m : umax;
+        }
+        uint32_t sh = 0;
+        while ((umax >> sh) > 32000u) sh++; /* (with rounding, |u| >> sh stays below 2^15) */
+        int16_t u16[TLM_RT_MAX_ADAPTER_RANK];
+        for (uint32_t k = 0; k < r; k++) u16[k] = (int16_t)(sh ? (u[k] + (1 << (sh - 1u))) >> sh : u[k]);
+        const float s = scale_b * e.scale * act->scale * (float)(1u << sh);
+#if defined(__ARM_FEATURE_DSP)
+        if ((r & 3u) == 0) {
+            /* pairs in SXTB16's order: (u[4m], u[4m+2]) and (u[4m+1], u[4m+3]) */
+            uint32_t pk[TLM_RT_MAX_ADAPTER_RANK / 2u];
+            for (uint32_t k = 0; k < r; k += 4u) {
+                pk[k / 2u] = (uint16_t)u16[k] | (uint32_t)(uint16_t)u16[k + 2u] << 16;
+                pk[k / 2u + 1u] = (uint16_t)u16[k + 1u] | (uint32_t)(uint16_t)u16[k + 3u] << 16;
+            }
+            for (uint32_t i = 0; i < rows; i++, b += r) {
+                int32_t acc = 0;
+                for (uint32_t k = 0; k < r; k += 4u) {
+                    uint32_t w;
+                    memcpy(&w, b + k, 4);
+                    acc = __smlad(__sxtb16((int8x4_t)w), (int16x2_t)pk[k / 2u], acc);
+                    acc = __smlad(tlm_sxtb16_ror8(w), (int16x2_t)pk[k / 2u + 1u], acc);
+                }
+                out[i] += (float)acc * s;
+            }
+            return;
+        }
+#endif
+        for (uint32_t i = 0; i < rows; i++, b += r) {
+            int32_t acc = 0;
+            for (uint32_t k = 0; k < r; k++) acc += (int32_t)b[k] * u16[k];
+            out[i] += (float)acc * s;
+        }
+        return;
+    }
+    float u[TLM_RT_MAX_ADAPTER_RANK];
+    for (uint32_t k = 0; k < r; k++, a += cols) {
+        float s = 0.0f;
+        for (uint32_t j = 0; j < cols; j++) s += (float)a[j] * x[j];
+        u[k] = s * e.scale;
+    }
+    for (uint32_t i = 0; i < rows; i++, b += r) {
+        float s = 0.0f;
+        for (uint32_t k = 0; k < r; k++) s += (float)b[k] * u[k];
+        out[i] += s * scale_b;
+    }
+}
+
+/* x (cols) += row `row` of B A for the low-rank entry at `head`, each value
+ * an exact integer sum times the two scales (as tlm_fed_entry_decode). */
+static TLM_NOINLINE void adapter_row(float *x, const uint8_t *head, uint32_t row)
+{
+    tlm_fed_entry e;
+    tlm_fed_entry_read(head, &e);
+    const uint32_t rows = e.rows, cols = e.count / rows, r = e.rank;
+    const float s = tlm_rdf32(e.data) * e.scale;
+    const int8_t *b = (const int8_t *)(const void *)(e.data + 4) + (size_t)row * r;
+    const int8_t *a = (const int8_t *)(const void *)(e.data + 4) + (size_t)rows * r;
+    for (uint32_t j = 0; j < cols; j++) {
+        int32_t acc = 0;
+        for (uint32_t k = 0; k < r; k++) acc += (int32_t)b[k] * a[(size_t)k * cols + j];
+        x[j] += (float)acc * s;
+    }
+}
+
+/* The adapter's entry for tensor (role, layer), NULL if none. */
+static const uint8_t *adapter_entry(const tlm_runtime *rt, tlm_role role, uint32_t layer)
+{
+    uint32_t idx;
+    if (!rt->adapter || tlm_model_tensor_index(rt->model, role, layer, &idx) || !rt->adapter_at[idx]) return NULL;
+    return (const uint8_t *)rt->adapter + rt->adapter_at[idx];
 }
 
 /* f32 tensors take float activations; quantized ones take the input
@@ -157,6 +332,10 @@ static void matvec(tlm_runtime *rt, float *out, const float *x, tlm_role role, u
     tlm_model_tensor(rt->model, role, layer, &t);
     if (t.wtype == TLM_WTYPE_F32) {
         tlm_matvec_f32_f32(out, x, &t);
+        if (rt->adapter) {
+            const uint8_t *e = adapter_entry(rt, role, layer);
+            if (e) adapter_matvec(out, e, x, NULL);
+        }
         return;
     }
     if (rt->act_src != x || rt->act.n != t.cols) {
@@ -164,6 +343,10 @@ static void matvec(tlm_runtime *rt, float *out, const float *x, tlm_role role, u
         rt->act_src = x;
     }
     tlm_wtype_matvec_q8(t.wtype)(out, &rt->act, &t);
+    if (rt->adapter) {
+        const uint8_t *e = adapter_entry(rt, role, layer);
+        if (e) adapter_matvec(out, e, x, &rt->act);
+    }
 }
 
 /* The gains of a norm: the caller's (tlm_runtime_use_gains) or the image's. */
@@ -519,6 +702,10 @@ tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, fl
     tlm_tensor emb;
     tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &emb);
     tlm_wtype_get(emb.wtype)->row_to_f32(rt->x, &emb, token);
+    if (rt->adapter) {
+        const uint8_t *e = adapter_entry(rt, TLM_ROLE_TOK_EMBED, 0);
+        if (e) adapter_row(rt->x, e, token);
+    }
     tlm_rope_table(rt->rope, pos, hs, hp->rope_theta);
 
     const int kv8 = (rt->flags & TLM_RT_KV_INT8) != 0;

@@ -31,6 +31,8 @@ typedef struct {
     uint32_t ctx, stride;
     int windows, token_by_token, float_acts;
     uint32_t rt_flags;
+    const void *adapter;
+    size_t adapter_bytes;
     const tlm_privatizer *priv;
     int priv_seeded;
     uint64_t priv_seed;
@@ -73,6 +75,7 @@ static void *worker(void *arg)
         size_t ab = tlm_runtime_arena_size_flags(m, j->ctx, j->rt_flags);
         arena = malloc(ab);
         st = arena ? tlm_runtime_init_flags(&rt, m, j->ctx, j->rt_flags, arena, ab, NULL) : TLM_ERR_NOMEM;
+        if (!st && j->adapter) st = tlm_runtime_use_adapter(&rt, j->adapter, j->adapter_bytes, NULL);
     } else if (!st) {
         st = tlm_seq_ws_init(&ws, m, j->ctx, NULL);
         have_ws = st == TLM_OK;
@@ -164,6 +167,10 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
         return tlm_fail(err, TLM_ERR_ARG, "--ctx %u must be between 2 and the model's seq_len %u", ctx, m->hp.seq_len);
     if (opts->stride >= ctx)
         return tlm_fail(err, TLM_ERR_ARG, "--stride %u must be below the context %u", opts->stride, ctx);
+    if (opts->adapter) {
+        tlm_status st = tlm_runtime_adapter_check(m, opts->adapter, opts->adapter_bytes, err);
+        if (st) return st;
+    }
     tlm_stories stories;
     tlm_status st = tlm_stories_split_by(text, len, opts->separator, &stories, err);
     if (st) return st;
@@ -176,7 +183,9 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
     if ((size_t)threads > stories.n) threads = (int)stories.n;
 
     job j = {.m = m, .stories = &stories, .ctx = ctx, .stride = opts->stride ? opts->stride : ctx - 1,
-             .windows = opts->windows, .token_by_token = opts->token_by_token, .rt_flags = opts->rt_flags,
+             .windows = opts->windows, .token_by_token = opts->token_by_token || opts->adapter,
+             .rt_flags = opts->rt_flags | (opts->adapter ? (uint32_t)TLM_RT_ADAPTER : 0u), .adapter = opts->adapter,
+             .adapter_bytes = opts->adapter_bytes,
              .float_acts = opts->float_acts, .priv = opts->priv, .priv_seeded = opts->priv_seeded,
              .priv_seed = opts->priv_seed};
     for (size_t i = 0; i < stories.n; i++)

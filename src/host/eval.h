@@ -20,6 +20,9 @@ typedef struct tlm_eval_opts {
     int threads;         /* worker threads; <= 0: all online cores */
     int token_by_token;  /* use the device decoder one position at a time */
     uint32_t rt_flags;   /* the decoder's flags (TLM_RT_KV_INT8), with token_by_token */
+    const void *adapter; /* with token_by_token: a low-rank update the decoder applies on top of the
+                            model (tlm_runtime_use_adapter; TLM_RT_ADAPTER is then implied) */
+    size_t adapter_bytes;
     int progress;        /* report progress on stderr */
     int float_acts;      /* quantized tensors get float activations (dequantize-then-fp32 reference) */
     const tlm_privatizer *priv; /* if set: the model reads privatized inputs, predicts the original next tokens */
