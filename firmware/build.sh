@@ -13,11 +13,13 @@
 #                       compare two builds at the same positions)
 #        [--embed asm|c]   (how the image gets into flash: model.S's .incbin, the default, or the C
 #                           array of `tritlm export c`, whose header then also sizes the arena)
-#        [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode fp32|int8|t2]]
+#        [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode fp32|int8|t2] [--tune-lora R]]
 #                          (on-device tuning instead of decoding: fw_tune.c tunes the norm gains on
 #                           TEXT, linked into flash, for N steps (default 8) of W positions (default
 #                           16) and prints the update, coded as --encode (default fp32; --seed seeds
-#                           the stochastic rounding of int8 and t2))
+#                           the stochastic rounding of int8 and t2); --tune-lora R: adapters of rank R
+#                           on wq, wk, wv, wo instead of the gains (alpha R/2, A from --seed; --lr default
+#                           0.003; the update in int8 low-rank factors))
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
 #      TLM_FW_ARENA (arena bytes, instead of asking tritlm info),
 #      TLM_PROFILE=N (the N functions that ran the most instructions, in OUTDIR/run.err),
@@ -28,7 +30,7 @@ root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
 ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
-adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr=0.01 tune_enc=0
+adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
     --tune) tune=$2; shift 2 ;;
     --tune-steps) tune_steps=$2; shift 2 ;;
     --tune-window) tune_window=$2; shift 2 ;;
+    --tune-lora) tune_lora=$2; shift 2 ;;
     --lr) tune_lr=$2; shift 2 ;;
     --encode)
         case $2 in fp32) tune_enc=0 ;; int8) tune_enc=1 ;; t2) tune_enc=2 ;;
@@ -70,8 +73,17 @@ fi
 if [ -n "$tune" ]; then
     [ "$embed" = asm ] || { echo "build.sh: --tune takes the model by .incbin (--embed asm)" >&2; exit 2; }
     [ -f "$tune" ] || { echo "build.sh: no text file $tune" >&2; exit 2; }
-    case "$tune_steps$tune_window" in *[!0-9]*) echo "build.sh: --tune-steps and --tune-window take integers" >&2; exit 2 ;; esac
-    info=$("$tlm" info "$model" --tune-window "$tune_window" --json 2>"$out/info.err") || {
+    case "$tune_steps$tune_window$tune_lora" in *[!0-9]*) echo "build.sh: --tune-steps, --tune-window and --tune-lora take integers" >&2; exit 2 ;; esac
+    lora_opt=""
+    if [ "$tune_lora" -gt 0 ]; then
+        [ "${tune_enc:-1}" = 1 ] || { echo "build.sh: --tune-lora sends int8 factors: not --encode fp32 or t2" >&2; exit 2; }
+        tune_enc=1 lora_opt="--tune-lora $tune_lora"
+        [ -n "$tune_lr" ] || tune_lr=0.003
+    fi
+    [ -n "$tune_lr" ] || tune_lr=0.01
+    [ -n "$tune_enc" ] || tune_enc=0
+    # shellcheck disable=SC2086
+    info=$("$tlm" info "$model" --tune-window "$tune_window" $lora_opt --json 2>"$out/info.err") || {
         echo "build.sh: $(head -n 1 "$out/info.err" | sed 's/^tritlm info: //')" >&2
         exit 2
     }
@@ -82,6 +94,7 @@ if [ -n "$tune" ]; then
     # room for the tokens: at most one per byte, plus BOS and the dummy prefix per line
     tune_defs="-DTLM_FW_TUNE_STEPS=${tune_steps}u -DTLM_FW_TUNE_WINDOW=${tune_window}u -DTLM_FW_TUNE_LR=((float)$tune_lr)"
     tune_defs="$tune_defs -DTLM_FW_TEXT_IDS=$((tbytes + 3 * (tlines + 1)))u -DTLM_FW_TUNE_ENC=${tune_enc}u -DTLM_FW_SEED=${priv_seed}u"
+    tune_defs="$tune_defs -DTLM_FW_TUNE_LORA=${tune_lora}u"
 elif [ -n "${TLM_FW_ARENA:-}" ]; then
     arena=$TLM_FW_ARENA # tests: build an image the host would refuse, to see the firmware refuse it
 else

@@ -399,10 +399,20 @@ static void test_fed_round(void **state)
     /* --device-step: the core's tuning step, norms only, its token count as the weight */
     assert_int_equal(run("fed update -m '%s' --data '%s' --device-step --steps 2 --ctx 16 --encode fp32 -o '%s'", model,
                          txt, tu_tmp("d.tlmu")), 0);
-    assert_non_null(strstr(err_text, "device step: window 16, 2 steps"));
+    assert_non_null(strstr(err_text, "device step: norm gains, window 16, 2 steps"));
     assert_int_equal(run("fed info -m '%s' '%s' --json", model, tu_tmp("d.tlmu")), 0);
     assert_non_null(strstr(out_text, "\"role\":\"attn_norm\""));
     assert_null(strstr(out_text, "\"role\":\"wq\""));
+    /* --device-step --lora: the core's step on adapters of wq, wk, wv, wo, sent as low-rank int8 factors */
+    assert_int_equal(run("fed update -m '%s' --data '%s' --device-step --lora 2 --steps 2 --ctx 16 -o '%s'", model, txt,
+                         tu_tmp("dl.tlmu")), 0);
+    assert_non_null(strstr(err_text, "adapters of wq, wk, wv, wo"));
+    assert_int_equal(run("fed info -m '%s' '%s' --json", model, tu_tmp("dl.tlmu")), 0);
+    assert_non_null(strstr(out_text, "\"encoding\":\"lowrank-int8\""));
+    assert_non_null(strstr(out_text, "\"role\":\"wo\""));
+    assert_null(strstr(out_text, "\"role\":\"w1\""));
+    assert_null(strstr(out_text, "\"role\":\"attn_norm\""));
+    assert_int_equal(run("eval -m '%s' --text '%s' --adapter '%s'", model, txt, tu_tmp("dl.tlmu")), 0);
     /* --lora: adapters of rank 2 on the attention and feed-forward matrices;
      * the update holds those matrices only, not the gains or the embedding */
     assert_int_equal(run("fed update -m '%s' --data '%s' --lora 2 --steps 2 --ctx 16 --batch 2 --encode fp32 -o '%s'",
@@ -520,7 +530,8 @@ static void test_fed_round(void **state)
         {"fed aggregate -m M -o O --username u U", "go with --broker"},
         {"fed update -m M --data T --minutes 1 -o O --device-step", "--device-step takes --steps"},
         {"fed update -m M --data T --steps 1 -o O --device-step --tensors attn", "norms only"},
-        {"fed update -m M --data T --steps 1 -o O --device-step --lora 2", "no --lora"},
+        {"fed update -m M --data T --steps 1 -o O --device-step --lora 2 --rank 2", "no --rank"},
+        {"fed update -m M --data T --steps 1 -o O --device-step --lora 2 --encode fp32", "int8 factors"},
         {"fed update -m M --data T --steps 1 -o O --lora-alpha 2", "goes with --lora"},
         {"fed update -m M --data T --steps 1 -o O --lora 0", "--lora expects"},
         {"fed update -m M --data T --steps 1 -o O --rank 2 --encode fp32", "--rank sends int8 factors"},

@@ -12,7 +12,10 @@
  * tokens), TLM_FW_ROUND, TLM_FW_CLIENT, TLM_FW_TUNE_ENC (the update's
  * coding, a tlm_fed_enc: 0 fp32, 1 int8, 2 t2), TLM_FW_SEED (int8 and t2
  * round stochastically: QEMU has no random source, so the generator is
- * seeded with this constant; a device seeds it from its hardware RNG). */
+ * seeded with this constant; a device seeds it from its hardware RNG);
+ * TLM_FW_TUNE_LORA (> 0: adapters of that rank on wq, wk, wv and wo
+ * instead of the gains, alpha rank / 2, their A drawn from TLM_FW_SEED;
+ * the update then int8 low-rank factors). */
 #include <stdint.h>
 #include <string.h>
 
@@ -37,6 +40,9 @@ extern const uint8_t tlm_fw_text_end[];
 #endif
 #ifndef TLM_FW_SEED
 #define TLM_FW_SEED 1u
+#endif
+#ifndef TLM_FW_TUNE_LORA
+#define TLM_FW_TUNE_LORA 0u
 #endif
 
 static uint8_t arena[TLM_FW_ARENA_BYTES] __attribute__((aligned(64)));
@@ -83,7 +89,9 @@ int main(void)
     fw_put_str("\n");
     fw_flush();
     tlm_tune tu;
-    if (tlm_tune_init(&tu, &m, TLM_FW_TUNE_WINDOW, arena, sizeof arena, &err)) return fw_fail("tuner", err.msg, 3);
+    if (tlm_tune_init_lora(&tu, &m, TLM_FW_TUNE_WINDOW, TLM_FW_TUNE_LORA, 0.5f * (float)TLM_FW_TUNE_LORA, TLM_FW_SEED,
+                           arena, sizeof arena, &err))
+        return fw_fail("tuner", err.msg, 3);
     size_t cursor = 0;
     for (uint32_t s = 0; s < TLM_FW_TUNE_STEPS; s++) {
         tlm_fw_token_begin();
@@ -104,7 +112,9 @@ int main(void)
     /* the update, built in the arena's activation room (free between steps) */
     tlm_fed_writer w;
     const tlm_fed_header h = {TLM_FW_ROUND, TLM_FW_CLIENT, tlm_fed_model_id(&m), (uint32_t)n};
-    uint8_t *msg = (uint8_t *)(void *)(tu.ws + (size_t)tu.n_gains); /* past the deltas' room */
+    /* past the room tlm_tune_add_update takes for a delta: the gains, or one adapter's s B */
+    const size_t delta_room = TLM_FW_TUNE_LORA ? (size_t)m.hp.dim * TLM_FW_TUNE_LORA : (size_t)tu.n_gains;
+    uint8_t *msg = (uint8_t *)(void *)(tu.ws + delta_room);
     const size_t cap = (size_t)(arena + sizeof arena - msg);
     size_t bytes = 0;
     tlm_chacha cc;

@@ -60,7 +60,10 @@ const char cli_fed_help[] =
     "      --device-step   tune with the device's own training step (the core's tlm_tune, what\n"
     "                   a microcontroller runs in firmware): the norm gains only, Adam over\n"
     "                   --steps windows of --ctx tokens (default 32) taken in order through the\n"
-    "                   text, at --lr (default 1e-2); weights of any type, read in place\n"
+    "                   text, at --lr (default 1e-2); weights of any type, read in place. With\n"
+    "                   --lora R: adapters of rank R on wq, wk, wv and wo instead (alpha R/2,\n"
+    "                   --lr default 3e-3, A from --seed), sent as the core writes them: rank-R\n"
+    "                   int8 factors, which a device can also decode with (--adapter)\n"
     "      --secure-agg --devices DEVICES.txt --update-clip C [--dp-noise Z]   a share for secure\n"
     "                   aggregation: the change clipped to C, rounded to the grid C/2^18, with this\n"
     "                   device's part of the noise (Z as the server's --dp-noise), plus masks shared\n"
@@ -319,10 +322,13 @@ static int fed_update(int argc, char **argv)
         return cli_usage_error("fed update", "--device-step takes --steps N (a device counts steps, not minutes)");
     if (device_step && o.train_only && strcmp(o.train_only, "norms"))
         return cli_usage_error("fed update", "--device-step tunes the norms only, not --tensors %s", o.train_only);
-    if (device_step && o.lora_rank) return cli_usage_error("fed update", "--device-step tunes the norms only: no --lora");
-    if (device_step) o.train_only = "norms";
+    if (device_step && o.lora_rank && (rank || secure || enc != TLM_FED_I8))
+        return cli_usage_error("fed update", "--device-step --lora R sends its adapters as rank-R int8 factors: no --rank, "
+                               "--encode or --secure-agg");
+    if (device_step && !o.lora_rank) o.train_only = "norms";
     if (o.lora_alpha > 0.0f && !o.lora_rank) return cli_usage_error("fed update", "--lora-alpha goes with --lora R");
-    if (o.lora_rank && !o.train_only) o.train_only = TLM_LORA_DEFAULT_TENSORS; /* the adapted matrices: what changes and is sent */
+    if (o.lora_rank && !o.train_only && !device_step)
+        o.train_only = TLM_LORA_DEFAULT_TENSORS; /* the adapted matrices: what changes and is sent */
     if (rank && (enc != TLM_FED_I8 || secure))
         return cli_usage_error("fed update", "--rank sends int8 factors: not with --encode %s", secure ? "masked shares (--secure-agg)"
                                                                                                      : enc == TLM_FED_F32 ? "fp32" : "t2");
@@ -427,16 +433,26 @@ static int fed_update(int argc, char **argv)
     size_t bytes = 0;
     tlm_status st;
     if (device_step) { /* the core's tuning step, as a device runs it */
+        /* gains: lr 1e-2; adapters of the attention projections: lr 3e-3, alpha R / 2 */
         tlm_tune_local_opts to = {o.data, o.separator, ctx_given ? o.ctx : 32u, (uint32_t)o.steps,
-                                  lr_given ? o.lr : 1e-2f};
+                                  lr_given ? o.lr : o.lora_rank ? 3e-3f : 1e-2f, o.lora_rank,
+                                  o.lora_alpha > 0.0f ? o.lora_alpha : 0.5f * (float)o.lora_rank, o.seed};
         if (to.window >= g.model.hp.seq_len) to.window = g.model.hp.seq_len - 1u;
         tlm_tune_local_report tr;
-        st = tlm_tune_local(&g.model, &to, &lp, &tr, &err);
+        if (o.lora_rank) { /* the update as the core writes it */
+            tlm_host_source src;
+            tlm_rand rng;
+            st = tlm_host_rand(&rng, &src) ? tlm_fail(&err, TLM_ERR_RNG, "the system gave no randomness") : TLM_OK;
+            if (!st) st = tlm_tune_local_update(&g.model, &to, &h, &rng, &msg, &bytes, &tr, &err);
+        } else {
+            st = tlm_tune_local(&g.model, &to, &lp, &tr, &err);
+        }
         if (!st) {
             rep.data_tokens = tr.data_tokens;
             rep.steps = o.steps;
-            fprintf(stderr, "fed update: device step: window %u, %llu steps, training loss %.4f -> %.4f\n", to.window,
-                    (unsigned long long)o.steps, tr.first_loss, tr.last_loss);
+            fprintf(stderr, "fed update: device step: %s, window %u, %llu steps, training loss %.4f -> %.4f\n",
+                    o.lora_rank ? "adapters of wq, wk, wv, wo" : "norm gains", to.window, (unsigned long long)o.steps,
+                    tr.first_loss, tr.last_loss);
         }
     } else {
         st = tlm_train(&o, &rep, &err);
@@ -446,8 +462,8 @@ static int fed_update(int argc, char **argv)
             st = tlm_params_from_model(&lp, &lf.model, &err);
         }
     }
-    if (!st) st = tlm_params_from_model(&gp, &g.model, &err);
-    if (!st) {
+    if (!st && !msg) st = tlm_params_from_model(&gp, &g.model, &err);
+    if (!st && !msg) {
         tlm_host_source src;
         tlm_rand rng;
         if (tlm_host_rand(&rng, &src)) st = tlm_fail(&err, TLM_ERR_RNG, "the system gave no randomness");

@@ -14,12 +14,13 @@
 #include "../host/fileio.h"
 #include "cli.h"
 #include "fw_run.h"
+#include "tritlm/tune.h"
 
 static const char help[] =
     "usage: tritlm firmware (--target cortex-m7|cortex-m4|esp32c3|lx106 | --device NAME) -m MODEL.tlm [--ctx N]\n"
     "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
     "                       [--adapter UPDATE] [--run] [--json]\n"
-    "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E]\n"
+    "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E] [--lora R]\n"
     "                        [--update FILE]]\n"
     "\n"
     "Links MODEL into firmware for the target (the image in flash, read in place; the\n"
@@ -64,6 +65,9 @@ static const char help[] =
     "      --encode E     the update's coding: fp32 (exact, default), int8 or t2 (stochastic\n"
     "                     rounding from a generator the QEMU firmware seeds with a constant;\n"
     "                     a device seeds it from its hardware RNG)\n"
+    "      --lora R       with --tune: adapters of rank R on wq, wk, wv and wo instead of the\n"
+    "                     gains (the same as 'fed update --device-step --lora R'; LR default\n"
+    "                     0.003), sent as int8 low-rank factors the device can decode with\n"
     "      --update FILE  with --tune --run: write that update to FILE, for 'fed aggregate'\n"
     "      --json         one JSON object on stdout (with --run)\n"
     "  -h, --help         this text\n"
@@ -228,10 +232,11 @@ int cmd_firmware(int argc, char **argv)
         {"tune-steps", required_argument, 0, 'S'}, {"tune-window", required_argument, 0, 'W'},
         {"lr", required_argument, 0, 'L'},     {"update", required_argument, 0, 'U'},
         {"encode", required_argument, 0, 'E'}, {"stack-kb", required_argument, 0, 'k'},
-        {"adapter", required_argument, 0, 'A'}, {0, 0, 0, 0}};
+        {"adapter", required_argument, 0, 'A'}, {"lora", required_argument, 0, 'l'}, {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
-    uint32_t ctx = 256, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16;
+    uint32_t ctx = 256, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16, tune_lora = 0;
     float tune_lr = 0.01f;
+    int lr_given = 0;
     int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0;
     const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL, *adapter = NULL;
     optind = 1;
@@ -275,9 +280,15 @@ int cmd_firmware(int argc, char **argv)
             if (!cli_parse_float(optarg, 1e-9f, 10.0f, &tune_lr))
                 return cli_usage_error("firmware", "--lr expects a learning rate in (0, 10], got '%s'", optarg);
             tune_opts = 1;
+            lr_given = 1;
             break;
         case 'U': update = optarg; break;
         case 'A': adapter = optarg; break;
+        case 'l':
+            if (!cli_parse_u32(optarg, 1, TLM_TUNE_MAX_RANK, &tune_lora))
+                return cli_usage_error("firmware", "--lora expects a rank from 1 to %u, got '%s'", TLM_TUNE_MAX_RANK, optarg);
+            tune_opts = 1;
+            break;
         case 'E':
             if (strcmp(optarg, "fp32") && strcmp(optarg, "int8") && strcmp(optarg, "t2"))
                 return cli_usage_error("firmware", "--encode expects fp32, int8 or t2, got '%s'", optarg);
@@ -308,7 +319,10 @@ int cmd_firmware(int argc, char **argv)
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
     if (stack_kb >= ram_kb) return cli_usage_error("firmware", "--stack-kb %u leaves nothing of the %u KB of RAM", stack_kb, ram_kb);
     if (!tune && (tune_opts || update))
-        return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr, --encode and --update go with --tune TEXT");
+        return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr, --encode, --lora and --update go with --tune TEXT");
+    if (tune_lora && encode && strcmp(encode, "int8"))
+        return cli_usage_error("firmware", "--lora sends its adapters as int8 factors: not --encode %s", encode);
+    if (tune_lora && !lr_given) tune_lr = 3e-3f;
     if (update && !run) return cli_usage_error("firmware", "--update writes what a run printed: add --run");
     if (tune && (kv8 || strcmp(embed, "asm")))
         return cli_usage_error("firmware", "--tune builds the tuner, not the decoder: no --kv-int8 or --embed c");
@@ -336,7 +350,7 @@ int cmd_firmware(int argc, char **argv)
     const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
                             .ctx = ctx, .ram_kb = ram_kb, .stack_kb = stack_kb, .steps = steps, .kv8 = kv8, .run = run, .adapter = adapter,
                             .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr,
-                            .tune_encode = encode};
+                            .tune_encode = encode, .tune_lora = tune_lora};
     cli_fw_result r;
     if (cli_fw_build_run("firmware", &job, &r)) {
         cli_fw_result_free(&r);

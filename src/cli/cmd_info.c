@@ -11,7 +11,7 @@
 #include "tritlm/tune.h"
 
 static const char help[] =
-    "usage: tritlm info MODEL.tlm [--ctx N] [--tune-window W] [--json]\n"
+    "usage: tritlm info MODEL.tlm [--ctx N] [--tune-window W [--tune-lora R]] [--json]\n"
     "\n"
     "Validates a model image and prints its hyperparameters, tensor table, bytes by\n"
     "weight type and the runtime arena it needs at context length N.\n"
@@ -19,6 +19,7 @@ static const char help[] =
     "      --ctx N   context length for the arena figure (default: seq_len)\n"
     "      --tune-window W   positions per on-device tuning step for the tuning arena's\n"
     "                figure (default 32, at most seq_len - 1)\n"
+    "      --tune-lora R   ... when it tunes adapters of rank R (tlm_tune_init_lora)\n"
     "      --json    one JSON object on stdout\n"
     "  -h, --help    this text\n";
 
@@ -26,8 +27,8 @@ int cmd_info(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"ctx", required_argument, 0, 'c'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
-        {"tune-window", required_argument, 0, 'w'}, {0, 0, 0, 0}};
-    uint32_t ctx = 0, tune_window = 0;
+        {"tune-window", required_argument, 0, 'w'}, {"tune-lora", required_argument, 0, 'l'}, {0, 0, 0, 0}};
+    uint32_t ctx = 0, tune_window = 0, tune_lora = 0;
     int json = 0, c;
     optind = 1;
     opterr = 0;
@@ -37,6 +38,9 @@ int cmd_info(int argc, char **argv)
         } else if (c == 'w') {
             if (!cli_parse_u32(optarg, 1, 1u << 20, &tune_window))
                 return cli_usage_error("info", "--tune-window expects a positive integer, got '%s'", optarg);
+        } else if (c == 'l') {
+            if (!cli_parse_u32(optarg, 1, TLM_TUNE_MAX_RANK, &tune_lora))
+                return cli_usage_error("info", "--tune-lora expects a rank from 1 to %u, got '%s'", TLM_TUNE_MAX_RANK, optarg);
         } else if (c == 'j') json = 1;
         else if (c == 'h') {
             fputs(help, stdout);
@@ -60,7 +64,7 @@ int cmd_info(int argc, char **argv)
     }
     if (!tune_window) tune_window = hp->seq_len > 32u ? 32u : hp->seq_len - 1u;
     size_t arena = tlm_runtime_arena_size(m, ctx), arena8 = tlm_runtime_arena_size_flags(m, ctx, TLM_RT_KV_INT8);
-    const size_t tune_arena = tlm_tune_arena_size(m, tune_window);
+    const size_t tune_arena = tlm_tune_arena_size_lora(m, tune_window, tune_lora);
     tlm_privatizer probe; /* the d_chi search index's size (none if the embedding cannot be read) */
     const size_t dx_index = tlm_privatizer_init(&probe, m, TLM_MECH_DX, 1.0f, NULL) ? 0 : tlm_privatizer_index_bytes(&probe);
     uint64_t by_type[TLM_WTYPE_COUNT] = {0}, weights_by_type[TLM_WTYPE_COUNT] = {0};

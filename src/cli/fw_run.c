@@ -60,7 +60,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
 {
     memset(res, 0, sizeof *res);
     res->exit_status = -1;
-    char script[4096], self[4096], num[7][24];
+    char script[4096], self[4096], num[8][24];
     const char *fwdir = getenv("TLM_FIRMWARE_DIR");
     snprintf(script, sizeof script, "%s/build.sh", fwdir && *fwdir ? fwdir : TLM_FIRMWARE_DIR);
     if (access(script, R_OK)) {
@@ -79,7 +79,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     snprintf(num[0], sizeof num[0], "%u", job->ctx);
     snprintf(num[1], sizeof num[1], "%u", job->ram_kb);
     snprintf(num[2], sizeof num[2], "%u", job->steps);
-    char *args[32];
+    char *args[40];
     int k = 0;
     args[k++] = "sh";
     args[k++] = script;
@@ -120,7 +120,12 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
         args[k++] = "--lr";
         args[k++] = num[5];
         args[k++] = "--encode";
-        args[k++] = (char *)(job->tune_encode ? job->tune_encode : "fp32");
+        args[k++] = (char *)(job->tune_encode ? job->tune_encode : job->tune_lora ? "int8" : "fp32");
+        if (job->tune_lora) {
+            snprintf(num[7], sizeof num[7], "%u", job->tune_lora);
+            args[k++] = "--tune-lora";
+            args[k++] = num[7];
+        }
     }
     args[k] = NULL;
 

@@ -22,6 +22,7 @@ typedef struct cli_fw_job {
     uint32_t tune_steps, tune_window;
     float tune_lr;
     const char *tune_encode; /* fp32 (NULL), int8 or t2: the update's coding */
+    uint32_t tune_lora;  /* > 0: tune adapters of this rank (build.sh --tune-lora; the update int8) */
     int quiet;           /* the build's messages to /dev/null, and none of ours if the model does
                           * not fit the RAM (script_status 3: the caller asked whether it does) */
 } cli_fw_job;

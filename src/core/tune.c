@@ -12,7 +12,14 @@
  * block works on FFN_CHUNK positions at a time (it mixes nothing across
  * positions), so only that many rows of its hidden activations are held.
  * Buffers share room wherever their lives do not overlap (tune_plan). Only
- * gains get gradients; weights stay where they are. */
+ * gains (or adapters) get gradients; weights stay where they are.
+ *
+ * Adapters (rank R) of wq, wk, wv and wo add s B (A x) to each product in
+ * the forward pass. Their backward pass needs each product's input again:
+ * the normed input of q, k and v shares room with dq, so it is normed
+ * again into the attention's spent room; Wo's input, the attention's
+ * output, shared room with the feed-forward block, so the attention is run
+ * again from q, k and v (one window of T^2 scores per layer). */
 #include <math.h>
 #include <string.h>
 
@@ -36,12 +43,12 @@
  * between. */
 typedef struct {
     size_t xs, xn, inv, q, k, v, att, xmid, xn2, inv2, a, b;
-    size_t dx, dxn, dq, datt, dk, dv, dh, row, p, rope, lse, total;
+    size_t dx, dxn, dq, datt, dk, dv, dh, row, p, rope, lse, lu, lt, total;
 } tune_plan;
 
 static size_t round4(size_t n) { return (n + 3u) & ~(size_t)3u; } /* 16-byte steps */
 
-static int plan_ws(const tlm_hparams *hp, uint32_t T, tune_plan *p)
+static int plan_ws(const tlm_hparams *hp, uint32_t T, uint32_t rank, tune_plan *p)
 {
     const size_t D = hp->dim, H = hp->hidden_dim, L = hp->n_layers, KV = tlm_hparams_kv_dim(hp);
     const size_t hs = D / hp->n_heads, TD = round4((size_t)T * D);
@@ -64,18 +71,40 @@ static int plan_ws(const tlm_hparams *hp, uint32_t T, tune_plan *p)
     p->dv = at + TD + TK;
     at += ffn > attb ? ffn : attb;
     TAKE(row, round4(H > D ? H : D)); TAKE(p, Tr); TAKE(rope, round4(hs)); TAKE(lse, Tr);
+    TAKE(lu, round4((size_t)T * rank)); TAKE(lt, round4((size_t)T * rank)); /* A X and B^T dY of one adapter */
 #undef TAKE
     p->total = at;
     return 1;
 }
 
-size_t tlm_tune_arena_size(const tlm_model *m, uint32_t window)
+/* The adapted matrices of a layer, in the order of the adapters' storage. */
+static const tlm_role lora_roles[4] = {TLM_ROLE_WQ, TLM_ROLE_WK, TLM_ROLE_WV, TLM_ROLE_WO};
+
+/* rows and cols of adapted matrix j */
+static void lora_shape(const tlm_hparams *hp, uint32_t j, uint32_t *rows, uint32_t *cols)
+{
+    *cols = hp->dim;
+    *rows = (j == 1u || j == 2u) ? tlm_hparams_kv_dim(hp) : hp->dim;
+}
+
+/* Floats of one layer's adapters. */
+static size_t lora_layer_floats(const tlm_hparams *hp, uint32_t rank)
+{
+    return (size_t)rank * (6u * (size_t)hp->dim + 2u * tlm_hparams_kv_dim(hp));
+}
+
+/* The gains' share of the parameter vectors, then the adapters'. */
+static size_t gains_stride(const tlm_hparams *hp) { return round4((2u * (size_t)hp->n_layers + 1u) * hp->dim); }
+
+size_t tlm_tune_arena_size_lora(const tlm_model *m, uint32_t window, uint32_t rank)
 {
     tune_plan p;
-    if (!m || !plan_ws(&m->hp, window, &p)) return 0;
-    const size_t gains = round4((2u * (size_t)m->hp.n_layers + 1u) * m->hp.dim);
-    return (4u * gains + p.total) * sizeof(float) + TUNE_ALIGN;
+    if (!m || rank > TLM_TUNE_MAX_RANK || !plan_ws(&m->hp, window, rank, &p)) return 0;
+    const size_t params = gains_stride(&m->hp) + round4((size_t)m->hp.n_layers * lora_layer_floats(&m->hp, rank));
+    return (4u * params + p.total) * sizeof(float) + TUNE_ALIGN;
 }
+
+size_t tlm_tune_arena_size(const tlm_model *m, uint32_t window) { return tlm_tune_arena_size_lora(m, window, 0); }
 
 /* Gains of norm k (2 l: layer l's attention norm, 2 l + 1: its feed-forward
  * norm, 2 L: the final norm). */
@@ -102,12 +131,23 @@ static void norm_tensor(const tlm_model *m, uint32_t k, tlm_tensor *t)
 tlm_status tlm_tune_init(tlm_tune *tu, const tlm_model *m, uint32_t window, void *arena, size_t arena_bytes,
                          tlm_error *err)
 {
+    return tlm_tune_init_lora(tu, m, window, 0, 1.0f, 0, arena, arena_bytes, err);
+}
+
+tlm_status tlm_tune_init_lora(tlm_tune *tu, const tlm_model *m, uint32_t window, uint32_t rank, float alpha,
+                              uint64_t seed, void *arena, size_t arena_bytes, tlm_error *err)
+{
     tlm_error_clear(err);
     if (!tu || !m) return tlm_fail(err, TLM_ERR_ARG, "no tuner or no model");
     if (window == 0 || window >= m->hp.seq_len)
         return tlm_fail(err, TLM_ERR_ARG, "tuning window %u must be between 1 and the model's seq_len - 1 (%u)", window,
                         m->hp.seq_len - 1u);
-    const size_t need = tlm_tune_arena_size(m, window);
+    const uint32_t kv = tlm_hparams_kv_dim(&m->hp), side = kv < m->hp.dim ? kv : m->hp.dim;
+    if (rank > TLM_TUNE_MAX_RANK || rank > side)
+        return tlm_fail(err, TLM_ERR_ARG, "adapter rank %u: at most %u for this model", rank,
+                        side < TLM_TUNE_MAX_RANK ? side : TLM_TUNE_MAX_RANK);
+    if (rank && !(alpha > 0.0f && alpha < 1e30f)) return tlm_fail(err, TLM_ERR_ARG, "adapter alpha must be positive");
+    const size_t need = tlm_tune_arena_size_lora(m, window, rank);
     if (need == 0) return tlm_fail(err, TLM_ERR_OVERFLOW, "the model's shapes overflow the tuning arena's size");
     if (!arena || arena_bytes < need)
         return tlm_fail(err, TLM_ERR_ARENA, "arena of %llu bytes; tuning this model over %u positions needs %llu",
@@ -116,7 +156,8 @@ tlm_status tlm_tune_init(tlm_tune *tu, const tlm_model *m, uint32_t window, void
     float *base = (float *)(void *)((uint8_t *)arena + ((TUNE_ALIGN - a % TUNE_ALIGN) % TUNE_ALIGN));
     const tlm_hparams *hp = &m->hp;
     const uint32_t n = (2u * hp->n_layers + 1u) * hp->dim;
-    const size_t gstride = round4(n);
+    const size_t n_lora = (size_t)hp->n_layers * lora_layer_floats(hp, rank);
+    const size_t gstride = gains_stride(hp) + round4(n_lora);
     memset(tu, 0, sizeof *tu);
     tu->model = m;
     tu->window = window;
@@ -126,13 +167,128 @@ tlm_status tlm_tune_init(tlm_tune *tu, const tlm_model *m, uint32_t window, void
     tu->m = base + 2u * gstride;
     tu->v = base + 3u * gstride;
     tu->ws = base + 4u * gstride;
+    tu->lora_rank = rank;
+    tu->lora_scale = rank ? alpha / (float)rank : 0.0f;
+    tu->n_lora = (uint32_t)n_lora;
+    tu->lora = base + gains_stride(hp);
     for (uint32_t k = 0; k <= 2u * hp->n_layers; k++) {
         tlm_tensor t;
         norm_tensor(m, k, &t);
         tlm_wtype_get(t.wtype)->row_to_f32(gains_of(tu->gains, hp, k), &t, 0);
     }
     memset(tu->grad, 0, 3u * gstride * sizeof(float));
+    if (rank) { /* A uniform with variance 1 / cols, B zero */
+        tlm_chacha cc;
+        tlm_rand rnd;
+        tlm_chacha_seed(&cc, seed);
+        tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
+        memset(tu->lora, 0, n_lora * sizeof(float));
+        float *at = tu->lora;
+        for (uint32_t l = 0; l < hp->n_layers; l++)
+            for (uint32_t j = 0; j < 4u; j++) {
+                uint32_t rows, cols;
+                lora_shape(hp, j, &rows, &cols);
+                const float bound = sqrtf(3.0f / (float)cols);
+                for (size_t i = 0; i < (size_t)rank * cols; i++)
+                    at[i] = ((float)(tlm_rand_u32(&rnd) >> 8) * (1.0f / 8388608.0f) - 1.0f) * bound;
+                at += (size_t)rank * (rows + cols);
+            }
+    }
     return TLM_OK;
+}
+
+/* ---- adapters ---- */
+
+typedef struct {
+    float *a, *b, *ga, *gb; /* A (rank x cols), B (rows x rank), their gradients */
+    uint32_t rows, cols, r;
+    float s;
+} lora_mat;
+
+/* Adapter j (0 wq, 1 wk, 2 wv, 3 wo) of layer l. */
+static lora_mat lora_at(const tlm_tune *tu, uint32_t l, uint32_t j)
+{
+    const tlm_hparams *hp = &tu->model->hp;
+    lora_mat x;
+    x.r = tu->lora_rank;
+    x.s = tu->lora_scale;
+    size_t off = (size_t)l * lora_layer_floats(hp, x.r);
+    for (uint32_t i = 0; i < j; i++) {
+        lora_shape(hp, i, &x.rows, &x.cols);
+        off += (size_t)x.r * (x.rows + x.cols);
+    }
+    lora_shape(hp, j, &x.rows, &x.cols);
+    x.a = tu->lora + off;
+    x.b = x.a + (size_t)x.r * x.cols;
+    x.ga = tu->grad + (tu->lora - tu->gains) + off;
+    x.gb = x.ga + (size_t)x.r * x.cols;
+    return x;
+}
+
+/* u[t] = A X[t] (T x r) */
+static void lora_in(const lora_mat *x, const float *X, uint32_t T, float *u)
+{
+    for (uint32_t t = 0; t < T; t++)
+        for (uint32_t k = 0; k < x->r; k++)
+            u[(size_t)t * x->r + k] = tlm_dot_f32(x->a + (size_t)k * x->cols, X + (size_t)t * x->cols, x->cols);
+}
+
+/* Y[t] += s B A X[t] (Y rows of ystride) */
+static void lora_fwd(const tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t j, float *Y, uint32_t ystride,
+                     const float *X, uint32_t T)
+{
+    const lora_mat x = lora_at(tu, l, j);
+    float *u = tu->ws + pl->lu;
+    lora_in(&x, X, T, u);
+    for (uint32_t t = 0; t < T; t++)
+        for (uint32_t i = 0; i < x.rows; i++)
+            Y[(size_t)t * ystride + i] += x.s * tlm_dot_f32(x.b + (size_t)i * x.r, u + (size_t)t * x.r, x.r);
+}
+
+/* The gradients of adapter j from dY (T rows of dystride) and its input X:
+ * gB += s sum_t dY[t] (A X[t])^T, gA += s sum_t (B^T dY[t]) X[t]^T; B^T dY
+ * stays in lt for lora_dx. */
+static void lora_grads(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t j, const float *dY, uint32_t dystride,
+                       const float *X, uint32_t T)
+{
+    const lora_mat x = lora_at(tu, l, j);
+    float *u = tu->ws + pl->lu, *lt = tu->ws + pl->lt;
+    lora_in(&x, X, T, u);
+    memset(lt, 0, (size_t)T * x.r * sizeof(float));
+    for (uint32_t t = 0; t < T; t++) {
+        const float *dy = dY + (size_t)t * dystride, *ut = u + (size_t)t * x.r;
+        float *ltt = lt + (size_t)t * x.r;
+        for (uint32_t i = 0; i < x.rows; i++) {
+            const float g = dy[i];
+            const float *bi = x.b + (size_t)i * x.r;
+            float *gbi = x.gb + (size_t)i * x.r;
+            for (uint32_t k = 0; k < x.r; k++) {
+                gbi[k] += x.s * g * ut[k];
+                ltt[k] += bi[k] * g;
+            }
+        }
+        const float *xt = X + (size_t)t * x.cols;
+        for (uint32_t k = 0; k < x.r; k++) {
+            const float c = x.s * ltt[k];
+            float *gak = x.ga + (size_t)k * x.cols;
+            for (uint32_t i = 0; i < x.cols; i++) gak[i] += c * xt[i];
+        }
+    }
+}
+
+/* dX[t] += s A^T (B^T dY[t]), from lora_grads's lt (dX rows of cols) */
+static void lora_dx(const tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t j, float *dX, uint32_t T)
+{
+    const lora_mat x = lora_at(tu, l, j);
+    const float *lt = tu->ws + pl->lt;
+    for (uint32_t t = 0; t < T; t++) {
+        float *dx = dX + (size_t)t * x.cols;
+        for (uint32_t k = 0; k < x.r; k++) {
+            const float c = x.s * lt[(size_t)t * x.r + k];
+            const float *ak = x.a + (size_t)k * x.cols;
+            for (uint32_t i = 0; i < x.cols; i++) dx[i] += c * ak[i];
+        }
+    }
 }
 
 /* ---- matrices, one decoded row at a time ---- */
@@ -268,11 +424,17 @@ static void layer_fwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T,
     mat_fwd(ws + pl->q, D, ws + pl->xn, T, &w.wq, ws + pl->row);
     mat_fwd(ws + pl->k, KV, ws + pl->xn, T, &w.wk, ws + pl->row);
     mat_fwd(ws + pl->v, KV, ws + pl->xn, T, &w.wv, ws + pl->row);
+    if (tu->lora_rank) {
+        lora_fwd(tu, pl, l, 0, ws + pl->q, D, ws + pl->xn, T);
+        lora_fwd(tu, pl, l, 1, ws + pl->k, KV, ws + pl->xn, T);
+        lora_fwd(tu, pl, l, 2, ws + pl->v, KV, ws + pl->xn, T);
+    }
     rope_rows(ws + pl->q, T, D, hs, hp->rope_theta, ws + pl->rope, 0);
     rope_rows(ws + pl->k, T, KV, hs, hp->rope_theta, ws + pl->rope, 0);
     attn_fwd(ws + pl->att, ws + pl->q, ws + pl->k, ws + pl->v, T, hp, ws + pl->p);
     float *xmid = ws + pl->xmid;
     mat_fwd(xmid, D, ws + pl->att, T, &w.wo, ws + pl->row);
+    if (tu->lora_rank) lora_fwd(tu, pl, l, 3, xmid, D, ws + pl->att, T);
     for (size_t i = 0; i < (size_t)T * D; i++) xmid[i] += X[i];
     tlm_rmsnorm_rows(ws + pl->xn2, ws + pl->inv2, xmid, gains_of(tu->gains, hp, 2u * l + 1u), T, D, hp->norm_eps);
     if (!Xout) return; /* the backward pass recomputes the feed-forward block chunk by chunk */
@@ -322,8 +484,13 @@ static void layer_bwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T,
              gains_of(tu->gains, hp, 2u * l + 1u), T, D); /* dx: d xmid */
     /* attention: xmid = X + Wo attn(rope(Wq xn), rope(Wk xn), Wv xn) */
     float *datt = ws + pl->datt, *dq = ws + pl->dq, *dk = ws + pl->dk, *dv = ws + pl->dv;
+    if (tu->lora_rank) { /* Wo's input again (its room went to the feed-forward block), then its adapter */
+        attn_fwd(ws + pl->att, ws + pl->q, ws + pl->k, ws + pl->v, T, hp, ws + pl->p);
+        lora_grads(tu, pl, l, 3, dx, D, ws + pl->att, T);
+    }
     memset(datt, 0, (size_t)T * D * sizeof(float));
     mat_bwd(datt, dx, T, &w.wo, ws + pl->row);
+    if (tu->lora_rank) lora_dx(tu, pl, l, 3, datt, T);
     memset(dq, 0, (size_t)T * D * sizeof(float));
     memset(dk, 0, (size_t)T * KV * sizeof(float));
     memset(dv, 0, (size_t)T * KV * sizeof(float));
@@ -334,6 +501,16 @@ static void layer_bwd(tlm_tune *tu, const tune_plan *pl, uint32_t l, uint32_t T,
     mat_bwd(dxn, dq, T, &w.wq, ws + pl->row);
     mat_bwd(dxn, dk, T, &w.wk, ws + pl->row);
     mat_bwd(dxn, dv, T, &w.wv, ws + pl->row);
+    if (tu->lora_rank) { /* q, k and v's input again (dq took its room), into datt's spent room */
+        float *xn = ws + pl->datt;
+        tlm_rmsnorm_rows(xn, ws + pl->inv, X, gains_of(tu->gains, hp, 2u * l), T, D, hp->norm_eps);
+        lora_grads(tu, pl, l, 0, dq, D, xn, T);
+        lora_dx(tu, pl, l, 0, dxn, T);
+        lora_grads(tu, pl, l, 1, dk, KV, xn, T);
+        lora_dx(tu, pl, l, 1, dxn, T);
+        lora_grads(tu, pl, l, 2, dv, KV, xn, T);
+        lora_dx(tu, pl, l, 2, dxn, T);
+    }
     tlm_rmsnorm_rows_back(dx, gains_of(tu->grad, hp, 2u * l), dxn, X, ws + pl->inv, gains_of(tu->gains, hp, 2u * l), T, D);
 }
 
@@ -411,7 +588,8 @@ tlm_status tlm_tune_loss(tlm_tune *tu, const uint32_t *tokens, uint32_t n, int g
             return tlm_fail(err, TLM_ERR_ARG, "token %u at %u is outside the vocabulary (%u)", tokens[i], i,
                             hp->vocab_size);
     tune_plan pl;
-    plan_ws(hp, tu->window, &pl);
+    if (!plan_ws(hp, tu->window, tu->lora_rank, &pl)) /* (tlm_tune_init planned it) */
+        return tlm_fail(err, TLM_ERR_ARG, "the tuner was not initialized");
     const uint32_t T = n - 1u, D = hp->dim, L = hp->n_layers;
     const size_t TD = round4((size_t)tu->window * D);
     float *ws = tu->ws, *xs = ws + pl.xs;
@@ -425,7 +603,7 @@ tlm_status tlm_tune_loss(tlm_tune *tu, const uint32_t *tokens, uint32_t n, int g
     tlm_rmsnorm_rows(xn, ws + pl.inv, xfin, gf, T, D, hp->norm_eps);
     *loss = head_loss(tu, &pl, xn, tokens + 1, T, dxn, grad);
     if (!grad) return TLM_OK;
-    memset(tu->grad, 0, tu->n_gains * sizeof(float));
+    memset(tu->grad, 0, ((size_t)(tu->lora - tu->gains) + tu->n_lora) * sizeof(float));
     memset(dx, 0, (size_t)T * D * sizeof(float));
     tlm_rmsnorm_rows_back(dx, gains_of(tu->grad, hp, 2u * L), dxn, xfin, ws + pl.inv, gf, T, D);
     for (uint32_t l = L; l-- > 0;) {
@@ -442,7 +620,9 @@ void tlm_tune_adam(tlm_tune *tu, float lr)
     const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
     tu->steps++;
     const float c1 = 1.0f - powf(b1, (float)tu->steps), c2 = 1.0f - powf(b2, (float)tu->steps);
-    for (uint32_t i = 0; i < tu->n_gains; i++) {
+    /* the gains, or the adapters */
+    const size_t lo = tu->lora_rank ? (size_t)(tu->lora - tu->gains) : 0u, hi = tu->lora_rank ? lo + tu->n_lora : tu->n_gains;
+    for (size_t i = lo; i < hi; i++) {
         const float g = tu->grad[i];
         tu->m[i] = b1 * tu->m[i] + (1.0f - b1) * g;
         tu->v[i] = b2 * tu->v[i] + (1.0f - b2) * g * g;
@@ -476,6 +656,18 @@ tlm_status tlm_tune_add_update(const tlm_tune *tu, tlm_fed_writer *w, tlm_fed_en
     const tlm_hparams *hp = &tu->model->hp;
     const uint32_t D = hp->dim;
     float *delta = tu->ws; /* scratch between steps */
+    if (tu->lora_rank) {
+        if (enc != TLM_FED_I8 || !rng)
+            return tlm_fail(err, TLM_ERR_ARG, "adapters go as int8 factors, rounded with a generator");
+        for (uint32_t l = 0; l < hp->n_layers; l++)
+            for (uint32_t j = 0; j < 4u; j++) {
+                const lora_mat x = lora_at(tu, l, j);
+                for (size_t i = 0; i < (size_t)x.rows * x.r; i++) delta[i] = x.s * x.b[i]; /* s B */
+                const tlm_status st = tlm_fed_add_lowrank(w, lora_roles[j], l, delta, x.a, x.rows, x.cols, x.r, rng, err);
+                if (st != TLM_OK) return st;
+            }
+        return TLM_OK;
+    }
     for (uint32_t k = 0; k <= 2u * hp->n_layers; k++) {
         uint32_t layer;
         const tlm_role role = tlm_tune_norm_at(hp, k, &layer);

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "train/params.h"
+#include "tritlm/fed.h"
 #include "tritlm/model.h"
 
 typedef struct tlm_tune_local_opts {
@@ -15,6 +16,9 @@ typedef struct tlm_tune_local_opts {
     uint32_t window;       /* positions per step */
     uint32_t steps;        /* windows taken in order through the text (tlm_tune_run) */
     float lr;              /* Adam's learning rate */
+    uint32_t lora_rank;    /* 0: the gains; else adapters of the attention projections (tlm_tune_init_lora) */
+    float lora_alpha;      /* their alpha (scale alpha / rank) */
+    uint64_t seed;         /* their A's initial values */
 } tlm_tune_local_opts;
 
 typedef struct tlm_tune_local_report {
@@ -27,5 +31,12 @@ typedef struct tlm_tune_local_report {
  * fp32) with the tuned gains. */
 tlm_status tlm_tune_local(const tlm_model *m, const tlm_tune_local_opts *o, tlm_params *local,
                           tlm_tune_local_report *rep, tlm_error *err);
+
+/* Tunes adapters (o->lora_rank > 0) on o->data and writes the update as
+ * the device's core does (tlm_tune_add_update: low-rank int8 factors
+ * rounded with rng) under header h, whose n_examples it sets to the
+ * text's tokens and base_crc to m's id; *msg is malloc'd. */
+tlm_status tlm_tune_local_update(const tlm_model *m, const tlm_tune_local_opts *o, tlm_fed_header *h, tlm_rand *rng,
+                                 uint8_t **msg, size_t *bytes, tlm_tune_local_report *rep, tlm_error *err);
 
 #endif
