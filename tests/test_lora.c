@@ -306,6 +306,21 @@ static void test_fine_tuning_run(void **state)
     o.lora_rank = 40;
     assert_int_equal(tlm_train(&o, &r, &err), TLM_ERR_ARG);
     assert_non_null(strstr(err.msg, "exceeds"));
+    /* its checkpoint says it was a run with adapters, which cannot resume (they are not recorded) */
+    o.lora_rank = 2;
+    o.stop_after = 5;
+    assert_int_equal(tlm_train(&o, &r, &err), TLM_OK);
+    char ck[4200];
+    snprintf(ck, sizeof ck, "%s.ckpt", out);
+    tlm_train_opts res;
+    tlm_train_defaults(&res);
+    res.data = text;
+    res.separator = "\n";
+    res.out = out;
+    res.resume = ck;
+    res.quiet = 1;
+    assert_int_equal(tlm_train(&res, &r, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "run with adapters"));
     free(base);
     free(text);
     free(out);

@@ -481,14 +481,33 @@ static void test_train_only(void **state)
     tlm_params_free(&p1);
     tlm_model_file_close(&m0);
     tlm_model_file_close(&m1);
-    /* resuming cannot know the selection */
+    /* the checkpoint records the selection: interrupted at step 3 and resumed, the same model bit for bit */
+    tlm_train_opts g = f;
+    g.out = strdup(tu_tmp("only_g.tlm"));
+    g.stop_after = 3;
+    assert_int_equal(tlm_train(&g, &r, NULL), TLM_OK);
     char ck[600];
-    tlm_train_opts res = resume_opts(a.out, ck, sizeof ck);
+    tlm_train_opts res = resume_opts(g.out, ck, sizeof ck);
+    assert_int_equal(tlm_train(&res, &r, &err), TLM_OK);
+    assert_int_equal(r.steps, 8);
+    {
+        size_t nf, ng;
+        uint8_t *mf = slurp(f.out, &nf), *mg = slurp(g.out, &ng);
+        assert_int_equal(nf, ng);
+        assert_memory_equal(mf, mg, nf);
+        free(mf);
+        free(mg);
+    }
+    /* ... which a resumed run cannot change, nor add to a run that trained everything */
     res.train_only = "norms";
-    res.steps = 14;
     assert_int_equal(tlm_train(&res, &r, &err), TLM_ERR_ARG);
-    assert_non_null(strstr(err.msg, "cannot resume"));
-    free((char *)a.out); free((char *)f.out); free((char *)all.out); free((char *)plain.out);
+    assert_non_null(strstr(err.msg, "trains 'norms,layer1', not 'norms'"));
+    tlm_train_opts res_all = resume_opts(a.out, ck, sizeof ck);
+    res_all.train_only = "norms";
+    res_all.steps = 14;
+    assert_int_equal(tlm_train(&res_all, &r, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "trains every tensor"));
+    free((char *)a.out); free((char *)f.out); free((char *)all.out); free((char *)plain.out); free((char *)g.out);
 }
 
 static void test_killed_checkpoint_write(void **state)

@@ -230,7 +230,8 @@ int cmd_train(int argc, char **argv)
     if (o.lora_rank && (qat || o.resume))
         return cli_usage_error("train", "--lora does not go with %s", qat ? "--qat (a quantized forward pass needs whole matrices)"
                                                                           : "--resume (checkpoints do not record adapters)");
-    if (o.train_only && o.resume) return cli_usage_error("train", "--tensors does not go with --resume (checkpoints do not record it)");
+    if (o.train_only && o.resume)
+        return cli_usage_error("train", "--tensors does not go with --resume (the checkpoint records its selection)");
     if (o.teacher) o.distill = dweight;
     o.progress = isatty(2);
 

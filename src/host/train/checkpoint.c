@@ -24,9 +24,12 @@ enum {
     C_QEMBED = 148, C_QGROUP = 152, C_DISTILL = 156,
     C_DROPOUT = 160, C_EMA = 164,
     /* a per-layer plan: its length, then one weight type per layer */
-    C_QNPLAN = 168, C_QPLAN = 172
+    C_QNPLAN = 168, C_QPLAN = 172,
+    /* the length of the selection text at the end of the file (0: every tensor trains) */
+    C_SELECT = 236,
+    C_LORA = 240 /* a run with adapters: their rank */
 };
-_Static_assert(C_QPLAN + TLM_QUANT_PLAN_MAX <= CKPT_HEADER, "the plan must fit the header");
+_Static_assert(C_QPLAN + TLM_QUANT_PLAN_MAX <= C_SELECT && C_LORA + 4 <= CKPT_HEADER, "the plan must fit the header");
 
 int tlm_ckpt_is(const char *path)
 {
@@ -76,7 +79,13 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
     tlm_status st = tlm_params_to_image(p, v, bos, eos, &img, &img_bytes, err);
     if (st) return st;
     const int has_ema = opt->ema != NULL && opt->ema_decay > 0.0f;
-    const size_t total = CKPT_HEADER + img_bytes + (has_ema ? 3u : 2u) * p->n * sizeof(float);
+    const size_t sel = strlen(meta->train_only);
+    if (sel > TLM_CKPT_SELECT_MAX) {
+        free(img);
+        return tlm_fail(err, TLM_ERR_ARG, "the selection of tensors is longer than %u characters", TLM_CKPT_SELECT_MAX);
+    }
+    const size_t moments = img_bytes + (has_ema ? 3u : 2u) * p->n * sizeof(float);
+    const size_t total = CKPT_HEADER + moments + sel;
     uint8_t *buf = calloc(1, total);
     if (!buf) {
         free(img);
@@ -121,6 +130,9 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
     memcpy(buf + CKPT_HEADER + img_bytes, opt->m, p->n * sizeof(float));
     memcpy(buf + CKPT_HEADER + img_bytes + p->n * sizeof(float), opt->v, p->n * sizeof(float));
     if (has_ema) memcpy(buf + CKPT_HEADER + img_bytes + 2u * p->n * sizeof(float), opt->ema, p->n * sizeof(float));
+    tlm_wr32(buf + C_SELECT, (uint32_t)sel);
+    tlm_wr32(buf + C_LORA, meta->lora_rank);
+    memcpy(buf + CKPT_HEADER + moments, meta->train_only, sel);
     tlm_wr32(buf + C_CRC, ckpt_crc(buf, total));
     st = tlm_write_file_atomic(path, buf, total, err);
     free(buf);
@@ -148,7 +160,9 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
         st = tlm_fail(err, TLM_ERR_FORMAT, "%s: inconsistent training state in the checkpoint", path);
         goto out;
     }
-    if (img_bytes > n || np > n / 8u || CKPT_HEADER + img_bytes + (has_ema ? 12u : 8u) * np != n) {
+    const uint32_t sel = v1 ? 0u : tlm_rd32(buf + C_SELECT);
+    if (img_bytes > n || np > n / 8u || sel > TLM_CKPT_SELECT_MAX ||
+        CKPT_HEADER + img_bytes + (has_ema ? 12u : 8u) * np + sel != n) {
         st = tlm_fail(err, TLM_ERR_TRUNCATED, "%s: checkpoint size does not match its header (truncated?)", path);
         goto out;
     }
@@ -219,6 +233,20 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
     tlm_quant_defaults(&meta->qcfg);
     meta->distill = 0.0f;
     meta->dropout = tlm_rdf32(buf + C_DROPOUT);
+    meta->lora_rank = v1 ? 0u : tlm_rd32(buf + C_LORA);
+    memcpy(meta->train_only, buf + n - sel, sel);
+    meta->train_only[sel] = 0;
+    for (uint32_t i = 0; i < sel; i++)
+        if (meta->train_only[i] < 0x20 || meta->train_only[i] > 0x7e) {
+            st = tlm_fail(err, TLM_ERR_FORMAT, "%s: the recorded selection of tensors is not text", path);
+            break;
+        }
+    if (st) {
+        tlm_params_free(p);
+        tlm_vocab_free(v);
+        tlm_adamw_free(opt);
+        goto out;
+    }
     if (meta->qat) {
         meta->qcfg.method = (tlm_qmethod)tlm_rd32(buf + C_QMETHOD);
         meta->qcfg.sparsity = tlm_rdf32(buf + C_QSPARSITY);

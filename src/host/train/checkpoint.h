@@ -7,7 +7,8 @@
  * the header), then at offset 256 the fp32 model image
  * (parameters, hyperparameters and tokenizer), then the AdamW moments m
  * and v (n_params f32 each), then, when the run averages its weights, the
- * average (n_params f32). */
+ * average (n_params f32), then, when it trains a selection of tensors, the
+ * selection (tlm_params_select's text, its length in the header). */
 #ifndef TLM_TRAIN_CHECKPOINT_H
 #define TLM_TRAIN_CHECKPOINT_H
 
@@ -16,6 +17,9 @@
 #include "../quant.h"
 #include "adamw.h"
 #include "params.h"
+
+/* The longest selection text (--tensors) a checkpoint records. */
+#define TLM_CKPT_SELECT_MAX 255u
 
 typedef struct tlm_ckpt_meta {
     uint32_t threads, batch, ctx, warmup;
@@ -27,6 +31,8 @@ typedef struct tlm_ckpt_meta {
     tlm_quant_cfg qcfg;
     float distill;           /* weight of the distillation term (0: none) */
     float dropout;           /* residual-branch dropout rate (0: none) */
+    char train_only[TLM_CKPT_SELECT_MAX + 1]; /* the selection trained ("": every tensor) */
+    uint32_t lora_rank;      /* the run trained adapters of this rank (it cannot resume: they are not recorded) */
 } tlm_ckpt_meta;
 
 /* Does the file start with a checkpoint's magic (so --init can tell a

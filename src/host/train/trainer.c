@@ -330,6 +330,21 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             goto out;
         }
     }
+    if (resume && meta.lora_rank) {
+        st = tlm_fail(err, TLM_ERR_ARG, "%s is of a run with adapters, which cannot resume (checkpoints do not record them)",
+                      o->resume);
+        goto out;
+    }
+    if (resume && meta.train_only[0]) { /* the run trains what it trained */
+        if (o->train_only && strcmp(o->train_only, meta.train_only)) {
+            st = tlm_fail(err, TLM_ERR_ARG, "the checkpoint's run trains '%s', not '%s'", meta.train_only, o->train_only);
+            goto out;
+        }
+        train_only = meta.train_only;
+    } else if (resume && o->train_only) {
+        st = tlm_fail(err, TLM_ERR_ARG, "the checkpoint's run trains every tensor, not '%s'", o->train_only);
+        goto out;
+    }
     if (o->lora_rank) {
         if (resume) {
             st = tlm_fail(err, TLM_ERR_ARG, "a run with adapters cannot resume (checkpoints do not record them)");
@@ -342,9 +357,13 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (!train_only) train_only = TLM_LORA_DEFAULT_TENSORS;
     }
     if (train_only) {
-        if (resume) {
-            st = tlm_fail(err, TLM_ERR_ARG, "training a selection of tensors cannot resume (checkpoints do not record it)");
-            goto out;
+        if (!resume) { /* recorded in the checkpoints, so that the run can resume */
+            if (strlen(train_only) > TLM_CKPT_SELECT_MAX) {
+                st = tlm_fail(err, TLM_ERR_ARG, "--tensors: at most %u characters", TLM_CKPT_SELECT_MAX);
+                goto out;
+            }
+            snprintf(meta.train_only, sizeof meta.train_only, "%s", train_only);
+            meta.lora_rank = o->lora_rank;
         }
         frozen = malloc(tlm_params_count(&s.p));
         if (!frozen) {
