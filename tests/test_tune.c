@@ -631,19 +631,6 @@ static void test_adapter_gradient(void **state)
  * validates, and the device decoding with it (tlm_runtime_use_adapter, the
  * factors in int8) scores what the tuner's own fp32 adapters score, to the
  * int8 factors' rounding. */
-/* Held-out loss: the mean over the text's windows of W + 1 tokens, W apart. */
-static double windows_loss(tlm_tune *tu, const uint32_t *tok, size_t n, uint32_t W)
-{
-    double sum = 0;
-    uint32_t nw = 0;
-    for (size_t at = 0; at + W + 1 <= n; at += W, nw++) {
-        float l;
-        assert_int_equal(tlm_tune_loss(tu, tok + at, W + 1, 0, &l, NULL), TLM_OK);
-        sum += l;
-    }
-    return sum / nw;
-}
-
 static void test_adapter_learns(void **state)
 {
     enum { STEPS = 60 };
@@ -684,10 +671,10 @@ static void test_adapter_learns(void **state)
     assert_int_equal(tlm_tune_init_lora(&tu, &m, W, rank, 0.5f * rank, 1, arena, ab, NULL), TLM_OK);
     float *gains0 = malloc(tu.n_gains * sizeof(float));
     memcpy(gains0, tu.gains, tu.n_gains * sizeof(float));
-    const double before = windows_loss(&tu, val, nv, W);
+    const double before = mean_loss(&tu, val, nv, W);
     size_t cursor = 0;
     assert_int_equal(tlm_tune_run(&tu, train, nt, STEPS, 3e-3f, &cursor, NULL, NULL), TLM_OK);
-    const double after = windows_loss(&tu, val, nv, W);
+    const double after = mean_loss(&tu, val, nv, W);
     assert_memory_equal(gains0, tu.gains, tu.n_gains * sizeof(float));
     /* the gains alone, the same steps and windows (their own learning rate, 'fed update --device-step''s) */
     double gains_only = 0;
@@ -698,7 +685,7 @@ static void test_adapter_learns(void **state)
         assert_int_equal(tlm_tune_init(&tg, &m, W, ga, gb, NULL), TLM_OK);
         size_t cg = 0;
         assert_int_equal(tlm_tune_run(&tg, train, nt, STEPS, 1e-2f, &cg, NULL, NULL), TLM_OK);
-        gains_only = windows_loss(&tg, val, nv, W);
+        gains_only = mean_loss(&tg, val, nv, W);
         free(ga);
     }
     /* the update: low-rank entries the server takes; decoded with, the same loss */

@@ -87,9 +87,9 @@ tlm_status tlm_tune_init_lora(tlm_tune *tu, const tlm_model *m, uint32_t window,
 #define TLM_TUNE_MAX_RANK 64u
 
 /* Mean cross-entropy (nats) of tokens[t + 1] given tokens[0..t] for
- * t < n - 1, with the current gains (2 <= n <= window + 1, every token
- * below the vocabulary size). With grad nonzero its gradient with respect
- * to the gains goes to tu->grad. */
+ * t < n - 1, with the current gains (and adapters) (2 <= n <= window + 1,
+ * every token below the vocabulary size). With grad nonzero its gradient
+ * with respect to the gains (and the adapters) goes to tu->grad. */
 tlm_status tlm_tune_loss(tlm_tune *tu, const uint32_t *tokens, uint32_t n, int grad, float *loss, tlm_error *err);
 
 /* One Adam step (beta1 0.9, beta2 0.999, eps 1e-8, bias-corrected) with
