@@ -93,6 +93,8 @@ static void read_ckpt(uint8_t *b, size_t n)
     refused(st, &err);
     if (st) return;
     if (v.n != p.hp.vocab_size || bos >= v.n || eos >= v.n || meta.ctx > p.hp.seq_len) abort();
+    if (!meta.lora_state != !meta.lora_rank) abort();
+    free(meta.lora_state);
     tlm_params_free(&p);
     tlm_vocab_free(&v);
     tlm_adamw_free(&opt);

@@ -525,7 +525,7 @@ static void test_killed_checkpoint_write(void **state)
     assert_int_equal(tlm_llama2c_read_tokenizer(tok_path, 300, &v, NULL), TLM_OK);
     tlm_ckpt_meta meta = {.threads = 1, .batch = 2, .ctx = 16, .total_steps = 10, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f};
     const char *path = strdup(tu_tmp("kill.ckpt"));
-    assert_int_equal(tlm_ckpt_save(path, &meta, &p, &v, 1, 2, &opt, NULL), TLM_OK);
+    assert_int_equal(tlm_ckpt_save(path, &meta, &p, &v, 1, 2, &opt, NULL, NULL), TLM_OK);
     uint64_t rng = 5;
     int killed_midway = 0;
     for (int round = 0; round < 12; round++) {
@@ -533,7 +533,7 @@ static void test_killed_checkpoint_write(void **state)
         if (child == 0) {
             for (uint64_t s = 1;; s++) {
                 meta.step = s % 10;
-                tlm_ckpt_save(path, &meta, &p, &v, 1, 2, &opt, NULL);
+                tlm_ckpt_save(path, &meta, &p, &v, 1, 2, &opt, NULL, NULL);
             }
         }
         struct timespec ts = {0, (long)(1000000 + tu_rand(&rng) % 20000000)};

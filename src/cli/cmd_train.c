@@ -54,8 +54,8 @@ static const char help[] =
     "      --eval-every N     validation every N steps (default 200)\n"
     "      --ckpt-every N     checkpoint every N steps (default 200)\n"
     "      --tensors G        train only these tensors, the rest frozen: a comma list of\n"
-    "                         norms, embed, attn, ffn, layerN, all (default all; a run with\n"
-    "                         --tensors or --lora cannot be resumed from its checkpoint)\n"
+    "                         norms, embed, attn, ffn, layerN, all (default all; checkpoints\n"
+    "                         record it and a run's adapters: --resume goes on with them)\n"
     "      --lora R           low-rank adapters: each matrix of --tensors (default attn,ffn)\n"
     "                         trains as W + (alpha/R) B A with A (R x cols) and B (rows x R),\n"
     "                         W frozen (norms in --tensors train as they are); -o gets the\n"
@@ -229,7 +229,7 @@ int cmd_train(int argc, char **argv)
     if (o.lora_alpha > 0.0f && !o.lora_rank) return cli_usage_error("train", "--lora-alpha goes with --lora R");
     if (o.lora_rank && (qat || o.resume))
         return cli_usage_error("train", "--lora does not go with %s", qat ? "--qat (a quantized forward pass needs whole matrices)"
-                                                                          : "--resume (checkpoints do not record adapters)");
+                                                                          : "--resume (the checkpoint records its adapters)");
     if (o.train_only && o.resume)
         return cli_usage_error("train", "--tensors does not go with --resume (the checkpoint records its selection)");
     if (o.teacher) o.distill = dweight;

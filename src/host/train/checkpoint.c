@@ -27,9 +27,10 @@ enum {
     C_QNPLAN = 168, C_QPLAN = 172,
     /* the length of the selection text at the end of the file (0: every tensor trains) */
     C_SELECT = 236,
-    C_LORA = 240 /* a run with adapters: their rank */
+    C_LORA = 240, C_LORA_ALPHA = 244, /* a run with adapters: their rank and alpha, */
+    C_LORA_VALUES = 248                 /* and the floats of their values (u64) */
 };
-_Static_assert(C_QPLAN + TLM_QUANT_PLAN_MAX <= C_SELECT && C_LORA + 4 <= CKPT_HEADER, "the plan must fit the header");
+_Static_assert(C_QPLAN + TLM_QUANT_PLAN_MAX <= C_SELECT && C_LORA_VALUES + 8 <= CKPT_HEADER, "the fields must fit the header");
 
 int tlm_ckpt_is(const char *path)
 {
@@ -72,7 +73,7 @@ static int ckpt_meta_ok(const tlm_ckpt_meta *m, const tlm_hparams *hp)
 }
 
 tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_params *p, const tlm_vocab *v,
-                         uint32_t bos, uint32_t eos, const tlm_adamw *opt, tlm_error *err)
+                         uint32_t bos, uint32_t eos, const tlm_adamw *opt, const tlm_lora *lora, tlm_error *err)
 {
     uint8_t *img;
     size_t img_bytes;
@@ -85,7 +86,8 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
         return tlm_fail(err, TLM_ERR_ARG, "the selection of tensors is longer than %u characters", TLM_CKPT_SELECT_MAX);
     }
     const size_t moments = img_bytes + (has_ema ? 3u : 2u) * p->n * sizeof(float);
-    const size_t total = CKPT_HEADER + moments + sel;
+    const size_t lv = lora && lora->n ? lora->values : 0u, lb = lora && lora->n ? lora->base_values : 0u;
+    const size_t total = CKPT_HEADER + moments + sel + (3u * lv + lb) * sizeof(float);
     uint8_t *buf = calloc(1, total);
     if (!buf) {
         free(img);
@@ -131,7 +133,16 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
     memcpy(buf + CKPT_HEADER + img_bytes + p->n * sizeof(float), opt->v, p->n * sizeof(float));
     if (has_ema) memcpy(buf + CKPT_HEADER + img_bytes + 2u * p->n * sizeof(float), opt->ema, p->n * sizeof(float));
     tlm_wr32(buf + C_SELECT, (uint32_t)sel);
-    tlm_wr32(buf + C_LORA, meta->lora_rank);
+    tlm_wr32(buf + C_LORA, lv ? lora->rank : 0u);
+    tlm_wrf32(buf + C_LORA_ALPHA, lv ? lora->scale * (float)lora->rank : 0.0f);
+    tlm_wr64(buf + C_LORA_VALUES, lv);
+    if (lv) {
+        uint8_t *at = buf + CKPT_HEADER + moments + sel;
+        memcpy(at, lora->data, lv * sizeof(float));
+        memcpy(at + lv * sizeof(float), lora->m, lv * sizeof(float));
+        memcpy(at + 2u * lv * sizeof(float), lora->v, lv * sizeof(float));
+        memcpy(at + 3u * lv * sizeof(float), lora->base, lb * sizeof(float));
+    }
     memcpy(buf + CKPT_HEADER + moments, meta->train_only, sel);
     tlm_wr32(buf + C_CRC, ckpt_crc(buf, total));
     st = tlm_write_file_atomic(path, buf, total, err);
@@ -143,6 +154,7 @@ tlm_status tlm_ckpt_save(const char *path, const tlm_ckpt_meta *meta, const tlm_
 tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, tlm_vocab *v, uint32_t *bos,
                          uint32_t *eos, tlm_adamw *opt, tlm_error *err)
 {
+    meta->lora_state = NULL; /* (the caller frees it, whatever the outcome) */
     uint8_t *buf;
     size_t n;
     tlm_status st = tlm_read_file(path, &buf, &n, err);
@@ -161,8 +173,11 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
         goto out;
     }
     const uint32_t sel = v1 ? 0u : tlm_rd32(buf + C_SELECT);
-    if (img_bytes > n || np > n / 8u || sel > TLM_CKPT_SELECT_MAX ||
-        CKPT_HEADER + img_bytes + (has_ema ? 12u : 8u) * np + sel != n) {
+    const uint64_t lv = v1 ? 0u : tlm_rd64(buf + C_LORA_VALUES);
+    const uint64_t fixed = CKPT_HEADER + img_bytes + (has_ema ? 12u : 8u) * np + sel;
+    /* what follows the selection: the adapters' values, m and v, then their base (at least one float) */
+    if (img_bytes > n || np > n / 8u || sel > TLM_CKPT_SELECT_MAX || lv > n / 12u || fixed > n ||
+        (lv ? (n - fixed) % 4u || (n - fixed) / 4u <= 3u * lv : fixed != n)) {
         st = tlm_fail(err, TLM_ERR_TRUNCATED, "%s: checkpoint size does not match its header (truncated?)", path);
         goto out;
     }
@@ -234,13 +249,30 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
     meta->distill = 0.0f;
     meta->dropout = tlm_rdf32(buf + C_DROPOUT);
     meta->lora_rank = v1 ? 0u : tlm_rd32(buf + C_LORA);
-    memcpy(meta->train_only, buf + n - sel, sel);
+    memcpy(meta->train_only, buf + fixed - sel, sel);
     meta->train_only[sel] = 0;
     for (uint32_t i = 0; i < sel; i++)
         if (meta->train_only[i] < 0x20 || meta->train_only[i] > 0x7e) {
             st = tlm_fail(err, TLM_ERR_FORMAT, "%s: the recorded selection of tensors is not text", path);
             break;
         }
+    if (st) {
+        tlm_params_free(p);
+        tlm_vocab_free(v);
+        tlm_adamw_free(opt);
+        goto out;
+    }
+    meta->lora_alpha = v1 ? 0.0f : tlm_rdf32(buf + C_LORA_ALPHA);
+    meta->lora_values = meta->lora_base = 0;
+    if (!lv != !meta->lora_rank || (lv && !(meta->lora_alpha > 0.0f && meta->lora_alpha < 1e30f)))
+        st = tlm_fail(err, TLM_ERR_FORMAT, "%s: inconsistent adapters in the checkpoint", path);
+    if (!st && lv) {
+        meta->lora_values = (size_t)lv;
+        meta->lora_base = (size_t)((n - fixed) / 4u - 3u * lv);
+        meta->lora_state = malloc((size_t)(n - fixed));
+        if (!meta->lora_state) st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+        else memcpy(meta->lora_state, buf + fixed, (size_t)(n - fixed));
+    }
     if (st) {
         tlm_params_free(p);
         tlm_vocab_free(v);
@@ -265,6 +297,8 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
     opt->beta2 = meta->beta2;
     opt->weight_decay = meta->weight_decay;
     if (!ckpt_meta_ok(meta, &p->hp)) {
+        free(meta->lora_state);
+        meta->lora_state = NULL;
         tlm_params_free(p);
         tlm_vocab_free(v);
         tlm_adamw_free(opt);

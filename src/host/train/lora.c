@@ -53,6 +53,7 @@ tlm_status tlm_lora_init(tlm_lora *lo, const tlm_params *p, const uint8_t *mask,
     lo->scale = alpha / (float)rank;
     lo->n = n;
     lo->values = values;
+    lo->base_values = base;
     lo->t = calloc(n, sizeof *lo->t);
     lo->data = calloc(values, sizeof(float));
     lo->grad = calloc(values, sizeof(float));
@@ -88,6 +89,18 @@ tlm_status tlm_lora_init(tlm_lora *lo, const tlm_params *p, const uint8_t *mask,
         const double sd = 1.0 / sqrt((double)t.cols);
         for (size_t j = 0; j < (size_t)rank * t.cols; j++) a->a[j] = (float)(sd * tlm_rng_normal(&r));
     }
+    return TLM_OK;
+}
+
+tlm_status tlm_lora_restore(tlm_lora *lo, const float *state, size_t values, size_t base, tlm_error *err)
+{
+    if (values != lo->values || base != lo->base_values)
+        return tlm_fail(err, TLM_ERR_FORMAT, "the checkpoint's adapters (%zu values, %zu frozen) do not fit this run's "
+                        "(%zu, %zu)", values, base, lo->values, lo->base_values);
+    memcpy(lo->data, state, values * sizeof(float));
+    memcpy(lo->m, state + values, values * sizeof(float));
+    memcpy(lo->v, state + 2u * values, values * sizeof(float));
+    memcpy(lo->base, state + 3u * values, base * sizeof(float));
     return TLM_OK;
 }
 

@@ -35,6 +35,7 @@ typedef struct tlm_lora {
     size_t values;    /* floats in A and B over all matrices */
     float *data, *grad, *m, *v; /* adapters, their gradients, AdamW moments */
     float *base;      /* every w0 */
+    size_t base_values; /* floats in base */
     float *scratch;
 } tlm_lora;
 
@@ -46,6 +47,11 @@ typedef struct tlm_lora {
 tlm_status tlm_lora_init(tlm_lora *lo, const tlm_params *p, const uint8_t *mask, uint32_t rank, float alpha,
                          uint64_t seed, tlm_error *err);
 void tlm_lora_free(tlm_lora *lo);
+
+/* Takes a checkpoint's adapters (values, m, v: lo->values floats each, then
+ * base: lo->base_values) into lo, made by tlm_lora_init for the same run;
+ * fails if the sizes differ. */
+tlm_status tlm_lora_restore(tlm_lora *lo, const float *state, size_t values, size_t base, tlm_error *err);
 
 /* Writes W0 + s B A into p's adapted tensors. */
 void tlm_lora_apply(const tlm_lora *lo, tlm_params *p);

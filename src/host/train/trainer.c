@@ -280,6 +280,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
                     st = tlm_fail(err, TLM_ERR_ARG, "%s holds no weight average (its run had no --ema)", o->init);
             }
             tlm_adamw_free(&old);
+            free(cm.lora_state); /* (a stage starts without the adapters of the run before) */
             if (st) goto out;
         } else if (o->init) {
             tlm_model_file mf;
@@ -330,9 +331,12 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             goto out;
         }
     }
-    if (resume && meta.lora_rank) {
-        st = tlm_fail(err, TLM_ERR_ARG, "%s is of a run with adapters, which cannot resume (checkpoints do not record them)",
-                      o->resume);
+    /* a resumed run trains what it trained (the CLI refuses --tensors and --lora with --resume) */
+    const uint32_t lora_rank = resume ? meta.lora_rank : o->lora_rank;
+    const float lora_alpha = resume ? meta.lora_alpha : o->lora_alpha > 0.0f ? o->lora_alpha : (float)o->lora_rank;
+    if (resume && o->lora_rank && o->lora_rank != meta.lora_rank) {
+        st = tlm_fail(err, TLM_ERR_ARG, "the checkpoint's run trains %s, not adapters of rank %u",
+                      meta.lora_rank ? "adapters of another rank" : "no adapters", o->lora_rank);
         goto out;
     }
     if (resume && meta.train_only[0]) { /* the run trains what it trained */
@@ -345,11 +349,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         st = tlm_fail(err, TLM_ERR_ARG, "the checkpoint's run trains every tensor, not '%s'", o->train_only);
         goto out;
     }
-    if (o->lora_rank) {
-        if (resume) {
-            st = tlm_fail(err, TLM_ERR_ARG, "a run with adapters cannot resume (checkpoints do not record them)");
-            goto out;
-        }
+    if (lora_rank) {
         if (o->qat) {
             st = tlm_fail(err, TLM_ERR_ARG, "adapters do not go with --qat (a quantized forward pass needs the whole matrices)");
             goto out;
@@ -363,7 +363,6 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
                 goto out;
             }
             snprintf(meta.train_only, sizeof meta.train_only, "%s", train_only);
-            meta.lora_rank = o->lora_rank;
         }
         frozen = malloc(tlm_params_count(&s.p));
         if (!frozen) {
@@ -377,11 +376,11 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             st = tlm_fail(err, TLM_ERR_ARG, "the selection '%s' trains nothing", train_only);
             goto out;
         }
-        if (o->lora_rank) {
+        if (lora_rank) {
             /* adapters on the selected matrices; the selected gains train as
              * they are; every matrix is frozen for AdamW */
-            st = tlm_lora_init(&lora, &s.p, frozen, o->lora_rank, o->lora_alpha > 0.0f ? o->lora_alpha : (float)o->lora_rank,
-                               meta.seed, err);
+            st = tlm_lora_init(&lora, &s.p, frozen, lora_rank, lora_alpha, meta.seed, err);
+            if (!st && resume) st = tlm_lora_restore(&lora, meta.lora_state, meta.lora_values, meta.lora_base, err);
             if (st) goto out;
             trained = lora.values;
             for (uint32_t i = 0; i < tlm_params_count(&s.p); i++) {
@@ -619,7 +618,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             meta.elapsed = tlm_now() - t_start;
             meta.rng_state = rng.state;
             snprintf(path, sizeof path, "%s.ckpt", o->out);
-            st = tlm_ckpt_save(path, &meta, &s.p, &vocab, bos, eos, &opt, err);
+            st = tlm_ckpt_save(path, &meta, &s.p, &vocab, bos, eos, &opt, &lora, err);
             if (!st) st = save_model(o->out, out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, err);
             if (st) goto out;
         }
@@ -669,6 +668,7 @@ out:
     tlm_adamw_free(&opt);
     free(frozen);
     tlm_lora_free(&lora);
+    free(meta.lora_state);
     tlm_vocab_free(&vocab);
     tlm_params_free(&s.p);
     return st;
