@@ -59,7 +59,10 @@ if [ ! -f "$out/seeds.done" ]; then
         "$tlm" train $tiny --ckpt-every 2 --ema 0.9 -o "$t/ema.tlm" >/dev/null 2>&1
         "$tlm" quantize -m "$t/shared.tlm" -o "$t/qat.tlm" --qat --data "$t/text.txt" --steps 2 --ctx 16 --batch 2 \
             --eval-every 0 >/dev/null 2>&1
-        for f in "$t"/shared.tlm.ckpt "$t"/ema.tlm.ckpt "$t"/qat.tlm.ckpt; do
+        # a run with adapters on a selection: the checkpoint's selection text and adapters' state
+        "$tlm" train --init "$t/shared.tlm" --data "$t/text.txt" --ctx 16 --batch 2 --steps 4 --eval-every 0 \
+            --ckpt-every 2 --lora 2 --tensors attn,norms -o "$t/lora.tlm" >/dev/null 2>&1
+        for f in "$t"/shared.tlm.ckpt "$t"/ema.tlm.ckpt "$t"/qat.tlm.ckpt "$t"/lora.tlm.ckpt; do
             prefix 0 "$f" "$out/seeds/ckpt_$(basename "$f")"
         done
         for f in shared separate; do
