@@ -190,7 +190,9 @@ set -- -std=c11 -Wall -Wextra -Werror "-I$root/include" "-I$here/common" "-I$por
     "-DTLM_FW_PROMPT_BYTES=$prompt_bytes" "-DTLM_FW_PROMPT_LEN=${plen}u"
 main_c=$here/common/fw_main.c
 [ -n "$tune" ] && main_c=$here/common/fw_tune.c
-for f in "$root"/src/core/*.c "$main_c" "$here/common/fw_start.c" "$here/common/fw_io.c"; do set -- "$@" "$f"; done
+for f in "$root"/src/core/*.c "$main_c" "$here/common/fw_start.c" "$here/common/fw_io.c" "$here/common/fw_decode.c"; do
+    set -- "$@" "$f"
+done
 if [ -n "$tune" ]; then # the text under a fixed name, as the model
     [ "$tune" -ef "$out/tlm_fw_text.txt" ] || ln -sf "$tune" "$out/tlm_fw_text.txt"
     set -- "$@" "$here/common/text.S" '-DTLM_FW_TEXT_PATH="tlm_fw_text.txt"'

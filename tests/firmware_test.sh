@@ -244,10 +244,14 @@ fi
 # the device sends int8 low-rank factors the server takes, which score the
 # text better than the base model with the device decoding on top of it
 # (--adapter), and as well as the host's run of the same core step (the
-# same initial A from the same seed; the factors' int8 rounding differs)
-stl=0
+# same initial A from the same seed; the factors' int8 rounding differs);
+# the firmware then decodes with its own update as an adapter, which must
+# print the host's text with that update
+stl=0 pl="what is my"
 jl=$("$tlm" firmware --target $target -m "$tmp/s.tlm" --tune "$tmp/own.txt" --tune-window $tw --tune-steps $ts \
-    --lora 4 -o "$tmp/fw_tunel" --run --json --update "$tmp/devl.tlmu") || stl=$?
+    --lora 4 -p "$pl" -n 24 -o "$tmp/fw_tunel" --run --json --update "$tmp/devl.tlmu") || stl=$?
+gotl=$(printf '%s\n' "$jl" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')
+wantl=$("$tlm" generate -m "$tmp/s.tlm" -p "$pl" -n 24 -t 0 --kv-int8 --adapter "$tmp/devl.tlmu" 2>/dev/null | esc_json) || stl=$?
 "$tlm" fed update -m "$tmp/s.tlm" --data "$tmp/own.txt" --split lines --device-step --lora 4 --ctx $tw --steps $ts \
     --seed 1 -o "$tmp/hostl.tlmu" 2>/dev/null || stl=$?
 infol=$("$tlm" fed info -m "$tmp/s.tlm" "$tmp/devl.tlmu") || stl=$?
@@ -255,11 +259,14 @@ lossa() { "$tlm" eval -m "$tmp/s.tlm" --text "$tmp/own.txt" --split lines --adap
     sed -n 's/.*"loss":\([0-9.e+-]*\).*/\1/p'; }
 if [ $stl = 0 ]; then l_devl=$(lossa "$tmp/devl.tlmu") l_hostl=$(lossa "$tmp/hostl.tlmu"); fi
 if [ $stl != 0 ] || ! printf '%s\n' "$infol" | grep -q '(this model)' || ! printf '%s\n' "$infol" | grep -q 'lowrank-int8' ||
+    [ -z "$gotl" ] || [ "$gotl" != "$wantl" ] ||
     ! awk -v b="${l_base:-0}" -v d="${l_devl:-9}" -v h="${l_hostl:-0}" 'BEGIN { exit !(d < b && d - h < 2e-3 && h - d < 2e-3) }'; then
-    echo "FAIL on-device adapters: exit $stl; loss base ${l_base:-?}, device ${l_devl:-?}, host ${l_hostl:-?}"
+    echo "FAIL on-device adapters: exit $stl; loss base ${l_base:-?}, device ${l_devl:-?}, host ${l_hostl:-?};" \
+        "text '$gotl' vs host '$wantl'"
     printf '%s\n%s\n' "$jl" "$infol" | head -5; fail=1
 else
-    echo "ok on-device adapters: $ts steps of $tw, own-text loss $l_base -> $l_devl (host's step: $l_hostl);" \
+    echo "ok on-device adapters: $ts steps of $tw, own-text loss $l_base -> $l_devl (host's step: $l_hostl), decoded" \
+        "with them: \"$gotl\";" \
         "$(printf '%s\n' "$jl" | grep -o '"ram_bytes":[0-9]*\|"insns_per_step":[0-9]*\|"update_bytes":[0-9]*' | tr '\n' ' ')"
 fi
 # An adapter: a rank-4 low-rank update made on the host for the ternary

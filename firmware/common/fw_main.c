@@ -12,10 +12,11 @@
  * array of 'tritlm export c' (build.sh --embed c) instead of model.S;
  * TLM_FW_ADAPTER when adapter.S links a low-rank update to decode with
  * (build.sh --adapter; TLM_FW_RT_FLAGS then has TLM_RT_ADAPTER);
- * TLM_FW_NO_STOP to decode all TLM_FW_STEPS positions, past BOS. */
+ * TLM_FW_NO_STOP to decode all TLM_FW_STEPS positions, past BOS (fw_decode.c). */
 #include <stdint.h>
 #include <string.h>
 
+#include "fw_decode.h"
 #include "fw_io.h"
 #include "tritlm/dp.h"
 #include "tritlm/runtime.h"
@@ -42,23 +43,6 @@ static uint8_t arena[TLM_FW_ARENA_BYTES] __attribute__((aligned(64)));
 static uint32_t ids[TLM_FW_PROMPT_CAP];
 static int32_t enc_scratch[TLM_ENCODE_SCRATCH(TLM_FW_PROMPT_CAP)];
 static uint32_t out_ids[TLM_FW_STEPS];
-
-/* Text on the one TEXT line: a newline as \n, a backslash as \\, other
- * control bytes (and DEL) as \xHH; everything else, UTF-8 included, as is
- * ('tritlm firmware' undoes it). */
-static void put_text(const uint8_t *p, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t c = p[i];
-        if (c == '\n') fw_put_str("\\n");
-        else if (c == '\\') fw_put_str("\\\\");
-        else if (c < 0x20u || c == 0x7Fu) {
-            const uint8_t e[4] = {'\\', 'x', (uint8_t)hex[c >> 4], (uint8_t)hex[c & 15u]};
-            fw_put_bytes(e, sizeof e);
-        } else fw_put_bytes(&c, 1);
-    }
-}
 
 /* Bit-exactness of this target's fast kernels against the portable
  * reference, on random packed data of awkward shapes (done before the
@@ -207,26 +191,8 @@ int main(void)
         put_ids("PRIV", priv_out, n_prompt);
     }
 #endif
-    fw_put_str("TEXT ");
-    uint32_t token = ids[0], pos = 0, steps = TLM_FW_STEPS < TLM_FW_CTX ? TLM_FW_STEPS : TLM_FW_CTX;
-    while (pos < steps) {
-        float *logits;
-        tlm_fw_token_begin();
-        tlm_runtime_forward(&rt, token, pos, &logits);
-        const uint32_t best = tlm_argmax(logits, m.hp.vocab_size);
-        tlm_fw_token_end();
-        const uint32_t next = pos + 1u < n_prompt ? ids[pos + 1u] : best;
-        out_ids[pos++] = next;
-#ifndef TLM_FW_NO_STOP
-        if (next == m.bos_id) break;
-#endif
-        const uint8_t *piece;
-        const size_t k = tlm_decode_piece(&m, token, next, &piece);
-        put_text(piece, k);
-        token = next;
-    }
-    fw_put_str("\n");
-    fw_flush();
+    const uint32_t steps = TLM_FW_STEPS < TLM_FW_CTX ? TLM_FW_STEPS : TLM_FW_CTX;
+    const uint32_t pos = fw_decode(&rt, &m, ids, n_prompt, steps, out_ids, 1);
     put_ids("IDS", out_ids, pos);
     fw_put_str("TOKENS ");
     fw_put_u32(pos);

@@ -15,12 +15,17 @@
  * seeded with this constant; a device seeds it from its hardware RNG);
  * TLM_FW_TUNE_LORA (> 0: adapters of that rank on wq, wk, wv and wo
  * instead of the gains, alpha rank / 2, their A drawn from TLM_FW_SEED;
- * the update then int8 low-rank factors). */
+ * the update then int8 low-rank factors; then the firmware decodes with
+ * that update as an adapter on top of the model, greedily from the prompt
+ * of TLM_FW_PROMPT_BYTES for TLM_FW_STEPS positions, int8 KV cache, and
+ * prints the TEXT line: the device using what it learned). */
 #include <stdint.h>
 #include <string.h>
 
+#include "fw_decode.h"
 #include "fw_io.h"
 #include "tritlm/fed.h"
+#include "tritlm/runtime.h"
 #include "tritlm/tokenizer.h"
 #include "tritlm/tune.h"
 
@@ -132,5 +137,21 @@ int main(void)
     fw_put_str("\n");
     fw_put_memory((uint32_t)sizeof arena);
     fw_flush();
+#if TLM_FW_TUNE_LORA > 0
+    { /* decode with the adapters just trained; the runtime takes the arena's room before the update */
+        static const unsigned char prompt[TLM_FW_PROMPT_LEN + 1u] = {TLM_FW_PROMPT_BYTES 0};
+        static uint32_t pids[TLM_FW_PROMPT_CAP], dout[TLM_FW_STEPS];
+        static int32_t pscratch[TLM_ENCODE_SCRATCH(TLM_FW_PROMPT_CAP)];
+        const uint32_t ctx = TLM_FW_STEPS < m.hp.seq_len ? TLM_FW_STEPS : m.hp.seq_len;
+        size_t np = 0;
+        tlm_runtime rt;
+        if (tlm_encode(&m, (const char *)prompt, TLM_FW_PROMPT_LEN, TLM_ENCODE_BOS, pids, TLM_FW_PROMPT_CAP, pscratch, &np))
+            return fw_fail("prompt does not encode", NULL, 8);
+        if (tlm_runtime_init_flags(&rt, &m, ctx, TLM_RT_KV_INT8 | TLM_RT_ADAPTER, arena, (size_t)(msg - arena), &err) ||
+            tlm_runtime_use_adapter(&rt, msg, bytes, &err))
+            return fw_fail("decoding with the adapters", err.msg, 8);
+        fw_decode(&rt, &m, pids, np, ctx, dout, 0);
+    }
+#endif
     return 0;
 }

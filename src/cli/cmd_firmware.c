@@ -182,6 +182,14 @@ static int report_tune(const cli_fw_result *r, const char *target, const char *m
         cJSON *la = cJSON_AddArrayToObject(root, "losses");
         for (uint32_t i = 0; i < nl; i++) cJSON_AddItemToArray(la, cJSON_CreateNumber(losses[i]));
         cJSON_AddNumberToObject(root, "update_bytes", (double)mb);
+        size_t tl = 0;
+        const char *dt = cli_fw_field(r->out, "TEXT", &tl); /* --lora: decoded with the adapters just trained */
+        char *t = dt ? malloc(tl + 1) : NULL;
+        if (t) {
+            const size_t n = unescape_text(dt, tl, t);
+            cli_json_add_text(root, "text", t, n);
+            free(t);
+        }
         add_memory(root, r);
         if (r->have_insns) {
             cJSON_AddNumberToObject(root, "insns_per_step", r->insns_per_token);
