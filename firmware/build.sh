@@ -18,8 +18,9 @@
 #                           TEXT, linked into flash, for N steps (default 8) of W positions (default
 #                           16) and prints the update, coded as --encode (default fp32; --seed seeds
 #                           the stochastic rounding of int8 and t2); --tune-lora R: adapters of rank R
-#                           on wq, wk, wv, wo instead of the gains (alpha R/2, A from --seed; --lr default
-#                           0.003; the update in int8 low-rank factors))
+#                           on wq, wk, wv, wo instead of the gains (alpha R/2, A from --seed; the update in
+#                           int8 low-rank factors); --lr defaults to tritlm/tune.h's TLM_TUNE_LR or
+#                           TLM_TUNE_LORA_LR)
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
 #      TLM_FW_ARENA (arena bytes, instead of asking tritlm info),
 #      TLM_PROFILE=N (the N functions that ran the most instructions, in OUTDIR/run.err),
@@ -78,9 +79,7 @@ if [ -n "$tune" ]; then
     if [ "$tune_lora" -gt 0 ]; then
         [ "${tune_enc:-1}" = 1 ] || { echo "build.sh: --tune-lora sends int8 factors: not --encode fp32 or t2" >&2; exit 2; }
         tune_enc=1 lora_opt="--tune-lora $tune_lora"
-        [ -n "$tune_lr" ] || tune_lr=0.003
     fi
-    [ -n "$tune_lr" ] || tune_lr=0.01
     [ -n "$tune_enc" ] || tune_enc=0
     # shellcheck disable=SC2086
     info=$("$tlm" info "$model" --tune-window "$tune_window" $lora_opt --json 2>"$out/info.err") || {
@@ -92,7 +91,8 @@ if [ -n "$tune" ]; then
     tbytes=$(wc -c <"$tune")
     tlines=$(wc -l <"$tune")
     # room for the tokens: at most one per byte, plus BOS and the dummy prefix per line
-    tune_defs="-DTLM_FW_TUNE_STEPS=${tune_steps}u -DTLM_FW_TUNE_WINDOW=${tune_window}u -DTLM_FW_TUNE_LR=((float)$tune_lr)"
+    tune_defs="-DTLM_FW_TUNE_STEPS=${tune_steps}u -DTLM_FW_TUNE_WINDOW=${tune_window}u"
+    [ -n "$tune_lr" ] && tune_defs="$tune_defs -DTLM_FW_TUNE_LR=((float)$tune_lr)" # (else the core's default: fw_tune.c)
     tune_defs="$tune_defs -DTLM_FW_TEXT_IDS=$((tbytes + 3 * (tlines + 1)))u -DTLM_FW_TUNE_ENC=${tune_enc}u -DTLM_FW_SEED=${priv_seed}u"
     tune_defs="$tune_defs -DTLM_FW_TUNE_LORA=${tune_lora}u"
 elif [ -n "${TLM_FW_ARENA:-}" ]; then

@@ -49,6 +49,9 @@ extern const uint8_t tlm_fw_text_end[];
 #ifndef TLM_FW_TUNE_LORA
 #define TLM_FW_TUNE_LORA 0u
 #endif
+#ifndef TLM_FW_TUNE_LR /* the tools' default for what is tuned */
+#define TLM_FW_TUNE_LR (TLM_FW_TUNE_LORA ? TLM_TUNE_LORA_LR : TLM_TUNE_LR)
+#endif
 
 static uint8_t arena[TLM_FW_ARENA_BYTES] __attribute__((aligned(64)));
 static uint32_t ids[TLM_FW_TEXT_IDS];
@@ -94,8 +97,8 @@ int main(void)
     fw_put_str("\n");
     fw_flush();
     tlm_tune tu;
-    if (tlm_tune_init_lora(&tu, &m, TLM_FW_TUNE_WINDOW, TLM_FW_TUNE_LORA, 0.5f * (float)TLM_FW_TUNE_LORA, TLM_FW_SEED,
-                           arena, sizeof arena, &err))
+    if (tlm_tune_init_lora(&tu, &m, TLM_FW_TUNE_WINDOW, TLM_FW_TUNE_LORA, TLM_TUNE_LORA_ALPHA(TLM_FW_TUNE_LORA),
+                           TLM_FW_SEED, arena, sizeof arena, &err))
         return fw_fail("tuner", err.msg, 3);
     size_t cursor = 0;
     for (uint32_t s = 0; s < TLM_FW_TUNE_STEPS; s++) {
@@ -117,9 +120,7 @@ int main(void)
     /* the update, built in the arena's activation room (free between steps) */
     tlm_fed_writer w;
     const tlm_fed_header h = {TLM_FW_ROUND, TLM_FW_CLIENT, tlm_fed_model_id(&m), (uint32_t)n};
-    /* past the room tlm_tune_add_update takes for a delta: the gains, or one adapter's s B */
-    const size_t delta_room = TLM_FW_TUNE_LORA ? (size_t)m.hp.dim * TLM_FW_TUNE_LORA : (size_t)tu.n_gains;
-    uint8_t *msg = (uint8_t *)(void *)(tu.ws + delta_room);
+    uint8_t *msg = (uint8_t *)(void *)(tu.ws + tlm_tune_update_scratch(&tu)); /* past tlm_tune_add_update's room */
     const size_t cap = (size_t)(arena + sizeof arena - msg);
     size_t bytes = 0;
     tlm_chacha cc;

@@ -115,6 +115,9 @@ void tlm_fed_entry_read(const void *entry, tlm_fed_entry *e);
 /* Its values as floats (e->count of them; a low-rank entry's product row
  * by row, each value an exact integer sum times the two scales). */
 void tlm_fed_entry_decode(const tlm_fed_entry *e, float *out);
+/* Row `row` of a TLM_FED_LOWRANK_I8 entry's product (count / rows values),
+ * as tlm_fed_entry_decode writes it. */
+void tlm_fed_lowrank_row(const tlm_fed_entry *e, uint32_t row, float *out);
 
 #ifdef __cplusplus
 }

@@ -85,6 +85,11 @@ tlm_status tlm_tune_init(tlm_tune *tu, const tlm_model *m, uint32_t window, void
 tlm_status tlm_tune_init_lora(tlm_tune *tu, const tlm_model *m, uint32_t window, uint32_t rank, float alpha,
                               uint64_t seed, void *arena, size_t arena_bytes, tlm_error *err);
 #define TLM_TUNE_MAX_RANK 64u
+/* The tools' defaults (fed update --device-step, tritlm firmware --tune):
+ * Adam's learning rate for the gains and for adapters, and adapters' alpha. */
+#define TLM_TUNE_LR 1e-2f
+#define TLM_TUNE_LORA_LR 3e-3f
+#define TLM_TUNE_LORA_ALPHA(rank) (0.5f * (float)(rank))
 
 /* Mean cross-entropy (nats) of tokens[t + 1] given tokens[0..t] for
  * t < n - 1, with the current gains (and adapters) (2 <= n <= window + 1,
@@ -110,8 +115,13 @@ tlm_status tlm_tune_run(tlm_tune *tu, const uint32_t *tokens, size_t n, uint32_t
  * stochastic rounding of I8 and T2; NULL is fine for F32). With adapters,
  * one TLM_FED_LOWRANK_I8 entry per adapted matrix (s B and A; enc must be
  * TLM_FED_I8, rng set). It uses the activation workspace, which holds
- * nothing between steps. */
+ * nothing between steps: its first tlm_tune_update_scratch(tu) floats (a
+ * message built in the workspace must start past them). */
 tlm_status tlm_tune_add_update(const tlm_tune *tu, tlm_fed_writer *w, tlm_fed_enc enc, tlm_rand *rng, tlm_error *err);
+/* The bytes of the entries tlm_tune_add_update adds (enc: the gains'
+ * coding; adapters are low-rank int8), and the workspace floats it uses. */
+size_t tlm_tune_update_bytes(const tlm_tune *tu, tlm_fed_enc enc);
+size_t tlm_tune_update_scratch(const tlm_tune *tu);
 
 #ifdef __cplusplus
 }

@@ -23,6 +23,7 @@
 #include "cli.h"
 #include "fed_cli.h"
 #include "../host/tune_local.h"
+#include "tritlm/tune.h"
 
 const char cli_fed_help[] =
     "usage: tritlm fed update (-m GLOBAL.tlm | --model-from-broker) --data TEXT (--steps N | --minutes M) (-o UPDATE.tlmu | --broker B)\n"
@@ -433,10 +434,9 @@ static int fed_update(int argc, char **argv)
     size_t bytes = 0;
     tlm_status st;
     if (device_step) { /* the core's tuning step, as a device runs it */
-        /* gains: lr 1e-2; adapters of the attention projections: lr 3e-3, alpha R / 2 */
         tlm_tune_local_opts to = {o.data, o.separator, ctx_given ? o.ctx : 32u, (uint32_t)o.steps,
-                                  lr_given ? o.lr : o.lora_rank ? 3e-3f : 1e-2f, o.lora_rank,
-                                  o.lora_alpha > 0.0f ? o.lora_alpha : 0.5f * (float)o.lora_rank, o.seed};
+                                  lr_given ? o.lr : o.lora_rank ? TLM_TUNE_LORA_LR : TLM_TUNE_LR, o.lora_rank,
+                                  o.lora_alpha > 0.0f ? o.lora_alpha : TLM_TUNE_LORA_ALPHA(o.lora_rank), o.seed};
         if (to.window >= g.model.hp.seq_len) to.window = g.model.hp.seq_len - 1u;
         tlm_tune_local_report tr;
         if (o.lora_rank) { /* the update as the core writes it */

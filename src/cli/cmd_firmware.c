@@ -243,8 +243,7 @@ int cmd_firmware(int argc, char **argv)
         {"adapter", required_argument, 0, 'A'}, {"lora", required_argument, 0, 'l'}, {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 256, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16, tune_lora = 0;
-    float tune_lr = 0.01f;
-    int lr_given = 0;
+    float tune_lr = 0.0f; /* 0: the core's default for what is tuned */
     int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0;
     const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL, *adapter = NULL;
     optind = 1;
@@ -288,7 +287,6 @@ int cmd_firmware(int argc, char **argv)
             if (!cli_parse_float(optarg, 1e-9f, 10.0f, &tune_lr))
                 return cli_usage_error("firmware", "--lr expects a learning rate in (0, 10], got '%s'", optarg);
             tune_opts = 1;
-            lr_given = 1;
             break;
         case 'U': update = optarg; break;
         case 'A': adapter = optarg; break;
@@ -330,7 +328,6 @@ int cmd_firmware(int argc, char **argv)
         return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr, --encode, --lora and --update go with --tune TEXT");
     if (tune_lora && encode && strcmp(encode, "int8"))
         return cli_usage_error("firmware", "--lora sends its adapters as int8 factors: not --encode %s", encode);
-    if (tune_lora && !lr_given) tune_lr = 3e-3f;
     if (update && !run) return cli_usage_error("firmware", "--update writes what a run printed: add --run");
     if (tune && (kv8 || strcmp(embed, "asm")))
         return cli_usage_error("firmware", "--tune builds the tuner, not the decoder: no --kv-int8 or --embed c");

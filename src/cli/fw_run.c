@@ -110,15 +110,18 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     if (job->tune_text) {
         snprintf(num[3], sizeof num[3], "%u", job->tune_steps);
         snprintf(num[4], sizeof num[4], "%u", job->tune_window);
-        snprintf(num[5], sizeof num[5], "%.9g", (double)job->tune_lr);
+
         args[k++] = "--tune";
         args[k++] = (char *)job->tune_text;
         args[k++] = "--tune-steps";
         args[k++] = num[3];
         args[k++] = "--tune-window";
         args[k++] = num[4];
-        args[k++] = "--lr";
-        args[k++] = num[5];
+        if (job->tune_lr > 0.0f) { /* else build.sh leaves it to the core's default */
+            snprintf(num[5], sizeof num[5], "%.9g", (double)job->tune_lr);
+            args[k++] = "--lr";
+            args[k++] = num[5];
+        }
         args[k++] = "--encode";
         args[k++] = (char *)(job->tune_encode ? job->tune_encode : job->tune_lora ? "int8" : "fp32");
         if (job->tune_lora) {

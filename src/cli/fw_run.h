@@ -20,7 +20,7 @@ typedef struct cli_fw_job {
     const char *adapter; /* a low-rank update to decode with (build.sh --adapter); NULL: none */
     const char *tune_text; /* on-device tuning on this text instead of decoding (build.sh --tune) */
     uint32_t tune_steps, tune_window;
-    float tune_lr;
+    float tune_lr;       /* 0: the core's default (TLM_TUNE_LR, TLM_TUNE_LORA_LR) */
     const char *tune_encode; /* fp32 (NULL), int8 or t2: the update's coding */
     uint32_t tune_lora;  /* > 0: tune adapters of this rank (build.sh --tune-lora; the update int8) */
     int quiet;           /* the build's messages to /dev/null, and none of ours if the model does

@@ -405,19 +405,25 @@ void tlm_fed_entry_read(const void *entry, tlm_fed_entry *out)
     out->data = e + TLM_FED_ENTRY_BYTES;
 }
 
+void tlm_fed_lowrank_row(const tlm_fed_entry *e, uint32_t row, float *out)
+{
+    const uint32_t rows = e->rows, cols = e->count / rows, r = e->rank;
+    const float s = tlm_rdf32(e->data) * e->scale; /* B's scale times A's */
+    const int8_t *qb = (const int8_t *)(const void *)(e->data + 4) + (size_t)row * r;
+    const int8_t *qa = (const int8_t *)(const void *)(e->data + 4) + (size_t)rows * r;
+    for (uint32_t j = 0; j < cols; j++) {
+        int32_t acc = 0; /* at most 255 * 127 * 127: exact */
+        for (uint32_t k = 0; k < r; k++) acc += (int32_t)qb[k] * qa[(size_t)k * cols + j];
+        out[j] = (float)acc * s;
+    }
+}
+
 void tlm_fed_entry_decode(const tlm_fed_entry *e, float *out)
 {
     const uint8_t *d = e->data;
     if (e->enc == TLM_FED_LOWRANK_I8) {
-        const uint32_t rows = e->rows, cols = e->count / rows, r = e->rank;
-        const float s = tlm_rdf32(d) * e->scale; /* B's scale times A's */
-        const int8_t *qb = (const int8_t *)(const void *)(d + 4), *qa = qb + (size_t)rows * r;
-        for (uint32_t i = 0; i < rows; i++)
-            for (uint32_t j = 0; j < cols; j++) {
-                int32_t acc = 0; /* at most 255 * 127 * 127: exact */
-                for (uint32_t k = 0; k < r; k++) acc += (int32_t)qb[(size_t)i * r + k] * qa[(size_t)k * cols + j];
-                out[(size_t)i * cols + j] = (float)acc * s;
-            }
+        const uint32_t cols = e->count / e->rows;
+        for (uint32_t i = 0; i < e->rows; i++) tlm_fed_lowrank_row(e, i, out + (size_t)i * cols);
         return;
     }
     for (uint32_t i = 0; i < e->count; i++) {

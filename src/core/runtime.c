@@ -297,29 +297,20 @@ static TLM_NOINLINE void adapter_matvec(float *out, const uint8_t *head, const f
     }
 }
 
-/* x (cols) += row `row` of B A for the low-rank entry at `head`, each value
- * an exact integer sum times the two scales (as tlm_fed_entry_decode). */
-static TLM_NOINLINE void adapter_row(float *x, const uint8_t *head, uint32_t row)
+/* x (cols) += row `row` of B A for the low-rank entry at `head`, decoded
+ * into scratch (cols floats). */
+static TLM_NOINLINE void adapter_row(float *x, const uint8_t *head, uint32_t row, float *scratch)
 {
     tlm_fed_entry e;
     tlm_fed_entry_read(head, &e);
-    const uint32_t rows = e.rows, cols = e.count / rows, r = e.rank;
-    const float s = tlm_rdf32(e.data) * e.scale;
-    const int8_t *b = (const int8_t *)(const void *)(e.data + 4) + (size_t)row * r;
-    const int8_t *a = (const int8_t *)(const void *)(e.data + 4) + (size_t)rows * r;
-    for (uint32_t j = 0; j < cols; j++) {
-        int32_t acc = 0;
-        for (uint32_t k = 0; k < r; k++) acc += (int32_t)b[k] * a[(size_t)k * cols + j];
-        x[j] += (float)acc * s;
-    }
+    tlm_fed_lowrank_row(&e, row, scratch);
+    for (uint32_t j = 0, cols = e.count / e.rows; j < cols; j++) x[j] += scratch[j];
 }
 
-/* The adapter's entry for tensor (role, layer), NULL if none. */
-static const uint8_t *adapter_entry(const tlm_runtime *rt, tlm_role role, uint32_t layer)
+/* The adapter's entry for the image's tensor idx, NULL if none. */
+static inline const uint8_t *adapter_entry(const tlm_runtime *rt, uint32_t idx)
 {
-    uint32_t idx;
-    if (!rt->adapter || tlm_model_tensor_index(rt->model, role, layer, &idx) || !rt->adapter_at[idx]) return NULL;
-    return (const uint8_t *)rt->adapter + rt->adapter_at[idx];
+    return rt->adapter && rt->adapter_at[idx] ? (const uint8_t *)rt->adapter + rt->adapter_at[idx] : NULL;
 }
 
 /* f32 tensors take float activations; quantized ones take the input
@@ -328,25 +319,23 @@ static const uint8_t *adapter_entry(const tlm_runtime *rt, tlm_role role, uint32
  * (q, k, v; gate and up): rt->act_src says which vector it holds. */
 static void matvec(tlm_runtime *rt, float *out, const float *x, tlm_role role, uint32_t layer)
 {
+    uint32_t idx = 0;
     tlm_tensor t;
-    tlm_model_tensor(rt->model, role, layer, &t);
+    (void)tlm_model_tensor_index(rt->model, role, layer, &idx); /* (every role the forward pass asks for exists) */
+    tlm_model_tensor_at(rt->model, idx, &t);
+    const tlm_act_q8 *act = NULL; /* f32: the adapter takes the float input too */
     if (t.wtype == TLM_WTYPE_F32) {
         tlm_matvec_f32_f32(out, x, &t);
-        if (rt->adapter) {
-            const uint8_t *e = adapter_entry(rt, role, layer);
-            if (e) adapter_matvec(out, e, x, NULL);
+    } else {
+        if (rt->act_src != x || rt->act.n != t.cols) {
+            tlm_act_q8_quantize(&rt->act, x, t.cols, rt->act_q8);
+            rt->act_src = x;
         }
-        return;
+        act = &rt->act;
+        tlm_wtype_matvec_q8(t.wtype)(out, act, &t);
     }
-    if (rt->act_src != x || rt->act.n != t.cols) {
-        tlm_act_q8_quantize(&rt->act, x, t.cols, rt->act_q8);
-        rt->act_src = x;
-    }
-    tlm_wtype_matvec_q8(t.wtype)(out, &rt->act, &t);
-    if (rt->adapter) {
-        const uint8_t *e = adapter_entry(rt, role, layer);
-        if (e) adapter_matvec(out, e, x, &rt->act);
-    }
+    const uint8_t *e = adapter_entry(rt, idx);
+    if (e) adapter_matvec(out, e, x, act);
 }
 
 /* The gains of a norm: the caller's (tlm_runtime_use_gains) or the image's. */
@@ -700,12 +689,12 @@ tlm_status tlm_runtime_forward(tlm_runtime *rt, uint32_t token, uint32_t pos, fl
     const uint32_t hs = dim / hp->n_heads;
 
     tlm_tensor emb;
-    tlm_model_tensor(m, TLM_ROLE_TOK_EMBED, 0, &emb);
+    uint32_t emb_idx = 0;
+    (void)tlm_model_tensor_index(m, TLM_ROLE_TOK_EMBED, 0, &emb_idx);
+    tlm_model_tensor_at(m, emb_idx, &emb);
     tlm_wtype_get(emb.wtype)->row_to_f32(rt->x, &emb, token);
-    if (rt->adapter) {
-        const uint8_t *e = adapter_entry(rt, TLM_ROLE_TOK_EMBED, 0);
-        if (e) adapter_row(rt->x, e, token);
-    }
+    const uint8_t *e = adapter_entry(rt, emb_idx);
+    if (e) adapter_row(rt->x, e, token, rt->xb);
     tlm_rope_table(rt->rope, pos, hs, hp->rope_theta);
 
     const int kv8 = (rt->flags & TLM_RT_KV_INT8) != 0;

@@ -80,17 +80,16 @@ static int plan_ws(const tlm_hparams *hp, uint32_t T, uint32_t rank, tune_plan *
 /* The adapted matrices of a layer, in the order of the adapters' storage. */
 static const tlm_role lora_roles[4] = {TLM_ROLE_WQ, TLM_ROLE_WK, TLM_ROLE_WV, TLM_ROLE_WO};
 
-/* rows and cols of adapted matrix j */
-static void lora_shape(const tlm_hparams *hp, uint32_t j, uint32_t *rows, uint32_t *cols)
-{
-    *cols = hp->dim;
-    *rows = (j == 1u || j == 2u) ? tlm_hparams_kv_dim(hp) : hp->dim;
-}
-
-/* Floats of one layer's adapters. */
+/* Floats of one layer's adapters (A and B of each adapted matrix). */
 static size_t lora_layer_floats(const tlm_hparams *hp, uint32_t rank)
 {
-    return (size_t)rank * (6u * (size_t)hp->dim + 2u * tlm_hparams_kv_dim(hp));
+    size_t n = 0;
+    for (uint32_t j = 0; j < 4u; j++) {
+        uint32_t rows, cols;
+        tlm_role_shape(hp, lora_roles[j], &rows, &cols);
+        n += (size_t)rank * ((size_t)rows + cols);
+    }
+    return n;
 }
 
 /* The gains' share of the parameter vectors, then the adapters'. */
@@ -187,7 +186,7 @@ tlm_status tlm_tune_init_lora(tlm_tune *tu, const tlm_model *m, uint32_t window,
         for (uint32_t l = 0; l < hp->n_layers; l++)
             for (uint32_t j = 0; j < 4u; j++) {
                 uint32_t rows, cols;
-                lora_shape(hp, j, &rows, &cols);
+                tlm_role_shape(hp, lora_roles[j], &rows, &cols);
                 const float bound = sqrtf(3.0f / (float)cols);
                 for (size_t i = 0; i < (size_t)rank * cols; i++)
                     at[i] = ((float)(tlm_rand_u32(&rnd) >> 8) * (1.0f / 8388608.0f) - 1.0f) * bound;
@@ -214,10 +213,10 @@ static lora_mat lora_at(const tlm_tune *tu, uint32_t l, uint32_t j)
     x.s = tu->lora_scale;
     size_t off = (size_t)l * lora_layer_floats(hp, x.r);
     for (uint32_t i = 0; i < j; i++) {
-        lora_shape(hp, i, &x.rows, &x.cols);
+        tlm_role_shape(hp, lora_roles[i], &x.rows, &x.cols);
         off += (size_t)x.r * (x.rows + x.cols);
     }
-    lora_shape(hp, j, &x.rows, &x.cols);
+    tlm_role_shape(hp, lora_roles[j], &x.rows, &x.cols);
     x.a = tu->lora + off;
     x.b = x.a + (size_t)x.r * x.cols;
     x.ga = tu->grad + (tu->lora - tu->gains) + off;
@@ -647,6 +646,31 @@ tlm_status tlm_tune_run(tlm_tune *tu, const uint32_t *tokens, size_t n, uint32_t
         *cursor += w;
     }
     return TLM_OK;
+}
+
+size_t tlm_tune_update_bytes(const tlm_tune *tu, tlm_fed_enc enc)
+{
+    const tlm_hparams *hp = &tu->model->hp;
+    if (!tu->lora_rank) return (2u * (size_t)hp->n_layers + 1u) * tlm_fed_entry_bytes(enc, hp->dim);
+    size_t n = 0;
+    for (uint32_t j = 0; j < 4u; j++) {
+        uint32_t rows, cols;
+        tlm_role_shape(hp, lora_roles[j], &rows, &cols);
+        n += tlm_fed_lowrank_entry_bytes(rows, cols, tu->lora_rank);
+    }
+    return n * hp->n_layers;
+}
+
+size_t tlm_tune_update_scratch(const tlm_tune *tu)
+{
+    const tlm_hparams *hp = &tu->model->hp;
+    size_t n = tu->lora_rank ? 0u : hp->dim; /* a norm's delta, or an adapter's s B */
+    for (uint32_t j = 0; tu->lora_rank && j < 4u; j++) {
+        uint32_t rows, cols;
+        tlm_role_shape(hp, lora_roles[j], &rows, &cols);
+        if ((size_t)rows * tu->lora_rank > n) n = (size_t)rows * tu->lora_rank;
+    }
+    return n;
 }
 
 tlm_status tlm_tune_add_update(const tlm_tune *tu, tlm_fed_writer *w, tlm_fed_enc enc, tlm_rand *rng, tlm_error *err)

@@ -74,13 +74,7 @@ tlm_status tlm_tune_local_update(const tlm_model *m, const tlm_tune_local_opts *
     if (st) return st;
     h->n_examples = rep->data_tokens > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)rep->data_tokens;
     h->base_crc = tlm_fed_model_id(m);
-    size_t cap = TLM_FED_HEADER_BYTES;
-    for (uint32_t l = 0; l < m->hp.n_layers; l++)
-        for (tlm_role r = TLM_ROLE_WQ; r <= TLM_ROLE_WO; r++) {
-            tlm_tensor t;
-            tlm_model_tensor(m, r, l, &t);
-            cap += tlm_fed_lowrank_entry_bytes(t.rows, t.cols, o->lora_rank);
-        }
+    const size_t cap = TLM_FED_HEADER_BYTES + tlm_tune_update_bytes(&tu, TLM_FED_I8);
     uint8_t *buf = malloc(cap);
     tlm_fed_writer w;
     if (!buf) st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");

@@ -256,15 +256,9 @@ tlm_status tlm_ckpt_load(const char *path, tlm_ckpt_meta *meta, tlm_params *p, t
             st = tlm_fail(err, TLM_ERR_FORMAT, "%s: the recorded selection of tensors is not text", path);
             break;
         }
-    if (st) {
-        tlm_params_free(p);
-        tlm_vocab_free(v);
-        tlm_adamw_free(opt);
-        goto out;
-    }
     meta->lora_alpha = v1 ? 0.0f : tlm_rdf32(buf + C_LORA_ALPHA);
     meta->lora_values = meta->lora_base = 0;
-    if (!lv != !meta->lora_rank || (lv && !(meta->lora_alpha > 0.0f && meta->lora_alpha < 1e30f)))
+    if (!st && (!lv != !meta->lora_rank || (lv && !(meta->lora_alpha > 0.0f && meta->lora_alpha < 1e30f))))
         st = tlm_fail(err, TLM_ERR_FORMAT, "%s: inconsistent adapters in the checkpoint", path);
     if (!st && lv) {
         meta->lora_values = (size_t)lv;
