@@ -21,6 +21,9 @@
 #                           on wq, wk, wv, wo instead of the gains (alpha R/2, A from --seed; the update in
 #                           int8 low-rank factors); --lr defaults to tritlm/tune.h's TLM_TUNE_LR or
 #                           TLM_TUNE_LORA_LR)
+#        [--key DEVICE.key --server-key SERVER.pub]   (with --tune: the update leaves signed with the
+#                          device's key and sealed to the server's, by the core (tritlm/seal.h); the
+#                          keys and 32 bytes of build-time entropy go into OUTDIR/tlm_fw_keys.h)
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
 #      TLM_FW_ARENA (arena bytes, instead of asking tritlm info),
 #      TLM_PROFILE=N (the N functions that ran the most instructions, in OUTDIR/run.err),
@@ -31,7 +34,7 @@ root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
 ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
-adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0
+seal_key="" seal_pub="" adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -50,6 +53,8 @@ while [ $# -gt 0 ]; do
     --adapter) adapter=$2; shift 2 ;;
     --no-stop) nostop=-DTLM_FW_NO_STOP; shift ;;
     --tune) tune=$2; shift 2 ;;
+    --key) seal_key=$2; shift 2 ;;
+    --server-key) seal_pub=$2; shift 2 ;;
     --tune-steps) tune_steps=$2; shift 2 ;;
     --tune-window) tune_window=$2; shift 2 ;;
     --tune-lora) tune_lora=$2; shift 2 ;;
@@ -70,6 +75,27 @@ if [ -n "$adapter" ]; then
     [ -z "$tune" ] || { echo "build.sh: --adapter decodes; not with --tune" >&2; exit 2; }
     [ -f "$adapter" ] || { echo "build.sh: no adapter file $adapter" >&2; exit 2; }
     adapter=$(cd "$(dirname "$adapter")" && pwd)/$(basename "$adapter")
+fi
+if [ -n "$seal_key$seal_pub" ]; then # the device's Ed25519 seed and the server's X25519 key, as C byte lists
+    [ -n "$tune" ] && [ -n "$seal_key" ] && [ -n "$seal_pub" ] ||
+        { echo "build.sh: --key and --server-key go together, with --tune" >&2; exit 2; }
+    sk=$(sed -n 's/^[[:space:]]*tritlm-fed-secret-1[[:space:]][[:space:]]*\([0-9a-fA-F]\{128\}\)[[:space:]]*$/\1/p' "$seal_key" 2>/dev/null | head -n 1)
+    pk=$(sed -n 's/^[[:space:]]*tritlm-fed-public-1[[:space:]][[:space:]]*\([0-9a-fA-F]\{136\}\)[[:space:]]*$/\1/p' "$seal_pub" 2>/dev/null | head -n 1)
+    [ -n "$sk" ] || { echo "build.sh: $seal_key is not a tritlm secret key ('tritlm fed keygen')" >&2; exit 2; }
+    [ -n "$pk" ] || { echo "build.sh: $seal_pub is not a tritlm public key ('tritlm fed keygen')" >&2; exit 2; }
+    bytes_of() { printf '%s' "$1" | sed 's/\(..\)/0x\1,/g; s/,$//'; }
+    ent=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+    [ ${#ent} = 64 ] || { echo "build.sh: could not read 32 bytes from /dev/urandom" >&2; exit 2; }
+    umask_was=$(umask)
+    umask 077 # the device's secret seed is in it
+    {
+        echo "/* written by firmware/build.sh from $(basename "$seal_key") and $(basename "$seal_pub"): secret */"
+        echo "#define TLM_FW_SEAL_SEED {$(bytes_of "$(printf '%s' "$sk" | cut -c1-64)")}"
+        echo "#define TLM_FW_SEAL_SERVER {$(bytes_of "$(printf '%s' "$pk" | cut -c65-128)")}"
+        echo "#define TLM_FW_SEAL_ENTROPY {$(bytes_of "$ent")}"
+    } >"$out/tlm_fw_keys.h"
+    umask "$umask_was"
+    seal_def="-DTLM_FW_SEAL -I."
 fi
 if [ -n "$tune" ]; then
     [ "$embed" = asm ] || { echo "build.sh: --tune takes the model by .incbin (--embed asm)" >&2; exit 2; }
@@ -133,7 +159,7 @@ c) # the image as C source; its header's arena figure (for --ctx) sizes the aren
 esac
 rt_flags=$kv8
 [ -n "$adapter" ] && rt_flags=$((kv8 + 2)) && defs_adapter=-DTLM_FW_ADAPTER # TLM_RT_KV_INT8 = 1, TLM_RT_ADAPTER = 2
-defs="${tune_defs:-} ${defs_adapter:-} ${nostop:-} $priv $fault -DTLM_FW_RT_FLAGS=${rt_flags}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
+defs="${tune_defs:-} ${seal_def:-} ${defs_adapter:-} ${nostop:-} $priv $fault -DTLM_FW_RT_FLAGS=${rt_flags}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
 port=$here/$target
 case $target in
 cortex-m7 | cortex-m4)

@@ -193,33 +193,41 @@ if [ $target = cortex-m7 ]; then
 fi
 # On-device tuning (fw_tune.c through `tritlm firmware --tune`): the device
 # tokenizes its own text (60 CLINC150 requests, far from the model's
-# stories), tunes the norm gains with the core's step and prints a
-# federated update. The server must accept it for this model, the model it
-# aggregates must score the text better than the base model, and as well as
-# the model made from the host's `fed update --device-step` (the same core
-# step on x86-64; float libraries may differ in the last bit).
+# stories), tunes the norm gains with the core's step and sends a
+# federated update, signed with its key and sealed to the server's by the
+# core's own cryptography (--key, --server-key). The server (libsodium)
+# must open it and find it signed by the enrolled device, a server without
+# the key must refuse it, the model it aggregates must score the text better
+# than the base model, and as well as the model made from the host's `fed
+# update --device-step` (the same core step on x86-64; float libraries may
+# differ in the last bit).
 grep -o '\["[^"]*", "[a-z_]*"\]' "$data/clinc150/train_val.json" | sed -n '1~50p' | head -60 |
     sed 's/^\["\(.*\)", "[a-z_]*"\]$/\1/' >"$tmp/own.txt"
 case $target in cortex-m*) tw=16 ts=3 ;; *) tw=8 ts=2 ;; esac # soft float: fewer, shorter steps
 st=0
+"$tlm" fed keygen -o "$tmp/dev_key" >/dev/null 2>&1 && "$tlm" fed keygen -o "$tmp/srv_key" >/dev/null 2>&1 || st=$?
+echo "0 $(cat "$tmp/dev_key.pub")" >"$tmp/roster.txt" # the firmware's client id is 0
 j=$("$tlm" firmware --target $target -m "$tmp/s.tlm" --tune "$tmp/own.txt" --tune-window $tw --tune-steps $ts \
-    -o "$tmp/fw_tune" --run --json --update "$tmp/dev.tlmu") || st=$?
+    --key "$tmp/dev_key.key" --server-key "$tmp/srv_key.pub" -o "$tmp/fw_tune" --run --json --update "$tmp/dev.tlmu") || st=$?
 "$tlm" fed update -m "$tmp/s.tlm" --data "$tmp/own.txt" --split lines --device-step --ctx $tw --steps $ts \
     --encode fp32 -o "$tmp/host.tlmu" 2>/dev/null || st=$?
-info=$("$tlm" fed info -m "$tmp/s.tlm" "$tmp/dev.tlmu") || st=$?
+info=$("$tlm" fed info "$tmp/dev.tlmu") || st=$?
 loss_of() { "$tlm" eval -m "$1" --text "$tmp/own.txt" --split lines --json 2>/dev/null | sed -n 's/.*"loss":\([0-9.e+-]*\).*/\1/p'; }
 if [ $st = 0 ]; then
-    "$tlm" fed aggregate -m "$tmp/s.tlm" -o "$tmp/agg_dev.tlm" "$tmp/dev.tlmu" 2>/dev/null || st=$?
+    "$tlm" fed aggregate -m "$tmp/s.tlm" -o "$tmp/agg_dev.tlm" --key "$tmp/srv_key.key" --devices "$tmp/roster.txt" \
+        "$tmp/dev.tlmu" 2>/dev/null || st=$?
     "$tlm" fed aggregate -m "$tmp/s.tlm" -o "$tmp/agg_host.tlm" "$tmp/host.tlmu" 2>/dev/null || st=$?
+    ! "$tlm" fed aggregate -m "$tmp/s.tlm" -o "$tmp/agg_nokey.tlm" "$tmp/dev.tlmu" 2>/dev/null || st=1
+    ! grep -q 'UPDATE [0-9a-f]' "$tmp/fw_tune/run.out" || st=1 # only the sealed update left the device
 fi
 if [ $st = 0 ]; then l_base=$(loss_of "$tmp/s.tlm") l_dev=$(loss_of "$tmp/agg_dev.tlm") l_host=$(loss_of "$tmp/agg_host.tlm"); fi
-if [ $st != 0 ] || ! printf '%s\n' "$info" | grep -q '(this model)' ||
+if [ $st != 0 ] || ! printf '%s\n' "$info" | grep -q 'sealed update' ||
     ! awk -v b="${l_base:-0}" -v d="${l_dev:-9}" -v h="${l_host:-0}" 'BEGIN { exit !(d < b && d - h < 1e-4 && h - d < 1e-4) }'; then
     echo "FAIL on-device tuning: exit $st; loss base ${l_base:-?}, device ${l_dev:-?}, host ${l_host:-?}"
     printf '%s\n%s\n' "$j" "$info"; fail=1
 else
-    echo "ok on-device tuning: $ts steps of $tw, own-text loss $l_base -> $l_dev (host's step: $l_host);" \
-        "$(printf '%s\n' "$j" | grep -o '"ram_bytes":[0-9]*\|"insns_per_step":[0-9]*' | tr '\n' ' ')"
+    echo "ok on-device tuning, sealed on the device: $ts steps of $tw, own-text loss $l_base -> $l_dev (host's step:" \
+        "$l_host); $(printf '%s\n' "$j" | grep -o '"ram_bytes":[0-9]*\|"insns_per_step":[0-9]*\|"sealed_bytes":[0-9]*' | tr '\n' ' ')"
 fi
 # ... and with the update coded in int8 (stochastic rounding from the seeded
 # generator): a third of the bytes, the server takes it, and the model it
@@ -231,7 +239,7 @@ if [ $target = cortex-m7 ] && [ $st = 0 ]; then
     "$tlm" fed info -m "$tmp/s.tlm" "$tmp/dev8.tlmu" 2>/dev/null | grep -q ' int8 ' || st8=1
     "$tlm" fed aggregate -m "$tmp/s.tlm" -o "$tmp/agg_dev8.tlm" "$tmp/dev8.tlmu" 2>/dev/null || st8=$?
     l_dev8=$(loss_of "$tmp/agg_dev8.tlm")
-    b8=$(printf '%s\n' "$j8" | sed -n 's/.*"update_bytes":\([0-9]*\).*/\1/p') b32=$(wc -c <"$tmp/dev.tlmu")
+    b8=$(printf '%s\n' "$j8" | sed -n 's/.*"update_bytes":\([0-9]*\).*/\1/p') b32=$(printf '%s\n' "$j" | sed -n 's/.*"update_bytes":\([0-9]*\).*/\1/p')
     if [ $st8 != 0 ] || ! awk -v a="${l_dev8:-9}" -v b="$l_dev" -v n="${b8:-0}" -v m="$b32" \
         'BEGIN { exit !(a - b < 1e-3 && b - a < 1e-3 && n > 0 && 3 * n < m) }'; then
         echo "FAIL on-device tuning, int8 update: exit $st8, loss ${l_dev8:-?} (fp32: $l_dev), ${b8:-?} bytes (fp32: $b32)"

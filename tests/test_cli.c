@@ -537,6 +537,8 @@ static void test_fed_round(void **state)
         {"fed update -m M --data T --steps 1 -o O --rank 2 --encode fp32", "--rank sends int8 factors"},
         {"fed update -m M --data T --steps 1 -o O --rank 0", "--rank expects"},
         {"fed keygen", "-o NAME"},
+        {"firmware --target cortex-m7 -m M --tune T --key K", "--key and --server-key go together"},
+        {"firmware --target cortex-m7 -m M --key K --server-key K", "with --tune TEXT"},
         {"fed keygen -o K extra", "unexpected"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

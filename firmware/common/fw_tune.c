@@ -18,7 +18,13 @@
  * the update then int8 low-rank factors; then the firmware decodes with
  * that update as an adapter on top of the model, greedily from the prompt
  * of TLM_FW_PROMPT_BYTES for TLM_FW_STEPS positions, int8 KV cache, and
- * prints the TEXT line: the device using what it learned). */
+ * prints the TEXT line: the device using what it learned); TLM_FW_SEAL
+ * (defined: the update is signed with the device's key and sealed to the
+ * server's by the core's tlm_seal_update before it is printed, as SEALED
+ * instead of UPDATE; tlm_fw_keys.h, which build.sh writes from the key
+ * files, holds the device's Ed25519 seed, the server's X25519 key and 32
+ * bytes of entropy drawn at build time, QEMU having no random source: a
+ * device takes those from its hardware RNG). */
 #include <stdint.h>
 #include <string.h>
 
@@ -28,6 +34,13 @@
 #include "tritlm/runtime.h"
 #include "tritlm/tokenizer.h"
 #include "tritlm/tune.h"
+#ifdef TLM_FW_SEAL
+#include "tlm_fw_keys.h"
+#include "tritlm/seal.h"
+#define SEAL_ROOM TLM_SEAL_OVERHEAD /* the update is built this far in, and sealed in place */
+#else
+#define SEAL_ROOM 0u
+#endif
 
 extern const uint8_t tlm_fw_model[];
 extern const uint8_t tlm_fw_model_end[];
@@ -53,7 +66,7 @@ extern const uint8_t tlm_fw_text_end[];
 #define TLM_FW_TUNE_LR (TLM_FW_TUNE_LORA ? TLM_TUNE_LORA_LR : TLM_TUNE_LR)
 #endif
 
-static uint8_t arena[TLM_FW_ARENA_BYTES] __attribute__((aligned(64)));
+static uint8_t arena[TLM_FW_ARENA_BYTES + SEAL_ROOM] __attribute__((aligned(64)));
 static uint32_t ids[TLM_FW_TEXT_IDS];
 static float losses[TLM_FW_TUNE_STEPS];
 
@@ -122,21 +135,24 @@ int main(void)
     const tlm_fed_header h = {TLM_FW_ROUND, TLM_FW_CLIENT, tlm_fed_model_id(&m), (uint32_t)n};
     uint8_t *msg = (uint8_t *)(void *)(tu.ws + tlm_tune_update_scratch(&tu)); /* past tlm_tune_add_update's room */
     const size_t cap = (size_t)(arena + sizeof arena - msg);
+    uint8_t *upd = msg + SEAL_ROOM;
     size_t bytes = 0;
     tlm_chacha cc;
     tlm_rand rnd;
     tlm_chacha_seed(&cc, TLM_FW_SEED);
     tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
-    if (tlm_fed_begin(&w, msg, cap, &h, &err) ||
+    if (tlm_fed_begin(&w, upd, cap - SEAL_ROOM, &h, &err) ||
         tlm_tune_add_update(&tu, &w, (tlm_fed_enc)TLM_FW_TUNE_ENC, &rnd, &err) ||
         tlm_fed_finish(&w, &bytes, &err))
         return fw_fail("update", err.msg, 6);
+#ifndef TLM_FW_SEAL
     fw_put_str("UPDATE ");
-    fw_put_hex(msg, bytes);
-    fw_put_str("\nUPDATE_BYTES ");
+    fw_put_hex(upd, bytes);
+    fw_put_str("\n");
+#endif
+    fw_put_str("UPDATE_BYTES ");
     fw_put_u32((uint32_t)bytes);
     fw_put_str("\n");
-    fw_put_memory((uint32_t)sizeof arena);
     fw_flush();
 #if TLM_FW_TUNE_LORA > 0
     { /* decode with the adapters just trained; the runtime takes the arena's room before the update */
@@ -149,10 +165,27 @@ int main(void)
         if (tlm_encode(&m, (const char *)prompt, TLM_FW_PROMPT_LEN, TLM_ENCODE_BOS, pids, TLM_FW_PROMPT_CAP, pscratch, &np))
             return fw_fail("prompt does not encode", NULL, 8);
         if (tlm_runtime_init_flags(&rt, &m, ctx, TLM_RT_KV_INT8 | TLM_RT_ADAPTER, arena, (size_t)(msg - arena), &err) ||
-            tlm_runtime_use_adapter(&rt, msg, bytes, &err))
+            tlm_runtime_use_adapter(&rt, upd, bytes, &err))
             return fw_fail("decoding with the adapters", err.msg, 8);
         fw_decode(&rt, &m, pids, np, ctx, dout, 0);
     }
 #endif
+#ifdef TLM_FW_SEAL
+    { /* what leaves the device: signed and sealed, after the device has used it */
+        static const uint8_t seed[32] = TLM_FW_SEAL_SEED, server[32] = TLM_FW_SEAL_SERVER,
+                             entropy[32] = TLM_FW_SEAL_ENTROPY;
+        size_t sealed = 0;
+        tlm_fw_seal_begin();
+        const tlm_status st = tlm_seal_update(msg, cap, upd, bytes, seed, server, entropy, &sealed, &err);
+        tlm_fw_seal_end();
+        if (st) return fw_fail("sealing the update", err.msg, 9);
+        fw_put_str("SEALED ");
+        fw_put_hex(msg, sealed);
+        fw_put_str("\n");
+        fw_flush();
+    }
+#endif
+    fw_put_memory((uint32_t)sizeof arena);
+    fw_flush();
     return 0;
 }

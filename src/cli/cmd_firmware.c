@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "../host/device.h"
+#include "../host/fedsec.h"
 #include "../host/fileio.h"
 #include "cli.h"
 #include "fw_run.h"
@@ -21,7 +22,7 @@ static const char help[] =
     "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
     "                       [--adapter UPDATE] [--run] [--json]\n"
     "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E] [--lora R]\n"
-    "                        [--update FILE]]\n"
+    "                        [--update FILE] [--key DEVICE.key --server-key SERVER.pub]]\n"
     "\n"
     "Links MODEL into firmware for the target (the image in flash, read in place; the\n"
     "runtime's arena a static array sized for N positions; RAM capped at K KB, so a model\n"
@@ -69,6 +70,12 @@ static const char help[] =
     "                     gains (the same as 'fed update --device-step --lora R'; LR default\n"
     "                     0.003), sent as int8 low-rank factors the device can decode with\n"
     "      --update FILE  with --tune --run: write that update to FILE, for 'fed aggregate'\n"
+    "      --key DEVICE.key --server-key SERVER.pub\n"
+    "                     with --tune: the firmware signs its update with the device's key and\n"
+    "                     seals it to the server's (the core's own cryptography, no library),\n"
+    "                     after using it; it prints only the sealed update, which 'fed\n"
+    "                     aggregate --key SERVER.key --devices D' opens (the keys, and 32 bytes\n"
+    "                     of entropy QEMU cannot give, are compiled in: OUT/tlm_fw_keys.h)\n"
     "      --json         one JSON object on stdout (with --run)\n"
     "  -h, --help         this text\n"
     "\n"
@@ -152,8 +159,11 @@ static int check_flash_exit(const tlm_device *dev, double flash_b, int have_exit
 static int report_tune(const cli_fw_result *r, const char *target, const char *model, const char *text,
                        uint32_t steps, uint32_t window, double mhz, int json, const char *update, const char *dir)
 {
-    size_t ll = 0, ul = 0;
-    const char *ls = cli_fw_field(r->out, "LOSSES", &ll), *us = cli_fw_field(r->out, "UPDATE", &ul);
+    size_t ll = 0, ul = 0, pl = 0;
+    const char *ls = cli_fw_field(r->out, "LOSSES", &ll), *us = cli_fw_field(r->out, "SEALED", &ul);
+    const int sealed = us != NULL; /* then only the sealed update left the device */
+    if (!sealed) us = cli_fw_field(r->out, "UPDATE", &ul);
+    const char *ps = cli_fw_field(r->out, "UPDATE_BYTES", &pl);
     double losses[64];
     uint32_t nl = 0;
     uint8_t be[4]; /* each loss: its float's bits, big-endian, as "XXXXXXXX" words after the key */
@@ -181,7 +191,9 @@ static int report_tune(const cli_fw_result *r, const char *target, const char *m
         cJSON_AddNumberToObject(root, "tune_tokens", r->tune_tokens);
         cJSON *la = cJSON_AddArrayToObject(root, "losses");
         for (uint32_t i = 0; i < nl; i++) cJSON_AddItemToArray(la, cJSON_CreateNumber(losses[i]));
-        cJSON_AddNumberToObject(root, "update_bytes", (double)mb);
+        cJSON_AddNumberToObject(root, "update_bytes", ps ? strtod(ps, NULL) : (double)mb);
+        cJSON_AddBoolToObject(root, "sealed", sealed);
+        if (sealed) cJSON_AddNumberToObject(root, "sealed_bytes", (double)mb);
         size_t tl = 0;
         const char *dt = cli_fw_field(r->out, "TEXT", &tl); /* --lora: decoded with the adapters just trained */
         char *t = dt ? malloc(tl + 1) : NULL;
@@ -240,12 +252,14 @@ int cmd_firmware(int argc, char **argv)
         {"tune-steps", required_argument, 0, 'S'}, {"tune-window", required_argument, 0, 'W'},
         {"lr", required_argument, 0, 'L'},     {"update", required_argument, 0, 'U'},
         {"encode", required_argument, 0, 'E'}, {"stack-kb", required_argument, 0, 'k'},
-        {"adapter", required_argument, 0, 'A'}, {"lora", required_argument, 0, 'l'}, {0, 0, 0, 0}};
+        {"adapter", required_argument, 0, 'A'}, {"lora", required_argument, 0, 'l'},
+        {"key", required_argument, 0, 'Y'},    {"server-key", required_argument, 0, 'Z'}, {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 256, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16, tune_lora = 0;
     float tune_lr = 0.0f; /* 0: the core's default for what is tuned */
     int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0;
     const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL, *adapter = NULL;
+    const char *seal_key = NULL, *seal_pub = NULL;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":t:m:p:n:o:h", opts, NULL)) != -1) {
@@ -273,6 +287,8 @@ int cmd_firmware(int argc, char **argv)
         case 'p': prompt = optarg; break;
         case 'D': device = optarg; break;
         case 'T': tune = optarg; break;
+        case 'Y': seal_key = optarg; break;
+        case 'Z': seal_pub = optarg; break;
         case 'S':
             if (!cli_parse_u32(optarg, 1, 1u << 20, &tune_steps))
                 return cli_usage_error("firmware", "--tune-steps expects a positive integer, got '%s'", optarg);
@@ -326,6 +342,16 @@ int cmd_firmware(int argc, char **argv)
     if (stack_kb >= ram_kb) return cli_usage_error("firmware", "--stack-kb %u leaves nothing of the %u KB of RAM", stack_kb, ram_kb);
     if (!tune && (tune_opts || update))
         return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr, --encode, --lora and --update go with --tune TEXT");
+    if ((seal_key || seal_pub) && !(tune && seal_key && seal_pub))
+        return cli_usage_error("firmware", "--key and --server-key go together, with --tune TEXT (the device seals its update)");
+    if (seal_key) { /* read here for a clear message; build.sh takes the same lines */
+        tlm_fed_keys k;
+        tlm_fed_pub p;
+        tlm_error err;
+        const tlm_status st = tlm_fed_keys_read(seal_key, &k, &err);
+        tlm_fed_keys_wipe(&k);
+        if (st || tlm_fed_pub_read(seal_pub, &p, &err)) return cli_fail("firmware", &err);
+    }
     if (tune_lora && encode && strcmp(encode, "int8"))
         return cli_usage_error("firmware", "--lora sends its adapters as int8 factors: not --encode %s", encode);
     if (update && !run) return cli_usage_error("firmware", "--update writes what a run printed: add --run");
@@ -355,7 +381,7 @@ int cmd_firmware(int argc, char **argv)
     const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
                             .ctx = ctx, .ram_kb = ram_kb, .stack_kb = stack_kb, .steps = steps, .kv8 = kv8, .run = run, .adapter = adapter,
                             .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr,
-                            .tune_encode = encode, .tune_lora = tune_lora};
+                            .tune_encode = encode, .tune_lora = tune_lora, .seal_key = seal_key, .seal_pub = seal_pub};
     cli_fw_result r;
     if (cli_fw_build_run("firmware", &job, &r)) {
         cli_fw_result_free(&r);

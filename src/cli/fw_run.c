@@ -79,7 +79,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     snprintf(num[0], sizeof num[0], "%u", job->ctx);
     snprintf(num[1], sizeof num[1], "%u", job->ram_kb);
     snprintf(num[2], sizeof num[2], "%u", job->steps);
-    char *args[40];
+    char *args[48];
     int k = 0;
     args[k++] = "sh";
     args[k++] = script;
@@ -128,6 +128,12 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
             snprintf(num[7], sizeof num[7], "%u", job->tune_lora);
             args[k++] = "--tune-lora";
             args[k++] = num[7];
+        }
+        if (job->seal_key) {
+            args[k++] = "--key";
+            args[k++] = (char *)job->seal_key;
+            args[k++] = "--server-key";
+            args[k++] = (char *)job->seal_pub;
         }
     }
     args[k] = NULL;
