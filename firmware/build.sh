@@ -24,6 +24,8 @@
 #        [--key DEVICE.key --server-key SERVER.pub]   (with --tune: the update leaves signed with the
 #                          device's key and sealed to the server's, by the core (tritlm/seal.h); the
 #                          keys and 32 bytes of build-time entropy go into OUTDIR/tlm_fw_keys.h)
+#        [--server-key SERVER.pub]   (MODEL is a signed model, 'tritlm fed sign': the firmware checks
+#                          the server's signature on it before it opens the image; exit 10 if it fails)
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
 #      TLM_FW_ARENA (arena bytes, instead of asking tritlm info),
 #      TLM_PROFILE=N (the N functions that ran the most instructions, in OUTDIR/run.err),
@@ -76,14 +78,31 @@ if [ -n "$adapter" ]; then
     [ -f "$adapter" ] || { echo "build.sh: no adapter file $adapter" >&2; exit 2; }
     adapter=$(cd "$(dirname "$adapter")" && pwd)/$(basename "$adapter")
 fi
-if [ -n "$seal_key$seal_pub" ]; then # the device's Ed25519 seed and the server's X25519 key, as C byte lists
+img=$model # the image tritlm info reads: a signed model's, taken out of it
+if [ "$(head -c 4 "$model" 2>/dev/null)" = TLMG ]; then # a signed model (tritlm fed sign): checked on the device
+    [ -n "$seal_pub" ] && [ -z "$seal_key" ] && [ -z "$tune" ] ||
+        { echo "build.sh: $model is a signed model: decode it with --server-key SERVER.pub (no --key, no --tune)" >&2; exit 2; }
+    [ "$embed" = asm ] || { echo "build.sh: a signed model is linked by .incbin (--embed asm)" >&2; exit 2; }
+    img=$out/tlm_fw_model_image.tlm
+    tail -c +77 "$model" >"$img" # past magic, version, round and signature (FORMAT.md)
+    signed=1
+elif [ -n "$seal_pub" ] && [ -z "$tune" ]; then
+    echo "build.sh: --server-key checks a signed model (tritlm fed sign) or, with --tune and --key, seals the update; $model is not signed" >&2
+    exit 2
+fi
+bytes_of() { printf '%s' "$1" | sed 's/\(..\)/0x\1,/g; s/,$//'; }
+if [ -n "$seal_pub" ]; then
+    pk=$(sed -n 's/^[[:space:]]*tritlm-fed-public-1[[:space:]][[:space:]]*\([0-9a-fA-F]\{136\}\)[[:space:]]*$/\1/p' "$seal_pub" 2>/dev/null | head -n 1)
+    [ -n "$pk" ] || { echo "build.sh: $seal_pub is not a tritlm public key ('tritlm fed keygen')" >&2; exit 2; }
+fi
+if [ -n "${signed:-}" ]; then # the server's Ed25519 key
+    echo "#define TLM_FW_SIGNED_BY {$(bytes_of "$(printf '%s' "$pk" | cut -c1-64)")}" >"$out/tlm_fw_keys.h"
+    seal_def="-DTLM_FW_SIGNED -I."
+elif [ -n "$seal_key$seal_pub" ]; then # the device's Ed25519 seed and the server's X25519 key, as C byte lists
     [ -n "$tune" ] && [ -n "$seal_key" ] && [ -n "$seal_pub" ] ||
         { echo "build.sh: --key and --server-key go together, with --tune" >&2; exit 2; }
     sk=$(sed -n 's/^[[:space:]]*tritlm-fed-secret-1[[:space:]][[:space:]]*\([0-9a-fA-F]\{128\}\)[[:space:]]*$/\1/p' "$seal_key" 2>/dev/null | head -n 1)
-    pk=$(sed -n 's/^[[:space:]]*tritlm-fed-public-1[[:space:]][[:space:]]*\([0-9a-fA-F]\{136\}\)[[:space:]]*$/\1/p' "$seal_pub" 2>/dev/null | head -n 1)
     [ -n "$sk" ] || { echo "build.sh: $seal_key is not a tritlm secret key ('tritlm fed keygen')" >&2; exit 2; }
-    [ -n "$pk" ] || { echo "build.sh: $seal_pub is not a tritlm public key ('tritlm fed keygen')" >&2; exit 2; }
-    bytes_of() { printf '%s' "$1" | sed 's/\(..\)/0x\1,/g; s/,$//'; }
     ent=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
     [ ${#ent} = 64 ] || { echo "build.sh: could not read 32 bytes from /dev/urandom" >&2; exit 2; }
     umask_was=$(umask)
@@ -108,7 +127,7 @@ if [ -n "$tune" ]; then
     fi
     [ -n "$tune_enc" ] || tune_enc=0
     # shellcheck disable=SC2086
-    info=$("$tlm" info "$model" --tune-window "$tune_window" $lora_opt --json 2>"$out/info.err") || {
+    info=$("$tlm" info "$img" --tune-window "$tune_window" $lora_opt --json 2>"$out/info.err") || {
         echo "build.sh: $(head -n 1 "$out/info.err" | sed 's/^tritlm info: //')" >&2
         exit 2
     }
@@ -124,7 +143,7 @@ if [ -n "$tune" ]; then
 elif [ -n "${TLM_FW_ARENA:-}" ]; then
     arena=$TLM_FW_ARENA # tests: build an image the host would refuse, to see the firmware refuse it
 else
-    info=$("$tlm" info "$model" --ctx "$ctx" --json 2>"$out/info.err") || {
+    info=$("$tlm" info "$img" --ctx "$ctx" --json 2>"$out/info.err") || {
         echo "build.sh: $(head -n 1 "$out/info.err" | sed 's/^tritlm info: //')" >&2 # why: unreadable, or --ctx too long
         exit 2
     }
@@ -139,7 +158,7 @@ plen=$(printf '%s' "$prompt" | wc -c)
 prompt_bytes=$(printf '%s' "$prompt" | od -An -v -tu1 | tr -s ' \n' ' ' | sed 's/^ *//; s/ *$//; s/ /,/g; s/$/,/; s/^,$//')
 [ -n "$priv" ] && priv="$priv -DTLM_FW_PRIV_EPS=((float)$priv_eps) -DTLM_FW_PRIV_SEED=${priv_seed}u"
 if [ "$priv_index" = 1 ]; then
-    [ -n "${info:-}" ] || info=$("$tlm" info "$model" --ctx "$ctx" --json) || { echo "build.sh: cannot read $model" >&2; exit 2; }
+    [ -n "${info:-}" ] || info=$("$tlm" info "$img" --ctx "$ctx" --json) || { echo "build.sh: cannot read $model" >&2; exit 2; }
     ib=$(echo "$info" | sed -n 's/.*"dx_index_bytes":\([0-9]*\).*/\1/p')
     priv="$priv -DTLM_FW_PRIV_INDEX_BYTES=${ib:-0}u"
 fi

@@ -229,6 +229,32 @@ else
     echo "ok on-device tuning, sealed on the device: $ts steps of $tw, own-text loss $l_base -> $l_dev (host's step:" \
         "$l_host); $(printf '%s\n' "$j" | grep -o '"ram_bytes":[0-9]*\|"insns_per_step":[0-9]*\|"sealed_bytes":[0-9]*' | tr '\n' ' ')"
 fi
+# A signed model (`fed sign`, what the server publishes): the firmware
+# checks the server's signature with the core before it opens the image,
+# then decodes the host's text; a signature that does not verify (a changed
+# round, which the image's own checksum cannot see; another server's key)
+# ends the firmware with status 10 before any decoding
+sts=0 ps="Once upon"
+"$tlm" fed sign --key "$tmp/srv_key.key" -m "$tmp/t.tlm" --round 3 -o "$tmp/t.tlmg" 2>/dev/null || sts=$?
+wants=$("$tlm" generate -m "$tmp/t.tlm" -p "$ps" -n 12 -t 0 --kv-int8 2>/dev/null | esc_json) || sts=$?
+js=$("$tlm" firmware --target $target -m "$tmp/t.tlmg" --server-key "$tmp/srv_key.pub" -p "$ps" -n 12 --kv-int8 \
+    -o "$tmp/fw_signed" --run --json) || sts=$?
+gots=$(printf '%s\n' "$js" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')
+cp "$tmp/t.tlmg" "$tmp/t_round.tlmg"
+printf '\004' | dd of="$tmp/t_round.tlmg" bs=1 seek=8 conv=notrunc 2>/dev/null # the round: 3 -> 4
+bad1=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t_round.tlmg" "$tmp/fw_signed_bad" --server-key "$tmp/srv_key.pub" \
+    -p "$ps" -n 12 --kv-int8 --run 2>&1)
+bad2=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlmg" "$tmp/fw_signed_other" --server-key "$tmp/dev_key.pub" \
+    -p "$ps" -n 12 --kv-int8 --run 2>&1)
+if [ $sts != 0 ] || [ -z "$gots" ] || [ "$gots" != "$wants" ] || ! printf '%s\n' "$js" | grep -q '"signed_round":3' ||
+    [ "$(echo "$bad1" | sed -n 's/^EXIT //p')" != 10 ] || ! echo "$bad1" | grep -q "does not verify" ||
+    echo "$bad1" | grep -q '^TEXT' || [ "$(echo "$bad2" | sed -n 's/^EXIT //p')" != 10 ]; then
+    echo "FAIL signed model: exit $sts; text '$gots' vs host '$wants'"; printf '%s\n' "$js" | head -3
+    printf '%s\n%s\n' "$bad1" "$bad2" | grep -E 'EXIT|ERROR|TEXT'; fail=1
+else
+    echo "ok signed model: the server's signature checked on the device, text \"$gots\", a changed round and" \
+        "another server's key refused (exit 10)"
+fi
 # ... and with the update coded in int8 (stochastic rounding from the seeded
 # generator): a third of the bytes, the server takes it, and the model it
 # makes scores the text within 1e-3 of the fp32 update's

@@ -465,6 +465,17 @@ static void test_fed_round(void **state)
                              model), 2);
         assert_int_equal(run("generate -m '%s' -n 4 --adapter '%s'", model, tu_tmp("missing.tlmu")), 1);
     }
+    /* fed sign: the server's signature on a model as a file; fed info checks it with the server's key
+     * (libsodium), and only with that key; the file is never overwritten, a non-model never signed */
+    assert_int_equal(run("fed keygen -o '%s'", tu_tmp("srv")), 0);
+    assert_int_equal(run("fed keygen -o '%s'", tu_tmp("other")), 0);
+    assert_int_equal(run("fed sign --key '%s' -m '%s' --round 7 -o '%s'", tu_tmp("srv.key"), model, tu_tmp("m.tlmg")), 0);
+    assert_int_equal(run("fed info --server-key '%s' '%s'", tu_tmp("srv.pub"), tu_tmp("m.tlmg")), 0);
+    assert_non_null(strstr(out_text, "signed model for round 7"));
+    assert_non_null(strstr(out_text, "verified"));
+    assert_int_equal(run("fed info --server-key '%s' '%s'", tu_tmp("other.pub"), tu_tmp("m.tlmg")), 1);
+    assert_int_equal(run("fed sign --key '%s' -m '%s' --round 7 -o '%s'", tu_tmp("srv.key"), txt, tu_tmp("t.tlmg")), 1);
+    assert_int_equal(run("fed sign --key '%s' -m '%s' --round 7 -o '%s'", tu_tmp("srv.key"), model, model), 2);
     /* a ternary global model: a round that tunes the gains leaves every matrix in its packing, byte for byte
      * (the new model is as large as the old); a round that changes matrices writes those in fp32, and says so */
     assert_int_equal(run("quantize -m '%s' -o '%s' --pack t2", model, tu_tmp("gt.tlm")), 0);
@@ -538,6 +549,7 @@ static void test_fed_round(void **state)
         {"fed update -m M --data T --steps 1 -o O --rank 0", "--rank expects"},
         {"fed keygen", "-o NAME"},
         {"firmware --target cortex-m7 -m M --tune T --key K", "--key and --server-key go together"},
+        {"fed sign --key K -m M -o O", "--round R"},
         {"firmware --target cortex-m7 -m M --key K --server-key K", "with --tune TEXT"},
         {"fed keygen -o K extra", "unexpected"},
     };

@@ -12,13 +12,21 @@
  * array of 'tritlm export c' (build.sh --embed c) instead of model.S;
  * TLM_FW_ADAPTER when adapter.S links a low-rank update to decode with
  * (build.sh --adapter; TLM_FW_RT_FLAGS then has TLM_RT_ADAPTER);
- * TLM_FW_NO_STOP to decode all TLM_FW_STEPS positions, past BOS (fw_decode.c). */
+ * TLM_FW_NO_STOP to decode all TLM_FW_STEPS positions, past BOS (fw_decode.c);
+ * TLM_FW_SIGNED when model.S links a signed model ('tritlm fed sign'):
+ * the server's signature is checked with the core's tlm_seal_verify_model
+ * against the key in tlm_fw_keys.h (build.sh --server-key) before the image
+ * inside is opened; exit 10 if it does not verify. */
 #include <stdint.h>
 #include <string.h>
 
 #include "fw_decode.h"
 #include "fw_io.h"
 #include "tritlm/dp.h"
+#ifdef TLM_FW_SIGNED
+#include "tlm_fw_keys.h"
+#include "tritlm/seal.h"
+#endif
 #include "tritlm/runtime.h"
 #include "tritlm/sampler.h"
 #include "tritlm/tokenizer.h"
@@ -143,7 +151,23 @@ int main(void)
     fw_flush();
     tlm_model m;
     tlm_error err;
-    if (tlm_model_open(&m, FW_MODEL, FW_MODEL_BYTES, &err))
+    const uint8_t *img = FW_MODEL;
+    size_t img_bytes = FW_MODEL_BYTES;
+#ifdef TLM_FW_SIGNED
+    { /* only a model the server signed runs */
+        static const uint8_t server[32] = TLM_FW_SIGNED_BY;
+        uint32_t round = 0;
+        tlm_fw_seal_begin();
+        const tlm_status st = tlm_seal_verify_model(FW_MODEL, FW_MODEL_BYTES, server, &img, &img_bytes, &round, &err);
+        tlm_fw_seal_end();
+        if (st) return fw_fail("refused", err.msg, 10);
+        fw_put_str("SIGNED round ");
+        fw_put_u32(round);
+        fw_put_str(", the server's signature verified\n");
+        fw_flush();
+    }
+#endif
+    if (tlm_model_open(&m, img, img_bytes, &err))
         return fw_fail("model", err.msg, 2);
     tlm_runtime rt;
 #ifndef TLM_FW_RT_FLAGS

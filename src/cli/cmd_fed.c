@@ -39,6 +39,7 @@ const char cli_fed_help[] =
     "       tritlm fed reveal --key DEVICE.key --server-key SERVER.pub --devices DEVICES.txt --state STATE\n"
     "                         --request NEW.tlm.request -o REVEAL\n"
     "       tritlm fed keygen -o NAME   (writes NAME.key, secret, and NAME.pub)\n"
+    "       tritlm fed sign --key SERVER.key -m MODEL.tlm --round R -o MODEL.tlmg\n"
     "       tritlm fed info [-m GLOBAL.tlm] [--server-key SERVER.pub] [--json] MESSAGE...\n"
     "\n"
     "Federated fine-tuning, one round, with files (the message format is docs/FORMAT.md's\n"
@@ -128,7 +129,10 @@ const char cli_fed_help[] =
     "  against GLOBAL with -m); a sealed update's size (only the server can open it); a signed\n"
     "  model's round (its signature checked with --server-key). Exit 1 if any is damaged.\n"
     "keygen: a key pair for a device or the server (libsodium: Ed25519 signatures, X25519\n"
-    "  sealed boxes). NAME.key is secret (mode 0600, never overwritten); NAME.pub is shared.\n";
+    "  sealed boxes). NAME.key is secret (mode 0600, never overwritten); NAME.pub is shared.\n"
+    "sign: the server's signature on a model for round R, as --publish-model sends it, as a file\n"
+    "  (a device's first model, or an image to flash: 'tritlm firmware -m MODEL.tlmg\n"
+    "  --server-key SERVER.pub' checks it on the device before using it).\n";
 
 
 
@@ -567,6 +571,57 @@ static int fed_keygen(int argc, char **argv)
     return 0;
 }
 
+/* tritlm fed sign --key SERVER.key -m MODEL.tlm --round R -o MODEL.tlmg */
+static int fed_sign(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"key", required_argument, 0, F_KEY},        {"model", required_argument, 0, 'm'},
+        {"round", required_argument, 0, F_ROUND},    {"output", required_argument, 0, 'o'},
+        {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
+    const char *key = NULL, *model = NULL, *out = NULL;
+    uint32_t round = 0;
+    int c, have_round = 0;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case F_KEY: key = optarg; break;
+        case 'm': model = optarg; break;
+        case 'o': out = optarg; break;
+        case F_ROUND:
+            if (!cli_parse_u32(optarg, 0, 0xFFFFFFFFu, &round))
+                return cli_usage_error("fed sign", "--round expects an integer, got '%s'", optarg);
+            have_round = 1;
+            break;
+        case 'h': fputs(cli_fed_help, stdout); return 0;
+        default: return cli_bad_option("fed sign", argv, c);
+        }
+    }
+    if (optind != argc) return cli_usage_error("fed sign", "unexpected argument '%s'", argv[optind]);
+    if (!key || !model || !out || !have_round)
+        return cli_usage_error("fed sign", "needs --key SERVER.key, -m MODEL.tlm, --round R and -o MODEL.tlmg");
+    const char *in[] = {key, model};
+    if (cli_refuse_clobber("fed sign", out, in, 2)) return TLM_EXIT_USAGE;
+    tlm_error err;
+    tlm_fed_keys k;
+    tlm_model_file g;
+    if (tlm_fed_keys_read(key, &k, &err)) return cli_fail("fed sign", &err);
+    if (tlm_model_file_open(&g, model, &err)) { /* only a valid image gets the server's signature */
+        tlm_fed_keys_wipe(&k);
+        return cli_fail("fed sign", &err);
+    }
+    uint8_t *sm = NULL;
+    size_t sn = 0;
+    tlm_status st = tlm_fed_sign_model(&k, round, (const uint8_t *)g.map.addr, g.map.bytes, &sm, &sn, &err);
+    tlm_fed_keys_wipe(&k);
+    tlm_model_file_close(&g);
+    if (!st) st = tlm_write_file_atomic(out, sm, sn, &err);
+    free(sm);
+    if (st) return cli_fail("fed sign", &err);
+    fprintf(stderr, "fed sign: %s, %zu bytes, signed for round %u\n", out, sn, round);
+    return 0;
+}
+
 /* tritlm fed reveal: secure aggregation's second step on a device, with
  * files: the seed kept by 'fed update --secure-agg --state' and the
  * server's signed request give the reveal; the state is then deleted, so
@@ -756,11 +811,12 @@ int cmd_fed(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "update")) return fed_update(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "aggregate")) return cli_fed_aggregate(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "keygen")) return fed_keygen(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "sign")) return fed_sign(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "info")) return fed_info(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "reveal")) return fed_reveal(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(cli_fed_help, stdout);
         return 0;
     }
-    return cli_usage_error("fed", "expects 'update', 'aggregate', 'reveal', 'keygen' or 'info'%s%s", argc >= 2 ? ", got " : "", argc >= 2 ? argv[1] : "");
+    return cli_usage_error("fed", "expects 'update', 'aggregate', 'reveal', 'keygen', 'sign' or 'info'%s%s", argc >= 2 ? ", got " : "", argc >= 2 ? argv[1] : "");
 }

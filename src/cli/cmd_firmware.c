@@ -20,7 +20,7 @@
 static const char help[] =
     "usage: tritlm firmware (--target cortex-m7|cortex-m4|esp32c3|lx106 | --device NAME) -m MODEL.tlm [--ctx N]\n"
     "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
-    "                       [--adapter UPDATE] [--run] [--json]\n"
+    "                       [--adapter UPDATE] [--server-key SERVER.pub] [--run] [--json]\n"
     "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E] [--lora R]\n"
     "                        [--update FILE] [--key DEVICE.key --server-key SERVER.pub]]\n"
     "\n"
@@ -76,6 +76,9 @@ static const char help[] =
     "                     after using it; it prints only the sealed update, which 'fed\n"
     "                     aggregate --key SERVER.key --devices D' opens (the keys, and 32 bytes\n"
     "                     of entropy QEMU cannot give, are compiled in: OUT/tlm_fw_keys.h)\n"
+    "      --server-key SERVER.pub (without --tune)\n"
+    "                     MODEL is a signed model ('tritlm fed sign'): the firmware checks the\n"
+    "                     server's signature on it before using it (exit status 10 if it fails)\n"
     "      --json         one JSON object on stdout (with --run)\n"
     "  -h, --help         this text\n"
     "\n"
@@ -342,14 +345,19 @@ int cmd_firmware(int argc, char **argv)
     if (stack_kb >= ram_kb) return cli_usage_error("firmware", "--stack-kb %u leaves nothing of the %u KB of RAM", stack_kb, ram_kb);
     if (!tune && (tune_opts || update))
         return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr, --encode, --lora and --update go with --tune TEXT");
-    if ((seal_key || seal_pub) && !(tune && seal_key && seal_pub))
+    if (seal_key && !(tune && seal_pub))
         return cli_usage_error("firmware", "--key and --server-key go together, with --tune TEXT (the device seals its update)");
-    if (seal_key) { /* read here for a clear message; build.sh takes the same lines */
+    if (seal_pub && tune && !seal_key)
+        return cli_usage_error("firmware", "--key and --server-key go together, with --tune TEXT (the device seals its update)");
+    if (seal_pub) { /* read here for a clear message; build.sh takes the same lines */
         tlm_fed_keys k;
         tlm_fed_pub p;
         tlm_error err;
-        const tlm_status st = tlm_fed_keys_read(seal_key, &k, &err);
-        tlm_fed_keys_wipe(&k);
+        tlm_status st = TLM_OK;
+        if (seal_key) {
+            st = tlm_fed_keys_read(seal_key, &k, &err);
+            tlm_fed_keys_wipe(&k);
+        }
         if (st || tlm_fed_pub_read(seal_pub, &p, &err)) return cli_fail("firmware", &err);
     }
     if (tune_lora && encode && strcmp(encode, "int8"))
@@ -427,6 +435,9 @@ int cmd_firmware(int argc, char **argv)
             free(t);
         }
         cJSON_AddNumberToObject(root, "tokens", tokens);
+        size_t sl = 0;
+        const char *sr = cli_fw_field(out, "SIGNED", &sl); /* "round R, the server's signature verified" */
+        if (sr && sl > 6) cJSON_AddNumberToObject(root, "signed_round", strtod(sr + 6, NULL));
         add_memory(root, &r);
         cJSON_AddNumberToObject(root, "model_bytes", model_b);
         if (have_insns) {

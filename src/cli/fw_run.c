@@ -129,12 +129,14 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
             args[k++] = "--tune-lora";
             args[k++] = num[7];
         }
-        if (job->seal_key) {
-            args[k++] = "--key";
-            args[k++] = (char *)job->seal_key;
-            args[k++] = "--server-key";
-            args[k++] = (char *)job->seal_pub;
-        }
+    }
+    if (job->seal_key) {
+        args[k++] = "--key";
+        args[k++] = (char *)job->seal_key;
+    }
+    if (job->seal_pub) {
+        args[k++] = "--server-key";
+        args[k++] = (char *)job->seal_pub;
     }
     args[k] = NULL;
 

@@ -59,26 +59,49 @@ static uint64_t be64(const uint8_t *p)
     return v;
 }
 
-static void sha512_block(uint64_t h[8], const uint8_t *p)
+/* One round with the eight working values named in rotation (no copies):
+ * the round's h becomes the next round's a, its d + t1 the next e. */
+#define SHA512_ROUND(a, b, c, d, e, f, g, h, i)                                                                        \
+    do {                                                                                                               \
+        const uint64_t w_ = (i) < 16 ? w[(i)&15] : sha512_next(w, (i));                                              \
+        const uint64_t t1_ = h + (ror64(e, 14) ^ ror64(e, 18) ^ ror64(e, 41)) + ((e & f) ^ (~e & g)) + k512[i] + w_;  \
+        d += t1_;                                                                                                      \
+        h = t1_ + (ror64(a, 28) ^ ror64(a, 34) ^ ror64(a, 39)) + ((a & b) ^ (a & c) ^ (b & c));                       \
+    } while (0)
+
+/* the schedule's word i (i >= 16), kept in a ring of sixteen */
+static inline uint64_t sha512_next(uint64_t w[16], int i)
 {
-    uint64_t w[16], v[8];
-    for (int i = 0; i < 16; i++) w[i] = be64(p + 8 * i);
-    memcpy(v, h, sizeof v);
-    for (int i = 0; i < 80; i++) {
-        if (i >= 16) { /* the schedule, sixteen words at a time */
-            const uint64_t a = w[(i + 1) & 15], b = w[(i + 14) & 15];
-            w[i & 15] += (ror64(a, 1) ^ ror64(a, 8) ^ a >> 7) + w[(i + 9) & 15] + (ror64(b, 19) ^ ror64(b, 61) ^ b >> 6);
-        }
-        const uint64_t e = v[4], a = v[0];
-        const uint64_t t1 = v[7] + (ror64(e, 14) ^ ror64(e, 18) ^ ror64(e, 41)) + ((e & v[5]) ^ (~e & v[6])) + k512[i] +
-                            w[i & 15];
-        const uint64_t t2 = (ror64(a, 28) ^ ror64(a, 34) ^ ror64(a, 39)) + ((a & v[1]) ^ (a & v[2]) ^ (v[1] & v[2]));
-        memmove(v + 1, v, 7 * sizeof v[0]);
-        v[4] += t1;
-        v[0] = t1 + t2;
-    }
-    for (int i = 0; i < 8; i++) h[i] += v[i];
+    const uint64_t a = w[(i + 1) & 15], b = w[(i + 14) & 15];
+    w[i & 15] += (ror64(a, 1) ^ ror64(a, 8) ^ a >> 7) + w[(i + 9) & 15] + (ror64(b, 19) ^ ror64(b, 61) ^ b >> 6);
+    return w[i & 15];
 }
+
+static void sha512_block(uint64_t st[8], const uint8_t *p)
+{
+    uint64_t w[16];
+    for (int i = 0; i < 16; i++) w[i] = be64(p + 8 * i);
+    uint64_t a = st[0], b = st[1], c = st[2], d = st[3], e = st[4], f = st[5], g = st[6], h = st[7];
+    for (int i = 0; i < 80; i += 8) {
+        SHA512_ROUND(a, b, c, d, e, f, g, h, i);
+        SHA512_ROUND(h, a, b, c, d, e, f, g, i + 1);
+        SHA512_ROUND(g, h, a, b, c, d, e, f, i + 2);
+        SHA512_ROUND(f, g, h, a, b, c, d, e, i + 3);
+        SHA512_ROUND(e, f, g, h, a, b, c, d, i + 4);
+        SHA512_ROUND(d, e, f, g, h, a, b, c, i + 5);
+        SHA512_ROUND(c, d, e, f, g, h, a, b, i + 6);
+        SHA512_ROUND(b, c, d, e, f, g, h, a, i + 7);
+    }
+    st[0] += a;
+    st[1] += b;
+    st[2] += c;
+    st[3] += d;
+    st[4] += e;
+    st[5] += f;
+    st[6] += g;
+    st[7] += h;
+}
+#undef SHA512_ROUND
 
 void tlm_sha512_init(tlm_sha512 *s)
 {
