@@ -4,7 +4,8 @@
  * training and quantization, text (the tokenizer must give any bytes
  * back, and so must one trained on them), redaction, federated update messages (what a
  * server reads from devices), key files and rosters, and sealed updates
- * and signed models as a broker could forge them. The first byte picks
+ * and signed models as a broker could forge them (signed models also
+ * through the device core's check). The first byte picks
  * the reader (modulo 10;
  * for tokenizers, its quotient is the token count asked for); the rest is
  * the file, with its checksums resealed so that the structural checks are
@@ -32,6 +33,7 @@
 #include "tritlm/fed.h"
 #include "tritlm/model.h"
 #include "tritlm/runtime.h"
+#include "tritlm/seal.h"
 #include "tritlm/tokenizer.h"
 
 enum { READ_CKPT, READ_LLAMA2C, READ_TOKENIZER, READ_IMAGE, READ_TEXT, TRAIN_TOKENIZER, REDACT, READ_FED, READ_KEYS,
@@ -426,6 +428,9 @@ static void open_sealed(const uint8_t *b, size_t n)
     size_t img_n = 0;
     err.msg[0] = 0;
     if (tlm_fed_verify_model(&server.pub, b, n, &img, &img_n, &round, &err) == TLM_OK) abort();
+    if (!err.msg[0]) abort();
+    err.msg[0] = 0; /* and by the device core's own check (tritlm/seal.h), as a device reads it */
+    if (tlm_seal_verify_model(b, n, server.pub.sign_pk, &img, &img_n, &round, &err) == TLM_OK) abort();
     if (!err.msg[0]) abort();
     /* a forged request for reveals is refused; a reveal is parsed or refused, and parsed holds its count */
     uint32_t base = 0, nd = 0, *dropped = NULL;
