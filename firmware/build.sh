@@ -21,6 +21,7 @@
 #                           on wq, wk, wv, wo instead of the gains (alpha R/2, A from --seed; the update in
 #                           int8 low-rank factors); --lr defaults to tritlm/tune.h's TLM_TUNE_LR or
 #                           TLM_TUNE_LORA_LR)
+#        [--client ID] [--round R]   (with --tune: the update's client id and round, default 0)
 #        [--key DEVICE.key --server-key SERVER.pub]   (with --tune: the update leaves signed with the
 #                          device's key and sealed to the server's, by the core (tritlm/seal.h); the
 #                          keys and 32 bytes of build-time entropy go into OUTDIR/tlm_fw_keys.h)
@@ -36,7 +37,7 @@ root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
 ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
-seal_key="" seal_pub="" adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0
+seal_key="" seal_pub="" adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0 tune_client=0 tune_round=0
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -60,6 +61,8 @@ while [ $# -gt 0 ]; do
     --tune-steps) tune_steps=$2; shift 2 ;;
     --tune-window) tune_window=$2; shift 2 ;;
     --tune-lora) tune_lora=$2; shift 2 ;;
+    --client) tune_client=$2; shift 2 ;;
+    --round) tune_round=$2; shift 2 ;;
     --lr) tune_lr=$2; shift 2 ;;
     --encode)
         case $2 in fp32) tune_enc=0 ;; int8) tune_enc=1 ;; t2) tune_enc=2 ;;
@@ -119,7 +122,7 @@ fi
 if [ -n "$tune" ]; then
     [ "$embed" = asm ] || { echo "build.sh: --tune takes the model by .incbin (--embed asm)" >&2; exit 2; }
     [ -f "$tune" ] || { echo "build.sh: no text file $tune" >&2; exit 2; }
-    case "$tune_steps$tune_window$tune_lora" in *[!0-9]*) echo "build.sh: --tune-steps, --tune-window and --tune-lora take integers" >&2; exit 2 ;; esac
+    case "$tune_steps$tune_window$tune_lora$tune_client$tune_round" in *[!0-9]*) echo "build.sh: --tune-steps, --tune-window, --tune-lora, --client and --round take integers" >&2; exit 2 ;; esac
     lora_opt=""
     if [ "$tune_lora" -gt 0 ]; then
         [ "${tune_enc:-1}" = 1 ] || { echo "build.sh: --tune-lora sends int8 factors: not --encode fp32 or t2" >&2; exit 2; }
@@ -139,7 +142,7 @@ if [ -n "$tune" ]; then
     tune_defs="-DTLM_FW_TUNE_STEPS=${tune_steps}u -DTLM_FW_TUNE_WINDOW=${tune_window}u"
     [ -n "$tune_lr" ] && tune_defs="$tune_defs -DTLM_FW_TUNE_LR=((float)$tune_lr)" # (else the core's default: fw_tune.c)
     tune_defs="$tune_defs -DTLM_FW_TEXT_IDS=$((tbytes + 3 * (tlines + 1)))u -DTLM_FW_TUNE_ENC=${tune_enc}u -DTLM_FW_SEED=${priv_seed}u"
-    tune_defs="$tune_defs -DTLM_FW_TUNE_LORA=${tune_lora}u"
+    tune_defs="$tune_defs -DTLM_FW_TUNE_LORA=${tune_lora}u -DTLM_FW_CLIENT=${tune_client}u -DTLM_FW_ROUND=${tune_round}u"
 elif [ -n "${TLM_FW_ARENA:-}" ]; then
     arena=$TLM_FW_ARENA # tests: build an image the host would refuse, to see the firmware refuse it
 else

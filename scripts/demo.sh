@@ -77,8 +77,10 @@ if [ -r "$clinc" ]; then
 fi
 # on a microcontroller (emulated): the default model as STM32F722 firmware;
 # the same model tuning its norm gains on a device's own text in 256 KB of
-# RAM and printing the update it would send, which the server folds into a
-# next global model that stays ternary; and the fp32 parent quantized per
+# RAM and sending the update signed with device 1's key and sealed to the
+# server's by the chip itself, which the server opens and folds into a
+# next global model that stays ternary, signs, and the chip checks before
+# running it; and the fp32 parent quantized per
 # layer for an STM32H743's flash and RAM
 if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1; then
     head -c 3000 "$fed/device1.txt" >"$fed/own.txt"
@@ -86,15 +88,21 @@ if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/
     "$tlm" firmware --device stm32f722 -m "$ternary" --kv-int8 -n 64 -o "$build/demo/fw-stm32f722" --run |
         grep -E '^(TEXT|FLASH|RAM|INSNS_PER_TOKEN|ESTIMATE)'
     "$tlm" firmware --target cortex-m7 -m "$ternary" --tune "$fed/own.txt" --tune-steps 2 --encode int8 \
+        --client 1 --key "$fed/device1.key" --server-key "$fed/server.pub" \
         -o "$build/demo/fw-tune" --run --update "$fed/device1-on-chip.tlmu" |
         grep -E '^(TUNE_TOKENS|UPDATE_BYTES|RAM|LOSS|ESTIMATE)'
-    "$tlm" fed info -m "$ternary" "$fed/device1-on-chip.tlmu" | head -1
+    "$tlm" fed info "$fed/device1-on-chip.tlmu" | head -1
     # the personal adapter in the chip, beside the model in flash
     [ -r "$fed/adapter.tlmu" ] && "$tlm" firmware --target cortex-m7 -m "$ternary" --kv-int8 --adapter "$fed/adapter.tlmu" \
         -p "can you book" -n 24 -o "$build/demo/fw-adapter" --run | grep -E '^(ADAPTER|TEXT|RAM|FLASH)' 
     # the server folds it into the next global model, still ternary (same size)
-    "$tlm" fed aggregate -m "$ternary" -o "$build/demo/ternary-round1.tlm" "$fed/device1-on-chip.tlmu"
+    "$tlm" fed aggregate -m "$ternary" -o "$build/demo/ternary-round1.tlm" --key "$fed/server.key" \
+        --devices "$fed/devices.txt" "$fed/device1-on-chip.tlmu"
     wc -c "$ternary" "$build/demo/ternary-round1.tlm"
+    # the server signs it; the chip checks the signature before it runs the model
+    "$tlm" fed sign --key "$fed/server.key" -m "$build/demo/ternary-round1.tlm" --round 1 -o "$build/demo/ternary-round1.tlmg"
+    "$tlm" firmware --target cortex-m7 -m "$build/demo/ternary-round1.tlmg" --server-key "$fed/server.pub" --kv-int8 -n 32 \
+        -o "$build/demo/fw-signed" --run | grep -E '^(SIGNED|TEXT)'
     "$tlm" quantize -m "$fp32" -o "$build/demo/d128-stm32h743.tlm" --device stm32h743 --calib "$dev" --calib-stories 50
     set +x
 fi

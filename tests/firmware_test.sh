@@ -194,10 +194,10 @@ fi
 # On-device tuning (fw_tune.c through `tritlm firmware --tune`): the device
 # tokenizes its own text (60 CLINC150 requests, far from the model's
 # stories), tunes the norm gains with the core's step and sends a
-# federated update, signed with its key and sealed to the server's by the
-# core's own cryptography (--key, --server-key). The server (libsodium)
-# must open it and find it signed by the enrolled device, a server without
-# the key must refuse it, the model it aggregates must score the text better
+# federated update for client 5, signed with its key and sealed to the
+# server's by the core's own cryptography (--key, --server-key). The server
+# (libsodium) must open it and find it signed by the device enrolled as
+# client 5 (not under another id), a server without the key must refuse it, the model it aggregates must score the text better
 # than the base model, and as well as the model made from the host's `fed
 # update --device-step` (the same core step on x86-64; float libraries may
 # differ in the last bit).
@@ -206,9 +206,10 @@ grep -o '\["[^"]*", "[a-z_]*"\]' "$data/clinc150/train_val.json" | sed -n '1~50p
 case $target in cortex-m*) tw=16 ts=3 ;; *) tw=8 ts=2 ;; esac # soft float: fewer, shorter steps
 st=0
 "$tlm" fed keygen -o "$tmp/dev_key" >/dev/null 2>&1 && "$tlm" fed keygen -o "$tmp/srv_key" >/dev/null 2>&1 || st=$?
-echo "0 $(cat "$tmp/dev_key.pub")" >"$tmp/roster.txt" # the firmware's client id is 0
+echo "5 $(cat "$tmp/dev_key.pub")" >"$tmp/roster.txt" # enrolled as client 5, which the update must name
 j=$("$tlm" firmware --target $target -m "$tmp/s.tlm" --tune "$tmp/own.txt" --tune-window $tw --tune-steps $ts \
-    --key "$tmp/dev_key.key" --server-key "$tmp/srv_key.pub" -o "$tmp/fw_tune" --run --json --update "$tmp/dev.tlmu") || st=$?
+    --client 5 --round 2 --key "$tmp/dev_key.key" --server-key "$tmp/srv_key.pub" -o "$tmp/fw_tune" --run --json \
+    --update "$tmp/dev.tlmu") || st=$?
 "$tlm" fed update -m "$tmp/s.tlm" --data "$tmp/own.txt" --split lines --device-step --ctx $tw --steps $ts \
     --encode fp32 -o "$tmp/host.tlmu" 2>/dev/null || st=$?
 info=$("$tlm" fed info "$tmp/dev.tlmu") || st=$?
@@ -218,6 +219,9 @@ if [ $st = 0 ]; then
         "$tmp/dev.tlmu" 2>/dev/null || st=$?
     "$tlm" fed aggregate -m "$tmp/s.tlm" -o "$tmp/agg_host.tlm" "$tmp/host.tlmu" 2>/dev/null || st=$?
     ! "$tlm" fed aggregate -m "$tmp/s.tlm" -o "$tmp/agg_nokey.tlm" "$tmp/dev.tlmu" 2>/dev/null || st=1
+    echo "0 $(cat "$tmp/dev_key.pub")" >"$tmp/roster0.txt" # the same key under another id: refused
+    ! "$tlm" fed aggregate -m "$tmp/s.tlm" -o "$tmp/agg_id0.tlm" --key "$tmp/srv_key.key" --devices "$tmp/roster0.txt" \
+        "$tmp/dev.tlmu" 2>/dev/null || st=1
     ! grep -q 'UPDATE [0-9a-f]' "$tmp/fw_tune/run.out" || st=1 # only the sealed update left the device
 fi
 if [ $st = 0 ]; then l_base=$(loss_of "$tmp/s.tlm") l_dev=$(loss_of "$tmp/agg_dev.tlm") l_host=$(loss_of "$tmp/agg_host.tlm"); fi

@@ -22,7 +22,7 @@ static const char help[] =
     "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
     "                       [--adapter UPDATE] [--server-key SERVER.pub] [--run] [--json]\n"
     "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E] [--lora R]\n"
-    "                        [--update FILE] [--key DEVICE.key --server-key SERVER.pub]]\n"
+    "                        [--update FILE] [--client ID] [--round R] [--key DEVICE.key --server-key SERVER.pub]]\n"
     "\n"
     "Links MODEL into firmware for the target (the image in flash, read in place; the\n"
     "runtime's arena a static array sized for N positions; RAM capped at K KB, so a model\n"
@@ -70,6 +70,9 @@ static const char help[] =
     "                     gains (the same as 'fed update --device-step --lora R'; LR default\n"
     "                     0.003), sent as int8 low-rank factors the device can decode with\n"
     "      --update FILE  with --tune --run: write that update to FILE, for 'fed aggregate'\n"
+    "      --client ID, --round R\n"
+    "                     with --tune: the client id and round the update names (default 0:\n"
+    "                     a server with --devices takes it only under the id its key is enrolled as)\n"
     "      --key DEVICE.key --server-key SERVER.pub\n"
     "                     with --tune: the firmware signs its update with the device's key and\n"
     "                     seals it to the server's (the core's own cryptography, no library),\n"
@@ -256,9 +259,11 @@ int cmd_firmware(int argc, char **argv)
         {"lr", required_argument, 0, 'L'},     {"update", required_argument, 0, 'U'},
         {"encode", required_argument, 0, 'E'}, {"stack-kb", required_argument, 0, 'k'},
         {"adapter", required_argument, 0, 'A'}, {"lora", required_argument, 0, 'l'},
-        {"key", required_argument, 0, 'Y'},    {"server-key", required_argument, 0, 'Z'}, {0, 0, 0, 0}};
+        {"key", required_argument, 0, 'Y'},    {"server-key", required_argument, 0, 'Z'},
+        {"client", required_argument, 0, 'I'}, {"round", required_argument, 0, 'N'}, {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 256, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16, tune_lora = 0;
+    uint32_t tune_client = 0, tune_round = 0;
     float tune_lr = 0.0f; /* 0: the core's default for what is tuned */
     int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0;
     const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL, *adapter = NULL;
@@ -290,6 +295,16 @@ int cmd_firmware(int argc, char **argv)
         case 'p': prompt = optarg; break;
         case 'D': device = optarg; break;
         case 'T': tune = optarg; break;
+        case 'I':
+            if (!cli_parse_u32(optarg, 0, 0xFFFFFFFFu, &tune_client))
+                return cli_usage_error("firmware", "--client expects an integer, got '%s'", optarg);
+            tune_opts = 1;
+            break;
+        case 'N':
+            if (!cli_parse_u32(optarg, 0, 0xFFFFFFFFu, &tune_round))
+                return cli_usage_error("firmware", "--round expects an integer, got '%s'", optarg);
+            tune_opts = 1;
+            break;
         case 'Y': seal_key = optarg; break;
         case 'Z': seal_pub = optarg; break;
         case 'S':
@@ -344,7 +359,7 @@ int cmd_firmware(int argc, char **argv)
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
     if (stack_kb >= ram_kb) return cli_usage_error("firmware", "--stack-kb %u leaves nothing of the %u KB of RAM", stack_kb, ram_kb);
     if (!tune && (tune_opts || update))
-        return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr, --encode, --lora and --update go with --tune TEXT");
+        return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr, --encode, --lora, --client, --round and --update go with --tune TEXT");
     if (seal_key && !(tune && seal_pub))
         return cli_usage_error("firmware", "--key and --server-key go together, with --tune TEXT (the device seals its update)");
     if (seal_pub && tune && !seal_key)
@@ -389,7 +404,8 @@ int cmd_firmware(int argc, char **argv)
     const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
                             .ctx = ctx, .ram_kb = ram_kb, .stack_kb = stack_kb, .steps = steps, .kv8 = kv8, .run = run, .adapter = adapter,
                             .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr,
-                            .tune_encode = encode, .tune_lora = tune_lora, .seal_key = seal_key, .seal_pub = seal_pub};
+                            .tune_encode = encode, .tune_lora = tune_lora, .seal_key = seal_key, .seal_pub = seal_pub,
+                            .tune_client = tune_client, .tune_round = tune_round};
     cli_fw_result r;
     if (cli_fw_build_run("firmware", &job, &r)) {
         cli_fw_result_free(&r);

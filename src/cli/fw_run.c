@@ -60,7 +60,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
 {
     memset(res, 0, sizeof *res);
     res->exit_status = -1;
-    char script[4096], self[4096], num[8][24];
+    char script[4096], self[4096], num[10][24];
     const char *fwdir = getenv("TLM_FIRMWARE_DIR");
     snprintf(script, sizeof script, "%s/build.sh", fwdir && *fwdir ? fwdir : TLM_FIRMWARE_DIR);
     if (access(script, R_OK)) {
@@ -129,6 +129,12 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
             args[k++] = "--tune-lora";
             args[k++] = num[7];
         }
+        snprintf(num[8], sizeof num[8], "%u", job->tune_client);
+        snprintf(num[9], sizeof num[9], "%u", job->tune_round);
+        args[k++] = "--client";
+        args[k++] = num[8];
+        args[k++] = "--round";
+        args[k++] = num[9];
     }
     if (job->seal_key) {
         args[k++] = "--key";

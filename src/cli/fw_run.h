@@ -23,6 +23,7 @@ typedef struct cli_fw_job {
     float tune_lr;       /* 0: the core's default (TLM_TUNE_LR, TLM_TUNE_LORA_LR) */
     const char *tune_encode; /* fp32 (NULL), int8 or t2: the update's coding */
     uint32_t tune_lora;  /* > 0: tune adapters of this rank (build.sh --tune-lora; the update int8) */
+    uint32_t tune_client, tune_round; /* the update's client id and round (build.sh --client, --round) */
     const char *seal_key, *seal_pub; /* with tune_text: seal the update on the device (build.sh --key, --server-key);
                                         seal_pub alone: the model is signed, checked on the device */
     int quiet;           /* the build's messages to /dev/null, and none of ours if the model does
