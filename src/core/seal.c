@@ -230,8 +230,9 @@ void tlm_blake2b_final(tlm_blake2b *s, uint8_t *out)
  * Sixteen limbs of 16 bits in int64_t, values wrapping at 2^256 = 38
  * (mod p). Products multiply limbs as int32 (a carried limb is below 2^17
  * in magnitude and a sum or difference of two below 2^18; times 38, below
- * 2^24), so that 32-bit cores use one 32x32 -> 64 multiply-accumulate each. Right shifts of
- * negative limbs are arithmetic (every compiler of the targets). */
+ * 2^24), so that 32-bit cores use one 32x32 -> 64 multiply-accumulate
+ * each. Right shifts of negative limbs are arithmetic (every compiler of
+ * the targets). */
 typedef int64_t fe[16];
 
 static const fe fe_d2 = {0xf159, 0x26b2, 0x9b94, 0xebd6, 0xb156, 0x8283, 0x149a, 0x00e0,
