@@ -476,6 +476,33 @@ static void test_fed_round(void **state)
     assert_int_equal(run("fed info --server-key '%s' '%s'", tu_tmp("other.pub"), tu_tmp("m.tlmg")), 1);
     assert_int_equal(run("fed sign --key '%s' -m '%s' --round 7 -o '%s'", tu_tmp("srv.key"), txt, tu_tmp("t.tlmg")), 1);
     assert_int_equal(run("fed sign --key '%s' -m '%s' --round 7 -o '%s'", tu_tmp("srv.key"), model, model), 2);
+    /* ... and the server's view of a sealed update: opened with its key and roster, its signer named */
+    assert_int_equal(run("fed keygen -o '%s'", tu_tmp("dev3")), 0);
+    {
+        char pub[256] = "";
+        FILE *f = fopen(tu_tmp("dev3.pub"), "r");
+        assert_non_null(f);
+        assert_non_null(fgets(pub, sizeof pub, f));
+        fclose(f);
+        for (int id = 3; id <= 4; id++) { /* the device enrolled as client 3, and the same key as client 4 */
+            f = fopen(tu_tmp(id == 3 ? "roster3.txt" : "roster4.txt"), "w");
+            assert_non_null(f);
+            fprintf(f, "%d %s", id, pub);
+            fclose(f);
+        }
+    }
+    assert_int_equal(run("fed update -m '%s' --data '%s' --steps 1 --ctx 16 --batch 1 --client 3 --key '%s' --server-key '%s' "
+                         "-o '%s'", model, txt, tu_tmp("dev3.key"), tu_tmp("srv.pub"), tu_tmp("s3.tlmu")), 0);
+    assert_int_equal(run("fed info '%s'", tu_tmp("s3.tlmu")), 0);
+    assert_non_null(strstr(out_text, "only the server's key opens it"));
+    assert_int_equal(run("fed info -m '%s' --key '%s' --devices '%s' --json '%s'", model, tu_tmp("srv.key"),
+                         tu_tmp("roster3.txt"), tu_tmp("s3.tlmu")), 0);
+    assert_non_null(strstr(out_text, "\"signed_by_client\":3"));
+    assert_non_null(strstr(out_text, "\"kind\":\"update\""));
+    assert_int_equal(run("fed info --key '%s' --devices '%s' '%s'", tu_tmp("srv.key"), tu_tmp("roster4.txt"), tu_tmp("s3.tlmu")), 1);
+    assert_non_null(strstr(err_text, "names client 3"));
+    assert_int_equal(run("fed info --key '%s' --devices '%s' '%s'", tu_tmp("other.key"), tu_tmp("roster3.txt"), tu_tmp("s3.tlmu")), 1);
+    assert_non_null(strstr(err_text, "cannot be opened"));
     /* a ternary global model: a round that tunes the gains leaves every matrix in its packing, byte for byte
      * (the new model is as large as the old); a round that changes matrices writes those in fp32, and says so */
     assert_int_equal(run("quantize -m '%s' -o '%s' --pack t2", model, tu_tmp("gt.tlm")), 0);

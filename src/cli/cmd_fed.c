@@ -40,7 +40,8 @@ const char cli_fed_help[] =
     "                         --request NEW.tlm.request -o REVEAL\n"
     "       tritlm fed keygen -o NAME   (writes NAME.key, secret, and NAME.pub)\n"
     "       tritlm fed sign --key SERVER.key -m MODEL.tlm --round R -o MODEL.tlmg\n"
-    "       tritlm fed info [-m GLOBAL.tlm] [--server-key SERVER.pub] [--json] MESSAGE...\n"
+    "       tritlm fed info [-m GLOBAL.tlm] [--server-key SERVER.pub] [--key SERVER.key --devices D] [--json]\n"
+    "                       MESSAGE...\n"
     "\n"
     "Federated fine-tuning, one round, with files (the message format is docs/FORMAT.md's\n"
     "federated update; a device writes the same with the core's tlm_fed_* functions).\n"
@@ -126,7 +127,8 @@ const char cli_fed_help[] =
     "reveal: a device's answer to the server's request in secure aggregation with files (the\n"
     "  --state of its 'fed update'; the state is removed after, so it answers once)\n"
     "info: what a message holds: an update's round, client, base model and entries (checked\n"
-    "  against GLOBAL with -m); a sealed update's size (only the server can open it); a signed\n"
+    "  against GLOBAL with -m); a sealed update's size, or with the server's --key and --devices\n"
+    "  its signer and what it holds; a signed\n"
     "  model's round (its signature checked with --server-key). Exit 1 if any is damaged.\n"
     "keygen: a key pair for a device or the server (libsodium: Ed25519 signatures, X25519\n"
     "  sealed boxes). NAME.key is secret (mode 0600, never overwritten); NAME.pub is shared.\n"
@@ -700,8 +702,9 @@ static int fed_info(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"server-key", required_argument, 0, F_SERVER_KEY},
+        {"key", required_argument, 0, F_KEY},   {"devices", required_argument, 0, F_DEVICES},
         {"json", no_argument, 0, F_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *model = NULL, *server_key = NULL;
+    const char *model = NULL, *server_key = NULL, *key = NULL, *devices = NULL;
     int c, json = 0;
     optind = 1;
     opterr = 0;
@@ -709,17 +712,36 @@ static int fed_info(int argc, char **argv)
         switch (c) {
         case 'm': model = optarg; break;
         case F_SERVER_KEY: server_key = optarg; break;
+        case F_KEY: key = optarg; break;
+        case F_DEVICES: devices = optarg; break;
         case F_JSON: json = 1; break;
         case 'h': fputs(cli_fed_help, stdout); return 0;
         default: return cli_bad_option("fed info", argv, c);
         }
     }
     if (optind == argc) return cli_usage_error("fed info", "no message given");
+    if (!key != !devices)
+        return cli_usage_error("fed info", "--key SERVER.key and --devices DEVICES.txt go together (they open sealed updates)");
     tlm_error err;
     tlm_model_file g;
     tlm_fed_pub pub;
+    tlm_fed_keys server;
+    tlm_fed_roster roster;
     if (server_key && tlm_fed_pub_read(server_key, &pub, &err)) return cli_fail("fed info", &err);
-    if (model && tlm_model_file_open(&g, model, &err)) return cli_fail("fed info", &err);
+    if (key) {
+        if (tlm_fed_keys_read(key, &server, &err)) return cli_fail("fed info", &err);
+        if (tlm_fed_roster_read(devices, &roster, &err)) {
+            tlm_fed_keys_wipe(&server);
+            return cli_fail("fed info", &err);
+        }
+    }
+    if (model && tlm_model_file_open(&g, model, &err)) {
+        if (key) {
+            tlm_fed_keys_wipe(&server);
+            tlm_fed_roster_free(&roster);
+        }
+        return cli_fail("fed info", &err);
+    }
     int bad = 0;
     cJSON *all = cJSON_CreateArray();
     for (int i = optind; i < argc; i++) {
@@ -735,9 +757,29 @@ static int fed_info(int argc, char **argv)
             continue;
         }
         cJSON_AddNumberToObject(j, "bytes", (double)n);
+        if (tlm_fed_looks_sealed(b, n) && key) { /* the server's view: opened, its signer checked, then as an update */
+            uint8_t *opened = NULL;
+            size_t on = 0;
+            uint32_t who = 0;
+            if (tlm_fed_unseal(&server, &roster, b, n, &opened, &on, &who, &err)) {
+                cJSON_AddStringToObject(j, "kind", "sealed update");
+                cJSON_AddStringToObject(j, "error", err.msg);
+                fprintf(stderr, "tritlm fed info: %s: %s\n", argv[i], err.msg);
+                bad = 1;
+                free(b);
+                continue;
+            }
+            cJSON_AddNumberToObject(j, "sealed_bytes", (double)n);
+            cJSON_AddNumberToObject(j, "signed_by_client", who);
+            if (!json) printf("%s: sealed update, %zu bytes, signed by client %u's enrolled key; inside:\n", argv[i], n, who);
+            free(b);
+            b = opened;
+            n = on;
+            cJSON_ReplaceItemInObject(j, "bytes", cJSON_CreateNumber((double)n));
+        }
         if (tlm_fed_looks_sealed(b, n)) {
             cJSON_AddStringToObject(j, "kind", "sealed update");
-            if (!json) printf("%s: sealed update, %zu bytes (only the server's key opens it)\n", argv[i], n);
+            if (!json) printf("%s: sealed update, %zu bytes (only the server's key opens it: --key, --devices)\n", argv[i], n);
         } else if (n >= 4 && !memcmp(b, TLM_FED_SIGNED_MAGIC, 4)) {
             const uint8_t *img;
             size_t img_n;
@@ -797,6 +839,10 @@ static int fed_info(int argc, char **argv)
         free(b);
     }
     if (model) tlm_model_file_close(&g);
+    if (key) {
+        tlm_fed_keys_wipe(&server);
+        tlm_fed_roster_free(&roster);
+    }
     if (json) {
         char *s = cJSON_PrintUnformatted(all);
         if (s) puts(s);
