@@ -208,6 +208,14 @@ static void test_ed25519(void **state)
     const uint8_t *one[1] = {m};
     const size_t one_n[1] = {10};
     assert_false(tlm_ed25519_verify(sig_b, bad, one, one_n, 1));
+    /* keys of small order: the identity (y = 1) and the point of order 2 (y = -1). With R the
+     * identity and S = 0 the verification equation holds for any message: refused, as libsodium does */
+    uint8_t ident[32] = {1}, forged[64] = {1};
+    assert_false(tlm_ed25519_verify(forged, ident, one, one_n, 1));
+    assert_int_not_equal(crypto_sign_verify_detached(forged, m, 10, ident), 0);
+    uint8_t minus1[32];
+    from_hex(minus1, "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f");
+    assert_false(tlm_ed25519_verify(forged, minus1, one, one_n, 1));
 }
 
 int main(void)

@@ -49,7 +49,9 @@ tlm_status tlm_seal_update(uint8_t *out, size_t cap, const uint8_t *msg, size_t 
 /* Checks a signed global model (TLMG) against the server's Ed25519 public
  * key: on success *img and *img_n give the model image inside in[] and
  * *round the round it is for. Fails on a wrong magic, version, length or
- * signature, and on a non-canonical signature. */
+ * signature, on a non-canonical signature, and on a server key that is not
+ * a point or has small order (with such a key a forged signature of the
+ * identity would pass). */
 tlm_status tlm_seal_verify_model(const uint8_t *in, size_t n, const uint8_t server_sign_pk[32], const uint8_t **img,
                                  size_t *img_n, uint32_t *round, tlm_error *err);
 

@@ -682,6 +682,13 @@ int tlm_ed25519_verify(const uint8_t sig[64], const uint8_t pk[32], const uint8_
     if (memcmp(before, s, sizeof s)) return 0;
     ge a, base, sb, ka;
     if (!ge_unpack(&a, pk)) return 0;
+    { /* a key of small order (8 A is the identity) would let S = 0 and R = the identity pass for any message */
+        ge a8 = a;
+        for (int i = 0; i < 3; i++) ge_add(&a8, &a8, &a8);
+        fe zero;
+        fe_set(zero, 0);
+        if (fe_equal(a8.x, zero)) return 0;
+    }
     uint8_t k[64], check[32];
     sha512_parts(k, sig, 32, pk, 32, part, part_n, n_parts);
     tlm_sc_reduce(k, k, 64);
