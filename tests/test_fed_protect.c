@@ -22,7 +22,6 @@
 #include "../src/host/secagg.h"
 #include "testutil.h"
 #include "tritlm/fed.h"
-#include "tritlm/seal.h"
 
 static uint8_t *tiny_img;
 static size_t tiny_bytes;
@@ -468,18 +467,6 @@ static uint8_t *sample_update(uint32_t client, size_t *n)
     return u;
 }
 
-static void write_roster(const char *path, const uint32_t *ids, const tlm_fed_pub *pubs, int n)
-{
-    FILE *f = fopen(path, "w");
-    fputs("# devices of the test\n\n", f);
-    for (int i = 0; i < n; i++) {
-        char t[TLM_FED_PUB_TEXT];
-        tlm_fed_pub_text(&pubs[i], t);
-        fprintf(f, "%u %s\n", ids[i], t);
-    }
-    fclose(f);
-}
-
 /* Sealed updates: a round trip gives the update back and names the
  * signer; every flipped byte and every truncation is refused; another
  * server cannot open it; an unenrolled signer, or an enrolled one naming
@@ -496,7 +483,7 @@ static void test_sealed(void **state)
     const tlm_fed_pub pubs[2] = {dev[0].pub, dev[1].pub};
     char rpath[4096];
     snprintf(rpath, sizeof rpath, "%s", tu_tmp("roster.txt"));
-    write_roster(rpath, ids, pubs, 2);
+    tu_write_roster(rpath, ids, pubs, 2);
     tlm_fed_roster r;
     assert_int_equal(tlm_fed_roster_read(rpath, &r, NULL), TLM_OK);
     assert_int_equal(r.n, 2);
@@ -565,11 +552,11 @@ static void test_sealed(void **state)
     tlm_fed_roster_free(&r);
     /* rosters refused: an id twice, a key twice, a line without a key */
     const uint32_t twice[2] = {4, 4};
-    write_roster(rpath, twice, pubs, 2);
+    tu_write_roster(rpath, twice, pubs, 2);
     assert_int_not_equal(tlm_fed_roster_read(rpath, &r, &err), TLM_OK);
     assert_non_null(strstr(err.msg, "enrolled twice"));
     const tlm_fed_pub same[2] = {dev[0].pub, dev[0].pub};
-    write_roster(rpath, ids, same, 2);
+    tu_write_roster(rpath, ids, same, 2);
     assert_int_not_equal(tlm_fed_roster_read(rpath, &r, &err), TLM_OK);
     assert_non_null(strstr(err.msg, "already client 4"));
     FILE *f = fopen(rpath, "w");
@@ -739,106 +726,6 @@ static void secure_round(const tlm_fed_keys *keys, const uint32_t *ids, int n, c
     tlm_params_free(&out);
 }
 
-/* Updates sealed by the device core's own cryptography (tritlm/seal.h, no
- * libsodium on the device) open on the server exactly as the host's do,
- * and the core checks the server's signed model as libsodium does. */
-static void test_sealed_on_device(void **state)
-{
-    (void)state;
-    seed(4);
-    tlm_fed_keys server, other_server, dev;
-    assert_int_equal(tlm_fed_keygen(&server, NULL), TLM_OK);
-    assert_int_equal(tlm_fed_keygen(&other_server, NULL), TLM_OK);
-    assert_int_equal(tlm_fed_keygen(&dev, NULL), TLM_OK);
-    const uint32_t ids[1] = {9};
-    char rpath[4096];
-    snprintf(rpath, sizeof rpath, "%s", tu_tmp("roster_dev.txt"));
-    write_roster(rpath, ids, &dev.pub, 1);
-    tlm_fed_roster r;
-    assert_int_equal(tlm_fed_roster_read(rpath, &r, NULL), TLM_OK);
-    size_t n;
-    uint8_t *u = sample_update(9, &n);
-    uint8_t entropy[32];
-    memset(entropy, 0x5a, sizeof entropy);
-    const size_t cap = n + TLM_SEAL_OVERHEAD;
-    uint8_t *out = malloc(cap), *again = malloc(cap), *opened;
-    size_t sn = 0, sn2 = 0, on;
-    uint32_t who = 0;
-    tlm_error err;
-    /* the key file's seed is the first half of libsodium's secret key */
-    assert_int_equal(tlm_seal_update(out, cap, u, n, dev.sign_sk, server.pub.box_pk, entropy, &sn, &err), TLM_OK);
-    assert_int_equal(sn, cap);
-    assert_true(tlm_fed_looks_sealed(out, sn));
-    assert_null(memmem(out, sn, u + 40, 64)); /* not readable in transit */
-    assert_int_equal(tlm_fed_unseal(&server, &r, out, sn, &opened, &on, &who, &err), TLM_OK);
-    assert_int_equal(who, 9);
-    assert_int_equal(on, n);
-    assert_memory_equal(opened, u, n);
-    free(opened);
-    assert_int_not_equal(tlm_fed_unseal(&other_server, &r, out, sn, &opened, &on, &who, NULL), TLM_OK);
-    for (size_t i = 0; i < sn; i += 1 + i / 16) {
-        out[i] ^= 0x10;
-        assert_int_not_equal(tlm_fed_unseal(&server, &r, out, sn, &opened, &on, &who, NULL), TLM_OK);
-        out[i] ^= 0x10;
-    }
-    /* sealed in place (the update built at TLM_SEAL_OVERHEAD): the same bytes */
-    memcpy(again + TLM_SEAL_OVERHEAD, u, n);
-    assert_int_equal(tlm_seal_update(again, cap, again + TLM_SEAL_OVERHEAD, n, dev.sign_sk, server.pub.box_pk, entropy,
-                                     &sn2, NULL),
-                     TLM_OK);
-    assert_int_equal(sn2, sn);
-    assert_memory_equal(again, out, sn);
-    /* the same entropy with another update: another ephemeral key, so no key stream is used twice */
-    uint8_t *u2 = malloc(n);
-    memcpy(u2, u, n);
-    u2[n - 40] ^= 1; /* a payload byte: not a valid update any more, but sealing takes any TLMU bytes */
-    assert_int_equal(tlm_seal_update(again, cap, u2, n, dev.sign_sk, server.pub.box_pk, entropy, &sn2, NULL), TLM_OK);
-    assert_memory_not_equal(again + 8, out + 8, 32);
-    free(u2);
-    /* refused: too little room (nothing written), not an update, a server key of small order */
-    memset(again, 0xab, cap);
-    assert_int_not_equal(tlm_seal_update(again, cap - 1, u, n, dev.sign_sk, server.pub.box_pk, entropy, &sn2, &err),
-                         TLM_OK);
-    assert_non_null(strstr(err.msg, "room"));
-    for (size_t i = 0; i < cap; i++) assert_int_equal(again[i], 0xab);
-    assert_int_not_equal(tlm_seal_update(again, cap, tiny_img, n < tiny_bytes ? n : tiny_bytes, dev.sign_sk, server.pub.box_pk, entropy, &sn2, &err),
-                         TLM_OK);
-    assert_non_null(strstr(err.msg, "not an update"));
-    static const uint8_t zero_key[32] = {0};
-    assert_int_not_equal(tlm_seal_update(again, cap, u, n, dev.sign_sk, zero_key, entropy, &sn2, &err), TLM_OK);
-    assert_non_null(strstr(err.msg, "not a usable"));
-    free(out);
-    free(again);
-    free(u);
-    tlm_fed_roster_free(&r);
-
-    /* the signed global model, signed by the host (libsodium), checked by the core */
-    uint8_t *sm;
-    size_t smn, in;
-    const uint8_t *img;
-    uint32_t round = 0;
-    assert_int_equal(tlm_fed_sign_model(&server, 12, tiny_img, tiny_bytes, &sm, &smn, NULL), TLM_OK);
-    assert_int_equal(tlm_seal_verify_model(sm, smn, server.pub.sign_pk, &img, &in, &round, &err), TLM_OK);
-    assert_int_equal(round, 12);
-    assert_int_equal(in, tiny_bytes);
-    assert_ptr_equal(img, sm + smn - tiny_bytes);
-    assert_int_not_equal(tlm_seal_verify_model(sm, smn, other_server.pub.sign_pk, &img, &in, &round, &err), TLM_OK);
-    assert_non_null(strstr(err.msg, "does not verify"));
-    for (size_t i = 0; i < smn; i += 1 + i / 8) {
-        sm[i] ^= 1;
-        assert_int_not_equal(tlm_seal_verify_model(sm, smn, server.pub.sign_pk, &img, &in, &round, NULL), TLM_OK);
-        sm[i] ^= 1;
-    }
-    for (size_t k = 0; k < smn; k += 1 + k / 4)
-        assert_int_not_equal(tlm_seal_verify_model(sm, k, server.pub.sign_pk, &img, &in, &round, NULL), TLM_OK);
-    assert_int_not_equal(tlm_seal_verify_model(tiny_img, tiny_bytes, server.pub.sign_pk, &img, &in, &round, &err),
-                         TLM_OK);
-    assert_non_null(strstr(err.msg, "not a signed model"));
-    free(sm);
-    tlm_fed_keys_wipe(&server);
-    tlm_fed_keys_wipe(&dev);
-}
-
 static void test_secure_aggregation(void **state)
 {
     (void)state;
@@ -852,7 +739,7 @@ static void test_secure_aggregation(void **state)
     }
     char rpath[4096];
     snprintf(rpath, sizeof rpath, "%s", tu_tmp("secagg_roster.txt"));
-    write_roster(rpath, ids, pubs, N);
+    tu_write_roster(rpath, ids, pubs, N);
     tlm_fed_roster roster;
     assert_int_equal(tlm_fed_roster_read(rpath, &roster, NULL), TLM_OK);
     tlm_params g;
@@ -944,7 +831,6 @@ int main(void)
         cmocka_unit_test(test_restricted_round),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_sealed),
-        cmocka_unit_test(test_sealed_on_device),
         cmocka_unit_test(test_secure_aggregation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

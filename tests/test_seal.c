@@ -2,23 +2,64 @@
  * the library the server opens and checks messages with: SHA-512, BLAKE2b,
  * X25519 (and RFC 7748's published vector), HSalsa20/XSalsa20, Poly1305,
  * scalars modulo the group order and Ed25519 signatures, on random inputs
- * of every length around the block sizes. */
+ * of every length around the block sizes; then the envelopes, opened and
+ * checked by the host's libsodium code (src/host/fedsec.c). */
+#define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 #include <sodium.h>
 
 #include "../src/core/seal_internal.h"
+#include "../src/host/fedsec.h"
+#include "testutil.h"
+#include "tritlm/fed.h"
 #include "tritlm/seal.h"
+
+static uint8_t *tiny_img;
+static size_t tiny_bytes;
 
 static int setup(void **state)
 {
     (void)state;
+    tu_tiny cfg = {.dim = 16, .hidden = 24, .layers = 2, .heads = 2, .kv_heads = 1, .seq_len = 16, .n_merges = 10, .shared = 1};
+    tu_build_tiny(&cfg, 5, &tiny_img, &tiny_bytes);
     return sodium_init() < 0 ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    free(tiny_img);
+    return 0;
+}
+
+/* An update as a device writes it with the core: every norm's gains of a
+ * two-layer dim-16 model moved, in fp32, for this client. */
+static uint8_t *device_update(uint32_t client, size_t *n)
+{
+    tlm_model m;
+    assert_int_equal(tlm_model_open(&m, tiny_img, tiny_bytes, NULL), TLM_OK);
+    const size_t cap = TLM_FED_HEADER_BYTES + 5u * tlm_fed_entry_bytes(TLM_FED_F32, 16);
+    uint8_t *u = malloc(cap);
+    assert_non_null(u);
+    const tlm_fed_header h = {3, client, tlm_fed_model_id(&m), 500};
+    tlm_fed_writer w;
+    float delta[16];
+    for (int i = 0; i < 16; i++) delta[i] = 0.01f * (float)(i - 7);
+    assert_int_equal(tlm_fed_begin(&w, u, cap, &h, NULL), TLM_OK);
+    for (uint32_t l = 0; l < 2; l++) {
+        assert_int_equal(tlm_fed_add(&w, TLM_ROLE_ATTN_NORM, l, TLM_FED_F32, delta, 16, NULL, NULL), TLM_OK);
+        assert_int_equal(tlm_fed_add(&w, TLM_ROLE_FFN_NORM, l, TLM_FED_F32, delta, 16, NULL, NULL), TLM_OK);
+    }
+    assert_int_equal(tlm_fed_add(&w, TLM_ROLE_FINAL_NORM, 0, TLM_FED_F32, delta, 16, NULL, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_finish(&w, n, NULL), TLM_OK);
+    return u;
 }
 
 static void test_sha512(void **state)
@@ -218,11 +259,111 @@ static void test_ed25519(void **state)
     assert_false(tlm_ed25519_verify(forged, minus1, one, one_n, 1));
 }
 
+/* Updates sealed by the device core's own cryptography (tritlm/seal.h, no
+ * libsodium on the device) open on the server exactly as the host's do,
+ * and the core checks the server's signed model as libsodium does. */
+static void test_sealed_on_device(void **state)
+{
+    (void)state;
+    tlm_fed_keys server, other_server, dev;
+    assert_int_equal(tlm_fed_keygen(&server, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_keygen(&other_server, NULL), TLM_OK);
+    assert_int_equal(tlm_fed_keygen(&dev, NULL), TLM_OK);
+    const uint32_t ids[1] = {9};
+    char rpath[4096];
+    snprintf(rpath, sizeof rpath, "%s", tu_tmp("roster_dev.txt"));
+    tu_write_roster(rpath, ids, &dev.pub, 1);
+    tlm_fed_roster r;
+    assert_int_equal(tlm_fed_roster_read(rpath, &r, NULL), TLM_OK);
+    size_t n;
+    uint8_t *u = device_update(9, &n);
+    uint8_t entropy[32];
+    memset(entropy, 0x5a, sizeof entropy);
+    const size_t cap = n + TLM_SEAL_OVERHEAD;
+    uint8_t *out = malloc(cap), *again = malloc(cap), *opened;
+    size_t sn = 0, sn2 = 0, on;
+    uint32_t who = 0;
+    tlm_error err;
+    /* the key file's seed is the first half of libsodium's secret key */
+    assert_int_equal(tlm_seal_update(out, cap, u, n, dev.sign_sk, server.pub.box_pk, entropy, &sn, &err), TLM_OK);
+    assert_int_equal(sn, cap);
+    assert_true(tlm_fed_looks_sealed(out, sn));
+    assert_null(memmem(out, sn, u + 40, 64)); /* not readable in transit */
+    assert_int_equal(tlm_fed_unseal(&server, &r, out, sn, &opened, &on, &who, &err), TLM_OK);
+    assert_int_equal(who, 9);
+    assert_int_equal(on, n);
+    assert_memory_equal(opened, u, n);
+    free(opened);
+    assert_int_not_equal(tlm_fed_unseal(&other_server, &r, out, sn, &opened, &on, &who, NULL), TLM_OK);
+    for (size_t i = 0; i < sn; i += 1 + i / 16) {
+        out[i] ^= 0x10;
+        assert_int_not_equal(tlm_fed_unseal(&server, &r, out, sn, &opened, &on, &who, NULL), TLM_OK);
+        out[i] ^= 0x10;
+    }
+    /* sealed in place (the update built at TLM_SEAL_OVERHEAD): the same bytes */
+    memcpy(again + TLM_SEAL_OVERHEAD, u, n);
+    assert_int_equal(tlm_seal_update(again, cap, again + TLM_SEAL_OVERHEAD, n, dev.sign_sk, server.pub.box_pk, entropy,
+                                     &sn2, NULL),
+                     TLM_OK);
+    assert_int_equal(sn2, sn);
+    assert_memory_equal(again, out, sn);
+    /* the same entropy with another update: another ephemeral key, so no key stream is used twice */
+    uint8_t *u2 = malloc(n);
+    memcpy(u2, u, n);
+    u2[n - 40] ^= 1; /* a payload byte: not a valid update any more, but sealing takes any TLMU bytes */
+    assert_int_equal(tlm_seal_update(again, cap, u2, n, dev.sign_sk, server.pub.box_pk, entropy, &sn2, NULL), TLM_OK);
+    assert_memory_not_equal(again + 8, out + 8, 32);
+    free(u2);
+    /* refused: too little room (nothing written), not an update, a server key of small order */
+    memset(again, 0xab, cap);
+    assert_int_not_equal(tlm_seal_update(again, cap - 1, u, n, dev.sign_sk, server.pub.box_pk, entropy, &sn2, &err),
+                         TLM_OK);
+    assert_non_null(strstr(err.msg, "room"));
+    for (size_t i = 0; i < cap; i++) assert_int_equal(again[i], 0xab);
+    assert_int_not_equal(tlm_seal_update(again, cap, tiny_img, n < tiny_bytes ? n : tiny_bytes, dev.sign_sk, server.pub.box_pk, entropy, &sn2, &err),
+                         TLM_OK);
+    assert_non_null(strstr(err.msg, "not an update"));
+    static const uint8_t zero_key[32] = {0};
+    assert_int_not_equal(tlm_seal_update(again, cap, u, n, dev.sign_sk, zero_key, entropy, &sn2, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "not a usable"));
+    free(out);
+    free(again);
+    free(u);
+    tlm_fed_roster_free(&r);
+
+    /* the signed global model, signed by the host (libsodium), checked by the core */
+    uint8_t *sm;
+    size_t smn, in;
+    const uint8_t *img;
+    uint32_t round = 0;
+    assert_int_equal(tlm_fed_sign_model(&server, 12, tiny_img, tiny_bytes, &sm, &smn, NULL), TLM_OK);
+    assert_int_equal(tlm_seal_verify_model(sm, smn, server.pub.sign_pk, &img, &in, &round, &err), TLM_OK);
+    assert_int_equal(round, 12);
+    assert_int_equal(in, tiny_bytes);
+    assert_ptr_equal(img, sm + smn - tiny_bytes);
+    assert_int_not_equal(tlm_seal_verify_model(sm, smn, other_server.pub.sign_pk, &img, &in, &round, &err), TLM_OK);
+    assert_non_null(strstr(err.msg, "does not verify"));
+    for (size_t i = 0; i < smn; i += 1 + i / 8) {
+        sm[i] ^= 1;
+        assert_int_not_equal(tlm_seal_verify_model(sm, smn, server.pub.sign_pk, &img, &in, &round, NULL), TLM_OK);
+        sm[i] ^= 1;
+    }
+    for (size_t k = 0; k < smn; k += 1 + k / 4)
+        assert_int_not_equal(tlm_seal_verify_model(sm, k, server.pub.sign_pk, &img, &in, &round, NULL), TLM_OK);
+    assert_int_not_equal(tlm_seal_verify_model(tiny_img, tiny_bytes, server.pub.sign_pk, &img, &in, &round, &err),
+                         TLM_OK);
+    assert_non_null(strstr(err.msg, "not a signed model"));
+    free(sm);
+    tlm_fed_keys_wipe(&server);
+    tlm_fed_keys_wipe(&dev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha512),        cmocka_unit_test(test_blake2b),       cmocka_unit_test(test_x25519),
         cmocka_unit_test(test_salsa_poly),    cmocka_unit_test(test_scalar_reduce), cmocka_unit_test(test_ed25519),
+        cmocka_unit_test(test_sealed_on_device),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -112,6 +112,17 @@ static uint8_t *slurp(const char *path, size_t *n)
     return b;
 }
 
+/* the two files hold the same bytes */
+static void assert_same_file(const char *a, const char *b)
+{
+    size_t na, nb;
+    uint8_t *ma = slurp(a, &na), *mb = slurp(b, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ma, mb, na);
+    free(ma);
+    free(mb);
+}
+
 static void test_overfits_tiny_corpus(void **state)
 {
     (void)state;
@@ -431,12 +442,7 @@ static void test_train_only(void **state)
     assert_int_equal(tlm_train(&f, &r, NULL), TLM_OK);
     assert_int_equal(tlm_train(&all, &r, NULL), TLM_OK);
     assert_int_equal(tlm_train(&plain, &r, NULL), TLM_OK);
-    size_t na, np;
-    uint8_t *ma = slurp(all.out, &na), *mp = slurp(plain.out, &np);
-    assert_int_equal(na, np);
-    assert_memory_equal(ma, mp, na);
-    free(ma);
-    free(mp);
+    assert_same_file(all.out, plain.out);
     tlm_model_file m0, m1;
     assert_int_equal(tlm_model_file_open(&m0, a.out, NULL), TLM_OK);
     assert_int_equal(tlm_model_file_open(&m1, f.out, NULL), TLM_OK);
@@ -490,14 +496,7 @@ static void test_train_only(void **state)
     tlm_train_opts res = resume_opts(g.out, ck, sizeof ck);
     assert_int_equal(tlm_train(&res, &r, &err), TLM_OK);
     assert_int_equal(r.steps, 8);
-    {
-        size_t nf, ng;
-        uint8_t *mf = slurp(f.out, &nf), *mg = slurp(g.out, &ng);
-        assert_int_equal(nf, ng);
-        assert_memory_equal(mf, mg, nf);
-        free(mf);
-        free(mg);
-    }
+    assert_same_file(f.out, g.out);
     /* ... which a resumed run cannot change, nor add to a run that trained everything */
     res.train_only = "norms";
     assert_int_equal(tlm_train(&res, &r, &err), TLM_ERR_ARG);

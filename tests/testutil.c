@@ -242,3 +242,16 @@ int tu_run(char **out, char **err, const char *fmt, ...)
     if (err) *err = last_err;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
+
+void tu_write_roster(const char *path, const uint32_t *ids, const tlm_fed_pub *pubs, int n)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) abort();
+    fputs("# devices of the test\n\n", f);
+    for (int i = 0; i < n; i++) {
+        char t[TLM_FED_PUB_TEXT];
+        tlm_fed_pub_text(&pubs[i], t);
+        fprintf(f, "%u %s\n", ids[i], t);
+    }
+    fclose(f);
+}

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../src/host/fedsec.h"
 #include "tritlm/model.h"
 
 /* Exit status ctest reads as "skipped". */
@@ -29,6 +30,9 @@ typedef struct tu_tiny {
     int shared;
 } tu_tiny;
 void tu_build_tiny(const tu_tiny *cfg, uint64_t seed, uint8_t **image, size_t *bytes);
+
+/* Writes a roster (fed aggregate --devices): ids[i] enrolled with pubs[i]. */
+void tu_write_roster(const char *path, const uint32_t *ids, const tlm_fed_pub *pubs, int n);
 
 /* Imports stories260K from the shared data (skips if absent). */
 void tu_import_stories260k(uint8_t **image, size_t *bytes);

@@ -22,6 +22,7 @@ extern "C" {
 #endif
 
 #define TLM_FED_VERSION 1u
+#define TLM_FED_MAGIC "TLMU" /* an update message's first 4 bytes */
 #define TLM_FED_HEADER_BYTES 40u
 #define TLM_FED_ENTRY_BYTES 16u
 

@@ -29,6 +29,17 @@ extern "C" {
  * offset, so a message placed there is sealed in place. */
 #define TLM_SEAL_OVERHEAD 152u
 
+/* The envelopes' constants (docs/FORMAT.md, "Sealed update and signed
+ * model"), the host's (src/host/fedsec.c) as well: magics, version, the
+ * domain strings signatures cover (with their NUL) and the bytes before a
+ * signed model's image (magic, version, round, signature). */
+#define TLM_SEAL_SEALED_MAGIC "TLMS"
+#define TLM_SEAL_SIGNED_MAGIC "TLMG"
+#define TLM_SEAL_VERSION 1u
+#define TLM_SEAL_UPDATE_DOMAIN "tritlm federated update v1"
+#define TLM_SEAL_MODEL_DOMAIN "tritlm federated model v1"
+#define TLM_SEAL_MODEL_HEAD 76u
+
 /* The Ed25519 public key of a 32-byte seed (the first half of a device's
  * .key file). */
 void tlm_seal_public_key(uint8_t pk[32], const uint8_t seed[32]);

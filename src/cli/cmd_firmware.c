@@ -360,9 +360,7 @@ int cmd_firmware(int argc, char **argv)
     if (stack_kb >= ram_kb) return cli_usage_error("firmware", "--stack-kb %u leaves nothing of the %u KB of RAM", stack_kb, ram_kb);
     if (!tune && (tune_opts || update))
         return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr, --encode, --lora, --client, --round and --update go with --tune TEXT");
-    if (seal_key && !(tune && seal_pub))
-        return cli_usage_error("firmware", "--key and --server-key go together, with --tune TEXT (the device seals its update)");
-    if (seal_pub && tune && !seal_key)
+    if (tune ? !seal_key != !seal_pub : seal_key != NULL) /* (--server-key alone, without --tune: a signed model) */
         return cli_usage_error("firmware", "--key and --server-key go together, with --tune TEXT (the device seals its update)");
     if (seal_pub) { /* read here for a clear message; build.sh takes the same lines */
         tlm_fed_keys k;

@@ -110,7 +110,6 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     if (job->tune_text) {
         snprintf(num[3], sizeof num[3], "%u", job->tune_steps);
         snprintf(num[4], sizeof num[4], "%u", job->tune_window);
-
         args[k++] = "--tune";
         args[k++] = (char *)job->tune_text;
         args[k++] = "--tune-steps";

@@ -5,7 +5,6 @@
 #include "le.h"
 #include "tritlm/fed.h"
 
-static const uint8_t fed_magic[4] = {'T', 'L', 'M', 'U'};
 
 /* header fields */
 enum { H_MAGIC = 0, H_VERSION = 4, H_HEADER = 6, H_TOTAL = 8, H_CRC = 12, H_ROUND = 16, H_CLIENT = 20,
@@ -77,7 +76,7 @@ tlm_status tlm_fed_begin(tlm_fed_writer *w, void *buf, size_t cap, const tlm_fed
                         (unsigned)cap, TLM_FED_HEADER_BYTES);
     uint8_t *b = buf;
     memset(b, 0, TLM_FED_HEADER_BYTES);
-    memcpy(b + H_MAGIC, fed_magic, 4);
+    memcpy(b + H_MAGIC, TLM_FED_MAGIC, 4);
     tlm_wr16(b + H_VERSION, TLM_FED_VERSION);
     tlm_wr16(b + H_HEADER, TLM_FED_HEADER_BYTES);
     tlm_wr32(b + H_ROUND, h->round);
@@ -271,7 +270,7 @@ tlm_status tlm_fed_validate_for(const void *buf, size_t n, const tlm_model *m, u
     const uint8_t *b = buf;
     if (!b || n < TLM_FED_HEADER_BYTES)
         return tlm_fail(err, TLM_ERR_TRUNCATED, "federated update: %u bytes, shorter than its header", (unsigned)n);
-    if (memcmp(b + H_MAGIC, fed_magic, 4)) return tlm_fail(err, TLM_ERR_MAGIC, "federated update: not a tritlm update");
+    if (memcmp(b + H_MAGIC, TLM_FED_MAGIC, 4)) return tlm_fail(err, TLM_ERR_MAGIC, "federated update: not a tritlm update");
     if (tlm_rd16(b + H_VERSION) != TLM_FED_VERSION)
         return tlm_fail(err, TLM_ERR_VERSION, "federated update: version %u (this build reads %u)",
                         (unsigned)tlm_rd16(b + H_VERSION), TLM_FED_VERSION);

@@ -1,5 +1,6 @@
-/* The primitives under tritlm/seal.h, for the tests that check each one
- * against libsodium. Device core only. */
+/* The primitives under tritlm/seal.h (seal_hash.c, seal_25519.c,
+ * seal_box.c), for seal.c's envelopes and for the tests that check each
+ * one against libsodium. Device core only. */
 #ifndef TLM_CORE_SEAL_INTERNAL_H
 #define TLM_CORE_SEAL_INTERNAL_H
 
@@ -41,6 +42,12 @@ void tlm_poly1305(uint8_t mac[16], const uint8_t *m, size_t n, const uint8_t key
 /* Ed25519 signature of the concatenation of n_parts byte strings */
 void tlm_ed25519_sign(uint8_t sig[64], const uint8_t seed[32], const uint8_t *const *part, const size_t *part_n,
                       size_t n_parts);
+/* A seed's expanded key (the clamped secret scalar, then the nonce
+ * prefix) and its public key; a signature under them: the pieces of
+ * tlm_ed25519_sign, for a caller that also needs the public key. */
+void tlm_ed25519_keys(uint8_t h[64], uint8_t pk[32], const uint8_t seed[32]);
+void tlm_ed25519_sign_expanded(uint8_t sig[64], const uint8_t h[64], const uint8_t pk[32], const uint8_t *const *part,
+                               const size_t *part_n, size_t n_parts);
 /* 1 when sig verifies for the concatenation under pk, else 0 */
 int tlm_ed25519_verify(const uint8_t sig[64], const uint8_t pk[32], const uint8_t *const *part, const size_t *part_n,
                        size_t n_parts);

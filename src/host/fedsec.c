@@ -13,21 +13,21 @@
 
 #define SECRET_TAG "tritlm-fed-secret-1"
 #define PUBLIC_TAG "tritlm-fed-public-1"
-#define FORMAT_VERSION 1u
+#define FORMAT_VERSION TLM_SEAL_VERSION
 /* Domain strings: a signature made for one kind of message never verifies
  * as another. */
-static const char update_domain[] = "tritlm federated update v1";
+static const char update_domain[] = TLM_SEAL_UPDATE_DOMAIN;
 static const char reveal_domain[] = "tritlm federated reveal v1";
 
 /* What a device signs: an update (TLMU) or a secure aggregation reveal
  * (TLMR), each under its own domain; NULL for anything else. */
 static const char *domain_of(const uint8_t *msg, size_t n)
 {
-    if (n >= 4 && !memcmp(msg, "TLMU", 4)) return update_domain;
+    if (n >= 4 && !memcmp(msg, TLM_FED_MAGIC, 4)) return update_domain;
     if (n >= 4 && !memcmp(msg, "TLMR", 4)) return reveal_domain;
     return NULL;
 }
-static const char model_domain[] = "tritlm federated model v1";
+static const char model_domain[] = TLM_SEAL_MODEL_DOMAIN;
 
 static void put_u32(uint8_t *p, uint32_t v)
 {

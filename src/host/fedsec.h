@@ -16,10 +16,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tritlm/seal.h"
 #include "tritlm/status.h"
 
-#define TLM_FED_SEALED_MAGIC "TLMS"
-#define TLM_FED_SIGNED_MAGIC "TLMG"
+#define TLM_FED_SEALED_MAGIC TLM_SEAL_SEALED_MAGIC
+#define TLM_FED_SIGNED_MAGIC TLM_SEAL_SIGNED_MAGIC
 
 /* A party's public key: Ed25519 (signatures) and X25519 (sealed boxes). */
 typedef struct tlm_fed_pub {
