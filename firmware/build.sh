@@ -3,6 +3,7 @@
 # QEMU and prints a KEY VALUE summary (see fw_main.c for the firmware's own
 # lines; INSNS_PER_TOKEN comes from the instruction-counting plugin).
 # usage: firmware/build.sh TARGET MODEL.tlm OUTDIR [--ctx N] [--ram-kb K] [--stack-kb S] [--kv-int8] [-p PROMPT] [-n STEPS] [--run]
+#        (--ctx: positions the arena holds, default the model's seq_len but at most 256)
 #        (--stack-kb: the stack's region within the RAM budget, default 8; the firmware exits 98 if it used all of it)
 #        [--privatize 1|2 --epsilon E --seed S [--count priv] [--priv-index]]   (privatize the prompt: 1 dx, 2 rr;
 #        --priv-index: d_chi with its search index in static RAM)
@@ -36,7 +37,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
-ctx=256 ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
+ctx="" ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
 seal_key="" seal_pub="" adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0 tune_client=0 tune_round=0
 while [ $# -gt 0 ]; do
     case $1 in
@@ -93,6 +94,13 @@ elif [ -n "$seal_pub" ] && [ -z "$tune" ]; then
     echo "build.sh: --server-key checks a signed model (tritlm fed sign) or, with --tune and --key, seals the update; $model is not signed" >&2
     exit 2
 fi
+if [ -z "$ctx" ]; then # the model's own context, at most 256 positions
+    sl=$("$tlm" info "$img" --json 2>"$out/info.err" | sed -n 's/.*"seq_len":\([0-9]*\).*/\1/p')
+    [ -n "$sl" ] || { echo "build.sh: $(head -n 1 "$out/info.err" | sed 's/^tritlm info: //')" >&2; exit 2; }
+    ctx=256
+    [ "$sl" -lt 256 ] && ctx=$sl
+fi
+echo "CTX $ctx"
 bytes_of() { printf '%s' "$1" | sed 's/\(..\)/0x\1,/g; s/,$//'; }
 if [ -n "$seal_pub" ]; then
     pk=$(sed -n 's/^[[:space:]]*tritlm-fed-public-1[[:space:]][[:space:]]*\([0-9a-fA-F]\{136\}\)[[:space:]]*$/\1/p' "$seal_pub" 2>/dev/null | head -n 1)

@@ -42,7 +42,7 @@ static const char help[] =
     "                     as the budget (unless --ram-kb), its clock for the estimate, and a\n"
     "                     failure if the firmware is larger than its flash\n"
     "  -m, --model FILE   model image (.tlm)\n"
-    "      --ctx N        context length the arena holds (default 256)\n"
+    "      --ctx N        context length the arena holds (default: the model's, at most 256)\n"
     "      --ram-kb K     RAM budget in KB (default 256)\n"
     "      --stack-kb S   the stack's share of that budget in KB (default 8); the firmware\n"
     "                     reports its peak (STACK) and exits 98 if it used all of it\n"
@@ -262,7 +262,7 @@ int cmd_firmware(int argc, char **argv)
         {"key", required_argument, 0, 'Y'},    {"server-key", required_argument, 0, 'Z'},
         {"client", required_argument, 0, 'I'}, {"round", required_argument, 0, 'N'}, {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
-    uint32_t ctx = 256, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16, tune_lora = 0;
+    uint32_t ctx = 0, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16, tune_lora = 0;
     uint32_t tune_client = 0, tune_round = 0;
     float tune_lr = 0.0f; /* 0: the core's default for what is tuned */
     int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0;
@@ -432,7 +432,7 @@ int cmd_firmware(int argc, char **argv)
         cJSON *root = cJSON_CreateObject();
         cJSON_AddStringToObject(root, "target", target);
         cJSON_AddStringToObject(root, "model", model);
-        cJSON_AddNumberToObject(root, "ctx", ctx);
+        cJSON_AddNumberToObject(root, "ctx", r.ctx);
         cJSON_AddBoolToObject(root, "kv_int8", kv8);
         if (adapter) {
             cJSON_AddStringToObject(root, "adapter", adapter);

@@ -86,8 +86,10 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     args[k++] = (char *)job->target;
     args[k++] = (char *)job->model;
     args[k++] = (char *)job->dir;
-    args[k++] = "--ctx";
-    args[k++] = num[0];
+    if (job->ctx) { /* else build.sh takes the model's seq_len, at most 256 */
+        args[k++] = "--ctx";
+        args[k++] = num[0];
+    }
     args[k++] = "--ram-kb";
     args[k++] = num[1];
     if (job->stack_kb) {
@@ -161,6 +163,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     field_num(out, "FLASH", &res->flash_bytes);
     field_num(out, "MODEL", &res->model_bytes);
     field_num(out, "TOKENS", &res->tokens);
+    if (!field_num(out, "CTX", &res->ctx)) res->ctx = job->ctx;
     field_num(out, "TUNE_TOKENS", &res->tune_tokens);
     res->have_insns = field_num(out, "INSNS_PER_TOKEN", &res->insns_per_token) && res->insns_per_token > 0;
     return 0;

@@ -14,7 +14,7 @@ typedef struct cli_fw_job {
     const char *dir;     /* where the ELF and logs go */
     const char *prompt;
     const char *embed;   /* asm or c */
-    uint32_t ctx, ram_kb, steps;
+    uint32_t ctx, ram_kb, steps; /* ctx 0: the model's seq_len, at most 256 */
     uint32_t stack_kb;   /* the stack's region in KB; 0: build.sh's default (8) */
     int kv8, run;
     const char *adapter; /* a low-rank update to decode with (build.sh --adapter); NULL: none */
@@ -34,6 +34,7 @@ typedef struct cli_fw_result {
     char *out;           /* what the build and the firmware printed (malloc'd) */
     int script_status;   /* build.sh's exit status (3: the model does not fit the RAM) */
     int have_exit, have_insns;
+    double ctx;          /* the context the arena was sized for (build.sh's CTX line) */
     double exit_status, static_bytes, stack_bytes, arena_bytes, flash_bytes, model_bytes, insns_per_token, tokens;
     double tune_tokens;  /* with tune_text: the text's tokens (insns_per_token then counts a step) */
 } cli_fw_result;
