@@ -222,6 +222,25 @@ fi
 grep -o '\["[^"]*", "[a-z_]*"\]' "$data/clinc150/train_val.json" | sed -n '1~50p' | head -60 |
     sed 's/^\["\(.*\)", "[a-z_]*"\]$/\1/' >"$tmp/own.txt"
 case $target in cortex-m*) tw=16 ts=3 ;; *) tw=8 ts=2 ;; esac # soft float: fewer, shorter steps
+# the device's plan measured on such text, one request per line (--split
+# lines, as for training): its fp32 calibration loss must be `tritlm eval
+# --split lines` on the same first 30 lines (it was the loss of all the
+# lines read as one story)
+if [ $target = cortex-m7 ]; then
+    st=0
+    jl=$("$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/hw_lines.tlm" --device stm32f722 --calib "$tmp/own.txt" --split lines \
+        --calib-stories 30 --deploy-ctx 64 --json 2>"$tmp/hwl.err") || st=$?
+    head -n 30 "$tmp/own.txt" >"$tmp/own30.txt"
+    el=$("$tlm" eval -m "$tmp/s.tlm" --text "$tmp/own30.txt" --split lines --ctx 64 --json 2>/dev/null |
+        sed -n 's/.*"loss":\([0-9.e+-]*\).*/\1/p')
+    cl=$(printf '%s\n' "$jl" | sed -n 's/.*"calib_loss_fp32":\([0-9.e+-]*\).*/\1/p')
+    if [ $st != 0 ] || [ -z "$el" ] || [ -z "$cl" ] ||
+        [ "$(echo "$cl $el" | awk '{d = $1 - $2; if (d < 0) d = -d; print (d <= 1e-6 * $2) ? "ok" : "no"}')" != ok ]; then
+        echo "FAIL quantize --device --split lines: exit $st, calibration loss $cl, eval $el"; cat "$tmp/hwl.err"; fail=1
+    else
+        echo "ok quantize --device --split lines: calibration loss $cl = eval's $el on the same 30 lines"
+    fi
+fi
 st=0
 "$tlm" fed keygen -o "$tmp/dev_key" >/dev/null 2>&1 && "$tlm" fed keygen -o "$tmp/srv_key" >/dev/null 2>&1 || st=$?
 echo "5 $(cat "$tmp/dev_key.pub")" >"$tmp/roster.txt" # enrolled as client 5, which the update must name

@@ -46,7 +46,8 @@ static const char help[] =
     "                         QEMU (the firmware of 'tritlm firmware'), each layer's loss at int8\n"
     "                         and ternary on --calib; the plan loses the least loss that fits,\n"
     "                         then runs fastest; the written model is run in QEMU to check it\n"
-    "      --calib FILE       stories (<|endoftext|> between them) to measure losses on\n"
+    "      --calib FILE       stories (<|endoftext|> between them; one per line with --split\n"
+    "                         lines) to measure losses on\n"
     "      --calib-stories N  how many of them (default 100)\n"
     "      --deploy-ctx N     context the firmware holds, int8 KV cache (default 256, at most the model's)\n"
     "      --min-tok-s R      at least R tokens/s at the device's clock, one instruction per cycle\n"
@@ -308,6 +309,7 @@ int cmd_quantize(int argc, char **argv)
     cJSON *j = json ? cJSON_CreateObject() : NULL;
     if (hw.dev) {
         hw.ctx = deploy_ctx ? deploy_ctx : 256u;
+        hw.separator = o.separator; /* --split lines: one calibration sample per line, as for the QAT text */
         if (hw.ctx > seq_len) hw.ctx = seq_len;
         hw.steps = hw.ctx < 128u ? hw.ctx : 128u;
         tlm_params p;

@@ -27,10 +27,11 @@ static const char *const hw_name[TLM_HW_NTYPES] = {"fp32", "int8", "t2", "t3"};
 
 /* The first n stories of text (the calibration set): the bytes up to the
  * start of story n + 1, as the evaluation protocol splits them. */
-static tlm_status first_stories(const char *text, size_t len, uint32_t n, size_t *prefix, tlm_error *err)
+static tlm_status first_stories(const char *text, size_t len, const char *sep, uint32_t n, size_t *prefix,
+                                tlm_error *err)
 {
     tlm_stories s;
-    const tlm_status st = tlm_stories_split(text, len, &s, err);
+    const tlm_status st = tlm_stories_split_by(text, len, sep, &s, err);
     if (st) return st;
     *prefix = s.n > n ? (size_t)(s.items[n].text - text) : len;
     tlm_stories_free(&s);
@@ -39,7 +40,7 @@ static tlm_status first_stories(const char *text, size_t len, uint32_t n, size_t
 
 /* Calibration loss of p quantized under q. */
 static tlm_status calib_loss(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos, uint32_t eos,
-                             const char *text, size_t len, uint32_t ctx, double *loss, tlm_error *err)
+                             const char *text, size_t len, const cli_hw_opts *o, double *loss, tlm_error *err)
 {
     uint8_t *img = NULL;
     size_t bytes = 0;
@@ -49,7 +50,8 @@ static tlm_status calib_loss(const tlm_params *p, const tlm_quant_cfg *q, const 
     if (!st) {
         tlm_eval_opts eo;
         memset(&eo, 0, sizeof eo);
-        eo.ctx = ctx;
+        eo.ctx = o->ctx;
+        eo.separator = o->separator;
         tlm_eval_result r;
         st = tlm_eval_text(&m, text, len, &eo, &r, err);
         if (!st) *loss = r.loss;
@@ -175,7 +177,7 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
     uint8_t *text = NULL;
     size_t tlen = 0;
     if (tlm_read_text(o->calib, &text, &tlen, &err) ||
-        first_stories((const char *)text, tlen, o->calib_stories, &tlen, &err)) {
+        first_stories((const char *)text, tlen, o->separator, o->calib_stories, &tlen, &err)) {
         free(text);
         return cli_fail("quantize", &err);
     }
@@ -201,7 +203,7 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
         goto out;
     }
     fprintf(stderr, "quantize: measuring each layer's loss at int8 and ternary on %s (%zu bytes)\n", o->calib, tlen);
-    if (calib_loss(p, &base, v, bos, eos, (const char *)text, tlen, o->ctx, &loss0, &err)) {
+    if (calib_loss(p, &base, v, bos, eos, (const char *)text, tlen, o, &loss0, &err)) {
         rc = cli_fail("quantize", &err);
         goto out;
     }
@@ -211,7 +213,7 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
             if (i < L) c.plan[i] = (uint8_t)hw_wtype[k];
             else c.embed = hw_wtype[k];
             double l = 0;
-            if (calib_loss(p, &c, v, bos, eos, (const char *)text, tlen, o->ctx, &l, &err)) {
+            if (calib_loss(p, &c, v, bos, eos, (const char *)text, tlen, o, &l, &err)) {
                 rc = cli_fail("quantize", &err);
                 goto out;
             }
@@ -346,7 +348,7 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
         tlm_quant_cfg c = base;
         for (uint32_t l = 0; l < L; l++) c.plan[l] = (uint8_t)hw_wtype[cands[j * (L + 1u) + l]];
         c.embed = hw_wtype[cands[j * (L + 1u) + L]];
-        if (calib_loss(p, &c, v, bos, eos, (const char *)text, tlen, o->ctx, &measured[j], &err)) {
+        if (calib_loss(p, &c, v, bos, eos, (const char *)text, tlen, o, &measured[j], &err)) {
             free(cands);
             rc = cli_fail("quantize", &err);
             goto out;

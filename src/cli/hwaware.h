@@ -16,6 +16,7 @@ typedef struct cli_hw_opts {
     uint32_t steps;                 /* positions decoded when measuring (instructions are averaged over them) */
     const char *calib;              /* text of stories to measure losses on */
     uint32_t calib_stories;         /* its first this many stories */
+    const char *separator;          /* between them (--split); NULL: <|endoftext|> */
     double min_tok_s;               /* 0: no speed floor */
     double quantum;                 /* loss resolution (nats per token) */
 } cli_hw_opts;
