@@ -424,6 +424,37 @@ static void test_init_average(void **state)
  * as they went in (weight decay included), the selected ones change;
  * selecting all is the same run as selecting nothing; the groups select
  * what they say; bad selections and resuming are refused. */
+/* Fine-tuning a model whose context is shorter than 256 without giving
+ * --ctx trains on windows of the model's own seq_len: the same run as with
+ * --ctx set to it (before, the default of 256 was refused); a longer --ctx
+ * is still refused. */
+static void test_init_default_ctx(void **state)
+{
+    (void)state;
+    tlm_train_report r;
+    tlm_train_opts a = tiny_opts(strdup(tu_tmp("dctx_a.tlm"))); /* seq_len 24 */
+    a.steps = 6;
+    assert_int_equal(tlm_train(&a, &r, NULL), TLM_OK);
+    tlm_train_opts d = tiny_opts(strdup(tu_tmp("dctx_d.tlm"))), e = tiny_opts(strdup(tu_tmp("dctx_e.tlm")));
+    d.tokenizer = e.tokenizer = NULL;
+    d.init = e.init = a.out;
+    d.steps = e.steps = 4;
+    d.ctx = 0; /* as tlm_train_defaults leaves it */
+    assert_int_equal(tlm_train(&d, &r, NULL), TLM_OK);
+    assert_int_equal(tlm_train(&e, &r, NULL), TLM_OK); /* --ctx 24 */
+    assert_same_file(d.out, e.out);
+    tlm_train_opts defaults;
+    tlm_train_defaults(&defaults);
+    assert_int_equal(defaults.ctx, 0);
+    e.ctx = 32;
+    tlm_error err;
+    assert_int_equal(tlm_train(&e, &r, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "seq_len 24"));
+    free((char *)a.out);
+    free((char *)d.out);
+    free((char *)e.out);
+}
+
 static void test_train_only(void **state)
 {
     (void)state;
@@ -844,6 +875,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_overfits_tiny_corpus),  cmocka_unit_test(test_deterministic_and_resume),
         cmocka_unit_test(test_qat), cmocka_unit_test(test_init_average), cmocka_unit_test(test_train_only),
+        cmocka_unit_test(test_init_default_ctx),
         cmocka_unit_test(test_killed_checkpoint_write), cmocka_unit_test(test_damaged_checkpoint),
         cmocka_unit_test(test_cli_train_and_export), cmocka_unit_test(test_cli_split_lines),
         cmocka_unit_test(test_cli_bad_arguments),

@@ -425,7 +425,6 @@ static int fed_update(int argc, char **argv)
         forget_secrets(key ? &dev_keys : NULL, &roster);
         return cli_fail("fed update", &err);
     }
-    if (o.ctx == 256 && g.model.hp.seq_len < 256) o.ctx = g.model.hp.seq_len;
     o.init = model;
     o.out = local;
     o.progress = isatty(2);

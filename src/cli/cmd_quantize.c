@@ -338,7 +338,6 @@ int cmd_quantize(int argc, char **argv)
         o.teacher = distill ? model : NULL;
         o.distill = distill ? dweight : 0.0f;
         o.progress = isatty(2);
-        if (!o.resume && o.ctx == 256 && seq_len < 256) o.ctx = seq_len; /* default: the model's own context, up to 256 */
         st = tlm_train(&o, &rep, &err);
     } else {
         tlm_params p;

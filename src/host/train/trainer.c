@@ -28,7 +28,7 @@ void tlm_train_defaults(tlm_train_opts *o)
     o->hp = (tlm_hparams){.dim = 64, .hidden_dim = 172, .n_layers = 5, .n_heads = 8, .n_kv_heads = 4,
                           .rope_theta = 10000.0f, .norm_eps = 1e-5f, .shared_classifier = 1};
     o->batch = 16;
-    o->ctx = 256;
+    o->ctx = 0; /* a fresh model: 256; --init: the model's seq_len, at most 256 */
     o->lr = 1e-3f;
     o->min_lr_frac = 0.1f;
     o->weight_decay = 0.1f;
@@ -303,7 +303,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             if (st) goto out;
             tlm_hparams hp = o->hp;
             hp.vocab_size = vocab.n;
-            hp.seq_len = o->ctx;
+            hp.seq_len = o->ctx ? o->ctx : 256u;
             st = tlm_params_alloc(&s.p, &hp, err);
             if (st) goto out;
             tlm_params_init(&s.p, o->seed);
@@ -315,7 +315,9 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             st = tlm_adamw_ema_init(&opt, &s.p, o->ema, err);
             if (st) goto out;
         }
-        meta = (tlm_ckpt_meta){.batch = o->batch, .ctx = o->ctx, .warmup = o->warmup, .total_steps = o->steps,
+        meta = (tlm_ckpt_meta){.batch = o->batch,
+                               .ctx = o->ctx ? o->ctx : s.p.hp.seq_len < 256u ? s.p.hp.seq_len : 256u,
+                               .warmup = o->warmup, .total_steps = o->steps,
                                .seed = o->seed, .lr = o->lr, .min_lr_frac = o->min_lr_frac,
                                .weight_decay = o->weight_decay, .clip = o->clip, .beta1 = opt.beta1, .beta2 = opt.beta2,
                                .dropout = o->dropout};

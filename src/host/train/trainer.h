@@ -12,7 +12,8 @@ typedef struct tlm_train_opts {
     const char *data, *val, *tokenizer, *init, *out, *resume;
     const char *separator; /* between stories of data and val; NULL: <|endoftext|> */
     tlm_hparams hp;        /* dimensions of a fresh model (vocab from the tokenizer, seq_len = ctx) */
-    uint32_t batch, ctx;   /* sequences per step, window length */
+    uint32_t batch, ctx;   /* sequences per step, window length (0: 256 for a fresh model,
+                              else the model's seq_len, at most 256) */
     uint32_t warmup;       /* 0: min(100, steps / 10) */
     uint64_t steps;        /* exact number of steps, or 0 with minutes */
     double minutes;        /* time budget; the step count is chosen after timing the first steps */
@@ -52,7 +53,7 @@ typedef struct tlm_train_report {
     double seconds, tokens_per_s;
 } tlm_train_report;
 
-/* Fills defaults (lr 1e-3, batch 16, ctx 256, ...). */
+/* Fills defaults (lr 1e-3, batch 16, ctx 0: see ctx, ...). */
 void tlm_train_defaults(tlm_train_opts *o);
 
 tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *err);
