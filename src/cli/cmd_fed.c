@@ -427,6 +427,7 @@ static int fed_update(int argc, char **argv)
     }
     o.init = model;
     o.out = local;
+    o.no_plot = 1; /* its folder is removed when the update is written */
     o.progress = isatty(2);
     tlm_train_report rep;
     memset(&rep, 0, sizeof rep);

@@ -646,7 +646,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     fclose(train_log);
     fclose(val_log);
     train_log = val_log = NULL;
-    if (!o->stop_after || meta.step < o->stop_after) plot(o->out, o->quiet);
+    if (!o->no_plot && (!o->stop_after || meta.step < o->stop_after)) plot(o->out, o->quiet);
 out:
     if (train_log) fclose(train_log);
     if (val_log) fclose(val_log);

@@ -28,6 +28,7 @@ typedef struct tlm_train_opts {
     uint32_t eval_every, ckpt_every;
     int progress;          /* 1: live line on a terminal, 0: a line every 30 s */
     int quiet;
+    int no_plot;           /* logs, but no gnuplot curve (a model in a temporary folder) */
     uint64_t stop_after;   /* stop (with a checkpoint) after this step; tests use it to interrupt */
     /* Quantization-aware training: latent fp32 weights, quantized forward
      * (weights by qat, activations int8), straight-through backward; the
