@@ -232,6 +232,21 @@ static void test_bad_files(void **state)
     assert_memory_equal(k, story, n);
     free(k);
     assert_int_equal(run("info '%s'", model), 0); /* the model still opens */
+    /* the project's other files, and llama2.c's, given where a model image
+     * goes: the error says what the file is and what takes it */
+    assert_int_equal(run("info '%s'", tu_data("llama2c/stories260K.bin")), 1);
+    assert_non_null(strstr(err_text, "import llama2c"));
+    assert_int_equal(run("fed keygen -o '%s'", tu_tmp("hint_srv")), 0);
+    assert_int_equal(run("fed sign --key '%s' -m '%s' --round 1 -o '%s'", tu_tmp("hint_srv.key"), model, tu_tmp("hint.tlmg")), 0);
+    assert_int_equal(run("generate -m '%s' -n 2", tu_tmp("hint.tlmg")), 1);
+    assert_non_null(strstr(err_text, "a signed model"));
+    assert_int_equal(run("fed update -m '%s' --data '%s' --steps 1 --ctx 8 --batch 1 --threads 1 -o '%s'", model,
+                         tu_tmp("mine.txt"), tu_tmp("hint.tlmu")), 0);
+    assert_int_equal(run("eval -m '%s' --text '%s'", tu_tmp("hint.tlmu"), tu_tmp("mine.txt")), 1);
+    assert_non_null(strstr(err_text, "a federated update"));
+    assert_int_equal(run("info '%s'", tu_data("llama2c/tok512.bin")), 1); /* anything else: the plain reason */
+    assert_non_null(strstr(err_text, "magic is not"));
+    assert_null(strstr(err_text, "is not a model image"));
 }
 
 static void test_json_outputs(void **state)
