@@ -215,9 +215,6 @@ esp32c3)
 lx106)
     CC=xtensa-lx106-elf-gcc
     CF="-O2 -ffunction-sections -fdata-sections -mtext-section-literals --specs=/usr/lib/xtensa-lx106-elf/picolibc.specs"
-    cache=${TLM_FW_CACHE:-$out}
-    mkdir -p "$cache"
-    cache=$(cd "$cache" && pwd)
     LDF="-nostartfiles -T link.ld -Wl,--gc-sections"
     # Debian's lx106 libgcc lacks division and most soft-float routines (the
     # ESP8266 has them in ROM): built from GCC's own source by libgcc-extra.sh
@@ -234,11 +231,34 @@ if [ "$ram_kb" -gt "$max_ram" ]; then
     exit 2
 fi
 sed "s/@RAM_KB@/$ram_kb/; s/@STACK_KB@/$stack_kb/" "$port/link.ld.in" >"$out/link.ld"
+cache=${TLM_FW_CACHE:-$out} # what builds for the same target can share
+mkdir -p "$cache"
+cache=$(cd "$cache" && pwd)
 if [ "$target" = lx106 ] && [ ! -f "$cache/libgcc-lx106-extra.a" ]; then
-    mkdir -p "$cache"
     "$here/lx106/libgcc-extra.sh" "$cache" || exit 2
 fi
 command -v "$CC" >/dev/null || { echo "build.sh: $CC not installed" >&2; exit 2; }
+# The core compiled once into an archive for this compiler, its flags and
+# the core's sources as they are (their checksum names it), so that each
+# build compiles only the firmware's own files; written under a temporary
+# name and renamed, so that builds running at once never see half of one.
+# shellcheck disable=SC2086
+key=$({ echo "$CC $CF"; "$CC" --version | head -n 1; cat "$root"/include/tritlm/*.h "$root"/src/core/*.h "$root"/src/core/*.c; } |
+    cksum | tr ' ' '-')
+corelib=$cache/libtritlm-core-$target-$key.a
+if [ ! -f "$corelib" ]; then
+    rm -f "$cache/libtritlm-core-$target-"*.a # an older core's
+    objs=$(mktemp -d "$cache/core.XXXXXX")
+    # shellcheck disable=SC2086
+    (cd "$objs" && "$CC" $CF -std=c11 -Wall -Wextra -Werror "-I$root/include" -c "$root"/src/core/*.c &&
+        ar rcs core.a ./*.o && mv core.a "$corelib") 2>"$out/core.err" || {
+        cat "$out/core.err" >&2
+        rm -rf "$objs"
+        echo "build.sh: compiling the core for $target failed" >&2
+        exit 2
+    }
+    rm -rf "$objs"
+fi
 # Every path is an argument of its own, so that any characters in them
 # (spaces, quotes) pass; the compiler runs in $out, where the model, the
 # linker script and the exported C array have plain relative names.
@@ -246,7 +266,7 @@ set -- -std=c11 -Wall -Wextra -Werror "-I$root/include" "-I$here/common" "-I$por
     "-DTLM_FW_PROMPT_BYTES=$prompt_bytes" "-DTLM_FW_PROMPT_LEN=${plen}u"
 main_c=$here/common/fw_main.c
 [ -n "$tune" ] && main_c=$here/common/fw_tune.c
-for f in "$root"/src/core/*.c "$main_c" "$here/common/fw_start.c" "$here/common/fw_io.c" "$here/common/fw_decode.c"; do
+for f in "$main_c" "$here/common/fw_start.c" "$here/common/fw_io.c" "$here/common/fw_decode.c"; do
     set -- "$@" "$f"
 done
 if [ -n "$tune" ]; then # the text under a fixed name, as the model
@@ -266,6 +286,7 @@ if [ -n "$adapter" ]; then
     [ "$adapter" -ef "$out/tlm_fw_adapter.tlmu" ] || ln -sf "$adapter" "$out/tlm_fw_adapter.tlmu"
     set -- "$@" "$here/common/adapter.S" '-DTLM_FW_ADAPTER_PATH="tlm_fw_adapter.tlmu"'
 fi
+set -- "$@" "$corelib" # after the files that call the core
 [ "$target" = lx106 ] && set -- "$@" "-L$cache"
 # shellcheck disable=SC2086
 (cd "$out" && "$CC" $CF "$@" $defs $LDF $LIBS -o fw.elf) 2>"$out/link.err" || {

@@ -188,6 +188,9 @@ int cli_hw_plan(const tlm_params *p, const tlm_vocab *v, uint32_t bos, uint32_t 
         free(text);
         return cli_fail("quantize", &err);
     }
+    /* the measurement builds share one compiled core (firmware/build.sh) */
+    const int own_cache = !getenv("TLM_FW_CACHE");
+    if (own_cache) setenv("TLM_FW_CACHE", work, 1);
 
     /* ---- loss: each layer (and the embedding) alone at each type ---- */
     tlm_quant_cfg base = *q;
@@ -435,6 +438,7 @@ out:
     free(choice);
     free(text);
     /* the measurement builds are not the user's: remove them */
+    if (own_cache) unsetenv("TLM_FW_CACHE");
     if (tlm_remove_tree(work) != 0) fprintf(stderr, "tritlm quantize: could not remove %s\n", work);
     return rc;
 }
