@@ -9,7 +9,7 @@ set -eu
 build=$1 model=$2 out=${3:-$build/fw-bench}
 shift 2
 [ $# -gt 0 ] && shift
-targets=${*:-cortex-m7 cortex-m4 esp32c3 lx106}
+targets=${*:-cortex-m7 cortex-m4 cortex-m0plus esp32c3 lx106}
 tlm=$build/tritlm
 mkdir -p "$out"
 "$tlm" quantize -m "$model" -o "$out/t2.tlm" --pack t2 2>/dev/null
@@ -19,7 +19,7 @@ echo "target,build,ram_kb_budget,ram_bytes,flash_bytes,insns_per_token,ratio_vs_
 get() { echo "$j" | sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p"; } # a number from the JSON in $j
 printf '| target | build | RAM bytes | flash bytes | instructions/token | vs fp32 | est. tok/s |\n|---|---|---|---|---|---|---|\n'
 for t in $targets; do
-    case $t in cortex-m7 | cortex-m4) big=512 ;; esp32c3) big=400 ;; lx106) big=512 ;; esac
+    case $t in cortex-m7 | cortex-m4 | cortex-m0plus) big=512 ;; esp32c3) big=400 ;; lx106) big=512 ;; esac
     base=""
     for b in fp32 t2 t3; do
         if [ $b = fp32 ]; then m=$model ram=$big kv=""; else m=$out/$b.tlm ram=256 kv=--kv-int8; fi

@@ -203,6 +203,16 @@ cortex-m7 | cortex-m4)
     SRCS="startup.c" # in $port
     max_ram=4096
     ;;
+cortex-m0plus) # Armv6-M: no FPU, no DSP; run on mps2-an385's Cortex-M3 (startup.c)
+    port=$here/cortex-m
+    CC=arm-none-eabi-gcc
+    CF="-mcpu=cortex-m0plus -mfloat-abi=soft -mthumb -O2 -ffunction-sections -fdata-sections"
+    LDF="-nostartfiles --specs=nano.specs -T link.ld -Wl,--gc-sections"
+    LIBS="-lm -lc -lgcc"
+    SRCS="startup.c"
+    FLOAT_SRCS="softfloat.c" # in common: faster float routines than libgcc's
+    max_ram=4096
+    ;;
 esp32c3)
     CC=riscv64-unknown-elf-gcc
     CF="-march=rv32imc -mabi=ilp32 -O2 -ffunction-sections -fdata-sections --specs=picolibc.specs"
@@ -223,7 +233,7 @@ lx106)
     # (softfloat.c is slower here: its 24 x 24-bit products become __muldi3 calls on this core)
     max_ram=512 # dataram1 + dataram0 of the sim machine
     ;;
-*) echo "build.sh: unknown target $target (cortex-m7, cortex-m4, esp32c3, lx106)" >&2; exit 2 ;;
+*) echo "build.sh: unknown target $target (cortex-m7, cortex-m4, cortex-m0plus, esp32c3, lx106)" >&2; exit 2 ;;
 esac
 case "$stack_kb" in '' | *[!0-9]* | 0) echo "build.sh: --stack-kb takes a whole number of KB, at least 1" >&2; exit 2 ;; esac
 if [ "$ram_kb" -gt "$max_ram" ]; then
@@ -314,9 +324,10 @@ set -- "$@" "$corelib" # after the files that call the core
 echo "ELF $out/fw.elf"
 [ "$run" = 1 ] || exit 0
 case $target in
-cortex-m7 | cortex-m4)
+cortex-m7 | cortex-m4 | cortex-m0plus)
     board=mps2-an500
     [ "$target" = cortex-m4 ] && board=mps2-an386
+    [ "$target" = cortex-m0plus ] && board=mps2-an385 # a Cortex-M3: runs Armv6-M code unchanged
     set -- qemu-system-arm -M $board -display none -chardev stdio,id=sh0 \
         -semihosting-config enable=on,target=native,chardev=sh0 -kernel "$out/fw.elf"
     ;;

@@ -1,7 +1,7 @@
 /* The firmware's integer binary32 arithmetic (multiply, add, subtract,
  * integer to float) (firmware/common/softfloat.h,
  * linked into the builds for cores without an FPU) against this machine's
- * hardware floating point, which is IEEE 754 with round-to-nearest-even
+ * hardware floating point (both multiplies: tlm_sf_mul and tlm_sf_mul32), which is IEEE 754 with round-to-nearest-even
  * and subnormals kept (x86-64 SSE, no flush to zero): every special class
  * against every other, random operands over the whole range, operands
  * whose products land in the subnormal range and at overflow, and
@@ -52,7 +52,13 @@ static void check_op(const char *op, uint32_t (*hw)(uint32_t, uint32_t), uint32_
     if (mismatches++ < 10) print_message("%s %08x %08x: hardware %08x, softfloat %08x\n", op, a, b, want, got);
 }
 
-static void check_mul(uint32_t a, uint32_t b) { check_op("mul", hw_mul, tlm_sf_mul, a, b); }
+/* both multiplies: the 64-bit product (RV32) and the one from 32-bit
+ * multiplies (Armv6-M) */
+static void check_mul(uint32_t a, uint32_t b)
+{
+    check_op("mul", hw_mul, tlm_sf_mul, a, b);
+    check_op("mul32", hw_mul, tlm_sf_mul32, a, b);
+}
 static void check_add(uint32_t a, uint32_t b) { check_op("add", hw_add, tlm_sf_add, a, b); }
 
 static const uint32_t specials[] = {

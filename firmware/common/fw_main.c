@@ -137,10 +137,14 @@ static void put_ids(const char *label, const uint32_t *v, size_t n)
 int main(void)
 {
 #ifdef TLM_FW_FAULT_TEST
-    /* tests: a load from unmapped memory must end in the fault handler */
+    /* tests: a load from unmapped memory (or, on the Cortex-M0+, a word
+     * load from an address that is not a multiple of 4) must end in the
+     * fault handler; the address through a volatile, so that the compiler
+     * cannot split the load into aligned pieces */
     fw_put_str("FAULT TEST\n");
     fw_flush();
-    fw_put_u32(*(volatile const uint32_t *)(uintptr_t)TLM_FW_FAULT_TEST);
+    volatile uintptr_t fault_at = TLM_FW_FAULT_TEST;
+    fw_put_u32(*(volatile const uint32_t *)fault_at);
     fw_flush();
 #endif
     const int checked = kernel_selftest(arena, sizeof arena);

@@ -12,8 +12,9 @@
  * product); addition is about as long as libgcc's. NaN results are quiet
  * NaNs (payloads are not specified by IEEE 754 and not kept here). On the
  * LX106, which has no high-half multiply, the 48-bit product becomes a
- * __muldi3 call and libgcc's routines stay faster, so only the RV32 port
- * links these.
+ * __muldi3 call and libgcc's routines stay faster, so it does not link
+ * these. The Cortex-M0+ (Armv6-M: a 32 x 32 -> 32 multiply only) links
+ * them with the product from four 32-bit multiplies (tlm_sf_mul32).
  *
  * Checked against the host's hardware arithmetic by tests/test_softfloat.c;
  * the firmware port links them in place of libgcc's (softfloat.c). */
@@ -76,7 +77,11 @@ static inline uint32_t tlm_sf_round_pack(uint32_t sign, int32_t e, uint64_t p)
     return sign | (((uint32_t)(e - 1) << 23) + m);
 }
 
-static inline uint32_t tlm_sf_mul(uint32_t a, uint32_t b)
+/* A product's operands: returns 1 with the result in *r when it is special
+ * (NaN, infinity, zero); else 0 with both significands in [2^23, 2^24)
+ * (subnormals normalized) and *e the product's exponent field for a
+ * significand product in [2^46, 2^47). */
+static inline int tlm_sf_mul_prep(uint32_t a, uint32_t b, uint32_t *ma_out, uint32_t *mb_out, int32_t *e, uint32_t *r)
 {
     const uint32_t sign = (a ^ b) & TLM_SF_SIGN;
     int32_t ea = (int32_t)((a >> 23) & 0xFFu), eb = (int32_t)((b >> 23) & 0xFFu);
@@ -85,19 +90,61 @@ static inline uint32_t tlm_sf_mul(uint32_t a, uint32_t b)
         ma |= 0x800000u;
         mb |= 0x800000u;
     } else {
-        if (ea == 255 && ma) return TLM_SF_QNAN;
-        if (eb == 255 && mb) return TLM_SF_QNAN;
+        if ((ea == 255 && ma) || (eb == 255 && mb)) {
+            *r = TLM_SF_QNAN;
+            return 1;
+        }
         const int a_zero = ea == 0 && ma == 0, b_zero = eb == 0 && mb == 0;
-        if (ea == 255 || eb == 255) return (a_zero || b_zero) ? TLM_SF_QNAN : sign | TLM_SF_INF;
-        if (a_zero || b_zero) return sign;
+        if (ea == 255 || eb == 255) {
+            *r = (a_zero || b_zero) ? TLM_SF_QNAN : sign | TLM_SF_INF;
+            return 1;
+        }
+        if (a_zero || b_zero) {
+            *r = sign;
+            return 1;
+        }
         ma = ea ? ma | 0x800000u : tlm_sf_normalize(ma, &ea);
         mb = eb ? mb | 0x800000u : tlm_sf_normalize(mb, &eb);
     }
+    *ma_out = ma;
+    *mb_out = mb;
+    *e = ea + eb - 127;
+    return 0;
+}
+
+static inline uint32_t tlm_sf_mul(uint32_t a, uint32_t b)
+{
+    uint32_t ma, mb, r;
+    int32_t e;
+    if (tlm_sf_mul_prep(a, b, &ma, &mb, &e, &r)) return r;
     uint64_t p = (uint64_t)ma * mb; /* [2^46, 2^48) */
-    int32_t e = ea + eb - 127;
     if (p & (1ull << 47)) e++;
     else p <<= 1;
-    return tlm_sf_round_pack(sign, e, p);
+    return tlm_sf_round_pack((a ^ b) & TLM_SF_SIGN, e, p);
+}
+
+/* The same product from 32-bit multiplies only, for cores whose multiply
+ * gives no high half (Armv6-M's MULS): the 24-bit significands in 12-bit
+ * halves, four partial products, the 48-bit result as its top 24 bits and
+ * its low 24; a normal result rounds here, the rest in tlm_sf_round_pack. */
+static inline uint32_t tlm_sf_mul32(uint32_t a, uint32_t b)
+{
+    uint32_t ma, mb, r;
+    int32_t e;
+    if (tlm_sf_mul_prep(a, b, &ma, &mb, &e, &r)) return r;
+    const uint32_t a1 = ma >> 12, a0 = ma & 0xFFFu, b1 = mb >> 12, b0 = mb & 0xFFFu;
+    const uint32_t mid = a1 * b0 + a0 * b1;                  /* < 2^25 */
+    const uint32_t low = a0 * b0 + ((mid & 0xFFFu) << 12);   /* < 2^25 */
+    uint32_t hi = a1 * b1 + (mid >> 12) + (low >> 24), lo = low & 0xFFFFFFu; /* p = hi 2^24 + lo */
+    if (hi & 0x800000u) e++;
+    else {
+        hi = (hi << 1) | (lo >> 23);
+        lo = (lo << 1) & 0xFFFFFFu;
+    }
+    const uint32_t sign = (a ^ b) & TLM_SF_SIGN;
+    if ((uint32_t)(e - 1) >= 254u) return tlm_sf_round_pack(sign, e, ((uint64_t)hi << 24) | lo);
+    hi += lo > 0x800000u || (lo == 0x800000u && (hi & 1u));
+    return sign | (((uint32_t)(e - 1) << 23) + hi);
 }
 
 /* Leading zero bits of x != 0, by halves (RV32IMC has no instruction for it). */

@@ -18,7 +18,8 @@
 #include "tritlm/tune.h"
 
 static const char help[] =
-    "usage: tritlm firmware (--target cortex-m7|cortex-m4|esp32c3|lx106 | --device NAME) -m MODEL.tlm [--ctx N]\n"
+    "usage: tritlm firmware (--target cortex-m7|cortex-m4|cortex-m0plus|esp32c3|lx106 | --device NAME)\n"
+    "                       -m MODEL.tlm [--ctx N]\n"
     "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
     "                       [--adapter UPDATE] [--server-key SERVER.pub] [--run] [--json]\n"
     "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E] [--lora R]\n"
@@ -33,6 +34,8 @@ static const char help[] =
     "targets: cortex-m7  Arm Cortex-M7, hard float (FPv5), DSP (QEMU mps2-an500)\n"
     "         cortex-m4  Arm Cortex-M4F, hard float (single-precision FPv4), DSP (QEMU\n"
     "                    mps2-an386): STM32F4, nRF52840 and the like\n"
+    "         cortex-m0plus  Arm Cortex-M0+ (Armv6-M: no FPU, no DSP), the RP2040's core,\n"
+    "                    run on QEMU mps2-an385's Cortex-M3 with unaligned accesses trapping\n"
     "         esp32c3    RV32IMC, the ESP32-C3's core (QEMU riscv32 virt, at most 400 KB)\n"
     "         lx106      Xtensa LX106 (QEMU sim), the stand-in for the ESP32's Xtensa LX6,\n"
     "                    for which neither Debian nor QEMU has a toolchain or machine\n"
@@ -352,10 +355,10 @@ int cmd_firmware(int argc, char **argv)
         target = dev->target;
         if (!ram_given) ram_kb = dev->ram_kb;
     }
-    if (!target) return cli_usage_error("firmware", "missing --target (cortex-m7, cortex-m4, esp32c3 or lx106) or --device");
+    if (!target) return cli_usage_error("firmware", "missing --target (cortex-m7, cortex-m4, cortex-m0plus, esp32c3 or lx106) or --device");
     if (!model) return cli_usage_error("firmware", "missing -m MODEL.tlm");
     const double mhz = dev ? (double)dev->mhz : cli_fw_target_mhz(target);
-    if (mhz <= 0.0) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, cortex-m4, esp32c3 or lx106)", target);
+    if (mhz <= 0.0) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, cortex-m4, cortex-m0plus, esp32c3 or lx106)", target);
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
     if (stack_kb >= ram_kb) return cli_usage_error("firmware", "--stack-kb %u leaves nothing of the %u KB of RAM", stack_kb, ram_kb);
     if (!tune && (tune_opts || update))

@@ -18,7 +18,7 @@
 static const struct {
     const char *name;
     double mhz;
-} targets[] = {{"cortex-m7", 480.0}, {"cortex-m4", 168.0}, {"esp32c3", 160.0}, {"lx106", 240.0}};
+} targets[] = {{"cortex-m7", 480.0}, {"cortex-m4", 168.0}, {"cortex-m0plus", 133.0}, {"esp32c3", 160.0}, {"lx106", 240.0}};
 
 double cli_fw_target_mhz(const char *target)
 {

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 typedef struct cli_fw_job {
-    const char *target;  /* cortex-m7, cortex-m4, esp32c3 or lx106 */
+    const char *target;  /* cortex-m7, cortex-m4, cortex-m0plus, esp32c3 or lx106 */
     const char *model;   /* the image to link */
     const char *dir;     /* where the ELF and logs go */
     const char *prompt;

@@ -12,6 +12,8 @@ static const tlm_device devices[] = {
     {"nrf52840", "cortex-m4", "nRF52840 (Cortex-M4F, single-precision FPU, 1 MB flash, 256 KB RAM)", 256, 1024, 64},
     {"stm32f446", "cortex-m4", "STM32F446 (Cortex-M4F, single-precision FPU, 512 KB flash, 128 KB SRAM)", 128, 512, 180},
     {"stm32f411", "cortex-m4", "STM32F411 (Cortex-M4F, single-precision FPU, 512 KB flash, 128 KB SRAM)", 128, 512, 100},
+    {"rp2040", "cortex-m0plus", "RP2040 (two Cortex-M0+, no FPU, 2 MB QSPI flash on the Pico, 256 KB striped SRAM)", 256,
+     2048, 133},
     {"esp32c3", "esp32c3", "ESP32-C3 (RV32IMC, no FPU, 4 MB flash module, about 320 KB SRAM free for an app)", 320,
      4096, 160},
     {"esp8266", "lx106", "ESP8266 (Xtensa LX106, no FPU, 1 MB of flash mapped, 80 KB data RAM)", 80, 1024, 160},
