@@ -192,25 +192,19 @@ rt_flags=$kv8
 defs="${tune_defs:-} ${seal_def:-} ${defs_adapter:-} ${nostop:-} $priv $fault -DTLM_FW_RT_FLAGS=${rt_flags}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
 port=$here/$target
 case $target in
-cortex-m7 | cortex-m4)
-    port=$here/cortex-m # one startup and linker script for both MPS2 boards
+cortex-m7 | cortex-m4 | cortex-m0plus)
+    port=$here/cortex-m # one startup and linker script for the three MPS2 boards
     CC=arm-none-eabi-gcc
-    fpu=fpv5-d16 # the M7's double-precision FPv5; the M4 has single-precision FPv4
-    [ "$target" = cortex-m4 ] && fpu=fpv4-sp-d16
-    CF="-mcpu=$target -mfpu=$fpu -mfloat-abi=hard -mthumb -O2 -ffunction-sections -fdata-sections"
+    case $target in
+    cortex-m7) float="-mfpu=fpv5-d16 -mfloat-abi=hard" ;;    # the M7's double-precision FPv5
+    cortex-m4) float="-mfpu=fpv4-sp-d16 -mfloat-abi=hard" ;; # the M4F's single-precision FPv4
+    *) # Armv6-M, no FPU, no DSP (run on mps2-an385's Cortex-M3: startup.c); faster float routines than libgcc's
+        float="-mfloat-abi=soft" FLOAT_SRCS="softfloat.c" ;;
+    esac
+    CF="-mcpu=$target $float -mthumb -O2 -ffunction-sections -fdata-sections"
     LDF="-nostartfiles --specs=nano.specs -T link.ld -Wl,--gc-sections"
     LIBS="-lm -lc -lgcc"
     SRCS="startup.c" # in $port
-    max_ram=4096
-    ;;
-cortex-m0plus) # Armv6-M: no FPU, no DSP; run on mps2-an385's Cortex-M3 (startup.c)
-    port=$here/cortex-m
-    CC=arm-none-eabi-gcc
-    CF="-mcpu=cortex-m0plus -mfloat-abi=soft -mthumb -O2 -ffunction-sections -fdata-sections"
-    LDF="-nostartfiles --specs=nano.specs -T link.ld -Wl,--gc-sections"
-    LIBS="-lm -lc -lgcc"
-    SRCS="startup.c"
-    FLOAT_SRCS="softfloat.c" # in common: faster float routines than libgcc's
     max_ram=4096
     ;;
 esp32c3)

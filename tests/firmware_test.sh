@@ -403,24 +403,19 @@ if [ $target = cortex-m4 ]; then
         echo "FAIL stm32f411 with an 8 KB stack: exit $st"; cat "$tmp/f411.err"; fail=1
     fi
 fi
-# a load from unmapped memory: the fault handler reports it and exits 99
-out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_fault" --ctx 16 -n 2 --fault-test 0xF0000000u --run 2>&1 || true)
-status=$(echo "$out" | sed -n 's/^EXIT //p')
-if [ "$status" != 99 ] || ! echo "$out" | grep -q '^FAULT$'; then
-    echo "FAIL: a memory fault gave exit '$status'"; echo "$out"; fail=1
-else
-    echo "ok fault: FAULT, exit 99"
-fi
-# the Cortex-M0+ faults on a word load from an address that is not a
-# multiple of 4; the M3 that QEMU runs its firmware on would do the load, so
-# the startup code makes it trap as the M0+ does (the M4 and M7 load it)
-if [ $target = cortex-m0plus ]; then
-    out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_unal" --ctx 16 -n 2 --fault-test 0x20000002u --run 2>&1 || true)
+# a load from unmapped memory: the fault handler reports it and exits 99;
+# and on the Cortex-M0+ a word load from an address that is not a multiple
+# of 4, which the M3 that QEMU runs its firmware on would do: the startup
+# code makes it trap as the M0+ does (the M4 and M7 do the load)
+faults="0xF0000000u:unmapped"
+[ $target = cortex-m0plus ] && faults="$faults 0x20000002u:unaligned"
+for f in $faults; do
+    out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_fault" --ctx 16 -n 2 --fault-test ${f%%:*} --run 2>&1 || true)
     status=$(echo "$out" | sed -n 's/^EXIT //p')
     if [ "$status" != 99 ] || ! echo "$out" | grep -q '^FAULT$'; then
-        echo "FAIL: an unaligned word load on the Cortex-M0+ gave exit '$status'"; echo "$out"; fail=1
+        echo "FAIL: a ${f#*:} load gave exit '$status'"; echo "$out"; fail=1
     else
-        echo "ok unaligned word load on the Cortex-M0+: FAULT, exit 99"
+        echo "ok fault, ${f#*:} load: FAULT, exit 99"
     fi
-fi
+done
 exit $fail
