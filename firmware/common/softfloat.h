@@ -83,6 +83,7 @@ static inline uint32_t tlm_sf_round_pack(uint32_t sign, int32_t e, uint64_t p)
  * significand product in [2^46, 2^47). */
 static inline int tlm_sf_mul_prep(uint32_t a, uint32_t b, uint32_t *ma_out, uint32_t *mb_out, int32_t *e, uint32_t *r)
 {
+    *ma_out = *mb_out = 0; /* (set again below unless the result is special) */
     const uint32_t sign = (a ^ b) & TLM_SF_SIGN;
     int32_t ea = (int32_t)((a >> 23) & 0xFFu), eb = (int32_t)((b >> 23) & 0xFFu);
     uint32_t ma = a & 0x7FFFFFu, mb = b & 0x7FFFFFu;
@@ -126,25 +127,32 @@ static inline uint32_t tlm_sf_mul(uint32_t a, uint32_t b)
 /* The same product from 32-bit multiplies only, for cores whose multiply
  * gives no high half (Armv6-M's MULS): the 24-bit significands in 12-bit
  * halves, four partial products, the 48-bit result as its top 24 bits and
- * its low 24; a normal result rounds here, the rest in tlm_sf_round_pack. */
+ * its low 24; a normal result rounds here, the rest in tlm_sf_round_pack.
+ * (Written for GCC's Armv6-M code: other orders of the same steps cost up
+ * to 7% more instructions there.) */
 static inline uint32_t tlm_sf_mul32(uint32_t a, uint32_t b)
 {
     uint32_t ma, mb, r;
-    int32_t e;
-    if (tlm_sf_mul_prep(a, b, &ma, &mb, &e, &r)) return r;
-    const uint32_t a1 = ma >> 12, a0 = ma & 0xFFFu, b1 = mb >> 12, b0 = mb & 0xFFFu;
-    const uint32_t mid = a1 * b0 + a0 * b1;                  /* < 2^25 */
-    const uint32_t low = a0 * b0 + ((mid & 0xFFFu) << 12);   /* < 2^25 */
-    uint32_t hi = a1 * b1 + (mid >> 12) + (low >> 24), lo = low & 0xFFFFFFu; /* p = hi 2^24 + lo */
+    int32_t e = (int32_t)((a >> 23) & 0xFFu), eb = (int32_t)((b >> 23) & 0xFFu);
+    if ((uint32_t)(e - 1) < 254u && (uint32_t)(eb - 1) < 254u) { /* both normal */
+        ma = (a & 0x7FFFFFu) | 0x800000u;
+        mb = (b & 0x7FFFFFu) | 0x800000u;
+        e += eb - 127;
+    } else if (tlm_sf_mul_prep(a, b, &ma, &mb, &e, &r)) {
+        return r;
+    }
+    const uint32_t mid = (ma >> 12) * (mb & 0xFFFu) + (ma & 0xFFFu) * (mb >> 12); /* < 2^25 */
+    uint32_t lo = (ma & 0xFFFu) * (mb & 0xFFFu) + ((mid & 0xFFFu) << 12);      /* < 2^25 */
+    uint32_t hi = (ma >> 12) * (mb >> 12) + (mid >> 12) + (lo >> 24);          /* p = hi 2^24 + lo */
+    lo &= 0xFFFFFFu;
     if (hi & 0x800000u) e++;
     else {
         hi = (hi << 1) | (lo >> 23);
         lo = (lo << 1) & 0xFFFFFFu;
     }
-    const uint32_t sign = (a ^ b) & TLM_SF_SIGN;
-    if ((uint32_t)(e - 1) >= 254u) return tlm_sf_round_pack(sign, e, ((uint64_t)hi << 24) | lo);
+    if ((uint32_t)(e - 1) >= 254u) return tlm_sf_round_pack((a ^ b) & TLM_SF_SIGN, e, ((uint64_t)hi << 24) | lo);
     hi += lo > 0x800000u || (lo == 0x800000u && (hi & 1u));
-    return sign | (((uint32_t)(e - 1) << 23) + hi);
+    return ((a ^ b) & TLM_SF_SIGN) | (((uint32_t)(e - 1) << 23) + hi);
 }
 
 /* Leading zero bits of x != 0, by halves (RV32IMC has no instruction for it). */
