@@ -4,6 +4,8 @@
 # lines; INSNS_PER_TOKEN comes from the instruction-counting plugin).
 # usage: firmware/build.sh TARGET MODEL.tlm OUTDIR [--ctx N] [--ram-kb K] [--stack-kb S] [--kv-int8] [-p PROMPT] [-n STEPS] [--run]
 #        (--ctx: positions the arena holds, default the model's seq_len but at most 256)
+#        (exit 3: the model does not fit the RAM budget; 4: the firmware does not fit the emulated
+#         board's 4 MB of flash; 2: any other error)
 #        (--stack-kb: the stack's region within the RAM budget, default 8; the firmware exits 98 if it used all of it)
 #        [--privatize 1|2 --epsilon E --seed S [--count priv] [--priv-index]]   (privatize the prompt: 1 dx, 2 rr;
 #        --priv-index: d_chi with its search index in static RAM)
@@ -31,7 +33,8 @@
 # env: TLM_BIN (tritlm, for the arena size), TLM_PLUGIN (libinsncount.so; optional),
 #      TLM_FW_ARENA (arena bytes, instead of asking tritlm info),
 #      TLM_PROFILE=N (the N functions that ran the most instructions, in OUTDIR/run.err),
-#      TLM_FW_CACHE (lx106: where the libgcc routines built from GCC's source are kept; default OUTDIR)
+#      TLM_FW_CACHE (where the compiled core, and on lx106 the libgcc routines built from GCC's
+#      source, are kept for later builds; default OUTDIR)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -311,6 +314,11 @@ set -- "$@" "$corelib" # after the files that call the core
             echo "build.sh: --stack-kb $((stack_kb - (missing + 1023) / 1024)) would make room (the decoder's stack peaks near 1.3 KB; the firmware reports STACK and exits 98 if it runs out)" >&2
         fi
         exit 3
+    fi
+    over=$(sed -n "s/.*region .FLASH' overflowed by \([0-9]*\) bytes.*/\1/p" "$out/link.err" | head -1)
+    if [ -n "$over" ]; then # every target's emulated board maps 4 MB for code and model
+        echo "build.sh: the firmware does not fit the emulated board's 4 MB of flash: $over bytes over (model $(wc -c <"$img") bytes); a smaller weight type helps ('tritlm quantize -m MODEL -o SMALLER --pack t2', or int8)" >&2
+        exit 4
     fi
     cat "$out/link.err" >&2
     exit 2

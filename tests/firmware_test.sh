@@ -144,6 +144,19 @@ done
 st=0
 "$tlm" firmware --target $target -m "$tmp/s.tlm" --ctx 256 --ram-kb 64 -o "$tmp/fw_big2" --run >/dev/null 2>"$tmp/big2.err" || st=$?
 if [ $st != 1 ] || ! grep -q 'bytes missing' "$tmp/big2.err"; then echo "FAIL tritlm firmware oversized: exit $st"; fail=1; fi
+# a model larger than the emulated board's 4 MB of flash (7 MB in fp32):
+# the build says so and by how much, instead of the linker's own words
+if [ $target = cortex-m7 ]; then
+    "$tlm" train --data "$tmp/short.txt" --tokenizer "$data/llama2c/tok512.bin" --dim 192 --hidden 512 --layers 4 \
+        --heads 4 --ctx 16 --batch 1 --steps 1 --threads 1 -o "$tmp/huge.tlm" >/dev/null 2>&1
+    st=0
+    "$tlm" firmware --target $target -m "$tmp/huge.tlm" --ram-kb 1024 -o "$tmp/fw_huge" --run >/dev/null 2>"$tmp/huge.err" || st=$?
+    if [ $st != 1 ] || ! grep -q "does not fit the emulated board's 4 MB of flash: [0-9]* bytes over" "$tmp/huge.err"; then
+        echo "FAIL tritlm firmware, larger than the flash: exit $st"; cat "$tmp/huge.err"; fail=1
+    else
+        echo "ok larger than the flash: $(head -n 1 "$tmp/huge.err")"
+    fi
+fi
 # hardware-aware quantization for a device with this core: a flash budget
 # between the all-ternary and the all-int8 model forces a mix; the plan's
 # predicted instructions per token must match its firmware's (the search

@@ -151,8 +151,10 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     if (res->script_status != 0 || !res->out) {
         if (job->quiet && res->script_status == 3) return 1; /* the caller asked whether it fits */
         fprintf(stderr, "tritlm %s: building %s for %s failed (%s)\n", cmd, job->model, job->target,
-                res->script_status == 3 ? "the model does not fit the RAM budget"
-                                        : job->quiet ? "run 'tritlm firmware' on it to see why" : "see the messages above");
+                res->script_status == 3   ? "the model does not fit the RAM budget"
+                : res->script_status == 4 ? "the firmware does not fit the emulated board's 4 MB of flash"
+                : job->quiet              ? "run 'tritlm firmware' on it to see why"
+                                          : "see the messages above");
         return 1;
     }
     const char *out = res->out;

@@ -32,7 +32,8 @@ typedef struct cli_fw_job {
 
 typedef struct cli_fw_result {
     char *out;           /* what the build and the firmware printed (malloc'd) */
-    int script_status;   /* build.sh's exit status (3: the model does not fit the RAM) */
+    int script_status;   /* build.sh's exit status (3: the model does not fit the RAM; 4: nor the
+                            emulated board's flash) */
     int have_exit, have_insns;
     double ctx;          /* the context the arena was sized for (build.sh's CTX line) */
     double exit_status, static_bytes, stack_bytes, arena_bytes, flash_bytes, model_bytes, insns_per_token, tokens;
