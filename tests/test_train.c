@@ -801,13 +801,16 @@ static void test_cli_split_lines(void **state)
                          tu_tmp("lines.txt"), tok_path, shape, tu_tmp("l.tlm")), 0);
     corpus_line(&tl, &sl);
     assert_null(strstr(run_err, "note:"));
-    /* without --split lines, a --val that is one story longer than the context is pointed out */
+    /* without --split lines, a --val that is one story longer than the context is pointed out,
+     * and so is training data that is one story */
     assert_int_equal(run("train --data '%s' --val '%s' --tokenizer '%s' %s -o '%s'", tu_tmp("lines.txt"),
                          tu_tmp("lines.txt"), tok_path, shape, tu_tmp("n.tlm")), 0);
     assert_true(err_has("validation scores only its first 16 tokens; --split lines"));
+    assert_true(err_has("the whole file is one story (no <|endoftext|> in it), so windows run across its lines"));
     assert_int_equal(run("train --data '%s' --val '%s' --tokenizer '%s' %s -o '%s'", corpus_path, corpus_path, tok_path,
                          shape, tu_tmp("s.tlm")), 0);
     corpus_line(&ts, &ss);
+    assert_null(strstr(run_err, "windows run across")); /* three stories: no note */
     assert_int_equal(sl, 3);
     assert_int_equal(ss, 3);
     assert_int_equal(tl, ts);

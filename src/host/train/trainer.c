@@ -521,6 +521,9 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         fprintf(stderr, "train: %llu parameters, %llu training tokens in %llu stories, batch %u x %u, %d threads%s\n",
                 (unsigned long long)s.p.n, (unsigned long long)corpus.n, (unsigned long long)corpus.stories, B, T,
                 s.threads, resume ? ", resumed" : "");
+    if (!o->quiet && corpus.stories == 1 && !o->separator)
+        fprintf(stderr, "train: note: the whole file is one story (no <|endoftext|> in it), so windows run across its "
+                        "lines; --split lines makes each line a story (utterances, messages)\n");
 
     /* ---- loop ---- */
     const double t_start = tlm_now() - meta.elapsed;
