@@ -44,6 +44,7 @@ fail=0
 # (fw_main.c); JSON also escapes quotes
 esc() { sed 's/\\/\\\\/g' | sed ':a;N;$!ba;s/\n/\\n/g'; }
 esc_json() { sed 's/\\/\\\\/g; s/"/\\"/g' | sed ':a;N;$!ba;s/\n/\\n/g'; }
+json_text() { printf '%s\n' "$1" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p'; } # the "text" of a JSON line, escaped
 # MODEL[:kv8][:c]: with the int8 KV cache; with the image as the C array of
 # `tritlm export c` (whose header sizes the arena) instead of model.S
 for case in s t ts s:kv8 t:kv8 d:kv8 t:c d:kv8:c; do
@@ -104,7 +105,7 @@ cp "$tmp/s.tlm" "$tmp/Tom's model.tlm"
 want=$("$tlm" generate -m "$tmp/s.tlm" -p "$prompt" -n 24 -t 0 --kv-int8 2>/dev/null | esc_json)
 json=$("$tlm" firmware --target $target -m "$tmp/Tom's model.tlm" --ctx 32 -n 24 --kv-int8 -p "$prompt" \
     -o "$tmp/fw \"cli\" dir" --run --json) || true
-got=$(printf '%s\n' "$json" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')
+got=$(json_text "$json")
 for key in ram_bytes flash_bytes insns_per_token exit_status; do
     if ! printf '%s\n' "$json" | grep -q "\"$key\":[0-9]"; then echo "FAIL tritlm firmware: no $key"; fail=1; fi
 done
@@ -125,7 +126,7 @@ for m in short:48 t:256; do
     st=0
     jc=$("$tlm" firmware --target $target -m "$tmp/${m%%:*}.tlm" -p "Once" -n 8 --kv-int8 -o "$tmp/fw_ctx" --run --json) || st=$?
     if [ $st != 0 ] || ! printf '%s\n' "$jc" | grep -q "\"ctx\":${m#*:}," ||
-        { [ "${m%%:*}" = short ] && [ "$(printf '%s\n' "$jc" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')" != "$wshort" ]; }; then
+        { [ "${m%%:*}" = short ] && [ "$(json_text "$jc")" != "$wshort" ]; }; then
         echo "FAIL tritlm firmware without --ctx on ${m%%:*}.tlm: exit $st"; printf '%s\n' "$jc" | head -c 300; echo; fail=1
     else
         echo "ok tritlm firmware without --ctx: ${m%%:*}.tlm at context ${m#*:}"
@@ -179,7 +180,7 @@ elif [ "$(echo "$pred $meas $flash $ram $budget $tern $i8" | awk '{d = $1 - $2; 
 else
     fwj=$("$tlm" firmware --target $target -m "$tmp/hw.tlm" --ctx 64 -n 64 --kv-int8 -o "$tmp/fw_hw" --run --json) || true
     want=$("$tlm" generate -m "$tmp/hw.tlm" -p "Once upon a time" -n 64 -t 0 --kv-int8 2>/dev/null | esc_json)
-    got=$(printf '%s\n' "$fwj" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')
+    got=$(json_text "$fwj")
     again=$(printf '%s\n' "$fwj" | sed -n 's/.*"insns_per_token":\([0-9.]*\).*/\1/p')
     if [ "$again" != "$meas" ] || [ "$got" != "$want" ]; then
         echo "FAIL quantize --device $dev: by hand $again instructions (plan's check: $meas), text '$got' vs host '$want'"; fail=1
@@ -293,7 +294,7 @@ sts=0 ps="Once upon"
 wants=$("$tlm" generate -m "$tmp/t.tlm" -p "$ps" -n 12 -t 0 --kv-int8 2>/dev/null | esc_json) || sts=$?
 js=$("$tlm" firmware --target $target -m "$tmp/t.tlmg" --server-key "$tmp/srv_key.pub" -p "$ps" -n 12 --kv-int8 \
     -o "$tmp/fw_signed" --run --json) || sts=$?
-gots=$(printf '%s\n' "$js" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')
+gots=$(json_text "$js")
 cp "$tmp/t.tlmg" "$tmp/t_round.tlmg"
 printf '\004' | dd of="$tmp/t_round.tlmg" bs=1 seek=8 conv=notrunc 2>/dev/null # the round: 3 -> 4
 bad1=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t_round.tlmg" "$tmp/fw_signed_bad" --server-key "$tmp/srv_key.pub" \
@@ -338,7 +339,7 @@ fi
 stl=0 pl="what is my"
 jl=$("$tlm" firmware --target $target -m "$tmp/s.tlm" --tune "$tmp/own.txt" --tune-window $tw --tune-steps $ts \
     --lora 4 -p "$pl" -n 24 -o "$tmp/fw_tunel" --run --json --update "$tmp/devl.tlmu") || stl=$?
-gotl=$(printf '%s\n' "$jl" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')
+gotl=$(json_text "$jl")
 wantl=$("$tlm" generate -m "$tmp/s.tlm" -p "$pl" -n 24 -t 0 --kv-int8 --adapter "$tmp/devl.tlmu" 2>/dev/null | esc_json) || stl=$?
 "$tlm" fed update -m "$tmp/s.tlm" --data "$tmp/own.txt" --split lines --device-step --lora 4 --ctx $tw --steps $ts \
     --seed 1 -o "$tmp/hostl.tlmu" 2>/dev/null || stl=$?
@@ -402,7 +403,7 @@ if [ $target = cortex-m4 ]; then
     st=0
     j=$("$tlm" firmware --device stm32f411 -m "$tmp/t.tlm" --ctx 256 --kv-int8 --stack-kb 4 -n 24 -o "$tmp/fw_f411" --run --json) || st=$?
     want=$("$tlm" generate -m "$tmp/t.tlm" -p "Once upon a time" -n 24 -t 0 --kv-int8 2>/dev/null | esc_json)
-    got=$(printf '%s\n' "$j" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p')
+    got=$(json_text "$j")
     ram=$(printf '%s\n' "$j" | sed -n 's/.*"ram_bytes":\([0-9]*\).*/\1/p')
     if [ $st != 0 ] || [ "$got" != "$want" ] || [ -z "$ram" ] || [ "$ram" -gt 131072 ]; then
         echo "FAIL stm32f411 at context 256: exit $st, RAM ${ram:-?}, text '$got' vs host '$want'"; fail=1

@@ -494,17 +494,11 @@ static void test_fed_round(void **state)
     /* ... and the server's view of a sealed update: opened with its key and roster, its signer named */
     assert_int_equal(run("fed keygen -o '%s'", tu_tmp("dev3")), 0);
     {
-        char pub[256] = "";
-        FILE *f = fopen(tu_tmp("dev3.pub"), "r");
-        assert_non_null(f);
-        assert_non_null(fgets(pub, sizeof pub, f));
-        fclose(f);
-        for (int id = 3; id <= 4; id++) { /* the device enrolled as client 3, and the same key as client 4 */
-            f = fopen(tu_tmp(id == 3 ? "roster3.txt" : "roster4.txt"), "w");
-            assert_non_null(f);
-            fprintf(f, "%d %s", id, pub);
-            fclose(f);
-        }
+        tlm_fed_pub pub;
+        assert_int_equal(tlm_fed_pub_read(tu_tmp("dev3.pub"), &pub, NULL), TLM_OK);
+        const uint32_t id3 = 3, id4 = 4; /* the device enrolled as client 3, and the same key as client 4 */
+        tu_write_roster(tu_tmp("roster3.txt"), &id3, &pub, 1);
+        tu_write_roster(tu_tmp("roster4.txt"), &id4, &pub, 1);
     }
     assert_int_equal(run("fed update -m '%s' --data '%s' --steps 1 --ctx 16 --batch 1 --client 3 --key '%s' --server-key '%s' "
                          "-o '%s'", model, txt, tu_tmp("dev3.key"), tu_tmp("srv.pub"), tu_tmp("s3.tlmu")), 0);

@@ -726,20 +726,17 @@ static int fed_info(int argc, char **argv)
     tlm_model_file g;
     tlm_fed_pub pub;
     tlm_fed_keys server;
-    tlm_fed_roster roster;
+    tlm_fed_roster roster = {0};
     if (server_key && tlm_fed_pub_read(server_key, &pub, &err)) return cli_fail("fed info", &err);
     if (key) {
         if (tlm_fed_keys_read(key, &server, &err)) return cli_fail("fed info", &err);
         if (tlm_fed_roster_read(devices, &roster, &err)) {
-            tlm_fed_keys_wipe(&server);
+            forget_secrets(&server, &roster);
             return cli_fail("fed info", &err);
         }
     }
     if (model && tlm_model_file_open(&g, model, &err)) {
-        if (key) {
-            tlm_fed_keys_wipe(&server);
-            tlm_fed_roster_free(&roster);
-        }
+        forget_secrets(key ? &server : NULL, &roster);
         return cli_fail("fed info", &err);
     }
     int bad = 0;
@@ -839,10 +836,7 @@ static int fed_info(int argc, char **argv)
         free(b);
     }
     if (model) tlm_model_file_close(&g);
-    if (key) {
-        tlm_fed_keys_wipe(&server);
-        tlm_fed_roster_free(&roster);
-    }
+    forget_secrets(key ? &server : NULL, &roster);
     if (json) {
         char *s = cJSON_PrintUnformatted(all);
         if (s) puts(s);

@@ -161,6 +161,17 @@ static uint32_t slot_of(const tlm_hparams *hp, uint16_t role, uint32_t layer)
 #define L2C_MAGIC 0x616b3432u /* "ak42" as a little-endian uint32 */
 #define L2C_V12_HEADER_BYTES 256u
 
+int tlm_llama2c_looks_like(const uint8_t *buf, size_t n)
+{
+    if (n >= 4 && tlm_rd32(buf) == L2C_MAGIC) return 1;
+    if (n < 28) return 0;
+    int32_t h[7];
+    for (int i = 0; i < 7; i++) h[i] = (int32_t)tlm_rd32(buf + 4 * i);
+    tlm_hparams hp;
+    tlm_error why;
+    return header_hparams(h, -1, "version-0", "", &hp, &why) == TLM_OK;
+}
+
 /* The matrices of a version-1/2 file in file order; each role for every
  * layer before the next. */
 static const uint16_t v12_matrices[] = {TLM_ROLE_WQ, TLM_ROLE_WK, TLM_ROLE_WV, TLM_ROLE_WO,

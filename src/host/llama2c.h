@@ -17,6 +17,11 @@ tlm_status tlm_llama2c_read_tokenizer(const char *path, uint32_t n, tlm_vocab *v
 /* A vocabulary in the llama2.c tokenizer.bin layout (malloc'd). */
 tlm_status tlm_vocab_to_llama2c(const tlm_vocab *v, uint8_t **out, size_t *bytes, tlm_error *err);
 
+/* Whether buf looks like a llama2.c checkpoint: version 1/2's magic, or a
+ * version-0 header whose dimensions make a usable model (what import
+ * checks first). */
+int tlm_llama2c_looks_like(const uint8_t *buf, size_t n);
+
 /* Imports checkpoint + tokenizer into a model image (malloc'd). */
 tlm_status tlm_llama2c_import(const char *ckpt_path, const char *tok_path, uint8_t **image, size_t *bytes,
                               tlm_error *err);

@@ -22,13 +22,15 @@
 #include "rng.h"
 #include "trainer.h"
 
+#define DEFAULT_CTX 256u /* the window without --ctx (tlm_train_opts.ctx 0) */
+
 void tlm_train_defaults(tlm_train_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->hp = (tlm_hparams){.dim = 64, .hidden_dim = 172, .n_layers = 5, .n_heads = 8, .n_kv_heads = 4,
                           .rope_theta = 10000.0f, .norm_eps = 1e-5f, .shared_classifier = 1};
     o->batch = 16;
-    o->ctx = 0; /* a fresh model: 256; --init: the model's seq_len, at most 256 */
+    o->ctx = 0; /* a fresh model: DEFAULT_CTX; --init: the model's seq_len, at most that */
     o->lr = 1e-3f;
     o->min_lr_frac = 0.1f;
     o->weight_decay = 0.1f;
@@ -303,7 +305,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             if (st) goto out;
             tlm_hparams hp = o->hp;
             hp.vocab_size = vocab.n;
-            hp.seq_len = o->ctx ? o->ctx : 256u;
+            hp.seq_len = o->ctx ? o->ctx : DEFAULT_CTX;
             st = tlm_params_alloc(&s.p, &hp, err);
             if (st) goto out;
             tlm_params_init(&s.p, o->seed);
@@ -316,7 +318,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             if (st) goto out;
         }
         meta = (tlm_ckpt_meta){.batch = o->batch,
-                               .ctx = o->ctx ? o->ctx : s.p.hp.seq_len < 256u ? s.p.hp.seq_len : 256u,
+                               .ctx = o->ctx ? o->ctx : s.p.hp.seq_len < DEFAULT_CTX ? s.p.hp.seq_len : DEFAULT_CTX,
                                .warmup = o->warmup, .total_steps = o->steps,
                                .seed = o->seed, .lr = o->lr, .min_lr_frac = o->min_lr_frac,
                                .weight_decay = o->weight_decay, .clip = o->clip, .beta1 = opt.beta1, .beta2 = opt.beta2,
