@@ -13,19 +13,12 @@ set -eu
 src=$1 build=$2
 tlm=$build/tritlm
 data=${TLM_DATA_DIR:-$src/../shared/data}
-required() { case "${CI:-}${TLM_REQUIRE_DATA:-}" in ""|0|false) return 1 ;; *) return 0 ;; esac; }
+. "$src/tests/lib.sh"
 broker_bin=$(command -v mosquitto || true)
 [ -z "$broker_bin" ] && [ -x /usr/sbin/mosquitto ] && broker_bin=/usr/sbin/mosquitto
-for need in "$broker_bin" "$(command -v mosquitto_pub || true)"; do
-    if [ -z "$need" ]; then
-        if required; then echo "FAIL: mosquitto or mosquitto_pub not installed"; exit 1; fi
-        echo "SKIP: mosquitto or mosquitto_pub not installed"; exit 77
-    fi
-done
-if [ ! -r "$data/llama2c/stories260K.bin" ]; then
-    if required; then echo "FAIL: no stories260K in $data"; exit 1; fi
-    echo "SKIP: no stories260K in $data"; exit 77
-fi
+[ -n "$broker_bin" ] || tlm_missing "mosquitto not installed"
+tlm_need_tools mosquitto_pub
+tlm_need_stories "$data"
 tmp=$(mktemp -d)
 bpid=""
 cleanup() { [ -n "$bpid" ] && kill "$bpid" 2>/dev/null; rm -rf "$tmp"; }
@@ -172,7 +165,7 @@ fi
 # TLS and a login: a broker that takes only TLS connections (its certificate
 # from a CA made here, for localhost) from users with a password
 if ! command -v openssl >/dev/null 2>&1 || ! command -v mosquitto_passwd >/dev/null 2>&1; then
-    if required; then echo "FAIL: openssl or mosquitto_passwd not installed"; exit 1; fi
+    if tlm_required; then echo "FAIL: openssl or mosquitto_passwd not installed"; exit 1; fi
     echo "SKIP: TLS round (openssl or mosquitto_passwd not installed)"
 else
     t=$tmp/tls

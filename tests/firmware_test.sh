@@ -15,23 +15,14 @@ set -eu
 src=$1 build=$2 target=$3
 tlm=$build/tritlm
 data=${TLM_DATA_DIR:-$src/../shared/data}
-required() { case "${CI:-}${TLM_REQUIRE_DATA:-}" in ""|0|false) return 1 ;; *) return 0 ;; esac; }
+. "$src/tests/lib.sh"
 case $target in
-cortex-m7 | cortex-m4 | cortex-m0plus) tools="arm-none-eabi-gcc qemu-system-arm" ;;
-esp32c3) tools="riscv64-unknown-elf-gcc qemu-system-riscv32" ;;
-lx106) tools="xtensa-lx106-elf-gcc qemu-system-xtensa" ;;
+cortex-m7 | cortex-m4 | cortex-m0plus) tlm_need_tools arm-none-eabi-gcc qemu-system-arm ;;
+esp32c3) tlm_need_tools riscv64-unknown-elf-gcc qemu-system-riscv32 ;;
+lx106) tlm_need_tools xtensa-lx106-elf-gcc qemu-system-xtensa ;;
 *) echo "FAIL: unknown target $target"; exit 1 ;;
 esac
-for tool in $tools; do
-    if ! command -v $tool >/dev/null 2>&1; then
-        if required; then echo "FAIL: $tool not installed"; exit 1; fi
-        echo "SKIP: $tool not installed"; exit 77
-    fi
-done
-if [ ! -r "$data/llama2c/stories260K.bin" ]; then
-    if required; then echo "FAIL: no stories260K in $data"; exit 1; fi
-    echo "SKIP: no stories260K in $data"; exit 77
-fi
+tlm_need_stories "$data"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export TLM_FW_CACHE=$tmp
@@ -40,11 +31,6 @@ export TLM_FW_CACHE=$tmp
 "$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/ts.tlm" --pack ts --sparsity 0.5 --scale group --group 16 2>/dev/null
 cp "$src/models/tinystories-d128-ternary.tlm" "$tmp/d.tlm" # the default model: QAT, t3, int8 embedding
 fail=0
-# the firmware's TEXT line writes a newline as \n and a backslash as \\
-# (fw_main.c); JSON also escapes quotes
-esc() { sed 's/\\/\\\\/g' | sed ':a;N;$!ba;s/\n/\\n/g'; }
-esc_json() { sed 's/\\/\\\\/g; s/"/\\"/g' | sed ':a;N;$!ba;s/\n/\\n/g'; }
-json_text() { printf '%s\n' "$1" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p'; } # the "text" of a JSON line, escaped
 # MODEL[:kv8][:c]: with the int8 KV cache; with the image as the C array of
 # `tritlm export c` (whose header sizes the arena) instead of model.S
 for case in s t ts s:kv8 t:kv8 d:kv8 t:c d:kv8:c; do
