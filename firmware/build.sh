@@ -3,9 +3,14 @@
 # QEMU and prints a KEY VALUE summary (see fw_main.c for the firmware's own
 # lines; INSNS_PER_TOKEN comes from the instruction-counting plugin).
 # usage: firmware/build.sh TARGET MODEL.tlm OUTDIR [--ctx N] [--ram-kb K] [--stack-kb S] [--kv-int8] [-p PROMPT] [-n STEPS] [--run]
+#        (TARGET: cortex-m7, cortex-m4, cortex-m0plus, esp32c3 or lx106, emulated boards; or stm32f405,
+#         a real STM32F405/F407 image, OUTDIR/fw.bin, that QEMU's netduinoplus2 runs unchanged)
 #        (--ctx: positions the arena holds, default the model's seq_len but at most 256)
-#        (exit 3: the model does not fit the RAM budget; 4: the firmware does not fit the emulated
-#         board's 4 MB of flash; 2: any other error)
+#        (--ram-kb: default 256, or all the target has if less: 128 on the stm32f405)
+#        [--uart 1|2|3|6]   (stm32f405: the console's USART, default 1 on PA9/PA10; 2 PA2/PA3,
+#                            3 PB10/PB11, 6 PC6/PC7; 115200 8N1)
+#        (exit 3: the model does not fit the RAM budget; 4: the firmware does not fit the
+#         board's flash, 4 MB on the emulated boards, 1 MB on the stm32f405; 2: any other error)
 #        (--stack-kb: the stack's region within the RAM budget, default 8; the firmware exits 98 if it used all of it)
 #        [--privatize 1|2 --epsilon E --seed S [--count priv] [--priv-index]]   (privatize the prompt: 1 dx, 2 rr;
 #        --priv-index: d_chi with its search index in static RAM)
@@ -40,12 +45,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
-ctx="" ram_kb=256 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
+ctx="" ram_kb="" uart=1 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
 seal_key="" seal_pub="" adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0 tune_client=0 tune_round=0
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
     --ram-kb) ram_kb=$2; shift 2 ;;
+    --uart) uart=$2; shift 2 ;;
     --stack-kb) stack_kb=$2; shift 2 ;;
     -p) prompt=$2; shift 2 ;;
     -n) steps=$2; shift 2 ;;
@@ -210,6 +216,16 @@ cortex-m7 | cortex-m4 | cortex-m0plus)
     SRCS="startup.c" # in $port
     max_ram=4096
     ;;
+stm32f405)
+    CC=arm-none-eabi-gcc
+    case $uart in 1 | 2 | 3 | 6) ;; *) echo "build.sh: --uart takes 1, 2, 3 or 6, not $uart" >&2; exit 2 ;; esac
+    CF="-mcpu=cortex-m4 -mfpu=fpv4-sp-d16 -mfloat-abi=hard -mthumb -O2 -ffunction-sections -fdata-sections"
+    LDF="-nostartfiles --specs=nano.specs -T link.ld -Wl,--gc-sections"
+    LIBS="-lm -lc -lgcc"
+    SRCS="startup.c"
+    defs="$defs -DTLM_FW_UART=$uart"
+    max_ram=128 flash_desc="the STM32F405's 1 MB of flash"
+    ;;
 esp32c3)
     CC=riscv64-unknown-elf-gcc
     CF="-march=rv32imc -mabi=ilp32 -O2 -ffunction-sections -fdata-sections --specs=picolibc.specs"
@@ -230,8 +246,10 @@ lx106)
     # (softfloat.c is slower here: its 24 x 24-bit products become __muldi3 calls on this core)
     max_ram=512 # dataram1 + dataram0 of the sim machine
     ;;
-*) echo "build.sh: unknown target $target (cortex-m7, cortex-m4, cortex-m0plus, esp32c3, lx106)" >&2; exit 2 ;;
+*) echo "build.sh: unknown target $target (cortex-m7, cortex-m4, cortex-m0plus, esp32c3, lx106, stm32f405)" >&2; exit 2 ;;
 esac
+[ -n "$ram_kb" ] || ram_kb=$((max_ram < 256 ? max_ram : 256))
+case "$ram_kb" in *[!0-9]* | 0) echo "build.sh: --ram-kb takes a whole number of KB" >&2; exit 2 ;; esac
 case "$stack_kb" in '' | *[!0-9]* | 0) echo "build.sh: --stack-kb takes a whole number of KB, at least 1" >&2; exit 2 ;; esac
 if [ "$ram_kb" -gt "$max_ram" ]; then
     echo "build.sh: --ram-kb $ram_kb exceeds the $target's $max_ram KB" >&2
@@ -316,14 +334,20 @@ set -- "$@" "$corelib" # after the files that call the core
         exit 3
     fi
     over=$(sed -n "s/.*region .FLASH' overflowed by \([0-9]*\) bytes.*/\1/p" "$out/link.err" | head -1)
-    if [ -n "$over" ]; then # every target's emulated board maps 4 MB for code and model
-        echo "build.sh: the firmware does not fit the emulated board's 4 MB of flash: $over bytes over (model $(wc -c <"$img") bytes); a smaller weight type helps ('tritlm quantize -m MODEL -o SMALLER --pack t2', or int8)" >&2
+    if [ -n "$over" ]; then # every emulated board maps 4 MB for code and model
+        echo "build.sh: the firmware does not fit ${flash_desc:-the emulated board's 4 MB of flash}: $over bytes over (model $(wc -c <"$img") bytes); a smaller weight type helps ('tritlm quantize -m MODEL -o SMALLER --pack t2', or int8)" >&2
         exit 4
     fi
     cat "$out/link.err" >&2
     exit 2
 }
 echo "ELF $out/fw.elf"
+if [ "$target" = stm32f405 ]; then # what a flasher takes (st-flash write fw.bin 0x08000000, dfu-util -s 0x08000000)
+    arm-none-eabi-objcopy -O binary "$out/fw.elf" "$out/fw.bin.tmp" ||
+        { echo "build.sh: arm-none-eabi-objcopy failed" >&2; exit 2; }
+    mv "$out/fw.bin.tmp" "$out/fw.bin"
+    echo "BIN $out/fw.bin"
+fi
 [ "$run" = 1 ] || exit 0
 case $target in
 cortex-m7 | cortex-m4 | cortex-m0plus)
@@ -332,6 +356,13 @@ cortex-m7 | cortex-m4 | cortex-m0plus)
     [ "$target" = cortex-m0plus ] && board=mps2-an385 # a Cortex-M3: runs Armv6-M code unchanged
     set -- qemu-system-arm -M $board -display none -chardev stdio,id=sh0 \
         -semihosting-config enable=on,target=native,chardev=sh0 -kernel "$out/fw.elf"
+    ;;
+stm32f405) # the console's USART is QEMU's serial port number uart - 1; the others go nowhere
+    set -- qemu-system-arm -M netduinoplus2 -display none -monitor none
+    i=1
+    while [ $i -lt "$uart" ]; do set -- "$@" -serial null; i=$((i + 1)); done
+    rm -f "$out/uart.out"
+    set -- "$@" -serial "file:$out/uart.out" -kernel "$out/fw.elf"
     ;;
 esp32c3)
     set -- qemu-system-riscv32 -M virt -bios none -display none -serial stdio -monitor none -kernel "$out/fw.elf"
@@ -345,7 +376,27 @@ if [ -n "${TLM_PLUGIN:-}" ]; then
     set -- "$@" -plugin "$TLM_PLUGIN,start=tlm_fw_${count}_begin,stop=tlm_fw_${count}_end${TLM_PROFILE:+,profile=$TLM_PROFILE}"
 fi
 status=0
-"$@" >"$out/run.out" 2>"$out/run.err" </dev/null || status=$?
+if [ "$target" = stm32f405 ]; then
+    # A board's firmware never exits: it prints "EXIT n" and sleeps. QEMU
+    # is stopped once that line is out (or after TLM_FW_TIMEOUT seconds).
+    "$@" >"$out/run.qemu" 2>"$out/run.err" </dev/null &
+    qpid=$!
+    waited=0 limit=$((${TLM_FW_TIMEOUT:-900} * 5))
+    while kill -0 $qpid 2>/dev/null && ! grep -q '^EXIT ' "$out/uart.out" 2>/dev/null && [ $waited -lt $limit ]; do
+        sleep 0.2
+        waited=$((waited + 1))
+    done
+    kill $qpid 2>/dev/null || true
+    wait $qpid 2>/dev/null || true
+    tr -d '\r' <"$out/uart.out" 2>/dev/null | sed '/^EXIT /,$d' >"$out/run.out"
+    status=$(tr -d '\r' <"$out/uart.out" 2>/dev/null | sed -n 's/^EXIT \(-*[0-9]*\)$/\1/p' | head -n 1)
+    if [ -z "$status" ]; then
+        echo "build.sh: the firmware printed no EXIT line within ${TLM_FW_TIMEOUT:-900} s (QEMU: $(head -n 1 "$out/run.err"))" >&2
+        status=124
+    fi
+else
+    "$@" >"$out/run.out" 2>"$out/run.err" </dev/null || status=$?
+fi
 cat "$out/run.out"
 echo "EXIT $status"
 counts=$(grep '^insncount:' "$out/run.err" || true)

@@ -18,10 +18,10 @@
 #include "tritlm/tune.h"
 
 static const char help[] =
-    "usage: tritlm firmware (--target cortex-m7|cortex-m4|cortex-m0plus|esp32c3|lx106 | --device NAME)\n"
+    "usage: tritlm firmware (--target cortex-m7|cortex-m4|cortex-m0plus|esp32c3|lx106|stm32f405 | --device NAME)\n"
     "                       -m MODEL.tlm [--ctx N]\n"
     "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
-    "                       [--adapter UPDATE] [--server-key SERVER.pub] [--run] [--json]\n"
+    "                       [--adapter UPDATE] [--server-key SERVER.pub] [--uart 1|2|3|6] [--run] [--json]\n"
     "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E] [--lora R]\n"
     "                        [--update FILE] [--client ID] [--round R] [--key DEVICE.key --server-key SERVER.pub]]\n"
     "\n"
@@ -39,6 +39,10 @@ static const char help[] =
     "         esp32c3    RV32IMC, the ESP32-C3's core (QEMU riscv32 virt, at most 400 KB)\n"
     "         lx106      Xtensa LX106 (QEMU sim), the stand-in for the ESP32's Xtensa LX6,\n"
     "                    for which neither Debian nor QEMU has a toolchain or machine\n"
+    "         stm32f405  a real STM32F405/F407 image (Cortex-M4F at 168 MHz, 1 MB flash, 128 KB\n"
+    "                    SRAM): DIR/fw.bin goes onto the board as it is (st-flash write fw.bin\n"
+    "                    0x08000000, or dfu-util); the console is a USART at 115200 8N1; --run\n"
+    "                    runs the same image on QEMU netduinoplus2\n"
     "\n"
     "  -t, --target T     one of the above\n"
     "      --device NAME  a device of 'tritlm quantize --device list': its core's target, its RAM\n"
@@ -46,7 +50,7 @@ static const char help[] =
     "                     failure if the firmware is larger than its flash\n"
     "  -m, --model FILE   model image (.tlm)\n"
     "      --ctx N        context length the arena holds (default: the model's, at most 256)\n"
-    "      --ram-kb K     RAM budget in KB (default 256)\n"
+    "      --ram-kb K     RAM budget in KB (default 256, or all the target has if less)\n"
     "      --stack-kb S   the stack's share of that budget in KB (default 8); the firmware\n"
     "                     reports its peak (STACK) and exits 98 if it used all of it\n"
     "      --kv-int8      KV cache in int8 (a quarter of its RAM)\n"
@@ -85,6 +89,8 @@ static const char help[] =
     "      --server-key SERVER.pub (without --tune)\n"
     "                     MODEL is a signed model ('tritlm fed sign'): the firmware checks the\n"
     "                     server's signature on it before using it (exit status 10 if it fails)\n"
+    "      --uart N       stm32f405: the console's USART, 1 (PA9 TX, PA10 RX; default), 2 (PA2,\n"
+    "                     PA3), 3 (PB10, PB11) or 6 (PC6, PC7)\n"
     "      --json         one JSON object on stdout (with --run)\n"
     "  -h, --help         this text\n"
     "\n"
@@ -263,10 +269,11 @@ int cmd_firmware(int argc, char **argv)
         {"encode", required_argument, 0, 'E'}, {"stack-kb", required_argument, 0, 'k'},
         {"adapter", required_argument, 0, 'A'}, {"lora", required_argument, 0, 'l'},
         {"key", required_argument, 0, 'Y'},    {"server-key", required_argument, 0, 'Z'},
-        {"client", required_argument, 0, 'I'}, {"round", required_argument, 0, 'N'}, {0, 0, 0, 0}};
+        {"client", required_argument, 0, 'I'}, {"round", required_argument, 0, 'N'},
+        {"uart", required_argument, 0, 'u'},   {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 0, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16, tune_lora = 0;
-    uint32_t tune_client = 0, tune_round = 0;
+    uint32_t tune_client = 0, tune_round = 0, uart = 0;
     float tune_lr = 0.0f; /* 0: the core's default for what is tuned */
     int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0;
     const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL, *adapter = NULL;
@@ -338,6 +345,10 @@ int cmd_firmware(int argc, char **argv)
             encode = optarg;
             tune_opts = 1;
             break;
+        case 'u':
+            if (!cli_parse_u32(optarg, 1, 6, &uart) || uart == 4 || uart == 5)
+                return cli_usage_error("firmware", "--uart takes 1, 2, 3 or 6, got '%s'", optarg);
+            break;
         case 'o': outdir = optarg; break;
         case 'R': run = 1; break;
         case 'j': json = 1; break;
@@ -355,10 +366,12 @@ int cmd_firmware(int argc, char **argv)
         target = dev->target;
         if (!ram_given) ram_kb = dev->ram_kb;
     }
-    if (!target) return cli_usage_error("firmware", "missing --target (cortex-m7, cortex-m4, cortex-m0plus, esp32c3 or lx106) or --device");
+    if (!target) return cli_usage_error("firmware", "missing --target (cortex-m7, cortex-m4, cortex-m0plus, esp32c3, lx106 or stm32f405) or --device");
     if (!model) return cli_usage_error("firmware", "missing -m MODEL.tlm");
     const double mhz = dev ? (double)dev->mhz : cli_fw_target_mhz(target);
-    if (mhz <= 0.0) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, cortex-m4, cortex-m0plus, esp32c3 or lx106)", target);
+    if (mhz <= 0.0) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, cortex-m4, cortex-m0plus, esp32c3, lx106 or stm32f405)", target);
+    if (!ram_given && !dev) ram_kb = cli_fw_target_ram_kb(target);
+    if (uart && strcmp(target, "stm32f405")) return cli_usage_error("firmware", "--uart picks the stm32f405's console; the %s target's is fixed", target);
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
     if (stack_kb >= ram_kb) return cli_usage_error("firmware", "--stack-kb %u leaves nothing of the %u KB of RAM", stack_kb, ram_kb);
     if (!tune && (tune_opts || update))
@@ -403,7 +416,7 @@ int cmd_firmware(int argc, char **argv)
     if (outdir) snprintf(dir, sizeof dir, "%s", outdir);
     else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
     const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
-                            .ctx = ctx, .ram_kb = ram_kb, .stack_kb = stack_kb, .steps = steps, .kv8 = kv8, .run = run, .adapter = adapter,
+                            .ctx = ctx, .ram_kb = ram_kb, .stack_kb = stack_kb, .steps = steps, .kv8 = kv8, .run = run, .adapter = adapter, .uart = uart,
                             .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr,
                             .tune_encode = encode, .tune_lora = tune_lora, .seal_key = seal_key, .seal_pub = seal_pub,
                             .tune_client = tune_client, .tune_round = tune_round};
@@ -468,6 +481,9 @@ int cmd_firmware(int argc, char **argv)
         char elf[4200];
         snprintf(elf, sizeof elf, "%s/fw.elf", dir);
         cJSON_AddStringToObject(root, "elf", elf);
+        size_t bl = 0;
+        const char *bin = cli_fw_field(out, "BIN", &bl); /* stm32f405: the image a flasher takes */
+        if (bin) cli_json_add_text(root, "bin", bin, bl);
         char *s = cJSON_PrintUnformatted(root);
         if (s) puts(s);
         free(s);

@@ -18,13 +18,22 @@
 static const struct {
     const char *name;
     double mhz;
-} targets[] = {{"cortex-m7", 480.0}, {"cortex-m4", 168.0}, {"cortex-m0plus", 133.0}, {"esp32c3", 160.0}, {"lx106", 240.0}};
+    uint32_t ram_kb; /* the default RAM budget: 256 KB, or all the target has if less */
+} targets[] = {{"cortex-m7", 480.0, 256},     {"cortex-m4", 168.0, 256}, {"cortex-m0plus", 133.0, 256},
+               {"esp32c3", 160.0, 256},       {"lx106", 240.0, 256},     {"stm32f405", 168.0, 128}};
 
 double cli_fw_target_mhz(const char *target)
 {
     for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++)
         if (!strcmp(target, targets[i].name)) return targets[i].mhz;
     return 0.0;
+}
+
+uint32_t cli_fw_target_ram_kb(const char *target)
+{
+    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++)
+        if (!strcmp(target, targets[i].name)) return targets[i].ram_kb;
+    return 256;
 }
 
 const char *cli_fw_field(const char *out, const char *key, size_t *len)
@@ -60,7 +69,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
 {
     memset(res, 0, sizeof *res);
     res->exit_status = -1;
-    char script[4096], self[4096], num[10][24];
+    char script[4096], self[4096], num[11][24];
     const char *fwdir = getenv("TLM_FIRMWARE_DIR");
     snprintf(script, sizeof script, "%s/build.sh", fwdir && *fwdir ? fwdir : TLM_FIRMWARE_DIR);
     if (access(script, R_OK)) {
@@ -108,6 +117,11 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     }
     args[k++] = "--embed";
     args[k++] = (char *)(job->embed ? job->embed : "asm");
+    if (job->uart) {
+        snprintf(num[10], sizeof num[10], "%u", job->uart);
+        args[k++] = "--uart";
+        args[k++] = num[10];
+    }
     if (job->run) args[k++] = "--run";
     if (job->tune_text) {
         snprintf(num[3], sizeof num[3], "%u", job->tune_steps);
@@ -152,7 +166,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
         if (job->quiet && res->script_status == 3) return 1; /* the caller asked whether it fits */
         fprintf(stderr, "tritlm %s: building %s for %s failed (%s)\n", cmd, job->model, job->target,
                 res->script_status == 3   ? "the model does not fit the RAM budget"
-                : res->script_status == 4 ? "the firmware does not fit the emulated board's 4 MB of flash"
+                : res->script_status == 4 ? "the firmware does not fit the board's flash"
                 : job->quiet              ? "run 'tritlm firmware' on it to see why"
                                           : "see the messages above");
         return 1;

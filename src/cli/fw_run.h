@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 typedef struct cli_fw_job {
-    const char *target;  /* cortex-m7, cortex-m4, cortex-m0plus, esp32c3 or lx106 */
+    const char *target;  /* cortex-m7, cortex-m4, cortex-m0plus, esp32c3, lx106 or stm32f405 */
     const char *model;   /* the image to link */
     const char *dir;     /* where the ELF and logs go */
     const char *prompt;
@@ -17,6 +17,7 @@ typedef struct cli_fw_job {
     uint32_t ctx, ram_kb, steps; /* ctx 0: the model's seq_len, at most 256 */
     uint32_t stack_kb;   /* the stack's region in KB; 0: build.sh's default (8) */
     int kv8, run;
+    uint32_t uart;       /* stm32f405: the console's USART (1, 2, 3 or 6); 0: build.sh's default (1) */
     const char *adapter; /* a low-rank update to decode with (build.sh --adapter); NULL: none */
     const char *tune_text; /* on-device tuning on this text instead of decoding (build.sh --tune) */
     uint32_t tune_steps, tune_window;
@@ -33,7 +34,7 @@ typedef struct cli_fw_job {
 typedef struct cli_fw_result {
     char *out;           /* what the build and the firmware printed (malloc'd) */
     int script_status;   /* build.sh's exit status (3: the model does not fit the RAM; 4: nor the
-                            emulated board's flash) */
+                            board's flash) */
     int have_exit, have_insns;
     double ctx;          /* the context the arena was sized for (build.sh's CTX line) */
     double exit_status, static_bytes, stack_bytes, arena_bytes, flash_bytes, model_bytes, insns_per_token, tokens;
@@ -42,6 +43,9 @@ typedef struct cli_fw_result {
 
 /* The typical clock (MHz) of the chip a target stands for; 0 if unknown. */
 double cli_fw_target_mhz(const char *target);
+
+/* The target's default RAM budget in KB: 256, or all it has if less. */
+uint32_t cli_fw_target_ram_kb(const char *target);
 
 /* Runs the job. Returns 0 if the script ran to the end (then res holds its
  * report; with run, check res->have_exit and res->exit_status), else

@@ -1,0 +1,109 @@
+#!/bin/sh
+# The stm32f405 target: a real STM32F405/F407 image (fw.bin for the board's
+# flash at 0x08000000, console on a USART, no semihosting) run unchanged on
+# QEMU's netduinoplus2. Its greedy text must equal `tritlm generate`'s for
+# the same model and path (bit-exact integer path), through each USART it
+# offers; stories260K's size as t2 must run at context 256 within the
+# part's 128 KB of SRAM; fw.bin must hold the vector table and the model
+# image at their addresses; a fault must end in FAULT and exit 99 over the
+# UART; a model larger than the part's 1 MB of flash or its RAM must fail
+# to build with a message that says so.
+# usage: firmware_stm32f405_test.sh SOURCE_DIR BUILD_DIR
+set -eu
+src=$1 build=$2
+tlm=$build/tritlm
+data=${TLM_DATA_DIR:-$src/../shared/data}
+. "$src/tests/lib.sh"
+tlm_need_tools arm-none-eabi-gcc arm-none-eabi-objcopy arm-none-eabi-nm qemu-system-arm
+tlm_need_stories "$data"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export TLM_FW_CACHE=$tmp
+export TLM_FW_TIMEOUT=120 # a firmware that never prints its EXIT line fails in 2 minutes, not 15
+"$tlm" import llama2c "$data/llama2c/stories260K.bin" "$data/llama2c/tok512.bin" -o "$tmp/s.tlm" 2>/dev/null
+"$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/t.tlm" --pack t2 2>/dev/null
+"$tlm" quantize -m "$tmp/s.tlm" -o "$tmp/ts.tlm" --pack ts --sparsity 0.5 --scale group --group 16 2>/dev/null
+fail=0
+num() { printf '%s\n' "$1" | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"; } # a whole number from a JSON line
+# MODEL[:kv8][:c][:uN]: the int8 KV cache; the image as `tritlm export c`'s
+# C array; the console on USART N (QEMU's serial port N - 1)
+for case in t:kv8 ts t:c t:kv8:u2 t:kv8:u3 t:kv8:u6; do
+    m=${case%%:*} kv="" embed=asm uart=1
+    case $case in *:kv8*) kv=--kv-int8 ;; esac
+    case $case in *:c) embed=c ;; esac
+    case $case in *:u*) uart=${case##*:u} ;; esac
+    want=$("$tlm" generate -m "$tmp/$m.tlm" -p "Once upon a time" -n 24 -t 0 $kv 2>/dev/null | esc)
+    out=$(TLM_BIN=$tlm "$src/firmware/build.sh" stm32f405 "$tmp/$m.tlm" "$tmp/fw_$m" --ctx 64 -n 24 $kv --embed $embed \
+        --uart $uart --run)
+    got=$(printf '%s\n' "$out" | sed -n 's/^TEXT //p')
+    status=$(echo "$out" | sed -n 's/^EXIT //p')
+    if [ "$status" != 0 ] || [ "$got" != "$want" ] || ! echo "$out" | grep -q '^CLOCK '; then
+        echo "FAIL $case: exit $status"; echo " host:     $want"; echo " firmware: $got"; fail=1
+    else
+        echo "ok $case: the host's text over USART$uart; $(echo "$out" | grep -E '^(STATIC|FLASH)' | tr '\n' ' ')"
+    fi
+done
+# stories260K's size as t2 at context 256 with the int8 KV cache, in the
+# part's 128 KB (a 4 KB stack region), through tritlm firmware --json
+st=0
+j=$("$tlm" firmware --target stm32f405 -m "$tmp/t.tlm" --kv-int8 --stack-kb 4 -n 24 -o "$tmp/fw_256" --run --json) || st=$?
+want=$("$tlm" generate -m "$tmp/t.tlm" -p "Once upon a time" -n 24 -t 0 --kv-int8 2>/dev/null | esc_json)
+got=$(json_text "$j")
+ram=$(num "$j" ram_bytes) ctx=$(num "$j" ctx) flash=$(num "$j" flash_bytes) insns=$(num "$j" insns_per_token)
+if [ $st != 0 ] || [ "$got" != "$want" ] || [ "$ctx" != 256 ] || [ -z "$ram" ] || [ "$ram" -gt 131072 ] || [ -z "$insns" ]; then
+    echo "FAIL context 256: exit $st, ctx ${ctx:-?}, RAM ${ram:-?}, text '$got' vs host '$want'"; fail=1
+else
+    echo "ok context 256: $ram bytes of RAM of 131072, $insns instructions per token, the host's text"
+fi
+# fw.bin: what the flasher writes at 0x08000000. Its first words are the
+# vector table (the stack top inside the 128 KB of SRAM, the reset handler
+# a Thumb address inside the image), and the model image sits at its
+# symbol's offset, byte for byte
+bin=$tmp/fw_256/fw.bin
+if [ ! -f "$bin" ] || [ "$(wc -c <"$bin")" != "$flash" ]; then
+    echo "FAIL fw.bin: $(wc -c <"$bin" 2>/dev/null || echo none) bytes, the firmware reports $flash"; fail=1
+else
+    sp=$(od -An -t u4 -N 4 "$bin" | tr -d ' ') rv=$(od -An -t u4 -j 4 -N 4 "$bin" | tr -d ' ')
+    base=134217728 # 0x08000000
+    at=$(arm-none-eabi-nm "$tmp/fw_256/fw.elf" | sed -n 's/^\([0-9a-f]*\) . tlm_fw_model$/\1/p')
+    off=$(($(printf '%d' "0x$at") - base))
+    if [ "$sp" -le 536870912 ] || [ "$sp" -gt $((536870912 + 131072)) ] || [ $((rv % 2)) != 1 ] ||
+        [ "$rv" -lt $base ] || [ "$rv" -ge $((base + flash)) ]; then
+        echo "FAIL fw.bin vector table: stack top $sp, reset $rv"; fail=1
+    elif ! tail -c +$((off + 1)) "$bin" | head -c "$(wc -c <"$tmp/t.tlm")" | cmp -s - "$tmp/t.tlm"; then
+        echo "FAIL fw.bin: the model image is not at offset $off"; fail=1
+    else
+        echo "ok fw.bin: $flash bytes, vector table and the model at 0x$at"
+    fi
+fi
+# a load from unmapped memory: FAULT and exit 99, over the UART
+out=$(TLM_BIN=$tlm "$src/firmware/build.sh" stm32f405 "$tmp/t.tlm" "$tmp/fw_fault" --ctx 16 -n 2 --fault-test 0x60000000u --run 2>&1 || true)
+status=$(echo "$out" | sed -n 's/^EXIT //p')
+if [ "$status" != 99 ] || ! echo "$out" | grep -q '^FAULT$'; then
+    echo "FAIL: an unmapped load gave exit '$status'"; echo "$out"; fail=1
+else
+    echo "ok fault: FAULT, exit 99"
+fi
+# too large: the fp32 model (1,068,608 bytes) for the 1 MB of flash; t2 at
+# context 256 with the default 8 KB stack region for the 128 KB of RAM
+for c in s:4:"1 MB of flash" t:3:"bytes missing"; do
+    m=${c%%:*} rest=${c#*:}
+    want_st=${rest%%:*} msg=${rest#*:}
+    st=0
+    TLM_BIN=$tlm "$src/firmware/build.sh" stm32f405 "$tmp/$m.tlm" "$tmp/fw_big" --ctx 256 --kv-int8 >/dev/null 2>"$tmp/big.err" || st=$?
+    if [ $st != "$want_st" ] || ! grep -q "$msg" "$tmp/big.err"; then
+        echo "FAIL $m too large: exit $st"; cat "$tmp/big.err"; fail=1
+    else
+        echo "ok $m too large: exit $st, $(head -n 1 "$tmp/big.err")"
+    fi
+done
+# --uart belongs to this target, and takes its four USARTs only
+for bad in "--target stm32f405 --uart 4" "--target cortex-m7 --uart 2"; do
+    st=0
+    # shellcheck disable=SC2086
+    "$tlm" firmware $bad -m "$tmp/t.tlm" -o "$tmp/fw_bad" >/dev/null 2>"$tmp/bad.err" || st=$?
+    if [ $st != 2 ] || ! grep -q -- '--uart' "$tmp/bad.err"; then
+        echo "FAIL 'firmware $bad': exit $st"; cat "$tmp/bad.err"; fail=1
+    fi
+done
+exit $fail
