@@ -55,6 +55,15 @@ if [ $st != 0 ] || [ "$got" != "$want" ] || [ "$ctx" != 256 ] || [ -z "$ram" ] |
 else
     echo "ok context 256: $ram bytes of RAM of 131072, $insns instructions per token, the host's text"
 fi
+# --device stm32f405 builds the same board image (and quantize --device
+# plans on the cortex-m4 target, whose counts are the same)
+j2=$("$tlm" firmware --device stm32f405 -m "$tmp/t.tlm" --kv-int8 --stack-kb 4 -n 24 -o "$tmp/fw_dev" --run --json) || true
+if [ "$(printf '%s\n' "$j2" | sed -n 's/.*"target":"\([a-z0-9-]*\)".*/\1/p')" != stm32f405 ] || [ "$(json_text "$j2")" != "$want" ] ||
+    [ "$(num "$j2" insns_per_token)" != "$insns" ] || ! printf '%s\n' "$j2" | grep -q '"bin":"[^"]*fw_dev/fw.bin"'; then
+    echo "FAIL --device stm32f405: $j2"; fail=1
+else
+    echo "ok --device stm32f405: the board image, the same text and counts"
+fi
 # fw.bin: what the flasher writes at 0x08000000. Its first words are the
 # vector table (the stack top inside the 128 KB of SRAM, the reset handler
 # a Thumb address inside the image), and the model image sits at its

@@ -361,9 +361,9 @@ int cmd_firmware(int argc, char **argv)
     if (device) {
         dev = tlm_device_find(device);
         if (!dev) return cli_usage_error("firmware", "unknown device '%s' ('tritlm quantize --device list' lists them)", device);
-        if (target && strcmp(target, dev->target))
+        if (target && strcmp(target, dev->target) && !(dev->board && !strcmp(target, dev->board)))
             return cli_usage_error("firmware", "%s has a %s core: leave out --target %s", device, dev->target, target);
-        target = dev->target;
+        if (!target) target = dev->board ? dev->board : dev->target; /* a real board's image where there is one */
         if (!ram_given) ram_kb = dev->ram_kb;
     }
     if (!target) return cli_usage_error("firmware", "missing --target (cortex-m7, cortex-m4, cortex-m0plus, esp32c3, lx106 or stm32f405) or --device");

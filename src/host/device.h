@@ -13,6 +13,9 @@ typedef struct tlm_device {
     uint32_t ram_kb;    /* RAM for the firmware's statics, stack and the model's arena */
     uint32_t flash_kb;  /* flash for the firmware's code and the model image */
     uint32_t mhz;       /* the core's usual top clock */
+    const char *board;  /* the target of an image for the part itself, which `tritlm firmware
+                           --device` builds (stm32f405), or NULL: the emulated target above,
+                           which `quantize --device` measures on either way */
 } tlm_device;
 
 size_t tlm_device_count(void);
