@@ -9,6 +9,9 @@
 #        (--ram-kb: default 256, or all the target has if less: 128 on the stm32f405)
 #        [--uart 1|2|3|6]   (stm32f405: the console's USART, default 1 on PA9/PA10; 2 PA2/PA3,
 #                            3 PB10/PB11, 6 PC6/PC7; 115200 8N1)
+#        [--interactive [--input FILE]]   (stm32f405: after the fixed prompt, prompts typed on the
+#                            console, each decoded as a TEXT line, until Ctrl-D; with --run, QEMU's
+#                            console is typed FILE's lines, then Ctrl-D)
 #        (exit 3: the model does not fit the RAM budget; 4: the firmware does not fit the
 #         board's flash, 4 MB on the emulated boards, 1 MB on the stm32f405; 2: any other error)
 #        (--stack-kb: the stack's region within the RAM budget, default 8; the firmware exits 98 if it used all of it)
@@ -45,13 +48,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
-ctx="" ram_kb="" uart=1 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
+ctx="" ram_kb="" uart=1 interactive=0 input="" prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
 seal_key="" seal_pub="" adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0 tune_client=0 tune_round=0
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
     --ram-kb) ram_kb=$2; shift 2 ;;
     --uart) uart=$2; shift 2 ;;
+    --interactive) interactive=1; shift ;;
+    --input) input=$2; shift 2 ;;
     --stack-kb) stack_kb=$2; shift 2 ;;
     -p) prompt=$2; shift 2 ;;
     -n) steps=$2; shift 2 ;;
@@ -224,6 +229,7 @@ stm32f405)
     LIBS="-lm -lc -lgcc"
     SRCS="startup.c"
     defs="$defs -DTLM_FW_UART=$uart"
+    [ "$interactive" = 1 ] && defs="$defs -DTLM_FW_INTERACTIVE"
     max_ram=128 flash_desc="the STM32F405's 1 MB of flash"
     ;;
 esp32c3)
@@ -249,6 +255,21 @@ lx106)
 *) echo "build.sh: unknown target $target (cortex-m7, cortex-m4, cortex-m0plus, esp32c3, lx106, stm32f405)" >&2; exit 2 ;;
 esac
 [ -n "$ram_kb" ] || ram_kb=$((max_ram < 256 ? max_ram : 256))
+if [ "$interactive" = 1 ]; then
+    [ "$target" = stm32f405 ] || { echo "build.sh: --interactive needs a console to type on: the stm32f405 target" >&2; exit 2; }
+    [ -z "$tune" ] || { echo "build.sh: --interactive decodes; not with --tune" >&2; exit 2; }
+    if [ "$run" = 1 ] && [ -z "$input" ]; then
+        echo "build.sh: --interactive --run types the lines of --input FILE; to type yourself, build without --run and start 'qemu-system-arm -M netduinoplus2 -nographic -kernel $out/fw.elf' (Ctrl-A X quits)" >&2
+        exit 2
+    fi
+    if [ -n "$input" ]; then
+        [ -f "$input" ] || { echo "build.sh: no input file $input" >&2; exit 2; }
+        input=$(cd "$(dirname "$input")" && pwd)/$(basename "$input")
+    fi
+elif [ -n "$input" ]; then
+    echo "build.sh: --input goes with --interactive" >&2
+    exit 2
+fi
 case "$ram_kb" in *[!0-9]* | 0) echo "build.sh: --ram-kb takes a whole number of KB" >&2; exit 2 ;; esac
 case "$stack_kb" in '' | *[!0-9]* | 0) echo "build.sh: --stack-kb takes a whole number of KB, at least 1" >&2; exit 2 ;; esac
 if [ "$ram_kb" -gt "$max_ram" ]; then
@@ -361,8 +382,13 @@ stm32f405) # the console's USART is QEMU's serial port number uart - 1; the othe
     set -- qemu-system-arm -M netduinoplus2 -display none -monitor none
     i=1
     while [ $i -lt "$uart" ]; do set -- "$@" -serial null; i=$((i + 1)); done
-    rm -f "$out/uart.out"
-    set -- "$@" -serial "file:$out/uart.out" -kernel "$out/fw.elf"
+    rm -f "$out/uart.out" "$out/uart.in" "$out/uart.pipe.in" "$out/uart.pipe.out"
+    if [ -n "$input" ]; then # a console both ways: QEMU's pipe backend, path.in and path.out
+        mkfifo "$out/uart.pipe.in" "$out/uart.pipe.out"
+        set -- "$@" -chardev "pipe,id=con,path=$out/uart.pipe" -serial chardev:con -kernel "$out/fw.elf"
+    else
+        set -- "$@" -serial "file:$out/uart.out" -kernel "$out/fw.elf"
+    fi
     ;;
 esp32c3)
     set -- qemu-system-riscv32 -M virt -bios none -display none -serial stdio -monitor none -kernel "$out/fw.elf"
@@ -381,6 +407,23 @@ if [ "$target" = stm32f405 ]; then
     # is stopped once that line is out (or after TLM_FW_TIMEOUT seconds).
     "$@" >"$out/run.qemu" 2>"$out/run.err" </dev/null &
     qpid=$!
+    if [ -n "$input" ]; then
+        # (QEMU opens both FIFOs read-write, so neither side waits for the
+        # other.) The lines are typed once the firmware says READY: QEMU's
+        # USART drops what arrives before the firmware enables its receiver,
+        # and holds the rest until the firmware reads each byte.
+        cat "$out/uart.pipe.out" >"$out/uart.out" &
+        rpid=$!
+        (
+            i=0
+            while ! grep -q '^READY' "$out/uart.out" 2>/dev/null && [ $i -lt $((${TLM_FW_TIMEOUT:-900} * 5)) ]; do
+                sleep 0.2
+                i=$((i + 1))
+            done
+            { cat "$input"; printf '\n\004'; } >"$out/uart.pipe.in"
+        ) &
+        wpid=$!
+    fi
     waited=0 limit=$((${TLM_FW_TIMEOUT:-900} * 5))
     while kill -0 $qpid 2>/dev/null && ! grep -q '^EXIT ' "$out/uart.out" 2>/dev/null && [ $waited -lt $limit ]; do
         sleep 0.2
@@ -388,6 +431,11 @@ if [ "$target" = stm32f405 ]; then
     done
     kill $qpid 2>/dev/null || true
     wait $qpid 2>/dev/null || true
+    if [ -n "$input" ]; then # the reader ends with QEMU; the writer, if QEMU never read, would not
+        kill "$wpid" 2>/dev/null || true
+        wait "$rpid" "$wpid" 2>/dev/null || true
+        rm -f "$out/uart.pipe.in" "$out/uart.pipe.out"
+    fi
     tr -d '\r' <"$out/uart.out" 2>/dev/null | sed '/^EXIT /,$d' >"$out/run.out"
     status=$(tr -d '\r' <"$out/uart.out" 2>/dev/null | sed -n 's/^EXIT \(-*[0-9]*\)$/\1/p' | head -n 1)
     if [ -z "$status" ]; then

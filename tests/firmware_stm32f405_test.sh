@@ -5,7 +5,8 @@
 # the same model and path (bit-exact integer path), through each USART it
 # offers; stories260K's size as t2 must run at context 256 within the
 # part's 128 KB of SRAM; fw.bin must hold the vector table and the model
-# image at their addresses; a fault must end in FAULT and exit 99 over the
+# image at their addresses; prompts typed on its console must be answered
+# as the host answers them; a fault must end in FAULT and exit 99 over the
 # UART; a model larger than the part's 1 MB of flash or its RAM must fail
 # to build with a message that says so.
 # usage: firmware_stm32f405_test.sh SOURCE_DIR BUILD_DIR
@@ -43,6 +44,26 @@ for case in t:kv8 ts t:c t:kv8:u2 t:kv8:u3 t:kv8:u6; do
         echo "ok $case: the host's text over USART$uart; $(echo "$out" | grep -E '^(STATIC|FLASH)' | tr '\n' ' ')"
     fi
 done
+# prompts typed on the console after the fixed one (--interactive): each
+# decoded from position 0 as the host decodes it alone; a Backspace takes
+# back the byte before it, a blank line is skipped, and the JSON lists the
+# replies in order
+printf 'The little dogs\010\nLily saw a big\n\nOnce upon a time\n' >"$tmp/typed.txt"
+out=$(TLM_BIN=$tlm "$src/firmware/build.sh" stm32f405 "$tmp/t.tlm" "$tmp/fw_chat" --ctx 64 -n 24 --kv-int8 --interactive \
+    --input "$tmp/typed.txt" --run)
+got=$(printf '%s\n' "$out" | sed -n 's/^TEXT //p' | tail -n +2)
+want=$(for p in "The little dog" "Lily saw a big" "Once upon a time"; do
+    "$tlm" generate -m "$tmp/t.tlm" -p "$p" -n 24 -t 0 --kv-int8 2>/dev/null | esc
+done)
+status=$(echo "$out" | sed -n 's/^EXIT //p')
+j=$("$tlm" firmware --target stm32f405 -m "$tmp/t.tlm" --ctx 64 -n 24 --kv-int8 --interactive --input "$tmp/typed.txt" \
+    -o "$tmp/fw_chat_json" --run --json || true)
+n_replies=$(printf '%s\n' "$j" | grep -o '{"text":' | wc -l)
+if [ "$status" != 0 ] || [ "$got" != "$want" ] || [ "$n_replies" != 3 ]; then
+    echo "FAIL interactive: exit $status, $n_replies replies in the JSON"; echo " host:"; echo "$want"; echo " firmware:"; echo "$got"; fail=1
+else
+    echo "ok interactive: three typed prompts, the host's text for each"
+fi
 # stories260K's size as t2 at context 256 with the int8 KV cache, in the
 # part's 128 KB (a 4 KB stack region), through tritlm firmware --json
 st=0
@@ -106,12 +127,14 @@ for c in s:4:"1 MB of flash" t:3:"bytes missing"; do
         echo "ok $m too large: exit $st, $(head -n 1 "$tmp/big.err")"
     fi
 done
-# --uart belongs to this target, and takes its four USARTs only
-for bad in "--target stm32f405 --uart 4" "--target cortex-m7 --uart 2"; do
+# --uart and --interactive belong to this target; --uart takes its four
+# USARTs only; --interactive --run needs the lines to type
+for bad in "--target stm32f405 --uart 4:--uart" "--target cortex-m7 --uart 2:--uart" \
+    "--target esp32c3 --interactive:--interactive" "--target stm32f405 --interactive --run:--input"; do
     st=0
     # shellcheck disable=SC2086
-    "$tlm" firmware $bad -m "$tmp/t.tlm" -o "$tmp/fw_bad" >/dev/null 2>"$tmp/bad.err" || st=$?
-    if [ $st != 2 ] || ! grep -q -- '--uart' "$tmp/bad.err"; then
+    "$tlm" firmware ${bad%%:*} -m "$tmp/t.tlm" -o "$tmp/fw_bad" >/dev/null 2>"$tmp/bad.err" || st=$?
+    if [ $st != 2 ] || ! grep -q -- "${bad##*:}" "$tmp/bad.err"; then
         echo "FAIL 'firmware $bad': exit $st"; cat "$tmp/bad.err"; fail=1
     fi
 done

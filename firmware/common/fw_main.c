@@ -16,7 +16,12 @@
  * TLM_FW_SIGNED when model.S links a signed model ('tritlm fed sign'):
  * the server's signature is checked with the core's tlm_seal_verify_model
  * against the key in tlm_fw_keys.h (build.sh --server-key) before the image
- * inside is opened; exit 10 if it does not verify. */
+ * inside is opened; exit 10 if it does not verify.
+ * TLM_FW_INTERACTIVE (build.sh --interactive; targets with tlm_fw_getc):
+ * after the fixed prompt's report, prompts typed on the console, one a
+ * line (echoed; Backspace edits; at most TLM_FW_LINE_CAP bytes), each
+ * decoded from position 0 as its own TEXT line, until Ctrl-D on an empty
+ * line. */
 #include <stdint.h>
 #include <string.h>
 
@@ -45,6 +50,10 @@ extern const uint8_t tlm_fw_model_end[];
 #ifdef TLM_FW_ADAPTER
 extern const uint8_t tlm_fw_adapter[];
 extern const uint8_t tlm_fw_adapter_end[];
+#endif
+
+#ifndef TLM_FW_RT_FLAGS
+#define TLM_FW_RT_FLAGS 0u
 #endif
 
 static uint8_t arena[TLM_FW_ARENA_BYTES] __attribute__((aligned(64)));
@@ -134,6 +143,81 @@ static void put_ids(const char *label, const uint32_t *v, size_t n)
     fw_flush();
 }
 
+#ifdef TLM_FW_INTERACTIVE
+#include "fw_port.h"
+
+#ifndef TLM_FW_LINE_CAP
+#define TLM_FW_LINE_CAP 256u
+#endif
+/* A line from the console into buf (at most cap bytes, the rest of a
+ * longer line dropped), echoed as typed: its length, or -1 for Ctrl-D on
+ * an empty line. CR or LF ends it (an empty line is 0); Backspace and DEL
+ * take back a byte; other control bytes are ignored. */
+static int read_line(char *buf, uint32_t cap)
+{
+    uint32_t n = 0;
+    for (;;) {
+        const int c = tlm_fw_getc();
+        if (c == 4 && n == 0) return -1;
+        if (c == '\r' || c == '\n') {
+            if (n) tlm_fw_puts("\n");
+            return (int)n;
+        }
+        if (c == 8 || c == 127) {
+            if (n) {
+                n--;
+                tlm_fw_puts("\b \b");
+            }
+            continue;
+        }
+        if (c < 0x20 || n >= cap) continue;
+        buf[n++] = (char)c;
+        const char e[2] = {(char)c, 0};
+        tlm_fw_puts(e);
+    }
+}
+
+/* Prompts from the console until Ctrl-D. Each is encoded with the arena as
+ * the encoder's scratch (the runtime is set up over the arena again
+ * afterwards: a new prompt starts at position 0, nothing before it is
+ * kept), then decoded greedily for up to `steps` positions. */
+static int chat(tlm_runtime *rt, const tlm_model *m, uint32_t steps)
+{
+    static char line[TLM_FW_LINE_CAP];
+    static uint32_t lids[TLM_FW_LINE_CAP + 3u];
+    /* the encoder needs TLM_ENCODE_SCRATCH(cap) int32 values: as many ids as the arena allows */
+    size_t cap = sizeof arena / (sizeof(int32_t) * TLM_ENCODE_SCRATCH(1));
+    cap = cap < TLM_FW_LINE_CAP + 3u ? cap : TLM_FW_LINE_CAP + 3u;
+    if (cap < 4u) return fw_fail("the arena is too small to encode typed prompts", NULL, 4);
+    fw_put_str("READY type a prompt and Enter; Ctrl-D on an empty line ends\n");
+    fw_flush();
+    for (int ask = 1;;) {
+        if (ask) tlm_fw_puts("> ");
+        const int n = read_line(line, (uint32_t)cap - 3u);
+        if (n < 0) {
+            tlm_fw_puts("\n");
+            return 0;
+        }
+        ask = n > 0; /* (an empty line: the same prompt goes on) */
+        if (n == 0) continue;
+        size_t k = 0;
+        tlm_error err;
+        if (tlm_encode(m, line, (size_t)n, TLM_ENCODE_BOS, lids, cap, (int32_t *)(void *)arena, &k)) {
+            fw_put_str("ERROR the prompt does not encode\n");
+            fw_flush();
+            continue;
+        }
+        if (tlm_runtime_init_flags(rt, m, TLM_FW_CTX, TLM_FW_RT_FLAGS, arena, sizeof arena, &err))
+            return fw_fail("runtime", err.msg, 3);
+#ifdef TLM_FW_ADAPTER
+        if (tlm_runtime_use_adapter(rt, tlm_fw_adapter, (size_t)(tlm_fw_adapter_end - tlm_fw_adapter), &err))
+            return fw_fail("adapter", err.msg, 7);
+#endif
+        fw_decode(rt, m, lids, k, steps, out_ids, 0);
+    }
+}
+#endif
+
 int main(void)
 {
 #ifdef TLM_FW_FAULT_TEST
@@ -174,9 +258,6 @@ int main(void)
     if (tlm_model_open(&m, img, img_bytes, &err))
         return fw_fail("model", err.msg, 2);
     tlm_runtime rt;
-#ifndef TLM_FW_RT_FLAGS
-#define TLM_FW_RT_FLAGS 0u
-#endif
     if (tlm_runtime_init_flags(&rt, &m, TLM_FW_CTX, TLM_FW_RT_FLAGS, arena, sizeof arena, &err))
         return fw_fail("runtime", err.msg, 3);
 #ifdef TLM_FW_ADAPTER
@@ -230,5 +311,9 @@ int main(void)
     fw_put_u32((uint32_t)FW_MODEL_BYTES);
     fw_put_str("\n");
     fw_flush();
+#ifdef TLM_FW_INTERACTIVE
+    return chat(&rt, &m, steps);
+#else
     return 0;
+#endif
 }

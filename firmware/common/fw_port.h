@@ -10,6 +10,8 @@ extern uint32_t _sdata, _ebss, _flash_end;
 void tlm_fw_puts(const char *s);      /* console: semihosting, UART or simcall */
 uint32_t tlm_fw_stack_used(void);     /* painted stack's high-water mark */
 __attribute__((noreturn)) void tlm_fw_exit(int code);
+int tlm_fw_getc(void);                /* the console's next byte, waiting for it: only on targets with
+                                         an input console (stm32f405), for TLM_FW_INTERACTIVE */
 
 static inline void fw_puts(const char *s) { tlm_fw_puts(s); }
 static inline uint32_t fw_stack_used(void) { return tlm_fw_stack_used(); }

@@ -73,6 +73,7 @@
 #define USART_DR (UART_BASE + 0x04u)
 #define USART_BRR (UART_BASE + 0x08u)
 #define USART_CR1 (UART_BASE + 0x0Cu)
+#define SR_RXNE (1u << 5)
 #define SR_TC (1u << 6)
 #define SR_TXE (1u << 7)
 
@@ -159,6 +160,13 @@ void tlm_fw_puts(const char *s)
         if (*s == '\n') put_char('\r'); /* terminals want CR LF */
         put_char(*s);
     }
+}
+
+int tlm_fw_getc(void)
+{
+    while (!(REG(USART_SR) & SR_RXNE)) {
+    }
+    return (int)(REG(USART_DR) & 0xFFu);
 }
 
 __attribute__((noreturn)) void tlm_fw_exit(int code)

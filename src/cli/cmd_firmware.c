@@ -21,7 +21,8 @@ static const char help[] =
     "usage: tritlm firmware (--target cortex-m7|cortex-m4|cortex-m0plus|esp32c3|lx106|stm32f405 | --device NAME)\n"
     "                       -m MODEL.tlm [--ctx N]\n"
     "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
-    "                       [--adapter UPDATE] [--server-key SERVER.pub] [--uart 1|2|3|6] [--run] [--json]\n"
+    "                       [--adapter UPDATE] [--server-key SERVER.pub] [--uart 1|2|3|6]\n"
+    "                       [--interactive [--input FILE]] [--run] [--json]\n"
     "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E] [--lora R]\n"
     "                        [--update FILE] [--client ID] [--round R] [--key DEVICE.key --server-key SERVER.pub]]\n"
     "\n"
@@ -91,6 +92,11 @@ static const char help[] =
     "                     server's signature on it before using it (exit status 10 if it fails)\n"
     "      --uart N       stm32f405: the console's USART, 1 (PA9 TX, PA10 RX; default), 2 (PA2,\n"
     "                     PA3), 3 (PB10, PB11) or 6 (PC6, PC7)\n"
+    "      --interactive  stm32f405: after the fixed prompt, the board reads prompts typed on its\n"
+    "                     console (echoed; Enter decodes one as its own TEXT line; Ctrl-D on an\n"
+    "                     empty line ends); with --run, QEMU's console is typed the lines of\n"
+    "      --input FILE   (the JSON's \"replies\"); to type yourself, build without --run and\n"
+    "                     start qemu-system-arm -M netduinoplus2 -nographic -kernel DIR/fw.elf\n"
     "      --json         one JSON object on stdout (with --run)\n"
     "  -h, --help         this text\n"
     "\n"
@@ -100,6 +106,34 @@ static const char help[] =
     "ESP32-C3 160 MHz, ESP32 240 MHz for the Xtensa stand-in; --device: that part's clock) by\n"
     "them, taking one instruction per cycle: an estimate, not a measurement. Environment: TLM_FIRMWARE_DIR (firmware sources), TLM_PLUGIN (counting\n"
     "plugin).\n";
+
+static size_t unescape_text(const char *s, size_t n, char *out);
+
+/* "replies": the text of every TEXT line after the first (the prompts
+ * typed with --interactive, in order). */
+static void add_replies(cJSON *root, const char *out)
+{
+    cJSON *arr = cJSON_AddArrayToObject(root, "replies");
+    int first = 1;
+    for (const char *p = out; arr && p && *p;) {
+        const char *e = strchr(p, '\n');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len >= 5 && !strncmp(p, "TEXT ", 5)) {
+            if (!first) {
+                char *t = malloc(len);
+                if (t) {
+                    const size_t n = unescape_text(p + 5, len - 5, t);
+                    cJSON *item = cJSON_CreateObject();
+                    if (item && cli_json_add_text(item, "text", t, n)) cJSON_AddItemToArray(arr, item);
+                    else cJSON_Delete(item);
+                    free(t);
+                }
+            }
+            first = 0;
+        }
+        p = e ? e + 1 : NULL;
+    }
+}
 
 static int hex_value(char c)
 {
@@ -270,12 +304,14 @@ int cmd_firmware(int argc, char **argv)
         {"adapter", required_argument, 0, 'A'}, {"lora", required_argument, 0, 'l'},
         {"key", required_argument, 0, 'Y'},    {"server-key", required_argument, 0, 'Z'},
         {"client", required_argument, 0, 'I'}, {"round", required_argument, 0, 'N'},
-        {"uart", required_argument, 0, 'u'},   {0, 0, 0, 0}};
+        {"uart", required_argument, 0, 'u'},   {"interactive", no_argument, 0, 'i'},
+        {"input", required_argument, 0, 'F'},  {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 0, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16, tune_lora = 0;
     uint32_t tune_client = 0, tune_round = 0, uart = 0;
     float tune_lr = 0.0f; /* 0: the core's default for what is tuned */
-    int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0;
+    int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0, interactive = 0;
+    const char *input = NULL;
     const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL, *adapter = NULL;
     const char *seal_key = NULL, *seal_pub = NULL;
     optind = 1;
@@ -349,6 +385,8 @@ int cmd_firmware(int argc, char **argv)
             if (!cli_parse_u32(optarg, 1, 6, &uart) || uart == 4 || uart == 5)
                 return cli_usage_error("firmware", "--uart takes 1, 2, 3 or 6, got '%s'", optarg);
             break;
+        case 'i': interactive = 1; break;
+        case 'F': input = optarg; break;
         case 'o': outdir = optarg; break;
         case 'R': run = 1; break;
         case 'j': json = 1; break;
@@ -372,6 +410,16 @@ int cmd_firmware(int argc, char **argv)
     if (mhz <= 0.0) return cli_usage_error("firmware", "unknown target '%s' (cortex-m7, cortex-m4, cortex-m0plus, esp32c3, lx106 or stm32f405)", target);
     if (!ram_given && !dev) ram_kb = cli_fw_target_ram_kb(target);
     if (uart && strcmp(target, "stm32f405")) return cli_usage_error("firmware", "--uart picks the stm32f405's console; the %s target's is fixed", target);
+    if (interactive && strcmp(target, "stm32f405"))
+        return cli_usage_error("firmware", "--interactive needs a console to type on: the stm32f405 target, not %s", target);
+    if (input && !interactive) return cli_usage_error("firmware", "--input FILE types its lines for --interactive");
+    if (interactive && run && !input)
+        return cli_usage_error("firmware", "--interactive --run types the lines of --input FILE (to type yourself, build without --run and start qemu-system-arm -M netduinoplus2 -nographic -kernel DIR/fw.elf)");
+    if (interactive && (tune || adapter)) return cli_usage_error("firmware", "--interactive decodes the model: not with --tune or --adapter");
+    if (input && access(input, R_OK)) {
+        fprintf(stderr, "tritlm firmware: cannot read %s: %s\n", input, strerror(errno));
+        return TLM_EXIT_FAIL;
+    }
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
     if (stack_kb >= ram_kb) return cli_usage_error("firmware", "--stack-kb %u leaves nothing of the %u KB of RAM", stack_kb, ram_kb);
     if (!tune && (tune_opts || update))
@@ -417,6 +465,7 @@ int cmd_firmware(int argc, char **argv)
     else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
     const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
                             .ctx = ctx, .ram_kb = ram_kb, .stack_kb = stack_kb, .steps = steps, .kv8 = kv8, .run = run, .adapter = adapter, .uart = uart,
+                            .interactive = interactive, .input = input,
                             .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr,
                             .tune_encode = encode, .tune_lora = tune_lora, .seal_key = seal_key, .seal_pub = seal_pub,
                             .tune_client = tune_client, .tune_round = tune_round};
@@ -465,6 +514,7 @@ int cmd_firmware(int argc, char **argv)
             free(t);
         }
         cJSON_AddNumberToObject(root, "tokens", tokens);
+        if (interactive) add_replies(root, out);
         size_t sl = 0;
         const char *sr = cli_fw_field(out, "SIGNED", &sl); /* "round R, the server's signature verified" */
         if (sr && sl > 6) cJSON_AddNumberToObject(root, "signed_round", strtod(sr + 6, NULL));

@@ -117,6 +117,11 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     }
     args[k++] = "--embed";
     args[k++] = (char *)(job->embed ? job->embed : "asm");
+    if (job->interactive) args[k++] = "--interactive";
+    if (job->input) {
+        args[k++] = "--input";
+        args[k++] = (char *)job->input;
+    }
     if (job->uart) {
         snprintf(num[10], sizeof num[10], "%u", job->uart);
         args[k++] = "--uart";
