@@ -348,6 +348,18 @@ set -- "$@" "$corelib" # after the files that call the core
             [ -n "$a8" ] && [ "$a8" -lt "$arena" ] &&
                 echo "build.sh: with --kv-int8 the arena would be $a8 bytes ($((arena - a8)) fewer); a smaller --ctx also helps" >&2
         fi
+        # the longest context that fits with the int8 KV cache: the arena may
+        # lose the missing bytes (static RAM and stack stay), and it grows with
+        # the context (tritlm info's figure for each, found by bisection)
+        if [ -n "${info:-}" ] && [ "$arena" -gt "$missing" ]; then
+            room=$((arena - missing)) k8=arena_bytes_kv_int8${adapter:+_adapter} lo=0 hi=$ctx
+            while [ $((hi - lo)) -gt 1 ]; do
+                mid=$(((lo + hi) / 2))
+                a=$("$tlm" info "$img" --ctx $mid --json 2>/dev/null | sed -n "s/.*\"$k8\":\([0-9]*\).*/\1/p")
+                if [ -n "$a" ] && [ "$a" -le $room ]; then lo=$mid; else hi=$mid; fi
+            done
+            [ $lo -gt 0 ] && echo "build.sh: with the int8 KV cache, contexts up to $lo positions fit (--kv-int8 --ctx $lo)" >&2
+        fi
         # the decoder's stack peaks near 1.3 KB: a smaller stack region may be all that is missing
         if [ "$stack_kb" -gt 2 ] && [ "$missing" -le $(((stack_kb - 2) * 1024)) ]; then
             echo "build.sh: --stack-kb $((stack_kb - (missing + 1023) / 1024)) would make room (the decoder's stack peaks near 1.3 KB; the firmware reports STACK and exits 98 if it runs out)" >&2

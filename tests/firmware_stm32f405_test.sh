@@ -127,6 +127,28 @@ for c in s:4:"1 MB of flash" t:3:"bytes missing"; do
         echo "ok $m too large: exit $st, $(head -n 1 "$tmp/big.err")"
     fi
 done
+# the shipped default model (dim 128) at its default context needs far more
+# than 128 KB: the build names the longest context that fits with the int8
+# KV cache, which must link and decode the host's text, one more must not
+cp "$src/models/tinystories-d128-ternary.tlm" "$tmp/d.tlm"
+st=0
+TLM_BIN=$tlm "$src/firmware/build.sh" stm32f405 "$tmp/d.tlm" "$tmp/fw_d" >/dev/null 2>"$tmp/d.err" || st=$?
+best=$(sed -n 's/.*contexts up to \([0-9]*\) positions fit.*/\1/p' "$tmp/d.err")
+if [ $st != 3 ] || [ -z "$best" ]; then
+    echo "FAIL the default model: exit $st, no context named"; cat "$tmp/d.err"; fail=1
+else
+    out=$(TLM_BIN=$tlm "$src/firmware/build.sh" stm32f405 "$tmp/d.tlm" "$tmp/fw_d" --kv-int8 --ctx "$best" -n 24 --run 2>&1 || true)
+    want=$("$tlm" generate -m "$tmp/d.tlm" -p "Once upon a time" -n 24 -t 0 --kv-int8 2>/dev/null | esc)
+    st2=0
+    TLM_BIN=$tlm "$src/firmware/build.sh" stm32f405 "$tmp/d.tlm" "$tmp/fw_d2" --kv-int8 --ctx $((best + 1)) >/dev/null 2>&1 || st2=$?
+    if [ "$(echo "$out" | sed -n 's/^EXIT //p')" != 0 ] || [ "$(printf '%s\n' "$out" | sed -n 's/^TEXT //p')" != "$want" ] ||
+        [ $st2 != 3 ]; then
+        echo "FAIL the default model at the context named ($best): exit $(echo "$out" | sed -n 's/^EXIT //p'), one more: exit $st2"
+        fail=1
+    else
+        echo "ok the default model: up to $best positions fit 128 KB, as the build said; the host's text"
+    fi
+fi
 # --uart and --interactive belong to this target; --uart takes its four
 # USARTs only; --interactive --run needs the lines to type
 for bad in "--target stm32f405 --uart 4:--uart" "--target cortex-m7 --uart 2:--uart" \
