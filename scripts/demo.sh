@@ -75,7 +75,8 @@ if [ -r "$clinc" ]; then
     "$tlm" generate -m "$ternary" -p "can you book" -n 24 -t 0 --kv-int8 --adapter "$fed/adapter.tlmu"
     set +x
 fi
-# on a microcontroller (emulated): the default model as STM32F722 firmware;
+# on a microcontroller (emulated): the default model as STM32F722 firmware
+# and as a real STM32F405 board's image answering typed prompts;
 # the same model tuning its norm gains on a device's own text in 256 KB of
 # RAM and sending the update signed with device 1's key and sealed to the
 # server's by the chip itself, which the server opens and folds into a
@@ -87,6 +88,11 @@ if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/
     set -x
     "$tlm" firmware --device stm32f722 -m "$ternary" --kv-int8 -n 64 -o "$build/demo/fw-stm32f722" --run |
         grep -E '^(TEXT|FLASH|RAM|INSNS_PER_TOKEN|ESTIMATE)'
+    # a real STM32F405 board's image (fw.bin), prompts typed on its console
+    # (here QEMU's netduinoplus2, the same bytes), in its 128 KB of RAM
+    printf 'The little dog\nTom and Sue\n' >"$build/demo/typed.txt"
+    "$tlm" firmware --device stm32f405 -m "$ternary" --kv-int8 --ctx 128 -n 48 --interactive \
+        --input "$build/demo/typed.txt" -o "$build/demo/fw-stm32f405" --run | grep -E '^(> |TEXT|BIN|RAM)'
     "$tlm" firmware --target cortex-m7 -m "$ternary" --tune "$fed/own.txt" --tune-steps 2 --encode int8 \
         --client 1 --key "$fed/device1.key" --server-key "$fed/server.pub" \
         -o "$build/demo/fw-tune" --run --update "$fed/device1-on-chip.tlmu" |
