@@ -19,6 +19,13 @@ void fw_put_text(const uint8_t *p, size_t n)
     }
 }
 
+#ifdef TLM_FW_CYCLES
+#include "fw_port.h"
+
+uint64_t fw_cycles_total;
+uint32_t fw_cycles_tokens;
+#endif
+
 uint32_t fw_decode(tlm_runtime *rt, const tlm_model *m, const uint32_t *ids, size_t n_prompt, uint32_t steps,
                    uint32_t *out_ids, int counted)
 {
@@ -26,10 +33,22 @@ uint32_t fw_decode(tlm_runtime *rt, const tlm_model *m, const uint32_t *ids, siz
     uint32_t token = ids[0], pos = 0;
     while (pos < steps) {
         float *logits;
+#ifdef TLM_FW_CYCLES
+        const uint32_t c0 = counted ? tlm_fw_cycles() : 0u;
+#endif
         if (counted) tlm_fw_token_begin();
         tlm_runtime_forward(rt, token, pos, &logits);
         const uint32_t best = tlm_argmax(logits, m->hp.vocab_size);
         if (counted) tlm_fw_token_end();
+#ifdef TLM_FW_CYCLES
+        if (counted) {
+            const uint32_t c1 = tlm_fw_cycles();
+            if (c1 != c0) { /* (a counter that does not run counts nothing) */
+                fw_cycles_total += c1 - c0;
+                fw_cycles_tokens++;
+            }
+        }
+#endif
         const uint32_t next = pos + 1u < n_prompt ? ids[pos + 1u] : best;
         out_ids[pos++] = next;
 #ifndef TLM_FW_NO_STOP

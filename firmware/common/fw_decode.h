@@ -22,4 +22,13 @@ void fw_put_text(const uint8_t *p, size_t n);
 uint32_t fw_decode(tlm_runtime *rt, const tlm_model *m, const uint32_t *ids, size_t n_prompt, uint32_t steps,
                    uint32_t *out_ids, int counted);
 
+/* With TLM_FW_CYCLES (a target whose core counts its cycles): the cycles
+ * of the counted tokens so far, read around the plugin's markers (outside
+ * what the plugin counts), and how many tokens. Zero where the counter
+ * does not run (QEMU). */
+#ifdef TLM_FW_CYCLES
+extern uint64_t fw_cycles_total;
+extern uint32_t fw_cycles_tokens;
+#endif
+
 #endif

@@ -306,6 +306,13 @@ int main(void)
     fw_put_str("TOKENS ");
     fw_put_u32(pos);
     fw_put_str("\n");
+#ifdef TLM_FW_CYCLES
+    if (fw_cycles_tokens) { /* measured by the chip itself (never under QEMU, which has no DWT) */
+        fw_put_str("CYCLES_PER_TOKEN ");
+        fw_put_u32((uint32_t)(fw_cycles_total / fw_cycles_tokens));
+        fw_put_str("\n");
+    }
+#endif
     fw_put_memory((uint32_t)sizeof arena);
     fw_put_str("MODEL ");
     fw_put_u32((uint32_t)FW_MODEL_BYTES);

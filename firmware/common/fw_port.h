@@ -12,6 +12,7 @@ uint32_t tlm_fw_stack_used(void);     /* painted stack's high-water mark */
 __attribute__((noreturn)) void tlm_fw_exit(int code);
 int tlm_fw_getc(void);                /* the console's next byte, waiting for it: only on targets with
                                          an input console (stm32f405), for TLM_FW_INTERACTIVE */
+uint32_t tlm_fw_cycles(void);         /* the core's cycle counter: only where TLM_FW_CYCLES (stm32f405) */
 
 static inline void fw_puts(const char *s) { tlm_fw_puts(s); }
 static inline uint32_t fw_stack_used(void) { return tlm_fw_stack_used(); }

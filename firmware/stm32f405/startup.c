@@ -162,6 +162,10 @@ void tlm_fw_puts(const char *s)
     }
 }
 
+/* The DWT's cycle counter (enabled in tlm_board_c; QEMU models no DWT,
+ * so there it reads 0 and stands still). */
+uint32_t tlm_fw_cycles(void) { return REG(0xE0001004u); }
+
 int tlm_fw_getc(void)
 {
     while (!(REG(USART_SR) & SR_RXNE)) {
@@ -194,6 +198,9 @@ __attribute__((noreturn, used)) void tlm_board_c(void)
 {
     clock_init();
     console_init();
+    REG(0xE000EDFCu) |= 1u << 24; /* DEMCR.TRCENA: the DWT on */
+    REG(0xE0001004u) = 0u;        /* DWT_CYCCNT */
+    REG(0xE0001000u) |= 1u;       /* DWT_CTRL.CYCCNTENA */
     tlm_fw_puts(core_hz() == 168000000u ? "CLOCK 168000000\n" : "CLOCK 16000000 (the PLL did not lock: on the internal oscillator)\n");
     tlm_reset_c();
 }
