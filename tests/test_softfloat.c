@@ -1,7 +1,7 @@
-/* The firmware's integer binary32 arithmetic (multiply, add, subtract,
- * integer to float) (firmware/common/softfloat.h,
+/* The firmware's integer binary32 arithmetic (multiply, divide, add,
+ * subtract, integer to float) (firmware/common/softfloat.h,
  * linked into the builds for cores without an FPU) against this machine's
- * hardware floating point (both multiplies: tlm_sf_mul and tlm_sf_mul32), which is IEEE 754 with round-to-nearest-even
+ * hardware floating point (both multiplies: tlm_sf_mul and tlm_sf_mul32; both divisions: tlm_sf_div and tlm_sf_div_shift), which is IEEE 754 with round-to-nearest-even
  * and subnormals kept (x86-64 SSE, no flush to zero): every special class
  * against every other, random operands over the whole range, operands
  * whose products land in the subnormal range and at overflow, and
@@ -40,6 +40,13 @@ static uint32_t hw_add(uint32_t a, uint32_t b)
     return bits_of(sink_a + sink_b);
 }
 
+static uint32_t hw_div(uint32_t a, uint32_t b)
+{
+    sink_a = float_of(a);
+    sink_b = float_of(b);
+    return bits_of(sink_a / sink_b);
+}
+
 static unsigned long mismatches;
 
 /* One operation on (a, b) by the hardware and by softfloat.h: the same
@@ -60,6 +67,12 @@ static void check_mul(uint32_t a, uint32_t b)
     check_op("mul32", hw_mul, tlm_sf_mul32, a, b);
 }
 static void check_add(uint32_t a, uint32_t b) { check_op("add", hw_add, tlm_sf_add, a, b); }
+/* both divisions: 8 bits per 32-bit division (RV32) and one per step (Armv6-M) */
+static void check_div(uint32_t a, uint32_t b)
+{
+    check_op("div", hw_div, tlm_sf_div, a, b);
+    check_op("div_shift", hw_div, tlm_sf_div_shift, a, b);
+}
 
 static const uint32_t specials[] = {
     0x00000000u, 0x80000000u, 0x00000001u, 0x80000001u, 0x00000002u, 0x00000003u, 0x003FFFFFu, 0x00400000u,
@@ -185,6 +198,49 @@ static void test_add_random(void **state)
     assert_int_equal(mismatches, 0);
 }
 
+static void test_div_specials(void **state)
+{
+    (void)state;
+    mismatches = 0;
+    const size_t n = sizeof specials / sizeof specials[0];
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++)
+            for (uint32_t s = 0; s < 4u; s++) check_div(specials[i] ^ (s & 1u) << 31, specials[j] ^ (s >> 1) << 31);
+    assert_int_equal(mismatches, 0);
+}
+
+/* Random operands over the whole range; quotients near the overflow and
+ * down through the subnormals (exponent differences of -150 to -100 and
+ * 125 to 130, subnormal operands among them); divisors that are powers of
+ * two, whose quotients are exact until they are shifted into the
+ * subnormal range, where they tie (to even) or round; significands of 12
+ * bits over each other, whose quotients are often exact. */
+static void test_div_random(void **state)
+{
+    (void)state;
+    mismatches = 0;
+    uint64_t rng = 0xD1Dull;
+    for (int i = 0; i < 2000000; i++) {
+        const uint64_t r = tu_rand(&rng);
+        check_div((uint32_t)r, (uint32_t)(r >> 32));
+    }
+    for (int i = 0; i < 1000000; i++) {
+        const uint64_t r = tu_rand(&rng), s = tu_rand(&rng);
+        const int32_t d = (i & 1) ? -150 + (int32_t)(s % 51u) : 125 + (int32_t)(s % 6u);
+        const int32_t ea = (int32_t)(r % 256u), eb = ea - d;
+        if (ea > 254 || eb < 0 || eb > 254) continue;
+        check_div((uint32_t)ea << 23 | (uint32_t)(r >> 40 & 0x7FFFFFu) | (uint32_t)(r >> 63) << 31,
+                  (uint32_t)eb << 23 | (uint32_t)(s >> 20 & 0x7FFFFFu));
+    }
+    for (int i = 0; i < 1000000; i++) {
+        const uint64_t r = tu_rand(&rng);
+        const uint32_t ea = 1u + (uint32_t)(r % 60u), eb = 127u + (uint32_t)(r >> 8) % 40u;
+        check_div(ea << 23 | (uint32_t)(r >> 20 & 0x7FFFFFu), eb << 23);           /* a power of two */
+        check_div(0x3F800000u | ((uint32_t)r & 0x7FF000u), 0x3F800000u | ((uint32_t)(r >> 32) & 0x7FF800u));
+    }
+    assert_int_equal(mismatches, 0);
+}
+
 /* Integer to float, as check_op's operations (the second operand unused). */
 static uint32_t hw_from_u32(uint32_t u, uint32_t unused)
 {
@@ -240,6 +296,8 @@ int main(void)
         cmocka_unit_test(test_add_specials),
         cmocka_unit_test(test_add_random),
         cmocka_unit_test(test_int_to_float),
+        cmocka_unit_test(test_div_specials),
+        cmocka_unit_test(test_div_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -155,6 +155,97 @@ static inline uint32_t tlm_sf_mul32(uint32_t a, uint32_t b)
     return ((a ^ b) & TLM_SF_SIGN) | (((uint32_t)(e - 1) << 23) + hi);
 }
 
+/* a / b's operands: returns 1 with the result in *r when it is special
+ * (NaN, infinity, zero); else 0 with both significands in [2^23, 2^24),
+ * ma >= mb (the dividend's doubled if need be), and *e the exponent field
+ * for a quotient in [1, 2). */
+static inline int tlm_sf_div_prep(uint32_t a, uint32_t b, uint32_t *ma_out, uint32_t *mb_out, int32_t *e, uint32_t *r)
+{
+    *ma_out = *mb_out = 1; /* (set again below unless the result is special) */
+    *r = 0;
+    const uint32_t sign = (a ^ b) & TLM_SF_SIGN;
+    int32_t ea = (int32_t)((a >> 23) & 0xFFu), eb = (int32_t)((b >> 23) & 0xFFu);
+    uint32_t ma = a & 0x7FFFFFu, mb = b & 0x7FFFFFu;
+    if ((uint32_t)(ea - 1) < 254u && (uint32_t)(eb - 1) < 254u) { /* both normal: the short path */
+        ma |= 0x800000u;
+        mb |= 0x800000u;
+    } else {
+        const int a_zero = ea == 0 && ma == 0, b_zero = eb == 0 && mb == 0;
+        if ((ea == 255 && ma) || (eb == 255 && mb)) *r = TLM_SF_QNAN;
+        else if (ea == 255) *r = eb == 255 ? TLM_SF_QNAN : sign | TLM_SF_INF; /* inf / inf; inf / x */
+        else if (eb == 255) *r = sign;                                       /* x / inf */
+        else if (b_zero) *r = a_zero ? TLM_SF_QNAN : sign | TLM_SF_INF;      /* 0 / 0; x / 0 */
+        else if (a_zero) *r = sign;
+        if ((ea == 255 || eb == 255) || a_zero || b_zero) return 1;
+        ma = ea ? ma | 0x800000u : tlm_sf_normalize(ma, &ea);
+        mb = eb ? mb | 0x800000u : tlm_sf_normalize(mb, &eb);
+    }
+    *e = ea - eb + 127;
+    if (ma < mb) {
+        ma <<= 1;
+        (*e)--;
+    }
+    *ma_out = ma;
+    *mb_out = mb;
+    return 0;
+}
+
+/* sign | a quotient q in [2^25, 2^26) (24 bits, a guard bit, a sticky bit)
+ * at exponent field e, rounded to nearest even: a normal result without
+ * 64-bit arithmetic (dear on 32-bit cores), the rest by tlm_sf_round_pack. */
+static inline uint32_t tlm_sf_div_round(uint32_t sign, int32_t e, uint32_t q)
+{
+    if ((uint32_t)(e - 1) < 254u) {
+        uint32_t m = q >> 2;
+        const uint32_t g = q & 3u;
+        m += g > 2u || (g == 2u && (m & 1u));
+        return sign | (((uint32_t)(e - 1) << 23) + m); /* (a carry to 2^24 moves the exponent, up to infinity) */
+    }
+    return tlm_sf_round_pack(sign, e, (uint64_t)q << 22);
+}
+
+/* a / b, for cores that divide (RV32IMC's DIVU): the significands'
+ * quotient, 25 bits from its leading one (24 and a guard bit), 8 at a time
+ * from 32-bit divisions, with the remainder as a sticky bit, rounded once
+ * in tlm_sf_round_pack. */
+static inline uint32_t tlm_sf_div(uint32_t a, uint32_t b)
+{
+    uint32_t ma, mb, r;
+    int32_t e;
+    if (tlm_sf_div_prep(a, b, &ma, &mb, &e, &r)) return r;
+    uint32_t q = 1; /* mb <= ma < 2 mb */
+    r = ma - mb;
+    for (int k = 0; k < 3; k++) { /* r < mb < 2^24: r * 2^8 fits */
+        const uint32_t n = r << 8, d = n / mb;
+        q = (q << 8) | d;
+        r = n - d * mb;
+    }
+    q = (q << 1) | (r != 0); /* [2^25, 2^26), the sticky bit last */
+    return tlm_sf_div_round((a ^ b) & TLM_SF_SIGN, e, q);
+}
+
+/* The same quotient one bit at a time by shift and subtract, for cores
+ * without a divide instruction (Armv6-M). */
+static inline uint32_t tlm_sf_div_shift(uint32_t a, uint32_t b)
+{
+    uint32_t ma, mb, r;
+    int32_t e;
+    if (tlm_sf_div_prep(a, b, &ma, &mb, &e, &r)) return r;
+    uint32_t q = 0;
+    r = ma;
+#pragma GCC unroll 25 /* (the loop's own count and branch were a third of each step) */
+    for (int k = 0; k < 25; k++) { /* mb <= 2 r stays below 2 mb < 2^25 */
+        q <<= 1;
+        if (r >= mb) {
+            r -= mb;
+            q |= 1u;
+        }
+        r <<= 1;
+    }
+    q = (q << 1) | (r != 0);
+    return tlm_sf_div_round((a ^ b) & TLM_SF_SIGN, e, q);
+}
+
 /* Leading zero bits of x != 0, by halves (RV32IMC has no instruction for it). */
 static inline uint32_t tlm_sf_clz(uint32_t x)
 {
