@@ -9,6 +9,8 @@
 #        (--ram-kb: default 256, or all the target has if less: 128 on the stm32f405)
 #        [--uart 1|2|3|6]   (stm32f405: the console's USART, default 1 on PA9/PA10; 2 PA2/PA3,
 #                            3 PB10/PB11, 6 PC6/PC7; 115200 8N1)
+#        [-t TEMP [--top-p P] [--seed S]]   (sampled decoding as 'tritlm generate -t TEMP --top-p P
+#                            --seed S' (default seed 1); typed prompts: seed S + k for the k-th)
 #        [--interactive [--input FILE]]   (stm32f405: after the fixed prompt, prompts typed on the
 #                            console, each decoded as a TEXT line, until Ctrl-D; with --run, QEMU's
 #                            console is typed FILE's lines, then Ctrl-D)
@@ -48,7 +50,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
-ctx="" ram_kb="" uart=1 interactive=0 input="" prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
+ctx="" ram_kb="" uart=1 interactive=0 input="" temp="" top_p=1 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
 seal_key="" seal_pub="" adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0 tune_client=0 tune_round=0
 while [ $# -gt 0 ]; do
     case $1 in
@@ -56,6 +58,8 @@ while [ $# -gt 0 ]; do
     --ram-kb) ram_kb=$2; shift 2 ;;
     --uart) uart=$2; shift 2 ;;
     --interactive) interactive=1; shift ;;
+    -t) temp=$2; shift 2 ;;
+    --top-p) top_p=$2; shift 2 ;;
     --input) input=$2; shift 2 ;;
     --stack-kb) stack_kb=$2; shift 2 ;;
     -p) prompt=$2; shift 2 ;;
@@ -182,6 +186,14 @@ plen=$(printf '%s' "$prompt" | wc -c)
 # (quotes, newlines, UTF-8) reach the firmware unchanged
 prompt_bytes=$(printf '%s' "$prompt" | od -An -v -tu1 | tr -s ' \n' ' ' | sed 's/^ *//; s/ *$//; s/ /,/g; s/$/,/; s/^,$//')
 [ -n "$priv" ] && priv="$priv -DTLM_FW_PRIV_EPS=((float)$priv_eps) -DTLM_FW_PRIV_SEED=${priv_seed}u"
+if [ -n "$temp" ]; then # sampled decoding: numbers only (they become C constants)
+    for v in "$temp" "$top_p" "$priv_seed"; do
+        case $v in '' | *[!0-9.eE+-]*) echo "build.sh: -t, --top-p and --seed take numbers, not '$v'" >&2; exit 2 ;; esac
+    done
+    [ -z "$tune" ] || { echo "build.sh: -t samples the decoder's text; not with --tune" >&2; exit 2; }
+    case $priv_seed in *[!0-9]*) echo "build.sh: --seed takes a whole number, not '$priv_seed'" >&2; exit 2 ;; esac
+    priv="$priv -DTLM_FW_TEMP=((float)$temp) -DTLM_FW_TOP_P=((float)$top_p) -DTLM_FW_SEED=${priv_seed}ull"
+fi
 if [ "$priv_index" = 1 ]; then
     [ -n "${info:-}" ] || info=$("$tlm" info "$img" --ctx "$ctx" --json) || { echo "build.sh: cannot read $model" >&2; exit 2; }
     ib=$(echo "$info" | sed -n 's/.*"dx_index_bytes":\([0-9]*\).*/\1/p')

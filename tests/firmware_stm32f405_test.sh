@@ -64,6 +64,20 @@ if [ "$status" != 0 ] || [ "$got" != "$want" ] || [ "$n_replies" != 3 ]; then
 else
     echo "ok interactive: three typed prompts, the host's text for each"
 fi
+# sampled: the fixed prompt with seed 5, the k-th typed one with seed 5 + k
+printf 'The little dog\nLily saw a big\n' >"$tmp/typed2.txt"
+out=$(TLM_BIN=$tlm "$src/firmware/build.sh" stm32f405 "$tmp/t.tlm" "$tmp/fw_chat2" --ctx 64 -n 24 --kv-int8 --interactive \
+    --input "$tmp/typed2.txt" -t 0.9 --top-p 0.95 --seed 5 --run)
+got=$(printf '%s\n' "$out" | sed -n 's/^TEXT //p')
+want=$(k=5; for p in "Once upon a time" "The little dog" "Lily saw a big"; do
+    "$tlm" generate -m "$tmp/t.tlm" -p "$p" -n 24 -t 0.9 --top-p 0.95 --seed $k --kv-int8 2>/dev/null | esc
+    k=$((k + 1))
+done)
+if [ "$got" != "$want" ]; then
+    echo "FAIL interactive, sampled:"; echo " host:"; echo "$want"; echo " firmware:"; echo "$got"; fail=1
+else
+    echo "ok interactive, sampled: seeds 5, 6, 7 as the host samples them"
+fi
 # stories260K's size as t2 at context 256 with the int8 KV cache, in the
 # part's 128 KB (a 4 KB stack region), through tritlm firmware --json
 st=0

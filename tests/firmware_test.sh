@@ -47,6 +47,20 @@ for case in s t ts s:kv8 t:kv8 d:kv8 t:c d:kv8:c; do
         echo "ok $case: $(echo "$out" | grep -E '^(STATIC|STACK|FLASH)' | tr '\n' ' ')"
     fi
 done
+# sampled decoding (temperature and top-p from the same seed): the text
+# 'tritlm generate' samples, through tritlm firmware --json
+for seed in 7 21; do
+    want=$("$tlm" generate -m "$tmp/d.tlm" -p "Once upon a time" -n 32 -t 0.8 --top-p 0.9 --seed $seed --kv-int8 2>/dev/null | esc_json)
+    greedy=$("$tlm" generate -m "$tmp/d.tlm" -p "Once upon a time" -n 32 -t 0 --kv-int8 2>/dev/null | esc_json)
+    j=$("$tlm" firmware --target $target -m "$tmp/d.tlm" --ctx 64 -n 32 --kv-int8 --temp 0.8 --top-p 0.9 --seed $seed \
+        -o "$tmp/fw_sample" --run --json || true)
+    got=$(json_text "$j")
+    if [ -z "$got" ] || [ "$got" != "$want" ] || [ "$got" = "$greedy" ]; then
+        echo "FAIL sampled, seed $seed:"; echo " host:     $want"; echo " firmware: $got"; fail=1
+    else
+        echo "ok sampled, seed $seed: the host's sampled text"
+    fi
+done
 # the same seed gives the same privatized ids on the host (which searches
 # with the d_chi index) and on the target (plain search, and with the index)
 msg="Tom had a red ball. He liked to play with it."

@@ -26,6 +26,10 @@ uint64_t fw_cycles_total;
 uint32_t fw_cycles_tokens;
 #endif
 
+#ifdef TLM_FW_TEMP
+tlm_sampler fw_sampler;
+#endif
+
 uint32_t fw_decode(tlm_runtime *rt, const tlm_model *m, const uint32_t *ids, size_t n_prompt, uint32_t steps,
                    uint32_t *out_ids, int counted)
 {
@@ -38,7 +42,11 @@ uint32_t fw_decode(tlm_runtime *rt, const tlm_model *m, const uint32_t *ids, siz
 #endif
         if (counted) tlm_fw_token_begin();
         tlm_runtime_forward(rt, token, pos, &logits);
+#ifdef TLM_FW_TEMP /* (no draw while the prompt is forced: as the host's generate) */
+        const uint32_t best = pos + 1u < n_prompt ? 0u : tlm_sample(&fw_sampler, logits, m->hp.vocab_size, rt->sample_scratch);
+#else
         const uint32_t best = tlm_argmax(logits, m->hp.vocab_size);
+#endif
         if (counted) tlm_fw_token_end();
 #ifdef TLM_FW_CYCLES
         if (counted) {

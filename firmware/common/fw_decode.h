@@ -14,8 +14,16 @@
  * it). */
 void fw_put_text(const uint8_t *p, size_t n);
 
+/* With TLM_FW_TEMP (build.sh -t T [--top-p P] --seed S): the sampler the
+ * decoder draws from after the prompt instead of taking the argmax, as
+ * 'tritlm generate -t T --top-p P --seed S' does; fw_main.c seeds it. */
+#ifdef TLM_FW_TEMP
+#include "tritlm/sampler.h"
+extern tlm_sampler fw_sampler;
+#endif
+
 /* Runs positions 0 .. steps-1 from ids[0] (the prompt's n_prompt tokens
- * forced, then the argmax), printing "TEXT ..." and a newline; out_ids
+ * forced, then the argmax or, with TLM_FW_TEMP, a sampled token), printing "TEXT ..." and a newline; out_ids
  * gets each position's next token. counted: each forward pass and argmax
  * between the plugin's markers. Stops early at BOS unless TLM_FW_NO_STOP.
  * Returns the positions run. */

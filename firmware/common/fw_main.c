@@ -17,6 +17,9 @@
  * the server's signature is checked with the core's tlm_seal_verify_model
  * against the key in tlm_fw_keys.h (build.sh --server-key) before the image
  * inside is opened; exit 10 if it does not verify.
+ * TLM_FW_TEMP, TLM_FW_TOP_P, TLM_FW_SEED (build.sh -t, --top-p, --seed):
+ * sampled decoding instead of greedy, the fixed prompt with seed S and the
+ * k-th typed prompt with S + k, as 'tritlm generate --seed' would.
  * TLM_FW_INTERACTIVE (build.sh --interactive; targets with tlm_fw_getc):
  * after the fixed prompt's report, prompts typed on the console, one a
  * line (echoed; Backspace edits; at most TLM_FW_LINE_CAP bytes), each
@@ -189,6 +192,9 @@ static int chat(tlm_runtime *rt, const tlm_model *m, uint32_t steps)
     size_t cap = sizeof arena / (sizeof(int32_t) * TLM_ENCODE_SCRATCH(1));
     cap = cap < TLM_FW_LINE_CAP + 3u ? cap : TLM_FW_LINE_CAP + 3u;
     if (cap < 4u) return fw_fail("the arena is too small to encode typed prompts", NULL, 4);
+#ifdef TLM_FW_TEMP
+    uint64_t typed = 0;
+#endif
     fw_put_str("READY type a prompt and Enter; Ctrl-D on an empty line ends\n");
     fw_flush();
     for (int ask = 1;;) {
@@ -212,6 +218,9 @@ static int chat(tlm_runtime *rt, const tlm_model *m, uint32_t steps)
 #ifdef TLM_FW_ADAPTER
         if (tlm_runtime_use_adapter(rt, tlm_fw_adapter, (size_t)(tlm_fw_adapter_end - tlm_fw_adapter), &err))
             return fw_fail("adapter", err.msg, 7);
+#endif
+#ifdef TLM_FW_TEMP
+        tlm_sampler_init(&fw_sampler, TLM_FW_TEMP, TLM_FW_TOP_P, (uint64_t)TLM_FW_SEED + ++typed);
 #endif
         fw_decode(rt, m, lids, k, steps, out_ids, 0);
     }
@@ -301,6 +310,9 @@ int main(void)
     }
 #endif
     const uint32_t steps = TLM_FW_STEPS < TLM_FW_CTX ? TLM_FW_STEPS : TLM_FW_CTX;
+#ifdef TLM_FW_TEMP
+    tlm_sampler_init(&fw_sampler, TLM_FW_TEMP, TLM_FW_TOP_P, (uint64_t)TLM_FW_SEED);
+#endif
     const uint32_t pos = fw_decode(&rt, &m, ids, n_prompt, steps, out_ids, 1);
     put_ids("IDS", out_ids, pos);
     fw_put_str("TOKENS ");

@@ -22,7 +22,7 @@ static const char help[] =
     "                       -m MODEL.tlm [--ctx N]\n"
     "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
     "                       [--adapter UPDATE] [--server-key SERVER.pub] [--uart 1|2|3|6]\n"
-    "                       [--interactive [--input FILE]] [--run] [--json]\n"
+    "                       [--interactive [--input FILE]] [--temp T [--top-p P] [--seed S]] [--run] [--json]\n"
     "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E] [--lora R]\n"
     "                        [--update FILE] [--client ID] [--round R] [--key DEVICE.key --server-key SERVER.pub]]\n"
     "\n"
@@ -92,6 +92,10 @@ static const char help[] =
     "                     server's signature on it before using it (exit status 10 if it fails)\n"
     "      --uart N       stm32f405: the console's USART, 1 (PA9 TX, PA10 RX; default), 2 (PA2,\n"
     "                     PA3), 3 (PB10, PB11) or 6 (PC6, PC7)\n"
+    "      --temp T, --top-p P, --seed S\n"
+    "                     sampled decoding instead of greedy, as 'tritlm generate -t T --top-p P\n"
+    "                     --seed S' (the same text; seed default 1); typed prompts (--interactive)\n"
+    "                     sample with seed S + k for the k-th\n"
     "      --interactive  stm32f405: after the fixed prompt, the board reads prompts typed on its\n"
     "                     console (echoed; Enter decodes one as its own TEXT line; Ctrl-D on an\n"
     "                     empty line ends); with --run, QEMU's console is typed the lines of\n"
@@ -305,13 +309,17 @@ int cmd_firmware(int argc, char **argv)
         {"key", required_argument, 0, 'Y'},    {"server-key", required_argument, 0, 'Z'},
         {"client", required_argument, 0, 'I'}, {"round", required_argument, 0, 'N'},
         {"uart", required_argument, 0, 'u'},   {"interactive", no_argument, 0, 'i'},
-        {"input", required_argument, 0, 'F'},  {0, 0, 0, 0}};
+        {"input", required_argument, 0, 'F'},  {"temp", required_argument, 0, 'X'},
+        {"top-p", required_argument, 0, 'P'},  {"seed", required_argument, 0, 's'}, {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 0, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16, tune_lora = 0;
     uint32_t tune_client = 0, tune_round = 0, uart = 0;
     float tune_lr = 0.0f; /* 0: the core's default for what is tuned */
     int kv8 = 0, run = 0, json = 0, c, ram_given = 0, tune_opts = 0, interactive = 0;
     const char *input = NULL;
+    float temp = 0.0f, top_p = 1.0f;
+    uint64_t seed = 1;
+    int sampling_opts = 0;
     const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL, *adapter = NULL;
     const char *seal_key = NULL, *seal_pub = NULL;
     optind = 1;
@@ -386,6 +394,19 @@ int cmd_firmware(int argc, char **argv)
                 return cli_usage_error("firmware", "--uart takes 1, 2, 3 or 6, got '%s'", optarg);
             break;
         case 'i': interactive = 1; break;
+        case 'X':
+            if (!cli_parse_float(optarg, 0.0f, 100.0f, &temp))
+                return cli_usage_error("firmware", "--temp expects a temperature in [0, 100], got '%s'", optarg);
+            break;
+        case 'P':
+            if (!cli_parse_float(optarg, 1e-6f, 1.0f, &top_p))
+                return cli_usage_error("firmware", "--top-p expects a value in (0, 1], got '%s'", optarg);
+            sampling_opts = 1;
+            break;
+        case 's':
+            if (!cli_parse_u64(optarg, &seed)) return cli_usage_error("firmware", "--seed expects an integer, got '%s'", optarg);
+            sampling_opts = 1;
+            break;
         case 'F': input = optarg; break;
         case 'o': outdir = optarg; break;
         case 'R': run = 1; break;
@@ -415,6 +436,8 @@ int cmd_firmware(int argc, char **argv)
     if (input && !interactive) return cli_usage_error("firmware", "--input FILE types its lines for --interactive");
     if (interactive && run && !input)
         return cli_usage_error("firmware", "--interactive --run types the lines of --input FILE (to type yourself, build without --run and start qemu-system-arm -M netduinoplus2 -nographic -kernel DIR/fw.elf)");
+    if (sampling_opts && !(temp > 0.0f)) return cli_usage_error("firmware", "--top-p and --seed go with --temp T (T > 0)");
+    if (temp > 0.0f && tune) return cli_usage_error("firmware", "--temp samples the decoder's text: not with --tune");
     if (interactive && (tune || adapter)) return cli_usage_error("firmware", "--interactive decodes the model: not with --tune or --adapter");
     if (input && access(input, R_OK)) {
         fprintf(stderr, "tritlm firmware: cannot read %s: %s\n", input, strerror(errno));
@@ -465,7 +488,7 @@ int cmd_firmware(int argc, char **argv)
     else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
     const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
                             .ctx = ctx, .ram_kb = ram_kb, .stack_kb = stack_kb, .steps = steps, .kv8 = kv8, .run = run, .adapter = adapter, .uart = uart,
-                            .interactive = interactive, .input = input,
+                            .interactive = interactive, .input = input, .temp = temp, .top_p = top_p, .seed = seed,
                             .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr,
                             .tune_encode = encode, .tune_lora = tune_lora, .seal_key = seal_key, .seal_pub = seal_pub,
                             .tune_client = tune_client, .tune_round = tune_round};

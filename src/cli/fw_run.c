@@ -69,7 +69,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
 {
     memset(res, 0, sizeof *res);
     res->exit_status = -1;
-    char script[4096], self[4096], num[11][24];
+    char script[4096], self[4096], num[14][24];
     const char *fwdir = getenv("TLM_FIRMWARE_DIR");
     snprintf(script, sizeof script, "%s/build.sh", fwdir && *fwdir ? fwdir : TLM_FIRMWARE_DIR);
     if (access(script, R_OK)) {
@@ -118,6 +118,17 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     args[k++] = "--embed";
     args[k++] = (char *)(job->embed ? job->embed : "asm");
     if (job->interactive) args[k++] = "--interactive";
+    if (job->temp > 0.0f) {
+        snprintf(num[11], sizeof num[11], "%.9g", (double)job->temp);
+        snprintf(num[12], sizeof num[12], "%.9g", (double)job->top_p);
+        snprintf(num[13], sizeof num[13], "%llu", (unsigned long long)job->seed);
+        args[k++] = "-t";
+        args[k++] = num[11];
+        args[k++] = "--top-p";
+        args[k++] = num[12];
+        args[k++] = "--seed";
+        args[k++] = num[13];
+    }
     if (job->input) {
         args[k++] = "--input";
         args[k++] = (char *)job->input;

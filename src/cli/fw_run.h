@@ -19,6 +19,8 @@ typedef struct cli_fw_job {
     int kv8, run;
     uint32_t uart;       /* stm32f405: the console's USART (1, 2, 3 or 6); 0: build.sh's default (1) */
     int interactive;     /* stm32f405: prompts typed on the console after the fixed one (build.sh --interactive) */
+    float temp, top_p;   /* temp > 0: sampled decoding (build.sh -t, --top-p, --seed), as tritlm generate's */
+    uint64_t seed;
     const char *input;   /* with interactive and run: the lines QEMU's console is typed (build.sh --input) */
     const char *adapter; /* a low-rank update to decode with (build.sh --adapter); NULL: none */
     const char *tune_text; /* on-device tuning on this text instead of decoding (build.sh --tune) */
