@@ -34,7 +34,8 @@ fed aggregate|fed|-m $n.tlm -o $o.tlm $n.tlmu
 fed reveal|fed|--key $n.key --server-key $n.pub --devices $n.txt --state $n.st --request $n.req -o $o.rev
 fed info|fed|$n.tlmu
 fed keygen|fed|-o $n/key
-fed sign|fed|--key $n.key -m $n.tlm --round 1 -o $o.tlmg"
+fed sign|fed|--key $n.key -m $n.tlm --round 1 -o $o.tlmg
+fed acl|fed|--devices $n.txt -o $o.acl"
 # runs "$@" with a time limit; checks how it ended
 check() {
     runs=$((runs + 1))

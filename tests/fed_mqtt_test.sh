@@ -185,9 +185,11 @@ else
     mosquitto_passwd -b "$t/users" server server-pass
     (umask 077 && printf 'dev1-pass\n' >"$t/dev1.pass" && printf 'server-pass\n' >"$t/server.pass" &&
         printf 'wrong\n' >"$t/bad.pass")
-    # what each user may do (docs/FEDERATED.md's example): a device sends updates and reveals
-    # and reads the requests and the global model, never another device's update
-    printf 'user server\ntopic readwrite tls/#\nuser dev1\ntopic write tls/round/+/update\ntopic write tls/round/+/reveal\ntopic read tls/round/+/request\ntopic read tls/global\n' >"$t/acl"
+    # what each user may do, as 'fed acl' writes it for the roster (users server, dev1, dev2):
+    # a device sends updates and reveals and reads the requests and the global model, never
+    # another device's update
+    "$tlm" fed acl --devices "$tmp/devices.txt" --topic tls --device-user dev -o "$t/acl" 2>/dev/null
+    grep -q '^user dev2$' "$t/acl" || { echo "FAIL: fed acl left out device 2"; cat "$t/acl"; fail=1; }
     printf 'dev1-pass\n' >"$t/open.pass"
     chmod 644 "$t/open.pass"
     tport="" tpid=""
