@@ -240,7 +240,7 @@ stm32f405)
     LDF="-nostartfiles --specs=nano.specs -T link.ld -Wl,--gc-sections"
     LIBS="-lm -lc -lgcc"
     SRCS="startup.c"
-    defs="$defs -DTLM_FW_UART=$uart -DTLM_FW_CYCLES"
+    defs="$defs -DTLM_FW_UART=$uart -DTLM_FW_CYCLES -DTLM_FW_STREAM"
     [ "$interactive" = 1 ] && defs="$defs -DTLM_FW_INTERACTIVE"
     max_ram=128 flash_desc="the STM32F405's 1 MB of flash"
     ;;

@@ -65,6 +65,9 @@ uint32_t fw_decode(tlm_runtime *rt, const tlm_model *m, const uint32_t *ids, siz
         const uint8_t *piece;
         const size_t k = tlm_decode_piece(m, token, next, &piece);
         fw_put_text(piece, k);
+#ifdef TLM_FW_STREAM /* each token out as it comes (a board's console), still one TEXT line */
+        fw_flush();
+#endif
         token = next;
     }
     fw_put_str("\n");

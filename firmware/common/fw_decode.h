@@ -14,7 +14,9 @@
  * it). */
 void fw_put_text(const uint8_t *p, size_t n);
 
-/* With TLM_FW_TEMP (build.sh -t T [--top-p P] --seed S): the sampler the
+/* With TLM_FW_STREAM (the stm32f405 board) each token's text leaves the
+ * console as soon as it is decoded, not once a line's buffer is full.
+ * With TLM_FW_TEMP (build.sh -t T [--top-p P] --seed S): the sampler the
  * decoder draws from after the prompt instead of taking the argmax, as
  * 'tritlm generate -t T --top-p P --seed S' does; fw_main.c seeds it. */
 #ifdef TLM_FW_TEMP
