@@ -201,7 +201,7 @@ __attribute__((noreturn, used)) void tlm_board_c(void)
     REG(0xE000EDFCu) |= 1u << 24; /* DEMCR.TRCENA: the DWT on */
     REG(0xE0001004u) = 0u;        /* DWT_CYCCNT */
     REG(0xE0001000u) |= 1u;       /* DWT_CTRL.CYCCNTENA */
-    tlm_fw_puts(core_hz() == 168000000u ? "CLOCK 168000000\n" : "CLOCK 16000000 (the PLL did not lock: on the internal oscillator)\n");
+    tlm_fw_puts(core_hz() == 168000000u ? "CLOCK 168000000\n" : "CLOCK 16000000 (the PLL is not running: on the internal oscillator)\n");
     tlm_reset_c();
 }
 
