@@ -449,7 +449,9 @@ if [ "$target" = stm32f405 ]; then
         wpid=$!
     fi
     waited=0 limit=$((${TLM_FW_TIMEOUT:-900} * 5))
-    while kill -0 $qpid 2>/dev/null && ! grep -q '^EXIT ' "$out/uart.out" 2>/dev/null && [ $waited -lt $limit ]; do
+    # the whole line: its CR comes after the last digit (the file grows a byte at a time)
+    done_re=$(printf '^EXIT -*[0-9][0-9]*\r')
+    while kill -0 $qpid 2>/dev/null && ! grep -q "$done_re" "$out/uart.out" 2>/dev/null && [ $waited -lt $limit ]; do
         sleep 0.2
         waited=$((waited + 1))
     done
