@@ -187,12 +187,12 @@ plen=$(printf '%s' "$prompt" | wc -c)
 prompt_bytes=$(printf '%s' "$prompt" | od -An -v -tu1 | tr -s ' \n' ' ' | sed 's/^ *//; s/ *$//; s/ /,/g; s/$/,/; s/^,$//')
 [ -n "$priv" ] && priv="$priv -DTLM_FW_PRIV_EPS=((float)$priv_eps) -DTLM_FW_PRIV_SEED=${priv_seed}u"
 if [ -n "$temp" ]; then # sampled decoding: numbers only (they become C constants)
-    for v in "$temp" "$top_p" "$priv_seed"; do
-        case $v in '' | *[!0-9.eE+-]*) echo "build.sh: -t, --top-p and --seed take numbers, not '$v'" >&2; exit 2 ;; esac
+    for v in "$temp" "$top_p"; do
+        case $v in '' | *[!0-9.eE+-]*) echo "build.sh: -t and --top-p take numbers, not '$v'" >&2; exit 2 ;; esac
     done
+    case $priv_seed in '' | *[!0-9]*) echo "build.sh: --seed takes a whole number, not '$priv_seed'" >&2; exit 2 ;; esac
     [ -z "$tune" ] || { echo "build.sh: -t samples the decoder's text; not with --tune" >&2; exit 2; }
-    case $priv_seed in *[!0-9]*) echo "build.sh: --seed takes a whole number, not '$priv_seed'" >&2; exit 2 ;; esac
-    priv="$priv -DTLM_FW_TEMP=((float)$temp) -DTLM_FW_TOP_P=((float)$top_p) -DTLM_FW_SEED=${priv_seed}ull"
+    sample_defs="-DTLM_FW_TEMP=((float)$temp) -DTLM_FW_TOP_P=((float)$top_p) -DTLM_FW_SEED=${priv_seed}ull"
 fi
 if [ "$priv_index" = 1 ]; then
     [ -n "${info:-}" ] || info=$("$tlm" info "$img" --ctx "$ctx" --json) || { echo "build.sh: cannot read $model" >&2; exit 2; }
@@ -215,7 +215,7 @@ c) # the image as C source; its header's arena figure (for --ctx) sizes the aren
 esac
 rt_flags=$kv8
 [ -n "$adapter" ] && rt_flags=$((kv8 + 2)) && defs_adapter=-DTLM_FW_ADAPTER # TLM_RT_KV_INT8 = 1, TLM_RT_ADAPTER = 2
-defs="${tune_defs:-} ${seal_def:-} ${defs_adapter:-} ${nostop:-} $priv $fault -DTLM_FW_RT_FLAGS=${rt_flags}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
+defs="${tune_defs:-} ${seal_def:-} ${defs_adapter:-} ${nostop:-} ${sample_defs:-} $priv $fault -DTLM_FW_RT_FLAGS=${rt_flags}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
 port=$here/$target
 case $target in
 cortex-m7 | cortex-m4 | cortex-m0plus)
@@ -431,6 +431,17 @@ if [ "$target" = stm32f405 ]; then
     # is stopped once that line is out (or after TLM_FW_TIMEOUT seconds).
     "$@" >"$out/run.qemu" 2>"$out/run.err" </dev/null &
     qpid=$!
+    # await_line RE: 0 once the console has a line matching RE, 1 if QEMU
+    # ended or TLM_FW_TIMEOUT seconds passed first (polled every 0.2 s)
+    await_line() {
+        i=0
+        while kill -0 $qpid 2>/dev/null && [ $i -lt $((${TLM_FW_TIMEOUT:-900} * 5)) ]; do
+            grep -q "$1" "$out/uart.out" 2>/dev/null && return 0
+            sleep 0.2
+            i=$((i + 1))
+        done
+        return 1
+    }
     if [ -n "$input" ]; then
         # (QEMU opens both FIFOs read-write, so neither side waits for the
         # other.) The lines are typed once the firmware says READY: QEMU's
@@ -438,23 +449,11 @@ if [ "$target" = stm32f405 ]; then
         # and holds the rest until the firmware reads each byte.
         cat "$out/uart.pipe.out" >"$out/uart.out" &
         rpid=$!
-        (
-            i=0
-            while ! grep -q '^READY' "$out/uart.out" 2>/dev/null && [ $i -lt $((${TLM_FW_TIMEOUT:-900} * 5)) ]; do
-                sleep 0.2
-                i=$((i + 1))
-            done
-            { cat "$input"; printf '\n\004'; } >"$out/uart.pipe.in"
-        ) &
+        (await_line '^READY' && { cat "$input"; printf '\n\004'; } >"$out/uart.pipe.in") &
         wpid=$!
     fi
-    waited=0 limit=$((${TLM_FW_TIMEOUT:-900} * 5))
     # the whole line: its CR comes after the last digit (the file grows a byte at a time)
-    done_re=$(printf '^EXIT -*[0-9][0-9]*\r')
-    while kill -0 $qpid 2>/dev/null && ! grep -q "$done_re" "$out/uart.out" 2>/dev/null && [ $waited -lt $limit ]; do
-        sleep 0.2
-        waited=$((waited + 1))
-    done
+    await_line "$(printf '^EXIT -*[0-9][0-9]*\r')" || true
     kill $qpid 2>/dev/null || true
     wait $qpid 2>/dev/null || true
     if [ -n "$input" ]; then # the reader ends with QEMU; the writer, if QEMU never read, would not

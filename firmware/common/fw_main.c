@@ -146,6 +146,21 @@ static void put_ids(const char *label, const uint32_t *v, size_t n)
     fw_flush();
 }
 
+/* The runtime over the arena, with the linked adapter on top (the update
+ * stays in flash; the runtime keeps 4 bytes per tensor to find its
+ * entries): 0, or the status fw_fail reported. */
+static int runtime_start(tlm_runtime *rt, const tlm_model *m)
+{
+    tlm_error err;
+    if (tlm_runtime_init_flags(rt, m, TLM_FW_CTX, TLM_FW_RT_FLAGS, arena, sizeof arena, &err))
+        return fw_fail("runtime", err.msg, 3);
+#ifdef TLM_FW_ADAPTER
+    if (tlm_runtime_use_adapter(rt, tlm_fw_adapter, (size_t)(tlm_fw_adapter_end - tlm_fw_adapter), &err))
+        return fw_fail("adapter", err.msg, 7);
+#endif
+    return 0;
+}
+
 #ifdef TLM_FW_INTERACTIVE
 #include "fw_port.h"
 
@@ -207,18 +222,13 @@ static int chat(tlm_runtime *rt, const tlm_model *m, uint32_t steps)
         ask = n > 0; /* (an empty line: the same prompt goes on) */
         if (n == 0) continue;
         size_t k = 0;
-        tlm_error err;
         if (tlm_encode(m, line, (size_t)n, TLM_ENCODE_BOS, lids, cap, (int32_t *)(void *)arena, &k)) {
             fw_put_str("ERROR the prompt does not encode\n");
             fw_flush();
             continue;
         }
-        if (tlm_runtime_init_flags(rt, m, TLM_FW_CTX, TLM_FW_RT_FLAGS, arena, sizeof arena, &err))
-            return fw_fail("runtime", err.msg, 3);
-#ifdef TLM_FW_ADAPTER
-        if (tlm_runtime_use_adapter(rt, tlm_fw_adapter, (size_t)(tlm_fw_adapter_end - tlm_fw_adapter), &err))
-            return fw_fail("adapter", err.msg, 7);
-#endif
+        const int st = runtime_start(rt, m);
+        if (st) return st;
 #ifdef TLM_FW_TEMP
         tlm_sampler_init(&fw_sampler, TLM_FW_TEMP, TLM_FW_TOP_P, (uint64_t)TLM_FW_SEED + ++typed);
 #endif
@@ -267,12 +277,9 @@ int main(void)
     if (tlm_model_open(&m, img, img_bytes, &err))
         return fw_fail("model", err.msg, 2);
     tlm_runtime rt;
-    if (tlm_runtime_init_flags(&rt, &m, TLM_FW_CTX, TLM_FW_RT_FLAGS, arena, sizeof arena, &err))
-        return fw_fail("runtime", err.msg, 3);
+    const int started = runtime_start(&rt, &m);
+    if (started) return started;
 #ifdef TLM_FW_ADAPTER
-    /* the update stays in flash; the runtime keeps 4 bytes per tensor to find its entries */
-    if (tlm_runtime_use_adapter(&rt, tlm_fw_adapter, (size_t)(tlm_fw_adapter_end - tlm_fw_adapter), &err))
-        return fw_fail("adapter", err.msg, 7);
     fw_put_str("ADAPTER ");
     fw_put_u32((uint32_t)(tlm_fw_adapter_end - tlm_fw_adapter));
     fw_put_str("\n");

@@ -14,6 +14,7 @@
  * RCC) the core stays at 16 MHz and the CLOCK line says so. */
 #include <stdint.h>
 
+#include "fw_io.h"
 #include "fw_port.h"
 
 #ifndef TLM_FW_UART
@@ -173,21 +174,16 @@ int tlm_fw_getc(void)
     return (int)(REG(USART_DR) & 0xFFu);
 }
 
+/* The status as the line build.sh waits for (on a line of its own, after
+ * anything still in the console's buffer), then sleep: a board has nothing
+ * to exit to. */
 __attribute__((noreturn)) void tlm_fw_exit(int code)
 {
-    char line[16] = "EXIT ";
-    uint32_t v = code < 0 ? 0u - (uint32_t)code : (uint32_t)code, n = 5;
-    if (code < 0) line[n++] = '-';
-    char d[10];
-    int k = 0;
-    do {
-        d[k++] = (char)('0' + v % 10u);
-        v /= 10u;
-    } while (v);
-    while (k) line[n++] = d[--k];
-    line[n++] = '\n';
-    line[n] = 0;
-    tlm_fw_puts(line);
+    if (fw_line_used()) fw_put_str("\n");
+    fw_put_str("EXIT ");
+    fw_put_u32((uint32_t)code); /* (the firmware's statuses are 0 to 99) */
+    fw_put_str("\n");
+    fw_flush();
     wait_for(USART_SR, SR_TC, SR_TC, 1000000u); /* the last byte out of the shift register */
     for (;;) __asm__ volatile("wfi");
 }

@@ -111,34 +111,6 @@ static const char help[] =
     "them, taking one instruction per cycle: an estimate, not a measurement. Environment: TLM_FIRMWARE_DIR (firmware sources), TLM_PLUGIN (counting\n"
     "plugin).\n";
 
-static size_t unescape_text(const char *s, size_t n, char *out);
-
-/* "replies": the text of every TEXT line after the first (the prompts
- * typed with --interactive, in order). */
-static void add_replies(cJSON *root, const char *out)
-{
-    cJSON *arr = cJSON_AddArrayToObject(root, "replies");
-    int first = 1;
-    for (const char *p = out; arr && p && *p;) {
-        const char *e = strchr(p, '\n');
-        const size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len >= 5 && !strncmp(p, "TEXT ", 5)) {
-            if (!first) {
-                char *t = malloc(len);
-                if (t) {
-                    const size_t n = unescape_text(p + 5, len - 5, t);
-                    cJSON *item = cJSON_CreateObject();
-                    if (item && cli_json_add_text(item, "text", t, n)) cJSON_AddItemToArray(arr, item);
-                    else cJSON_Delete(item);
-                    free(t);
-                }
-            }
-            first = 0;
-        }
-        p = e ? e + 1 : NULL;
-    }
-}
-
 static int hex_value(char c)
 {
     if (c >= '0' && c <= '9') return c - '0';
@@ -167,6 +139,32 @@ static size_t unescape_text(const char *s, size_t n, char *out)
         }
     }
     return o;
+}
+
+/* obj[key]: a TEXT line's escaped text s (n bytes; NULL: none), as bytes
+ * again, valid UTF-8. */
+static void add_fw_text(cJSON *obj, const char *key, const char *s, size_t n)
+{
+    char *t = malloc(n + 1);
+    if (!t) return;
+    const size_t len = unescape_text(s ? s : "", s ? n : 0, t);
+    cli_json_add_text(obj, key, t, len);
+    free(t);
+}
+
+/* "replies": the text of every TEXT line after the first (the prompts
+ * typed with --interactive, in order). */
+static void add_replies(cJSON *root, const char *out)
+{
+    cJSON *arr = cJSON_AddArrayToObject(root, "replies");
+    size_t len = 0;
+    const char *v = cli_fw_field(out, "TEXT", &len); /* the fixed prompt's */
+    while (arr && v && (v = cli_fw_field(v + len, "TEXT", &len))) {
+        cJSON *item = cJSON_CreateObject();
+        if (!item) return;
+        add_fw_text(item, "text", v, len);
+        cJSON_AddItemToArray(arr, item);
+    }
 }
 
 /* n hex digits (n even) into n / 2 bytes at out; 0 on a digit that is not one. */
@@ -249,12 +247,7 @@ static int report_tune(const cli_fw_result *r, const char *target, const char *m
         if (sealed) cJSON_AddNumberToObject(root, "sealed_bytes", (double)mb);
         size_t tl = 0;
         const char *dt = cli_fw_field(r->out, "TEXT", &tl); /* --lora: decoded with the adapters just trained */
-        char *t = dt ? malloc(tl + 1) : NULL;
-        if (t) {
-            const size_t n = unescape_text(dt, tl, t);
-            cli_json_add_text(root, "text", t, n);
-            free(t);
-        }
+        if (dt) add_fw_text(root, "text", dt, tl);
         add_memory(root, r);
         if (r->have_insns) {
             cJSON_AddNumberToObject(root, "insns_per_step", r->insns_per_token);
@@ -530,12 +523,7 @@ int cmd_firmware(int argc, char **argv)
             if (a) ab = strtod(a, NULL);
             cJSON_AddNumberToObject(root, "adapter_bytes", ab);
         }
-        char *t = malloc(tl + 1);
-        if (t) {
-            const size_t n = unescape_text(text ? text : "", text ? tl : 0, t);
-            cli_json_add_text(root, "text", t, n);
-            free(t);
-        }
+        add_fw_text(root, "text", text, tl);
         cJSON_AddNumberToObject(root, "tokens", tokens);
         if (interactive) add_replies(root, out);
         size_t sl = 0;
