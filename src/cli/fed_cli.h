@@ -41,4 +41,7 @@ int cli_fed_bad_topic(const char *cmd, const char *topic);
 /* tritlm fed aggregate (argv[0] is "aggregate"). */
 int cli_fed_aggregate(int argc, char **argv);
 
+/* tritlm fed acl (argv[0] is "acl"). */
+int cli_fed_acl(int argc, char **argv);
+
 #endif
