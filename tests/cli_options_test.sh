@@ -20,6 +20,7 @@ fail=0 runs=0
 # command|help command|base arguments
 cases="generate|generate|-m $n.tlm -n 8
 eval|eval|-m $n.tlm --text $n.txt
+classify|classify|-m $n.tlm --labels $n.txt --text $n.txt
 info|info|$n.tlm
 quantize|quantize|-m $n.tlm -o $o.tlm
 train|train|--data $n.txt --tokenizer $n.bin --steps 1 -o $o.tlm

@@ -8,6 +8,7 @@
 #include "tritlm/runtime.h"
 #include "tritlm/tokenizer.h"
 #include "tritlm/sampler.h"
+#include "tritlm/classify.h"
 #include "tritlm/dp.h"
 #include "tritlm/fed.h"
 #include "tritlm/tune.h"

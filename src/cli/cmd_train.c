@@ -30,6 +30,9 @@ static const char help[] =
     "training:\n"
     "      --split lines      every non-empty line of --data and --val is one story\n"
     "                         (utterances, messages); default: split on <|endoftext|>\n"
+    "      --label-loss       with --split lines of the form TEXT<TAB>LABEL: the loss only\n"
+    "                         on each label and the line's end, not on the text (a model\n"
+    "                         for 'tritlm classify'; validation still scores whole lines)\n"
     "      --init FILE        start from this model (fine-tuning), or from a checkpoint's\n"
     "                         weights with a fresh optimizer (a QAT run's latent fp32\n"
     "                         weights: the next stage of quantization-aware training)\n"
@@ -74,7 +77,7 @@ static const char help[] =
 
 enum { O_DATA = 256, O_VAL, O_TOK, O_INIT, O_RESUME, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV, O_SEP, O_CTX,
        O_BATCH, O_STEPS, O_MIN, O_LR, O_MINLR, O_WARM, O_WD, O_CLIP, O_SEED, O_THREADS, O_EVAL, O_CKPT, O_JSON,
-       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP, O_EMA, O_INITAVG, O_SPLIT, O_LORA, O_LORA_ALPHA, O_TENSORS };
+       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP, O_EMA, O_INITAVG, O_SPLIT, O_LORA, O_LORA_ALPHA, O_TENSORS, O_LABEL_LOSS };
 
 /* Options of the training loop, shared with 'tritlm quantize --qat'. */
 const struct option cli_train_loop_options[] = {
@@ -88,7 +91,8 @@ const struct option cli_train_loop_options[] = {
     {"eval-every", required_argument, 0, O_EVAL}, {"ckpt-every", required_argument, 0, O_CKPT},
     {"stop-after", required_argument, 0, O_STOP}, {"dropout", required_argument, 0, O_DROP},
     {"ema", required_argument, 0, O_EMA}, {"split", required_argument, 0, O_SPLIT},
-    {"lora", required_argument, 0, O_LORA}, {"lora-alpha", required_argument, 0, O_LORA_ALPHA}, {0, 0, 0, 0}};
+    {"lora", required_argument, 0, O_LORA}, {"lora-alpha", required_argument, 0, O_LORA_ALPHA},
+    {"label-loss", no_argument, 0, O_LABEL_LOSS}, {0, 0, 0, 0}};
 
 int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opts *o)
 {
@@ -114,6 +118,7 @@ int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opt
     case O_SPLIT:
         if (cli_parse_split(cmd, arg, &o->separator)) return TLM_EXIT_USAGE;
         break;
+    case O_LABEL_LOSS: o->label_loss = 1; break;
     case O_RESUME: o->resume = arg; break;
     case O_CTX: U32("--ctx", 2, 1u << 20, o->ctx); break;
     case O_BATCH: U32("--batch", 1, 1u << 16, o->batch); break;

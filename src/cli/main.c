@@ -21,6 +21,7 @@ static const command commands[] = {
     {"tokenizer", cmd_tokenizer, "train a byte-fallback BPE tokenizer (llama2.c format) on text"},
     {"train", cmd_train, "train a model on text, fine-tune one, or resume a run"},
     {"eval", cmd_eval, "next-token loss, perplexity and top-1 accuracy on a text file of stories"},
+    {"classify", cmd_classify, "pick a label for each line of text (intents, commands) with a model trained on labelled lines"},
     {"quantize", cmd_quantize, "ternary or int8 weights: post-training or quantization-aware training"},
     {"privatize", cmd_privatize, "differentially private text: d_chi noise on embeddings or randomized response"},
     {"firmware", cmd_firmware, "build a model into microcontroller firmware, run it in QEMU, report RAM and speed"},

@@ -13,7 +13,7 @@ static tlm_status run(const tlm_model *m, const tlm_tune_local_opts *o, tlm_tune
     memset(rep, 0, sizeof *rep);
     *arena = NULL;
     tlm_corpus c;
-    tlm_status st = tlm_corpus_load(&c, m, o->data, o->separator, err);
+    tlm_status st = tlm_corpus_load(&c, m, o->data, o->separator, 0, err);
     if (st) return st;
     rep->data_tokens = c.n;
     if (c.n < (size_t)o->window + 1u) { /* tlm_tune_run's own rule, with the file named */

@@ -44,7 +44,10 @@ void tlm_embed_bwd(float *dE, const float *dX, const uint32_t *tokens, uint32_t 
 
 /* ---- xent.c: softmax cross-entropy of logits rows against targets ----
  * Returns the summed loss (nats) over T rows and writes
- * dlogits = scale * (softmax - onehot). Logits are overwritten by dlogits. */
+ * dlogits = scale * (softmax - onehot). Logits are overwritten by dlogits.
+ * A row whose target is TLM_NO_TARGET adds no loss and gets a zero
+ * gradient (a position the loss leaves out, e.g. the text before a label). */
+#define TLM_NO_TARGET UINT32_MAX
 double tlm_xent_fwd_bwd(float *logits, const uint32_t *targets, uint32_t T, uint32_t V, float scale);
 /* The same against a mixture: gradient of (1 - alpha) * cross-entropy +
  * alpha * KL(teacher || softmax(logits)); returns the cross-entropy. */

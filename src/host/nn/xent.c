@@ -1,4 +1,5 @@
 #include <math.h>
+#include <string.h>
 
 #include "../simd.h"
 #include "layers.h"
@@ -8,6 +9,10 @@ double tlm_xent_fwd_bwd(float *logits, const uint32_t *targets, uint32_t T, uint
     double loss = 0;
     for (uint32_t t = 0; t < T; t++) {
         float *l = logits + (size_t)t * V;
+        if (targets[t] == TLM_NO_TARGET) {
+            memset(l, 0, (size_t)V * sizeof *l);
+            continue;
+        }
         const float mx = tlm_vmax(l, V);
         const float target = l[targets[t]];
         const float sum = tlm_vexp_sum(l, V, mx);
@@ -26,6 +31,10 @@ double tlm_xent_distill_fwd_bwd(float *logits, const uint32_t *targets, const fl
     for (uint32_t t = 0; t < T; t++) {
         float *l = logits + (size_t)t * V;
         const float *pt = teacher + (size_t)t * V;
+        if (targets[t] == TLM_NO_TARGET) {
+            memset(l, 0, (size_t)V * sizeof *l);
+            continue;
+        }
         const float mx = tlm_vmax(l, V);
         const float target = l[targets[t]];
         const float sum = tlm_vexp_sum(l, V, mx); /* leaves exp(l - mx) in l */

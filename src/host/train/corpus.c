@@ -1,12 +1,37 @@
+#define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
 
 #include "../fileio.h"
 #include "../stories.h"
+#include "../nn/layers.h"
 #include "corpus.h"
 #include "tritlm/tokenizer.h"
 
-tlm_status tlm_corpus_load(tlm_corpus *c, const tlm_model *tok, const char *path, const char *sep, tlm_error *err)
+/* Marks as targets the tokens of a line from the one that holds the line's
+ * last TAB to its end: their strings spell " " + line (the encoder's dummy
+ * prefix), a byte token standing for one byte. */
+static tlm_status mark_label(const tlm_model *tok, const char *line, size_t len, const uint32_t *ids, size_t n,
+                             uint32_t *targets, tlm_error *err, const char *path, size_t story)
+{
+    const char *tab = memrchr(line, '\t', len);
+    if (!tab)
+        return tlm_fail(err, TLM_ERR_FORMAT, "%s: line %llu has no TAB; --label-loss needs TEXT<TAB>LABEL lines", path,
+                        (unsigned long long)story + 1);
+    const size_t at = (size_t)(tab - line) + 1; /* in " " + line */
+    size_t pos = 0;
+    for (size_t k = 1; k < n; k++) { /* after BOS */
+        const uint8_t *s;
+        size_t sl = tlm_token_str(tok, ids[k], &s);
+        if (tlm_decodes_as_byte(s, sl)) sl = 1;
+        if (pos + sl > at) targets[k] = ids[k];
+        pos += sl;
+    }
+    return TLM_OK;
+}
+
+tlm_status tlm_corpus_load(tlm_corpus *c, const tlm_model *tok, const char *path, const char *sep, int label_only,
+                           tlm_error *err)
 {
     memset(c, 0, sizeof *c);
     uint8_t *text;
@@ -28,8 +53,9 @@ tlm_status tlm_corpus_load(tlm_corpus *c, const tlm_model *tok, const char *path
     for (size_t i = 0; i < s.n; i++)
         if (s.items[i].len > longest) longest = s.items[i].len;
     c->tokens = malloc(cap * sizeof *c->tokens);
+    if (label_only) c->targets = malloc(cap * sizeof *c->targets);
     int32_t *scratch = malloc(TLM_ENCODE_SCRATCH(TLM_ENCODE_MAX_IDS(longest)) * sizeof *scratch);
-    if (!c->tokens || !scratch) {
+    if (!c->tokens || !scratch || (label_only && !c->targets)) {
         st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory tokenizing %s", path);
     } else {
         for (size_t i = 0; i < s.n && !st; i++) {
@@ -37,6 +63,12 @@ tlm_status tlm_corpus_load(tlm_corpus *c, const tlm_model *tok, const char *path
             st = tlm_encode(tok, s.items[i].text, s.items[i].len, TLM_ENCODE_BOS, c->tokens + c->n,
                             TLM_ENCODE_MAX_IDS(s.items[i].len), scratch, &n);
             if (st) tlm_fail(err, st, "%s: story %llu cannot be encoded with this vocabulary", path, (unsigned long long)i);
+            if (!st && label_only) {
+                uint32_t *t = c->targets + c->n;
+                for (size_t k = 0; k < n; k++) t[k] = TLM_NO_TARGET;
+                if (i > 0) t[0] = c->tokens[c->n]; /* the BOS that ends the line before */
+                st = mark_label(tok, s.items[i].text, s.items[i].len, c->tokens + c->n, n, t, err, path, i);
+            }
             c->n += n;
         }
     }
@@ -51,5 +83,6 @@ tlm_status tlm_corpus_load(tlm_corpus *c, const tlm_model *tok, const char *path
 void tlm_corpus_free(tlm_corpus *c)
 {
     free(c->tokens);
+    free(c->targets);
     memset(c, 0, sizeof *c);
 }

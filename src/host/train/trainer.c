@@ -16,6 +16,7 @@
 #include "../progress.h"
 #include "adamw.h"
 #include "checkpoint.h"
+#include "../nn/layers.h"
 #include "corpus.h"
 #include "lora.h"
 #include "model_grad.h"
@@ -49,6 +50,7 @@ typedef struct {
     tlm_train_ws *tws;
     float *tprobs, alpha;
     const uint32_t *tokens;
+    const uint32_t *targets; /* NULL: the next tokens */
     const uint64_t *starts;
     uint32_t batch, T, stride, first;
     float scale;
@@ -63,16 +65,16 @@ static void *grad_worker(void *arg)
     memset(j->g->data, 0, j->g->n * sizeof(float));
     j->loss = 0;
     for (uint32_t b = j->first; b < j->batch; b += j->stride) {
-        const uint32_t *w = j->tokens + j->starts[b];
+        const uint32_t *w = j->tokens + j->starts[b], *tg = (j->targets ? j->targets : j->tokens) + j->starts[b] + 1;
         tlm_train_ws_set_dropout(j->ws, j->dropout, j->drop_seed + (uint64_t)b * 0xD1B54A32D192ED03ull);
         if (j->teacher) {
             const uint32_t V = j->p->hp.vocab_size;
             tlm_model_logits(j->teacher, w, j->T, j->tws);
             memcpy(j->tprobs, tlm_train_ws_logits(j->tws), (size_t)j->T * V * sizeof(float));
             for (uint32_t t = 0; t < j->T; t++) tlm_softmax(j->tprobs + (size_t)t * V, V);
-            j->loss += tlm_model_fwd_bwd_distill(j->p, j->g, w, w + 1, j->T, j->scale, j->tprobs, j->alpha, j->ws);
+            j->loss += tlm_model_fwd_bwd_distill(j->p, j->g, w, tg, j->T, j->scale, j->tprobs, j->alpha, j->ws);
         } else {
-            j->loss += tlm_model_fwd_bwd(j->p, j->g, w, w + 1, j->T, j->scale, j->ws);
+            j->loss += tlm_model_fwd_bwd(j->p, j->g, w, tg, j->T, j->scale, j->ws);
         }
     }
     return NULL;
@@ -105,17 +107,24 @@ static const tlm_params *out_weights(trainer_state *s, const tlm_adamw *opt)
 }
 
 /* Gradients of the batch, reduced in thread order (deterministic for a
- * given thread count); returns the mean loss. */
+ * given thread count); returns the mean loss over the batch's targets. */
 static double batch_gradients(trainer_state *s, const tlm_corpus *c, const uint64_t *starts, uint32_t batch,
                               uint32_t T, float dropout, uint64_t drop_seed)
 {
+    double count = (double)batch * T;
+    if (c->targets) { /* only some positions are targets: the mean is over them */
+        size_t k = 0;
+        for (uint32_t b = 0; b < batch; b++)
+            for (uint32_t t = 0; t < T; t++) k += c->targets[starts[b] + 1 + t] != TLM_NO_TARGET;
+        count = k ? (double)k : 1.0;
+    }
     for (int k = 0; k < s->threads; k++)
         s->jobs[k] = (grad_job){.p = s->qat ? &s->pq : &s->p, .g = &s->grads[k], .ws = s->ws[k],
                                 .teacher = s->distill ? &s->teacher : NULL, .tws = s->distill ? s->tws[k] : NULL,
                                 .tprobs = s->distill ? s->tprobs[k] : NULL, .alpha = s->alpha,
-                                .tokens = c->tokens, .starts = starts,
+                                .tokens = c->tokens, .targets = c->targets, .starts = starts,
                                 .batch = batch, .T = T, .stride = (uint32_t)s->threads, .first = (uint32_t)k,
-                                .scale = 1.0f / ((float)batch * (float)T), .dropout = dropout,
+                                .scale = (float)(1.0 / count), .dropout = dropout,
                                 .drop_seed = drop_seed};
     int started = 0;
     for (int k = 1; k < s->threads; k++)
@@ -129,7 +138,7 @@ static double batch_gradients(trainer_state *s, const tlm_corpus *c, const uint6
         for (size_t i = 0; i < s->p.n; i++) s->grads[0].data[i] += s->grads[k].data[i];
         loss += s->jobs[k].loss;
     }
-    return loss / ((double)batch * T);
+    return loss / count;
 }
 
 /* Keeps the rows of a CSV log whose first field is below `step` (resume). */
@@ -461,7 +470,9 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         tok_img = img;
         tlm_model tm;
         st = tlm_model_open(&tm, tok_img, bytes, err);
-        if (!st) st = tlm_corpus_load(&corpus, &tm, o->data, o->separator, err);
+        if (!st && o->label_loss && (!o->separator || strcmp(o->separator, "\n")))
+            st = tlm_fail(err, TLM_ERR_ARG, "--label-loss needs --split lines (TEXT<TAB>LABEL on each line)");
+        if (!st) st = tlm_corpus_load(&corpus, &tm, o->data, o->separator, o->label_loss, err);
         if (st) goto out;
         if (corpus.n < (size_t)T + 2) {
             st = tlm_fail(err, TLM_ERR_ARG, "%s has %llu tokens, fewer than --ctx %u + 2: give more text or a smaller --ctx",

@@ -44,6 +44,9 @@ typedef struct tlm_train_opts {
                               as they are; the output is the merged model. Not for --qat, and
                               not recorded in checkpoints, so not for runs that resume */
     float lora_alpha;      /* adapter scale alpha / rank (0: alpha = rank, scale 1) */
+    int label_loss;        /* with separator "\n": the loss only on each line's label (after its
+                              last TAB) and the line's end (tlm_corpus_load's label_only); not
+                              recorded in checkpoints: give it again to --resume */
 } tlm_train_opts;
 
 typedef struct tlm_train_report {

@@ -1,0 +1,59 @@
+/* Choosing among a closed set of continuations with the language model:
+ * intent classification, commands, yes/no answers. A model trained on
+ * lines of the form "TEXT<TAB>LABEL" (one line per sample, so that BOS
+ * follows each label) classifies a text by the candidate line it gives the
+ * highest probability to. Candidates that share a prefix (the text, the
+ * first tokens of related labels) share its forward passes: the decoder
+ * runs once per node of the candidates' prefix tree, rewinding the KV cache
+ * to where the next candidate departs from the last. */
+#ifndef TRITLM_CLASSIFY_H
+#define TRITLM_CLASSIFY_H
+
+#include <stdint.h>
+
+#include "tritlm/runtime.h"
+#include "tritlm/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum tlm_classify_mode {
+    /* every candidate's log-probability: one forward pass per distinct
+     * prefix of the candidates */
+    TLM_CLASSIFY_EXACT = 0,
+    /* follow the likeliest next token among the candidates' from the
+     * first token on: one forward pass per token of the chosen candidate
+     * (what a slow device affords; may miss the likeliest candidate) */
+    TLM_CLASSIFY_GREEDY = 1
+} tlm_classify_mode;
+
+typedef struct tlm_classify_result {
+    uint32_t best;      /* index of the chosen candidate (the first of equals) */
+    float score;        /* its log-probability, natural log */
+    uint32_t forwards;  /* decoder calls made */
+} tlm_classify_result;
+
+/* Candidate i is prefix[0..n_prefix) followed by ids[off[i] .. off[i + 1])
+ * (off has n + 1 entries, non-decreasing; n_prefix may be 0), a whole
+ * sequence from position 0: the shared prefix (BOS and the text) is stored
+ * once. All candidates must start with the same token (BOS) and none may be
+ * empty or longer than the runtime's context. A candidate's score is the
+ * sum over its tokens after the first of the natural-log probability the
+ * model gives each, plus that of `end` after its last (the token that
+ * follows a sample in training: BOS for a model trained one line per
+ * sample), so that a label that is a prefix of another is scored as
+ * complete. `order` is scratch of n entries (on return: the candidates in
+ * lexicographic order of their tokens); `scores` (n entries) receives the
+ * scores (with TLM_CLASSIFY_GREEDY: -INFINITY for every candidate but the
+ * chosen one). The KV cache is overwritten from position 0. TLM_ERR_ARG for
+ * n == 0, an empty or too long candidate, differing first tokens or a token
+ * outside the vocabulary. */
+tlm_status tlm_classify(tlm_runtime *rt, const uint32_t *prefix, uint32_t n_prefix, const uint32_t *ids,
+                        const uint32_t *off, uint32_t n, uint32_t end, tlm_classify_mode mode, uint32_t *order,
+                        float *scores, tlm_classify_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,189 @@
+/* tritlm classify: closed-set classification (intents, commands) with a
+ * language model trained on TEXT<TAB>LABEL lines. */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../host/classify.h"
+#include "../host/fileio.h"
+#include "../host/model_file.h"
+#include "../host/privacy.h"
+#include "cli.h"
+#include "tritlm/runtime.h"
+
+static const char help[] =
+    "usage: tritlm classify -m MODEL --labels FILE --text FILE [--greedy] [--oos LABEL] [--print]\n"
+    "                       [--ctx N] [--threads N] [--kv-int8] [--privatize dx|rr --epsilon E [--seed S]] [--json]\n"
+    "\n"
+    "Gives each line of --text the label whose line 'TEXT<TAB>LABEL' the model finds the\n"
+    "most probable (followed by BOS, as 'tritlm train --split lines' trains on such lines;\n"
+    "a label that is a prefix of another is scored as complete). Lines 'TEXT<TAB>LABEL'\n"
+    "are scored against their label: accuracy, and with --oos, in-scope accuracy and\n"
+    "out-of-scope recall. Lines with no TAB are only classified (see --print).\n"
+    "\n"
+    "  -m, --model FILE     model image (.tlm), trained on TEXT<TAB>LABEL lines\n"
+    "      --labels FILE    the label set: on each line the part after its last TAB, or\n"
+    "                       the whole line (so the training file itself will do)\n"
+    "      --text FILE      lines to classify\n"
+    "      --greedy         follow the likeliest next token among the labels' instead of\n"
+    "                       scoring every label (a few forward passes per line instead of\n"
+    "                       one per node of the labels' token tree; may miss the best)\n"
+    "      --oos LABEL      the label meaning 'none of these' (CLINC150's 'oos'): reported apart\n"
+    "      --print          print each line's predicted label on stdout (the default when\n"
+    "                       no line has a label); figures then go to stderr\n"
+    "      --ctx N          context (default: the model's seq_len); a longer line loses its\n"
+    "                       first tokens, as in training windows\n"
+    "      --threads N      worker threads (default: all cores)\n"
+    "      --kv-int8        decode with the int8 KV cache (as a device would)\n"
+    "      --privatize M    the model reads each text privatized by mechanism M (see 'tritlm\n"
+    "                       privatize'); --epsilon E per token, --seed S for reproducible noise\n"
+    "      --json           one JSON object on stdout (with --print: 'predictions' in it)\n"
+    "  -h, --help           this text\n";
+
+static double ratio(size_t a, size_t b) { return b ? (double)a / (double)b : 0.0; }
+
+int cmd_classify(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},  {"labels", required_argument, 0, 'l'},
+        {"text", required_argument, 0, 'x'},   {"greedy", no_argument, 0, 'g'},
+        {"oos", required_argument, 0, 'o'},    {"print", no_argument, 0, 'p'},
+        {"ctx", required_argument, 0, 'c'},    {"threads", required_argument, 0, 'T'},
+        {"kv-int8", no_argument, 0, 'K'},      {"privatize", required_argument, 0, 'P'},
+        {"epsilon", required_argument, 0, 'E'}, {"seed", required_argument, 0, 'S'},
+        {"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *model_path = NULL, *labels_path = NULL, *text_path = NULL;
+    tlm_cls_opts co = {0};
+    int json = 0, print = 0, c;
+    uint32_t u;
+    tlm_mech mech = TLM_MECH_NONE;
+    float eps = 0.0f;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 'l': labels_path = optarg; break;
+        case 'x': text_path = optarg; break;
+        case 'g': co.mode = TLM_CLASSIFY_GREEDY; break;
+        case 'o': co.oos = optarg; break;
+        case 'p': print = 1; break;
+        case 'c':
+            if (!cli_parse_u32(optarg, 2, 1u << 20, &co.ctx)) return cli_usage_error("classify", "--ctx expects an integer >= 2, got '%s'", optarg);
+            break;
+        case 'T':
+            if (!cli_parse_u32(optarg, 1, 1024, &u)) return cli_usage_error("classify", "--threads expects 1..1024, got '%s'", optarg);
+            co.threads = (int)u;
+            break;
+        case 'K': co.rt_flags |= TLM_RT_KV_INT8; break;
+        case 'P':
+            mech = tlm_mech_parse(optarg);
+            if (!mech) return cli_usage_error("classify", "--privatize expects dx or rr, got '%s'", optarg);
+            break;
+        case 'E':
+            if (!tlm_epsilon_parse(optarg, &eps)) return cli_usage_error("classify", "--epsilon expects a positive number or inf, got '%s'", optarg);
+            break;
+        case 'S':
+            if (!cli_parse_u64(optarg, &co.priv_seed)) return cli_usage_error("classify", "--seed expects an integer, got '%s'", optarg);
+            co.priv_seeded = 1;
+            break;
+        case 'j': json = 1; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_bad_option("classify", argv, c);
+        }
+    }
+    if (optind != argc) return cli_usage_error("classify", "unexpected argument '%s'", argv[optind]);
+    if (!model_path) return cli_usage_error("classify", "missing -m MODEL");
+    if (!labels_path) return cli_usage_error("classify", "missing --labels FILE");
+    if (!text_path) return cli_usage_error("classify", "missing --text FILE");
+    if ((mech != TLM_MECH_NONE) != (eps > 0.0f)) return cli_usage_error("classify", "--privatize and --epsilon go together");
+    if (co.priv_seeded && !mech) return cli_usage_error("classify", "--seed goes with --privatize");
+    co.progress = isatty(2);
+
+    tlm_error err;
+    tlm_model_file mf;
+    if (tlm_model_file_open(&mf, model_path, &err)) return cli_fail("classify", &err);
+    uint8_t *ltext = NULL, *text = NULL;
+    size_t llen, len;
+    tlm_labels labels = {0};
+    tlm_cls_result r = {0};
+    tlm_privatizer priv;
+    void *index = NULL;
+    tlm_status st = tlm_read_text(labels_path, &ltext, &llen, &err);
+    if (!st) st = tlm_labels_parse((const char *)ltext, llen, &labels, &err);
+    if (!st) st = tlm_read_text(text_path, &text, &len, &err);
+    if (!st && mech) {
+        st = tlm_privatizer_init(&priv, &mf.model, mech, eps, &err);
+        if (!st) st = tlm_privatizer_index_alloc(&priv, &index, &err);
+        co.priv = &priv;
+    }
+    if (!st) st = tlm_classify_text(&mf.model, &labels, (const char *)text, len, &co, &r, &err);
+    free(index);
+    free(ltext);
+    free(text);
+    tlm_model_file_close(&mf);
+    if (st) {
+        tlm_labels_free(&labels);
+        return cli_fail("classify", &err);
+    }
+    if (!r.labelled) print = 1;
+    const double fw = ratio((size_t)r.forwards, r.samples);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "lines", (double)r.samples);
+        cJSON_AddNumberToObject(o, "labels", (double)labels.n);
+        cJSON_AddNumberToObject(o, "labelled", (double)r.labelled);
+        cJSON_AddNumberToObject(o, "correct", (double)r.correct);
+        cJSON_AddNumberToObject(o, "accuracy", ratio(r.correct, r.labelled));
+        if (co.oos) {
+            cJSON_AddNumberToObject(o, "in_scope_accuracy", ratio(r.in_scope_correct, r.in_scope));
+            cJSON_AddNumberToObject(o, "oos_recall", ratio(r.oos_correct, r.oos));
+            cJSON_AddNumberToObject(o, "oos_predicted", (double)r.oos_predicted);
+        }
+        cJSON_AddNumberToObject(o, "truncated", (double)r.truncated);
+        cJSON_AddStringToObject(o, "search", co.mode == TLM_CLASSIFY_GREEDY ? "greedy" : "exact");
+        cJSON_AddNumberToObject(o, "forwards_per_line", fw);
+        cJSON_AddNumberToObject(o, "seconds", r.seconds);
+        if (mech) {
+            cJSON_AddStringToObject(o, "mechanism", tlm_mech_name(mech));
+            cJSON_AddNumberToObject(o, "epsilon", isinf(eps) ? -1 : eps);
+            cJSON_AddNumberToObject(o, "privatized", (double)r.privatized);
+            cJSON_AddNumberToObject(o, "unchanged", (double)r.unchanged);
+        }
+        if (print) {
+            cJSON *a = cJSON_AddArrayToObject(o, "predictions");
+            for (size_t i = 0; i < r.samples; i++) cJSON_AddItemToArray(a, cJSON_CreateString(labels.name[r.pred[i]]));
+        }
+        char *s = cJSON_PrintUnformatted(o);
+        puts(s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        if (print)
+            for (size_t i = 0; i < r.samples; i++) puts(labels.name[r.pred[i]]);
+        FILE *f = print ? stderr : stdout;
+        fprintf(f, "lines %zu  labels %zu", r.samples, labels.n);
+        if (r.labelled) fprintf(f, "  accuracy %.4f (%zu of %zu)", ratio(r.correct, r.labelled), r.correct, r.labelled);
+        if (co.oos && r.labelled)
+            fprintf(f, "  in-scope %.4f (%zu of %zu)  oos recall %.4f (%zu of %zu)", ratio(r.in_scope_correct, r.in_scope),
+                    r.in_scope_correct, r.in_scope, ratio(r.oos_correct, r.oos), r.oos_correct, r.oos);
+        fputc('\n', f);
+        fflush(stdout);
+        fprintf(stderr, "%s search, %.1f forward passes per line, %.2f s", co.mode == TLM_CLASSIFY_GREEDY ? "greedy" : "exact", fw,
+                r.seconds);
+        if (mech) fprintf(stderr, ", %llu of %llu text tokens changed by the noise", (unsigned long long)(r.privatized - r.unchanged),
+                          (unsigned long long)r.privatized);
+        fputc('\n', stderr);
+    }
+    if (r.truncated)
+        fprintf(stderr, "classify: note: %zu of %zu lines were longer than the context with their labels and lost their first tokens\n",
+                r.truncated, r.samples);
+    tlm_cls_result_free(&r);
+    tlm_labels_free(&labels);
+    return 0;
+}

@@ -1,0 +1,145 @@
+/* Closed-set classification by the language model: see tritlm/classify.h.
+ *
+ * The candidates are walked in lexicographic order of their tokens, which
+ * is a depth-first walk of their prefix tree: the next candidate shares its
+ * first `lcp` tokens with the last one, so the KV cache holds them already
+ * and the decoder resumes at position lcp. The logits after a node's token
+ * score the next token of every candidate below that node at once (they
+ * form a contiguous run of the order), so each (candidate, position) is
+ * scored exactly once, when its node is first reached. */
+#include "tritlm/classify.h"
+
+#include <math.h>
+
+#include "tritlm/sampler.h"
+
+typedef struct {
+    const uint32_t *prefix, *ids, *off;
+    uint32_t np;
+} cands;
+
+static uint32_t cand_len(const cands *c, uint32_t i) { return c->np + c->off[i + 1] - c->off[i]; }
+
+/* Token p of candidate i (p < its length). */
+static uint32_t tok(const cands *c, uint32_t i, uint32_t p)
+{
+    return p < c->np ? c->prefix[p] : c->ids[c->off[i] + p - c->np];
+}
+
+/* Tokens candidates a and b have in common at their start. */
+static uint32_t common(const cands *c, uint32_t a, uint32_t b)
+{
+    const uint32_t la = cand_len(c, a), lb = cand_len(c, b), n = la < lb ? la : lb;
+    uint32_t k = c->np;
+    while (k < n && tok(c, a, k) == tok(c, b, k)) k++;
+    return k;
+}
+
+/* a before b in lexicographic order (a proper prefix first); equal
+ * candidates keep their index order. */
+static int before(const cands *c, uint32_t a, uint32_t b)
+{
+    const uint32_t k = common(c, a, b), la = cand_len(c, a), lb = cand_len(c, b);
+    if (k == la || k == lb) return la < lb || (la == lb && a < b);
+    return tok(c, a, k) < tok(c, b, k);
+}
+
+/* The token that follows position p of candidate i: its own, or `end`. */
+static uint32_t next_tok(const cands *c, uint32_t i, uint32_t p, uint32_t end)
+{
+    return p + 1 < cand_len(c, i) ? tok(c, i, p + 1) : end;
+}
+
+/* log of the sum of exp(logits) */
+static float log_norm(const float *x, uint32_t n)
+{
+    const float mx = x[tlm_argmax(x, n)];
+    float s = 0.0f;
+    for (uint32_t i = 0; i < n; i++) s += expf(x[i] - mx);
+    return mx + logf(s);
+}
+
+tlm_status tlm_classify(tlm_runtime *rt, const uint32_t *prefix, uint32_t n_prefix, const uint32_t *ids,
+                        const uint32_t *off, uint32_t n, uint32_t end, tlm_classify_mode mode, uint32_t *order,
+                        float *scores, tlm_classify_result *res)
+{
+    if (!rt || (n_prefix && !prefix) || !off || !order || !scores || !res || n == 0) return TLM_ERR_ARG;
+    const uint32_t V = rt->model->hp.vocab_size;
+    const cands c = {prefix, ids, off, n_prefix};
+    if (end >= V || (mode != TLM_CLASSIFY_EXACT && mode != TLM_CLASSIFY_GREEDY)) return TLM_ERR_ARG;
+    for (uint32_t k = 0; k < n_prefix; k++)
+        if (prefix[k] >= V) return TLM_ERR_ARG;
+    for (uint32_t i = 0; i < n; i++) {
+        if (off[i + 1] < off[i] || (off[i + 1] > off[i] && !ids)) return TLM_ERR_ARG;
+        if (cand_len(&c, i) == 0 || cand_len(&c, i) > rt->ctx || tok(&c, i, 0) != tok(&c, 0, 0)) return TLM_ERR_ARG;
+        for (uint32_t k = off[i]; k < off[i + 1]; k++)
+            if (ids[k] >= V) return TLM_ERR_ARG;
+    }
+    /* insertion sort: n is a label set, and this needs no allocation */
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t j = i;
+        while (j > 0 && before(&c, i, order[j - 1])) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = i;
+    }
+    res->best = order[0];
+    res->score = -INFINITY;
+    res->forwards = 0;
+    float *logits;
+
+    if (mode == TLM_CLASSIFY_GREEDY) {
+        /* [lo, hi): the candidates that still agree with the path so far */
+        uint32_t lo = 0, hi = n;
+        float score = 0.0f;
+        for (uint32_t p = 0;; p++) {
+            tlm_status st = tlm_runtime_forward(rt, tok(&c, order[lo], p), p, &logits);
+            if (st) return st;
+            res->forwards++;
+            /* the run with the largest logit for its next token; candidates
+             * that end here sort first, so the first run wins a tie with them */
+            uint32_t pick_lo = lo, pick_hi = lo;
+            float pick = -INFINITY;
+            for (uint32_t k = lo; k < hi;) {
+                const uint32_t t = next_tok(&c, order[k], p, end);
+                const int ends = p + 1 >= cand_len(&c, order[k]);
+                uint32_t k2 = k + 1;
+                while (k2 < hi && (p + 1 >= cand_len(&c, order[k2])) == ends && next_tok(&c, order[k2], p, end) == t) k2++;
+                if (logits[t] > pick || k == lo) {
+                    pick = logits[t];
+                    pick_lo = k;
+                    pick_hi = k2;
+                }
+                k = k2;
+            }
+            score += pick - log_norm(logits, V);
+            lo = pick_lo;
+            hi = pick_hi;
+            if (p + 1 >= cand_len(&c, order[lo])) break;
+        }
+        res->best = order[lo];
+        res->score = score;
+        for (uint32_t i = 0; i < n; i++) scores[i] = -INFINITY;
+        scores[res->best] = score;
+        return TLM_OK;
+    }
+    for (uint32_t i = 0; i < n; i++) scores[i] = 0.0f;
+    for (uint32_t k = 0; k < n; k++) {
+        const uint32_t i = order[k], li = cand_len(&c, i);
+        for (uint32_t p = k ? common(&c, order[k - 1], i) : 0; p < li; p++) {
+            tlm_status st = tlm_runtime_forward(rt, tok(&c, i, p), p, &logits);
+            if (st) return st;
+            res->forwards++;
+            const float z = log_norm(logits, V);
+            /* i and the run after it that shares its tokens 0..p */
+            for (uint32_t k2 = k; k2 < n && (k2 == k || common(&c, order[k2 - 1], order[k2]) > p); k2++)
+                scores[order[k2]] += logits[next_tok(&c, order[k2], p, end)] - z;
+        }
+    }
+    res->best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (scores[i] > scores[res->best]) res->best = i;
+    res->score = scores[res->best];
+    return TLM_OK;
+}

@@ -1,0 +1,58 @@
+/* Closed-set classification of text lines with a language model trained on
+ * "TEXT<TAB>LABEL" lines (tritlm train --split lines): each line of a file
+ * is scored against every label with the core's tlm_classify, in threads. */
+#ifndef TLM_HOST_CLASSIFY_H
+#define TLM_HOST_CLASSIFY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tritlm/classify.h"
+#include "tritlm/dp.h"
+#include "tritlm/model.h"
+
+/* The label set: distinct labels in order of first appearance. */
+typedef struct tlm_labels {
+    char **name;
+    size_t n;
+} tlm_labels;
+
+/* Labels from a text: on each non-empty line, what follows its last TAB
+ * (or the whole line when it has none), white space trimmed. So a
+ * training file of TEXT<TAB>LABEL lines and a list of labels both work. */
+tlm_status tlm_labels_parse(const char *text, size_t len, tlm_labels *out, tlm_error *err);
+void tlm_labels_free(tlm_labels *l);
+
+typedef struct tlm_cls_opts {
+    uint32_t ctx;             /* 0: the model's seq_len */
+    int threads;              /* <= 0: all online cores */
+    tlm_classify_mode mode;
+    uint32_t rt_flags;        /* TLM_RT_KV_INT8 */
+    const char *oos;          /* a label that means "none of the others" (counted apart), or NULL */
+    const tlm_privatizer *priv; /* the model reads the text's tokens privatized */
+    int priv_seeded;          /* line i's noise from ChaCha20 seeded with (priv_seed, i); else the host CSPRNG */
+    uint64_t priv_seed;
+    int progress;
+} tlm_cls_opts;
+
+typedef struct tlm_cls_result {
+    size_t samples;           /* non-empty lines */
+    size_t labelled, correct; /* lines with a gold label, and those predicted right */
+    size_t in_scope, in_scope_correct; /* labelled lines whose gold label is not opts.oos */
+    size_t oos, oos_correct;  /* ... whose gold label is opts.oos */
+    size_t oos_predicted;     /* lines predicted as opts.oos */
+    uint64_t forwards;        /* decoder calls */
+    uint64_t privatized, unchanged;
+    size_t truncated;         /* lines longer than the context, cut at the front */
+    double seconds;
+    uint32_t *pred;           /* per line, the predicted label's index */
+    int32_t *gold;            /* per line, the gold label's index or -1 */
+} tlm_cls_result;
+
+/* Lines of `text`: "TEXT<TAB>LABEL" (LABEL must be one of `labels`) or
+ * just TEXT. */
+tlm_status tlm_classify_text(const tlm_model *m, const tlm_labels *labels, const char *text, size_t len,
+                             const tlm_cls_opts *opts, tlm_cls_result *res, tlm_error *err);
+void tlm_cls_result_free(tlm_cls_result *r);
+
+#endif

@@ -1,0 +1,536 @@
+/* Closed-set classification (tlm_classify): every candidate's score
+ * against an independent oracle that runs each candidate alone through the
+ * host's whole-sequence forward pass (no KV cache, no rewinding) and sums
+ * log-softmax in double; the greedy walk against a brute-force greedy walk
+ * on that oracle; forward passes against the count of distinct prefixes;
+ * bad arguments; and the host's label files and line classification. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../src/host/classify.h"
+#include "../src/host/privacy.h"
+#include "../src/host/fileio.h"
+#include "../src/host/nn/layers.h"
+#include "../src/host/seq.h"
+#include "../src/host/train/corpus.h"
+#include "testutil.h"
+#include "tritlm/classify.h"
+#include "tritlm/runtime.h"
+#include "tritlm/tokenizer.h"
+
+#define NC 14
+#define MAXL 16
+
+typedef struct {
+    uint8_t *img;
+    tlm_model m;
+    tlm_seq_ws ws;
+} fixture;
+
+static fixture *make_model(uint64_t seed)
+{
+    fixture *f = calloc(1, sizeof *f);
+    const tu_tiny cfg = {.dim = 32, .hidden = 64, .layers = 2, .heads = 4, .kv_heads = 2, .seq_len = 32, .n_merges = 40, .shared = 1};
+    size_t bytes;
+    tu_build_tiny(&cfg, seed, &f->img, &bytes);
+    assert_int_equal(tlm_model_open(&f->m, f->img, bytes, NULL), TLM_OK);
+    assert_int_equal(tlm_seq_ws_init(&f->ws, &f->m, 32, NULL), TLM_OK);
+    return f;
+}
+
+static void free_model(fixture *f)
+{
+    tlm_seq_ws_free(&f->ws);
+    free(f->img);
+    free(f);
+}
+
+/* log p(next | tokens[0..T)) from one whole-sequence pass, in double */
+static double oracle_logp(fixture *f, const uint32_t *tokens, uint32_t T, uint32_t next)
+{
+    const uint32_t V = f->m.hp.vocab_size;
+    tlm_seq_forward(&f->m, tokens, T, &f->ws);
+    const float *row = f->ws.logits + (size_t)(T - 1) * V;
+    double mx = -1e300, s = 0;
+    for (uint32_t i = 0; i < V; i++) mx = fmax(mx, row[i]);
+    for (uint32_t i = 0; i < V; i++) s += exp((double)row[i] - mx);
+    return (double)row[next] - mx - log(s);
+}
+
+/* A candidate's score: every token after the first, then `end`. */
+static double oracle_score(fixture *f, const uint32_t *c, uint32_t len, uint32_t end)
+{
+    double s = 0;
+    for (uint32_t t = 1; t <= len; t++) s += oracle_logp(f, c, t, t < len ? c[t] : end);
+    return s;
+}
+
+/* Random candidates that share a prefix (BOS, some "text") and then take
+ * label tokens from a small alphabet, so that labels share prefixes, one
+ * is a prefix of another, and two are equal. */
+static void make_cands(uint64_t *rng, uint32_t V, uint32_t *ids, uint32_t *off)
+{
+    uint32_t text[6], tl = 1 + (uint32_t)(tu_rand(rng) % 5);
+    text[0] = 1;
+    for (uint32_t t = 1; t < tl; t++) text[t] = 3 + (uint32_t)(tu_rand(rng) % (V - 3));
+    off[0] = 0;
+    for (uint32_t i = 0; i < NC; i++) {
+        uint32_t *c = ids + off[i], len = tl;
+        memcpy(c, text, tl * sizeof *c);
+        if (i == 5) { /* equal to candidate 2 */
+            len = off[3] - off[2];
+            memcpy(c, ids + off[2], len * sizeof *c);
+        } else if (i == 7) { /* candidate 4 plus one token */
+            len = off[5] - off[4];
+            memcpy(c, ids + off[4], len * sizeof *c);
+            c[len++] = 3;
+        } else {
+            const uint32_t extra = (uint32_t)(tu_rand(rng) % 5);
+            for (uint32_t k = 0; k < extra; k++) c[len++] = 3 + (uint32_t)(tu_rand(rng) % 4);
+        }
+        off[i + 1] = off[i] + len;
+    }
+}
+
+/* Distinct non-empty prefixes among the candidates: the forward passes an
+ * exact walk of their prefix tree needs. */
+static uint32_t distinct_prefixes(const uint32_t *ids, const uint32_t *off)
+{
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < NC; i++)
+        for (uint32_t p = 1; p <= off[i + 1] - off[i]; p++) {
+            int seen = 0;
+            for (uint32_t j = 0; j < i && !seen; j++)
+                seen = off[j + 1] - off[j] >= p && !memcmp(ids + off[i], ids + off[j], p * sizeof *ids);
+            count += !seen;
+        }
+    return count;
+}
+
+/* The same through a fresh runtime per candidate, fed from position 0. */
+static double runtime_score(fixture *f, uint32_t flags, const uint32_t *c, uint32_t len, uint32_t end)
+{
+    const uint32_t V = f->m.hp.vocab_size;
+    const size_t ab = tlm_runtime_arena_size_flags(&f->m, 32, flags);
+    void *arena = malloc(ab);
+    tlm_runtime rt;
+    assert_int_equal(tlm_runtime_init_flags(&rt, &f->m, 32, flags, arena, ab, NULL), TLM_OK);
+    double s = 0;
+    for (uint32_t t = 0; t < len; t++) {
+        float *lg;
+        assert_int_equal(tlm_runtime_forward(&rt, c[t], t, &lg), TLM_OK);
+        double mx = -1e300, z = 0;
+        for (uint32_t i = 0; i < V; i++) mx = fmax(mx, lg[i]);
+        for (uint32_t i = 0; i < V; i++) z += exp((double)lg[i] - mx);
+        s += (double)lg[t + 1 < len ? c[t + 1] : end] - mx - log(z);
+    }
+    free(arena);
+    return s;
+}
+
+static void run_exact(uint32_t flags, double tol)
+{
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        fixture *f = make_model(seed);
+        const uint32_t V = f->m.hp.vocab_size, end = f->m.bos_id;
+        uint32_t ids[NC * MAXL], off[NC + 1], order[NC];
+        float scores[NC];
+        uint64_t rng = seed * 77;
+        make_cands(&rng, V, ids, off);
+        const size_t ab = tlm_runtime_arena_size_flags(&f->m, 32, flags);
+        void *arena = malloc(ab);
+        tlm_runtime rt;
+        assert_int_equal(tlm_runtime_init_flags(&rt, &f->m, 32, flags, arena, ab, NULL), TLM_OK);
+        tlm_classify_result r;
+        if (seed % 2) {
+            assert_int_equal(tlm_classify(&rt, NULL, 0, ids, off, NC, end, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_OK);
+        } else { /* the same candidates with their shared tokens given once */
+            uint32_t np = off[1], sids[NC * MAXL], soff[NC + 1];
+            for (uint32_t i = 1; i < NC; i++) {
+                uint32_t k = 0;
+                while (k < np && k < off[i + 1] - off[i] && ids[off[i] + k] == ids[k]) k++;
+                np = k;
+            }
+            assert_true(np >= 1);
+            soff[0] = 0;
+            for (uint32_t i = 0; i < NC; i++) {
+                const uint32_t n = off[i + 1] - off[i] - np;
+                memcpy(sids + soff[i], ids + off[i] + np, n * sizeof *sids);
+                soff[i + 1] = soff[i] + n;
+            }
+            assert_int_equal(tlm_classify(&rt, ids, np, sids, soff, NC, end, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_OK);
+        }
+        double ref[NC];
+        uint32_t best = 0;
+        for (uint32_t i = 0; i < NC; i++) {
+            ref[i] = flags ? runtime_score(f, flags, ids + off[i], off[i + 1] - off[i], end)
+                           : oracle_score(f, ids + off[i], off[i + 1] - off[i], end);
+            assert_true(fabs(ref[i] - scores[i]) <= tol * (1 + fabs(ref[i])));
+            if (ref[i] > ref[best]) best = i;
+        }
+        /* equal candidates score alike; the first of them is the answer */
+        assert_true(scores[2] == scores[5]);
+        assert_true(r.best == best || fabs(ref[r.best] - ref[best]) <= 2 * tol * (1 + fabs(ref[best])));
+        assert_true(r.best != 5);
+        assert_true(r.score == scores[r.best]);
+        assert_int_equal(r.forwards, distinct_prefixes(ids, off));
+        /* the order is lexicographic */
+        for (uint32_t k = 1; k < NC; k++) {
+            const uint32_t a = order[k - 1], b = order[k], la = off[a + 1] - off[a], lb = off[b + 1] - off[b];
+            uint32_t p = 0;
+            while (p < la && p < lb && ids[off[a] + p] == ids[off[b] + p]) p++;
+            assert_true(p == la ? (la < lb || a < b) : (p < lb && ids[off[a] + p] < ids[off[b] + p]));
+        }
+        free(arena);
+        free_model(f);
+    }
+}
+
+static void test_exact_matches_oracle(void **state)
+{
+    (void)state;
+    run_exact(0, 2e-4);
+}
+
+/* The int8 KV cache is rewound like the float one, its per-position
+ * scales too: the scores are those of a fresh int8 runtime per candidate. */
+static void test_exact_int8_kv(void **state)
+{
+    (void)state;
+    run_exact(TLM_RT_KV_INT8, 1e-5);
+}
+
+static void test_greedy_matches_oracle(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 11; seed <= 18; seed++) {
+        fixture *f = make_model(seed);
+        const uint32_t V = f->m.hp.vocab_size, end = f->m.bos_id;
+        uint32_t ids[NC * MAXL], off[NC + 1], order[NC];
+        float scores[NC];
+        uint64_t rng = seed * 31;
+        make_cands(&rng, V, ids, off);
+        const size_t ab = tlm_runtime_arena_size(&f->m, 32);
+        void *arena = malloc(ab);
+        tlm_runtime rt;
+        assert_int_equal(tlm_runtime_init(&rt, &f->m, 32, arena, ab, NULL), TLM_OK);
+        tlm_classify_result r;
+        assert_int_equal(tlm_classify(&rt, NULL, 0, ids, off, NC, end, TLM_CLASSIFY_GREEDY, order, scores, &r), TLM_OK);
+
+        /* brute force: at each depth, the next token (or end) with the highest
+         * log-probability among the candidates still on the path */
+        int alive[NC];
+        for (uint32_t i = 0; i < NC; i++) alive[i] = 1;
+        uint32_t path[MAXL] = {ids[0]}, depth = 1, chosen = NC;
+        double score = 0;
+        while (chosen == NC) {
+            double best_lp = -1e300;
+            uint32_t best_tok = 0;
+            int best_end = 0;
+            for (uint32_t i = 0; i < NC; i++) {
+                if (!alive[i]) continue;
+                const uint32_t len = off[i + 1] - off[i], tok = depth < len ? ids[off[i] + depth] : end;
+                const double lp = oracle_logp(f, path, depth, tok);
+                if (lp > best_lp + 1e-9) {
+                    best_lp = lp;
+                    best_tok = tok;
+                    best_end = depth == len;
+                }
+            }
+            score += best_lp;
+            for (uint32_t i = 0; i < NC; i++) {
+                const uint32_t len = off[i + 1] - off[i];
+                if (!alive[i]) continue;
+                if (best_end ? depth != len : (depth >= len || ids[off[i] + depth] != best_tok)) alive[i] = 0;
+                else if (best_end && chosen == NC) chosen = i; /* the first of equal candidates */
+            }
+            path[depth++] = best_tok;
+        }
+        assert_int_equal(r.best, chosen);
+        assert_true(fabs(score - r.score) <= 2e-4 * (1 + fabs(score)));
+        assert_int_equal(r.forwards, off[chosen + 1] - off[chosen]);
+        for (uint32_t i = 0; i < NC; i++) assert_true(i == chosen ? scores[i] == r.score : isinf(scores[i]) && scores[i] < 0);
+        free(arena);
+        free_model(f);
+    }
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    fixture *f = make_model(3);
+    const uint32_t V = f->m.hp.vocab_size;
+    const size_t ab = tlm_runtime_arena_size(&f->m, 8);
+    void *arena = malloc(ab);
+    tlm_runtime rt;
+    assert_int_equal(tlm_runtime_init(&rt, &f->m, 8, arena, ab, NULL), TLM_OK);
+    uint32_t order[3];
+    float scores[3];
+    tlm_classify_result r;
+    const uint32_t ids[] = {1, 5, 6, 1, 7, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    const uint32_t ok[] = {0, 3, 5}, empty[] = {0, 3, 3}, long9[] = {0, 3, 14}, other[] = {0, 2, 5};
+    assert_int_equal(tlm_classify(&rt, NULL, 0, ids, ok, 2, 1, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_OK);
+    assert_int_equal(tlm_classify(&rt, NULL, 0, ids, ok, 0, 1, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_ERR_ARG);
+    assert_int_equal(tlm_classify(&rt, NULL, 0, ids, empty, 2, 1, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_ERR_ARG);
+    assert_int_equal(tlm_classify(&rt, NULL, 0, ids, long9, 2, 1, TLM_CLASSIFY_GREEDY, order, scores, &r), TLM_ERR_ARG);
+    assert_int_equal(tlm_classify(&rt, NULL, 0, ids, other, 2, 1, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_ERR_ARG); /* 1 vs 6 first */
+    assert_int_equal(tlm_classify(&rt, NULL, 0, ids, ok, 2, V, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_ERR_ARG);
+    assert_int_equal(tlm_classify(&rt, NULL, 0, ids, ok, 2, 1, (tlm_classify_mode)7, order, scores, &r), TLM_ERR_ARG);
+    assert_int_equal(tlm_classify(&rt, NULL, 0, ids, ok, 2, 1, TLM_CLASSIFY_EXACT, order, NULL, &r), TLM_ERR_ARG);
+    const uint32_t big[] = {1, V};
+    const uint32_t bo[] = {0, 1, 2};
+    assert_int_equal(tlm_classify(&rt, NULL, 0, big, bo, 2, 1, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_ERR_ARG);
+    /* with a prefix: empty suffixes are fine, a bad prefix token is not */
+    const uint32_t none[] = {0, 0, 1};
+    assert_int_equal(tlm_classify(&rt, ids, 3, ids + 3, none, 2, 1, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_OK);
+    assert_int_equal(r.best, 0); /* the prefix alone, then the prefix and one token: both valid */
+    assert_int_equal(tlm_classify(&rt, big, 2, ids, none, 2, 1, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_ERR_ARG);
+    assert_int_equal(tlm_classify(&rt, NULL, 0, ids, none, 2, 1, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_ERR_ARG);
+    free(arena);
+    free_model(f);
+}
+
+static void test_labels_parse(void **state)
+{
+    (void)state;
+    tlm_labels l;
+    tlm_error err;
+    const char tsv[] = "book a flight to rome\tbook_flight\r\nwhat's 2+2\tcalculator \n\n  flights to oslo\tbook_flight\nplain\n";
+    assert_int_equal(tlm_labels_parse(tsv, strlen(tsv), &l, &err), TLM_OK);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.name[0], "book_flight");
+    assert_string_equal(l.name[1], "calculator");
+    assert_string_equal(l.name[2], "plain"); /* a line without a TAB is a label itself */
+    tlm_labels_free(&l);
+    const char one[] = "a\tx\nb\tx\n";
+    assert_int_equal(tlm_labels_parse(one, strlen(one), &l, &err), TLM_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "at least 2"));
+    const char bad[] = "a\tx\nb\t \n";
+    assert_int_equal(tlm_labels_parse(bad, strlen(bad), &l, &err), TLM_OK); /* "b\t " strips to "b": a label */
+    tlm_labels_free(&l);
+}
+
+/* The host's line classification agrees with tlm_classify on each line's
+ * candidates built by hand, and checks its input. */
+static void test_classify_text(void **state)
+{
+    (void)state;
+    fixture *f = make_model(5);
+    const char labels_txt[] = "yes\nno\nmaybe\nnot sure\n";
+    tlm_labels l;
+    tlm_error err;
+    assert_int_equal(tlm_labels_parse(labels_txt, strlen(labels_txt), &l, &err), TLM_OK);
+    const char text[] = "is it raining\tno\ncan you hear me\tyes\nwhat do you think\n";
+    tlm_cls_opts o = {.threads = 2};
+    tlm_cls_result r;
+    assert_int_equal(tlm_classify_text(&f->m, &l, text, strlen(text), &o, &r, &err), TLM_OK);
+    assert_int_equal(r.samples, 3);
+    assert_int_equal(r.labelled, 2);
+    assert_int_equal(r.gold[0], 1);
+    assert_int_equal(r.gold[1], 0);
+    assert_int_equal(r.gold[2], -1);
+    /* by hand: each label's line encoded whole, scored by the oracle */
+    const char *lines[] = {"is it raining", "can you hear me", "what do you think"};
+    size_t correct = 0;
+    for (int s = 0; s < 3; s++) {
+        double best = -1e300;
+        uint32_t arg = 0;
+        for (uint32_t i = 0; i < l.n; i++) {
+            char buf[128];
+            const int n = snprintf(buf, sizeof buf, "%s\t%s", lines[s], l.name[i]);
+            uint32_t ids[140];
+            int32_t scratch[TLM_ENCODE_SCRATCH(140)];
+            size_t ni;
+            assert_int_equal(tlm_encode(&f->m, buf, (size_t)n, TLM_ENCODE_BOS, ids, 140, scratch, &ni), TLM_OK);
+            const double sc = oracle_score(f, ids, (uint32_t)ni, f->m.bos_id);
+            if (sc > best) best = sc, arg = i;
+        }
+        assert_int_equal(r.pred[s], arg);
+        correct += s < 2 && (int32_t)arg == r.gold[s];
+    }
+    assert_int_equal(r.correct, correct);
+    tlm_cls_result_free(&r);
+
+    /* privatized with epsilon inf: the text comes through unchanged */
+    tlm_privatizer priv;
+    assert_int_equal(tlm_privatizer_init(&priv, &f->m, TLM_MECH_RR, INFINITY, &err), TLM_OK);
+    tlm_cls_opts op = {.threads = 1, .priv = &priv, .priv_seeded = 1, .priv_seed = 9};
+    tlm_cls_result rp;
+    assert_int_equal(tlm_classify_text(&f->m, &l, text, strlen(text), &op, &rp, &err), TLM_OK);
+    assert_true(rp.privatized > 10);
+    assert_int_equal(rp.unchanged, rp.privatized);
+    tlm_cls_result rr;
+    assert_int_equal(tlm_classify_text(&f->m, &l, text, strlen(text), &o, &rr, &err), TLM_OK);
+    assert_memory_equal(rp.pred, rr.pred, 3 * sizeof *rp.pred);
+    tlm_cls_result_free(&rp);
+    tlm_cls_result_free(&rr);
+
+    const char unknown[] = "fine\tyes\nhello there\tperhaps\n";
+    assert_int_equal(tlm_classify_text(&f->m, &l, unknown, strlen(unknown), &o, &r, &err), TLM_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "line 2"));
+    assert_non_null(strstr(err.msg, "perhaps"));
+    /* a line longer than the context keeps its last tokens: the same
+     * prediction as a model shown only the cut candidates */
+    tlm_cls_opts shortctx = {.threads = 1, .ctx = 16};
+    const char longline[] = "a line far longer than sixteen tokens of context, surely\tyes\nok\tno\n";
+    assert_int_equal(tlm_classify_text(&f->m, &l, longline, strlen(longline), &shortctx, &r, &err), TLM_OK);
+    assert_int_equal(r.truncated, 1);
+    {
+        double best = -1e300;
+        uint32_t arg = 0, cand[4][80], len[4], longest = 0;
+        for (uint32_t i = 0; i < l.n; i++) {
+            char buf[128];
+            const int n = snprintf(buf, sizeof buf, "a line far longer than sixteen tokens of context, surely\t%s", l.name[i]);
+            int32_t scratch[TLM_ENCODE_SCRATCH(80)];
+            size_t ni;
+            assert_int_equal(tlm_encode(&f->m, buf, (size_t)n, TLM_ENCODE_BOS, cand[i], 80, scratch, &ni), TLM_OK);
+            len[i] = (uint32_t)ni;
+            if (len[i] > longest) longest = len[i];
+        }
+        assert_true(longest > 16);
+        for (uint32_t i = 0; i < l.n; i++) {
+            const double sc = oracle_score(f, cand[i] + (longest - 16), len[i] - (longest - 16), f->m.bos_id);
+            if (sc > best) best = sc, arg = i;
+        }
+        assert_int_equal(r.pred[0], arg);
+    }
+    tlm_cls_result_free(&r);
+    tlm_labels ll;
+    const char long_labels[] = "yes\na label far too long to fit in sixteen tokens of context\n";
+    assert_int_equal(tlm_labels_parse(long_labels, strlen(long_labels), &ll, &err), TLM_OK);
+    assert_int_equal(tlm_classify_text(&f->m, &ll, "hello\n", 6, &shortctx, &r, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "a label alone is longer than the context"));
+    tlm_labels_free(&ll);
+    tlm_cls_opts bad_oos = {.threads = 1, .oos = "oos"};
+    assert_int_equal(tlm_classify_text(&f->m, &l, text, strlen(text), &bad_oos, &r, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "--oos"));
+    tlm_labels_free(&l);
+    free_model(f);
+}
+
+/* --label-loss's targets: in each line only the tokens from the TAB on,
+ * which spell "\t" + LABEL, and the BOS that ends the line before. */
+static void test_label_targets(void **state)
+{
+    (void)state;
+    fixture *f = make_model(21);
+    const char *lines[][2] = {{"turn the lights on", "lights_on"}, {"what is the time", "time"}, {"play some jazz", "play_music"}};
+    char text[256] = "";
+    for (int i = 0; i < 3; i++) snprintf(text + strlen(text), sizeof text - strlen(text), "%s\t%s\n", lines[i][0], lines[i][1]);
+    const char *path = tu_tmp("labels.tsv");
+    assert_int_equal(tlm_write_file_atomic(path, text, strlen(text), NULL), TLM_OK);
+    tlm_corpus c;
+    tlm_error err;
+    assert_int_equal(tlm_corpus_load(&c, &f->m, path, "\n", 1, &err), TLM_OK);
+    assert_non_null(c.targets);
+    size_t k = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(c.tokens[k], f->m.bos_id);
+        assert_true(c.targets[k] == (i ? f->m.bos_id : TLM_NO_TARGET));
+        k++;
+        char spelled[2][64] = {"", ""}; /* the text's tokens, then the targets' */
+        for (; k < c.n && c.tokens[k] != f->m.bos_id; k++) {
+            const uint8_t *str;
+            size_t sl = tlm_token_str(&f->m, c.tokens[k], &str);
+            char piece[16];
+            if (tlm_decodes_as_byte(str, sl)) {
+                piece[0] = (char)strtol((const char *)str + (str[0] == ' ' ? 4 : 3), NULL, 16);
+                sl = 1;
+            } else {
+                memcpy(piece, str, sl);
+            }
+            const int is_target = c.targets[k] != TLM_NO_TARGET;
+            if (is_target) assert_int_equal(c.targets[k], c.tokens[k]);
+            strncat(spelled[is_target], piece, sl);
+        }
+        char want_text[64], want_label[64];
+        snprintf(want_text, sizeof want_text, " %s", lines[i][0]);
+        snprintf(want_label, sizeof want_label, "\t%s", lines[i][1]);
+        assert_string_equal(spelled[0], want_text);
+        assert_string_equal(spelled[1], want_label);
+    }
+    assert_int_equal(k, c.n);
+    tlm_corpus_free(&c);
+    const char notab[] = "no tab here\nturn it on\tlights_on\n";
+    assert_int_equal(tlm_write_file_atomic(path, notab, strlen(notab), NULL), TLM_OK);
+    assert_int_equal(tlm_corpus_load(&c, &f->m, path, "\n", 1, &err), TLM_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "line 1 has no TAB"));
+    free_model(f);
+}
+
+/* The whole path a user takes: a model trained with --label-loss on lines
+ * whose label is set by one keyword among filler words learns to classify
+ * lines it never saw (a 4-way task: chance is 25%), and the exact search
+ * is at least as accurate as the greedy one. */
+static void test_train_and_classify(void **state)
+{
+    (void)state;
+    static const char *fill[] = {"please", "now", "the", "my", "could", "you", "today", "a", "quick", "for", "me", "again"};
+    static const char *key[][2] = {{"lamp", "lights"}, {"song", "music"}, {"rain", "weather"}, {"alarm", "timer"}};
+    uint64_t rng = 5;
+    char *train = malloc(1 << 16), *held = malloc(1 << 14);
+    size_t tn = 0, hn = 0;
+    for (int i = 0; i < 760; i++) {
+        const int cls = (int)(tu_rand(&rng) % 4), words = 2 + (int)(tu_rand(&rng) % 4), at = (int)(tu_rand(&rng) % (unsigned)words);
+        char line[160] = "";
+        for (int w = 0; w < words; w++) {
+            if (w == at) snprintf(line + strlen(line), sizeof line - strlen(line), "%s ", key[cls][0]);
+            snprintf(line + strlen(line), sizeof line - strlen(line), "%s ", fill[tu_rand(&rng) % 12]);
+        }
+        line[strlen(line) - 1] = '\0';
+        if (i < 640) tn += (size_t)sprintf(train + tn, "%s\t%s\n", line, key[cls][1]);
+        else hn += (size_t)sprintf(held + hn, "%s\t%s\n", line, key[cls][1]);
+    }
+    char tr[512], he[512], tok[512], model[512];
+    snprintf(tr, sizeof tr, "%s", tu_tmp("kw_train.tsv"));
+    snprintf(he, sizeof he, "%s", tu_tmp("kw_held.tsv"));
+    snprintf(tok, sizeof tok, "%s", tu_tmp("kw_tok.bin"));
+    snprintf(model, sizeof model, "%s", tu_tmp("kw.tlm"));
+    assert_int_equal(tlm_write_file_atomic(tr, train, tn, NULL), TLM_OK);
+    assert_int_equal(tlm_write_file_atomic(he, held, hn, NULL), TLM_OK);
+    free(train);
+    free(held);
+    char *out, *err;
+    assert_int_equal(tu_run(&out, &err, "tokenizer train --vocab 300 --split lines -o '%s' '%s'", tok, tr), 0);
+    assert_int_equal(tu_run(&out, &err,
+                            "train --data '%s' --split lines --label-loss --tokenizer '%s' --dim 32 --hidden 64 --layers 2 "
+                            "--heads 4 --ctx 32 --batch 16 --steps 300 --lr 3e-3 --eval-every 0 --threads 2 -o '%s'",
+                            tr, tok, model),
+                     0);
+    double acc[2];
+    for (int greedy = 0; greedy < 2; greedy++) {
+        assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --json%s", model, tr, he,
+                                greedy ? " --greedy" : ""),
+                         0);
+        const char *a = strstr(out, "\"accuracy\":");
+        assert_non_null(a);
+        acc[greedy] = strtod(a + 11, NULL);
+        assert_non_null(strstr(out, "\"labelled\":120,"));
+    }
+    printf("keyword task: accuracy %.3f exact, %.3f greedy\n", acc[0], acc[1]);
+    assert_true(acc[0] >= 0.9);
+    assert_true(acc[0] >= acc[1]);
+    /* the text alone, no labels: one prediction per line */
+    const char bare[] = "my lamp now please\nthe rain today\n";
+    assert_int_equal(tlm_write_file_atomic(he, bare, strlen(bare), NULL), TLM_OK);
+    assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s'", model, tr, he), 0);
+    assert_string_equal(out, "lights\nweather\n");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exact_matches_oracle), cmocka_unit_test(test_exact_int8_kv),
+        cmocka_unit_test(test_greedy_matches_oracle), cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_labels_parse),         cmocka_unit_test(test_classify_text),
+        cmocka_unit_test(test_label_targets),        cmocka_unit_test(test_train_and_classify),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
