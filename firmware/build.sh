@@ -19,6 +19,9 @@
 #        (--stack-kb: the stack's region within the RAM budget, default 8; the firmware exits 98 if it used all of it)
 #        [--privatize 1|2 --epsilon E --seed S [--count priv] [--priv-index]]   (privatize the prompt: 1 dx, 2 rr;
 #        --priv-index: d_chi with its search index in static RAM)
+#        [--classify LABELS [--greedy]]   (instead of decoding, give the prompt (and typed lines) the
+#                            label of LABELS (one a line, or after the last TAB of each line) as
+#                            'tritlm classify' does; INSNS_PER_CLASSIFICATION counts each one)
 #        [--fault-test ADDR]   (tests: read unmapped memory before anything else)
 #        [--adapter UPDATE]   (decode with a low-rank update on top of the model, linked into flash
 #                              next to it: 'tritlm fed update --lora R --rank R'; exit 7 if refused)
@@ -51,7 +54,7 @@ root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
 ctx="" ram_kb="" uart=1 interactive=0 input="" temp="" top_p=1 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
-seal_key="" seal_pub="" adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0 tune_client=0 tune_round=0
+classify="" cls_mode=0 seal_key="" seal_pub="" adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0 tune_client=0 tune_round=0
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -71,6 +74,8 @@ while [ $# -gt 0 ]; do
     --count) count=$2; shift 2 ;; # token (default) or priv: which markers the plugin counts between
     --priv-index) priv_index=1; shift ;; # d_chi: build the search index in a static array
     --kv-int8) kv8=1; shift ;;
+    --classify) classify=$2; shift 2 ;;
+    --greedy) cls_mode=1; shift ;;
     --embed) embed=$2; shift 2 ;;
     --adapter) adapter=$2; shift 2 ;;
     --no-stop) nostop=-DTLM_FW_NO_STOP; shift ;;
@@ -199,6 +204,27 @@ if [ "$priv_index" = 1 ]; then
     ib=$(echo "$info" | sed -n 's/.*"dx_index_bytes":\([0-9]*\).*/\1/p')
     priv="$priv -DTLM_FW_PRIV_INDEX_BYTES=${ib:-0}u"
 fi
+if [ -n "$classify" ]; then # the labels as NUL-terminated byte strings (any bytes pass)
+    [ -z "$tune" ] && [ -z "$temp" ] || { echo "build.sh: --classify neither tunes nor samples" >&2; exit 2; }
+    [ -f "$classify" ] || { echo "build.sh: no labels file $classify" >&2; exit 2; }
+    # each line's part after its last TAB, trimmed, the first of each label kept
+    awk '{ sub(/\r$/, ""); n = split($0, f, "\t"); l = f[n]; gsub(/^[ \t]+|[ \t]+$/, "", l)
+           if (l != "" && !(l in seen)) { seen[l] = 1; print l } }' "$classify" >"$out/labels.txt"
+    nl=$(wc -l <"$out/labels.txt")
+    [ "$nl" -ge 2 ] || { echo "build.sh: $classify holds $nl distinct label(s); at least 2 are needed" >&2; exit 2; }
+    lmax=$(LC_ALL=C awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$out/labels.txt")
+    {
+        echo "/* written by firmware/build.sh from $(basename "$classify") */"
+        echo "#define TLM_FW_N_LABELS ${nl}u"
+        echo "#define TLM_FW_LABEL_BYTES $(wc -c <"$out/labels.txt")u"
+        echo "#define TLM_FW_LABEL_MAX ${lmax}u"
+        printf 'static const unsigned char tlm_fw_label_text[] = {'
+        tr '\n' '\000' <"$out/labels.txt" | od -An -v -tu1 | tr -s ' \n' ' ' | sed 's/^ *//; s/ *$//; s/ /,/g'
+        echo '};'
+    } >"$out/tlm_fw_labels.h"
+    cls_defs="-DTLM_FW_CLASSIFY=$cls_mode -I."
+    [ "$count" = token ] && count=classify
+fi
 arena_def=$arena
 case $embed in
 asm) ;;
@@ -215,7 +241,7 @@ c) # the image as C source; its header's arena figure (for --ctx) sizes the aren
 esac
 rt_flags=$kv8
 [ -n "$adapter" ] && rt_flags=$((kv8 + 2)) && defs_adapter=-DTLM_FW_ADAPTER # TLM_RT_KV_INT8 = 1, TLM_RT_ADAPTER = 2
-defs="${tune_defs:-} ${seal_def:-} ${defs_adapter:-} ${nostop:-} ${sample_defs:-} $priv $fault -DTLM_FW_RT_FLAGS=${rt_flags}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
+defs="${tune_defs:-} ${cls_defs:-} ${seal_def:-} ${defs_adapter:-} ${nostop:-} ${sample_defs:-} $priv $fault -DTLM_FW_RT_FLAGS=${rt_flags}u -DTLM_FW_CTX=$ctx -DTLM_FW_STEPS=$steps -DTLM_FW_ARENA_BYTES=$arena_def -DTLM_FW_PROMPT_CAP=$((plen + 3))"
 port=$here/$target
 case $target in
 cortex-m7 | cortex-m4 | cortex-m0plus)
@@ -478,6 +504,10 @@ if [ -n "$counts" ]; then
     calls=$(echo "$counts" | sed -n 's/.*region_calls=\([0-9]*\).*/\1/p')
     echo "INSNS_REGION $region"
     echo "INSNS_CALLS $calls"
-    [ "$calls" -gt 0 ] && echo "INSNS_PER_TOKEN $((region / calls))"
+    if [ -n "$classify" ]; then
+        [ "$calls" -gt 0 ] && echo "INSNS_PER_CLASSIFICATION $((region / calls))"
+    else
+        [ "$calls" -gt 0 ] && echo "INSNS_PER_TOKEN $((region / calls))"
+    fi
 fi
 exit 0

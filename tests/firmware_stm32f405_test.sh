@@ -64,6 +64,20 @@ if [ "$status" != 0 ] || [ "$got" != "$want" ] || [ "$n_replies" != 3 ]; then
 else
     echo "ok interactive: three typed prompts, the host's text for each"
 fi
+# lines typed to a classifying board (--classify): each gets the host's
+# label (a keyword model, so that the labels differ from line to line)
+tlm_keyword_model "$tlm" "$tmp"
+printf 'my lamp now\nset the alarm please\na song for me\nrain today\n' >"$tmp/typed3.txt"
+want=$("$tlm" classify -m "$tmp/kw.tlm" --labels "$tmp/kw.tsv" --text "$tmp/typed3.txt" 2>/dev/null | tr '\n' ' ')
+j=$("$tlm" firmware --target stm32f405 -m "$tmp/kw.tlm" --classify "$tmp/kw.tsv" -p "the lamp" \
+    --interactive --input "$tmp/typed3.txt" -o "$tmp/fw_cls" --run --json || true)
+got=$(printf '%s' "$j" | sed 's/.*"replies":\[\([^]]*\)\].*/\1/' | grep -o '"label":"[^"]*"' | sed 's/"label":"//; s/"$//' | tr '\n' ' ')
+distinct=$(printf '%s' "$want" | tr ' ' '\n' | sort -u | grep -c .)
+if [ -z "$want" ] || [ "$got" != "$want" ] || [ "$distinct" -lt 3 ]; then
+    echo "FAIL interactive classify: host '$want', board '$got'"; fail=1
+else
+    echo "ok interactive classify: four typed lines, the host's labels ($got)"
+fi
 # sampled: the fixed prompt with seed 5, the k-th typed one with seed 5 + k
 printf 'The little dog\nLily saw a big\n' >"$tmp/typed2.txt"
 out=$(TLM_BIN=$tlm "$src/firmware/build.sh" stm32f405 "$tmp/t.tlm" "$tmp/fw_chat2" --ctx 64 -n 24 --kv-int8 --interactive \

@@ -61,6 +61,31 @@ for seed in 7 21; do
         echo "ok sampled, seed $seed: the host's sampled text"
     fi
 done
+# classification (tritlm/classify.h) on the device: the label and the
+# forward passes 'tritlm classify' gives on the host, exact and greedy, for
+# a keyword model (fp32) and stories260K's t2 with the int8 KV cache
+tlm_keyword_model "$tlm" "$tmp"
+printf 'happy\nsad\nhappy and sad\nplayed\nplayed ball\nran away\n' >"$tmp/labels.txt"
+for case in kw:exact:"my song please" kw:greedy:"the rain now" t:exact:"Tom had a red ball. He liked to play" t:greedy:"Lily was sad"; do
+    m=${case%%:*} rest=${case#*:}
+    search=${rest%%:*} line=${rest#*:}
+    g="" kv="" labels=$tmp/kw.tsv
+    [ $search = greedy ] && g=--greedy
+    [ $m = t ] && kv=--kv-int8 labels=$tmp/labels.txt
+    printf '%s\n' "$line" >"$tmp/line.txt"
+    h=$("$tlm" classify -m "$tmp/$m.tlm" --labels "$labels" --text "$tmp/line.txt" $kv $g --print --json 2>/dev/null)
+    want=$(printf '%s' "$h" | sed -n 's/.*"predictions":\["\([^"]*\)"\].*/\1/p')
+    wantf=$(printf '%s' "$h" | sed -n 's/.*"forwards_per_line":\([0-9]*\).*/\1/p')
+    j=$("$tlm" firmware --target $target -m "$tmp/$m.tlm" --ctx 32 $kv --classify "$labels" $g -p "$line" \
+        -o "$tmp/fw_cls" --run --json || true)
+    got=$(printf '%s' "$j" | sed -n 's/.*"label":"\([^"]*\)".*/\1/p')
+    gotf=$(printf '%s' "$j" | sed -n 's/.*"forwards":\([0-9]*\).*/\1/p')
+    if [ -z "$want" ] || [ "$got" != "$want" ] || [ "$gotf" != "$wantf" ] || ! printf '%s' "$j" | grep -q '"exit_status":0'; then
+        echo "FAIL classify $m $search: host '$want' ($wantf forward passes), firmware '$got' ($gotf): $j"; fail=1
+    else
+        echo "ok classify $m $search: '$got' in $gotf forward passes, as on the host"
+    fi
+done
 # the same seed gives the same privatized ids on the host (which searches
 # with the d_chi index) and on the target (plain search, and with the index)
 msg="Tom had a red ball. He liked to play with it."

@@ -18,3 +18,21 @@ tlm_need_stories() { [ -r "$1/llama2c/stories260K.bin" ] || tlm_missing "no stor
 esc() { sed 's/\\/\\\\/g' | sed ':a;N;$!ba;s/\n/\\n/g'; }
 esc_json() { sed 's/\\/\\\\/g; s/"/\\"/g' | sed ':a;N;$!ba;s/\n/\\n/g'; }
 json_text() { printf '%s\n' "$1" | sed -nE 's/.*"text":"(([^"\\]|\\.)*)".*/\1/p'; }
+
+# tlm_keyword_model TLM DIR: DIR/kw.tlm, a small model trained with
+# --label-loss on DIR/kw.tsv, lines of filler words around one keyword
+# whose label they carry (lamp: lights, song: music, rain: weather, alarm:
+# timer), for tests that need labels that differ from line to line.
+tlm_keyword_model()
+{
+    awk 'BEGIN { srand(5); split("please now the my could you today a quick for me again", f, " ")
+        split("lamp song rain alarm", k, " "); split("lights music weather timer", l, " ")
+        for (i = 0; i < 640; i++) {
+            c = 1 + int(rand() * 4); n = 2 + int(rand() * 4); at = int(rand() * n); s = ""
+            for (w = 0; w < n; w++) { if (w == at) s = s k[c] " "; s = s f[1 + int(rand() * 12)] " " }
+            sub(/ $/, "", s); printf "%s\t%s\n", s, l[c] } }' >"$2/kw.tsv"
+    "$1" tokenizer train --vocab 300 --split lines -o "$2/kw_tok.bin" "$2/kw.tsv" >/dev/null 2>&1 &&
+        "$1" train --data "$2/kw.tsv" --split lines --label-loss --tokenizer "$2/kw_tok.bin" --dim 32 --hidden 64 \
+            --layers 2 --heads 4 --ctx 32 --batch 16 --steps 300 --lr 3e-3 --eval-every 0 --threads 2 \
+            -o "$2/kw.tlm" >/dev/null 2>&1
+}

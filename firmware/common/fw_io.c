@@ -10,6 +10,8 @@ __attribute__((noinline)) void tlm_fw_priv_begin(void) { __asm__ volatile("" :::
 __attribute__((noinline)) void tlm_fw_priv_end(void) { __asm__ volatile("" ::: "memory"); }
 __attribute__((noinline)) void tlm_fw_seal_begin(void) { __asm__ volatile("" ::: "memory"); }
 __attribute__((noinline)) void tlm_fw_seal_end(void) { __asm__ volatile("" ::: "memory"); }
+__attribute__((noinline)) void tlm_fw_classify_begin(void) { __asm__ volatile("" ::: "memory"); }
+__attribute__((noinline)) void tlm_fw_classify_end(void) { __asm__ volatile("" ::: "memory"); }
 
 static char line[160];
 static size_t line_n;

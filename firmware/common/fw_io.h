@@ -7,14 +7,16 @@
 #include <stdint.h>
 
 /* A region the plugin counts (one token, or one tuning step), the
- * privatization of one token (build.sh --count priv) and the sealing of
- * an update (--count seal). */
+ * privatization of one token (build.sh --count priv), the sealing of
+ * an update (--count seal) and one classification (--classify). */
 void tlm_fw_token_begin(void);
 void tlm_fw_token_end(void);
 void tlm_fw_priv_begin(void);
 void tlm_fw_priv_end(void);
 void tlm_fw_seal_begin(void);
 void tlm_fw_seal_end(void);
+void tlm_fw_classify_begin(void);
+void tlm_fw_classify_end(void);
 
 void fw_flush(void); /* writes out the buffered part of the line */
 void fw_put_bytes(const uint8_t *p, size_t n); /* a NUL byte prints as '?' */

@@ -24,7 +24,13 @@
  * after the fixed prompt's report, prompts typed on the console, one a
  * line (echoed; Backspace edits; at most TLM_FW_LINE_CAP bytes), each
  * decoded from position 0 as its own TEXT line, until Ctrl-D on an empty
- * line. */
+ * line.
+ * TLM_FW_CLASSIFY (build.sh --classify LABELS; 0 exact, 1 greedy: see
+ * tritlm/classify.h): instead of decoding, the fixed prompt (and each typed
+ * line) gets the label of tlm_fw_labels.h whose line "TEXT<TAB>LABEL" the
+ * model finds the most probable, printed as CLASS and FORWARDS lines, as
+ * 'tritlm classify' would give it; the plugin counts each classification
+ * between tlm_fw_classify_begin and tlm_fw_classify_end. */
 #include <stdint.h>
 #include <string.h>
 
@@ -58,11 +64,17 @@ extern const uint8_t tlm_fw_adapter_end[];
 #ifndef TLM_FW_RT_FLAGS
 #define TLM_FW_RT_FLAGS 0u
 #endif
+#ifndef TLM_FW_LINE_CAP
+#define TLM_FW_LINE_CAP 256u
+#endif
+#define TLM_FW_LINE_CAP_ TLM_FW_LINE_CAP
 
 static uint8_t arena[TLM_FW_ARENA_BYTES] __attribute__((aligned(64)));
 static uint32_t ids[TLM_FW_PROMPT_CAP];
 static int32_t enc_scratch[TLM_ENCODE_SCRATCH(TLM_FW_PROMPT_CAP)];
+#ifndef TLM_FW_CLASSIFY
 static uint32_t out_ids[TLM_FW_STEPS];
+#endif
 
 /* Bit-exactness of this target's fast kernels against the portable
  * reference, on random packed data of awkward shapes (done before the
@@ -133,6 +145,98 @@ static int kernel_selftest(uint8_t *mem, size_t bytes)
     return (int)cases;
 }
 
+#ifdef TLM_FW_CLASSIFY
+#include "tlm_fw_labels.h"
+#include "tritlm/classify.h"
+
+#ifdef TLM_FW_INTERACTIVE
+#define CLS_TEXT_CAP (TLM_FW_PROMPT_LEN > TLM_FW_LINE_CAP_ ? TLM_FW_PROMPT_LEN : TLM_FW_LINE_CAP_)
+#else
+#define CLS_TEXT_CAP TLM_FW_PROMPT_LEN
+#endif
+/* The candidates' shared tokens (at most one per byte of the text, with
+ * BOS, the dummy prefix and the TAB), then each label's own (one per byte,
+ * and room for merges reaching back into the text). */
+#define CLS_IDS_CAP (CLS_TEXT_CAP + 4u + TLM_FW_LABEL_BYTES + 8u * TLM_FW_N_LABELS)
+static uint32_t cls_ids[CLS_IDS_CAP], cls_off[TLM_FW_N_LABELS + 1u], cls_order[TLM_FW_N_LABELS];
+static float cls_scores[TLM_FW_N_LABELS];
+static char cls_line[CLS_TEXT_CAP + 1u + TLM_FW_LABEL_MAX];
+
+/* "TEXT<TAB>LABEL i" encoded with BOS into ids (cap of them; the encoder's
+ * scratch after them in the arena): 0 and *n, or -1. */
+static int cls_encode(const tlm_model *m, const char *text, size_t len, const char *label, uint32_t *ids, size_t cap,
+                      size_t *n)
+{
+    const size_t ll = strlen(label);
+    memcpy(cls_line, text, len);
+    cls_line[len] = '\t';
+    memcpy(cls_line + len + 1, label, ll);
+    return tlm_encode(m, cls_line, len + 1 + ll, TLM_ENCODE_BOS, ids, cap, (int32_t *)(void *)(ids + cap), n) ? -1 : 0;
+}
+
+static int runtime_start(tlm_runtime *rt, const tlm_model *m);
+
+/* Classifies text[0..len) as 'tritlm classify' does: the candidates are
+ * encoded twice with the arena as scratch (first to find the tokens they
+ * all share, then to keep each label's own), the runtime is set up over
+ * the arena again, and a line longer than the context loses its first
+ * tokens. Prints CLASS and FORWARDS; 0, or a status after fw_fail. */
+static int classify(tlm_runtime *rt, const tlm_model *m, const char *text, size_t len)
+{
+    const size_t cap = TLM_ENCODE_MAX_IDS(len + 1u + TLM_FW_LABEL_MAX);
+    if (len > CLS_TEXT_CAP || cap * (1u + TLM_ENCODE_SCRATCH(1)) * sizeof(uint32_t) > sizeof arena)
+        return fw_fail("classify", "the text is too long for the arena", 4);
+    uint32_t *tmp = (uint32_t *)(void *)arena;
+    const char *label = (const char *)tlm_fw_label_text;
+    uint32_t shared = 0, longest = 0;
+    for (uint32_t i = 0; i < TLM_FW_N_LABELS; i++, label += strlen(label) + 1) {
+        size_t n;
+        if (cls_encode(m, text, len, label, tmp, cap, &n)) return fw_fail("classify", "a candidate does not encode", 4);
+        uint32_t k = 0;
+        if (i == 0) { /* the first candidate is the reference the others share tokens with */
+            if (n > CLS_IDS_CAP) return fw_fail("classify", "the text's tokens do not fit", 4);
+            memcpy(cls_ids, tmp, n * sizeof *tmp);
+            k = (uint32_t)n;
+        } else {
+            while (k < n && k < shared && tmp[k] == cls_ids[k]) k++;
+        }
+        shared = k;
+        if (n > longest) longest = (uint32_t)n;
+    }
+    uint32_t w = shared;
+    label = (const char *)tlm_fw_label_text;
+    for (uint32_t i = 0; i < TLM_FW_N_LABELS; i++, label += strlen(label) + 1) {
+        size_t n;
+        cls_encode(m, text, len, label, tmp, cap, &n); /* (it encoded above) */
+        if (w + (n - shared) > CLS_IDS_CAP) return fw_fail("classify", "the labels' tokens do not fit", 4);
+        cls_off[i] = w - shared;
+        memcpy(cls_ids + w, tmp + shared, (n - shared) * sizeof *tmp);
+        w += (uint32_t)(n - shared);
+    }
+    cls_off[TLM_FW_N_LABELS] = w - shared;
+    const uint32_t cut = longest > TLM_FW_CTX ? longest - TLM_FW_CTX : 0u;
+    if (cut >= shared) return fw_fail("classify", "a label alone is longer than the context", 4);
+    const int st = runtime_start(rt, m);
+    if (st) return st;
+    tlm_classify_result r;
+    tlm_fw_classify_begin();
+    const tlm_status cs = tlm_classify(rt, cls_ids + cut, shared - cut, cls_ids + shared, cls_off, TLM_FW_N_LABELS,
+                                       m->bos_id, (tlm_classify_mode)TLM_FW_CLASSIFY, cls_order, cls_scores, &r);
+    tlm_fw_classify_end();
+    if (cs) return fw_fail("classify", tlm_status_str(cs), 4);
+    label = (const char *)tlm_fw_label_text;
+    for (uint32_t i = 0; i < r.best; i++) label += strlen(label) + 1;
+    fw_put_str("CLASS ");
+    fw_put_text((const uint8_t *)label, strlen(label)); /* (escaped as TEXT lines are) */
+    fw_put_str("\nFORWARDS ");
+    fw_put_u32(r.forwards);
+    fw_put_str("\n");
+    fw_flush();
+    return 0;
+}
+#endif
+
+#if !defined(TLM_FW_CLASSIFY) || defined(TLM_FW_PRIV_MECH)
 /* "LABEL id id ..." on one line (wrapped into several writes). */
 static void put_ids(const char *label, const uint32_t *v, size_t n)
 {
@@ -145,6 +249,7 @@ static void put_ids(const char *label, const uint32_t *v, size_t n)
     fw_put_str("\n");
     fw_flush();
 }
+#endif
 
 /* The runtime over the arena, with the linked adapter on top (the update
  * stays in flash; the runtime keeps 4 bytes per tensor to find its
@@ -164,9 +269,6 @@ static int runtime_start(tlm_runtime *rt, const tlm_model *m)
 #ifdef TLM_FW_INTERACTIVE
 #include "fw_port.h"
 
-#ifndef TLM_FW_LINE_CAP
-#define TLM_FW_LINE_CAP 256u
-#endif
 /* A line from the console into buf (at most cap bytes, the rest of a
  * longer line dropped), echoed as typed: its length, or -1 for Ctrl-D on
  * an empty line. CR or LF ends it (an empty line is 0); Backspace and DEL
@@ -202,7 +304,9 @@ static int read_line(char *buf, uint32_t cap)
 static int chat(tlm_runtime *rt, const tlm_model *m, uint32_t steps)
 {
     static char line[TLM_FW_LINE_CAP];
+#ifndef TLM_FW_CLASSIFY
     static uint32_t lids[TLM_FW_LINE_CAP + 3u];
+#endif
     /* the encoder needs TLM_ENCODE_SCRATCH(cap) int32 values: as many ids as the arena allows */
     size_t cap = sizeof arena / (sizeof(int32_t) * TLM_ENCODE_SCRATCH(1));
     cap = cap < TLM_FW_LINE_CAP + 3u ? cap : TLM_FW_LINE_CAP + 3u;
@@ -210,7 +314,11 @@ static int chat(tlm_runtime *rt, const tlm_model *m, uint32_t steps)
 #ifdef TLM_FW_TEMP
     uint64_t typed = 0;
 #endif
+#ifdef TLM_FW_CLASSIFY
+    fw_put_str("READY type a line to classify and Enter; Ctrl-D on an empty line ends\n");
+#else
     fw_put_str("READY type a prompt and Enter; Ctrl-D on an empty line ends\n");
+#endif
     fw_flush();
     for (int ask = 1;;) {
         if (ask) tlm_fw_puts("> ");
@@ -221,6 +329,11 @@ static int chat(tlm_runtime *rt, const tlm_model *m, uint32_t steps)
         }
         ask = n > 0; /* (an empty line: the same prompt goes on) */
         if (n == 0) continue;
+#ifdef TLM_FW_CLASSIFY
+        (void)steps;
+        const int cst = classify(rt, m, line, (size_t)n);
+        if (cst) return cst;
+#else
         size_t k = 0;
         if (tlm_encode(m, line, (size_t)n, TLM_ENCODE_BOS, lids, cap, (int32_t *)(void *)arena, &k)) {
             fw_put_str("ERROR the prompt does not encode\n");
@@ -233,6 +346,7 @@ static int chat(tlm_runtime *rt, const tlm_model *m, uint32_t steps)
         tlm_sampler_init(&fw_sampler, TLM_FW_TEMP, TLM_FW_TOP_P, (uint64_t)TLM_FW_SEED + ++typed);
 #endif
         fw_decode(rt, m, lids, k, steps, out_ids, 0);
+#endif
     }
 }
 #endif
@@ -317,6 +431,11 @@ int main(void)
     }
 #endif
     const uint32_t steps = TLM_FW_STEPS < TLM_FW_CTX ? TLM_FW_STEPS : TLM_FW_CTX;
+#ifdef TLM_FW_CLASSIFY
+    (void)steps;
+    const int cst = classify(&rt, &m, (const char *)prompt, TLM_FW_PROMPT_LEN);
+    if (cst) return cst;
+#else
 #ifdef TLM_FW_TEMP
     tlm_sampler_init(&fw_sampler, TLM_FW_TEMP, TLM_FW_TOP_P, (uint64_t)TLM_FW_SEED);
 #endif
@@ -325,6 +444,7 @@ int main(void)
     fw_put_str("TOKENS ");
     fw_put_u32(pos);
     fw_put_str("\n");
+#endif
 #ifdef TLM_FW_CYCLES
     if (fw_cycles_tokens) { /* measured by the chip itself (never under QEMU, which has no DWT) */
         fw_put_str("CYCLES_PER_TOKEN ");

@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
+#include "../host/classify.h"
 #include "../host/device.h"
 #include "../host/fedsec.h"
 #include "../host/fileio.h"
@@ -23,6 +25,7 @@ static const char help[] =
     "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
     "                       [--adapter UPDATE] [--server-key SERVER.pub] [--uart 1|2|3|6]\n"
     "                       [--interactive [--input FILE]] [--temp T [--top-p P] [--seed S]] [--run] [--json]\n"
+    "                       [--classify LABELS [--greedy]]\n"
     "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E] [--lora R]\n"
     "                        [--update FILE] [--client ID] [--round R] [--key DEVICE.key --server-key SERVER.pub]]\n"
     "\n"
@@ -63,6 +66,11 @@ static const char help[] =
     "                     sizes the arena), as a project without .incbin would use it\n"
     "  -p, --prompt TEXT  (default \"Once upon a time\")\n"
     "  -n, --steps N      positions to decode, counting BOS (default 128)\n"
+    "      --classify L   instead of decoding, give PROMPT (and with --interactive each typed\n"
+    "                     line) the label of file L that 'tritlm classify' would (L: one\n"
+    "                     label a line, or TEXT<TAB>LABEL lines); reports the label, the\n"
+    "                     forward passes and the instructions of one classification\n"
+    "      --greedy       with --classify: the greedy search ('tritlm classify --greedy')\n"
     "  -o, --out DIR      where the ELF and logs go (default tritlm-fw-TARGET)\n"
     "      --run          run it in QEMU and report\n"
     "      --tune TEXT    on-device fine-tuning instead of decoding: TEXT (the device's own,\n"
@@ -285,6 +293,21 @@ static int report_tune(const cli_fw_result *r, const char *target, const char *m
     return st;
 }
 
+/* mkdir -p: each component of path made if missing. */
+static tlm_status mkdir_p(const char *path, tlm_error *err)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *s = p + 1;; s++) {
+        const char c = *s;
+        if (c != '/' && c != '\0') continue;
+        *s = '\0';
+        if (mkdir(p, 0777) && errno != EEXIST) return tlm_fail(err, TLM_ERR_IO, "cannot make %s: %s", p, strerror(errno));
+        *s = c;
+        if (!c) return TLM_OK;
+    }
+}
+
 int cmd_firmware(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -303,7 +326,8 @@ int cmd_firmware(int argc, char **argv)
         {"client", required_argument, 0, 'I'}, {"round", required_argument, 0, 'N'},
         {"uart", required_argument, 0, 'u'},   {"interactive", no_argument, 0, 'i'},
         {"input", required_argument, 0, 'F'},  {"temp", required_argument, 0, 'X'},
-        {"top-p", required_argument, 0, 'P'},  {"seed", required_argument, 0, 's'}, {0, 0, 0, 0}};
+        {"top-p", required_argument, 0, 'P'},  {"seed", required_argument, 0, 's'},
+        {"classify", required_argument, 0, 'C'}, {"greedy", no_argument, 0, 'G'}, {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 0, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16, tune_lora = 0;
     uint32_t tune_client = 0, tune_round = 0, uart = 0;
@@ -314,7 +338,8 @@ int cmd_firmware(int argc, char **argv)
     uint64_t seed = 1;
     int sampling_opts = 0;
     const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL, *adapter = NULL;
-    const char *seal_key = NULL, *seal_pub = NULL;
+    const char *seal_key = NULL, *seal_pub = NULL, *classify = NULL;
+    int greedy = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":t:m:p:n:o:h", opts, NULL)) != -1) {
@@ -401,6 +426,8 @@ int cmd_firmware(int argc, char **argv)
             sampling_opts = 1;
             break;
         case 'F': input = optarg; break;
+        case 'C': classify = optarg; break;
+        case 'G': greedy = 1; break;
         case 'o': outdir = optarg; break;
         case 'R': run = 1; break;
         case 'j': json = 1; break;
@@ -437,6 +464,8 @@ int cmd_firmware(int argc, char **argv)
         return TLM_EXIT_FAIL;
     }
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
+    if (greedy && !classify) return cli_usage_error("firmware", "--greedy goes with --classify LABELS");
+    if (classify && (tune || temp > 0.0f)) return cli_usage_error("firmware", "--classify neither tunes nor samples: not with --tune or --temp");
     if (stack_kb >= ram_kb) return cli_usage_error("firmware", "--stack-kb %u leaves nothing of the %u KB of RAM", stack_kb, ram_kb);
     if (!tune && (tune_opts || update))
         return cli_usage_error("firmware", "--tune-steps, --tune-window, --lr, --encode, --lora, --client, --round and --update go with --tune TEXT");
@@ -479,12 +508,34 @@ int cmd_firmware(int argc, char **argv)
     char dir[4096];
     if (outdir) snprintf(dir, sizeof dir, "%s", outdir);
     else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
+    char labels_path[4200];
+    if (classify) { /* the labels as 'tritlm classify' reads them, one a line, for build.sh */
+        uint8_t *lt;
+        size_t ll;
+        tlm_labels labels;
+        tlm_error err;
+        if (tlm_read_text(classify, &lt, &ll, &err)) return cli_fail("firmware", &err);
+        tlm_status st = tlm_labels_parse((const char *)lt, ll, &labels, &err);
+        free(lt);
+        if (st) return cli_fail("firmware", &err);
+        size_t total = 0;
+        for (size_t i = 0; i < labels.n; i++) total += strlen(labels.name[i]) + 1;
+        char *joined = malloc(total ? total : 1), *w = joined;
+        for (size_t i = 0; joined && i < labels.n; i++) w += sprintf(w, "%s\n", labels.name[i]);
+        tlm_labels_free(&labels);
+        snprintf(labels_path, sizeof labels_path, "%s/labels.in.txt", dir);
+        if (!joined) return cli_usage_error("firmware", "out of memory");
+        if (mkdir_p(dir, &err) || tlm_write_file_atomic(labels_path, joined, total, &err)) st = TLM_ERR_IO;
+        free(joined);
+        if (st) return cli_fail("firmware", &err);
+    }
     const cli_fw_job job = {.target = target, .model = model, .dir = dir, .prompt = prompt, .embed = embed,
                             .ctx = ctx, .ram_kb = ram_kb, .stack_kb = stack_kb, .steps = steps, .kv8 = kv8, .run = run, .adapter = adapter, .uart = uart,
                             .interactive = interactive, .input = input, .temp = temp, .top_p = top_p, .seed = seed,
                             .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr,
                             .tune_encode = encode, .tune_lora = tune_lora, .seal_key = seal_key, .seal_pub = seal_pub,
-                            .tune_client = tune_client, .tune_round = tune_round};
+                            .tune_client = tune_client, .tune_round = tune_round,
+                            .classify = classify ? labels_path : NULL, .greedy = greedy};
     cli_fw_result r;
     if (cli_fw_build_run("firmware", &job, &r)) {
         cli_fw_result_free(&r);
@@ -506,6 +557,49 @@ int cmd_firmware(int argc, char **argv)
         const int st = report_tune(&r, target, model, tune, tune_steps, tune_window, mhz, json, update, dir);
         cli_fw_result_free(&r);
         return st ? st : check_flash_exit(dev, flash_b, have_exit, exit_status, dir);
+    }
+    if (classify) {
+        const double ins = r.insns_per_classification;
+        if (json) {
+            cJSON *root = cJSON_CreateObject();
+            cJSON_AddStringToObject(root, "target", target);
+            cJSON_AddStringToObject(root, "model", model);
+            cJSON_AddNumberToObject(root, "ctx", r.ctx);
+            cJSON_AddBoolToObject(root, "kv_int8", kv8);
+            cJSON_AddStringToObject(root, "search", greedy ? "greedy" : "exact");
+            size_t len = 0, fl = 0;
+            const char *v = cli_fw_field(out, "CLASS", &len), *f = cli_fw_field(out, "FORWARDS", &fl);
+            add_fw_text(root, "label", v, v ? len : 0);
+            cJSON_AddNumberToObject(root, "forwards", f ? strtod(f, NULL) : 0);
+            if (interactive) { /* the typed lines' labels, in order */
+                cJSON *arr = cJSON_AddArrayToObject(root, "replies");
+                while (arr && v && (v = cli_fw_field(v + len, "CLASS", &len))) {
+                    cJSON *item = cJSON_CreateObject();
+                    add_fw_text(item, "label", v, len);
+                    cJSON_AddItemToArray(arr, item);
+                }
+            }
+            add_memory(root, &r);
+            cJSON_AddNumberToObject(root, "model_bytes", model_b);
+            if (ins > 0) {
+                cJSON_AddNumberToObject(root, "insns_per_classification", ins);
+                cJSON_AddNumberToObject(root, "clock_mhz", mhz);
+                cJSON_AddNumberToObject(root, "est_ms_per_classification", ins / (mhz * 1e3));
+            } else {
+                cJSON_AddNullToObject(root, "insns_per_classification");
+            }
+            cJSON_AddNumberToObject(root, "exit_status", exit_status);
+            char *s = cJSON_PrintUnformatted(root);
+            if (s) puts(s);
+            free(s);
+            cJSON_Delete(root);
+        } else {
+            printf("%s", out);
+            printf("RAM %.0f (static incl. arena %.0f + stack %.0f)\n", ram, stat_b, stack_b);
+            if (ins > 0) printf("ESTIMATE %.1f ms per classification at %.0f MHz, one instruction per cycle\n", ins / (mhz * 1e3), mhz);
+        }
+        cli_fw_result_free(&r);
+        return check_flash_exit(dev, flash_b, have_exit, exit_status, dir);
     }
     size_t tl = 0;
     const char *text = cli_fw_field(out, "TEXT", &tl);

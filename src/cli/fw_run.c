@@ -88,7 +88,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     snprintf(num[0], sizeof num[0], "%u", job->ctx);
     snprintf(num[1], sizeof num[1], "%u", job->ram_kb);
     snprintf(num[2], sizeof num[2], "%u", job->steps);
-    char *args[48];
+    char *args[56];
     int k = 0;
     args[k++] = "sh";
     args[k++] = script;
@@ -139,6 +139,11 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
         args[k++] = num[10];
     }
     if (job->run) args[k++] = "--run";
+    if (job->classify) {
+        args[k++] = "--classify";
+        args[k++] = (char *)job->classify;
+        if (job->greedy) args[k++] = "--greedy";
+    }
     if (job->tune_text) {
         snprintf(num[3], sizeof num[3], "%u", job->tune_steps);
         snprintf(num[4], sizeof num[4], "%u", job->tune_window);
@@ -198,6 +203,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
     if (!field_num(out, "CTX", &res->ctx)) res->ctx = job->ctx;
     field_num(out, "TUNE_TOKENS", &res->tune_tokens);
     res->have_insns = field_num(out, "INSNS_PER_TOKEN", &res->insns_per_token) && res->insns_per_token > 0;
+    field_num(out, "INSNS_PER_CLASSIFICATION", &res->insns_per_classification);
     return 0;
 }
 

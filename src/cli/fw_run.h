@@ -23,6 +23,8 @@ typedef struct cli_fw_job {
     uint64_t seed;
     const char *input;   /* with interactive and run: the lines QEMU's console is typed (build.sh --input) */
     const char *adapter; /* a low-rank update to decode with (build.sh --adapter); NULL: none */
+    const char *classify; /* labels, one a line: classify the prompt instead of decoding (build.sh --classify) */
+    int greedy;          /* with classify: the greedy search (build.sh --greedy) */
     const char *tune_text; /* on-device tuning on this text instead of decoding (build.sh --tune) */
     uint32_t tune_steps, tune_window;
     float tune_lr;       /* 0: the core's default (TLM_TUNE_LR, TLM_TUNE_LORA_LR) */
@@ -43,6 +45,7 @@ typedef struct cli_fw_result {
     double ctx;          /* the context the arena was sized for (build.sh's CTX line) */
     double exit_status, static_bytes, stack_bytes, arena_bytes, flash_bytes, model_bytes, insns_per_token, tokens;
     double tune_tokens;  /* with tune_text: the text's tokens (insns_per_token then counts a step) */
+    double insns_per_classification; /* with classify (0 if not counted) */
 } cli_fw_result;
 
 /* The typical clock (MHz) of the chip a target stands for; 0 if unknown. */
