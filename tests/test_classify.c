@@ -52,6 +52,14 @@ static void free_model(fixture *f)
     free(f);
 }
 
+/* A runtime for f's model at context 32 over a fresh arena (*arena: free it). */
+static void start_runtime(fixture *f, uint32_t flags, tlm_runtime *rt, void **arena)
+{
+    const size_t ab = tlm_runtime_arena_size_flags(&f->m, 32, flags);
+    *arena = malloc(ab);
+    assert_int_equal(tlm_runtime_init_flags(rt, &f->m, 32, flags, *arena, ab, NULL), TLM_OK);
+}
+
 /* log p(next | tokens[0..T)) from one whole-sequence pass, in double */
 static double oracle_logp(fixture *f, const uint32_t *tokens, uint32_t T, uint32_t next)
 {
@@ -118,10 +126,9 @@ static uint32_t distinct_prefixes(const uint32_t *ids, const uint32_t *off)
 static double runtime_score(fixture *f, uint32_t flags, const uint32_t *c, uint32_t len, uint32_t end)
 {
     const uint32_t V = f->m.hp.vocab_size;
-    const size_t ab = tlm_runtime_arena_size_flags(&f->m, 32, flags);
-    void *arena = malloc(ab);
+    void *arena;
     tlm_runtime rt;
-    assert_int_equal(tlm_runtime_init_flags(&rt, &f->m, 32, flags, arena, ab, NULL), TLM_OK);
+    start_runtime(f, flags, &rt, &arena);
     double s = 0;
     for (uint32_t t = 0; t < len; t++) {
         float *lg;
@@ -144,10 +151,9 @@ static void run_exact(uint32_t flags, double tol)
         float scores[NC];
         uint64_t rng = seed * 77;
         make_cands(&rng, V, ids, off);
-        const size_t ab = tlm_runtime_arena_size_flags(&f->m, 32, flags);
-        void *arena = malloc(ab);
+        void *arena;
         tlm_runtime rt;
-        assert_int_equal(tlm_runtime_init_flags(&rt, &f->m, 32, flags, arena, ab, NULL), TLM_OK);
+        start_runtime(f, flags, &rt, &arena);
         tlm_classify_result r;
         if (seed % 2) {
             assert_int_equal(tlm_classify(&rt, NULL, 0, ids, off, NC, end, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_OK);
@@ -217,10 +223,9 @@ static void test_greedy_matches_oracle(void **state)
         float scores[NC];
         uint64_t rng = seed * 31;
         make_cands(&rng, V, ids, off);
-        const size_t ab = tlm_runtime_arena_size(&f->m, 32);
-        void *arena = malloc(ab);
+        void *arena;
         tlm_runtime rt;
-        assert_int_equal(tlm_runtime_init(&rt, &f->m, 32, arena, ab, NULL), TLM_OK);
+        start_runtime(f, 0, &rt, &arena);
         tlm_classify_result r;
         assert_int_equal(tlm_classify(&rt, NULL, 0, ids, off, NC, end, TLM_CLASSIFY_GREEDY, order, scores, &r), TLM_OK);
 

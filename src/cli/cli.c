@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "../host/privacy.h"
 #include "cli.h"
 
 /* Length of the valid UTF-8 sequence at s[0..n), 0 if none (NUL included). */
@@ -116,6 +117,31 @@ int cli_parse_split(const char *cmd, const char *arg, const char **sep)
     else if (!strcmp(arg, "stories")) *sep = NULL;
     else return cli_usage_error(cmd, "--split expects stories or lines, got '%s'", arg);
     return 0;
+}
+
+void cli_json_emit(cJSON *obj)
+{
+    char *s = cJSON_PrintUnformatted(obj);
+    if (s) puts(s);
+    free(s);
+    cJSON_Delete(obj);
+}
+
+int cli_priv_option(const char *cmd, int c, const char *arg, cli_priv *p)
+{
+    switch (c) {
+    case 'P':
+        if (!(p->mech = (int)tlm_mech_parse(arg))) return cli_usage_error(cmd, "--privatize expects dx or rr, got '%s'", arg);
+        return 0;
+    case 'E':
+        if (!tlm_epsilon_parse(arg, &p->eps)) return cli_usage_error(cmd, "--epsilon expects a positive number or inf, got '%s'", arg);
+        return 0;
+    case 'S':
+        if (!cli_parse_u64(arg, &p->seed)) return cli_usage_error(cmd, "--seed expects an integer, got '%s'", arg);
+        p->seeded = 1;
+        return 0;
+    default: return -1;
+    }
 }
 
 int cli_parse_float(const char *s, float lo, float hi, float *out)

@@ -44,6 +44,9 @@ int cli_train_loop_option(const char *cmd, int c, const char *arg, struct tlm_tr
 struct cJSON;
 int cli_json_add_text(struct cJSON *obj, const char *key, const char *s, size_t n);
 
+/* Prints obj on one line of stdout and deletes it. */
+void cli_json_emit(struct cJSON *obj);
+
 /* 0 when `out` is none of the files in[0..n) (NULL entries skipped, same
  * file by device and inode, so another name for it counts too); otherwise
  * says so and returns TLM_EXIT_USAGE: the output would replace an input,
@@ -63,6 +66,18 @@ int cli_parse_float(const char *s, float lo, float hi, float *out);
 /* --split stories|lines: *sep becomes NULL (<|endoftext|>) or "\n".
  * Returns 0, or TLM_EXIT_USAGE after reporting another value. */
 int cli_parse_split(const char *cmd, const char *arg, const char **sep);
+
+/* --privatize M, --epsilon E and --seed S of the commands whose model reads
+ * privatized text (eval, classify), as getopt codes 'P', 'E' and 'S': 0
+ * when it took the option, -1 when c is none of them, TLM_EXIT_USAGE
+ * after reporting a bad value. */
+typedef struct cli_priv {
+    int mech;          /* tlm_mech; 0: none */
+    float eps;         /* 0: not given */
+    uint64_t seed;
+    int seeded;
+} cli_priv;
+int cli_priv_option(const char *cmd, int c, const char *arg, cli_priv *p);
 
 /* Reports an unknown option or a missing argument in getopt's style. */
 int cli_bad_option(const char *cmd, char **argv, int optopt_char);

@@ -61,8 +61,7 @@ int cmd_classify(int argc, char **argv)
     tlm_cls_opts co = {0};
     int json = 0, print = 0, c;
     uint32_t u;
-    tlm_mech mech = TLM_MECH_NONE;
-    float eps = 0.0f;
+    cli_priv pv = {0};
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
@@ -82,15 +81,9 @@ int cmd_classify(int argc, char **argv)
             break;
         case 'K': co.rt_flags |= TLM_RT_KV_INT8; break;
         case 'P':
-            mech = tlm_mech_parse(optarg);
-            if (!mech) return cli_usage_error("classify", "--privatize expects dx or rr, got '%s'", optarg);
-            break;
         case 'E':
-            if (!tlm_epsilon_parse(optarg, &eps)) return cli_usage_error("classify", "--epsilon expects a positive number or inf, got '%s'", optarg);
-            break;
         case 'S':
-            if (!cli_parse_u64(optarg, &co.priv_seed)) return cli_usage_error("classify", "--seed expects an integer, got '%s'", optarg);
-            co.priv_seeded = 1;
+            if (cli_priv_option("classify", c, optarg, &pv)) return TLM_EXIT_USAGE;
             break;
         case 'j': json = 1; break;
         case 'h': fputs(help, stdout); return 0;
@@ -98,6 +91,10 @@ int cmd_classify(int argc, char **argv)
         }
     }
     if (optind != argc) return cli_usage_error("classify", "unexpected argument '%s'", argv[optind]);
+    const tlm_mech mech = (tlm_mech)pv.mech;
+    const float eps = pv.eps;
+    co.priv_seed = pv.seed;
+    co.priv_seeded = pv.seeded;
     if (!model_path) return cli_usage_error("classify", "missing -m MODEL");
     if (!labels_path) return cli_usage_error("classify", "missing --labels FILE");
     if (!text_path) return cli_usage_error("classify", "missing --text FILE");
@@ -159,10 +156,7 @@ int cmd_classify(int argc, char **argv)
             cJSON *a = cJSON_AddArrayToObject(o, "predictions");
             for (size_t i = 0; i < r.samples; i++) cJSON_AddItemToArray(a, cJSON_CreateString(labels.name[r.pred[i]]));
         }
-        char *s = cJSON_PrintUnformatted(o);
-        puts(s);
-        free(s);
-        cJSON_Delete(o);
+        cli_json_emit(o);
     } else {
         if (print)
             for (size_t i = 0; i < r.samples; i++) puts(labels.name[r.pred[i]]);

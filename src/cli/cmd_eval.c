@@ -67,8 +67,7 @@ int cmd_eval(int argc, char **argv)
     tlm_eval_opts eo = {0};
     uint32_t u, resamples = 2000;
     int json = 0, c;
-    tlm_mech mech = TLM_MECH_NONE;
-    float eps = 0.0f;
+    cli_priv pv = {0};
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
@@ -89,15 +88,9 @@ int cmd_eval(int argc, char **argv)
             break;
         case 'j': json = 1; break;
         case 'P':
-            mech = tlm_mech_parse(optarg);
-            if (!mech) return cli_usage_error("eval", "--privatize expects dx or rr, got '%s'", optarg);
-            break;
         case 'E':
-            if (!tlm_epsilon_parse(optarg, &eps)) return cli_usage_error("eval", "--epsilon expects a positive number or inf, got '%s'", optarg);
-            break;
         case 'S':
-            if (!cli_parse_u64(optarg, &eo.priv_seed)) return cli_usage_error("eval", "--seed expects an integer, got '%s'", optarg);
-            eo.priv_seeded = 1;
+            if (cli_priv_option("eval", c, optarg, &pv)) return TLM_EXIT_USAGE;
             break;
         case 'V': versus = optarg; break;
         case 'A': adapter_path = optarg; break;
@@ -117,6 +110,10 @@ int cmd_eval(int argc, char **argv)
         }
     }
     if (optind != argc) return cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
+    const tlm_mech mech = (tlm_mech)pv.mech;
+    const float eps = pv.eps;
+    eo.priv_seed = pv.seed;
+    eo.priv_seeded = pv.seeded;
     if (!model_path) return cli_usage_error("eval", "missing -m MODEL");
     if (!text_path) return cli_usage_error("eval", "missing --text FILE");
     if ((mech != TLM_MECH_NONE) != (eps > 0.0f)) return cli_usage_error("eval", "--privatize and --epsilon go together");

@@ -265,10 +265,7 @@ static int report_tune(const cli_fw_result *r, const char *target, const char *m
             cJSON_AddNullToObject(root, "insns_per_step");
         }
         cJSON_AddNumberToObject(root, "exit_status", r->exit_status);
-        char *s = cJSON_PrintUnformatted(root);
-        if (s) puts(s);
-        free(s);
-        cJSON_Delete(root);
+        cli_json_emit(root);
     } else {
         printf("%s", r->out);
         if (r->have_exit && r->exit_status == 0) { /* else the firmware said why: nothing to sum up */
@@ -589,10 +586,7 @@ int cmd_firmware(int argc, char **argv)
                 cJSON_AddNullToObject(root, "insns_per_classification");
             }
             cJSON_AddNumberToObject(root, "exit_status", exit_status);
-            char *s = cJSON_PrintUnformatted(root);
-            if (s) puts(s);
-            free(s);
-            cJSON_Delete(root);
+            cli_json_emit(root);
         } else {
             printf("%s", out);
             printf("RAM %.0f (static incl. arena %.0f + stack %.0f)\n", ram, stat_b, stack_b);
@@ -639,10 +633,7 @@ int cmd_firmware(int argc, char **argv)
         size_t bl = 0;
         const char *bin = cli_fw_field(out, "BIN", &bl); /* stm32f405: the image a flasher takes */
         if (bin) cli_json_add_text(root, "bin", bin, bl);
-        char *s = cJSON_PrintUnformatted(root);
-        if (s) puts(s);
-        free(s);
-        cJSON_Delete(root);
+        cli_json_emit(root);
     } else {
         printf("%s", out);
         printf("RAM %.0f (static incl. arena %.0f + stack %.0f)\n", ram, stat_b, stack_b);
