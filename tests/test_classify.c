@@ -527,6 +527,9 @@ static void test_train_and_classify(void **state)
     assert_int_equal(tlm_write_file_atomic(he, bare, strlen(bare), NULL), TLM_OK);
     assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s'", model, tr, he), 0);
     assert_string_equal(out, "lights\nweather\n");
+    /* ... and from stdin */
+    assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text - <'%s'", model, tr, he), 0);
+    assert_string_equal(out, "lights\nweather\n");
 }
 
 int main(void)

@@ -28,7 +28,7 @@ static const char help[] =
     "  -m, --model FILE     model image (.tlm), trained on TEXT<TAB>LABEL lines\n"
     "      --labels FILE    the label set: on each line the part after its last TAB, or\n"
     "                       the whole line (so the training file itself will do)\n"
-    "      --text FILE      lines to classify\n"
+    "      --text FILE      lines to classify ('-': stdin)\n"
     "      --greedy         follow the likeliest next token among the labels' instead of\n"
     "                       scoring every label (a few forward passes per line instead of\n"
     "                       one per node of the labels' token tree; may miss the best)\n"
@@ -113,7 +113,8 @@ int cmd_classify(int argc, char **argv)
     void *index = NULL;
     tlm_status st = tlm_read_text(labels_path, &ltext, &llen, &err);
     if (!st) st = tlm_labels_parse((const char *)ltext, llen, &labels, &err);
-    if (!st) st = tlm_read_text(text_path, &text, &len, &err);
+    if (!st) st = strcmp(text_path, "-") ? tlm_read_text(text_path, &text, &len, &err)
+                                         : tlm_read_stream(stdin, "stdin", &text, &len, &err);
     if (!st && mech) {
         st = tlm_privatizer_init(&priv, &mf.model, mech, eps, &err);
         if (!st) st = tlm_privatizer_index_alloc(&priv, &index, &err);

@@ -137,28 +137,10 @@ int cmd_privatize(int argc, char **argv)
     tlm_budget b = {.limit = budget, .spent = 0.0};
     const int have_budget = budget >= 0.0f || ledger;
     /* the whole of stdin */
-    size_t cap = 1 << 16, len = 0;
-    char *text = malloc(cap);
-    for (;;) {
-        if (text && len == cap) {
-            char *grown = realloc(text, cap * 2);
-            if (grown) cap *= 2;
-            else free(text);
-            text = grown;
-        }
-        if (!text) {
-            fprintf(stderr, "tritlm privatize: out of memory reading stdin\n");
-            return TLM_EXIT_FAIL;
-        }
-        const size_t k = fread(text + len, 1, cap - len, stdin);
-        if (!k) break;
-        len += k;
-    }
-    if (ferror(stdin)) {
-        free(text);
-        fprintf(stderr, "tritlm privatize: cannot read stdin\n");
-        return TLM_EXIT_FAIL;
-    }
+    uint8_t *in;
+    size_t len;
+    if (tlm_read_stream(stdin, "stdin", &in, &len, &err)) return cli_fail("privatize", &err);
+    char *text = (char *)in;
     if (len && text[len - 1] == '\n') len--; /* the line's end is not part of the message */
 
     tlm_model_file mf;

@@ -56,10 +56,9 @@ tlm_status tlm_read_file(const char *path, uint8_t **data, size_t *bytes, tlm_er
     return TLM_OK;
 }
 
-tlm_status tlm_read_text(const char *path, uint8_t **data, size_t *bytes, tlm_error *err)
+/* Refuses text with a NUL byte, freeing it. */
+static tlm_status no_nul(const char *path, uint8_t **data, size_t *bytes, tlm_error *err)
 {
-    tlm_status st = tlm_read_file(path, data, bytes, err);
-    if (st) return st;
     const uint8_t *nul = memchr(*data, 0, *bytes);
     if (nul) {
         const size_t at = (size_t)(nul - *data);
@@ -68,6 +67,38 @@ tlm_status tlm_read_text(const char *path, uint8_t **data, size_t *bytes, tlm_er
         return tlm_fail(err, TLM_ERR_FORMAT, "%s: byte %llu is NUL: expected UTF-8 text (is the file UTF-16, or binary?)",
                         path, (unsigned long long)at);
     }
+    return TLM_OK;
+}
+
+tlm_status tlm_read_text(const char *path, uint8_t **data, size_t *bytes, tlm_error *err)
+{
+    tlm_status st = tlm_read_file(path, data, bytes, err);
+    return st ? st : no_nul(path, data, bytes, err);
+}
+
+tlm_status tlm_read_stream(FILE *f, const char *name, uint8_t **data, size_t *bytes, tlm_error *err)
+{
+    size_t cap = 1 << 16, len = 0;
+    uint8_t *buf = malloc(cap + 1);
+    for (;;) {
+        if (buf && len == cap) {
+            uint8_t *grown = cap < SIZE_MAX / 4 ? realloc(buf, cap * 2 + 1) : NULL;
+            if (grown) cap *= 2;
+            else free(buf);
+            buf = grown;
+        }
+        if (!buf) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory reading %s", name);
+        const size_t k = fread(buf + len, 1, cap - len, f);
+        if (!k) break;
+        len += k;
+    }
+    if (ferror(f)) {
+        free(buf);
+        return tlm_fail(err, TLM_ERR_IO, "cannot read %s", name);
+    }
+    buf[len] = 0;
+    *data = buf;
+    *bytes = len;
     return TLM_OK;
 }
 

@@ -17,6 +17,10 @@ tlm_status tlm_read_file(const char *path, uint8_t **data, size_t *bytes, tlm_er
  * as garbage bytes), naming its offset. */
 tlm_status tlm_read_text(const char *path, uint8_t **data, size_t *bytes, tlm_error *err);
 
+/* All of a stream (stdin: a pipe, a terminal) into a malloc'd buffer,
+ * NUL-terminated (the terminator not counted); any bytes, NUL included. */
+tlm_status tlm_read_stream(FILE *f, const char *name, uint8_t **data, size_t *bytes, tlm_error *err);
+
 typedef struct tlm_mapped {
     void *addr;
     size_t bytes;
