@@ -142,6 +142,31 @@ static double runtime_score(fixture *f, uint32_t flags, const uint32_t *c, uint3
     return s;
 }
 
+/* tlm_classify on the candidates as they are, or (split) with the tokens
+ * they all share given once as the prefix and each one's rest after it. */
+static void classify_split(tlm_runtime *rt, const uint32_t *ids, const uint32_t *off, uint32_t end, tlm_classify_mode mode,
+                           int split, uint32_t *order, float *scores, tlm_classify_result *r)
+{
+    if (!split) {
+        assert_int_equal(tlm_classify(rt, NULL, 0, ids, off, NC, end, mode, order, scores, r), TLM_OK);
+        return;
+    }
+    uint32_t np = off[1], sids[NC * MAXL], soff[NC + 1];
+    for (uint32_t i = 1; i < NC; i++) {
+        uint32_t k = 0;
+        while (k < np && k < off[i + 1] - off[i] && ids[off[i] + k] == ids[k]) k++;
+        np = k;
+    }
+    assert_true(np >= 1);
+    soff[0] = 0;
+    for (uint32_t i = 0; i < NC; i++) {
+        const uint32_t n = off[i + 1] - off[i] - np;
+        memcpy(sids + soff[i], ids + off[i] + np, n * sizeof *sids);
+        soff[i + 1] = soff[i] + n;
+    }
+    assert_int_equal(tlm_classify(rt, ids, np, sids, soff, NC, end, mode, order, scores, r), TLM_OK);
+}
+
 static void run_exact(uint32_t flags, double tol)
 {
     for (uint64_t seed = 1; seed <= 6; seed++) {
@@ -155,24 +180,7 @@ static void run_exact(uint32_t flags, double tol)
         tlm_runtime rt;
         start_runtime(f, flags, &rt, &arena);
         tlm_classify_result r;
-        if (seed % 2) {
-            assert_int_equal(tlm_classify(&rt, NULL, 0, ids, off, NC, end, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_OK);
-        } else { /* the same candidates with their shared tokens given once */
-            uint32_t np = off[1], sids[NC * MAXL], soff[NC + 1];
-            for (uint32_t i = 1; i < NC; i++) {
-                uint32_t k = 0;
-                while (k < np && k < off[i + 1] - off[i] && ids[off[i] + k] == ids[k]) k++;
-                np = k;
-            }
-            assert_true(np >= 1);
-            soff[0] = 0;
-            for (uint32_t i = 0; i < NC; i++) {
-                const uint32_t n = off[i + 1] - off[i] - np;
-                memcpy(sids + soff[i], ids + off[i] + np, n * sizeof *sids);
-                soff[i + 1] = soff[i] + n;
-            }
-            assert_int_equal(tlm_classify(&rt, ids, np, sids, soff, NC, end, TLM_CLASSIFY_EXACT, order, scores, &r), TLM_OK);
-        }
+        classify_split(&rt, ids, off, end, TLM_CLASSIFY_EXACT, seed % 2 == 0, order, scores, &r);
         double ref[NC];
         uint32_t best = 0;
         for (uint32_t i = 0; i < NC; i++) {
@@ -227,7 +235,7 @@ static void test_greedy_matches_oracle(void **state)
         tlm_runtime rt;
         start_runtime(f, 0, &rt, &arena);
         tlm_classify_result r;
-        assert_int_equal(tlm_classify(&rt, NULL, 0, ids, off, NC, end, TLM_CLASSIFY_GREEDY, order, scores, &r), TLM_OK);
+        classify_split(&rt, ids, off, end, TLM_CLASSIFY_GREEDY, seed % 2 == 0, order, scores, &r);
 
         /* brute force: at each depth, the next token (or end) with the highest
          * log-probability among the candidates still on the path */
