@@ -7,7 +7,8 @@
 # then, where the Cortex-M7 toolchain and QEMU are installed, on an
 # emulated microcontroller: decoding, and tuning on the device's own text. With CLINC150 in the data folder, a user's
 # travel requests personalize the ternary model through a 37 KB adapter it decodes with, the model left as it is
-# (on the host and in the emulated chip). With llama2.c's stories260K in the data folder it also imports and runs that.
+# (on the host and in the emulated chip), and with their intents make a ternary intent classifier that the board
+# image runs on typed requests. With llama2.c's stories260K in the data folder it also imports and runs that.
 set -eu
 build=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,15 +65,24 @@ set +x
 clinc=$data/clinc150/train_val.json
 if [ -r "$clinc" ]; then
     grep -o '\["[^"]*", "\(book_flight\|book_hotel\|car_rental\|flight_status\|travel_alert\)"\]' "$clinc" |
-        sed 's/^\["\(.*\)", "[a-z_]*"\]$/\1/' >"$fed/travel.txt" # the train split's 500, then val's 100
+        sed 's/^\["\(.*\)", "\([a-z_]*\)"\]$/\1\t\2/' >"$fed/travel.tsv" # the train split's 500, then val's 100
+    cut -f1 "$fed/travel.tsv" >"$fed/travel.txt"
     head -n 500 "$fed/travel.txt" >"$fed/travel_train.txt"
     tail -n 100 "$fed/travel.txt" >"$fed/travel_val.txt"
+    head -n 500 "$fed/travel.tsv" >"$fed/travel_train.tsv"
+    tail -n 100 "$fed/travel.tsv" >"$fed/travel_val.tsv"
     set -x
     "$tlm" fed update -m "$ternary" --data "$fed/travel_train.txt" --split lines --lora 4 --rank 4 --steps 150 \
         --batch 8 --ctx 32 --lr 1e-2 -o "$fed/adapter.tlmu" 2>&1 | grep '^fed'
     "$tlm" eval -m "$ternary" --text "$fed/travel_val.txt" --split lines --kv-int8
     "$tlm" eval -m "$ternary" --text "$fed/travel_val.txt" --split lines --kv-int8 --adapter "$fed/adapter.tlmu"
     "$tlm" generate -m "$ternary" -p "can you book" -n 24 -t 0 --kv-int8 --adapter "$fed/adapter.tlmu"
+    # the same requests with their intents (TEXT<TAB>INTENT) make a ternary intent
+    # classifier of the fp32 parent: quantization-aware, the loss on the intents only;
+    # each held-out request gets the intent whose line the model finds the most probable
+    "$tlm" quantize -m "$fp32" -o "$fed/travel-intents.tlm" --pack t3 --qat --label-loss --data "$fed/travel_train.tsv" \
+        --split lines --steps 300 --batch 8 --ctx 32 --lr 2e-3 2>&1 | grep '^quantize: .*smaller'
+    "$tlm" classify -m "$fed/travel-intents.tlm" --labels "$fed/travel_train.tsv" --text "$fed/travel_val.tsv"
     set +x
 fi
 # on a microcontroller (emulated): the default model as STM32F722 firmware
@@ -93,6 +103,13 @@ if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/
     printf 'The little dog\nTom and Sue\n' >"$build/demo/typed.txt"
     "$tlm" firmware --device stm32f405 -m "$ternary" --kv-int8 --ctx 128 -n 48 --interactive \
         --input "$build/demo/typed.txt" -o "$build/demo/fw-stm32f405" --run | grep -E '^(> |TEXT|BIN|RAM)'
+    # the intent classifier on the same board: typed requests get their intents
+    if [ -r "$fed/travel-intents.tlm" ]; then
+        printf 'i need a car in boston next week\nis my flight to paris on time\n' >"$build/demo/requests.txt"
+        "$tlm" firmware --device stm32f405 -m "$fed/travel-intents.tlm" --kv-int8 --ctx 64 --classify "$fed/travel_train.tsv" \
+            --greedy -p "book me a room in rome" --interactive --input "$build/demo/requests.txt" \
+            -o "$build/demo/fw-intents" --run | grep -E '^(> |CLASS|RAM|ESTIMATE)'
+    fi
     "$tlm" firmware --target cortex-m7 -m "$ternary" --tune "$fed/own.txt" --tune-steps 2 --encode int8 \
         --client 1 --key "$fed/device1.key" --server-key "$fed/server.pub" \
         -o "$build/demo/fw-tune" --run --update "$fed/device1-on-chip.tlmu" |
