@@ -10,6 +10,9 @@
 #   VARIANT: NAME@UPDATE OPTIONS@AGGREGATE OPTIONS (words separated by commas); with
 #   --secure-agg among the update options every device gets a key pair, the roster
 #   lists them all, and both sides get the keys they need
+# env: FED_TASK=intents: the devices hold TEXT<TAB>INTENT lines (train + oos_train,
+#   sorted by intent) and each round is scored by 'tritlm classify --greedy' on val +
+#   oos_val: in-scope accuracy (give --label-loss in the variants' update options)
 
 set -eu
 build=$1 global=$2 json=$3 out=$4
@@ -20,12 +23,24 @@ shift 4
 tlm=$build/tritlm
 mkdir -p "$out/data"
 jq -r '.val[][0]' "$json" >"$out/val.txt"
-jq -r '.train[] | .[1] + "\t" + .[0]' "$json" | LC_ALL=C sort -s -t "$(printf '\t')" -k1,1 | cut -f2 >"$out/train_sorted.txt"
+if [ "${FED_TASK:-}" = intents ]; then
+    jq -r '(.train + .oos_train)[] | .[1] + "\t" + .[0] + "\t" + .[1]' "$json" | LC_ALL=C sort -s -t "$(printf '\t')" -k1,1 |
+        cut -f2- >"$out/train_sorted.txt"
+    jq -r '(.val + .oos_val)[] | .[0] + "\t" + .[1]' "$json" >"$out/val.tsv"
+else
+    jq -r '.train[] | .[1] + "\t" + .[0]' "$json" | LC_ALL=C sort -s -t "$(printf '\t')" -k1,1 | cut -f2 >"$out/train_sorted.txt"
+fi
 lines=$(wc -l <"$out/train_sorted.txt")
 per=$(((lines + devices - 1) / devices))
 rm -f "$out/data/dev_"*
 split -l "$per" -d -a 3 "$out/train_sorted.txt" "$out/data/dev_"
 ev() { "$tlm" eval -m "$1" --text "$out/val.txt" --split lines --json 2>/dev/null | sed -n 's/.*"loss":\([0-9.]*\).*/\1/p'; }
+if [ "${FED_TASK:-}" = intents ]; then
+    ev() {
+        "$tlm" classify -m "$1" --labels "$out/train_sorted.txt" --text "$out/val.tsv" --oos oos --greedy --json 2>/dev/null |
+            sed -n 's/.*"in_scope_accuracy":\([0-9.e-]*\).*/\1/p' | awk '{ printf "%.4f", $1 }'
+    }
+fi
 # keys for secure aggregation: device c is client c
 mkdir -p "$out/keys$devices"
 if [ ! -e "$out/keys$devices/server.pub" ]; then
@@ -38,7 +53,9 @@ if [ ! -e "$out/keys$devices/server.pub" ]; then
     done
 fi
 base=$(ev "$global")
-echo "Devices: $devices (about $per utterances each), rounds: $rounds; CLINC150 val loss of the global model before: $base"
+what="CLINC150 val loss"
+[ "${FED_TASK:-}" = intents ] && what="CLINC150 val in-scope accuracy (greedy)"
+echo "Devices: $devices (about $per utterances each), rounds: $rounds; $what of the global model before: $base"
 echo
 head="| variant |" sep="|---|"
 r=1

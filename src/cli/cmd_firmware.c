@@ -517,7 +517,7 @@ int cmd_firmware(int argc, char **argv)
         if (st) return cli_fail("firmware", &err);
         size_t total = 0;
         for (size_t i = 0; i < labels.n; i++) total += strlen(labels.name[i]) + 1;
-        char *joined = malloc(total ? total : 1), *w = joined;
+        char *joined = malloc(total + 1), *w = joined; /* (sprintf ends with a NUL) */
         for (size_t i = 0; joined && i < labels.n; i++) w += sprintf(w, "%s\n", labels.name[i]);
         tlm_labels_free(&labels);
         snprintf(labels_path, sizeof labels_path, "%s/labels.in.txt", dir);
