@@ -169,6 +169,7 @@ static void classify_split(tlm_runtime *rt, const uint32_t *ids, const uint32_t 
 
 static void run_exact(uint32_t flags, double tol)
 {
+    uint32_t cut_somewhere = 0;
     for (uint64_t seed = 1; seed <= 6; seed++) {
         fixture *f = make_model(seed);
         const uint32_t V = f->m.hp.vocab_size, end = f->m.bos_id;
@@ -180,7 +181,7 @@ static void run_exact(uint32_t flags, double tol)
         tlm_runtime rt;
         start_runtime(f, flags, &rt, &arena);
         tlm_classify_result r;
-        classify_split(&rt, ids, off, end, TLM_CLASSIFY_EXACT, seed % 2 == 0, order, scores, &r);
+        classify_split(&rt, ids, off, end, TLM_CLASSIFY_ALL, seed % 2 == 0, order, scores, &r);
         double ref[NC];
         uint32_t best = 0;
         for (uint32_t i = 0; i < NC; i++) {
@@ -195,6 +196,16 @@ static void run_exact(uint32_t flags, double tol)
         assert_true(r.best != 5);
         assert_true(r.score == scores[r.best]);
         assert_int_equal(r.forwards, distinct_prefixes(ids, off));
+        /* the exact search leaves out what cannot win: the same answer and
+         * score, the same scores where it finished a candidate, fewer passes */
+        float cut[NC];
+        tlm_classify_result e;
+        classify_split(&rt, ids, off, end, TLM_CLASSIFY_EXACT, seed % 2 == 1, order, cut, &e);
+        assert_int_equal(e.best, r.best);
+        assert_true(e.score == r.score);
+        assert_true(e.forwards <= r.forwards);
+        cut_somewhere += e.forwards < r.forwards;
+        for (uint32_t i = 0; i < NC; i++) assert_true(cut[i] == scores[i] || (isinf(cut[i]) && cut[i] < 0 && scores[i] < r.score));
         /* the order is lexicographic */
         for (uint32_t k = 1; k < NC; k++) {
             const uint32_t a = order[k - 1], b = order[k], la = off[a + 1] - off[a], lb = off[b + 1] - off[b];
@@ -205,6 +216,7 @@ static void run_exact(uint32_t flags, double tol)
         free(arena);
         free_model(f);
     }
+    assert_true(cut_somewhere > 0); /* (the cut was exercised) */
 }
 
 static void test_exact_matches_oracle(void **state)

@@ -19,13 +19,17 @@ extern "C" {
 #endif
 
 typedef enum tlm_classify_mode {
-    /* every candidate's log-probability: one forward pass per distinct
-     * prefix of the candidates */
+    /* the likeliest candidate, exactly: the candidates' prefix tree walked
+     * depth first, one forward pass per node, leaving out every subtree
+     * whose score so far is already below the best complete candidate's
+     * (scores only fall as tokens are added) */
     TLM_CLASSIFY_EXACT = 0,
     /* follow the likeliest next token among the candidates' from the
      * first token on: one forward pass per token of the chosen candidate
-     * (what a slow device affords; may miss the likeliest candidate) */
-    TLM_CLASSIFY_GREEDY = 1
+     * (the fewest; may miss the likeliest candidate) */
+    TLM_CLASSIFY_GREEDY = 1,
+    /* every candidate's score: one forward pass per node of the tree */
+    TLM_CLASSIFY_ALL = 2
 } tlm_classify_mode;
 
 typedef struct tlm_classify_result {
@@ -45,8 +49,8 @@ typedef struct tlm_classify_result {
  * sample), so that a label that is a prefix of another is scored as
  * complete. `order` is scratch of n entries (on return: the candidates in
  * lexicographic order of their tokens); `scores` (n entries) receives the
- * scores (with TLM_CLASSIFY_GREEDY: -INFINITY for every candidate but the
- * chosen one). The KV cache is overwritten from position 0. TLM_ERR_ARG for
+ * scores (-INFINITY for the candidates TLM_CLASSIFY_EXACT left out and, with
+ * TLM_CLASSIFY_GREEDY, for every candidate but the chosen one). The KV cache is overwritten from position 0. TLM_ERR_ARG for
  * n == 0, an empty or too long candidate, differing first tokens or a token
  * outside the vocabulary. */
 tlm_status tlm_classify(tlm_runtime *rt, const uint32_t *prefix, uint32_t n_prefix, const uint32_t *ids,

@@ -66,7 +66,8 @@ tlm_status tlm_classify(tlm_runtime *rt, const uint32_t *prefix, uint32_t n_pref
     if (!rt || (n_prefix && !prefix) || !off || !order || !scores || !res || n == 0) return TLM_ERR_ARG;
     const uint32_t V = rt->model->hp.vocab_size;
     const cands c = {prefix, ids, off, n_prefix};
-    if (end >= V || (mode != TLM_CLASSIFY_EXACT && mode != TLM_CLASSIFY_GREEDY)) return TLM_ERR_ARG;
+    if (end >= V || (mode != TLM_CLASSIFY_EXACT && mode != TLM_CLASSIFY_GREEDY && mode != TLM_CLASSIFY_ALL))
+        return TLM_ERR_ARG;
     for (uint32_t k = 0; k < n_prefix; k++)
         if (prefix[k] >= V) return TLM_ERR_ARG;
     for (uint32_t i = 0; i < n; i++) {
@@ -124,22 +125,43 @@ tlm_status tlm_classify(tlm_runtime *rt, const uint32_t *prefix, uint32_t n_pref
         scores[res->best] = score;
         return TLM_OK;
     }
+    /* Exact: a candidate's partial sum only falls as tokens are added (each
+     * term is a log-probability, <= 0 in floating point too: the log of the
+     * normalizer is at least the largest logit), so once it is below the
+     * best complete score, neither it nor any candidate sharing its tokens
+     * so far can win: that subtree is skipped (branch and bound). A
+     * candidate's sum holds the positions computed on its path so far, an
+     * upper bound of its partial score. The KV cache holds kv_len positions
+     * of candidate kv_cand. */
+    const int prune = mode == TLM_CLASSIFY_EXACT;
     for (uint32_t i = 0; i < n; i++) scores[i] = 0.0f;
+    float best = -INFINITY;
+    uint32_t best_i = order[0], kv_cand = order[0], kv_len = 0;
     for (uint32_t k = 0; k < n; k++) {
         const uint32_t i = order[k], li = cand_len(&c, i);
-        for (uint32_t p = k ? common(&c, order[k - 1], i) : 0; p < li; p++) {
+        const uint32_t shared = common(&c, kv_cand, i);
+        uint32_t p = kv_len < shared ? kv_len : shared;
+        for (; p < li && !(prune && scores[i] < best); p++) {
             tlm_status st = tlm_runtime_forward(rt, tok(&c, i, p), p, &logits);
             if (st) return st;
             res->forwards++;
+            kv_cand = i;
+            kv_len = p + 1;
             const float z = log_norm(logits, V);
             /* i and the run after it that shares its tokens 0..p */
             for (uint32_t k2 = k; k2 < n && (k2 == k || common(&c, order[k2 - 1], order[k2]) > p); k2++)
                 scores[order[k2]] += logits[next_tok(&c, order[k2], p, end)] - z;
         }
+        if (p < li) { /* cut off: it cannot win */
+            scores[i] = -INFINITY;
+            continue;
+        }
+        if (scores[i] > best || (scores[i] == best && i < best_i)) {
+            best = scores[i];
+            best_i = i;
+        }
     }
-    res->best = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (scores[i] > scores[res->best]) res->best = i;
-    res->score = scores[res->best];
+    res->best = best_i;
+    res->score = best;
     return TLM_OK;
 }
