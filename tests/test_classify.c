@@ -196,6 +196,13 @@ static void run_exact(uint32_t flags, double tol)
         assert_true(r.best != 5);
         assert_true(r.score == scores[r.best]);
         assert_int_equal(r.forwards, distinct_prefixes(ids, off));
+        /* the order is lexicographic */
+        for (uint32_t k = 1; k < NC; k++) {
+            const uint32_t a = order[k - 1], b = order[k], la = off[a + 1] - off[a], lb = off[b + 1] - off[b];
+            uint32_t p = 0;
+            while (p < la && p < lb && ids[off[a] + p] == ids[off[b] + p]) p++;
+            assert_true(p == la ? (la < lb || a < b) : (p < lb && ids[off[a] + p] < ids[off[b] + p]));
+        }
         /* the exact search leaves out what cannot win: the same answer and
          * score, the same scores where it finished a candidate, fewer passes */
         float cut[NC];
@@ -206,13 +213,6 @@ static void run_exact(uint32_t flags, double tol)
         assert_true(e.forwards <= r.forwards);
         cut_somewhere += e.forwards < r.forwards;
         for (uint32_t i = 0; i < NC; i++) assert_true(cut[i] == scores[i] || (isinf(cut[i]) && cut[i] < 0 && scores[i] < r.score));
-        /* the order is lexicographic */
-        for (uint32_t k = 1; k < NC; k++) {
-            const uint32_t a = order[k - 1], b = order[k], la = off[a + 1] - off[a], lb = off[b + 1] - off[b];
-            uint32_t p = 0;
-            while (p < la && p < lb && ids[off[a] + p] == ids[off[b] + p]) p++;
-            assert_true(p == la ? (la < lb || a < b) : (p < lb && ids[off[a] + p] < ids[off[b] + p]));
-        }
         free(arena);
         free_model(f);
     }

@@ -48,7 +48,8 @@ typedef struct tlm_classify_result {
  * follows a sample in training: BOS for a model trained one line per
  * sample), so that a label that is a prefix of another is scored as
  * complete. `order` is scratch of n entries (on return: the candidates in
- * lexicographic order of their tokens); `scores` (n entries) receives the
+ * the order the search visited them, lexicographic but for the exact
+ * search's likeliest-first siblings); `scores` (n entries) receives the
  * scores (-INFINITY for the candidates TLM_CLASSIFY_EXACT left out and, with
  * TLM_CLASSIFY_GREEDY, for every candidate but the chosen one). The KV cache is overwritten from position 0. TLM_ERR_ARG for
  * n == 0, an empty or too long candidate, differing first tokens or a token

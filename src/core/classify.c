@@ -50,6 +50,53 @@ static uint32_t next_tok(const cands *c, uint32_t i, uint32_t p, uint32_t end)
     return p + 1 < cand_len(c, i) ? tok(c, i, p + 1) : end;
 }
 
+/* Do candidates x and y go on alike after position p (both end there, or
+ * both go on with the same token)? */
+static int same_next(const cands *c, uint32_t x, uint32_t y, uint32_t p)
+{
+    const int ex = p + 1 >= cand_len(c, x), ey = p + 1 >= cand_len(c, y);
+    return ex == ey && (ex || tok(c, x, p + 1) == tok(c, y, p + 1));
+}
+
+static void reverse(uint32_t *a, uint32_t n)
+{
+    for (uint32_t i = 0, j = n; i + 1 < j; i++, j--) {
+        const uint32_t t = a[i];
+        a[i] = a[j - 1];
+        a[j - 1] = t;
+    }
+}
+
+/* The children of the node at position p, order[a..e) (each child a run of
+ * candidates that go on alike), put in order of their next token's logit,
+ * the likeliest first (equal ones keep their order): the exact search then
+ * finishes a likely candidate first, and its score cuts off more. */
+static void order_children(const cands *c, uint32_t *order, uint32_t a, uint32_t e, uint32_t p, uint32_t end,
+                           const float *logits)
+{
+    while (a < e) {
+        uint32_t bs = a, be = a + 1;
+        while (be < e && same_next(c, order[a], order[be], p)) be++;
+        float bv = logits[next_tok(c, order[a], p, end)];
+        for (uint32_t x = be; x < e;) {
+            uint32_t xe = x + 1;
+            while (xe < e && same_next(c, order[x], order[xe], p)) xe++;
+            const float v = logits[next_tok(c, order[x], p, end)];
+            if (v > bv) {
+                bs = x;
+                be = xe;
+                bv = v;
+            }
+            x = xe;
+        }
+        /* order[bs..be) to the front of order[a..be): a rotation */
+        reverse(order + a, bs - a);
+        reverse(order + bs, be - bs);
+        reverse(order + a, be - a);
+        a += be - bs;
+    }
+}
+
 /* log of the sum of exp(logits) */
 static float log_norm(const float *x, uint32_t n)
 {
@@ -138,7 +185,7 @@ tlm_status tlm_classify(tlm_runtime *rt, const uint32_t *prefix, uint32_t n_pref
     float best = -INFINITY;
     uint32_t best_i = order[0], kv_cand = order[0], kv_len = 0;
     for (uint32_t k = 0; k < n; k++) {
-        const uint32_t i = order[k], li = cand_len(&c, i);
+        uint32_t i = order[k], li = cand_len(&c, i);
         const uint32_t shared = common(&c, kv_cand, i);
         uint32_t p = kv_len < shared ? kv_len : shared;
         for (; p < li && !(prune && scores[i] < best); p++) {
@@ -149,8 +196,14 @@ tlm_status tlm_classify(tlm_runtime *rt, const uint32_t *prefix, uint32_t n_pref
             kv_len = p + 1;
             const float z = log_norm(logits, V);
             /* i and the run after it that shares its tokens 0..p */
-            for (uint32_t k2 = k; k2 < n && (k2 == k || common(&c, order[k2 - 1], order[k2]) > p); k2++)
-                scores[order[k2]] += logits[next_tok(&c, order[k2], p, end)] - z;
+            uint32_t e = k + 1;
+            while (e < n && common(&c, order[e - 1], order[e]) > p) e++;
+            for (uint32_t k2 = k; k2 < e; k2++) scores[order[k2]] += logits[next_tok(&c, order[k2], p, end)] - z;
+            if (prune && e - k > 1) { /* the likeliest child next (all of them share what the cache holds) */
+                order_children(&c, order, k, e, p, end, logits);
+                i = order[k];
+                li = cand_len(&c, i);
+            }
         }
         if (p < li) { /* cut off: it cannot win */
             scores[i] = -INFINITY;
