@@ -10,7 +10,7 @@
 #      minutes),
 #   3. its ternary version (QAT with --label-loss from it, QAT minutes),
 # each scored on `val` + `oos_val` with 'tritlm classify' (exact and greedy
-# search), the ternary one also on privatized text (greedy search) (randomized response and
+# search), the ternary one also on privatized text (randomized response and
 # d_chi at a few epsilons), and the ternary classifier built into Cortex-M7
 # firmware: instructions per classification, exact and greedy.
 # Every training run uses THREADS threads (default 1, so that two runs can
@@ -51,10 +51,10 @@ for m in lm cls cls_t2; do
     done
 done
 echo
-echo "| privatized text (cls_t2, greedy) | epsilon per token | in-scope accuracy | oos recall | forward passes / line |"
+echo "| privatized text (cls_t2, exact) | epsilon per token | in-scope accuracy | oos recall | forward passes / line |"
 echo "|---|---|---|---|---|"
 for p in rr:4 rr:8 rr:12 dx:8 dx:16 dx:32; do
-    echo "| ${p%%:*} | ${p#*:} | $(acc "$out/cls_t2.tlm" --greedy --privatize "${p%%:*}" --epsilon "${p#*:}" --seed 1) |"
+    echo "| ${p%%:*} | ${p#*:} | $(acc "$out/cls_t2.tlm" --privatize "${p%%:*}" --epsilon "${p#*:}" --seed 1) |"
 done
 echo
 line=$(sed -n 1p "$out/val.tsv" | cut -f1)

@@ -107,7 +107,7 @@ if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/
     if [ -r "$fed/travel-intents.tlm" ]; then
         printf 'i need a car in boston next week\nis my flight to paris on time\n' >"$build/demo/requests.txt"
         "$tlm" firmware --device stm32f405 -m "$fed/travel-intents.tlm" --kv-int8 --ctx 64 --classify "$fed/travel_train.tsv" \
-            --greedy -p "book me a room in rome" --interactive --input "$build/demo/requests.txt" \
+            -p "book me a room in rome" --interactive --input "$build/demo/requests.txt" \
             -o "$build/demo/fw-intents" --run | grep -E '^(> |CLASS|RAM|ESTIMATE)'
     fi
     "$tlm" firmware --target cortex-m7 -m "$ternary" --tune "$fed/own.txt" --tune-steps 2 --encode int8 \
