@@ -6,7 +6,10 @@
  * and the decoder resumes at position lcp. The logits after a node's token
  * score the next token of every candidate below that node at once (they
  * form a contiguous run of the order), so each (candidate, position) is
- * scored exactly once, when its node is first reached. */
+ * scored exactly once, when its node is first reached. The exact search
+ * also puts each node's children in order of likelihood as it reaches the
+ * node (a permutation of whole runs, which keeps every subtree contiguous)
+ * and skips the subtrees that can no longer win. */
 #include "tritlm/classify.h"
 
 #include <math.h>
@@ -151,9 +154,8 @@ tlm_status tlm_classify(tlm_runtime *rt, const uint32_t *prefix, uint32_t n_pref
             float pick = -INFINITY;
             for (uint32_t k = lo; k < hi;) {
                 const uint32_t t = next_tok(&c, order[k], p, end);
-                const int ends = p + 1 >= cand_len(&c, order[k]);
                 uint32_t k2 = k + 1;
-                while (k2 < hi && (p + 1 >= cand_len(&c, order[k2])) == ends && next_tok(&c, order[k2], p, end) == t) k2++;
+                while (k2 < hi && same_next(&c, order[k], order[k2], p)) k2++;
                 if (logits[t] > pick || k == lo) {
                     pick = logits[t];
                     pick_lo = k;
