@@ -127,6 +127,12 @@ void cli_json_emit(cJSON *obj)
     cJSON_Delete(obj);
 }
 
+int cli_priv_check(const char *cmd, const cli_priv *p)
+{
+    if ((p->mech != 0) != (p->eps > 0.0f)) return cli_usage_error(cmd, "--privatize and --epsilon go together");
+    return 0;
+}
+
 int cli_priv_option(const char *cmd, int c, const char *arg, cli_priv *p)
 {
     switch (c) {

@@ -78,6 +78,9 @@ typedef struct cli_priv {
     int seeded;
 } cli_priv;
 int cli_priv_option(const char *cmd, int c, const char *arg, cli_priv *p);
+/* After the options: 0, or TLM_EXIT_USAGE (reported) when --privatize
+ * and --epsilon do not come together. */
+int cli_priv_check(const char *cmd, const cli_priv *p);
 
 /* Reports an unknown option or a missing argument in getopt's style. */
 int cli_bad_option(const char *cmd, char **argv, int optopt_char);

@@ -91,6 +91,7 @@ int cmd_classify(int argc, char **argv)
         }
     }
     if (optind != argc) return cli_usage_error("classify", "unexpected argument '%s'", argv[optind]);
+    if (cli_priv_check("classify", &pv)) return TLM_EXIT_USAGE;
     const tlm_mech mech = (tlm_mech)pv.mech;
     const float eps = pv.eps;
     co.priv_seed = pv.seed;
@@ -98,7 +99,6 @@ int cmd_classify(int argc, char **argv)
     if (!model_path) return cli_usage_error("classify", "missing -m MODEL");
     if (!labels_path) return cli_usage_error("classify", "missing --labels FILE");
     if (!text_path) return cli_usage_error("classify", "missing --text FILE");
-    if ((mech != TLM_MECH_NONE) != (eps > 0.0f)) return cli_usage_error("classify", "--privatize and --epsilon go together");
     if (co.priv_seeded && !mech) return cli_usage_error("classify", "--seed goes with --privatize");
     co.progress = isatty(2);
 

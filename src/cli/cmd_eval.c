@@ -110,13 +110,13 @@ int cmd_eval(int argc, char **argv)
         }
     }
     if (optind != argc) return cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
+    if (cli_priv_check("eval", &pv)) return TLM_EXIT_USAGE;
     const tlm_mech mech = (tlm_mech)pv.mech;
     const float eps = pv.eps;
     eo.priv_seed = pv.seed;
     eo.priv_seeded = pv.seeded;
     if (!model_path) return cli_usage_error("eval", "missing -m MODEL");
     if (!text_path) return cli_usage_error("eval", "missing --text FILE");
-    if ((mech != TLM_MECH_NONE) != (eps > 0.0f)) return cli_usage_error("eval", "--privatize and --epsilon go together");
     if (eo.stride && !eo.windows) return cli_usage_error("eval", "--stride goes with --windows");
     if (versus && mech) return cli_usage_error("eval", "--versus compares models on the original text: no --privatize");
     if (versus && adapter_path)

@@ -290,6 +290,17 @@ static int report_tune(const cli_fw_result *r, const char *target, const char *m
     return st;
 }
 
+/* The report's first fields: what was built, for which context. */
+static cJSON *json_start(const char *target, const char *model, double ctx, int kv8)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "target", target);
+    cJSON_AddStringToObject(root, "model", model);
+    cJSON_AddNumberToObject(root, "ctx", ctx);
+    cJSON_AddBoolToObject(root, "kv_int8", kv8);
+    return root;
+}
+
 /* mkdir -p: each component of path made if missing. */
 static tlm_status mkdir_p(const char *path, tlm_error *err)
 {
@@ -558,11 +569,7 @@ int cmd_firmware(int argc, char **argv)
     if (classify) {
         const double ins = r.insns_per_classification;
         if (json) {
-            cJSON *root = cJSON_CreateObject();
-            cJSON_AddStringToObject(root, "target", target);
-            cJSON_AddStringToObject(root, "model", model);
-            cJSON_AddNumberToObject(root, "ctx", r.ctx);
-            cJSON_AddBoolToObject(root, "kv_int8", kv8);
+            cJSON *root = json_start(target, model, r.ctx, kv8);
             cJSON_AddStringToObject(root, "search", greedy ? "greedy" : "exact");
             size_t len = 0, fl = 0;
             const char *v = cli_fw_field(out, "CLASS", &len), *f = cli_fw_field(out, "FORWARDS", &fl);
@@ -598,11 +605,7 @@ int cmd_firmware(int argc, char **argv)
     size_t tl = 0;
     const char *text = cli_fw_field(out, "TEXT", &tl);
     if (json) {
-        cJSON *root = cJSON_CreateObject();
-        cJSON_AddStringToObject(root, "target", target);
-        cJSON_AddStringToObject(root, "model", model);
-        cJSON_AddNumberToObject(root, "ctx", r.ctx);
-        cJSON_AddBoolToObject(root, "kv_int8", kv8);
+        cJSON *root = json_start(target, model, r.ctx, kv8);
         if (adapter) {
             cJSON_AddStringToObject(root, "adapter", adapter);
             double ab = 0;
