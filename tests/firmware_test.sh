@@ -389,15 +389,25 @@ fi
 # greedy text must be the host's with the same adapter (and differ from the
 # text without it), the adapter must lower the own-text loss, and an update
 # that is not low-rank must be refused (exit 7)
-sta=0
-"$tlm" fed update -m "$tmp/t.tlm" --data "$tmp/own.txt" --split lines --lora 4 --rank 4 --steps 40 --batch 8 \
-    --ctx 32 --lr 1e-2 --seed 1 -o "$tmp/ad.tlmu" 2>/dev/null || sta=$?
+# (The update's int8 factors are rounded stochastically from the system's
+# randomness, so each run tests another adapter; host and target float
+# libraries (expf) may differ in the last bit, which, rarely, an adapter
+# brings two logits close enough to flip one greedy step: a mismatch is
+# tried once more with a new adapter, and a real difference in the adapter
+# path fails both.)
 pa="what is my"
-want=$("$tlm" generate -m "$tmp/t.tlm" -p "$pa" -n 40 -t 0 --kv-int8 --adapter "$tmp/ad.tlmu" 2>/dev/null | esc) || sta=$?
-plain=$("$tlm" generate -m "$tmp/t.tlm" -p "$pa" -n 40 -t 0 --kv-int8 2>/dev/null | esc) || sta=$?
-out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_ad" --ctx 64 -n 40 --kv-int8 -p "$pa" \
-    --adapter "$tmp/ad.tlmu" --run) || sta=$?
-got=$(printf '%s\n' "$out" | sed -n 's/^TEXT //p')
+for attempt in 1 2; do
+    sta=0
+    "$tlm" fed update -m "$tmp/t.tlm" --data "$tmp/own.txt" --split lines --lora 4 --rank 4 --steps 40 --batch 8 \
+        --ctx 32 --lr 1e-2 --seed 1 -o "$tmp/ad.tlmu" 2>/dev/null || sta=$?
+    want=$("$tlm" generate -m "$tmp/t.tlm" -p "$pa" -n 40 -t 0 --kv-int8 --adapter "$tmp/ad.tlmu" 2>/dev/null | esc) || sta=$?
+    plain=$("$tlm" generate -m "$tmp/t.tlm" -p "$pa" -n 40 -t 0 --kv-int8 2>/dev/null | esc) || sta=$?
+    out=$(TLM_BIN=$tlm "$src/firmware/build.sh" $target "$tmp/t.tlm" "$tmp/fw_ad" --ctx 64 -n 40 --kv-int8 -p "$pa" \
+        --adapter "$tmp/ad.tlmu" --run) || sta=$?
+    got=$(printf '%s\n' "$out" | sed -n 's/^TEXT //p')
+    [ "$got" = "$want" ] && break
+    [ $attempt = 1 ] && echo "note: adapter text differs (host: $want; firmware: $got); once more with a new adapter"
+done
 la=$("$tlm" eval -m "$tmp/t.tlm" --text "$tmp/own.txt" --split lines --kv-int8 --adapter "$tmp/ad.tlmu" --json 2>/dev/null |
     sed -n 's/.*"loss":\([0-9.e+-]*\).*/\1/p')
 l0=$("$tlm" eval -m "$tmp/t.tlm" --text "$tmp/own.txt" --split lines --kv-int8 --json 2>/dev/null |
