@@ -187,9 +187,11 @@ else
     arena=$(echo "$info" | sed -n "s/.*\"$key\":\([0-9]*\).*/\1/p")
 fi
 plen=$(printf '%s' "$prompt" | wc -c)
-# the prompt as a list of byte values, each followed by a comma: any bytes
-# (quotes, newlines, UTF-8) reach the firmware unchanged
-prompt_bytes=$(printf '%s' "$prompt" | od -An -v -tu1 | tr -s ' \n' ' ' | sed 's/^ *//; s/ *$//; s/ /,/g; s/$/,/; s/^,$//')
+# stdin's bytes as a C list of their values ("1,2,3"): any bytes (quotes,
+# newlines, UTF-8, NUL) reach the firmware unchanged
+byte_list() { od -An -v -tu1 | tr -s ' \n' ' ' | sed 's/^ *//; s/ *$//; s/ /,/g'; }
+# the prompt's, each followed by a comma (an initializer that ends with its NUL)
+prompt_bytes=$(printf '%s' "$prompt" | byte_list | sed 's/$/,/; s/^,$//')
 [ -n "$priv" ] && priv="$priv -DTLM_FW_PRIV_EPS=((float)$priv_eps) -DTLM_FW_PRIV_SEED=${priv_seed}u"
 if [ -n "$temp" ]; then # sampled decoding: numbers only (they become C constants)
     for v in "$temp" "$top_p"; do
@@ -219,7 +221,7 @@ if [ -n "$classify" ]; then # the labels as NUL-terminated byte strings (any byt
         echo "#define TLM_FW_LABEL_BYTES $(wc -c <"$out/labels.txt")u"
         echo "#define TLM_FW_LABEL_MAX ${lmax}u"
         printf 'static const unsigned char tlm_fw_label_text[] = {'
-        tr '\n' '\000' <"$out/labels.txt" | od -An -v -tu1 | tr -s ' \n' ' ' | sed 's/^ *//; s/ *$//; s/ /,/g'
+        tr '\n' '\000' <"$out/labels.txt" | byte_list
         echo '};'
     } >"$out/tlm_fw_labels.h"
     cls_defs="-DTLM_FW_CLASSIFY=$cls_mode -I."
@@ -432,7 +434,7 @@ stm32f405) # the console's USART is QEMU's serial port number uart - 1; the othe
     set -- qemu-system-arm -M netduinoplus2 -display none -monitor none
     i=1
     while [ $i -lt "$uart" ]; do set -- "$@" -serial null; i=$((i + 1)); done
-    rm -f "$out/uart.out" "$out/uart.in" "$out/uart.pipe.in" "$out/uart.pipe.out"
+    rm -f "$out/uart.out" "$out/uart.pipe.in" "$out/uart.pipe.out"
     if [ -n "$input" ]; then # a console both ways: QEMU's pipe backend, path.in and path.out
         mkfifo "$out/uart.pipe.in" "$out/uart.pipe.out"
         set -- "$@" -chardev "pipe,id=con,path=$out/uart.pipe" -serial chardev:con -kernel "$out/fw.elf"
@@ -504,10 +506,8 @@ if [ -n "$counts" ]; then
     calls=$(echo "$counts" | sed -n 's/.*region_calls=\([0-9]*\).*/\1/p')
     echo "INSNS_REGION $region"
     echo "INSNS_CALLS $calls"
-    if [ -n "$classify" ]; then
-        [ "$calls" -gt 0 ] && echo "INSNS_PER_CLASSIFICATION $((region / calls))"
-    else
-        [ "$calls" -gt 0 ] && echo "INSNS_PER_TOKEN $((region / calls))"
-    fi
+    per=INSNS_PER_TOKEN
+    [ -n "$classify" ] && per=INSNS_PER_CLASSIFICATION
+    [ "$calls" -gt 0 ] && echo "$per $((region / calls))"
 fi
 exit 0

@@ -95,15 +95,21 @@ static void test_mul_specials(void **state)
     assert_int_equal(mismatches, 0);
 }
 
+/* check(a, b) for n pairs of random 32-bit patterns (the whole range). */
+static void check_random_pairs(void (*check)(uint32_t, uint32_t), uint64_t *rng, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const uint64_t r = tu_rand(rng);
+        check((uint32_t)r, (uint32_t)(r >> 32));
+    }
+}
+
 static void test_mul_random(void **state)
 {
     (void)state;
     mismatches = 0;
     uint64_t rng = 0x5EEDF00Dull;
-    for (int i = 0; i < 2000000; i++) {
-        const uint64_t r = tu_rand(&rng);
-        check_mul((uint32_t)r, (uint32_t)(r >> 32));
-    }
+    check_random_pairs(check_mul, &rng, 2000000);
     assert_int_equal(mismatches, 0);
 }
 
@@ -187,10 +193,7 @@ static void test_add_random(void **state)
     (void)state;
     mismatches = 0;
     uint64_t rng = 0xADD5ull;
-    for (int i = 0; i < 2000000; i++) {
-        const uint64_t r = tu_rand(&rng);
-        check_add((uint32_t)r, (uint32_t)(r >> 32));
-    }
+    check_random_pairs(check_add, &rng, 2000000);
     for (int i = 0; i < 3000000; i++) {
         const uint64_t r = tu_rand(&rng), s = tu_rand(&rng);
         const uint32_t ea = (uint32_t)(r % 256u), d = (uint32_t)(s % 31u);
@@ -221,10 +224,7 @@ static void test_div_random(void **state)
     (void)state;
     mismatches = 0;
     uint64_t rng = 0xD1Dull;
-    for (int i = 0; i < 2000000; i++) {
-        const uint64_t r = tu_rand(&rng);
-        check_div((uint32_t)r, (uint32_t)(r >> 32));
-    }
+    check_random_pairs(check_div, &rng, 2000000);
     for (int i = 0; i < 1000000; i++) {
         const uint64_t r = tu_rand(&rng), s = tu_rand(&rng);
         const int32_t d = (i & 1) ? -150 + (int32_t)(s % 51u) : 125 + (int32_t)(s % 6u);

@@ -67,11 +67,17 @@ extern const uint8_t tlm_fw_adapter_end[];
 #ifndef TLM_FW_LINE_CAP
 #define TLM_FW_LINE_CAP 256u
 #endif
-#define TLM_FW_LINE_CAP_ TLM_FW_LINE_CAP
+/* The fixed prompt's tokens are needed to decode it or to privatize them;
+ * a classifying build encodes the prompt with each label instead. */
+#if !defined(TLM_FW_CLASSIFY) || defined(TLM_FW_PRIV_MECH)
+#define FW_PROMPT_IDS 1
+#endif
 
 static uint8_t arena[TLM_FW_ARENA_BYTES] __attribute__((aligned(64)));
+#ifdef FW_PROMPT_IDS
 static uint32_t ids[TLM_FW_PROMPT_CAP];
 static int32_t enc_scratch[TLM_ENCODE_SCRATCH(TLM_FW_PROMPT_CAP)];
+#endif
 #ifndef TLM_FW_CLASSIFY
 static uint32_t out_ids[TLM_FW_STEPS];
 #endif
@@ -150,7 +156,7 @@ static int kernel_selftest(uint8_t *mem, size_t bytes)
 #include "tritlm/classify.h"
 
 #ifdef TLM_FW_INTERACTIVE
-#define CLS_TEXT_CAP (TLM_FW_PROMPT_LEN > TLM_FW_LINE_CAP_ ? TLM_FW_PROMPT_LEN : TLM_FW_LINE_CAP_)
+#define CLS_TEXT_CAP (TLM_FW_PROMPT_LEN > TLM_FW_LINE_CAP ? TLM_FW_PROMPT_LEN : TLM_FW_LINE_CAP)
 #else
 #define CLS_TEXT_CAP TLM_FW_PROMPT_LEN
 #endif
@@ -236,7 +242,7 @@ static int classify(tlm_runtime *rt, const tlm_model *m, const char *text, size_
 }
 #endif
 
-#if !defined(TLM_FW_CLASSIFY) || defined(TLM_FW_PRIV_MECH)
+#ifdef FW_PROMPT_IDS
 /* "LABEL id id ..." on one line (wrapped into several writes). */
 static void put_ids(const char *label, const uint32_t *v, size_t n)
 {
@@ -399,10 +405,12 @@ int main(void)
     fw_put_str("\n");
 #endif
     static const unsigned char prompt[TLM_FW_PROMPT_LEN + 1u] = {TLM_FW_PROMPT_BYTES 0};
+#ifdef FW_PROMPT_IDS
     size_t n_prompt = 0;
     if (tlm_encode(&m, (const char *)prompt, TLM_FW_PROMPT_LEN, TLM_ENCODE_BOS, ids, TLM_FW_PROMPT_CAP, enc_scratch,
                    &n_prompt))
         return fw_fail("prompt does not encode", NULL, 4);
+#endif
 #ifdef TLM_FW_PRIV_MECH
     /* privatize the prompt's tokens with seeded noise (TLM_FW_PRIV_SEED) and
      * print the ids: the host's `tritlm privatize --seed` must print the same */

@@ -75,6 +75,8 @@
 #define USART_BRR (UART_BASE + 0x08u)
 #define USART_CR1 (UART_BASE + 0x0Cu)
 #define SR_RXNE (1u << 5)
+#define DWT_CTRL 0xE0001000u
+#define DWT_CYCCNT 0xE0001004u
 #define SR_TC (1u << 6)
 #define SR_TXE (1u << 7)
 
@@ -165,7 +167,7 @@ void tlm_fw_puts(const char *s)
 
 /* The DWT's cycle counter (enabled in tlm_board_c; QEMU models no DWT,
  * so there it reads 0 and stands still). */
-uint32_t tlm_fw_cycles(void) { return REG(0xE0001004u); }
+uint32_t tlm_fw_cycles(void) { return REG(DWT_CYCCNT); }
 
 int tlm_fw_getc(void)
 {
@@ -195,8 +197,8 @@ __attribute__((noreturn, used)) void tlm_board_c(void)
     clock_init();
     console_init();
     REG(0xE000EDFCu) |= 1u << 24; /* DEMCR.TRCENA: the DWT on */
-    REG(0xE0001004u) = 0u;        /* DWT_CYCCNT */
-    REG(0xE0001000u) |= 1u;       /* DWT_CTRL.CYCCNTENA */
+    REG(DWT_CYCCNT) = 0u;
+    REG(DWT_CTRL) |= 1u;          /* CYCCNTENA */
     tlm_fw_puts(core_hz() == 168000000u ? "CLOCK 168000000\n" : "CLOCK 16000000 (the PLL is not running: on the internal oscillator)\n");
     tlm_reset_c();
 }

@@ -160,17 +160,18 @@ static void add_fw_text(cJSON *obj, const char *key, const char *s, size_t n)
     free(t);
 }
 
-/* "replies": the text of every TEXT line after the first (the prompts
- * typed with --interactive, in order). */
-static void add_replies(cJSON *root, const char *out)
+/* "replies": for every `line` line after the first (the answers to the
+ * lines typed with --interactive, in order), an object with its text as
+ * `key`: TEXT lines as "text", CLASS lines as "label". */
+static void add_replies(cJSON *root, const char *out, const char *line, const char *key)
 {
     cJSON *arr = cJSON_AddArrayToObject(root, "replies");
     size_t len = 0;
-    const char *v = cli_fw_field(out, "TEXT", &len); /* the fixed prompt's */
-    while (arr && v && (v = cli_fw_field(v + len, "TEXT", &len))) {
+    const char *v = cli_fw_field(out, line, &len); /* the fixed prompt's */
+    while (arr && v && (v = cli_fw_field(v + len, line, &len))) {
         cJSON *item = cJSON_CreateObject();
         if (!item) return;
-        add_fw_text(item, "text", v, len);
+        add_fw_text(item, key, v, len);
         cJSON_AddItemToArray(arr, item);
     }
 }
@@ -575,14 +576,7 @@ int cmd_firmware(int argc, char **argv)
             const char *v = cli_fw_field(out, "CLASS", &len), *f = cli_fw_field(out, "FORWARDS", &fl);
             add_fw_text(root, "label", v, v ? len : 0);
             cJSON_AddNumberToObject(root, "forwards", f ? strtod(f, NULL) : 0);
-            if (interactive) { /* the typed lines' labels, in order */
-                cJSON *arr = cJSON_AddArrayToObject(root, "replies");
-                while (arr && v && (v = cli_fw_field(v + len, "CLASS", &len))) {
-                    cJSON *item = cJSON_CreateObject();
-                    add_fw_text(item, "label", v, len);
-                    cJSON_AddItemToArray(arr, item);
-                }
-            }
+            if (interactive) add_replies(root, out, "CLASS", "label");
             add_memory(root, &r);
             cJSON_AddNumberToObject(root, "model_bytes", model_b);
             if (ins > 0) {
@@ -616,7 +610,7 @@ int cmd_firmware(int argc, char **argv)
         }
         add_fw_text(root, "text", text, tl);
         cJSON_AddNumberToObject(root, "tokens", tokens);
-        if (interactive) add_replies(root, out);
+        if (interactive) add_replies(root, out, "TEXT", "text");
         size_t sl = 0;
         const char *sr = cli_fw_field(out, "SIGNED", &sl); /* "round R, the server's signature verified" */
         if (sr && sl > 6) cJSON_AddNumberToObject(root, "signed_round", strtod(sr + 6, NULL));

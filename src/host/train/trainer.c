@@ -124,7 +124,7 @@ static double batch_gradients(trainer_state *s, const tlm_corpus *c, const uint6
                                 .tprobs = s->distill ? s->tprobs[k] : NULL, .alpha = s->alpha,
                                 .tokens = c->tokens, .targets = c->targets, .starts = starts,
                                 .batch = batch, .T = T, .stride = (uint32_t)s->threads, .first = (uint32_t)k,
-                                .scale = (float)(1.0 / count), .dropout = dropout,
+                                .scale = 1.0f / (float)count, .dropout = dropout,
                                 .drop_seed = drop_seed};
     int started = 0;
     for (int k = 1; k < s->threads; k++)
