@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "../src/host/classify.h"
+#include "../src/host/eval.h"
 #include "../src/host/privacy.h"
 #include "../src/host/fileio.h"
 #include "../src/host/nn/layers.h"
@@ -490,6 +491,76 @@ static void test_label_targets(void **state)
     free_model(f);
 }
 
+/* Validation of a --label-loss run (tlm_eval_text with label_only): the
+ * loss and top-1 over the tokens the training targets (test_label_targets
+ * spells them back) and each line's end, against the oracle's log-softmax
+ * in double; a line longer than the context loses its first tokens, so its
+ * label is still scored; lines without a TAB are refused. */
+static void test_label_eval(void **state)
+{
+    (void)state;
+    fixture *f = make_model(23);
+    const char text[] = "turn the lights on\tlights_on\nwhat is the time\ttime\n"
+                        "the quick brown fox jumps over the lazy dog while it rains all day\tweather\n";
+    const char *path = tu_tmp("label_eval.tsv");
+    assert_int_equal(tlm_write_file_atomic(path, text, strlen(text), NULL), TLM_OK);
+    tlm_corpus c;
+    tlm_error err;
+    assert_int_equal(tlm_corpus_load(&c, &f->m, path, "\n", 1, &err), TLM_OK);
+    const uint32_t V = f->m.hp.vocab_size, ctx = 32;
+    double want_loss = 0;
+    uint64_t want_n = 0, want_hits = 0, cut_lines = 0;
+    for (size_t a = 0; a < c.n;) {
+        size_t b = a + 1;
+        while (b < c.n && c.tokens[b] != f->m.bos_id) b++;
+        /* the line, its end (the BOS the next line starts with), and each token's target */
+        uint32_t seq[128], tgt[128], T = 0;
+        for (size_t k = a; k < b; k++, T++) {
+            seq[T] = c.tokens[k];
+            tgt[T] = k > a ? c.targets[k] : TLM_NO_TARGET;
+        }
+        seq[T] = tgt[T] = f->m.bos_id;
+        T++;
+        if (T > ctx) { /* BOS and the last ctx - 1 */
+            memmove(seq + 1, seq + 1 + (T - ctx), (ctx - 1) * sizeof *seq);
+            memmove(tgt + 1, tgt + 1 + (T - ctx), (ctx - 1) * sizeof *tgt);
+            T = ctx;
+            cut_lines++;
+        }
+        for (uint32_t t = 1; t < T; t++) {
+            if (tgt[t] == TLM_NO_TARGET) continue;
+            want_loss -= oracle_logp(f, seq, t, tgt[t]);
+            want_n++;
+            const float *row = f->ws.logits + (size_t)(t - 1) * V; /* left by oracle_logp */
+            uint32_t best = 0;
+            for (uint32_t i = 1; i < V; i++)
+                if (row[i] > row[best]) best = i;
+            want_hits += best == tgt[t];
+        }
+        a = b;
+    }
+    tlm_corpus_free(&c);
+    assert_int_equal(cut_lines, 1);
+    tlm_eval_opts eo = {.separator = "\n", .label_only = 1, .threads = 2, .ctx = ctx};
+    tlm_eval_result r;
+    assert_int_equal(tlm_eval_text(&f->m, text, strlen(text), &eo, &r, &err), TLM_OK);
+    assert_int_equal(r.tokens, want_n);
+    assert_int_equal(r.truncated, 1);
+    assert_true(fabs(r.loss - want_loss / (double)want_n) < 1e-5 * (1 + want_loss / (double)want_n));
+    assert_true(fabs(r.top1 - (double)want_hits / (double)want_n) < 1e-12);
+    /* plain evaluation scores every token (and not the end): another figure */
+    tlm_eval_opts all = {.separator = "\n", .threads = 2, .ctx = ctx};
+    tlm_eval_result ra;
+    assert_int_equal(tlm_eval_text(&f->m, text, strlen(text), &all, &ra, &err), TLM_OK);
+    assert_true(ra.tokens > r.tokens);
+    const char notab[] = "a\tb\nno tab here\n";
+    assert_int_equal(tlm_eval_text(&f->m, notab, strlen(notab), &eo, &r, &err), TLM_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "line 2 has no TAB"));
+    eo.windows = 1;
+    assert_int_equal(tlm_eval_text(&f->m, text, strlen(text), &eo, &r, &err), TLM_ERR_ARG);
+    free_model(f);
+}
+
 /* The whole path a user takes: a model trained with --label-loss on lines
  * whose label is set by one keyword among filler words learns to classify
  * lines it never saw (a 4-way task: chance is 25%), and the exact search
@@ -526,9 +597,15 @@ static void test_train_and_classify(void **state)
     assert_int_equal(tu_run(&out, &err, "tokenizer train --vocab 300 --split lines -o '%s' '%s'", tok, tr), 0);
     assert_int_equal(tu_run(&out, &err,
                             "train --data '%s' --split lines --label-loss --tokenizer '%s' --dim 32 --hidden 64 --layers 2 "
-                            "--heads 4 --ctx 32 --batch 16 --steps 300 --lr 3e-3 --eval-every 0 --threads 2 -o '%s'",
-                            tr, tok, model),
+                            "--heads 4 --ctx 32 --batch 16 --steps 300 --lr 3e-3 --eval-every 0 --threads 2 -o '%s' "
+                            "--val '%s' --json",
+                            tr, tok, model, he),
                      0);
+    /* the run classifies --val at its end, among the training text's labels */
+    const char *va = strstr(out, "\"val_accuracy\":");
+    assert_non_null(va);
+    const double train_acc = strtod(va + 15, NULL);
+    assert_non_null(strstr(err, "(120 of 120 lines; 4 labels from"));
     double acc[2];
     for (int greedy = 0; greedy < 2; greedy++) {
         assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --json%s", model, tr, he,
@@ -540,8 +617,20 @@ static void test_train_and_classify(void **state)
         assert_non_null(strstr(out, "\"labelled\":120,"));
     }
     printf("keyword task: accuracy %.3f exact, %.3f greedy\n", acc[0], acc[1]);
+    assert_true(train_acc == acc[0]);
     assert_true(acc[0] >= 0.9);
     assert_true(acc[0] >= acc[1]);
+    /* a --val label the training text does not have, or a --val line without one, stops the run before any step */
+    const char unseen[] = "my lamp now\tlights\nthe song\tradio\n", bare_val[] = "my lamp now\tlights\nthe song\n";
+    const char *bad[] = {unseen, bare_val}, *why[] = {"line 2's label 'radio' is not among the 4 labels", "line 2 has no TAB"};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(tlm_write_file_atomic(he, bad[i], strlen(bad[i]), NULL), TLM_OK);
+        assert_int_equal(tu_run(&out, &err, "train --data '%s' --val '%s' --split lines --label-loss --init '%s' --steps 5 -o '%s'",
+                                tr, he, model, tu_tmp("kw_bad.tlm")),
+                         1);
+        assert_non_null(strstr(err, why[i]));
+        assert_null(strstr(err, "step 1"));
+    }
     /* the text alone, no labels: one prediction per line */
     const char bare[] = "my lamp now please\nthe rain today\n";
     assert_int_equal(tlm_write_file_atomic(he, bare, strlen(bare), NULL), TLM_OK);
@@ -558,7 +647,8 @@ int main(void)
         cmocka_unit_test(test_exact_matches_oracle), cmocka_unit_test(test_exact_int8_kv),
         cmocka_unit_test(test_greedy_matches_oracle), cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_labels_parse),         cmocka_unit_test(test_classify_text),
-        cmocka_unit_test(test_label_targets),        cmocka_unit_test(test_train_and_classify),
+        cmocka_unit_test(test_label_targets),        cmocka_unit_test(test_label_eval),
+        cmocka_unit_test(test_train_and_classify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

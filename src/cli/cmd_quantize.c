@@ -381,6 +381,7 @@ int cmd_quantize(int argc, char **argv)
             if (o.val) {
                 cJSON_AddNumberToObject(j, "val_loss", rep.val_loss);
                 cJSON_AddNumberToObject(j, "val_top1", rep.val_top1);
+            if (rep.val_classified) cJSON_AddNumberToObject(j, "val_accuracy", rep.val_accuracy);
             }
             cJSON_AddNumberToObject(j, "seconds", rep.seconds);
         }
@@ -391,6 +392,7 @@ int cmd_quantize(int argc, char **argv)
     } else {
         fprintf(stderr, "quantize: %s: %zu bytes -> %s: %zu bytes (%.2fx smaller)", model, in_bytes, out, out_bytes, ratio);
         if (qat && o.val) fprintf(stderr, "; validation loss %.4f top-1 %.4f", rep.val_loss, rep.val_top1);
+        if (qat && rep.val_classified) fprintf(stderr, ", classification accuracy %.4f", rep.val_accuracy);
         fputc('\n', stderr);
     }
     return vrc;

@@ -32,7 +32,9 @@ static const char help[] =
     "                         (utterances, messages); default: split on <|endoftext|>\n"
     "      --label-loss       with --split lines of the form TEXT<TAB>LABEL: the loss only\n"
     "                         on each label and the line's end, not on the text (a model\n"
-    "                         for 'tritlm classify'; validation still scores whole lines)\n"
+    "                         for 'tritlm classify'); validation then scores the labels\n"
+    "                         and line ends, and the run ends by classifying --val among\n"
+    "                         --data's labels (accuracy; val_accuracy in --json)\n"
     "      --init FILE        start from this model (fine-tuning), or from a checkpoint's\n"
     "                         weights with a fresh optimizer (a QAT run's latent fp32\n"
     "                         weights: the next stage of quantization-aware training)\n"
@@ -254,6 +256,7 @@ int cmd_train(int argc, char **argv)
         if (o.val) {
             cJSON_AddNumberToObject(j, "val_loss", r.val_loss);
             cJSON_AddNumberToObject(j, "val_top1", r.val_top1);
+            if (r.val_classified) cJSON_AddNumberToObject(j, "val_accuracy", r.val_accuracy);
         }
         cJSON_AddNumberToObject(j, "seconds", r.seconds);
         cJSON_AddNumberToObject(j, "tokens_per_s", r.tokens_per_s);
@@ -265,6 +268,7 @@ int cmd_train(int argc, char **argv)
         fprintf(stderr, "train: %llu steps, %llu tokens in %.1f s (%.0f tok/s); last train loss %.4f", (unsigned long long)r.steps,
                 (unsigned long long)r.tokens, r.seconds, r.tokens_per_s, r.train_loss);
         if (o.val) fprintf(stderr, ", validation loss %.4f top-1 %.4f", r.val_loss, r.val_top1);
+        if (r.val_classified) fprintf(stderr, ", classification accuracy %.4f", r.val_accuracy);
         fprintf(stderr, "\nwrote %s\n", o.out);
     }
     return 0;

@@ -42,6 +42,33 @@ void tlm_labels_free(tlm_labels *l)
     l->n = 0;
 }
 
+/* A label for an error message: at most 63 bytes of it. */
+static void label_shown(tlm_span g, char shown[64])
+{
+    const size_t k = g.len < 63 ? g.len : 63;
+    memcpy(shown, g.text, k);
+    shown[k] = '\0';
+}
+
+tlm_status tlm_labels_check_lines(const tlm_labels *l, const char *text, size_t len, const char *what, tlm_error *err)
+{
+    tlm_stories lines;
+    tlm_status st = tlm_stories_split_by(text, len, "\n", &lines, err);
+    if (st) return st;
+    for (size_t i = 0; i < lines.n && !st; i++) {
+        int tab;
+        const tlm_span g = line_label(lines.items[i], &tab);
+        char shown[64];
+        label_shown(g, shown);
+        if (!tab)
+            st = tlm_fail(err, TLM_ERR_FORMAT, "%s: line %zu has no TAB: TEXT<TAB>LABEL lines are needed", what, i + 1);
+        else if (label_find(l, g) < 0)
+            st = tlm_fail(err, TLM_ERR_FORMAT, "%s: line %zu's label '%s' is not among the %zu labels", what, i + 1, shown, l->n);
+    }
+    tlm_stories_free(&lines);
+    return st;
+}
+
 tlm_status tlm_labels_parse(const char *text, size_t len, tlm_labels *out, tlm_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -93,6 +120,22 @@ typedef struct {
     line_result *lr;
     atomic_size_t next, done;
 } job;
+
+size_t tlm_label_first_token(const tlm_model *tok, const char *line, size_t len, const uint32_t *ids, size_t n)
+{
+    const char *tab = memrchr(line, '\t', len);
+    if (!tab) return 0;
+    const size_t at = (size_t)(tab - line) + 1; /* in " " + line */
+    size_t pos = 0;
+    for (size_t k = 1; k < n; k++) { /* after BOS */
+        const uint8_t *s;
+        size_t sl = tlm_token_str(tok, ids[k], &s);
+        if (tlm_decodes_as_byte(s, sl)) sl = 1;
+        if (pos + sl > at) return k;
+        pos += sl;
+    }
+    return n;
+}
 
 /* The text part of a line (before its last TAB). */
 static tlm_span line_text(tlm_span line)
@@ -241,9 +284,7 @@ tlm_status tlm_classify_text(const tlm_model *m, const tlm_labels *labels, const
         res->gold[i] = tab ? label_find(labels, g) : -1;
         if (tab && res->gold[i] < 0) {
             char shown[64];
-            const size_t k = g.len < sizeof shown - 1 ? g.len : sizeof shown - 1;
-            memcpy(shown, g.text, k);
-            shown[k] = '\0';
+            label_shown(g, shown);
             st = tlm_fail(err, TLM_ERR_FORMAT, "line %zu: its label '%s' is not among the %zu labels", i + 1, shown, labels->n);
         }
         if (lines.items[i].len > j.max_line) j.max_line = lines.items[i].len;

@@ -23,6 +23,10 @@ typedef struct tlm_labels {
 tlm_status tlm_labels_parse(const char *text, size_t len, tlm_labels *out, tlm_error *err);
 void tlm_labels_free(tlm_labels *l);
 
+/* Every non-empty line of `text` is TEXT<TAB>LABEL with LABEL one of `l`
+ * (`what` names the text in the error, e.g. "--val"). */
+tlm_status tlm_labels_check_lines(const tlm_labels *l, const char *text, size_t len, const char *what, tlm_error *err);
+
 typedef struct tlm_cls_opts {
     uint32_t ctx;             /* 0: the model's seq_len */
     int threads;              /* <= 0: all online cores */
@@ -54,5 +58,13 @@ typedef struct tlm_cls_result {
 tlm_status tlm_classify_text(const tlm_model *m, const tlm_labels *labels, const char *text, size_t len,
                              const tlm_cls_opts *opts, tlm_cls_result *res, tlm_error *err);
 void tlm_cls_result_free(tlm_cls_result *r);
+
+/* Where the label starts in a line "TEXT<TAB>LABEL" encoded with BOS as
+ * ids[0..n): the index of the first token that reaches past the line's
+ * last TAB (the tokens' strings spell " " + line, the encoder's dummy
+ * prefix; a byte token stands for one byte). 0 when the line has no TAB;
+ * n when nothing of the label was encoded. What `train --label-loss`
+ * trains on and its validation scores. */
+size_t tlm_label_first_token(const tlm_model *tok, const char *line, size_t len, const uint32_t *ids, size_t n);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "classify.h"
 #include "csprng.h"
 #include "eval.h"
 #include "progress.h"
@@ -29,7 +30,7 @@ typedef struct {
     const tlm_model *m;
     const tlm_stories *stories;
     uint32_t ctx, stride;
-    int windows, token_by_token, float_acts;
+    int windows, token_by_token, float_acts, label_only;
     uint32_t rt_flags;
     const void *adapter;
     size_t adapter_bytes;
@@ -62,9 +63,9 @@ static void *worker(void *arg)
     const tlm_model *m = j->m;
     const uint32_t V = m->hp.vocab_size;
     size_t cap = TLM_ENCODE_MAX_IDS(j->max_story);
-    uint32_t *ids = malloc(cap * sizeof *ids);
+    uint32_t *ids = malloc((cap + 1) * sizeof *ids); /* + the end of a line with label_only */
     int32_t *scratch = malloc(TLM_ENCODE_SCRATCH(cap) * sizeof *scratch);
-    uint32_t *pin = j->priv ? malloc(cap * sizeof *pin) : NULL;
+    uint32_t *pin = j->priv ? malloc((cap + 1) * sizeof *pin) : NULL;
     float *pscratch = j->priv ? malloc(TLM_PRIV_SCRATCH_FLOATS(m->hp.dim) * sizeof *pscratch) : NULL;
     tlm_seq_ws ws;
     int have_ws = 0;
@@ -96,6 +97,18 @@ static void *worker(void *arg)
         if (r->status) {
             atomic_fetch_add(&j->done, 1);
             continue;
+        }
+        size_t first_target = 1; /* ids[first_target] is the first token scored */
+        if (j->label_only) {
+            first_target = tlm_label_first_token(m, j->stories->items[s].text, j->stories->items[s].len, ids, n);
+            ids[n++] = m->bos_id;
+            if (n > j->ctx) { /* keep BOS and the line's last ctx - 1 tokens */
+                const size_t cut = n - j->ctx;
+                memmove(ids + 1, ids + 1 + cut, (j->ctx - 1) * sizeof *ids);
+                first_target = first_target > cut + 1 ? first_target - cut : 1;
+                n = j->ctx;
+                r->truncated = 1;
+            }
         }
         if (n > j->ctx && !j->windows) {
             n = j->ctx;
@@ -136,11 +149,12 @@ static void *worker(void *arg)
                 for (uint32_t t = 0; t + 1 < W; t++) {
                     float *logits;
                     tlm_runtime_forward(&rt, in[a + t], t, &logits);
-                    if (t >= first) score(logits, V, ids[a + t + 1], r);
+                    if (t >= first && a + t + 1 >= first_target) score(logits, V, ids[a + t + 1], r);
                 }
             } else if (W > 1) {
                 tlm_seq_forward(m, in + a, W - 1, &ws);
-                for (uint32_t t = first; t + 1 < W; t++) score(ws.logits + (size_t)t * V, V, ids[a + t + 1], r);
+                for (uint32_t t = first; t + 1 < W; t++)
+                    if (a + t + 1 >= first_target) score(ws.logits + (size_t)t * V, V, ids[a + t + 1], r);
             }
             if (b >= T) break;
             done = b;
@@ -171,6 +185,8 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
         tlm_status st = tlm_runtime_adapter_check(m, opts->adapter, opts->adapter_bytes, err);
         if (st) return st;
     }
+    if (opts->label_only && (opts->windows || !opts->separator || strcmp(opts->separator, "\n")))
+        return tlm_fail(err, TLM_ERR_ARG, "scoring labels needs one TEXT<TAB>LABEL line per story, without windows");
     tlm_stories stories;
     tlm_status st = tlm_stories_split_by(text, len, opts->separator, &stories, err);
     if (st) return st;
@@ -178,12 +194,17 @@ tlm_status tlm_eval_text(const tlm_model *m, const char *text, size_t len, const
         tlm_stories_free(&stories);
         return tlm_fail(err, TLM_ERR_FORMAT, "the text holds no story (only white space and separators)");
     }
+    for (size_t i = 0; i < stories.n && opts->label_only; i++)
+        if (!memchr(stories.items[i].text, '\t', stories.items[i].len)) {
+            tlm_stories_free(&stories);
+            return tlm_fail(err, TLM_ERR_FORMAT, "line %zu has no TAB: scoring labels needs TEXT<TAB>LABEL lines", i + 1);
+        }
     int threads = opts->threads > 0 ? opts->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
     if ((size_t)threads > stories.n) threads = (int)stories.n;
 
     job j = {.m = m, .stories = &stories, .ctx = ctx, .stride = opts->stride ? opts->stride : ctx - 1,
-             .windows = opts->windows, .token_by_token = opts->token_by_token || opts->adapter,
+             .windows = opts->windows, .label_only = opts->label_only, .token_by_token = opts->token_by_token || opts->adapter,
              .rt_flags = opts->rt_flags | (opts->adapter ? (uint32_t)TLM_RT_ADAPTER : 0u), .adapter = opts->adapter,
              .adapter_bytes = opts->adapter_bytes,
              .float_acts = opts->float_acts, .priv = opts->priv, .priv_seeded = opts->priv_seeded,

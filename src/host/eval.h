@@ -29,6 +29,10 @@ typedef struct tlm_eval_opts {
     int priv_seeded;     /* 1: story i's noise comes from ChaCha20 seeded with (priv_seed, i); 0: the host CSPRNG */
     uint64_t priv_seed;
     int per_story;       /* also return each story's figures (tlm_eval_result.story) */
+    int label_only;      /* with separator "\n": every line is TEXT<TAB>LABEL and only its label's
+                            tokens and the line's end (BOS, as training saw the next line's) are
+                            scored, what `train --label-loss` trains; a line too long for ctx
+                            loses its first tokens instead of its end (not with windows) */
 } tlm_eval_opts;
 
 /* One story's figures: summed loss (nats) over its predicted tokens, and

@@ -2,33 +2,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../classify.h"
 #include "../fileio.h"
 #include "../stories.h"
 #include "../nn/layers.h"
 #include "corpus.h"
 #include "tritlm/tokenizer.h"
-
-/* Marks as targets the tokens of a line from the one that holds the line's
- * last TAB to its end: their strings spell " " + line (the encoder's dummy
- * prefix), a byte token standing for one byte. */
-static tlm_status mark_label(const tlm_model *tok, const char *line, size_t len, const uint32_t *ids, size_t n,
-                             uint32_t *targets, tlm_error *err, const char *path, size_t story)
-{
-    const char *tab = memrchr(line, '\t', len);
-    if (!tab)
-        return tlm_fail(err, TLM_ERR_FORMAT, "%s: line %llu has no TAB; --label-loss needs TEXT<TAB>LABEL lines", path,
-                        (unsigned long long)story + 1);
-    const size_t at = (size_t)(tab - line) + 1; /* in " " + line */
-    size_t pos = 0;
-    for (size_t k = 1; k < n; k++) { /* after BOS */
-        const uint8_t *s;
-        size_t sl = tlm_token_str(tok, ids[k], &s);
-        if (tlm_decodes_as_byte(s, sl)) sl = 1;
-        if (pos + sl > at) targets[k] = ids[k];
-        pos += sl;
-    }
-    return TLM_OK;
-}
 
 tlm_status tlm_corpus_load(tlm_corpus *c, const tlm_model *tok, const char *path, const char *sep, int label_only,
                            tlm_error *err)
@@ -67,7 +46,11 @@ tlm_status tlm_corpus_load(tlm_corpus *c, const tlm_model *tok, const char *path
                 uint32_t *t = c->targets + c->n;
                 for (size_t k = 0; k < n; k++) t[k] = TLM_NO_TARGET;
                 if (i > 0) t[0] = c->tokens[c->n]; /* the BOS that ends the line before */
-                st = mark_label(tok, s.items[i].text, s.items[i].len, c->tokens + c->n, n, t, err, path, i);
+                const size_t k = tlm_label_first_token(tok, s.items[i].text, s.items[i].len, c->tokens + c->n, n);
+                if (k == 0)
+                    st = tlm_fail(err, TLM_ERR_FORMAT, "%s: line %llu has no TAB; --label-loss needs TEXT<TAB>LABEL lines",
+                                  path, (unsigned long long)i + 1);
+                for (size_t q = k ? k : n; q < n; q++) t[q] = c->tokens[c->n + q];
             }
             c->n += n;
         }

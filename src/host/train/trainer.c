@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "../../core/ops.h"
+#include "../classify.h"
 #include "../eval.h"
 #include "../fileio.h"
 #include "../image_build.h"
@@ -217,9 +218,11 @@ static tlm_status make_image(const tlm_params *p, const tlm_quant_cfg *q, const 
     return q ? tlm_quant_image(p, q, v, bos, eos, img, bytes, err) : tlm_params_to_image(p, v, bos, eos, img, bytes, err);
 }
 
+/* Validation: loss and top-1 on the text (with label_only, on its labels
+ * and line ends, what --label-loss trains). */
 static tlm_status validate(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos, uint32_t eos,
-                           const char *text, size_t len, const char *sep, int threads, tlm_eval_result *r,
-                           tlm_error *err)
+                           const char *text, size_t len, const char *sep, int label_only, int threads,
+                           tlm_eval_result *r, tlm_error *err)
 {
     uint8_t *img;
     size_t bytes;
@@ -227,8 +230,26 @@ static tlm_status validate(const tlm_params *p, const tlm_quant_cfg *q, const tl
     if (st) return st;
     tlm_model m;
     st = tlm_model_open(&m, img, bytes, err);
-    tlm_eval_opts eo = {.threads = threads, .separator = sep};
+    tlm_eval_opts eo = {.threads = threads, .separator = sep, .label_only = label_only};
     if (!st) st = tlm_eval_text(&m, text, len, &eo, r, err);
+    free(img);
+    return st;
+}
+
+/* The trained model's classification accuracy on --val among the labels
+ * of the training text (tlm_classify_text, exact search). */
+static tlm_status val_accuracy(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos,
+                               uint32_t eos, const tlm_labels *labels, const char *text, size_t len, int threads,
+                               tlm_cls_result *cr, tlm_error *err)
+{
+    uint8_t *img;
+    size_t bytes;
+    tlm_status st = make_image(p, q, v, bos, eos, &img, &bytes, err);
+    if (st) return st;
+    tlm_model m;
+    st = tlm_model_open(&m, img, bytes, err);
+    const tlm_cls_opts co = {.threads = threads, .mode = TLM_CLASSIFY_EXACT};
+    if (!st) st = tlm_classify_text(&m, labels, text, len, &co, cr, err);
     free(img);
     return st;
 }
@@ -254,6 +275,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     tlm_adamw opt = {0};
     tlm_corpus corpus = {0};
     tlm_ckpt_meta meta = {0};
+    tlm_labels labels = {0};
     uint8_t *tok_img = NULL, *val_text = NULL;
     size_t val_len = 0;
     uint64_t *starts = NULL;
@@ -483,6 +505,15 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
             st = tlm_read_text(o->val, &val_text, &val_len, err);
             if (st) goto out;
         }
+        if (o->val && o->label_loss) { /* the label set, and every --val label in it, before any step */
+            uint8_t *dt;
+            size_t dl;
+            st = tlm_read_text(o->data, &dt, &dl, err);
+            if (!st) st = tlm_labels_parse((const char *)dt, dl, &labels, err);
+            free(dt);
+            if (!st) st = tlm_labels_check_lines(&labels, (const char *)val_text, val_len, o->val, err);
+            if (st) goto out;
+        }
     }
 
     /* ---- per-thread buffers ---- */
@@ -546,7 +577,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     if (!resume && val_text && o->eval_every) {
         tlm_eval_result r;
         double t0 = tlm_now();
-        st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, o->separator, s.threads, &r, err);
+        st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, o->separator, o->label_loss, s.threads, &r, err);
         if (st) goto out;
         eval_secs = tlm_now() - t0;
         if (!o->quiet && r.stories == 1 && r.truncated)
@@ -620,7 +651,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (val_text && o->eval_every && (meta.step % o->eval_every == 0 || last)) {
             tlm_eval_result r;
             double e0 = tlm_now();
-            st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, o->separator, s.threads, &r, err);
+            st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, o->separator, o->label_loss, s.threads, &r, err);
             if (st) goto out;
             eval_secs = tlm_now() - e0;
             fprintf(val_log, "%llu,%.6f,%.6f,%llu\n", (unsigned long long)meta.step, r.loss, r.top1, (unsigned long long)r.tokens);
@@ -651,6 +682,18 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (stop) break;
     }
     if (!o->quiet && o->progress) fprintf(stderr, "\n");
+    if (val_text && o->label_loss && labels.n >= 2) {
+        tlm_cls_result cr;
+        st = val_accuracy(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, &labels,
+                          (const char *)val_text, val_len, s.threads, &cr, err);
+        if (st) goto out;
+        rep->val_classified = cr.labelled;
+        rep->val_accuracy = cr.labelled ? (double)cr.correct / (double)cr.labelled : 0;
+        if (!o->quiet)
+            fprintf(stderr, "train: classification accuracy on %s: %.4f (%zu of %zu lines; %zu labels from %s; %.1f s)\n",
+                    o->val, rep->val_accuracy, cr.correct, cr.labelled, labels.n, o->data, cr.seconds);
+        tlm_cls_result_free(&cr);
+    }
     rep->steps = meta.step;
     rep->tokens = meta.tokens_seen;
     rep->seconds = tlm_now() - t_start;
@@ -682,6 +725,7 @@ out:
     free(starts);
     free(tok_img);
     free(val_text);
+    tlm_labels_free(&labels);
     tlm_corpus_free(&corpus);
     tlm_adamw_free(&opt);
     free(frozen);

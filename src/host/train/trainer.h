@@ -53,7 +53,9 @@ typedef struct tlm_train_report {
     uint64_t steps, tokens, params;
     uint64_t data_tokens;  /* tokens in the training text (tokens counts those processed) */
     double train_loss;     /* mean over the last 20 steps */
-    double val_loss, val_top1;
+    double val_loss, val_top1;   /* with label_loss: over the labels and line ends only */
+    size_t val_classified;       /* with label_loss and val: --val lines classified at the end, */
+    double val_accuracy;         /* and the fraction right among the training text's labels */
     double seconds, tokens_per_s;
 } tlm_train_report;
 
