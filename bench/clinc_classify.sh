@@ -10,7 +10,8 @@
 #      minutes),
 #   3. its ternary version (QAT with --label-loss from it, QAT minutes),
 # each scored on `val` + `oos_val` with 'tritlm classify' (exact and greedy
-# search), the ternary one also on privatized text (randomized response and
+# search), rejecting requests below a confidence (--min-confidence: they
+# get oos), the ternary one also on privatized text (randomized response and
 # d_chi at a few epsilons), and the ternary classifier built into Cortex-M7
 # firmware: instructions per classification, exact and greedy.
 # Every training run uses THREADS threads (default 1, so that two runs can
@@ -48,6 +49,14 @@ for m in lm cls cls_t2; do
         [ $s = greedy ] && g=--greedy
         # shellcheck disable=SC2086
         echo "| $m | $(wc -c <"$out/$m.tlm") | $s | $(acc "$out/$m.tlm" $g) |"
+    done
+done
+echo
+echo "| rejecting unsure requests (exact) | --min-confidence | in-scope accuracy | oos recall | forward passes / line |"
+echo "|---|---|---|---|---|"
+for m in cls cls_t2; do
+    for p in 0.2 0.3 0.4 0.5; do
+        echo "| $m | $p | $(acc "$out/$m.tlm" --min-confidence $p) |"
     done
 done
 echo

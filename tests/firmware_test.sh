@@ -80,10 +80,14 @@ for case in kw:exact:"my song please" kw:greedy:"the rain now" t:exact:"Tom had 
         -o "$tmp/fw_cls" --run --json || true)
     got=$(printf '%s' "$j" | sed -n 's/.*"label":"\([^"]*\)".*/\1/p')
     gotf=$(printf '%s' "$j" | sed -n 's/.*"forwards":\([0-9]*\).*/\1/p')
-    if [ -z "$want" ] || [ "$got" != "$want" ] || [ "$gotf" != "$wantf" ] || ! printf '%s' "$j" | grep -q '"exit_status":0'; then
-        echo "FAIL classify $m $search: host '$want' ($wantf forward passes), firmware '$got' ($gotf): $j"; fail=1
+    # the confidence too (the device prints its log in millionths of a nat)
+    wantc=$(printf '%s' "$h" | sed -n 's/.*"confidences":\[\([0-9.e-]*\)\].*/\1/p')
+    gotc=$(printf '%s' "$j" | sed -n 's/.*"confidence":\([0-9.e-]*\).*/\1/p')
+    if [ -z "$want" ] || [ "$got" != "$want" ] || [ "$gotf" != "$wantf" ] || ! printf '%s' "$j" | grep -q '"exit_status":0' ||
+        ! awk -v a="${wantc:-x}" -v b="${gotc:-y}" 'BEGIN { d = a - b; exit !(a == a + 0 && b == b + 0 && a > 0 && d < 1e-5 * a && d > -1e-5 * a) }'; then
+        echo "FAIL classify $m $search: host '$want' ($wantf forward passes, confidence $wantc), firmware '$got' ($gotf, $gotc): $j"; fail=1
     else
-        echo "ok classify $m $search: '$got' in $gotf forward passes, as on the host"
+        echo "ok classify $m $search: '$got' in $gotf forward passes, confidence $gotc, as on the host"
     fi
 done
 # the same seed gives the same privatized ids on the host (which searches

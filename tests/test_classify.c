@@ -123,6 +123,18 @@ static uint32_t distinct_prefixes(const uint32_t *ids, const uint32_t *off)
     return count;
 }
 
+/* How many tokens every candidate has in common at its start. */
+static uint32_t shared_depth(const uint32_t *ids, const uint32_t *off)
+{
+    uint32_t depth = off[1];
+    for (uint32_t i = 1; i < NC; i++) {
+        uint32_t k = 0;
+        while (k < depth && k < off[i + 1] - off[i] && ids[off[i] + k] == ids[k]) k++;
+        depth = k;
+    }
+    return depth;
+}
+
 /* The same through a fresh runtime per candidate, fed from position 0. */
 static double runtime_score(fixture *f, uint32_t flags, const uint32_t *c, uint32_t len, uint32_t end)
 {
@@ -197,6 +209,19 @@ static void run_exact(uint32_t flags, double tol)
         assert_true(r.best != 5);
         assert_true(r.score == scores[r.best]);
         assert_int_equal(r.forwards, distinct_prefixes(ids, off));
+        /* the shared score: the tokens every candidate has at its start, as
+         * one candidate ending where they end; the candidates' own parts
+         * (distinct ones: 5 repeats 2) are disjoint events given them */
+        const uint32_t depth = shared_depth(ids, off);
+        const double ref_shared = depth < 2 ? 0.0
+                                  : flags ? runtime_score(f, flags, ids, depth - 1, ids[depth - 1])
+                                          : oracle_score(f, ids, depth - 1, ids[depth - 1]);
+        assert_true(fabs(ref_shared - r.shared) <= tol * (1 + fabs(ref_shared)));
+        double mass = 0;
+        for (uint32_t i = 0; i < NC; i++)
+            if (i != 5) mass += exp((double)scores[i] - (double)r.shared);
+        assert_true(mass <= 1.0 + 1e-4);
+        assert_true(mass > 0.0);
         /* the order is lexicographic */
         for (uint32_t k = 1; k < NC; k++) {
             const uint32_t a = order[k - 1], b = order[k], la = off[a + 1] - off[a], lb = off[b + 1] - off[b];
@@ -211,6 +236,7 @@ static void run_exact(uint32_t flags, double tol)
         classify_split(&rt, ids, off, end, TLM_CLASSIFY_EXACT, seed % 2 == 1, order, cut, &e);
         assert_int_equal(e.best, r.best);
         assert_true(e.score == r.score);
+        assert_true(e.shared == r.shared);
         assert_true(e.forwards <= r.forwards);
         cut_somewhere += e.forwards < r.forwards;
         for (uint32_t i = 0; i < NC; i++) assert_true(cut[i] == scores[i] || (isinf(cut[i]) && cut[i] < 0 && scores[i] < r.score));
@@ -255,7 +281,8 @@ static void test_greedy_matches_oracle(void **state)
         int alive[NC];
         for (uint32_t i = 0; i < NC; i++) alive[i] = 1;
         uint32_t path[MAXL] = {ids[0]}, depth = 1, chosen = NC;
-        double score = 0;
+        const uint32_t sd = shared_depth(ids, off);
+        double score = 0, shared = 0;
         while (chosen == NC) {
             double best_lp = -1e300;
             uint32_t best_tok = 0;
@@ -271,6 +298,7 @@ static void test_greedy_matches_oracle(void **state)
                 }
             }
             score += best_lp;
+            if (depth + 1 == sd) shared = score;
             for (uint32_t i = 0; i < NC; i++) {
                 const uint32_t len = off[i + 1] - off[i];
                 if (!alive[i]) continue;
@@ -281,6 +309,7 @@ static void test_greedy_matches_oracle(void **state)
         }
         assert_int_equal(r.best, chosen);
         assert_true(fabs(score - r.score) <= 2e-4 * (1 + fabs(score)));
+        assert_true(fabs(shared - r.shared) <= 2e-4 * (1 + fabs(shared)));
         assert_int_equal(r.forwards, off[chosen + 1] - off[chosen]);
         for (uint32_t i = 0; i < NC; i++) assert_true(i == chosen ? scores[i] == r.score : isinf(scores[i]) && scores[i] < 0);
         free(arena);
@@ -367,22 +396,46 @@ static void test_classify_text(void **state)
     size_t correct = 0;
     for (int s = 0; s < 3; s++) {
         double best = -1e300;
-        uint32_t arg = 0;
+        uint32_t arg = 0, ids[4][140], depth = 140;
         for (uint32_t i = 0; i < l.n; i++) {
             char buf[128];
             const int n = snprintf(buf, sizeof buf, "%s\t%s", lines[s], l.name[i]);
-            uint32_t ids[140];
             int32_t scratch[TLM_ENCODE_SCRATCH(140)];
             size_t ni;
-            assert_int_equal(tlm_encode(&f->m, buf, (size_t)n, TLM_ENCODE_BOS, ids, 140, scratch, &ni), TLM_OK);
-            const double sc = oracle_score(f, ids, (uint32_t)ni, f->m.bos_id);
+            assert_int_equal(tlm_encode(&f->m, buf, (size_t)n, TLM_ENCODE_BOS, ids[i], 140, scratch, &ni), TLM_OK);
+            const double sc = oracle_score(f, ids[i], (uint32_t)ni, f->m.bos_id);
             if (sc > best) best = sc, arg = i;
+            uint32_t k = 0;
+            while (k < depth && k < ni && ids[i][k] == ids[0][k]) k++;
+            depth = i ? k : (uint32_t)ni;
         }
         assert_int_equal(r.pred[s], arg);
+        /* the confidence: the label's probability given the tokens all four share */
+        const double shared = oracle_score(f, ids[0], depth - 1, ids[0][depth - 1]), conf = exp(best - shared);
+        assert_true(depth > 3);
+        assert_true(fabs(r.conf[s] - conf) <= 1e-3 * conf);
         correct += s < 2 && (int32_t)arg == r.gold[s];
     }
     assert_int_equal(r.correct, correct);
+    /* below --min-confidence, a line gets the --oos label instead */
+    float conf[3];
+    memcpy(conf, r.conf, sizeof conf);
+    const uint32_t pred0[3] = {r.pred[0], r.pred[1], r.pred[2]};
     tlm_cls_result_free(&r);
+    tlm_cls_opts rej = {.threads = 2, .oos = "not sure", .min_confidence = conf[1] + 1e-6f};
+    assert_int_equal(tlm_classify_text(&f->m, &l, text, strlen(text), &rej, &r, &err), TLM_OK);
+    size_t want_rejected = 0;
+    for (int s = 0; s < 3; s++) {
+        const int below = conf[s] < rej.min_confidence && pred0[s] != 3;
+        want_rejected += (size_t)below;
+        assert_int_equal(r.pred[s], below ? 3 : pred0[s]);
+    }
+    assert_true(want_rejected >= 1);
+    assert_int_equal(r.rejected, want_rejected);
+    tlm_cls_result_free(&r);
+    tlm_cls_opts no_oos = {.threads = 1, .min_confidence = 0.5f};
+    assert_int_equal(tlm_classify_text(&f->m, &l, text, strlen(text), &no_oos, &r, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "--min-confidence needs --oos"));
 
     /* privatized with epsilon inf: the text comes through unchanged */
     tlm_privatizer priv;
@@ -636,6 +689,21 @@ static void test_train_and_classify(void **state)
     assert_int_equal(tlm_write_file_atomic(he, bare, strlen(bare), NULL), TLM_OK);
     assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s'", model, tr, he), 0);
     assert_string_equal(out, "lights\nweather\n");
+    /* confidences with the predictions; a threshold needs the label rejected lines get */
+    assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --print --json", model, tr, he), 0);
+    const char *cf = strstr(out, "\"confidences\":[");
+    assert_non_null(cf);
+    char *next;
+    const double c0 = strtod(cf + 15, &next), c1 = strtod(next + 1, NULL);
+    assert_true(c0 > 0 && c0 <= 1 && c1 > 0 && c1 <= 1);
+    assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --min-confidence 0.5", model, tr, he), 2);
+    assert_non_null(strstr(err, "needs --oos"));
+    assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --oos music --min-confidence 1.5", model, tr, he), 2);
+    const double p = c0 < c1 ? (c0 + c1) / 2 : 0.999999; /* (rejects the first line) */
+    assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --oos music --min-confidence %.9f", model, tr, he, p), 0);
+    char want[64];
+    snprintf(want, sizeof want, "music\n%s\n", c1 < p ? "music" : "weather");
+    assert_string_equal(out, want);
     /* ... and from stdin */
     assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text - <'%s'", model, tr, he), 0);
     assert_string_equal(out, "lights\nweather\n");

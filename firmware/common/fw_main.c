@@ -28,7 +28,8 @@
  * TLM_FW_CLASSIFY (build.sh --classify LABELS; 0 exact, 1 greedy: see
  * tritlm/classify.h): instead of decoding, the fixed prompt (and each typed
  * line) gets the label of tlm_fw_labels.h whose line "TEXT<TAB>LABEL" the
- * model finds the most probable, printed as CLASS and FORWARDS lines, as
+ * model finds the most probable, printed as CLASS, FORWARDS and
+ * NLL_UNATS lines, as
  * 'tritlm classify' would give it; the plugin counts each classification
  * between tlm_fw_classify_begin and tlm_fw_classify_end. */
 #include <stdint.h>
@@ -236,6 +237,12 @@ static int classify(tlm_runtime *rt, const tlm_model *m, const char *text, size_
     fw_put_text((const uint8_t *)label, strlen(label)); /* (escaped as TEXT lines are) */
     fw_put_str("\nFORWARDS ");
     fw_put_u32(r.forwards);
+    /* minus the log of the label's probability given the tokens every
+     * candidate shares, in millionths of a nat: 'tritlm classify''s
+     * confidence is exp(-NLL_UNATS / 1e6) */
+    const float nll = r.shared - r.score;
+    fw_put_str("\nNLL_UNATS ");
+    fw_put_u32(nll < 4000.0f ? (uint32_t)(nll * 1e6f + 0.5f) : 4000000000u);
     fw_put_str("\n");
     fw_flush();
     return 0;

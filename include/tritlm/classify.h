@@ -36,6 +36,13 @@ typedef struct tlm_classify_result {
     uint32_t best;      /* index of the chosen candidate (the first of equals) */
     float score;        /* its log-probability, natural log */
     uint32_t forwards;  /* decoder calls made */
+    /* the log-probability of the tokens every candidate shares (after the
+     * first): score - shared is the chosen candidate's own log-probability
+     * given them, and exp(score - shared) a confidence in (0, 1]: the
+     * candidates' own continuations (each ending in `end`) are distinct
+     * events, so these probabilities sum to at most 1 over the candidates,
+     * and to 1 when the model puts all its mass on them */
+    float shared;
 } tlm_classify_result;
 
 /* Candidate i is prefix[0..n_prefix) followed by ids[off[i] .. off[i + 1])

@@ -16,7 +16,7 @@
 #include "tritlm/runtime.h"
 
 static const char help[] =
-    "usage: tritlm classify -m MODEL --labels FILE --text FILE [--greedy] [--oos LABEL] [--print]\n"
+    "usage: tritlm classify -m MODEL --labels FILE --text FILE [--greedy] [--oos LABEL [--min-confidence P]] [--print]\n"
     "                       [--ctx N] [--threads N] [--kv-int8] [--privatize dx|rr --epsilon E [--seed S]] [--json]\n"
     "\n"
     "Gives each line of --text the label whose line 'TEXT<TAB>LABEL' the model finds the\n"
@@ -33,6 +33,10 @@ static const char help[] =
     "                       scoring every label (a few forward passes per line instead of\n"
     "                       one per node of the labels' token tree; may miss the best)\n"
     "      --oos LABEL      the label meaning 'none of these' (CLINC150's 'oos'): reported apart\n"
+    "      --min-confidence P  a line whose label gets a confidence below P (0..1) gets --oos\n"
+    "                       instead: the label's probability given the text, exp(its score -\n"
+    "                       the score of the tokens all candidates share), at most 1 summed\n"
+    "                       over the labels (rejecting what the model is unsure of)\n"
     "      --print          print each line's predicted label on stdout (the default when\n"
     "                       no line has a label); figures then go to stderr\n"
     "      --ctx N          context (default: the model's seq_len); a longer line loses its\n"
@@ -41,7 +45,8 @@ static const char help[] =
     "      --kv-int8        decode with the int8 KV cache (as a device would)\n"
     "      --privatize M    the model reads each text privatized by mechanism M (see 'tritlm\n"
     "                       privatize'); --epsilon E per token, --seed S for reproducible noise\n"
-    "      --json           one JSON object on stdout (with --print: 'predictions' in it)\n"
+    "      --json           one JSON object on stdout (with --print: 'predictions' and\n"
+    "                       'confidences' in it)\n"
     "  -h, --help           this text\n";
 
 static double ratio(size_t a, size_t b) { return b ? (double)a / (double)b : 0.0; }
@@ -56,6 +61,7 @@ int cmd_classify(int argc, char **argv)
         {"kv-int8", no_argument, 0, 'K'},      {"privatize", required_argument, 0, 'P'},
         {"epsilon", required_argument, 0, 'E'}, {"seed", required_argument, 0, 'S'},
         {"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
+        {"min-confidence", required_argument, 0, 'C'},
         {0, 0, 0, 0}};
     const char *model_path = NULL, *labels_path = NULL, *text_path = NULL;
     tlm_cls_opts co = {0};
@@ -80,6 +86,14 @@ int cmd_classify(int argc, char **argv)
             co.threads = (int)u;
             break;
         case 'K': co.rt_flags |= TLM_RT_KV_INT8; break;
+        case 'C': {
+            char *end;
+            const double p = strtod(optarg, &end);
+            if (*end || end == optarg || !(p > 0 && p < 1))
+                return cli_usage_error("classify", "--min-confidence expects a number between 0 and 1, got '%s'", optarg);
+            co.min_confidence = (float)p;
+            break;
+        }
         case 'P':
         case 'E':
         case 'S':
@@ -100,6 +114,8 @@ int cmd_classify(int argc, char **argv)
     if (!labels_path) return cli_usage_error("classify", "missing --labels FILE");
     if (!text_path) return cli_usage_error("classify", "missing --text FILE");
     if (co.priv_seeded && !mech) return cli_usage_error("classify", "--seed goes with --privatize");
+    if (co.min_confidence > 0 && !co.oos)
+        return cli_usage_error("classify", "--min-confidence needs --oos LABEL, the label a rejected line gets");
     co.progress = isatty(2);
 
     tlm_error err;
@@ -143,6 +159,10 @@ int cmd_classify(int argc, char **argv)
             cJSON_AddNumberToObject(o, "oos_recall", ratio(r.oos_correct, r.oos));
             cJSON_AddNumberToObject(o, "oos_predicted", (double)r.oos_predicted);
         }
+        if (co.min_confidence > 0) {
+            cJSON_AddNumberToObject(o, "min_confidence", co.min_confidence);
+            cJSON_AddNumberToObject(o, "rejected", (double)r.rejected);
+        }
         cJSON_AddNumberToObject(o, "truncated", (double)r.truncated);
         cJSON_AddStringToObject(o, "search", co.mode == TLM_CLASSIFY_GREEDY ? "greedy" : "exact");
         cJSON_AddNumberToObject(o, "forwards_per_line", fw);
@@ -156,6 +176,8 @@ int cmd_classify(int argc, char **argv)
         if (print) {
             cJSON *a = cJSON_AddArrayToObject(o, "predictions");
             for (size_t i = 0; i < r.samples; i++) cJSON_AddItemToArray(a, cJSON_CreateString(labels.name[r.pred[i]]));
+            cJSON *cf = cJSON_AddArrayToObject(o, "confidences");
+            for (size_t i = 0; i < r.samples; i++) cJSON_AddItemToArray(cf, cJSON_CreateNumber(r.conf[i]));
         }
         cli_json_emit(o);
     } else {
@@ -167,6 +189,7 @@ int cmd_classify(int argc, char **argv)
         if (co.oos && r.labelled)
             fprintf(f, "  in-scope %.4f (%zu of %zu)  oos recall %.4f (%zu of %zu)", ratio(r.in_scope_correct, r.in_scope),
                     r.in_scope_correct, r.in_scope, ratio(r.oos_correct, r.oos), r.oos_correct, r.oos);
+        if (co.min_confidence > 0) fprintf(f, "  rejected %zu (confidence below %g)", r.rejected, co.min_confidence);
         fputc('\n', f);
         fflush(stdout);
         fprintf(stderr, "%s search, %.1f forward passes per line, %.2f s", co.mode == TLM_CLASSIFY_GREEDY ? "greedy" : "exact", fw,

@@ -3,6 +3,7 @@
  * instruction-counting plugin and reports what the firmware printed. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -576,6 +577,8 @@ int cmd_firmware(int argc, char **argv)
             const char *v = cli_fw_field(out, "CLASS", &len), *f = cli_fw_field(out, "FORWARDS", &fl);
             add_fw_text(root, "label", v, v ? len : 0);
             cJSON_AddNumberToObject(root, "forwards", f ? strtod(f, NULL) : 0);
+            const char *cp = cli_fw_field(out, "NLL_UNATS", &fl);
+            cJSON_AddNumberToObject(root, "confidence", cp ? exp(-strtod(cp, NULL) / 1e6) : 0);
             if (interactive) add_replies(root, out, "CLASS", "label");
             add_memory(root, &r);
             cJSON_AddNumberToObject(root, "model_bytes", model_b);

@@ -138,6 +138,11 @@ tlm_status tlm_classify(tlm_runtime *rt, const uint32_t *prefix, uint32_t n_pref
     res->best = order[0];
     res->score = -INFINITY;
     res->forwards = 0;
+    res->shared = 0.0f;
+    /* every candidate's first `depth` tokens are the same (sorted: those of
+     * the first and the last); the shared score is a path's after scoring
+     * its token depth - 1 */
+    const uint32_t depth = common(&c, order[0], order[n - 1]);
     float *logits;
 
     if (mode == TLM_CLASSIFY_GREEDY) {
@@ -164,6 +169,7 @@ tlm_status tlm_classify(tlm_runtime *rt, const uint32_t *prefix, uint32_t n_pref
                 k = k2;
             }
             score += pick - log_norm(logits, V);
+            if (p + 2 == depth) res->shared = score;
             lo = pick_lo;
             hi = pick_hi;
             if (p + 1 >= cand_len(&c, order[lo])) break;
@@ -201,6 +207,7 @@ tlm_status tlm_classify(tlm_runtime *rt, const uint32_t *prefix, uint32_t n_pref
             uint32_t e = k + 1;
             while (e < n && common(&c, order[e - 1], order[e]) > p) e++;
             for (uint32_t k2 = k; k2 < e; k2++) scores[order[k2]] += logits[next_tok(&c, order[k2], p, end)] - z;
+            if (p + 2 == depth) res->shared = scores[i];
             if (prune && e - k > 1) { /* the likeliest child next (all of them share what the cache holds) */
                 order_children(&c, order, k, e, p, end, logits);
                 i = order[k];

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "classify.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -99,8 +100,10 @@ void tlm_cls_result_free(tlm_cls_result *r)
 {
     free(r->pred);
     free(r->gold);
+    free(r->conf);
     r->pred = NULL;
     r->gold = NULL;
+    r->conf = NULL;
 }
 
 typedef struct {
@@ -235,6 +238,7 @@ static void *worker(void *arg)
         }
         if (!r->status) {
             j->res->pred[s] = cr.best;
+            j->res->conf[s] = expf(cr.score - cr.shared);
             r->forwards = cr.forwards;
         }
         atomic_fetch_add(&j->done, 1);
@@ -273,11 +277,14 @@ tlm_status tlm_classify_text(const tlm_model *m, const tlm_labels *labels, const
     res->samples = lines.n;
     res->pred = calloc(lines.n, sizeof *res->pred);
     res->gold = calloc(lines.n, sizeof *res->gold);
+    res->conf = calloc(lines.n, sizeof *res->conf);
     j.lr = calloc(lines.n, sizeof *j.lr);
-    if (!res->pred || !res->gold || !j.lr) st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    if (!res->pred || !res->gold || !res->conf || !j.lr) st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
     int32_t oos = -1;
     if (!st && o->oos && (oos = label_find(labels, (tlm_span){o->oos, strlen(o->oos)})) < 0)
         st = tlm_fail(err, TLM_ERR_ARG, "--oos '%s' is not one of the %zu labels", o->oos, labels->n);
+    if (!st && o->min_confidence > 0 && oos < 0)
+        st = tlm_fail(err, TLM_ERR_ARG, "--min-confidence needs --oos, the label a rejected line gets");
     for (size_t i = 0; i < lines.n && !st; i++) {
         int tab;
         const tlm_span g = line_label(lines.items[i], &tab);
@@ -326,6 +333,10 @@ tlm_status tlm_classify_text(const tlm_model *m, const tlm_labels *labels, const
         res->privatized += r->privatized;
         res->unchanged += r->unchanged;
         res->truncated += r->truncated;
+        if (res->conf[i] < o->min_confidence && res->pred[i] != (uint32_t)oos) {
+            res->pred[i] = (uint32_t)oos;
+            res->rejected++;
+        }
         const int32_t g = res->gold[i];
         const int hit = g >= 0 && (uint32_t)g == res->pred[i];
         res->oos_predicted += oos >= 0 && res->pred[i] == (uint32_t)oos;

@@ -33,6 +33,8 @@ typedef struct tlm_cls_opts {
     tlm_classify_mode mode;
     uint32_t rt_flags;        /* TLM_RT_KV_INT8 */
     const char *oos;          /* a label that means "none of the others" (counted apart), or NULL */
+    float min_confidence;     /* > 0 (needs oos): a line whose chosen label's confidence is below it
+                                 gets oos instead (rejected) */
     const tlm_privatizer *priv; /* the model reads the text's tokens privatized */
     int priv_seeded;          /* line i's noise from ChaCha20 seeded with (priv_seed, i); else the host CSPRNG */
     uint64_t priv_seed;
@@ -50,6 +52,9 @@ typedef struct tlm_cls_result {
     size_t truncated;         /* lines longer than the context, cut at the front */
     double seconds;
     uint32_t *pred;           /* per line, the predicted label's index */
+    float *conf;              /* per line, the chosen label's confidence exp(score - shared)
+                                 (tlm_classify_result; before any rejection) */
+    size_t rejected;          /* lines given oos for a confidence below min_confidence */
     int32_t *gold;            /* per line, the gold label's index or -1 */
 } tlm_cls_result;
 
