@@ -562,12 +562,12 @@ static void test_label_eval(void **state)
     assert_int_equal(tlm_corpus_load(&c, &f->m, path, "\n", 1, &err), TLM_OK);
     const uint32_t V = f->m.hp.vocab_size, ctx = 32;
     double want_loss = 0;
-    uint64_t want_n = 0, want_hits = 0, cut_lines = 0;
+    uint64_t want_n = 0, want_hits = 0, cut_lines = 0, text_tokens = 0;
     for (size_t a = 0; a < c.n;) {
         size_t b = a + 1;
         while (b < c.n && c.tokens[b] != f->m.bos_id) b++;
         /* the line, its end (the BOS the next line starts with), and each token's target */
-        uint32_t seq[128], tgt[128], T = 0;
+        uint32_t seq[128], tgt[128] = {0}, T = 0;
         for (size_t k = a; k < b; k++, T++) {
             seq[T] = c.tokens[k];
             tgt[T] = k > a ? c.targets[k] : TLM_NO_TARGET;
@@ -580,6 +580,9 @@ static void test_label_eval(void **state)
             T = ctx;
             cut_lines++;
         }
+        uint32_t first = 1;
+        while (first < T && tgt[first] == TLM_NO_TARGET) first++;
+        text_tokens += first - 1; /* the inputs after BOS before the label's first token */
         for (uint32_t t = 1; t < T; t++) {
             if (tgt[t] == TLM_NO_TARGET) continue;
             want_loss -= oracle_logp(f, seq, t, tgt[t]);
@@ -606,6 +609,16 @@ static void test_label_eval(void **state)
     tlm_eval_result ra;
     assert_int_equal(tlm_eval_text(&f->m, text, strlen(text), &all, &ra, &err), TLM_OK);
     assert_true(ra.tokens > r.tokens);
+    /* read privatized, only the text's tokens go through the mechanism, not the label's */
+    tlm_privatizer priv;
+    assert_int_equal(tlm_privatizer_init(&priv, &f->m, TLM_MECH_RR, 1.0f, &err), TLM_OK);
+    tlm_eval_opts ep = eo;
+    ep.priv = &priv;
+    ep.priv_seeded = 1;
+    assert_int_equal(tlm_eval_text(&f->m, text, strlen(text), &ep, &ra, &err), TLM_OK);
+    assert_int_equal(ra.privatized, text_tokens);
+    assert_true(ra.unchanged < ra.privatized);
+    assert_int_equal(ra.tokens, want_n);
     const char notab[] = "a\tb\nno tab here\n";
     assert_int_equal(tlm_eval_text(&f->m, notab, strlen(notab), &eo, &r, &err), TLM_ERR_FORMAT);
     assert_non_null(strstr(err.msg, "line 2 has no TAB"));
@@ -671,6 +684,43 @@ static void test_train_and_classify(void **state)
     }
     printf("keyword task: accuracy %.3f exact, %.3f greedy\n", acc[0], acc[1]);
     assert_true(train_acc == acc[0]);
+    /* --privatize: at epsilon inf the inputs pass unchanged and the run is
+     * the same run, bit for bit; at epsilon 0.05 randomized response
+     * replaces nearly every text token with a uniform one: the keyword is
+     * gone from what the model reads, in training (it learns no keyword:
+     * near chance, 25%, on clean text too) and in validation */
+    const char *eps[] = {"inf", "0.05"};
+    for (int k = 0; k < 2; k++) {
+        char noisy[512];
+        snprintf(noisy, sizeof noisy, "%s", tu_tmp(k ? "kw_rr005.tlm" : "kw_rrinf.tlm"));
+        assert_int_equal(tu_run(&out, &err,
+                                "train --data '%s' --split lines --label-loss --tokenizer '%s' --dim 32 --hidden 64 --layers 2 "
+                                "--heads 4 --ctx 32 --batch 16 --steps 300 --lr 3e-3 --eval-every 0 --threads 2 -o '%s' "
+                                "--val '%s' --json --privatize rr --epsilon %s",
+                                tr, tok, noisy, he, eps[k]),
+                         0);
+        const char *nv = strstr(out, "\"val_accuracy\":");
+        assert_non_null(nv);
+        const double a = strtod(nv + 15, NULL);
+        uint8_t *x, *y;
+        size_t xn, yn;
+        assert_int_equal(tlm_read_file(model, &x, &xn, NULL), TLM_OK);
+        assert_int_equal(tlm_read_file(noisy, &y, &yn, NULL), TLM_OK);
+        if (k == 0) {
+            assert_true(a == train_acc);
+            assert_true(xn == yn && memcmp(x, y, xn) == 0);
+        } else {
+            assert_true(a < 0.5);
+            assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --json", noisy, tr, he), 0);
+            const char *ca = strstr(out, "\"accuracy\":");
+            assert_non_null(ca);
+            printf("keyword task trained through rr at epsilon 0.05: accuracy %.3f (privatized text), %.3f (clean)\n", a,
+                   strtod(ca + 11, NULL));
+            assert_true(strtod(ca + 11, NULL) < 0.5);
+        }
+        free(x);
+        free(y);
+    }
     assert_true(acc[0] >= 0.9);
     assert_true(acc[0] >= acc[1]);
     /* a --val label the training text does not have, or a --val line without one, stops the run before any step */

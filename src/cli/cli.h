@@ -34,7 +34,7 @@ int cmd_fed(int argc, char **argv);
  * its handler, which returns 0 when it took the option, -1 when c is not
  * one of them, or TLM_EXIT_USAGE after reporting a bad value. */
 extern const struct option cli_train_loop_options[];
-#define CLI_TRAIN_LOOP_OPTION_COUNT 24
+#define CLI_TRAIN_LOOP_OPTION_COUNT 26
 int cli_train_loop_option(const char *cmd, int c, const char *arg, struct tlm_train_opts *o);
 
 /* Adds text that may hold any bytes to a JSON object as a valid UTF-8

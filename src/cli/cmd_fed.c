@@ -339,6 +339,8 @@ static int fed_update(int argc, char **argv)
     if (device_step && o.lora_rank && (rank || secure || enc != TLM_FED_I8))
         return cli_usage_error("fed update", "--device-step --lora R sends its adapters as rank-R int8 factors: no --rank, "
                                "--encode or --secure-agg");
+    if (device_step && o.priv_mech)
+        return cli_usage_error("fed update", "--privatize trains on the host: not with --device-step");
     if (device_step && o.label_loss)
         return cli_usage_error("fed update", "--label-loss trains on the host: not with --device-step (the core's tuner scores every token)");
     if (device_step && !o.lora_rank) o.train_only = "norms";

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "../host/train/trainer.h"
+#include "../host/privacy.h"
 #include "cli.h"
 
 static const char help[] =
@@ -35,6 +36,10 @@ static const char help[] =
     "                         for 'tritlm classify'); validation then scores the labels\n"
     "                         and line ends, and the run ends by classifying --val among\n"
     "                         --data's labels (accuracy; val_accuracy in --json)\n"
+    "      --privatize M      the model reads its inputs privatized by mechanism M (dx or\n"
+    "      --epsilon E        rr, as 'tritlm privatize', E per token; fresh noise every step;\n"
+    "                         validation with fixed noise) and learns to predict the\n"
+    "                         original text: a model for privatized input (labels stay clean)\n"
     "      --init FILE        start from this model (fine-tuning), or from a checkpoint's\n"
     "                         weights with a fresh optimizer (a QAT run's latent fp32\n"
     "                         weights: the next stage of quantization-aware training)\n"
@@ -79,7 +84,8 @@ static const char help[] =
 
 enum { O_DATA = 256, O_VAL, O_TOK, O_INIT, O_RESUME, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV, O_SEP, O_CTX,
        O_BATCH, O_STEPS, O_MIN, O_LR, O_MINLR, O_WARM, O_WD, O_CLIP, O_SEED, O_THREADS, O_EVAL, O_CKPT, O_JSON,
-       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP, O_EMA, O_INITAVG, O_SPLIT, O_LORA, O_LORA_ALPHA, O_TENSORS, O_LABEL_LOSS };
+       O_STOP, O_QAT, O_TEACHER, O_DWEIGHT, O_DROP, O_EMA, O_INITAVG, O_SPLIT, O_LORA, O_LORA_ALPHA, O_TENSORS, O_LABEL_LOSS,
+       O_PRIV, O_EPS };
 
 /* Options of the training loop, shared with 'tritlm quantize --qat'. */
 const struct option cli_train_loop_options[] = {
@@ -94,7 +100,8 @@ const struct option cli_train_loop_options[] = {
     {"stop-after", required_argument, 0, O_STOP}, {"dropout", required_argument, 0, O_DROP},
     {"ema", required_argument, 0, O_EMA}, {"split", required_argument, 0, O_SPLIT},
     {"lora", required_argument, 0, O_LORA}, {"lora-alpha", required_argument, 0, O_LORA_ALPHA},
-    {"label-loss", no_argument, 0, O_LABEL_LOSS}, {0, 0, 0, 0}};
+    {"label-loss", no_argument, 0, O_LABEL_LOSS}, {"privatize", required_argument, 0, O_PRIV},
+    {"epsilon", required_argument, 0, O_EPS}, {0, 0, 0, 0}};
 
 int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opts *o)
 {
@@ -121,6 +128,12 @@ int cli_train_loop_option(const char *cmd, int c, const char *arg, tlm_train_opt
         if (cli_parse_split(cmd, arg, &o->separator)) return TLM_EXIT_USAGE;
         break;
     case O_LABEL_LOSS: o->label_loss = 1; break;
+    case O_PRIV:
+        if (!(o->priv_mech = (int)tlm_mech_parse(arg))) return cli_usage_error(cmd, "--privatize expects dx or rr, got '%s'", arg);
+        break;
+    case O_EPS:
+        if (!tlm_epsilon_parse(arg, &o->priv_epsilon)) return cli_usage_error(cmd, "--epsilon expects a positive number or inf, got '%s'", arg);
+        break;
     case O_RESUME: o->resume = arg; break;
     case O_CTX: U32("--ctx", 2, 1u << 20, o->ctx); break;
     case O_BATCH: U32("--batch", 1, 1u << 16, o->batch); break;

@@ -127,12 +127,15 @@ static void *worker(void *arg)
             } else {
                 tlm_host_rand(&rnd, &src);
             }
-            r->status = tlm_privatize_ids(j->priv, &rnd, NULL, ids, T - 1, pin, pscratch, NULL, NULL);
+            /* (with label_only the label's tokens stay as they are, as classify gives them) */
+            const uint32_t np = j->label_only && first_target < T - 1 ? (uint32_t)first_target : T - 1;
+            r->status = tlm_privatize_ids(j->priv, &rnd, NULL, ids, np, pin, pscratch, NULL, NULL);
             if (r->status) {
                 atomic_fetch_add(&j->done, 1);
                 continue;
             }
-            for (uint32_t t = 0; t + 1 < T; t++)
+            memcpy(pin + np, ids + np, (T - 1 - np) * sizeof *pin);
+            for (uint32_t t = 0; t < np; t++)
                 if (tlm_priv_in_domain(j->priv, ids[t])) {
                     r->privatized++;
                     r->unchanged += pin[t] == ids[t];

@@ -8,11 +8,13 @@
 
 #include "../../core/ops.h"
 #include "../classify.h"
+#include "../csprng.h"
 #include "../eval.h"
 #include "../fileio.h"
 #include "../image_build.h"
 #include "../llama2c.h"
 #include "../model_file.h"
+#include "../privacy.h"
 #include "../proc.h"
 #include "../progress.h"
 #include "adamw.h"
@@ -57,8 +59,25 @@ typedef struct {
     float scale;
     float dropout;
     uint64_t drop_seed;   /* this step's; each window mixes in its index */
+    const tlm_privatizer *priv; /* the inputs through it (the targets and the teacher's inputs clean) */
+    uint32_t *pin;        /* T privatized inputs */
+    float *pscratch;      /* TLM_PRIV_SCRATCH_FLOATS(dim) */
     double loss;
 } grad_job;
+
+/* Window b's inputs through the privatizer, with noise from this step's
+ * seed and b; the tokens of labels (with --label-loss) stay as they are. */
+static const uint32_t *privatized(const grad_job *j, uint32_t b, const uint32_t *w)
+{
+    tlm_chacha cc;
+    tlm_rand rnd;
+    tlm_chacha_seed(&cc, (j->drop_seed ^ 0x5851F42D4C957F2Dull) + (uint64_t)b * 0x9E3779B97F4A7C15ull);
+    tlm_rand_init(&rnd, tlm_chacha_fill, &cc);
+    const uint32_t *lab = j->targets ? j->targets + j->starts[b] : NULL;
+    for (uint32_t t = 0; t < j->T; t++)
+        j->pin[t] = lab && lab[t] != TLM_NO_TARGET ? w[t] : tlm_privatize_token(j->priv, &rnd, w[t], j->pscratch);
+    return j->pin;
+}
 
 static void *grad_worker(void *arg)
 {
@@ -73,9 +92,11 @@ static void *grad_worker(void *arg)
             tlm_model_logits(j->teacher, w, j->T, j->tws);
             memcpy(j->tprobs, tlm_train_ws_logits(j->tws), (size_t)j->T * V * sizeof(float));
             for (uint32_t t = 0; t < j->T; t++) tlm_softmax(j->tprobs + (size_t)t * V, V);
-            j->loss += tlm_model_fwd_bwd_distill(j->p, j->g, w, tg, j->T, j->scale, j->tprobs, j->alpha, j->ws);
+            const uint32_t *in = j->priv ? privatized(j, b, w) : w;
+            j->loss += tlm_model_fwd_bwd_distill(j->p, j->g, in, tg, j->T, j->scale, j->tprobs, j->alpha, j->ws);
         } else {
-            j->loss += tlm_model_fwd_bwd(j->p, j->g, w, tg, j->T, j->scale, j->ws);
+            const uint32_t *in = j->priv ? privatized(j, b, w) : w;
+            j->loss += tlm_model_fwd_bwd(j->p, j->g, in, tg, j->T, j->scale, j->ws);
         }
     }
     return NULL;
@@ -96,6 +117,9 @@ typedef struct {
     grad_job *jobs;
     pthread_t *tids;
     int threads;
+    const tlm_privatizer *priv; /* inputs privatized (opts priv_mech), with per-thread buffers */
+    uint32_t **pin;
+    float **pscratch;
 } trainer_state;
 
 /* The weights to validate and save: the running average if the run keeps
@@ -126,7 +150,8 @@ static double batch_gradients(trainer_state *s, const tlm_corpus *c, const uint6
                                 .tokens = c->tokens, .targets = c->targets, .starts = starts,
                                 .batch = batch, .T = T, .stride = (uint32_t)s->threads, .first = (uint32_t)k,
                                 .scale = 1.0f / (float)count, .dropout = dropout,
-                                .drop_seed = drop_seed};
+                                .drop_seed = drop_seed, .priv = s->priv, .pin = s->priv ? s->pin[k] : NULL,
+                                .pscratch = s->priv ? s->pscratch[k] : NULL};
     int started = 0;
     for (int k = 1; k < s->threads; k++)
         if (pthread_create(&s->tids[k], NULL, grad_worker, &s->jobs[k]) == 0) started = k;
@@ -221,8 +246,8 @@ static tlm_status make_image(const tlm_params *p, const tlm_quant_cfg *q, const 
 /* Validation: loss and top-1 on the text (with label_only, on its labels
  * and line ends, what --label-loss trains). */
 static tlm_status validate(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos, uint32_t eos,
-                           const char *text, size_t len, const char *sep, int label_only, int threads,
-                           tlm_eval_result *r, tlm_error *err)
+                           const char *text, size_t len, const char *sep, int label_only, const tlm_privatizer *priv,
+                           int threads, tlm_eval_result *r, tlm_error *err)
 {
     uint8_t *img;
     size_t bytes;
@@ -230,7 +255,9 @@ static tlm_status validate(const tlm_params *p, const tlm_quant_cfg *q, const tl
     if (st) return st;
     tlm_model m;
     st = tlm_model_open(&m, img, bytes, err);
-    tlm_eval_opts eo = {.threads = threads, .separator = sep, .label_only = label_only};
+    /* privatized inputs with the same noise at every validation */
+    tlm_eval_opts eo = {.threads = threads, .separator = sep, .label_only = label_only, .priv = priv, .priv_seeded = 1,
+                        .priv_seed = 1};
     if (!st) st = tlm_eval_text(&m, text, len, &eo, r, err);
     free(img);
     return st;
@@ -239,8 +266,8 @@ static tlm_status validate(const tlm_params *p, const tlm_quant_cfg *q, const tl
 /* The trained model's classification accuracy on --val among the labels
  * of the training text (tlm_classify_text, exact search). */
 static tlm_status val_accuracy(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos,
-                               uint32_t eos, const tlm_labels *labels, const char *text, size_t len, int threads,
-                               tlm_cls_result *cr, tlm_error *err)
+                               uint32_t eos, const tlm_labels *labels, const char *text, size_t len,
+                               const tlm_privatizer *priv, int threads, tlm_cls_result *cr, tlm_error *err)
 {
     uint8_t *img;
     size_t bytes;
@@ -248,7 +275,7 @@ static tlm_status val_accuracy(const tlm_params *p, const tlm_quant_cfg *q, cons
     if (st) return st;
     tlm_model m;
     st = tlm_model_open(&m, img, bytes, err);
-    const tlm_cls_opts co = {.threads = threads, .mode = TLM_CLASSIFY_EXACT};
+    const tlm_cls_opts co = {.threads = threads, .mode = TLM_CLASSIFY_EXACT, .priv = priv, .priv_seeded = 1, .priv_seed = 1};
     if (!st) st = tlm_classify_text(&m, labels, text, len, &co, cr, err);
     free(img);
     return st;
@@ -276,6 +303,9 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     tlm_corpus corpus = {0};
     tlm_ckpt_meta meta = {0};
     tlm_labels labels = {0};
+    tlm_model tm;              /* the starting weights' image: tokenizer, and the privatizer's embeddings */
+    tlm_privatizer priv;
+    void *priv_index = NULL;
     uint8_t *tok_img = NULL, *val_text = NULL;
     size_t val_len = 0;
     uint64_t *starts = NULL;
@@ -490,7 +520,6 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         st = tlm_params_to_image(&s.p, &vocab, bos, eos, &img, &bytes, err);
         if (st) goto out;
         tok_img = img;
-        tlm_model tm;
         st = tlm_model_open(&tm, tok_img, bytes, err);
         if (!st && o->label_loss && (!o->separator || strcmp(o->separator, "\n")))
             st = tlm_fail(err, TLM_ERR_ARG, "--label-loss needs --split lines (TEXT<TAB>LABEL on each line)");
@@ -504,6 +533,16 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (o->val) {
             st = tlm_read_text(o->val, &val_text, &val_len, err);
             if (st) goto out;
+        }
+        if ((o->priv_mech != 0) != (o->priv_epsilon > 0.0f)) {
+            st = tlm_fail(err, TLM_ERR_ARG, "--privatize and --epsilon go together");
+            goto out;
+        }
+        if (o->priv_mech) {
+            st = tlm_privatizer_init(&priv, &tm, (tlm_mech)o->priv_mech, o->priv_epsilon, err);
+            if (!st) st = tlm_privatizer_index_alloc(&priv, &priv_index, err);
+            if (st) goto out;
+            s.priv = &priv;
         }
         if (o->val && o->label_loss) { /* the label set, and every --val label in it, before any step */
             uint8_t *dt;
@@ -525,6 +564,19 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     if (!s.grads || !s.ws || !s.jobs || !s.tids || !starts) {
         st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
         goto out;
+    }
+    if (s.priv) {
+        s.pin = calloc((size_t)s.threads, sizeof *s.pin);
+        s.pscratch = calloc((size_t)s.threads, sizeof *s.pscratch);
+        for (int k = 0; k < s.threads && s.pin && s.pscratch; k++) {
+            s.pin[k] = malloc((size_t)T * sizeof **s.pin);
+            s.pscratch[k] = malloc(TLM_PRIV_SCRATCH_FLOATS(s.p.hp.dim) * sizeof **s.pscratch);
+            if (!s.pin[k] || !s.pscratch[k]) break;
+        }
+        if (!s.pin || !s.pscratch || !s.pin[s.threads - 1] || !s.pscratch[s.threads - 1]) {
+            st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+            goto out;
+        }
     }
     for (int k = 0; k < s.threads && !st; k++) {
         st = tlm_params_alloc(&s.grads[k], &s.p.hp, err);
@@ -577,7 +629,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     if (!resume && val_text && o->eval_every) {
         tlm_eval_result r;
         double t0 = tlm_now();
-        st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, o->separator, o->label_loss, s.threads, &r, err);
+        st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, o->separator, o->label_loss, s.priv, s.threads, &r, err);
         if (st) goto out;
         eval_secs = tlm_now() - t0;
         if (!o->quiet && r.stories == 1 && r.truncated)
@@ -651,7 +703,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         if (val_text && o->eval_every && (meta.step % o->eval_every == 0 || last)) {
             tlm_eval_result r;
             double e0 = tlm_now();
-            st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, o->separator, o->label_loss, s.threads, &r, err);
+            st = validate(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, (const char *)val_text, val_len, o->separator, o->label_loss, s.priv, s.threads, &r, err);
             if (st) goto out;
             eval_secs = tlm_now() - e0;
             fprintf(val_log, "%llu,%.6f,%.6f,%llu\n", (unsigned long long)meta.step, r.loss, r.top1, (unsigned long long)r.tokens);
@@ -685,7 +737,7 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
     if (val_text && o->label_loss && labels.n >= 2) {
         tlm_cls_result cr;
         st = val_accuracy(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, &labels,
-                          (const char *)val_text, val_len, s.threads, &cr, err);
+                          (const char *)val_text, val_len, s.priv, s.threads, &cr, err);
         if (st) goto out;
         rep->val_classified = cr.labelled;
         rep->val_accuracy = cr.labelled ? (double)cr.correct / (double)cr.labelled : 0;
@@ -718,6 +770,11 @@ out:
     tlm_params_free(&s.pq);
     tlm_params_free(&s.avg);
     tlm_params_free(&s.teacher);
+    for (int k = 0; k < s.threads && s.pin; k++) free(s.pin[k]);
+    for (int k = 0; k < s.threads && s.pscratch; k++) free(s.pscratch[k]);
+    free(s.pin);
+    free(s.pscratch);
+    free(priv_index);
     free(s.grads);
     free(s.ws);
     free(s.jobs);

@@ -44,6 +44,13 @@ typedef struct tlm_train_opts {
                               as they are; the output is the merged model. Not for --qat, and
                               not recorded in checkpoints, so not for runs that resume */
     float lora_alpha;      /* adapter scale alpha / rank (0: alpha = rank, scale 1) */
+    int priv_mech;         /* tlm_mech (0: none): the model reads its inputs through this mechanism
+                              at priv_epsilon per token, the noise drawn afresh each step, and
+                              predicts the original next tokens (validation reads them so too,
+                              with fixed noise); d_chi with the starting model's embeddings.
+                              With label_loss the labels stay clean, as classify gives them. Not
+                              recorded in checkpoints: give it again to --resume */
+    float priv_epsilon;
     int label_loss;        /* with separator "\n": the loss only on each line's label (after its
                               last TAB) and the line's end (tlm_corpus_load's label_only); not
                               recorded in checkpoints: give it again to --resume */
