@@ -87,15 +87,14 @@ static void *grad_worker(void *arg)
     for (uint32_t b = j->first; b < j->batch; b += j->stride) {
         const uint32_t *w = j->tokens + j->starts[b], *tg = (j->targets ? j->targets : j->tokens) + j->starts[b] + 1;
         tlm_train_ws_set_dropout(j->ws, j->dropout, j->drop_seed + (uint64_t)b * 0xD1B54A32D192ED03ull);
+        const uint32_t *in = j->priv ? privatized(j, b, w) : w; /* what the model reads */
         if (j->teacher) {
             const uint32_t V = j->p->hp.vocab_size;
             tlm_model_logits(j->teacher, w, j->T, j->tws);
             memcpy(j->tprobs, tlm_train_ws_logits(j->tws), (size_t)j->T * V * sizeof(float));
             for (uint32_t t = 0; t < j->T; t++) tlm_softmax(j->tprobs + (size_t)t * V, V);
-            const uint32_t *in = j->priv ? privatized(j, b, w) : w;
             j->loss += tlm_model_fwd_bwd_distill(j->p, j->g, in, tg, j->T, j->scale, j->tprobs, j->alpha, j->ws);
         } else {
-            const uint32_t *in = j->priv ? privatized(j, b, w) : w;
             j->loss += tlm_model_fwd_bwd(j->p, j->g, in, tg, j->T, j->scale, j->ws);
         }
     }
@@ -243,6 +242,16 @@ static tlm_status make_image(const tlm_params *p, const tlm_quant_cfg *q, const 
     return q ? tlm_quant_image(p, q, v, bos, eos, img, bytes, err) : tlm_params_to_image(p, v, bos, eos, img, bytes, err);
 }
 
+/* That image opened as a model (*img: free it, also on failure). */
+static tlm_status open_image(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos, uint32_t eos,
+                             uint8_t **img, tlm_model *m, tlm_error *err)
+{
+    size_t bytes;
+    *img = NULL;
+    tlm_status st = make_image(p, q, v, bos, eos, img, &bytes, err);
+    return st ? st : tlm_model_open(m, *img, bytes, err);
+}
+
 /* Validation: loss and top-1 on the text (with label_only, on its labels
  * and line ends, what --label-loss trains). */
 static tlm_status validate(const tlm_params *p, const tlm_quant_cfg *q, const tlm_vocab *v, uint32_t bos, uint32_t eos,
@@ -250,11 +259,8 @@ static tlm_status validate(const tlm_params *p, const tlm_quant_cfg *q, const tl
                            int threads, tlm_eval_result *r, tlm_error *err)
 {
     uint8_t *img;
-    size_t bytes;
-    tlm_status st = make_image(p, q, v, bos, eos, &img, &bytes, err);
-    if (st) return st;
     tlm_model m;
-    st = tlm_model_open(&m, img, bytes, err);
+    tlm_status st = open_image(p, q, v, bos, eos, &img, &m, err);
     /* privatized inputs with the same noise at every validation */
     tlm_eval_opts eo = {.threads = threads, .separator = sep, .label_only = label_only, .priv = priv, .priv_seeded = 1,
                         .priv_seed = 1};
@@ -270,11 +276,8 @@ static tlm_status val_accuracy(const tlm_params *p, const tlm_quant_cfg *q, cons
                                const tlm_privatizer *priv, int threads, tlm_cls_result *cr, tlm_error *err)
 {
     uint8_t *img;
-    size_t bytes;
-    tlm_status st = make_image(p, q, v, bos, eos, &img, &bytes, err);
-    if (st) return st;
     tlm_model m;
-    st = tlm_model_open(&m, img, bytes, err);
+    tlm_status st = open_image(p, q, v, bos, eos, &img, &m, err);
     const tlm_cls_opts co = {.threads = threads, .mode = TLM_CLASSIFY_EXACT, .priv = priv, .priv_seeded = 1, .priv_seed = 1};
     if (!st) st = tlm_classify_text(&m, labels, text, len, &co, cr, err);
     free(img);
