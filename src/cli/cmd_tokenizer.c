@@ -9,6 +9,7 @@
 #include "../host/fileio.h"
 #include "../host/llama2c.h"
 #include "cli.h"
+#include "tritlm/tokenizer.h"
 
 static const char help[] =
     "usage: tritlm tokenizer train --vocab N [--out TOK.bin] [--coverage C] [--split lines] TEXT...\n"
@@ -80,7 +81,12 @@ int cmd_tokenizer(int argc, char **argv)
         uint8_t *bin;
         size_t bytes;
         if (tlm_vocab_to_llama2c(&v, &bin, &bytes, &err) || tlm_write_file_atomic(out, bin, bytes, &err)) rc = cli_fail("tokenizer", &err);
-        else fprintf(stderr, "wrote %s: %u tokens (longest %u bytes)\n", out, v.n, v.max_token_length);
+        else {
+            uint32_t bytes_tok = 0; /* the byte fallback's 256; with unk, BOS and EOS the rest is learned */
+            for (uint32_t i = 0; i < v.n; i++) bytes_tok += tlm_decodes_as_byte(v.strs[i], v.lens[i]) != 0;
+            fprintf(stderr, "wrote %s: %u tokens (%u bytes, 3 special, %u learned; longest %u bytes)\n", out, v.n,
+                    bytes_tok, v.n - bytes_tok - 3, v.max_token_length);
+        }
         if (!rc) free(bin);
     }
     tlm_vocab_free(&v);
