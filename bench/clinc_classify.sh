@@ -3,7 +3,8 @@
 # a 151st label) with a language model, against the published baselines
 # (in-scope accuracy on the test split: FastText 89.0, SVM 91.0, MLP 93.5,
 # BERT 96.9; here on `val`, the test split not being in the data folder):
-#   1. a 512-token tokenizer and a model of stories260K's shape trained on
+#   1. a tokenizer of VOCAB tokens (default 1024) trained on the requests
+#      and a model of stories260K's shape trained on
 #      the TEXT<TAB>INTENT lines of `train` + `oos_train` (language-model
 #      loss on whole lines, PRE minutes),
 #   2. fine-tuned with the loss on the intents only (--label-loss, FT
@@ -25,7 +26,7 @@ mkdir -p "$out"
 jq -r '(.train + .oos_train)[] | "\(.[0])\t\(.[1])"' "$json" >"$out/train.tsv"
 jq -r '(.val + .oos_val)[] | "\(.[0])\t\(.[1])"' "$json" >"$out/val.tsv"
 common="--data $out/train.tsv --val $out/val.tsv --split lines --batch 16 --threads $threads --eval-every 1000"
-[ -e "$out/tok.bin" ] || "$tlm" tokenizer train --vocab 512 --split lines -o "$out/tok.bin" "$out/train.tsv" >/dev/null
+[ -e "$out/tok.bin" ] || "$tlm" tokenizer train --vocab "${VOCAB:-1024}" --split lines -o "$out/tok.bin" "$out/train.tsv" 2>/dev/null
 # shellcheck disable=SC2086
 [ -e "$out/lm.tlm" ] || "$tlm" train $common --tokenizer "$out/tok.bin" --ctx 64 --minutes "$pre" -o "$out/lm.tlm" 2>"$out/lm.log"
 # shellcheck disable=SC2086
