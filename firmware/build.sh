@@ -19,9 +19,11 @@
 #        (--stack-kb: the stack's region within the RAM budget, default 8; the firmware exits 98 if it used all of it)
 #        [--privatize 1|2 --epsilon E --seed S [--count priv] [--priv-index]]   (privatize the prompt: 1 dx, 2 rr;
 #        --priv-index: d_chi with its search index in static RAM)
-#        [--classify LABELS [--greedy]]   (instead of decoding, give the prompt (and typed lines) the
-#                            label of LABELS (one a line, or after the last TAB of each line) as
-#                            'tritlm classify' does; INSNS_PER_CLASSIFICATION counts each one)
+#        [--classify LABELS [--greedy] [--reject UNATS I]]   (instead of decoding, give the prompt (and
+#                            typed lines) the label of LABELS (one a line, or after the last TAB of
+#                            each line) as 'tritlm classify' does; INSNS_PER_CLASSIFICATION counts
+#                            each one; --reject: label I (from 0) instead when minus the log of the
+#                            confidence exceeds UNATS millionths of a nat, 'classify --min-confidence')
 #        [--fault-test ADDR]   (tests: read unmapped memory before anything else)
 #        [--adapter UPDATE]   (decode with a low-rank update on top of the model, linked into flash
 #                              next to it: 'tritlm fed update --lora R --rank R'; exit 7 if refused)
@@ -54,7 +56,7 @@ root=$(cd "$here/.." && pwd)
 target=$1 model=$2 out=$3
 shift 3
 ctx="" ram_kb="" uart=1 interactive=0 input="" temp="" top_p=1 prompt="Once upon a time" steps=128 run=0 stack_kb=8 priv="" fault="" kv8=0 priv_eps=8 priv_seed=1 count=token priv_index=0
-classify="" cls_mode=0 seal_key="" seal_pub="" adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0 tune_client=0 tune_round=0
+classify="" cls_mode=0 reject_unats="" reject_label="" seal_key="" seal_pub="" adapter="" embed=asm tune="" tune_steps=8 tune_window=16 tune_lr="" tune_enc="" tune_lora=0 tune_client=0 tune_round=0
 while [ $# -gt 0 ]; do
     case $1 in
     --ctx) ctx=$2; shift 2 ;;
@@ -76,6 +78,7 @@ while [ $# -gt 0 ]; do
     --kv-int8) kv8=1; shift ;;
     --classify) classify=$2; shift 2 ;;
     --greedy) cls_mode=1; shift ;;
+    --reject) reject_unats=$2 reject_label=$3; shift 3 ;;
     --embed) embed=$2; shift 2 ;;
     --adapter) adapter=$2; shift 2 ;;
     --no-stop) nostop=-DTLM_FW_NO_STOP; shift ;;
@@ -225,6 +228,11 @@ if [ -n "$classify" ]; then # the labels as NUL-terminated byte strings (any byt
         echo '};'
     } >"$out/tlm_fw_labels.h"
     cls_defs="-DTLM_FW_CLASSIFY=$cls_mode -I."
+    if [ -n "$reject_unats" ]; then
+        case "$reject_unats$reject_label" in *[!0-9]* | "") echo "build.sh: --reject takes two whole numbers" >&2; exit 2 ;; esac
+        [ "$reject_label" -lt "$nl" ] || { echo "build.sh: --reject's label $reject_label is not one of the $nl" >&2; exit 2; }
+        cls_defs="$cls_defs -DTLM_FW_REJECT_UNATS=${reject_unats}u -DTLM_FW_REJECT_LABEL=${reject_label}u"
+    fi
     [ "$count" = token ] && count=classify
 fi
 arena_def=$arena

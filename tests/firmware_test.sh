@@ -90,6 +90,26 @@ for case in kw:exact:"my song please" kw:greedy:"the rain now" t:exact:"Tom had 
         echo "ok classify $m $search: '$got' in $gotf forward passes, confidence $gotc, as on the host"
     fi
 done
+# rejecting: below --min-confidence the device answers --oos, as the host does
+printf 'my song please\n' >"$tmp/line.txt"
+h=$("$tlm" classify -m "$tmp/kw.tlm" --labels "$tmp/kw.tsv" --text "$tmp/line.txt" --print --json 2>/dev/null)
+c=$(printf '%s' "$h" | sed -n 's/.*"confidences":\[\([0-9.e-]*\)\].*/\1/p')
+hi=$(awk -v c="${c:-1}" 'BEGIN { printf "%.6f", (c + 1) / 2 }') # above this line's confidence
+lo=$(awk -v c="${c:-1}" 'BEGIN { printf "%.6f", c / 2 }')       # below it
+for case in weather:$hi timer:$hi weather:$lo; do
+    oos=${case%%:*} p=${case#*:}
+    want=$("$tlm" classify -m "$tmp/kw.tlm" --labels "$tmp/kw.tsv" --text "$tmp/line.txt" --oos $oos --min-confidence "$p" 2>/dev/null)
+    j=$("$tlm" firmware --target $target -m "$tmp/kw.tlm" --ctx 32 --classify "$tmp/kw.tsv" --oos $oos --min-confidence "$p" \
+        -p "my song please" -o "$tmp/fw_cls" --run --json || true)
+    got=$(printf '%s' "$j" | sed -n 's/.*"label":"\([^"]*\)".*/\1/p')
+    expect=music
+    [ "$p" = "$hi" ] && expect=$oos
+    if [ "$want" != $expect ] || [ "$got" != "$want" ]; then
+        echo "FAIL reject: host '$want', firmware '$got' at --min-confidence $p (this line's confidence: $c): $j"; fail=1
+    else
+        echo "ok reject: '$got' at --min-confidence $p (this line's confidence: $c), as on the host"
+    fi
+done
 # the same seed gives the same privatized ids on the host (which searches
 # with the d_chi index) and on the target (plain search, and with the index)
 msg="Tom had a red ball. He liked to play with it."

@@ -29,7 +29,8 @@
  * tritlm/classify.h): instead of decoding, the fixed prompt (and each typed
  * line) gets the label of tlm_fw_labels.h whose line "TEXT<TAB>LABEL" the
  * model finds the most probable, printed as CLASS, FORWARDS and
- * NLL_UNATS lines, as
+ * NLL_UNATS lines (with TLM_FW_REJECT_UNATS, build.sh --reject: label
+ * TLM_FW_REJECT_LABEL instead past that NLL_UNATS), as
  * 'tritlm classify' would give it; the plugin counts each classification
  * between tlm_fw_classify_begin and tlm_fw_classify_end. */
 #include <stdint.h>
@@ -231,18 +232,23 @@ static int classify(tlm_runtime *rt, const tlm_model *m, const char *text, size_
                                        m->bos_id, (tlm_classify_mode)TLM_FW_CLASSIFY, cls_order, cls_scores, &r);
     tlm_fw_classify_end();
     if (cs) return fw_fail("classify", tlm_status_str(cs), 4);
-    label = (const char *)tlm_fw_label_text;
-    for (uint32_t i = 0; i < r.best; i++) label += strlen(label) + 1;
-    fw_put_str("CLASS ");
-    fw_put_text((const uint8_t *)label, strlen(label)); /* (escaped as TEXT lines are) */
-    fw_put_str("\nFORWARDS ");
-    fw_put_u32(r.forwards);
     /* minus the log of the label's probability given the tokens every
      * candidate shares, in millionths of a nat: 'tritlm classify''s
      * confidence is exp(-NLL_UNATS / 1e6) */
     const float nll = r.shared - r.score;
+    const uint32_t unats = nll < 4000.0f ? (uint32_t)(nll * 1e6f + 0.5f) : 4000000000u;
+    uint32_t best = r.best;
+#ifdef TLM_FW_REJECT_UNATS
+    if (unats > TLM_FW_REJECT_UNATS) best = TLM_FW_REJECT_LABEL; /* less sure than asked: "none of these" */
+#endif
+    label = (const char *)tlm_fw_label_text;
+    for (uint32_t i = 0; i < best; i++) label += strlen(label) + 1;
+    fw_put_str("CLASS ");
+    fw_put_text((const uint8_t *)label, strlen(label)); /* (escaped as TEXT lines are) */
+    fw_put_str("\nFORWARDS ");
+    fw_put_u32(r.forwards);
     fw_put_str("\nNLL_UNATS ");
-    fw_put_u32(nll < 4000.0f ? (uint32_t)(nll * 1e6f + 0.5f) : 4000000000u);
+    fw_put_u32(unats);
     fw_put_str("\n");
     fw_flush();
     return 0;

@@ -26,7 +26,7 @@ static const char help[] =
     "                       [--ram-kb K] [--stack-kb S] [--kv-int8] [--embed asm|c] [-p PROMPT] [-n STEPS] [-o DIR]\n"
     "                       [--adapter UPDATE] [--server-key SERVER.pub] [--uart 1|2|3|6]\n"
     "                       [--interactive [--input FILE]] [--temp T [--top-p P] [--seed S]] [--run] [--json]\n"
-    "                       [--classify LABELS [--greedy]]\n"
+    "                       [--classify LABELS [--greedy] [--min-confidence P --oos LABEL]]\n"
     "                       [--tune TEXT [--tune-steps N] [--tune-window W] [--lr LR] [--encode E] [--lora R]\n"
     "                        [--update FILE] [--client ID] [--round R] [--key DEVICE.key --server-key SERVER.pub]]\n"
     "\n"
@@ -72,6 +72,8 @@ static const char help[] =
     "                     label a line, or TEXT<TAB>LABEL lines); reports the label, the\n"
     "                     forward passes and the instructions of one classification\n"
     "      --greedy       with --classify: the greedy search ('tritlm classify --greedy')\n"
+    "      --min-confidence P --oos LABEL  with --classify: the device gives LABEL instead\n"
+    "                     when its label's confidence is below P ('tritlm classify' alike)\n"
     "  -o, --out DIR      where the ELF and logs go (default tritlm-fw-TARGET)\n"
     "      --run          run it in QEMU and report\n"
     "      --tune TEXT    on-device fine-tuning instead of decoding: TEXT (the device's own,\n"
@@ -337,7 +339,8 @@ int cmd_firmware(int argc, char **argv)
         {"uart", required_argument, 0, 'u'},   {"interactive", no_argument, 0, 'i'},
         {"input", required_argument, 0, 'F'},  {"temp", required_argument, 0, 'X'},
         {"top-p", required_argument, 0, 'P'},  {"seed", required_argument, 0, 's'},
-        {"classify", required_argument, 0, 'C'}, {"greedy", no_argument, 0, 'G'}, {0, 0, 0, 0}};
+        {"classify", required_argument, 0, 'C'}, {"greedy", no_argument, 0, 'G'},
+        {"min-confidence", required_argument, 0, 'Q'}, {"oos", required_argument, 0, 'O'}, {0, 0, 0, 0}};
     const char *target = NULL, *model = NULL, *prompt = "Once upon a time", *outdir = NULL, *embed = "asm";
     uint32_t ctx = 0, ram_kb = 256, stack_kb = 8, steps = 128, tune_steps = 8, tune_window = 16, tune_lora = 0;
     uint32_t tune_client = 0, tune_round = 0, uart = 0;
@@ -348,8 +351,9 @@ int cmd_firmware(int argc, char **argv)
     uint64_t seed = 1;
     int sampling_opts = 0;
     const char *device = NULL, *tune = NULL, *update = NULL, *encode = NULL, *adapter = NULL;
-    const char *seal_key = NULL, *seal_pub = NULL, *classify = NULL;
+    const char *seal_key = NULL, *seal_pub = NULL, *classify = NULL, *oos = NULL;
     int greedy = 0;
+    float min_conf = 0.0f;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":t:m:p:n:o:h", opts, NULL)) != -1) {
@@ -438,6 +442,11 @@ int cmd_firmware(int argc, char **argv)
         case 'F': input = optarg; break;
         case 'C': classify = optarg; break;
         case 'G': greedy = 1; break;
+        case 'Q':
+            if (!cli_parse_float(optarg, 1e-30f, 0.999999f, &min_conf))
+                return cli_usage_error("firmware", "--min-confidence expects a number between 0 and 1, got '%s'", optarg);
+            break;
+        case 'O': oos = optarg; break;
         case 'o': outdir = optarg; break;
         case 'R': run = 1; break;
         case 'j': json = 1; break;
@@ -475,6 +484,8 @@ int cmd_firmware(int argc, char **argv)
     }
     if (json && !run) return cli_usage_error("firmware", "--json reports a run: add --run");
     if (greedy && !classify) return cli_usage_error("firmware", "--greedy goes with --classify LABELS");
+    if ((min_conf > 0.0f || oos) && !classify) return cli_usage_error("firmware", "--min-confidence and --oos go with --classify LABELS");
+    if ((min_conf > 0.0f) != (oos != NULL)) return cli_usage_error("firmware", "--min-confidence and --oos go together");
     if (classify && (tune || temp > 0.0f)) return cli_usage_error("firmware", "--classify neither tunes nor samples: not with --tune or --temp");
     if (stack_kb >= ram_kb) return cli_usage_error("firmware", "--stack-kb %u leaves nothing of the %u KB of RAM", stack_kb, ram_kb);
     if (!tune && (tune_opts || update))
@@ -519,6 +530,7 @@ int cmd_firmware(int argc, char **argv)
     if (outdir) snprintf(dir, sizeof dir, "%s", outdir);
     else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
     char labels_path[4200];
+    uint32_t reject_label = 0; /* the --oos label's index + 1 */
     if (classify) { /* the labels as 'tritlm classify' reads them, one a line, for build.sh */
         uint8_t *lt;
         size_t ll;
@@ -529,7 +541,14 @@ int cmd_firmware(int argc, char **argv)
         free(lt);
         if (st) return cli_fail("firmware", &err);
         size_t total = 0;
-        for (size_t i = 0; i < labels.n; i++) total += strlen(labels.name[i]) + 1;
+        for (size_t i = 0; i < labels.n; i++) {
+            total += strlen(labels.name[i]) + 1;
+            if (oos && !strcmp(oos, labels.name[i])) reject_label = (uint32_t)i + 1;
+        }
+        if (oos && !reject_label) {
+            tlm_labels_free(&labels);
+            return cli_usage_error("firmware", "--oos '%s' is not one of the labels of %s", oos, classify);
+        }
         char *joined = malloc(total + 1), *w = joined; /* (sprintf ends with a NUL) */
         for (size_t i = 0; joined && i < labels.n; i++) w += sprintf(w, "%s\n", labels.name[i]);
         tlm_labels_free(&labels);
@@ -545,7 +564,9 @@ int cmd_firmware(int argc, char **argv)
                             .tune_text = tune, .tune_steps = tune_steps, .tune_window = tune_window, .tune_lr = tune_lr,
                             .tune_encode = encode, .tune_lora = tune_lora, .seal_key = seal_key, .seal_pub = seal_pub,
                             .tune_client = tune_client, .tune_round = tune_round,
-                            .classify = classify ? labels_path : NULL, .greedy = greedy};
+                            .classify = classify ? labels_path : NULL, .greedy = greedy, .reject = oos != NULL,
+                            .reject_unats = oos ? (uint32_t)(-log((double)min_conf) * 1e6 + 0.5) : 0,
+                            .reject_label = reject_label ? reject_label - 1 : 0};
     cli_fw_result r;
     if (cli_fw_build_run("firmware", &job, &r)) {
         cli_fw_result_free(&r);

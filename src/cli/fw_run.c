@@ -69,7 +69,7 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
 {
     memset(res, 0, sizeof *res);
     res->exit_status = -1;
-    char script[4096], self[4096], num[14][24];
+    char script[4096], self[4096], num[16][24];
     const char *fwdir = getenv("TLM_FIRMWARE_DIR");
     snprintf(script, sizeof script, "%s/build.sh", fwdir && *fwdir ? fwdir : TLM_FIRMWARE_DIR);
     if (access(script, R_OK)) {
@@ -143,6 +143,13 @@ int cli_fw_build_run(const char *cmd, const cli_fw_job *job, cli_fw_result *res)
         args[k++] = "--classify";
         args[k++] = (char *)job->classify;
         if (job->greedy) args[k++] = "--greedy";
+        if (job->reject) {
+            snprintf(num[14], sizeof num[14], "%u", job->reject_unats);
+            snprintf(num[15], sizeof num[15], "%u", job->reject_label);
+            args[k++] = "--reject";
+            args[k++] = num[14];
+            args[k++] = num[15];
+        }
     }
     if (job->tune_text) {
         snprintf(num[3], sizeof num[3], "%u", job->tune_steps);

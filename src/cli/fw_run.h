@@ -25,6 +25,10 @@ typedef struct cli_fw_job {
     const char *adapter; /* a low-rank update to decode with (build.sh --adapter); NULL: none */
     const char *classify; /* labels, one a line: classify the prompt instead of decoding (build.sh --classify) */
     int greedy;          /* with classify: the greedy search (build.sh --greedy) */
+    int reject;          /* with classify: a label less sure than reject_unats (minus its log
+                            confidence in millionths of a nat) becomes label reject_label
+                            (build.sh --reject UNATS LABEL_INDEX) */
+    uint32_t reject_unats, reject_label;
     const char *tune_text; /* on-device tuning on this text instead of decoding (build.sh --tune) */
     uint32_t tune_steps, tune_window;
     float tune_lr;       /* 0: the core's default (TLM_TUNE_LR, TLM_TUNE_LORA_LR) */
