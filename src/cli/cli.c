@@ -150,6 +150,16 @@ int cli_priv_option(const char *cmd, int c, const char *arg, cli_priv *p)
     }
 }
 
+int cli_parse_confidence(const char *cmd, const char *s, float *out)
+{
+    char *end;
+    const double p = s ? strtod(s, &end) : 0.0;
+    if (!s || *end || end == s || !(p > 0 && p < 1))
+        return cli_usage_error(cmd, "--min-confidence expects a number between 0 and 1, got '%s'", s ? s : "");
+    *out = (float)p;
+    return 0;
+}
+
 int cli_parse_float(const char *s, float lo, float hi, float *out)
 {
     char *end;

@@ -62,6 +62,8 @@ int cli_fail(const char *cmd, const tlm_error *err);
 int cli_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out);
 int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_float(const char *s, float lo, float hi, float *out);
+/* --min-confidence's value, strictly between 0 and 1: 0, or TLM_EXIT_USAGE (reported). */
+int cli_parse_confidence(const char *cmd, const char *s, float *out);
 
 /* --split stories|lines: *sep becomes NULL (<|endoftext|>) or "\n".
  * Returns 0, or TLM_EXIT_USAGE after reporting another value. */

@@ -86,14 +86,9 @@ int cmd_classify(int argc, char **argv)
             co.threads = (int)u;
             break;
         case 'K': co.rt_flags |= TLM_RT_KV_INT8; break;
-        case 'C': {
-            char *end;
-            const double p = strtod(optarg, &end);
-            if (*end || end == optarg || !(p > 0 && p < 1))
-                return cli_usage_error("classify", "--min-confidence expects a number between 0 and 1, got '%s'", optarg);
-            co.min_confidence = (float)p;
+        case 'C':
+            if (cli_parse_confidence("classify", optarg, &co.min_confidence)) return TLM_EXIT_USAGE;
             break;
-        }
         case 'P':
         case 'E':
         case 'S':

@@ -443,8 +443,7 @@ int cmd_firmware(int argc, char **argv)
         case 'C': classify = optarg; break;
         case 'G': greedy = 1; break;
         case 'Q':
-            if (!cli_parse_float(optarg, 1e-30f, 0.999999f, &min_conf))
-                return cli_usage_error("firmware", "--min-confidence expects a number between 0 and 1, got '%s'", optarg);
+            if (cli_parse_confidence("firmware", optarg, &min_conf)) return TLM_EXIT_USAGE;
             break;
         case 'O': oos = optarg; break;
         case 'o': outdir = optarg; break;
@@ -530,7 +529,7 @@ int cmd_firmware(int argc, char **argv)
     if (outdir) snprintf(dir, sizeof dir, "%s", outdir);
     else snprintf(dir, sizeof dir, "tritlm-fw-%s", target);
     char labels_path[4200];
-    uint32_t reject_label = 0; /* the --oos label's index + 1 */
+    int32_t oos_index = -1;
     if (classify) { /* the labels as 'tritlm classify' reads them, one a line, for build.sh */
         uint8_t *lt;
         size_t ll;
@@ -541,11 +540,8 @@ int cmd_firmware(int argc, char **argv)
         free(lt);
         if (st) return cli_fail("firmware", &err);
         size_t total = 0;
-        for (size_t i = 0; i < labels.n; i++) {
-            total += strlen(labels.name[i]) + 1;
-            if (oos && !strcmp(oos, labels.name[i])) reject_label = (uint32_t)i + 1;
-        }
-        if (oos && !reject_label) {
+        for (size_t i = 0; i < labels.n; i++) total += strlen(labels.name[i]) + 1;
+        if (oos && (oos_index = tlm_labels_index(&labels, oos)) < 0) {
             tlm_labels_free(&labels);
             return cli_usage_error("firmware", "--oos '%s' is not one of the labels of %s", oos, classify);
         }
@@ -566,7 +562,7 @@ int cmd_firmware(int argc, char **argv)
                             .tune_client = tune_client, .tune_round = tune_round,
                             .classify = classify ? labels_path : NULL, .greedy = greedy, .reject = oos != NULL,
                             .reject_unats = oos ? (uint32_t)(-log((double)min_conf) * 1e6 + 0.5) : 0,
-                            .reject_label = reject_label ? reject_label - 1 : 0};
+                            .reject_label = oos ? (uint32_t)oos_index : 0};
     cli_fw_result r;
     if (cli_fw_build_run("firmware", &job, &r)) {
         cli_fw_result_free(&r);

@@ -35,6 +35,8 @@ static int32_t label_find(const tlm_labels *l, tlm_span s)
     return -1;
 }
 
+int32_t tlm_labels_index(const tlm_labels *l, const char *name) { return label_find(l, (tlm_span){name, strlen(name)}); }
+
 void tlm_labels_free(tlm_labels *l)
 {
     for (size_t i = 0; i < l->n; i++) free(l->name[i]);
@@ -281,7 +283,7 @@ tlm_status tlm_classify_text(const tlm_model *m, const tlm_labels *labels, const
     j.lr = calloc(lines.n, sizeof *j.lr);
     if (!res->pred || !res->gold || !res->conf || !j.lr) st = tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
     int32_t oos = -1;
-    if (!st && o->oos && (oos = label_find(labels, (tlm_span){o->oos, strlen(o->oos)})) < 0)
+    if (!st && o->oos && (oos = tlm_labels_index(labels, o->oos)) < 0)
         st = tlm_fail(err, TLM_ERR_ARG, "--oos '%s' is not one of the %zu labels", o->oos, labels->n);
     if (!st && o->min_confidence > 0 && oos < 0)
         st = tlm_fail(err, TLM_ERR_ARG, "--min-confidence needs --oos, the label a rejected line gets");

@@ -22,6 +22,8 @@ typedef struct tlm_labels {
  * training file of TEXT<TAB>LABEL lines and a list of labels both work. */
 tlm_status tlm_labels_parse(const char *text, size_t len, tlm_labels *out, tlm_error *err);
 void tlm_labels_free(tlm_labels *l);
+/* The index of the label named `name`, or -1. */
+int32_t tlm_labels_index(const tlm_labels *l, const char *name);
 
 /* Every non-empty line of `text` is TEXT<TAB>LABEL with LABEL one of `l`
  * (`what` names the text in the error, e.g. "--val"). */
