@@ -12,8 +12,9 @@
 #   3. its ternary version (QAT with --label-loss from it, QAT minutes),
 # each scored on `val` + `oos_val` with 'tritlm classify' (exact and greedy
 # search), rejecting requests below a confidence (--min-confidence: they
-# get oos), the ternary one also on privatized text (randomized response and
-# d_chi at a few epsilons), and the ternary classifier built into Cortex-M7
+# get oos; one --sweep run per model), the ternary one's worst intents
+# (--report), and on privatized text (randomized response and d_chi at a
+# few epsilons), and the ternary classifier built into Cortex-M7
 # firmware: instructions per classification, exact and greedy.
 # Every training run uses THREADS threads (default 1, so that two runs can
 # share a two-core machine). Prints Markdown.
@@ -53,13 +54,21 @@ for m in lm cls cls_t2; do
     done
 done
 echo
-echo "| rejecting unsure requests (exact) | --min-confidence | in-scope accuracy | oos recall | forward passes / line |"
+echo "| rejecting unsure requests (exact, one --sweep run each) | --min-confidence | rejected | in-scope accuracy | oos recall |"
 echo "|---|---|---|---|---|"
 for m in cls cls_t2; do
-    for p in 0.2 0.3 0.4 0.5; do
-        echo "| $m | $p | $(acc "$out/$m.tlm" --min-confidence $p) |"
-    done
+    "$tlm" classify -m "$out/$m.tlm" --labels "$out/train.tsv" --text "$out/val.tsv" --oos oos --sweep --json 2>/dev/null |
+        jq -r --arg m "$m" '.sweep[] | select(.min_confidence > 0 and .min_confidence < 0.6) |
+            "| \($m) | \(.min_confidence) | \(.rejected) | \(.in_scope_accuracy * 10000 | round / 10000) | \(.oos_recall * 100 | round / 100) |"'
 done
+echo
+echo "Which intents fail (cls_t2, exact; --report, the ten worst by F1):"
+echo
+echo "| intent | lines | predicted | correct | F1 | most often given instead |"
+echo "|---|---|---|---|---|---|"
+"$tlm" classify -m "$out/cls_t2.tlm" --labels "$out/train.tsv" --text "$out/val.tsv" --oos oos --report --json 2>/dev/null |
+    jq -r '(.per_label[:10][] | "| \(.label) | \(.lines) | \(.predicted) | \(.correct) | \(.f1 * 10000 | round / 10000) | \(.most_often_given // "-") (\(.times // 0)) |"),
+           "", "macro F1 \(.macro_f1 * 10000 | round / 10000)"'
 echo
 echo "| privatized text (cls_t2, exact) | epsilon per token | in-scope accuracy | oos recall | forward passes / line |"
 echo "|---|---|---|---|---|"

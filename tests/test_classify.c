@@ -4,6 +4,7 @@
  * log-softmax in double; the greedy walk against a brute-force greedy walk
  * on that oracle; forward passes against the count of distinct prefixes;
  * bad arguments; and the host's label files and line classification. */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -372,6 +373,51 @@ static void test_labels_parse(void **state)
     tlm_labels_free(&l);
 }
 
+/* Per-label figures against a confusion worked out by hand: labels A B C D,
+ * lines (gold, predicted) AA AA AB AC BB BA CB, one unlabelled line, AB BD.
+ * A: 5 lines, 2 right, given B twice and C once; B: 3 lines, 1 right, given
+ * A and D once each (the tie goes to A, the lower index); C: 1 line, given
+ * B; D: no line, predicted once. Predicted: A 3, B 4, C 1, D 1. Precision
+ * 2/3, 1/4, 0, 0; recall 2/5, 1/3, 0, 0; F1 1/2, 2/7, 0, 0; macro F1 over
+ * A, B, C (D has no line) = (1/2 + 2/7) / 3 = 11/42. */
+static void test_report(void **state)
+{
+    (void)state;
+    uint32_t pred[] = {0, 0, 1, 2, 1, 0, 1, 0, 1, 3};
+    int32_t gold[] = {0, 0, 0, 0, 1, 1, 2, -1, 0, 1};
+    tlm_cls_result r = {.samples = 10, .pred = pred, .gold = gold};
+    tlm_cls_label_stats s[4];
+    size_t cm[16];
+    double macro = -1;
+    tlm_error err;
+    assert_int_equal(tlm_cls_report(&r, 4, s, cm, &macro, &err), TLM_OK);
+    const size_t support[] = {5, 3, 1, 0}, predicted[] = {3, 4, 1, 1}, correct[] = {2, 1, 0, 0}, confused[] = {2, 1, 1, 0};
+    const uint32_t with[] = {1, 0, 1, UINT32_MAX};
+    const double prec[] = {2.0 / 3, 0.25, 0, 0}, rec[] = {0.4, 1.0 / 3, 0, 0}, f1[] = {0.5, 2.0 / 7, 0, 0};
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(s[k].support, support[k]);
+        assert_int_equal(s[k].predicted, predicted[k]);
+        assert_int_equal(s[k].correct, correct[k]);
+        assert_int_equal(s[k].confused, confused[k]);
+        assert_int_equal(s[k].confused_with, with[k]);
+        assert_true(fabs(s[k].precision - prec[k]) < 1e-12);
+        assert_true(fabs(s[k].recall - rec[k]) < 1e-12);
+        assert_true(fabs(s[k].f1 - f1[k]) < 1e-12);
+    }
+    assert_true(fabs(macro - 11.0 / 42) < 1e-12);
+    const size_t want_cm[16] = {2, 2, 1, 0, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0};
+    assert_memory_equal(cm, want_cm, sizeof cm);
+    /* without the matrix, the same figures; with no labelled line, macro F1 0 */
+    tlm_cls_label_stats s2[4];
+    assert_int_equal(tlm_cls_report(&r, 4, s2, NULL, &macro, &err), TLM_OK);
+    assert_memory_equal(s, s2, sizeof s);
+    int32_t none[10];
+    for (int i = 0; i < 10; i++) none[i] = -1;
+    r.gold = none;
+    assert_int_equal(tlm_cls_report(&r, 4, s2, NULL, &macro, &err), TLM_OK);
+    assert_true(macro == 0 && s2[0].support == 0 && s2[0].predicted == 0);
+}
+
 /* The host's line classification agrees with tlm_classify on each line's
  * candidates built by hand, and checks its input. */
 static void test_classify_text(void **state)
@@ -724,6 +770,150 @@ static void test_train_and_classify(void **state)
     }
     assert_true(acc[0] >= 0.9);
     assert_true(acc[0] >= acc[1]);
+    /* --report and --confusion on the last noisy model (near chance, so its
+     * labels are confused) against counts made here from its predictions
+     * and the held lines' labels */
+    {
+        char csv[512];
+        snprintf(csv, sizeof csv, "%s", tu_tmp("kw_confusion.csv"));
+        assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --print --json --report --confusion '%s'",
+                                tu_tmp("kw_noisy.tlm"), tr, he, csv),
+                         0);
+        cJSON *o = cJSON_Parse(out);
+        assert_non_null(o);
+        const cJSON *preds = cJSON_GetObjectItem(o, "predictions"), *pl = cJSON_GetObjectItem(o, "per_label");
+        assert_int_equal(cJSON_GetArraySize(preds), 120);
+        uint8_t *ht;
+        size_t hl;
+        assert_int_equal(tlm_read_file(he, &ht, &hl, NULL), TLM_OK);
+        size_t sup[4] = {0}, prd[4] = {0}, cor[4] = {0}, cm[4][4] = {{0}};
+        const char *p = (const char *)ht;
+        for (int i = 0; i < 120; i++) {
+            const char *tab = strchr(p, '\t'), *nl = strchr(p, '\n');
+            int g = -1, q = -1;
+            for (int k = 0; k < 4; k++) {
+                if ((size_t)(nl - tab - 1) == strlen(key[k][1]) && !memcmp(tab + 1, key[k][1], (size_t)(nl - tab - 1))) g = k;
+                if (!strcmp(cJSON_GetArrayItem(preds, i)->valuestring, key[k][1])) q = k;
+            }
+            assert_true(g >= 0 && q >= 0);
+            sup[g]++, prd[q]++, cor[g] += g == q, cm[g][q]++;
+            p = nl + 1;
+        }
+        free(ht);
+        double f1[4], macro = 0, last = -1;
+        int with_lines = 0, confused = 0;
+        for (int k = 0; k < 4; k++) {
+            const double pr = prd[k] ? (double)cor[k] / (double)prd[k] : 0, re = sup[k] ? (double)cor[k] / (double)sup[k] : 0;
+            f1[k] = pr + re > 0 ? 2 * pr * re / (pr + re) : 0;
+            if (sup[k]) macro += f1[k], with_lines++;
+            for (int q = 0; q < 4; q++) confused += q != k && cm[k][q];
+        }
+        assert_true(confused > 0); /* the check below sees real confusions */
+        assert_true(fabs(cJSON_GetObjectItem(o, "macro_f1")->valuedouble - macro / with_lines) < 1e-12);
+        int seen = 0;
+        for (const cJSON *e = pl ? pl->child : NULL; e; e = e->next, seen++) {
+            int k = 0;
+            while (k < 4 && strcmp(cJSON_GetObjectItem(e, "label")->valuestring, key[k][1])) k++;
+            assert_true(k < 4);
+            assert_int_equal((size_t)cJSON_GetObjectItem(e, "lines")->valuedouble, sup[k]);
+            assert_int_equal((size_t)cJSON_GetObjectItem(e, "predicted")->valuedouble, prd[k]);
+            assert_int_equal((size_t)cJSON_GetObjectItem(e, "correct")->valuedouble, cor[k]);
+            const double ef1 = cJSON_GetObjectItem(e, "f1")->valuedouble;
+            assert_true(fabs(ef1 - f1[k]) < 1e-12);
+            assert_true(ef1 >= last); /* worst first */
+            last = ef1;
+            /* the most frequent wrong label of this label's lines */
+            size_t most = 0;
+            for (int q = 0; q < 4; q++)
+                if (q != k && cm[k][q] > most) most = cm[k][q];
+            const cJSON *times = cJSON_GetObjectItem(e, "times");
+            assert_int_equal(times ? (size_t)times->valuedouble : 0, most);
+            if (times) {
+                int q = 0;
+                while (q < 4 && strcmp(cJSON_GetObjectItem(e, "most_often_given")->valuestring, key[q][1])) q++;
+                assert_true(q < 4 && q != k && cm[k][q] == most);
+            }
+        }
+        int occur = 0;
+        for (int k = 0; k < 4; k++) occur += sup[k] || prd[k];
+        assert_int_equal(seen, occur);
+        cJSON_Delete(o);
+        /* the CSV: one row per pair that occurred, the same counts */
+        uint8_t *ct;
+        size_t cl;
+        assert_int_equal(tlm_read_file(csv, &ct, &cl, NULL), TLM_OK);
+        assert_true(cl > 21 && !memcmp(ct, "gold,predicted,count\n", 21));
+        size_t rows = 0, total = 0, pairs = 0;
+        for (char *line = strtok((char *)ct + 21, "\n"); line; line = strtok(NULL, "\n"), rows++) {
+            char gname[32], pname[32];
+            size_t n;
+            assert_int_equal(sscanf(line, "%31[^,],%31[^,],%zu", gname, pname, &n), 3);
+            int g = 0, q = 0;
+            while (g < 4 && strcmp(gname, key[g][1])) g++;
+            while (q < 4 && strcmp(pname, key[q][1])) q++;
+            assert_true(g < 4 && q < 4);
+            assert_int_equal(n, cm[g][q]);
+            total += n;
+        }
+        for (int g = 0; g < 4; g++)
+            for (int q = 0; q < 4; q++) pairs += cm[g][q] > 0;
+        assert_int_equal(rows, pairs);
+        assert_int_equal(total, 120);
+        free(ct);
+        /* --sweep: each threshold's figures are those of a run with that
+         * --min-confidence, and its rejections those counted here from the
+         * confidences and predictions of a run without one; on a model
+         * stopped early, whose confidences spread between the thresholds */
+        char early[512];
+        snprintf(early, sizeof early, "%s", tu_tmp("kw_early.tlm"));
+        assert_int_equal(tu_run(&out, &err,
+                                "train --data '%s' --split lines --label-loss --tokenizer '%s' --dim 32 --hidden 64 --layers 2 "
+                                "--heads 4 --ctx 32 --batch 16 --steps 200 --lr 3e-3 --eval-every 0 --threads 2 -o '%s'",
+                                tr, tok, early),
+                         0);
+        assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --oos music --sweep --print --json",
+                                early, tr, he),
+                         0);
+        o = cJSON_Parse(out);
+        assert_non_null(o);
+        const cJSON *sw = cJSON_GetObjectItem(o, "sweep"), *cf = cJSON_GetObjectItem(o, "confidences");
+        preds = cJSON_GetObjectItem(o, "predictions");
+        assert_int_equal(cJSON_GetArraySize(sw), 10);
+        size_t distinct = 0, prev = SIZE_MAX;
+        for (int i = 0; i < 10; i++) {
+            const cJSON *e = cJSON_GetArrayItem(sw, i);
+            const size_t rej = (size_t)cJSON_GetObjectItem(e, "rejected")->valuedouble;
+            size_t want = 0;
+            for (int l = 0; l < 120; l++)
+                want += cJSON_GetArrayItem(cf, l)->valuedouble < (float)(i / 10.0) &&
+                        strcmp(cJSON_GetArrayItem(preds, l)->valuestring, "music");
+            assert_int_equal(rej, want);
+            distinct += rej != prev;
+            prev = rej;
+            if (i == 0) continue;
+            char *o2, *e2;
+            assert_int_equal(tu_run(&o2, &e2, "classify -m '%s' --labels '%s' --text '%s' --oos music --min-confidence 0.%d --json",
+                                    early, tr, he, i),
+                             0);
+            cJSON *one = cJSON_Parse(o2);
+            assert_non_null(one);
+            assert_int_equal((size_t)cJSON_GetObjectItem(one, "rejected")->valuedouble, rej);
+            const char *f[] = {"accuracy", "in_scope_accuracy", "oos_recall"};
+            for (int k = 0; k < 3; k++)
+                assert_true(cJSON_GetObjectItem(one, f[k])->valuedouble == cJSON_GetObjectItem(e, f[k])->valuedouble);
+            cJSON_Delete(one);
+        }
+        printf("sweep: %zu distinct rejection counts over 10 thresholds (%zu at 0.9)\n", distinct, prev);
+        assert_true(distinct >= 3); /* the thresholds do differ on this model (6 of 10 here) */
+        cJSON_Delete(o);
+        assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --sweep", model, tr, he), 2);
+        assert_non_null(strstr(err, "--sweep needs --oos"));
+        assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --sweep --oos music --min-confidence 0.5", model, tr, he), 2);
+        /* the text form: the table and the macro F1 after the summary */
+        assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --report", tu_tmp("kw_noisy.tlm"), tr, he), 0);
+        assert_non_null(strstr(out, "most often given instead"));
+        assert_non_null(strstr(out, "macro F1 "));
+    }
     /* a --val label the training text does not have, or a --val line without one, stops the run before any step */
     const char unseen[] = "my lamp now\tlights\nthe song\tradio\n", bare_val[] = "my lamp now\tlights\nthe song\n";
     const char *bad[] = {unseen, bare_val}, *why[] = {"line 2's label 'radio' is not among the 4 labels", "line 2 has no TAB"};
@@ -740,6 +930,8 @@ static void test_train_and_classify(void **state)
     assert_int_equal(tlm_write_file_atomic(he, bare, strlen(bare), NULL), TLM_OK);
     assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s'", model, tr, he), 0);
     assert_string_equal(out, "lights\nweather\n");
+    assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --report", model, tr, he), 1);
+    assert_non_null(strstr(err, "need lines TEXT<TAB>LABEL"));
     /* confidences with the predictions; a threshold needs the label rejected lines get */
     assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --print --json", model, tr, he), 0);
     const char *cf = strstr(out, "\"confidences\":[");
@@ -766,7 +958,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_matches_oracle), cmocka_unit_test(test_exact_int8_kv),
         cmocka_unit_test(test_greedy_matches_oracle), cmocka_unit_test(test_bad_arguments),
-        cmocka_unit_test(test_labels_parse),         cmocka_unit_test(test_classify_text),
+        cmocka_unit_test(test_labels_parse),  cmocka_unit_test(test_report),         cmocka_unit_test(test_classify_text),
         cmocka_unit_test(test_label_targets),        cmocka_unit_test(test_label_eval),
         cmocka_unit_test(test_train_and_classify),
     };

@@ -108,6 +108,73 @@ void tlm_cls_result_free(tlm_cls_result *r)
     r->conf = NULL;
 }
 
+static double share(size_t a, size_t b) { return b ? (double)a / (double)b : 0.0; }
+
+tlm_status tlm_cls_report(const tlm_cls_result *res, size_t nlabels, tlm_cls_label_stats *stats, size_t *counts,
+                          double *macro_f1, tlm_error *err)
+{
+    if (nlabels && nlabels > SIZE_MAX / sizeof(size_t) / nlabels) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    size_t *own = counts ? NULL : calloc(nlabels * nlabels, sizeof *own);
+    size_t *cm = counts ? counts : own;
+    if (!cm) return tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
+    memset(cm, 0, nlabels * nlabels * sizeof *cm);
+    for (size_t i = 0; i < res->samples; i++)
+        if (res->gold[i] >= 0 && (size_t)res->gold[i] < nlabels && res->pred[i] < nlabels)
+            cm[(size_t)res->gold[i] * nlabels + res->pred[i]]++;
+    double f1_sum = 0;
+    size_t with_support = 0;
+    for (size_t k = 0; k < nlabels; k++) {
+        tlm_cls_label_stats *s = &stats[k];
+        memset(s, 0, sizeof *s);
+        s->confused_with = UINT32_MAX;
+        for (size_t q = 0; q < nlabels; q++) {
+            const size_t row = cm[k * nlabels + q];
+            s->support += row;
+            s->predicted += cm[q * nlabels + k];
+            if (q != k && row > s->confused) {
+                s->confused = row;
+                s->confused_with = (uint32_t)q;
+            }
+        }
+        s->correct = cm[k * nlabels + k];
+        s->precision = share(s->correct, s->predicted);
+        s->recall = share(s->correct, s->support);
+        s->f1 = s->precision + s->recall > 0 ? 2 * s->precision * s->recall / (s->precision + s->recall) : 0.0;
+        if (s->support) {
+            f1_sum += s->f1;
+            with_support++;
+        }
+    }
+    free(own);
+    *macro_f1 = with_support ? f1_sum / (double)with_support : 0.0;
+    return TLM_OK;
+}
+
+void tlm_cls_count(const tlm_cls_result *res, int32_t oos, float p, tlm_cls_counts *c)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < res->samples; i++) {
+        uint32_t pred = res->pred[i];
+        if (oos >= 0 && res->conf[i] < p && pred != (uint32_t)oos) {
+            pred = (uint32_t)oos;
+            c->rejected++;
+        }
+        const int32_t g = res->gold[i];
+        const int hit = g >= 0 && (uint32_t)g == pred;
+        c->oos_predicted += oos >= 0 && pred == (uint32_t)oos;
+        if (g < 0) continue;
+        c->labelled++;
+        c->correct += hit;
+        if (g == oos) {
+            c->oos++;
+            c->oos_correct += hit;
+        } else {
+            c->in_scope++;
+            c->in_scope_correct += hit;
+        }
+    }
+}
+
 typedef struct {
     tlm_status status;
     uint32_t forwards, privatized, unchanged;
@@ -335,23 +402,20 @@ tlm_status tlm_classify_text(const tlm_model *m, const tlm_labels *labels, const
         res->privatized += r->privatized;
         res->unchanged += r->unchanged;
         res->truncated += r->truncated;
-        if (res->conf[i] < o->min_confidence && res->pred[i] != (uint32_t)oos) {
-            res->pred[i] = (uint32_t)oos;
-            res->rejected++;
-        }
-        const int32_t g = res->gold[i];
-        const int hit = g >= 0 && (uint32_t)g == res->pred[i];
-        res->oos_predicted += oos >= 0 && res->pred[i] == (uint32_t)oos;
-        if (g < 0) continue;
-        res->labelled++;
-        res->correct += hit;
-        if (g == oos) {
-            res->oos++;
-            res->oos_correct += hit;
-        } else {
-            res->in_scope++;
-            res->in_scope_correct += hit;
-        }
+    }
+    if (!st) {
+        tlm_cls_counts c;
+        tlm_cls_count(res, oos, o->min_confidence, &c);
+        res->labelled = c.labelled;
+        res->correct = c.correct;
+        res->in_scope = c.in_scope;
+        res->in_scope_correct = c.in_scope_correct;
+        res->oos = c.oos;
+        res->oos_correct = c.oos_correct;
+        res->oos_predicted = c.oos_predicted;
+        res->rejected = c.rejected;
+        for (size_t i = 0; i < lines.n; i++) /* the rejected lines' label is oos from here on */
+            if (res->conf[i] < o->min_confidence) res->pred[i] = (uint32_t)oos;
     }
     free(tid);
     free(j.lr);

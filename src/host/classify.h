@@ -66,6 +66,37 @@ tlm_status tlm_classify_text(const tlm_model *m, const tlm_labels *labels, const
                              const tlm_cls_opts *opts, tlm_cls_result *res, tlm_error *err);
 void tlm_cls_result_free(tlm_cls_result *r);
 
+/* The figures of res as they would be if every line whose confidence is
+ * below p were given the label oos (>= 0) instead (rejected: counted when
+ * its label was not oos already); p 0 counts res as it is. The counts of
+ * tlm_classify_text with min_confidence p come from it, so thresholds can
+ * be tried on one classification: pass a result classified without one. */
+typedef struct tlm_cls_counts {
+    size_t labelled, correct, in_scope, in_scope_correct, oos, oos_correct, oos_predicted, rejected;
+} tlm_cls_counts;
+void tlm_cls_count(const tlm_cls_result *res, int32_t oos, float p, tlm_cls_counts *c);
+
+/* Per-label figures of a classification (what a user reads to see which
+ * labels fail and which they are taken for): over the lines with a gold
+ * label, `support` lines have this gold label, `predicted` lines were given
+ * it, `correct` both; precision = correct / predicted, recall = correct /
+ * support, f1 their harmonic mean (each 0 where its denominator is);
+ * `confused_with` is the wrong label this one's lines were given most
+ * often (the lowest index among ties; UINT32_MAX when none was wrong),
+ * `confused` how often. */
+typedef struct tlm_cls_label_stats {
+    size_t support, predicted, correct, confused;
+    uint32_t confused_with;
+    double precision, recall, f1;
+} tlm_cls_label_stats;
+
+/* stats[0..nlabels) from res; if counts is not NULL it receives the
+ * confusion matrix, counts[gold * nlabels + predicted] (nlabels^2 entries).
+ * Returns the macro-averaged F1 over the labels with support (0 when no
+ * line has a gold label); TLM_ERR_NOMEM leaves *macro_f1 untouched. */
+tlm_status tlm_cls_report(const tlm_cls_result *res, size_t nlabels, tlm_cls_label_stats *stats, size_t *counts,
+                          double *macro_f1, tlm_error *err);
+
 /* Where the label starts in a line "TEXT<TAB>LABEL" encoded with BOS as
  * ids[0..n): the index of the first token that reaches past the line's
  * last TAB (the tokens' strings spell " " + line, the encoder's dummy
