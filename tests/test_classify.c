@@ -717,6 +717,9 @@ static void test_train_and_classify(void **state)
     const char *va = strstr(out, "\"val_accuracy\":");
     assert_non_null(va);
     const double train_acc = strtod(va + 15, NULL);
+    const char *vf = strstr(out, "\"val_macro_f1\":");
+    assert_non_null(vf);
+    const double train_f1 = strtod(vf + 15, NULL);
     assert_non_null(strstr(err, "(120 of 120 lines; 4 labels from"));
     double acc[2];
     for (int greedy = 0; greedy < 2; greedy++) {
@@ -727,6 +730,9 @@ static void test_train_and_classify(void **state)
         assert_non_null(a);
         acc[greedy] = strtod(a + 11, NULL);
         assert_non_null(strstr(out, "\"labelled\":120,"));
+        const char *f1 = strstr(out, "\"macro_f1\":");
+        assert_non_null(f1);
+        if (!greedy) assert_true(strtod(f1 + 11, NULL) == train_f1); /* the run's figure is classify's */
     }
     printf("keyword task: accuracy %.3f exact, %.3f greedy\n", acc[0], acc[1]);
     assert_true(train_acc == acc[0]);
@@ -868,9 +874,12 @@ static void test_train_and_classify(void **state)
         snprintf(early, sizeof early, "%s", tu_tmp("kw_early.tlm"));
         assert_int_equal(tu_run(&out, &err,
                                 "train --data '%s' --split lines --label-loss --tokenizer '%s' --dim 32 --hidden 64 --layers 2 "
-                                "--heads 4 --ctx 32 --batch 16 --steps 200 --lr 3e-3 --eval-every 0 --threads 2 -o '%s'",
-                                tr, tok, early),
+                                "--heads 4 --ctx 32 --batch 16 --steps 200 --lr 3e-3 --eval-every 0 --threads 2 -o '%s' --val '%s' --json",
+                                tr, tok, early, he),
                          0);
+        const char *ef = strstr(out, "\"val_macro_f1\":");
+        assert_non_null(ef);
+        const double early_f1 = strtod(ef + 15, NULL);
         assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --oos music --sweep --print --json",
                                 early, tr, he),
                          0);
@@ -879,6 +888,8 @@ static void test_train_and_classify(void **state)
         const cJSON *sw = cJSON_GetObjectItem(o, "sweep"), *cf = cJSON_GetObjectItem(o, "confidences");
         preds = cJSON_GetObjectItem(o, "predictions");
         assert_int_equal(cJSON_GetArraySize(sw), 10);
+        /* the training run's macro F1 is classify's, on a model that is not perfect */
+        assert_true(early_f1 < 0.99 && cJSON_GetObjectItem(o, "macro_f1")->valuedouble == early_f1);
         size_t distinct = 0, prev = SIZE_MAX;
         for (int i = 0; i < 10; i++) {
             const cJSON *e = cJSON_GetArrayItem(sw, i);

@@ -381,7 +381,10 @@ int cmd_quantize(int argc, char **argv)
             if (o.val) {
                 cJSON_AddNumberToObject(j, "val_loss", rep.val_loss);
                 cJSON_AddNumberToObject(j, "val_top1", rep.val_top1);
-                if (rep.val_classified) cJSON_AddNumberToObject(j, "val_accuracy", rep.val_accuracy);
+                if (rep.val_classified) {
+                    cJSON_AddNumberToObject(j, "val_accuracy", rep.val_accuracy);
+                    cJSON_AddNumberToObject(j, "val_macro_f1", rep.val_macro_f1);
+                }
             }
             cJSON_AddNumberToObject(j, "seconds", rep.seconds);
         }

@@ -35,7 +35,8 @@ static const char help[] =
     "                         on each label and the line's end, not on the text (a model\n"
     "                         for 'tritlm classify'); validation then scores the labels\n"
     "                         and line ends, and the run ends by classifying --val among\n"
-    "                         --data's labels (accuracy; val_accuracy in --json)\n"
+    "                         --data's labels (accuracy and macro F1; val_accuracy and\n"
+    "                         val_macro_f1 in --json)\n"
     "      --privatize M      the model reads its inputs privatized by mechanism M (dx or\n"
     "      --epsilon E        rr, as 'tritlm privatize', E per token; fresh noise every step;\n"
     "                         validation with fixed noise) and learns to predict the\n"
@@ -269,7 +270,10 @@ int cmd_train(int argc, char **argv)
         if (o.val) {
             cJSON_AddNumberToObject(j, "val_loss", r.val_loss);
             cJSON_AddNumberToObject(j, "val_top1", r.val_top1);
-            if (r.val_classified) cJSON_AddNumberToObject(j, "val_accuracy", r.val_accuracy);
+            if (r.val_classified) {
+                cJSON_AddNumberToObject(j, "val_accuracy", r.val_accuracy);
+                cJSON_AddNumberToObject(j, "val_macro_f1", r.val_macro_f1);
+            }
         }
         cJSON_AddNumberToObject(j, "seconds", r.seconds);
         cJSON_AddNumberToObject(j, "tokens_per_s", r.tokens_per_s);

@@ -62,7 +62,8 @@ typedef struct tlm_train_report {
     double train_loss;     /* mean over the last 20 steps */
     double val_loss, val_top1;   /* with label_loss: over the labels and line ends only */
     size_t val_classified;       /* with label_loss and val: --val lines classified at the end, */
-    double val_accuracy;         /* and the fraction right among the training text's labels */
+    double val_accuracy;         /* and the fraction right among the training text's labels, */
+    double val_macro_f1;         /* and the F1 averaged over the labels (tlm_cls_report) */
     double seconds, tokens_per_s;
 } tlm_train_report;
 
