@@ -58,8 +58,8 @@ echo "| rejecting unsure requests (exact, one --sweep run each) | --min-confiden
 echo "|---|---|---|---|---|"
 for m in cls cls_t2; do
     "$tlm" classify -m "$out/$m.tlm" --labels "$out/train.tsv" --text "$out/val.tsv" --oos oos --sweep --json 2>/dev/null |
-        jq -r --arg m "$m" '.sweep[] | select(.min_confidence > 0 and .min_confidence < 0.6) |
-            "| \($m) | \(.min_confidence) | \(.rejected) | \(.in_scope_accuracy * 10000 | round / 10000) | \(.oos_recall * 100 | round / 100) |"'
+        jq -r '.sweep[] | select(.min_confidence > 0 and .min_confidence < 0.6) | [.min_confidence, .rejected, .in_scope_accuracy, .oos_recall] | @tsv' |
+        awk -v m="$m" '{ printf "| %s | %.1f | %d | %.4f | %.2f |\n", m, $1, $2, $3, $4 }'
 done
 echo
 echo "Which intents fail (cls_t2, exact; --report, the ten worst by F1):"
@@ -67,8 +67,9 @@ echo
 echo "| intent | lines | predicted | correct | F1 | most often given instead |"
 echo "|---|---|---|---|---|---|"
 "$tlm" classify -m "$out/cls_t2.tlm" --labels "$out/train.tsv" --text "$out/val.tsv" --oos oos --report --json 2>/dev/null |
-    jq -r '(.per_label[:10][] | "| \(.label) | \(.lines) | \(.predicted) | \(.correct) | \(.f1 * 10000 | round / 10000) | \(.most_often_given // "-") (\(.times // 0)) |"),
-           "", "macro F1 \(.macro_f1 * 10000 | round / 10000)"'
+    jq -r '(.per_label[:10][] | [.label, .lines, .predicted, .correct, .f1, (.most_often_given // "-"), (.times // 0)] | @tsv),
+           ([.macro_f1] | @tsv)' |
+    awk -F '\t' 'NF > 1 { printf "| %s | %d | %d | %d | %.4f | %s (%d) |\n", $1, $2, $3, $4, $5, $6, $7 } NF == 1 { printf "\nmacro F1 %.4f\n", $1 }'
 echo
 echo "| privatized text (cls_t2, exact) | epsilon per token | in-scope accuracy | oos recall | forward passes / line |"
 echo "|---|---|---|---|---|"

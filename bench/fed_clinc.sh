@@ -13,6 +13,8 @@
 # env: FED_TASK=intents: the devices hold TEXT<TAB>INTENT lines (train + oos_train,
 #   sorted by intent) and each round is scored by 'tritlm classify --greedy' on val +
 #   oos_val: in-scope accuracy (give --label-loss in the variants' update options)
+#   FED_SPLIT=shuffled: the lines are shuffled (a fixed seed) instead of sorted, so
+#   that every device holds a little of every intent, as users who each ask many things
 
 set -eu
 build=$1 global=$2 json=$3 out=$4
@@ -29,6 +31,11 @@ if [ "${FED_TASK:-}" = intents ]; then
     jq -r '(.val + .oos_val)[] | .[0] + "\t" + .[1]' "$json" >"$out/val.tsv"
 else
     jq -r '.train[] | .[1] + "\t" + .[0]' "$json" | LC_ALL=C sort -s -t "$(printf '\t')" -k1,1 | cut -f2 >"$out/train_sorted.txt"
+fi
+if [ "${FED_SPLIT:-}" = shuffled ]; then
+    awk 'BEGIN { srand(1) } { printf "%.9f\t%s\n", rand(), $0 }' "$out/train_sorted.txt" | LC_ALL=C sort -k1,1 | cut -f2- \
+        >"$out/train_shuffled.txt"
+    mv "$out/train_shuffled.txt" "$out/train_sorted.txt"
 fi
 lines=$(wc -l <"$out/train_sorted.txt")
 per=$(((lines + devices - 1) / devices))
@@ -84,9 +91,9 @@ for v in "$@"; do
         rm -f "$out"/u_*.tlmu "$out"/r_*.tlmr "$out"/state_*
         c=0
         for f in "$out"/data/dev_*; do
-            # shellcheck disable=SC2086
             devkey=""
             [ -n "$secure" ] && devkey="--key $out/keys$devices/d$c.key --state $out/state_$c"
+            # shellcheck disable=SC2086
             "$tlm" fed update -m "$cur" --data "$f" --split lines --steps 10 --batch 8 --ctx 32 --lr 2e-3 --threads 1 \
                 --client $c --round $r --seed $((r * 1000 + c)) $uopts $devkey -o "$out/u_$c.tlmu" 2>/dev/null
             c=$((c + 1))
@@ -104,7 +111,7 @@ for v in "$@"; do
                 c=$((c + 1))
             done
         fi
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2046
         "$tlm" fed aggregate -m "$cur" -o "$next" $aopts "$out"/u_*.tlmu $(ls "$out"/r_*.tlmr 2>/dev/null) 2>"$out/agg.err" >/dev/null
         cur=$next
         row="$row $(ev "$cur") |"
