@@ -241,8 +241,10 @@ int cmd_classify(int argc, char **argv)
     if (r.labelled) {
         stats = calloc(labels.n, sizeof *stats);
         rk = calloc(labels.n, sizeof *rk);
-        cm = labels.n <= SIZE_MAX / sizeof *cm / labels.n ? calloc(labels.n * labels.n, sizeof *cm) : NULL;
-        st = stats && rk && cm ? tlm_cls_report(&r, labels.n, stats, cm, &macro_f1, &err) : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
+        if (confusion_path) /* (else tlm_cls_report keeps its matrix to itself) */
+            cm = labels.n <= SIZE_MAX / sizeof *cm / labels.n ? calloc(labels.n * labels.n, sizeof *cm) : NULL;
+        st = stats && rk && (cm || !confusion_path) ? tlm_cls_report(&r, labels.n, stats, cm, &macro_f1, &err)
+                                                    : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
         if (!st) nrank = rank_labels(stats, labels.n, rk);
         if (!st && confusion_path) st = write_confusion(confusion_path, &labels, cm, &err);
         if (st) {
