@@ -677,6 +677,30 @@ static void test_label_eval(void **state)
  * whose label is set by one keyword among filler words learns to classify
  * lines it never saw (a 4-way task: chance is 25%), and the exact search
  * is at least as accurate as the greedy one. */
+/* The number after "KEY": in a JSON text (which must have it). */
+static double json_number(const char *json, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(json, pat);
+    assert_non_null(p);
+    return strtod(p + strlen(pat), NULL);
+}
+
+/* The keyword task's model: STEPS steps of --label-loss on the training
+ * lines tr (tokenizer tok), validated and classified on he, into model;
+ * extra options after. */
+static void train_keywords(char **out, char **err, const char *tr, const char *tok, const char *he, int steps, const char *model,
+                           const char *extra)
+{
+    assert_int_equal(tu_run(out, err,
+                            "train --data '%s' --split lines --label-loss --tokenizer '%s' --dim 32 --hidden 64 --layers 2 "
+                            "--heads 4 --ctx 32 --batch 16 --steps %d --lr 3e-3 --eval-every 0 --threads 2 -o '%s' "
+                            "--val '%s' --json %s",
+                            tr, tok, steps, model, he, extra),
+                     0);
+}
+
 static void test_train_and_classify(void **state)
 {
     (void)state;
@@ -707,32 +731,18 @@ static void test_train_and_classify(void **state)
     free(held);
     char *out, *err;
     assert_int_equal(tu_run(&out, &err, "tokenizer train --vocab 300 --split lines -o '%s' '%s'", tok, tr), 0);
-    assert_int_equal(tu_run(&out, &err,
-                            "train --data '%s' --split lines --label-loss --tokenizer '%s' --dim 32 --hidden 64 --layers 2 "
-                            "--heads 4 --ctx 32 --batch 16 --steps 300 --lr 3e-3 --eval-every 0 --threads 2 -o '%s' "
-                            "--val '%s' --json",
-                            tr, tok, model, he),
-                     0);
+    train_keywords(&out, &err, tr, tok, he, 300, model, "");
     /* the run classifies --val at its end, among the training text's labels */
-    const char *va = strstr(out, "\"val_accuracy\":");
-    assert_non_null(va);
-    const double train_acc = strtod(va + 15, NULL);
-    const char *vf = strstr(out, "\"val_macro_f1\":");
-    assert_non_null(vf);
-    const double train_f1 = strtod(vf + 15, NULL);
+    const double train_acc = json_number(out, "val_accuracy"), train_f1 = json_number(out, "val_macro_f1");
     assert_non_null(strstr(err, "(120 of 120 lines; 4 labels from"));
     double acc[2];
     for (int greedy = 0; greedy < 2; greedy++) {
         assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --json%s", model, tr, he,
                                 greedy ? " --greedy" : ""),
                          0);
-        const char *a = strstr(out, "\"accuracy\":");
-        assert_non_null(a);
-        acc[greedy] = strtod(a + 11, NULL);
+        acc[greedy] = json_number(out, "accuracy");
         assert_non_null(strstr(out, "\"labelled\":120,"));
-        const char *f1 = strstr(out, "\"macro_f1\":");
-        assert_non_null(f1);
-        if (!greedy) assert_true(strtod(f1 + 11, NULL) == train_f1); /* the run's figure is classify's */
+        if (!greedy) assert_true(json_number(out, "macro_f1") == train_f1); /* the run's figure is classify's */
     }
     printf("keyword task: accuracy %.3f exact, %.3f greedy\n", acc[0], acc[1]);
     assert_true(train_acc == acc[0]);
@@ -746,15 +756,10 @@ static void test_train_and_classify(void **state)
     for (int k = 0; k < 3; k++) {
         char noisy[512];
         snprintf(noisy, sizeof noisy, "%s", tu_tmp(k ? "kw_noisy.tlm" : "kw_rrinf.tlm"));
-        assert_int_equal(tu_run(&out, &err,
-                                "train --data '%s' --split lines --label-loss --tokenizer '%s' --dim 32 --hidden 64 --layers 2 "
-                                "--heads 4 --ctx 32 --batch 16 --steps 300 --lr 3e-3 --eval-every 0 --threads 2 -o '%s' "
-                                "--val '%s' --json --privatize %s",
-                                tr, tok, noisy, he, mech[k]),
-                         0);
-        const char *nv = strstr(out, "\"val_accuracy\":");
-        assert_non_null(nv);
-        const double a = strtod(nv + 15, NULL);
+        char priv[64];
+        snprintf(priv, sizeof priv, "--privatize %s", mech[k]);
+        train_keywords(&out, &err, tr, tok, he, 300, noisy, priv);
+        const double a = json_number(out, "val_accuracy");
         uint8_t *x, *y;
         size_t xn, yn;
         assert_int_equal(tlm_read_file(model, &x, &xn, NULL), TLM_OK);
@@ -765,11 +770,9 @@ static void test_train_and_classify(void **state)
         } else {
             assert_true(a < 0.5);
             assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --json", noisy, tr, he), 0);
-            const char *ca = strstr(out, "\"accuracy\":");
-            assert_non_null(ca);
-            printf("keyword task trained through %s: accuracy %.3f (privatized text), %.3f (clean)\n", mech[k], a,
-                   strtod(ca + 11, NULL));
-            assert_true(strtod(ca + 11, NULL) < 0.5);
+            const double clean = json_number(out, "accuracy");
+            printf("keyword task trained through %s: accuracy %.3f (privatized text), %.3f (clean)\n", mech[k], a, clean);
+            assert_true(clean < 0.5);
         }
         free(x);
         free(y);
@@ -872,14 +875,8 @@ static void test_train_and_classify(void **state)
          * stopped early, whose confidences spread between the thresholds */
         char early[512];
         snprintf(early, sizeof early, "%s", tu_tmp("kw_early.tlm"));
-        assert_int_equal(tu_run(&out, &err,
-                                "train --data '%s' --split lines --label-loss --tokenizer '%s' --dim 32 --hidden 64 --layers 2 "
-                                "--heads 4 --ctx 32 --batch 16 --steps 200 --lr 3e-3 --eval-every 0 --threads 2 -o '%s' --val '%s' --json",
-                                tr, tok, early, he),
-                         0);
-        const char *ef = strstr(out, "\"val_macro_f1\":");
-        assert_non_null(ef);
-        const double early_f1 = strtod(ef + 15, NULL);
+        train_keywords(&out, &err, tr, tok, he, 200, early, "");
+        const double early_f1 = json_number(out, "val_macro_f1");
         assert_int_equal(tu_run(&out, &err, "classify -m '%s' --labels '%s' --text '%s' --oos music --sweep --print --json",
                                 early, tr, he),
                          0);

@@ -92,8 +92,8 @@ typedef struct tlm_cls_label_stats {
 
 /* stats[0..nlabels) from res; if counts is not NULL it receives the
  * confusion matrix, counts[gold * nlabels + predicted] (nlabels^2 entries).
- * Returns the macro-averaged F1 over the labels with support (0 when no
- * line has a gold label); TLM_ERR_NOMEM leaves *macro_f1 untouched. */
+ * *macro_f1 receives the F1 averaged over the labels with support (0 when
+ * no line has a gold label); TLM_ERR_NOMEM leaves it untouched. */
 tlm_status tlm_cls_report(const tlm_cls_result *res, size_t nlabels, tlm_cls_label_stats *stats, size_t *counts,
                           double *macro_f1, tlm_error *err);
 
