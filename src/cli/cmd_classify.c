@@ -247,14 +247,7 @@ int cmd_classify(int argc, char **argv)
                                                     : tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
         if (!st) nrank = rank_labels(stats, labels.n, rk);
         if (!st && confusion_path) st = write_confusion(confusion_path, &labels, cm, &err);
-        if (st) {
-            free(stats);
-            free(rk);
-            free(cm);
-            tlm_cls_result_free(&r);
-            tlm_labels_free(&labels);
-            return cli_fail("classify", &err);
-        }
+        if (st) goto done;
     }
     const double fw = ratio((size_t)r.forwards, r.samples);
     tlm_cls_counts sw[10];
@@ -353,10 +346,11 @@ int cmd_classify(int argc, char **argv)
     if (r.truncated)
         fprintf(stderr, "classify: note: %zu of %zu lines were longer than the context with their labels and lost their first tokens\n",
                 r.truncated, r.samples);
+done:
     free(stats);
     free(rk);
     free(cm);
     tlm_cls_result_free(&r);
     tlm_labels_free(&labels);
-    return 0;
+    return st ? cli_fail("classify", &err) : 0;
 }
