@@ -433,7 +433,7 @@ static void test_classify_text(void **state)
     tlm_cls_result r;
     assert_int_equal(tlm_classify_text(&f->m, &l, text, strlen(text), &o, &r, &err), TLM_OK);
     assert_int_equal(r.samples, 3);
-    assert_int_equal(r.labelled, 2);
+    assert_int_equal(r.n.labelled, 2);
     assert_int_equal(r.gold[0], 1);
     assert_int_equal(r.gold[1], 0);
     assert_int_equal(r.gold[2], -1);
@@ -462,7 +462,7 @@ static void test_classify_text(void **state)
         assert_true(fabs(r.conf[s] - conf) <= 1e-3 * conf);
         correct += s < 2 && (int32_t)arg == r.gold[s];
     }
-    assert_int_equal(r.correct, correct);
+    assert_int_equal(r.n.correct, correct);
     /* below --min-confidence, a line gets the --oos label instead */
     float conf[3];
     memcpy(conf, r.conf, sizeof conf);
@@ -477,7 +477,7 @@ static void test_classify_text(void **state)
         assert_int_equal(r.pred[s], below ? 3 : pred0[s]);
     }
     assert_true(want_rejected >= 1);
-    assert_int_equal(r.rejected, want_rejected);
+    assert_int_equal(r.n.rejected, want_rejected);
     tlm_cls_result_free(&r);
     tlm_cls_opts no_oos = {.threads = 1, .min_confidence = 0.5f};
     assert_int_equal(tlm_classify_text(&f->m, &l, text, strlen(text), &no_oos, &r, &err), TLM_ERR_ARG);

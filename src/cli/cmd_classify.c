@@ -232,13 +232,13 @@ int cmd_classify(int argc, char **argv)
         tlm_labels_free(&labels);
         return cli_fail("classify", &err);
     }
-    if (!r.labelled) print = 1;
+    if (!r.n.labelled) print = 1;
     /* per-label figures (the macro F1 always, when lines have labels) */
     tlm_cls_label_stats *stats = NULL;
     size_t *cm = NULL, nrank = 0;
     ranked *rk = NULL;
     double macro_f1 = 0;
-    if (r.labelled) {
+    if (r.n.labelled) {
         stats = calloc(labels.n, sizeof *stats);
         rk = calloc(labels.n, sizeof *rk);
         if (confusion_path) /* (else tlm_cls_report keeps its matrix to itself) */
@@ -257,10 +257,10 @@ int cmd_classify(int argc, char **argv)
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "lines", (double)r.samples);
         cJSON_AddNumberToObject(o, "labels", (double)labels.n);
-        cJSON_AddNumberToObject(o, "labelled", (double)r.labelled);
-        cJSON_AddNumberToObject(o, "correct", (double)r.correct);
-        cJSON_AddNumberToObject(o, "accuracy", ratio(r.correct, r.labelled));
-        if (r.labelled) cJSON_AddNumberToObject(o, "macro_f1", macro_f1);
+        cJSON_AddNumberToObject(o, "labelled", (double)r.n.labelled);
+        cJSON_AddNumberToObject(o, "correct", (double)r.n.correct);
+        cJSON_AddNumberToObject(o, "accuracy", ratio(r.n.correct, r.n.labelled));
+        if (r.n.labelled) cJSON_AddNumberToObject(o, "macro_f1", macro_f1);
         if (sweep) {
             cJSON *a = cJSON_AddArrayToObject(o, "sweep");
             for (int i = 0; i < 10; i++) {
@@ -293,13 +293,13 @@ int cmd_classify(int argc, char **argv)
             }
         }
         if (co.oos) {
-            cJSON_AddNumberToObject(o, "in_scope_accuracy", ratio(r.in_scope_correct, r.in_scope));
-            cJSON_AddNumberToObject(o, "oos_recall", ratio(r.oos_correct, r.oos));
-            cJSON_AddNumberToObject(o, "oos_predicted", (double)r.oos_predicted);
+            cJSON_AddNumberToObject(o, "in_scope_accuracy", ratio(r.n.in_scope_correct, r.n.in_scope));
+            cJSON_AddNumberToObject(o, "oos_recall", ratio(r.n.oos_correct, r.n.oos));
+            cJSON_AddNumberToObject(o, "oos_predicted", (double)r.n.oos_predicted);
         }
         if (co.min_confidence > 0) {
             cJSON_AddNumberToObject(o, "min_confidence", co.min_confidence);
-            cJSON_AddNumberToObject(o, "rejected", (double)r.rejected);
+            cJSON_AddNumberToObject(o, "rejected", (double)r.n.rejected);
         }
         cJSON_AddNumberToObject(o, "truncated", (double)r.truncated);
         cJSON_AddStringToObject(o, "search", co.mode == TLM_CLASSIFY_GREEDY ? "greedy" : "exact");
@@ -323,11 +323,11 @@ int cmd_classify(int argc, char **argv)
             for (size_t i = 0; i < r.samples; i++) puts(labels.name[r.pred[i]]);
         FILE *f = print ? stderr : stdout;
         fprintf(f, "lines %zu  labels %zu", r.samples, labels.n);
-        if (r.labelled) fprintf(f, "  accuracy %.4f (%zu of %zu)", ratio(r.correct, r.labelled), r.correct, r.labelled);
-        if (co.oos && r.labelled)
-            fprintf(f, "  in-scope %.4f (%zu of %zu)  oos recall %.4f (%zu of %zu)", ratio(r.in_scope_correct, r.in_scope),
-                    r.in_scope_correct, r.in_scope, ratio(r.oos_correct, r.oos), r.oos_correct, r.oos);
-        if (co.min_confidence > 0) fprintf(f, "  rejected %zu (confidence below %g)", r.rejected, co.min_confidence);
+        if (r.n.labelled) fprintf(f, "  accuracy %.4f (%zu of %zu)", ratio(r.n.correct, r.n.labelled), r.n.correct, r.n.labelled);
+        if (co.oos && r.n.labelled)
+            fprintf(f, "  in-scope %.4f (%zu of %zu)  oos recall %.4f (%zu of %zu)", ratio(r.n.in_scope_correct, r.n.in_scope),
+                    r.n.in_scope_correct, r.n.in_scope, ratio(r.n.oos_correct, r.n.oos), r.n.oos_correct, r.n.oos);
+        if (co.min_confidence > 0) fprintf(f, "  rejected %zu (confidence below %g)", r.n.rejected, co.min_confidence);
         fputc('\n', f);
         if (sweep) {
             fprintf(f, "min-confidence  rejected  accuracy  in-scope accuracy  oos recall\n");

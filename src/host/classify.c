@@ -406,14 +406,7 @@ tlm_status tlm_classify_text(const tlm_model *m, const tlm_labels *labels, const
     if (!st) {
         tlm_cls_counts c;
         tlm_cls_count(res, oos, o->min_confidence, &c);
-        res->labelled = c.labelled;
-        res->correct = c.correct;
-        res->in_scope = c.in_scope;
-        res->in_scope_correct = c.in_scope_correct;
-        res->oos = c.oos;
-        res->oos_correct = c.oos_correct;
-        res->oos_predicted = c.oos_predicted;
-        res->rejected = c.rejected;
+        res->n = c;
         for (size_t i = 0; i < lines.n; i++) /* the rejected lines' label is oos from here on */
             if (res->conf[i] < o->min_confidence) res->pred[i] = (uint32_t)oos;
     }

@@ -43,12 +43,18 @@ typedef struct tlm_cls_opts {
     int progress;
 } tlm_cls_opts;
 
+/* The counts of a classification over its lines with a gold label. */
+typedef struct tlm_cls_counts {
+    size_t labelled, correct;          /* lines with a gold label, and those predicted right */
+    size_t in_scope, in_scope_correct; /* labelled lines whose gold label is not opts.oos */
+    size_t oos, oos_correct;           /* ... whose gold label is opts.oos */
+    size_t oos_predicted;              /* lines predicted as opts.oos */
+    size_t rejected;                   /* lines given oos for a confidence below min_confidence */
+} tlm_cls_counts;
+
 typedef struct tlm_cls_result {
     size_t samples;           /* non-empty lines */
-    size_t labelled, correct; /* lines with a gold label, and those predicted right */
-    size_t in_scope, in_scope_correct; /* labelled lines whose gold label is not opts.oos */
-    size_t oos, oos_correct;  /* ... whose gold label is opts.oos */
-    size_t oos_predicted;     /* lines predicted as opts.oos */
+    tlm_cls_counts n;         /* (with opts.min_confidence: after the rejections) */
     uint64_t forwards;        /* decoder calls */
     uint64_t privatized, unchanged;
     size_t truncated;         /* lines longer than the context, cut at the front */
@@ -56,7 +62,6 @@ typedef struct tlm_cls_result {
     uint32_t *pred;           /* per line, the predicted label's index */
     float *conf;              /* per line, the chosen label's confidence exp(score - shared)
                                  (tlm_classify_result; before any rejection) */
-    size_t rejected;          /* lines given oos for a confidence below min_confidence */
     int32_t *gold;            /* per line, the gold label's index or -1 */
 } tlm_cls_result;
 
@@ -71,9 +76,6 @@ void tlm_cls_result_free(tlm_cls_result *r);
  * its label was not oos already); p 0 counts res as it is. The counts of
  * tlm_classify_text with min_confidence p come from it, so thresholds can
  * be tried on one classification: pass a result classified without one. */
-typedef struct tlm_cls_counts {
-    size_t labelled, correct, in_scope, in_scope_correct, oos, oos_correct, oos_predicted, rejected;
-} tlm_cls_counts;
 void tlm_cls_count(const tlm_cls_result *res, int32_t oos, float p, tlm_cls_counts *c);
 
 /* Per-label figures of a classification (what a user reads to see which

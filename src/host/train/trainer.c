@@ -742,14 +742,14 @@ tlm_status tlm_train(const tlm_train_opts *o, tlm_train_report *rep, tlm_error *
         st = val_accuracy(out_weights(&s, &opt), s.qat ? &s.qcfg : NULL, &vocab, bos, eos, &labels,
                           (const char *)val_text, val_len, s.priv, s.threads, &cr, err);
         if (st) goto out;
-        rep->val_classified = cr.labelled;
-        rep->val_accuracy = cr.labelled ? (double)cr.correct / (double)cr.labelled : 0;
+        rep->val_classified = cr.n.labelled;
+        rep->val_accuracy = cr.n.labelled ? (double)cr.n.correct / (double)cr.n.labelled : 0;
         tlm_cls_label_stats *ls = calloc(labels.n, sizeof *ls);
         st = ls ? tlm_cls_report(&cr, labels.n, ls, NULL, &rep->val_macro_f1, err) : tlm_fail(err, TLM_ERR_NOMEM, "out of memory");
         free(ls);
         if (!st && !o->quiet)
             fprintf(stderr, "train: classification accuracy on %s: %.4f (%zu of %zu lines; %zu labels from %s; macro F1 %.4f; %.1f s)\n",
-                    o->val, rep->val_accuracy, cr.correct, cr.labelled, labels.n, o->data, rep->val_macro_f1, cr.seconds);
+                    o->val, rep->val_accuracy, cr.n.correct, cr.n.labelled, labels.n, o->data, rep->val_macro_f1, cr.seconds);
         tlm_cls_result_free(&cr);
         if (st) goto out;
     }
