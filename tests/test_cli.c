@@ -359,6 +359,112 @@ static void params_of(const char *path, tlm_params *p)
     tlm_model_file_close(&f);
 }
 
+/* Server momentum (FedAvgM) over two rounds, against the recursion
+ * computed here in double from the models: the round's change is what the
+ * same aggregation without momentum makes (P = G + A x mean change), the
+ * velocity V1 = (G1 - M) / A, then V2 = B V1 + (P2 - G1) / A and G2 = G1 +
+ * A V2; the first round equals the plain one (V starts at 0). Also
+ * --server-lr itself against train --init's model, and a state that is for
+ * another model, damaged or cut short, refused with nothing written. */
+static double max_rel(const tlm_params *a, const double *b)
+{
+    double worst = 0;
+    for (size_t i = 0; i < a->n; i++) worst = fmax(worst, fabs((double)a->data[i] - b[i]) / (1.0 + fabs(b[i])));
+    return worst;
+}
+
+static void test_fed_momentum(void **state)
+{
+    (void)state;
+    const char *txt = tu_data("tinystories/dev.txt");
+    const char *common = "--steps 3 --batch 2 --ctx 64 --threads 1 --lr 1e-3 --encode fp32";
+    char ms[512], g1[512], g2[512];
+    snprintf(ms, sizeof ms, "%s", tu_tmp("mom.state"));
+    snprintf(g1, sizeof g1, "%s", tu_tmp("mom_g1.tlm"));
+    snprintf(g2, sizeof g2, "%s", tu_tmp("mom_g2.tlm"));
+    /* round 1 */
+    assert_int_equal(run("fed update -m '%s' --data '%s' %s --seed 5 -o '%s'", model, txt, common, tu_tmp("m1.tlmu")), 0);
+    assert_int_equal(run("train --init '%s' --data '%s' --steps 3 --batch 2 --ctx 64 --threads 1 --lr 1e-3 --seed 5 "
+                         "--eval-every 0 --ckpt-every 0 -o '%s'",
+                         model, txt, tu_tmp("m_local.tlm")),
+                     0);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-lr 0.5", model, tu_tmp("m_p1.tlm"), tu_tmp("m1.tlmu")), 0);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-lr 0.5 --server-momentum 0.9 --momentum-state '%s'", model,
+                         g1, tu_tmp("m1.tlmu"), ms),
+                     0);
+    assert_non_null(strstr(err_text, "velocity started"));
+    tlm_params m0, loc, p1, q1, p2, q2;
+    params_of(model, &m0);
+    params_of(tu_tmp("m_local.tlm"), &loc);
+    params_of(tu_tmp("m_p1.tlm"), &p1);
+    params_of(g1, &q1);
+    const size_t n = m0.n;
+    double *want = malloc(n * sizeof *want), *v1 = malloc(n * sizeof *v1);
+    assert_non_null(want);
+    assert_non_null(v1);
+    for (size_t i = 0; i < n; i++) want[i] = m0.data[i] + 0.5 * ((double)loc.data[i] - m0.data[i]);
+    assert_true(max_rel(&p1, want) < 1e-6); /* --server-lr: half the device's change */
+    assert_true(max_rel(&q1, want) < 1e-6); /* no velocity yet: the plain round */
+    /* round 2, from the first round's model */
+    assert_int_equal(run("fed update -m '%s' --data '%s' %s --seed 6 -o '%s'", g1, txt, common, tu_tmp("m2.tlmu")), 0);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-lr 0.5", g1, tu_tmp("m_p2.tlm"), tu_tmp("m2.tlmu")), 0);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-lr 0.5 --server-momentum 0.9 --momentum-state '%s'", g1, g2,
+                         tu_tmp("m2.tlmu"), ms),
+                     0);
+    assert_non_null(strstr(err_text, "velocity carried on"));
+    params_of(tu_tmp("m_p2.tlm"), &p2);
+    params_of(g2, &q2);
+    double moved = 0;
+    for (size_t i = 0; i < n; i++) {
+        v1[i] = ((double)q1.data[i] - m0.data[i]) / 0.5;
+        const double v2 = 0.9 * v1[i] + ((double)p2.data[i] - q1.data[i]) / 0.5;
+        want[i] = q1.data[i] + 0.5 * v2;
+        moved = fmax(moved, fabs((double)q2.data[i] - p2.data[i]));
+    }
+    assert_true(max_rel(&q2, want) < 1e-5);
+    assert_true(moved > 1e-4); /* the velocity did move the model beyond the plain round */
+    /* the state now names G2: with G1 again it is refused, nothing written */
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-momentum 0.9 --momentum-state '%s'", g1, tu_tmp("m_x.tlm"),
+                         tu_tmp("m2.tlmu"), ms),
+                     1);
+    assert_non_null(strstr(err_text, "belongs to another global model"));
+    assert_int_equal(access(tu_tmp("m_x.tlm"), F_OK), -1);
+    /* damaged, cut short, not a state */
+    uint8_t *b;
+    size_t nb;
+    assert_int_equal(tlm_read_file(ms, &b, &nb, NULL), TLM_OK);
+    assert_int_equal(nb, 24 + 4 * n);
+    const struct {
+        size_t at, len;
+        uint8_t flip;
+        const char *why;
+    } bad[] = {{nb / 2, nb, 0x04, "checksum"}, {0, nb - 4, 0, "values in"}, {0, nb, 0x20, "TLMV"}};
+    for (int k = 0; k < 3; k++) {
+        b[bad[k].at] ^= bad[k].flip;
+        assert_int_equal(tlm_write_file_atomic(tu_tmp("m_bad.state"), b, bad[k].len, NULL), TLM_OK);
+        b[bad[k].at] ^= bad[k].flip;
+        assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-momentum 0.9 --momentum-state '%s'", g2,
+                             tu_tmp("m_x.tlm"), tu_tmp("m2.tlmu"), tu_tmp("m_bad.state")),
+                         1);
+        assert_non_null(strstr(err_text, bad[k].why));
+        assert_int_equal(access(tu_tmp("m_x.tlm"), F_OK), -1);
+    }
+    free(b);
+    /* the options go together; the state is no input's path */
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-momentum 0.9", g1, tu_tmp("m_x.tlm"), tu_tmp("m2.tlmu")), 2);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --momentum-state '%s'", g1, tu_tmp("m_x.tlm"), tu_tmp("m2.tlmu"), ms), 2);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-momentum 1.5 --momentum-state '%s'", g1, tu_tmp("m_x.tlm"),
+                         tu_tmp("m2.tlmu"), ms),
+                     2);
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-momentum 0.9 --momentum-state '%s'", g1, tu_tmp("m_x.tlm"),
+                         tu_tmp("m2.tlmu"), g1),
+                     2);
+    free(want);
+    free(v1);
+    tlm_params *all[] = {&m0, &loc, &p1, &q1, &p2, &q2};
+    for (int k = 0; k < 6; k++) tlm_params_free(all[k]);
+}
+
 /* One federated round with files: an fp32 update aggregated alone gives the
  * model that `tritlm train --init` makes from the same text and seed
  * (training is deterministic); its weight is the text's token count; a
@@ -688,7 +794,7 @@ int main(void)
         cmocka_unit_test(test_help_everywhere),        cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_bad_files),              cmocka_unit_test(test_json_outputs),
         cmocka_unit_test(test_export_import_cycle),    cmocka_unit_test(test_atomic_files),
-        cmocka_unit_test(test_fed_round),
+        cmocka_unit_test(test_fed_round), cmocka_unit_test(test_fed_momentum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 
 #include "../host/csprng.h"
 #include "../host/fed_dp.h"
+#include "../host/fed_momentum.h"
 #include "../host/fedavg.h"
 #include "../host/fedsec.h"
 #include "../host/fileio.h"
@@ -222,12 +223,14 @@ int cli_fed_aggregate(int argc, char **argv)
         {"devices", required_argument, 0, F_DEVICES}, {"dp-noise", required_argument, 0, F_DP_NOISE},
         {"dp-clients", required_argument, 0, F_DP_CLIENTS}, {"delta", required_argument, 0, F_DELTA},
         {"ledger", required_argument, 0, F_LEDGER}, {"budget", required_argument, 0, F_BUDGET},
-        {"tensors", required_argument, 0, F_TENSORS}, {"secure-agg", no_argument, 0, F_SECURE}, {0, 0, 0, 0}};
+        {"tensors", required_argument, 0, F_TENSORS}, {"secure-agg", no_argument, 0, F_SECURE},
+        {"server-momentum", required_argument, 0, F_MOMENTUM}, {"momentum-state", required_argument, 0, F_MOMENTUM_STATE},
+        {0, 0, 0, 0}};
     const char *model = NULL, *out = NULL, *broker = NULL, *topic = "tritlm", *key = NULL, *devices = NULL,
-               *ledger = NULL, *tensors = NULL;
+               *ledger = NULL, *tensors = NULL, *mstate = NULL;
     uint32_t expect = 0, round = 0, dp_clients = 0;
     double clip = 0.0;
-    float slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f;
+    float slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f, beta = 0.0f;
     double delta = 1e-6;
     int json = 0, c, publish = 0, secure = 0, waiting = 0;
     cli_broker cb;
@@ -252,6 +255,11 @@ int cli_fed_aggregate(int argc, char **argv)
             if (!cli_parse_float(optarg, 1e-6f, 100.0f, &slr))
                 return cli_usage_error("fed aggregate", "--server-lr expects a number in (0, 100], got '%s'", optarg);
             break;
+        case F_MOMENTUM:
+            if (!cli_parse_float(optarg, 1e-6f, 0.999f, &beta))
+                return cli_usage_error("fed aggregate", "--server-momentum expects a number in (0, 0.999], got '%s'", optarg);
+            break;
+        case F_MOMENTUM_STATE: mstate = optarg; break;
         case F_JSON: json = 1; break;
         case F_TOPIC: topic = optarg; break;
         case F_EXPECT:
@@ -314,11 +322,17 @@ int cli_fed_aggregate(int argc, char **argv)
     if (secure && (!key || !(clip > 0)))
         return cli_usage_error("fed aggregate", "--secure-agg needs --key, --devices (the roster) and --clip C (the devices')");
     if (secure && dp_clients) return cli_usage_error("fed aggregate", "with --secure-agg the clients are the roster's");
+    if (!(beta > 0) != !mstate)
+        return cli_usage_error("fed aggregate", "--server-momentum B and --momentum-state FILE go together (FILE keeps the "
+                                                "velocity between rounds)");
     if (!dp_clients) dp_clients = expect + n_files;
     if (cli_fed_bad_topic("fed aggregate", topic)) return TLM_EXIT_USAGE;
     {
-        const char *in[] = {model, key, devices, ledger};
-        if (cli_refuse_clobber("fed aggregate", out, in, 4)) return TLM_EXIT_USAGE;
+        const char *in[] = {model, key, devices, ledger, mstate};
+        if (cli_refuse_clobber("fed aggregate", out, in, 5)) return TLM_EXIT_USAGE;
+        if (mstate && (cli_refuse_clobber("fed aggregate", mstate, in, 4) ||
+                       cli_refuse_clobber("fed aggregate", mstate, (const char *const *)(argv + optind), (size_t)(argc - optind))))
+            return TLM_EXIT_USAGE;
         if (cli_refuse_clobber("fed aggregate", out, (const char *const *)(argv + optind), (size_t)(argc - optind)))
             return TLM_EXIT_USAGE;
     }
@@ -341,6 +355,8 @@ int cli_fed_aggregate(int argc, char **argv)
     g_open = !st;
     if (!st) st = tlm_fedavg_init(&agg, &g.model, clip, &err);
     else memset(&agg, 0, sizeof agg);
+    tlm_fed_momentum mom = {0, NULL, 0};
+    if (!st && mstate) st = tlm_fed_momentum_load(&mom, mstate, agg.sum.n, agg.model_id, &err);
     size_t dp_dim = agg.sum.n; /* the values this round may change */
     if (!st && tensors) {
         uint8_t *only = malloc(tlm_params_count(&agg.sum));
@@ -501,6 +517,12 @@ int cli_fed_aggregate(int argc, char **argv)
         if (!st) st = tlm_fedavg_apply_dp(&agg, &p, slr, &rng, &err);
     } else if (!st)
         tlm_fedavg_apply(&agg, &p, slr);
+    if (!st && mstate) { /* the velocity from the change the round made */
+        tlm_params g0;
+        st = tlm_params_from_model(&g0, &g.model, &err);
+        if (!st) tlm_fed_momentum_step(&mom, beta, slr, &g0, &p);
+        if (!st) tlm_params_free(&g0);
+    }
     /* the cost is recorded before the model exists */
     if (!st && z > 0 && ledger) st = write_fed_ledger(ledger, rho_before + rho, rounds_before + 1, &err);
     if (lock >= 0) close(lock);
@@ -514,6 +536,15 @@ int cli_fed_aggregate(int argc, char **argv)
         fprintf(stderr, "fed aggregate: %u quantized tensors changed and are written in fp32 (%zu bytes); quantize the "
                         "model again for a device ('tritlm quantize', or --qat)\n", widened, bytes);
     if (!st) st = tlm_write_file_atomic(out, img, bytes, &err);
+    if (!st && mstate) { /* after the model: a state never names a model that was not written */
+        tlm_model next;
+        st = tlm_model_open(&next, img, bytes, &err);
+        if (!st) st = tlm_fed_momentum_save(&mom, mstate, tlm_fed_model_id(&next), &err);
+        if (!st)
+            fprintf(stderr, "fed aggregate: momentum %g: velocity %s in %s\n", (double)beta,
+                    mom.started ? "carried on" : "started", mstate);
+    }
+    tlm_fed_momentum_free(&mom);
     if (p_alloc) tlm_params_free(&p);
     if (!st && publish) {
         char t[600];
