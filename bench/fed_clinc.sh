@@ -7,7 +7,8 @@
 # evaluation protocol) after every round; with --dp-noise, the privacy
 # spent. Prints Markdown.
 # usage: bench/fed_clinc.sh BUILD_DIR GLOBAL.tlm clinc150/train_val.json OUT_DIR [DEVICES] [ROUNDS] [VARIANT...]
-#   VARIANT: NAME@UPDATE OPTIONS@AGGREGATE OPTIONS (words separated by commas); with
+#   VARIANT: NAME@UPDATE OPTIONS@AGGREGATE OPTIONS (words separated by commas, and
+#   a semicolon for a comma inside a word: --tensors,attn;ffn); with
 #   --secure-agg among the update options every device gets a key pair, the roster
 #   lists them all, and both sides get the keys they need
 # env: FED_TASK=intents: the devices hold TEXT<TAB>INTENT lines (train + oos_train,
@@ -74,7 +75,7 @@ if [ $# -eq 0 ]; then
 fi
 for v in "$@"; do
     name=${v%%@*} rest=${v#*@}
-    uopts=$(echo "${rest%%@*}" | tr ',' ' ') aopts=$(echo "${rest#*@}" | tr ',' ' ')
+    uopts=$(echo "${rest%%@*}" | tr ',;' ' ,') aopts=$(echo "${rest#*@}" | tr ',;' ' ,')
     secure=""
     case " $uopts " in *" --secure-agg "*)
         secure=1
