@@ -47,8 +47,8 @@ tlm_status tlm_fed_momentum_load(tlm_fed_momentum *m, const char *path, size_t n
         st = tlm_fail(err, TLM_ERR_FORMAT, "%s: momentum state damaged (checksum mismatch)", path);
     else if (get32(b + 8) != model_id)
         st = tlm_fail(err, TLM_ERR_ARG,
-                      "%s belongs to another global model (id %08x, this one is %08x): give the state the round that "
-                      "wrote this model saved, or a new path to start the momentum from zero",
+                      "%s belongs to another global model (id %08x, this one is %08x): use the state saved by the round "
+                      "that wrote this model, or a new path to start the momentum from zero",
                       path, get32(b + 8), model_id);
     for (size_t i = 0; !st && i < n; i++) {
         const uint32_t u = get32(b + HEADER + 4 * i);
