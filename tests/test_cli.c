@@ -408,10 +408,12 @@ static void test_fed_momentum(void **state)
     /* round 2, from the first round's model */
     assert_int_equal(run("fed update -m '%s' --data '%s' %s --seed 6 -o '%s'", g1, txt, common, tu_tmp("m2.tlmu")), 0);
     assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-lr 0.5", g1, tu_tmp("m_p2.tlm"), tu_tmp("m2.tlmu")), 0);
-    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-lr 0.5 --server-momentum 0.9 --momentum-state '%s'", g1, g2,
-                         tu_tmp("m2.tlmu"), ms),
+    assert_int_equal(run("fed aggregate -m '%s' -o '%s' '%s' --server-lr 0.5 --server-momentum 0.9 --momentum-state '%s' --json", g1,
+                         g2, tu_tmp("m2.tlmu"), ms),
                      0);
     assert_non_null(strstr(err_text, "velocity carried on"));
+    assert_non_null(strstr(out_text, "\"momentum\":{\"beta\":0.9"));
+    assert_non_null(strstr(out_text, "\"carried_on\":true}"));
     params_of(tu_tmp("m_p2.tlm"), &p2);
     params_of(g2, &q2);
     double moved = 0;

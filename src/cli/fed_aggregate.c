@@ -231,7 +231,7 @@ int cli_fed_aggregate(int argc, char **argv)
     uint32_t expect = 0, round = 0, dp_clients = 0;
     double clip = 0.0;
     float slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f, beta = 0.0f;
-    double delta = 1e-6;
+    double delta = 1e-6, beta_text = 0;
     int json = 0, c, publish = 0, secure = 0, waiting = 0;
     cli_broker cb;
     memset(&cb, 0, sizeof cb);
@@ -258,6 +258,7 @@ int cli_fed_aggregate(int argc, char **argv)
         case F_MOMENTUM:
             if (!cli_parse_float(optarg, 1e-6f, 0.999f, &beta))
                 return cli_usage_error("fed aggregate", "--server-momentum expects a number in (0, 0.999], got '%s'", optarg);
+            beta_text = strtod(optarg, NULL); /* as written, for the report */
             break;
         case F_MOMENTUM_STATE: mstate = optarg; break;
         case F_JSON: json = 1; break;
@@ -541,9 +542,10 @@ int cli_fed_aggregate(int argc, char **argv)
         st = tlm_model_open(&next, img, bytes, &err);
         if (!st) st = tlm_fed_momentum_save(&mom, mstate, tlm_fed_model_id(&next), &err);
         if (!st)
-            fprintf(stderr, "fed aggregate: momentum %g: velocity %s in %s\n", (double)beta,
+            fprintf(stderr, "fed aggregate: momentum %g: velocity %s in %s\n", beta_text,
                     mom.started ? "carried on" : "started", mstate);
     }
+    const int mom_started = mom.started;
     tlm_fed_momentum_free(&mom);
     if (p_alloc) tlm_params_free(&p);
     if (!st && publish) {
@@ -582,6 +584,12 @@ int cli_fed_aggregate(int argc, char **argv)
         cJSON_AddNumberToObject(j, "accepted", accepted);
         cJSON_AddNumberToObject(j, "clipped", clipped);
         cJSON_AddItemToObject(j, "rejected", rejected);
+        if (mstate) {
+            cJSON *mo = cJSON_AddObjectToObject(j, "momentum");
+            cJSON_AddNumberToObject(mo, "beta", beta_text);
+            cJSON_AddStringToObject(mo, "state", mstate);
+            cJSON_AddBoolToObject(mo, "carried_on", mom_started);
+        }
         if (z > 0) {
             cJSON *d = cJSON_AddObjectToObject(j, "dp");
             cJSON_AddNumberToObject(d, "noise_multiplier", z);
