@@ -4,9 +4,9 @@
  *
  *     v <- beta v + mean change,   global <- global + server_lr v
  *
- * Changes that agree from round to round add up (the remedy Hsu et al.
- * proposed for devices whose data differ; on CLINC150 split by intent it
- * did little: docs/BENCHMARKS.md). The velocity lives in a state file
+ * Changes that agree from round to round add up (Hsu et al.'s remedy for
+ * devices whose data differ; on CLINC150, 0.5 halved the rounds a seed
+ * classifier needed, docs/BENCHMARKS.md). The velocity lives in a state file
  * beside the server's models, written atomically after each round's
  * model, and names the model it applies to, so a state from another round
  * or model is refused.
