@@ -49,6 +49,8 @@ typedef struct tlm_fed_header {
 
 /* An id for a model image: its CRC-32 (what base_crc must equal). */
 uint32_t tlm_fed_model_id(const tlm_model *m);
+/* The same id from the image's bytes (one not opened as a tlm_model). */
+uint32_t tlm_fed_image_id(const void *image, size_t bytes);
 
 /* Bytes one entry of `count` values takes with encoding enc (0 if enc is
  * unknown, TLM_FED_LOWRANK_I8, or the size overflows). */

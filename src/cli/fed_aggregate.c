@@ -230,8 +230,8 @@ int cli_fed_aggregate(int argc, char **argv)
                *ledger = NULL, *tensors = NULL, *mstate = NULL;
     uint32_t expect = 0, round = 0, dp_clients = 0;
     double clip = 0.0;
-    float slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f, beta = 0.0f;
-    double delta = 1e-6, beta_text = 0;
+    float slr = 1.0f, timeout = 600.0f, z = 0.0f, budget = 0.0f;
+    double delta = 1e-6, beta = 0;
     int json = 0, c, publish = 0, secure = 0, waiting = 0;
     cli_broker cb;
     memset(&cb, 0, sizeof cb);
@@ -255,11 +255,13 @@ int cli_fed_aggregate(int argc, char **argv)
             if (!cli_parse_float(optarg, 1e-6f, 100.0f, &slr))
                 return cli_usage_error("fed aggregate", "--server-lr expects a number in (0, 100], got '%s'", optarg);
             break;
-        case F_MOMENTUM:
-            if (!cli_parse_float(optarg, 1e-6f, 0.999f, &beta))
+        case F_MOMENTUM: {
+            float f;
+            if (!cli_parse_float(optarg, 1e-6f, 0.999f, &f))
                 return cli_usage_error("fed aggregate", "--server-momentum expects a number in (0, 0.999], got '%s'", optarg);
-            beta_text = strtod(optarg, NULL); /* as written, for the report */
+            beta = strtod(optarg, NULL); /* as written (reported so) */
             break;
+        }
         case F_MOMENTUM_STATE: mstate = optarg; break;
         case F_JSON: json = 1; break;
         case F_TOPIC: topic = optarg; break;
@@ -509,6 +511,12 @@ int cli_fed_aggregate(int argc, char **argv)
         st = tlm_params_from_model(&p, &g.model, &err);
         p_alloc = !st;
     }
+    float *before = NULL; /* the global model's values, for the velocity */
+    if (!st && mstate) {
+        before = malloc(p.n * sizeof *before);
+        if (before) memcpy(before, p.data, p.n * sizeof *before);
+        else st = tlm_fail(&err, TLM_ERR_NOMEM, "out of memory");
+    }
     if (!st && secure) {
         st = tlm_fedavg_apply_secure(&agg, &p, slr, rs.r, rs.n, &err);
     } else if (!st && z > 0) {
@@ -518,12 +526,8 @@ int cli_fed_aggregate(int argc, char **argv)
         if (!st) st = tlm_fedavg_apply_dp(&agg, &p, slr, &rng, &err);
     } else if (!st)
         tlm_fedavg_apply(&agg, &p, slr);
-    if (!st && mstate) { /* the velocity from the change the round made */
-        tlm_params g0;
-        st = tlm_params_from_model(&g0, &g.model, &err);
-        if (!st) tlm_fed_momentum_step(&mom, beta, slr, &g0, &p);
-        if (!st) tlm_params_free(&g0);
-    }
+    if (!st && mstate) tlm_fed_momentum_step(&mom, (float)beta, slr, before, &p); /* from the change the round made */
+    free(before);
     /* the cost is recorded before the model exists */
     if (!st && z > 0 && ledger) st = write_fed_ledger(ledger, rho_before + rho, rounds_before + 1, &err);
     if (lock >= 0) close(lock);
@@ -538,12 +542,10 @@ int cli_fed_aggregate(int argc, char **argv)
                         "model again for a device ('tritlm quantize', or --qat)\n", widened, bytes);
     if (!st) st = tlm_write_file_atomic(out, img, bytes, &err);
     if (!st && mstate) { /* after the model: a state never names a model that was not written */
-        tlm_model next;
-        st = tlm_model_open(&next, img, bytes, &err);
-        if (!st) st = tlm_fed_momentum_save(&mom, mstate, tlm_fed_model_id(&next), &err);
+        st = tlm_fed_momentum_save(&mom, mstate, tlm_fed_image_id(img, bytes), &err);
         if (!st)
-            fprintf(stderr, "fed aggregate: momentum %g: velocity %s in %s\n", beta_text,
-                    mom.started ? "carried on" : "started", mstate);
+            fprintf(stderr, "fed aggregate: momentum %g: velocity %s in %s\n", beta, mom.started ? "carried on" : "started",
+                    mstate);
     }
     const int mom_started = mom.started;
     tlm_fed_momentum_free(&mom);
@@ -586,7 +588,7 @@ int cli_fed_aggregate(int argc, char **argv)
         cJSON_AddItemToObject(j, "rejected", rejected);
         if (mstate) {
             cJSON *mo = cJSON_AddObjectToObject(j, "momentum");
-            cJSON_AddNumberToObject(mo, "beta", beta_text);
+            cJSON_AddNumberToObject(mo, "beta", beta);
             cJSON_AddStringToObject(mo, "state", mstate);
             cJSON_AddBoolToObject(mo, "carried_on", mom_started);
         }

@@ -13,7 +13,9 @@ enum { H_MAGIC = 0, H_VERSION = 4, H_HEADER = 6, H_TOTAL = 8, H_CRC = 12, H_ROUN
  * E_ROWS, bytes every other encoding keeps zero (E_RESERVED) */
 enum { E_ROLE = 0, E_LAYER = 2, E_ENC = 4, E_RESERVED = 5, E_RANK = 5, E_ROWS = 6, E_COUNT = 8, E_SCALE = 12 };
 
-uint32_t tlm_fed_model_id(const tlm_model *m) { return tlm_crc32(0, m->image, m->image_bytes); }
+uint32_t tlm_fed_image_id(const void *image, size_t bytes) { return tlm_crc32(0, image, bytes); }
+
+uint32_t tlm_fed_model_id(const tlm_model *m) { return tlm_fed_image_id(m->image, m->image_bytes); }
 
 static size_t payload_bytes(uint32_t enc, uint32_t count)
 {

@@ -68,10 +68,10 @@ void tlm_fed_momentum_free(tlm_fed_momentum *m)
     memset(m, 0, sizeof *m);
 }
 
-void tlm_fed_momentum_step(tlm_fed_momentum *m, float beta, float server_lr, const tlm_params *global, tlm_params *out)
+void tlm_fed_momentum_step(tlm_fed_momentum *m, float beta, float server_lr, const float *global, tlm_params *out)
 {
     for (size_t i = 0; i < m->n; i++) {
-        const float g = global->data[i];
+        const float g = global[i];
         m->v[i] = beta * m->v[i] + (out->data[i] - g) / server_lr;
         out->data[i] = g + server_lr * m->v[i];
     }

@@ -38,9 +38,10 @@ tlm_status tlm_fed_momentum_load(tlm_fed_momentum *m, const char *path, size_t n
 void tlm_fed_momentum_free(tlm_fed_momentum *m);
 
 /* After a round: out holds global + server_lr x (the round's change), as
- * every tlm_fedavg_apply variant leaves it. Then v = beta v + (out -
- * global) / server_lr and out = global + server_lr x v. */
-void tlm_fed_momentum_step(tlm_fed_momentum *m, float beta, float server_lr, const tlm_params *global, tlm_params *out);
+ * every tlm_fedavg_apply variant leaves it, and global[0..m->n) the values
+ * before it. Then v = beta v + (out - global) / server_lr and out = global
+ * + server_lr x v. */
+void tlm_fed_momentum_step(tlm_fed_momentum *m, float beta, float server_lr, const float *global, tlm_params *out);
 
 /* Writes the velocity for the next round's global model (its id). */
 tlm_status tlm_fed_momentum_save(const tlm_fed_momentum *m, const char *path, uint32_t model_id, tlm_error *err);
